@@ -1,0 +1,24 @@
+from django.core.management.base import BaseCommand
+
+from annotations import services
+from annotations.demo import DEMO_ADMIN, DEMO_RATER, demo_seed
+
+
+class Command(BaseCommand):
+    help = "Create the demo admin, rater and study, and enqueue its missing generations."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--items", type=int, default=8, help="HumanEval prompts (default 8)")
+        parser.add_argument("--max-new-tokens", type=int, default=128)
+        parser.add_argument("--no-enqueue", action="store_true", help="Only create the rows.")
+
+    def handle(self, *args, items: int, max_new_tokens: int, no_enqueue: bool, **options):
+        study = demo_seed(n_items=items, max_new_tokens=max_new_tokens)
+        created = services.generations_create(study=study)
+        sent = 0 if no_enqueue else services.generations_enqueue(study=study)
+        self.stdout.write(
+            f"Demo study #{study.id} '{study.name}': {created} generations created, "
+            f"{sent} sent to the worker.\n"
+            f"  admin: {DEMO_ADMIN.username} / {DEMO_ADMIN.password}\n"
+            f"  rater: {DEMO_RATER.username} / {DEMO_RATER.password}"
+        )

@@ -1,0 +1,122 @@
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotations import services
+from annotations.models import Assignment, Judgment
+from tests.annotations.conftest import finish_generations, make_study
+
+pytestmark = pytest.mark.django_db
+
+
+def login(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_rate_page_is_blind_and_escapes_outputs(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
+    assert "Response 1 (left)" in html
+    for condition in study.conditions.all():
+        assert condition.name not in html, f"condition name {condition.name!r} leaked to the rater"
+    for leak in ("threshold", "policy", "dense", "dynamic", "active_fraction", "tokens_per_s"):
+        assert leak not in html, f"{leak!r} appears in the rater page"
+    assert "Prompt <b>0</b>" not in html and "Prompt &lt;b&gt;0&lt;/b&gt;" in html
+
+
+def test_htmx_judge_returns_the_next_pair_fragment(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    client = login(alice)
+    client.get(reverse("rate", args=[study.id]))
+    assignment = Assignment.objects.get(rater=alice)
+    response = client.post(
+        reverse("judge", args=[assignment.id]),
+        {"choice": "left", "time_on_task_ms": "1234"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="pair"'), "htmx must get only the pair fragment"
+    assert "<html" not in body
+    judgment = Judgment.objects.get(assignment=assignment)
+    assert judgment.time_on_task_ms == 1234
+    assert Assignment.objects.filter(rater=alice).count() == 2, "the next pair was not assigned"
+
+
+def test_rater_cannot_touch_another_raters_assignment(users):
+    _, alice, bob = users
+    study = make_study(n_items=1, raters=[alice, bob])
+    finish_generations(study)
+    alices = services.assignment_next(study=study, rater=alice)
+    response = login(bob).post(reverse("judge", args=[alices.id]), {"choice": "left"})
+    assert response.status_code == 404
+    assert not Judgment.objects.exists()
+
+
+def test_rater_cannot_open_a_study_they_are_not_enrolled_in(users):
+    _, alice, bob = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    assert login(bob).get(reverse("rate", args=[study.id])).status_code == 404
+
+
+@pytest.mark.parametrize("name", ["study_list", "study_detail", "study_progress"])
+def test_staff_pages_are_closed_to_raters_and_anonymous(users, name):
+    _, alice, _ = users
+    study = make_study(n_items=1)
+    url = reverse(name) if name == "study_list" else reverse(name, args=[study.id])
+    assert login(alice).get(url).status_code == 302
+    assert Client().get(url).status_code == 302
+
+
+def test_judge_requires_csrf(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    assignment = services.assignment_next(study=study, rater=alice)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post(reverse("judge", args=[assignment.id]), {"choice": "left"}).status_code == 403
+
+
+def test_bad_choice_is_a_clear_400(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    assignment = services.assignment_next(study=study, rater=alice)
+    response = login(alice).post(reverse("judge", args=[assignment.id]), {"choice": "both"})
+    assert response.status_code == 400 and b"left, right or tie" in response.content
+
+
+def test_study_page_shows_progress_alpha_and_win_rates(users):
+    staff, alice, bob = users
+    study = make_study(n_items=3, raters=[alice, bob])
+    finish_generations(study)
+    # Both raters agree: on item 0 condition A wins, on item 1 it's a tie, on item 2 B wins.
+    verdict = {"HumanEval/0": "a", "HumanEval/1": "tie", "HumanEval/2": "b"}
+    for rater in (alice, bob):
+        while (a := services.assignment_next(study=study, rater=rater)) is not None:
+            wanted = verdict[a.pair.item.task_id]
+            choice = "tie" if wanted == "tie" else ("left" if (wanted == "a") == a.a_on_left else "right")
+            services.judgment_submit(assignment=a, choice=choice)
+    html = login(staff).get(reverse("study_detail", args=[study.id])).content.decode()
+    assert "9 / 9" in html
+    assert 'id="alpha">1.000<' in html, "perfect agreement must give alpha 1"
+    assert "dense" in html and "static t=0.05" in html
+    table = html[html.index('id="win-rates"'):]
+    # Each condition pair: 1 win, 1 tie, 1 loss per rater -> win rate 0.5 with 6 judgments.
+    assert table.count("<td>0.500</td>") == 3, table
+
+
+def test_progress_fragment_stops_polling_when_finished(users):
+    staff, _, _ = users
+    study = make_study(n_items=1)
+    finish_generations(study)
+    response = login(staff).get(reverse("study_progress", args=[study.id]), HTTP_HX_REQUEST="true")
+    assert response.status_code == 286
