@@ -4,6 +4,8 @@ One row per real-world thing; the database enforces what must be unique."""
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -56,6 +58,9 @@ class Condition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.study}: {self.name}"
+
+    def policy_text(self) -> str:
+        return json.dumps(self.policy, sort_keys=True)
 
 
 class Item(models.Model):
