@@ -1,0 +1,282 @@
+"""Pairwise preference between conditions from a long-format judgments table.
+
+In: ``item, rater, condition_a, condition_b, winner`` (``a`` / ``b`` / ``tie``), optional
+``side_a`` (``left`` / ``right``). Every judgment is first put in a fixed condition order
+(sorted names), so "a" means the same condition for every rater and never a screen side.
+
+Out of `preference_summary`: per condition pair win / tie / loss counts, win rates with
+ties as half and ties excluded, Wilson and item-bootstrap CIs, sign tests with Holm
+correction; Bradley–Terry ratings with item-bootstrap CIs and Chatbot-Arena-style ranks;
+online Elo for comparison; a position-bias test when sides are known.
+"""
+
+import math
+from collections.abc import Sequence
+
+import choix
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+from analysis.tables import canonical_judgments, validate_judgments
+
+ELO_K = 4
+ELO_BASE = 10.0
+ELO_SCALE = 400.0
+ELO_INITIAL = 1000.0
+CI_LEVEL = 0.95
+
+
+def wilson_interval(successes: float, n: int) -> list[float] | None:
+    """Wilson score 95 % interval for `successes` out of `n` (None when n is 0).
+
+    A fractional `successes` (ties counted as half) is allowed."""
+    if n == 0:
+        return None
+    low, high = proportion_confint(successes, n, alpha=1 - CI_LEVEL, method="wilson")
+    return [float(low), float(high)]
+
+
+def sign_test(wins: int, losses: int) -> float | None:
+    """Two-sided exact binomial (sign) test of wins = losses, ties left out (None if no
+    decisive judgment)."""
+    if wins + losses == 0:
+        return None
+    return float(binomtest(wins, wins + losses, 0.5).pvalue)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values; None entries (no test) stay None and are not counted."""
+    tested = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    if tested:
+        corrected = multipletests([p_values[i] for i in tested], method="holm")[1]
+        for i, p in zip(tested, corrected, strict=True):
+            adjusted[i] = float(p)
+    return adjusted
+
+
+def win_contributions(judgments: pd.DataFrame, index: dict[str, int]) -> np.ndarray:
+    """Each judgment's wins: ``[k, i, j]`` = how much judgment k counts as i beating j.
+
+    A decisive judgment adds 1 to winner-over-loser, a tie ½ each way (Chatbot Arena's
+    convention). Summed over k this is the win matrix Bradley–Terry reads; weighted by
+    bootstrap multiplicities it is a replicate's. In: canonical judgments, condition →
+    index. Out: float [n_judgments, C, C]."""
+    n = len(index)
+    a = judgments["condition_a"].map(index).to_numpy()
+    b = judgments["condition_b"].map(index).to_numpy()
+    score_a = judgments["winner"].map({"a": 1.0, "tie": 0.5, "b": 0.0}).to_numpy()
+    wins = np.zeros((len(judgments), n, n))
+    rows = np.arange(len(judgments))
+    wins[rows, a, b] = score_a
+    wins[rows, b, a] = 1 - score_a
+    return wins
+
+
+def bradley_terry(wins: np.ndarray, alpha: float) -> np.ndarray:
+    """Bradley–Terry log-strengths (mean 0) of a win matrix, by choix's ILSR.
+
+    ``choix.ilsr_pairwise_dense`` is ``ilsr_pairwise`` on counts, and it accepts the ½ of a
+    tie directly. `alpha` > 0 regularises, so a condition that never lost or a disconnected
+    comparison graph still gives finite strengths."""
+    strengths = choix.ilsr_pairwise_dense(wins, alpha=alpha, max_iter=1000)
+    return strengths - strengths.mean()
+
+
+def elo_ratings(judgments: pd.DataFrame) -> dict[str, float]:
+    """Online Elo over the judgments in row order, as Chatbot Arena's ``compute_elo``:
+    K = 4, base 10, scale 400, every condition starts at 1000, a tie scores ½.
+
+    Elo depends on the order of the rows; it is reported only for comparison with BT."""
+    ratings: dict[str, float] = {}
+    score_a = {"a": 1.0, "b": 0.0, "tie": 0.5}
+    for a, b, winner in judgments[["condition_a", "condition_b", "winner"]].itertuples(index=False):
+        rating_a, rating_b = ratings.get(a, ELO_INITIAL), ratings.get(b, ELO_INITIAL)
+        expected_a = 1 / (1 + ELO_BASE ** ((rating_b - rating_a) / ELO_SCALE))
+        ratings[a] = rating_a + ELO_K * (score_a[winner] - expected_a)
+        ratings[b] = rating_b + ELO_K * ((1 - score_a[winner]) - (1 - expected_a))
+    return ratings
+
+
+def arena_ranks(lower: Sequence[float], upper: Sequence[float]) -> list[int]:
+    """Rank = 1 + number of conditions whose CI lower bound exceeds this one's upper bound
+    (Chatbot Arena), so conditions with overlapping CIs can share a rank."""
+    return [1 + sum(low > up for low in lower) for up in upper]
+
+
+def preference_summary(
+    df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0, bt_alpha: float = 0.01
+) -> dict:
+    """All preference statistics of a judgments table (see the module docstring).
+
+    `bootstrap` replicates resample items with replacement (every judgment of a drawn item
+    comes along, so raters judging the same item are not treated as independent), seeded
+    with `seed`; `bt_alpha` is choix's regularisation. Out: a JSON-ready dict with
+    ``n_judgments``, ``n_items``, ``n_raters``, ``conditions``, ``pairs``,
+    ``bradley_terry``, ``elo`` and ``position_bias`` (None when ``side_a`` is absent).
+
+    Raises `analysis.tables.InputError` for a malformed table."""
+    judgments = canonical_judgments(validate_judgments(df))
+    conditions = sorted(set(judgments["condition_a"]) | set(judgments["condition_b"]))
+    index = {name: i for i, name in enumerate(conditions)}
+    item_codes, items = pd.factorize(judgments["item"], sort=True)
+    draws = item_bootstrap_counts(len(items), bootstrap, seed)
+    elo = elo_ratings(judgments)
+    return {
+        "n_judgments": len(judgments),
+        "n_items": len(items),
+        "n_raters": int(judgments["rater"].nunique()),
+        "conditions": conditions,
+        "ci_level": CI_LEVEL,
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "pairs": _pairs(judgments, item_codes, draws),
+        "bradley_terry": _bradley_terry(judgments, index, item_codes, draws, bt_alpha),
+        "elo": [
+            {"condition": name, "rating": elo[name]}
+            for name in sorted(conditions, key=lambda name: -elo[name])
+        ],
+        "position_bias": position_bias(judgments),
+    }
+
+
+def item_bootstrap_counts(n_items: int, n: int, seed: int) -> np.ndarray:
+    """Cluster bootstrap over items: `n` replicates, each drawing `n_items` items with
+    replacement (seeded). Out: int [n, n_items], how often each item was drawn; every
+    judgment of an item is weighted by its item's count, so raters judging the same item
+    are never treated as independent."""
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n_items, size=(n, n_items))
+    counts = np.zeros((n, n_items), dtype=np.int64)
+    np.add.at(counts, (np.arange(n)[:, None], drawn), 1)
+    return counts
+
+
+def _per_item(item_codes: np.ndarray, n_items: int, values: np.ndarray) -> np.ndarray:
+    """Sum the rows of `values` (one per judgment) within each item: [n_items, ...]."""
+    sums = np.zeros((n_items, *values.shape[1:]))
+    np.add.at(sums, item_codes, values)
+    return sums
+
+
+def _percentile_ci(values: np.ndarray) -> list[float] | None:
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return None
+    tail = 100 * (1 - CI_LEVEL) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, draws: np.ndarray) -> list[dict]:
+    rows = []
+    score_a = judgments["winner"].map({"a": 1.0, "tie": 0.5, "b": 0.0}).to_numpy()
+    grouped = judgments.assign(position=np.arange(len(judgments))).groupby(
+        ["condition_a", "condition_b"], sort=True
+    )
+    for (condition_a, condition_b), pair in grouped:
+        counts = pair["winner"].value_counts()
+        wins, ties, losses = (int(counts.get(w, 0)) for w in ("a", "tie", "b"))
+        n = wins + ties + losses
+        positions = pair["position"].to_numpy()
+        codes = item_codes[positions]
+        score_by_item = np.bincount(codes, score_a[positions], minlength=draws.shape[1])
+        judgments_by_item = np.bincount(codes, minlength=draws.shape[1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            replicate_rates = (draws @ score_by_item) / (draws @ judgments_by_item)
+        rows.append(
+            {
+                "condition_a": condition_a,
+                "condition_b": condition_b,
+                "n": n,
+                "n_items": int(pair["item"].nunique()),
+                "wins": wins,
+                "ties": ties,
+                "losses": losses,
+                "win_rate_ties_half": (wins + ties / 2) / n,
+                "win_rate_ties_half_ci_wilson": wilson_interval(wins + ties / 2, n),
+                "win_rate_ties_half_ci_bootstrap": _percentile_ci(replicate_rates),
+                "win_rate_ties_excluded": wins / (wins + losses) if wins + losses else None,
+                "win_rate_ties_excluded_ci_wilson": wilson_interval(wins, wins + losses),
+                "p_sign_test": sign_test(wins, losses),
+            }
+        )
+    for row, adjusted in zip(rows, holm([r["p_sign_test"] for r in rows]), strict=True):
+        row["p_holm"] = adjusted
+    return rows
+
+
+def _bradley_terry(
+    judgments: pd.DataFrame,
+    index: dict[str, int],
+    item_codes: np.ndarray,
+    draws: np.ndarray,
+    alpha: float,
+) -> dict:
+    contributions = win_contributions(judgments, index)
+    strengths = bradley_terry(contributions.sum(axis=0), alpha)
+    n = len(index)
+    wins_by_item = _per_item(item_codes, draws.shape[1], contributions.reshape(-1, n * n))
+    replicate_wins = (draws @ wins_by_item).reshape(-1, n, n)
+    replicates = np.array([bradley_terry(wins, alpha) for wins in replicate_wins]).reshape(
+        len(draws), n
+    )
+    ratings = _to_rating(strengths)
+    cis = [_percentile_ci(_to_rating(replicates[:, i])) for i in range(len(index))]
+    lower = [ci[0] if ci else r for ci, r in zip(cis, ratings, strict=True)]
+    upper = [ci[1] if ci else r for ci, r in zip(cis, ratings, strict=True)]
+    ranks = arena_ranks(lower, upper)
+    table = [
+        {
+            "condition": name,
+            "rating": float(ratings[i]),
+            "rating_ci": cis[i],
+            "log_strength": float(strengths[i]),
+            "rank": ranks[i],
+        }
+        for name, i in index.items()
+    ]
+    return {
+        "alpha": alpha,
+        "scale": "rating = 1000 + 400 * log_strength / ln(10); log strengths have mean 0",
+        "conditions": sorted(table, key=lambda row: (row["rank"], -row["rating"])),
+    }
+
+
+def _to_rating(log_strengths: np.ndarray) -> np.ndarray:
+    return ELO_INITIAL + ELO_SCALE * np.asarray(log_strengths) / math.log(ELO_BASE)
+
+
+def position_bias(judgments: pd.DataFrame) -> dict | None:
+    """Test P(left output chosen) = 0.5 on decisive judgments whose side is known.
+
+    In: judgments with ``side_a``. Out: ``overall`` and ``per_rater`` (each with
+    ``n_decisive``, ``n_left``, ``left_rate``, Wilson ``left_rate_ci``, two-sided binomial
+    ``p_value``; per rater also Holm-adjusted ``p_holm``), or None without ``side_a``."""
+    if "side_a" not in judgments.columns:
+        return None
+    known = judgments[judgments["side_a"].notna() & (judgments["winner"] != "tie")]
+    left = ((known["winner"] == "a") & (known["side_a"] == "left")) | (
+        (known["winner"] == "b") & (known["side_a"] == "right")
+    )
+    per_rater = [
+        {"rater": rater, **_left_test(group)}
+        for rater, group in left.groupby(known["rater"], sort=True)
+    ]
+    for row, adjusted in zip(per_rater, holm([r["p_value"] for r in per_rater]), strict=True):
+        row["p_holm"] = adjusted
+    return {"overall": _left_test(left), "per_rater": per_rater}
+
+
+def _left_test(left: pd.Series) -> dict:
+    n, n_left = len(left), int(left.sum())
+    return {
+        "n_decisive": n,
+        "n_left": n_left,
+        "left_rate": n_left / n if n else None,
+        "left_rate_ci": wilson_interval(n_left, n),
+        "p_value": sign_test(n_left, n - n_left),
+    }

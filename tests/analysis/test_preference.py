@@ -1,0 +1,262 @@
+import math
+
+import choix
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.preference import (
+    arena_ranks,
+    bradley_terry,
+    elo_ratings,
+    holm,
+    item_bootstrap_counts,
+    position_bias,
+    preference_summary,
+    sign_test,
+    wilson_interval,
+    win_contributions,
+)
+from analysis.tables import InputError, canonical_judgments, validate_judgments
+
+COLUMNS = ["item", "rater", "condition_a", "condition_b", "winner"]
+
+
+def judgments(rows, columns=COLUMNS) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=columns)
+
+
+def simulate(strengths: dict[str, float], n_items: int, seed: int) -> pd.DataFrame:
+    """Three raters per item, each judging a random pair under Bradley–Terry, 10 % ties."""
+    rng = np.random.default_rng(seed)
+    names = list(strengths)
+    rows = []
+    for item in range(n_items):
+        for rater in range(3):
+            i, j = rng.choice(len(names), size=2, replace=False)
+            a, b = names[i], names[j]
+            p_a = 1 / (1 + math.exp(strengths[b] - strengths[a]))
+            if rng.random() < 0.1:
+                winner = "tie"
+            else:
+                winner = "a" if rng.random() < p_a else "b"
+            side = "left" if rng.random() < 0.5 else "right"
+            rows.append((f"q{item}", f"r{rater}", a, b, winner, side))
+    return judgments(rows, [*COLUMNS, "side_a"])
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "low", "high"),
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score).
+    [
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
+def test_wilson_interval_reproduces_newcombe_1998(successes, n, low, high):
+    ci = wilson_interval(successes, n)
+    assert round(ci[0], 4) == low
+    assert round(ci[1], 4) == high
+
+
+def test_wilson_interval_of_nothing_is_none():
+    assert wilson_interval(0, 0) is None
+
+
+def test_sign_test_is_exact_binomial():
+    assert sign_test(9, 1) == pytest.approx(22 / 1024)  # 2 * (C(10,0) + C(10,1)) / 2^10
+    assert sign_test(5, 5) == pytest.approx(1.0)
+    assert sign_test(0, 0) is None
+
+
+def test_holm_adjusts_only_real_tests():
+    assert holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
+    assert holm([None]) == [None]
+
+
+def test_pairs_are_canonical_with_counts_and_win_rates():
+    data = judgments(
+        [
+            ("q1", "ann", "t0", "t50", "a"),
+            ("q2", "ann", "t50", "t0", "b"),  # t0 wins, stored the other way round
+            ("q3", "ann", "t0", "t50", "a"),
+            ("q1", "bob", "t50", "t0", "tie"),
+            ("q2", "bob", "t0", "t50", "tie"),
+            ("q3", "bob", "t50", "t0", "a"),  # t50 wins
+        ]
+    )
+    summary = preference_summary(data, bootstrap=200)
+    (pair,) = summary["pairs"]
+    assert (pair["condition_a"], pair["condition_b"]) == ("t0", "t50")
+    assert (pair["wins"], pair["ties"], pair["losses"], pair["n"]) == (3, 2, 1, 6)
+    assert pair["n_items"] == 3
+    assert pair["win_rate_ties_half"] == pytest.approx(4 / 6)
+    assert pair["win_rate_ties_excluded"] == pytest.approx(3 / 4)
+    assert pair["win_rate_ties_half_ci_wilson"] == pytest.approx(wilson_interval(4, 6))
+    assert pair["win_rate_ties_excluded_ci_wilson"] == pytest.approx(wilson_interval(3, 4))
+    assert pair["p_sign_test"] == pytest.approx(0.625)  # 2 * P(X <= 1), X ~ Bin(4, .5)
+    assert pair["p_holm"] == pytest.approx(0.625)
+    low, high = pair["win_rate_ties_half_ci_bootstrap"]
+    assert 0 <= low <= 4 / 6 <= high <= 1
+    assert summary["conditions"] == ["t0", "t50"]
+    assert (summary["n_judgments"], summary["n_items"], summary["n_raters"]) == (6, 3, 2)
+
+
+def test_canonical_judgments_flip_winner_and_side():
+    data = judgments(
+        [("q1", "ann", "t50", "t0", "a", "left"), ("q1", "bob", "t0", "t50", "b", "")],
+        [*COLUMNS, "side_a"],
+    )
+    out = canonical_judgments(validate_judgments(data))
+    assert list(out["condition_a"]) == ["t0", "t0"]
+    assert list(out["winner"]) == ["b", "b"]
+    assert out["side_a"].iloc[0] == "right"
+    assert pd.isna(out["side_a"].iloc[1])
+    in_study_order = canonical_judgments(validate_judgments(data), order=["t50", "t0"])
+    assert list(in_study_order["condition_a"]) == ["t50", "t50"]
+
+
+def test_bradley_terry_half_tie_weights_give_the_mle():
+    # a beats b 2 times, 2 ties: weighted wins 3 : 1, so P(a beats b) = 3/4 and the
+    # log-strength gap is ln 3.
+    data = judgments(
+        [("q1", "r", "a", "b", "a"), ("q2", "r", "a", "b", "a")]
+        + [("q3", "r", "a", "b", "tie"), ("q4", "r", "a", "b", "tie")]
+    )
+    wins = win_contributions(canonical_judgments(validate_judgments(data)), {"a": 0, "b": 1})
+    np.testing.assert_allclose(wins.sum(axis=0), [[0, 3], [1, 0]])
+    strengths = bradley_terry(wins.sum(axis=0), alpha=0.0)
+    assert strengths[0] - strengths[1] == pytest.approx(math.log(3), abs=1e-6)
+    assert strengths.sum() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bradley_terry_equals_choix_ilsr_pairwise_on_doubled_unweighted_data():
+    # With no weights in choix.ilsr_pairwise, a tie can be one win each way if every
+    # decisive judgment is counted twice; with alpha doubled that is the same chain.
+    wins = np.array([[0, 3.5, 1], [2, 0, 0.5], [1.5, 4, 0]])
+    pairs = [(i, j) for i in range(3) for j in range(3) for _ in range(int(2 * wins[i, j]))]
+    expected = choix.ilsr_pairwise(3, pairs, alpha=0.02, max_iter=1000)
+    np.testing.assert_allclose(bradley_terry(wins, alpha=0.01), expected - expected.mean())
+
+
+def test_bradley_terry_recovers_the_order_of_simulated_strengths():
+    truth = {"t0": 1.0, "t30": 0.5, "t50": 0.0, "t70": -0.7, "t90": -1.5}
+    summary = preference_summary(simulate(truth, n_items=400, seed=3), bootstrap=200, seed=1)
+    table = summary["bradley_terry"]["conditions"]
+    assert [row["condition"] for row in table] == list(truth)
+    assert [row["rank"] for row in table] == [1, 2, 3, 4, 5]
+    for row in table:
+        centred_truth = truth[row["condition"]] - np.mean(list(truth.values()))
+        assert row["log_strength"] == pytest.approx(centred_truth, abs=0.25)
+        low, high = row["rating_ci"]
+        assert low < row["rating"] < high
+    gap = table[0]["rating"] - table[1]["rating"]
+    log_gap = table[0]["log_strength"] - table[1]["log_strength"]
+    assert gap == pytest.approx(400 * log_gap / math.log(10))
+
+
+def test_bootstrap_is_seeded():
+    data = simulate({"x": 0.3, "y": 0.0, "z": -0.3}, n_items=60, seed=5)
+    first = preference_summary(data, bootstrap=100, seed=11)
+    again = preference_summary(data, bootstrap=100, seed=11)
+    other = preference_summary(data, bootstrap=100, seed=12)
+    assert first == again
+    assert first["bradley_terry"] != other["bradley_terry"]
+
+
+def test_item_bootstrap_counts_draw_every_item_slot_once():
+    counts = item_bootstrap_counts(n_items=7, n=50, seed=0)
+    assert counts.shape == (50, 7)
+    np.testing.assert_array_equal(counts.sum(axis=1), np.full(50, 7))
+    np.testing.assert_array_equal(counts, item_bootstrap_counts(n_items=7, n=50, seed=0))
+    assert not np.array_equal(counts, item_bootstrap_counts(n_items=7, n=50, seed=1))
+
+
+def test_no_bootstrap_gives_no_bootstrap_cis():
+    data = simulate({"x": 0.3, "y": 0.0, "z": -0.3}, n_items=30, seed=5)
+    summary = preference_summary(data, bootstrap=0)
+    assert all(pair["win_rate_ties_half_ci_bootstrap"] is None for pair in summary["pairs"])
+    assert all(row["rating_ci"] is None for row in summary["bradley_terry"]["conditions"])
+    assert all(pair["win_rate_ties_half_ci_wilson"] for pair in summary["pairs"])
+
+
+def test_bootstrap_resamples_items_not_judgments():
+    # Ten raters agree on each of two items: a judgment bootstrap would give a narrow CI,
+    # an item bootstrap has only two clusters, so its replicates are all-t0, all-t50 or mixed.
+    rows = [
+        (f"q{i}", f"r{r}", "t0", "t50", "a" if i == 0 else "b") for i in range(2) for r in range(10)
+    ]
+    (pair,) = preference_summary(judgments(rows), bootstrap=400, seed=0)["pairs"]
+    assert pair["win_rate_ties_half_ci_bootstrap"] == [0.0, 1.0]
+
+
+def test_arena_ranks_count_conditions_entirely_above():
+    lower = [10.0, 8.0, 1.0, 0.5]
+    upper = [12.0, 11.0, 9.0, 2.0]
+    assert arena_ranks(lower, upper) == [1, 1, 2, 3]
+
+
+def test_elo_is_chatbot_arena_online_elo():
+    data = judgments([("q1", "r", "x", "y", "a"), ("q2", "r", "y", "x", "tie")])
+    ratings = elo_ratings(data)
+    # First game from 1000 each: expected 0.5, x + 4 * 0.5.
+    # Second: y (998) expects 1 / (1 + 10^(4/400)) and scores 0.5.
+    expected_y = 1 / (1 + 10 ** (4 / 400))
+    assert ratings["y"] == pytest.approx(998 + 4 * (0.5 - expected_y))
+    assert ratings["x"] == pytest.approx(1002 - 4 * (0.5 - expected_y))
+    assert ratings["y"] == pytest.approx(998.0230, abs=1e-4)
+    assert ratings["x"] == pytest.approx(1001.9770, abs=1e-4)
+
+
+def test_elo_depends_on_row_order():
+    rows = [("q1", "r", "x", "y", "a"), ("q2", "r", "x", "y", "a"), ("q3", "r", "x", "y", "b")]
+    forward = elo_ratings(judgments(rows))
+    backward = elo_ratings(judgments(rows[::-1]))
+    assert forward["x"] != pytest.approx(backward["x"])
+    assert forward["x"] + forward["y"] == pytest.approx(2000)
+
+
+def test_position_bias_counts_left_choices_without_ties_or_unknown_sides():
+    rows = [("q", "ann", "x", "y", "a", "left")] * 4
+    rows += [("q", "ann", "x", "y", "b", "right")] * 3  # right-hand b is on the left
+    rows += [("q", "ann", "x", "y", "b", "left")]  # chose right
+    rows += [("q", "bob", "x", "y", "tie", "left"), ("q", "bob", "x", "y", "a", "")]
+    data = canonical_judgments(validate_judgments(judgments(rows, [*COLUMNS, "side_a"])))
+    bias = position_bias(data)
+    overall = bias["overall"]
+    assert (overall["n_decisive"], overall["n_left"]) == (8, 7)
+    assert overall["p_value"] == pytest.approx(18 / 256)  # 2 * (C(8,7) + C(8,8)) / 2^8
+    assert overall["left_rate_ci"] == pytest.approx(wilson_interval(7, 8))
+    (ann,) = bias["per_rater"]  # bob has no decisive judgment with a known side
+    assert ann["rater"] == "ann" and ann["p_holm"] == pytest.approx(18 / 256)
+
+
+def test_position_bias_needs_side():
+    summary = preference_summary(judgments([("q", "r", "x", "y", "a")]), bootstrap=10)
+    assert summary["position_bias"] is None
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "reason"),
+    [
+        (("q", "r", "x", "y", "left"), "winner", "winner must be a, b or tie"),
+        (("q", "r", "x", "x", "a"), "condition_b", "same as condition_a"),
+        (("q", "", "x", "y", "a"), "rater", "empty value"),
+    ],
+)
+def test_bad_judgments_name_row_and_column(row, column, reason):
+    data = judgments([("q", "r", "x", "y", "a"), row])
+    with pytest.raises(InputError, match=reason) as error:
+        preference_summary(data)
+    assert (error.value.column, error.value.row) == (column, 1)
+
+
+def test_bad_side_and_missing_column():
+    data = judgments([("q", "r", "x", "y", "a", "top")], [*COLUMNS, "side_a"])
+    with pytest.raises(InputError, match="side_a must be left, right or empty"):
+        preference_summary(data)
+    with pytest.raises(InputError, match="missing column") as error:
+        preference_summary(judgments([("q", "r", "x", "y")], COLUMNS[:4]))
+    assert error.value.column == "winner"
