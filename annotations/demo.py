@@ -47,7 +47,11 @@ def humaneval_prompts(n: int) -> list[tuple[str, str, dict]]:
             p["task_id"],
             "Complete this Python function. Reply with the whole function in one code block.\n\n"
             + p["prompt"],
-            {"entry_point": p["entry_point"], "test": p["test"], "reference": p["canonical_solution"]},
+            {
+                "entry_point": p["entry_point"],
+                "test": p["test"],
+                "reference": p["canonical_solution"],
+            },
         )
         for p in problems
     ]

@@ -6,7 +6,6 @@ import functools
 import logging
 import random
 from datetime import timedelta
-
 from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import AbstractBaseUser

@@ -17,12 +17,12 @@ def generate(generation_id: int) -> str:
     generation = services.generation_claim(generation_id=generation_id)
     if generation is None:
         return "skipped"
-    # Imported here so the web process, which only enqueues, never loads torch.
-    from annotations.engine import loaded_model
-    from inference.generate import generate as run_generation
-    from inference.policies import Policy
-
     try:
+        # Imported here so the web process, which only enqueues, never loads torch.
+        from annotations.engine import loaded_model
+        from inference.generate import generate as run_generation
+        from inference.policies import Policy
+
         policy = Policy.from_json(generation.condition.policy)
         loaded = loaded_model()
         result = run_generation(

@@ -82,7 +82,8 @@ def test_judge_requires_csrf(users):
     assignment = services.assignment_next(study=study, rater=alice)
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
-    assert client.post(reverse("judge", args=[assignment.id]), {"choice": "left"}).status_code == 403
+    response = client.post(reverse("judge", args=[assignment.id]), {"choice": "left"})
+    assert response.status_code == 403
 
 
 def test_bad_choice_is_a_clear_400(users):
@@ -103,7 +104,9 @@ def test_study_page_shows_progress_alpha_and_win_rates(users):
     for rater in (alice, bob):
         while (a := services.assignment_next(study=study, rater=rater)) is not None:
             wanted = verdict[a.pair.item.task_id]
-            choice = "tie" if wanted == "tie" else ("left" if (wanted == "a") == a.a_on_left else "right")
+            a_side = "left" if a.a_on_left else "right"
+            b_side = "right" if a.a_on_left else "left"
+            choice = {"a": a_side, "b": b_side, "tie": "tie"}[wanted]
             services.judgment_submit(assignment=a, choice=choice)
     html = login(staff).get(reverse("study_detail", args=[study.id])).content.decode()
     assert "9 / 9" in html

@@ -13,7 +13,10 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 def test_worker_generates_every_item_condition_and_pairs_them(tmp_path):
     study = make_study(
         n_items=1,
-        conditions=[("dense", {"kind": "dense"}), ("static t=0.1", {"kind": "static", "threshold": 0.1})],
+        conditions=[
+            ("dense", {"kind": "dense"}),
+            ("static t=0.1", {"kind": "static", "threshold": 0.1}),
+        ],
     )
     study.max_new_tokens = 12
     study.save()

@@ -71,7 +71,7 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str, log_
             break
         time.sleep(1)
     tail = log_path.read_text()[-4000:] if log_path.exists() else "(no log)"
-    state = "exited with %s" % process.returncode if process.poll() is not None else "still running"
+    state = f"exited with {process.returncode}" if process.poll() is not None else "running"
     raise AssertionError(
         f"timed out after {timeout_s:.0f}s waiting for {what}; worker {state}. Log tail:\n{tail}"
     )

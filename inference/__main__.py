@@ -1,0 +1,147 @@
+"""Command line: ``python -m inference {generate} ...`` (see docs/engine.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _policy(text: str):
+    from inference.policies import Policy
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at column {exc.colno})") from exc
+    try:
+        return Policy.from_json(data)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from inference.generate import generate
+    from inference.loading import load_model
+
+    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    result = generate(
+        loaded,
+        args.prompt,
+        args.policy,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "policy": args.policy.to_json(),
+                    "fingerprint": loaded.fingerprint,
+                    **result.to_json(),
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(result.text)
+    print(
+        f"\n[{args.policy.label()}] {result.new_tokens} new tokens ({result.finish_reason}), "
+        f"prompt {result.prompt_tokens} tokens, {result.latency_s:.2f} s "
+        f"({result.tokens_per_s:.1f} tok/s, prefill {result.prefill_s:.2f} s), "
+        f"active fraction {result.active_fraction:.3f}, "
+        f"peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB, model {loaded.fingerprint}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from inference.loading import load_model
+    from inference.profile import humaneval_prompts, profile_model
+
+    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    prompts = humaneval_prompts(args.prompts)
+    profile = profile_model(loaded, prompts, max_new_tokens=args.max_new_tokens)
+    profile.save(args.out)
+    print(profile.summary())
+    print(f"saved {args.out}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from inference.profile import Profile, calibrated_policy
+
+    profile = Profile.load(args.profile)
+    policy = calibrated_policy(profile, args.target_sparsity)
+    expected = profile.active_fraction(list(policy.thresholds))
+    sparsity = 1.0 - sum(expected) / len(expected)
+    print(
+        f"target sparsity {args.target_sparsity:.1%}, achieved on the calibration set "
+        f"{sparsity:.1%} (per layer {min(expected):.1%}..{max(expected):.1%} active)",
+        file=sys.stderr,
+    )
+    print(json.dumps(policy.to_json()))
+    return 0
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None, help=".gguf file or HF directory")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--cache-dir", type=Path, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m inference")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="generate one reply under a policy")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument(
+        "--policy",
+        type=_policy,
+        default='{"kind": "dense"}',
+        help='policy JSON, e.g. \'{"kind":"static","threshold":0.05}\'',
+    )
+    _add_model_arguments(gen)
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--json", action="store_true", help="print the result as JSON")
+    gen.set_defaults(func=_cmd_generate)
+
+    prof = commands.add_parser("profile", help="profile MLP activations on HumanEval prompts")
+    prof.add_argument("--out", type=Path, required=True, help="profile file (.safetensors)")
+    prof.add_argument("--prompts", type=int, default=164, help="number of HumanEval prompts")
+    prof.add_argument(
+        "--max-new-tokens", type=int, default=16, help="greedy tokens generated per prompt"
+    )
+    _add_model_arguments(prof)
+    prof.set_defaults(func=_cmd_profile)
+
+    cal = commands.add_parser("calibrate", help="per-layer thresholds for a target sparsity")
+    cal.add_argument("--profile", type=Path, required=True)
+    cal.add_argument("--target-sparsity", type=float, required=True, help="e.g. 0.5")
+    cal.set_defaults(func=_cmd_calibrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

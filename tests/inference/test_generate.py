@@ -1,0 +1,121 @@
+import json
+
+import pytest
+import torch
+
+from inference.generate import GenerationResult, generate, prompt_ids
+from inference.loading import load_model
+from inference.policies import DensePolicy, DynamicPolicy, StaticPolicy
+
+PROMPT = "w1 w2 w3 w4 w5"
+
+
+def hf_greedy(loaded, prompt, max_new_tokens: int) -> list[int]:
+    ids = prompt_ids(loaded.tokenizer, prompt)
+    out = loaded.model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+    )
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_greedy_matches_hf_generate_on_tiny(tiny):
+    expected = hf_greedy(tiny, PROMPT, 12)
+    dense = generate(tiny, PROMPT, DensePolicy(), max_new_tokens=12)
+    zero = generate(tiny, PROMPT, StaticPolicy(0.0), max_new_tokens=12)
+    assert dense.token_ids == expected
+    assert zero.token_ids == expected
+    assert dense.text == zero.text
+    assert dense.active_fraction == 1.0
+    assert dense.active_fraction_per_layer == [1.0, 1.0, 1.0]
+
+
+def test_result_fields_and_json(tiny):
+    result = generate(
+        tiny, [{"role": "user", "content": PROMPT}], StaticPolicy(0.3), max_new_tokens=5
+    )
+    assert isinstance(result, GenerationResult)
+    assert result.prompt_tokens == prompt_ids(tiny.tokenizer, PROMPT).shape[1]
+    assert 1 <= result.new_tokens <= 5
+    assert result.finish_reason in {"stop", "length"}
+    assert result.latency_s > 0 and result.tokens_per_s > 0
+    assert result.peak_rss_bytes > 0
+    assert 0.0 < result.active_fraction < 1.0
+    assert len(result.active_fraction_per_layer) == 3
+    assert json.loads(json.dumps(result.to_json()))["new_tokens"] == result.new_tokens
+
+
+def test_length_and_stop_finish_reasons(tiny):
+    first = generate(tiny, PROMPT, DensePolicy(), max_new_tokens=1)
+    assert first.new_tokens == 1
+    eos = tiny.tokenizer.eos_token_id
+    tiny.model.generation_config.eos_token_id = first.token_ids[0]
+    stopped = generate(tiny, PROMPT, DensePolicy(), max_new_tokens=8)
+    tiny.model.generation_config.eos_token_id = eos
+    assert stopped.finish_reason == "stop" and stopped.new_tokens == 1
+    if first.token_ids[0] != eos:
+        assert first.finish_reason == "length"
+
+
+def test_sampling_is_seeded(tiny):
+    a = generate(tiny, PROMPT, DensePolicy(), max_new_tokens=10, temperature=1.0, seed=3)
+    b = generate(tiny, PROMPT, DensePolicy(), max_new_tokens=10, temperature=1.0, seed=3)
+    others = {
+        tuple(
+            generate(
+                tiny, PROMPT, DensePolicy(), max_new_tokens=10, temperature=1.0, seed=s
+            ).token_ids
+        )
+        for s in range(4, 8)
+    }
+    assert a.token_ids == b.token_ids
+    assert len(others | {tuple(a.token_ids)}) > 1
+
+
+def test_dynamic_policy_moves_thresholds(tiny):
+    static = generate(tiny, PROMPT, StaticPolicy(0.3), max_new_tokens=8)
+    calm = generate(tiny, PROMPT, DynamicPolicy(0.3, entropy_scale=0.0), max_new_tokens=8)
+    assert calm.token_ids == static.token_ids
+    assert calm.active_fraction == pytest.approx(static.active_fraction)
+    # A huge reference entropy makes every step look confident: thresholds x4, fewer neurons.
+    eager = generate(
+        tiny,
+        PROMPT,
+        DynamicPolicy(0.3, entropy_scale=5.0, reference_entropy=100.0),
+        max_new_tokens=8,
+    )
+    assert eager.active_fraction < static.active_fraction
+
+
+def test_bad_arguments(tiny):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(tiny, PROMPT, DensePolicy(), max_new_tokens=0)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(tiny, PROMPT, DensePolicy(), temperature=-1.0)
+
+
+REAL_PROMPT = "What is the capital of France? Answer in one sentence."
+
+
+@pytest.mark.model
+def test_real_zero_threshold_is_dense_and_matches_hf(real):
+    pristine = load_model()  # from the converted cache: a model never touched by sparsify
+    expected = hf_greedy(pristine, REAL_PROMPT, 16)
+    dense = generate(real, REAL_PROMPT, DensePolicy(), max_new_tokens=16)
+    zero = generate(real, REAL_PROMPT, StaticPolicy(0.0), max_new_tokens=16)
+    assert dense.token_ids == expected
+    assert zero.token_ids == expected
+    assert zero.text == dense.text
+    assert "Paris" in dense.text
+    assert dense.active_fraction == 1.0
+
+
+@pytest.mark.model
+def test_real_positive_threshold_is_sparse(real):
+    result = generate(real, REAL_PROMPT, StaticPolicy(0.05), max_new_tokens=8)
+    assert result.active_fraction < 1.0
+    assert len(result.active_fraction_per_layer) == 30
+    assert result.text

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import torch
+
+from inference.__main__ import main
+from inference.generate import generate, prompt_ids
+from inference.policies import CalibratedPolicy, Policy
+from inference.profile import Profile, calibrated_policy, humaneval_prompts, profile_model
+
+PROMPTS = ["w1 w2 w3", "w4 w5 w6 w7 w8", "w9 w10"]
+
+
+@pytest.fixture
+def profile(tiny) -> Profile:
+    return profile_model(tiny, PROMPTS, max_new_tokens=3)
+
+
+def test_counts_every_token_once(tiny, profile):
+    prompt_tokens = sum(prompt_ids(tiny.tokenizer, p).shape[1] for p in PROMPTS)
+    decode_steps = sum(
+        generate(tiny, p, Policy.from_json({"kind": "dense"}), max_new_tokens=3).new_tokens - 1
+        for p in PROMPTS
+    )
+    assert profile.tokens == prompt_tokens + decode_steps
+    assert profile.prompts == 3
+    assert profile.counts.shape == (3, 96, len(profile.thresholds))
+    assert (profile.hist.sum(dim=1) == profile.tokens * 96).all()
+    assert profile.fingerprint == "tiny"
+
+
+def test_frequency_falls_with_threshold(profile):
+    freqs = [profile.frequency(t) for t in profile.thresholds]
+    for lower, higher in zip(freqs, freqs[1:], strict=False):
+        assert (higher <= lower).all()
+    assert ((freqs[0] >= 0) & (freqs[0] <= 1)).all()
+    with pytest.raises(ValueError, match="not profiled"):
+        profile.frequency(0.123)
+
+
+def test_quantiles_and_expected_active_fraction_agree(profile):
+    for q in (0.2, 0.5, 0.8):
+        thresholds = profile.quantiles(q)
+        assert len(thresholds) == 3
+        for active in profile.active_fraction(thresholds):
+            assert active == pytest.approx(1 - q, abs=0.02)
+
+
+def test_concentration_is_monotone_and_at_least_uniform(profile):
+    shares = profile.concentration(profile.thresholds[2])
+    values = list(shares.values())
+    assert values == sorted(values)
+    for k, share in shares.items():
+        assert share >= k / 100 - 0.02
+
+
+def test_save_load_round_trip(profile, tmp_path):
+    path = tmp_path / "p.safetensors"
+    profile.save(path)
+    again = Profile.load(path)
+    assert again.fingerprint == profile.fingerprint
+    assert again.thresholds == profile.thresholds
+    assert again.tokens == profile.tokens
+    assert torch.equal(again.counts, profile.counts)
+    assert torch.equal(again.hist, profile.hist)
+    assert "3 layers x 96 neurons" in again.summary()
+
+
+def test_calibrated_policy_hits_target_sparsity(tiny, profile):
+    policy = calibrated_policy(profile, 0.5)
+    assert isinstance(policy, CalibratedPolicy)
+    assert policy.profile == "tiny"
+    assert Policy.from_json(json.loads(json.dumps(policy.to_json()))) == policy
+    result = generate(tiny, PROMPTS[1], policy, max_new_tokens=6)
+    # Measured on decode steps of one prompt: near the calibration target.
+    assert result.active_fraction == pytest.approx(0.5, abs=0.2)
+    assert calibrated_policy(profile, 0.0).layer_thresholds(3) == [0.0, 0.0, 0.0]
+
+
+def test_calibrated_policy_rejects_wrong_layer_count():
+    policy = CalibratedPolicy(target_sparsity=0.5, thresholds=(0.1, 0.2))
+    with pytest.raises(ValueError, match="2 layer thresholds, the model has 3"):
+        policy.layer_thresholds(3)
+    with pytest.raises(ValueError, match="target_sparsity"):
+        CalibratedPolicy(target_sparsity=1.0, thresholds=(0.1,))
+
+
+def test_humaneval_prompts_are_bundled():
+    prompts = humaneval_prompts(2)
+    assert len(prompts) == 2
+    assert "def has_close_elements" in prompts[0]
+
+
+def test_cli_calibrate(profile, tmp_path, capsys):
+    path = tmp_path / "p.safetensors"
+    profile.save(path)
+    assert main(["calibrate", "--profile", str(path), "--target-sparsity", "0.4"]) == 0
+    out = capsys.readouterr()
+    policy = Policy.from_json(json.loads(out.out))
+    assert policy.target_sparsity == 0.4
+    assert "achieved on the calibration set" in out.err
