@@ -63,10 +63,39 @@ class Condition(models.Model):
         return json.dumps(self.policy, sort_keys=True)
 
 
+class Problem(models.Model):
+    """A benchmark problem in the library (HumanEval, MBPP, DS-1000, custom JSONL).
+
+    Imported once by `manage.py import_dataset`; studies draw their items from here."""
+
+    dataset = models.CharField(max_length=50)
+    task_id = models.CharField(max_length=100)
+    prompt = models.TextField()
+    entry_point = models.CharField(max_length=200, blank=True)
+    tests = models.TextField(help_text="What the sandbox runs against a candidate.")
+    reference = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # Why it cannot be scored here (e.g. a DS-1000 library that is not installed).
+    unavailable_reason = models.CharField(max_length=200, blank=True)
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "task_id"], name="problem_unique_task"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset}/{self.task_id}"
+
+
 class Item(models.Model):
     """A prompt of the study, with what is needed to score its code."""
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
+    problem = models.ForeignKey(
+        Problem, on_delete=models.PROTECT, null=True, blank=True, related_name="items"
+    )
     dataset = models.CharField(max_length=50)
     task_id = models.CharField(max_length=100)
     prompt = models.TextField()
@@ -92,6 +121,7 @@ class Generation(models.Model):
         RUNNING = "running", "Running"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="generations")
     condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="generations")
@@ -127,6 +157,32 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.item} × {self.condition.name} #{self.sample_index}"
+
+
+class Execution(models.Model):
+    """The sandboxed Pass@1 check of one generation's extracted code."""
+
+    class Status(models.TextChoices):
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed"
+        TIMEOUT = "timeout", "Timed out"
+        ERROR = "error", "Error"
+
+    generation = models.OneToOneField(
+        Generation, on_delete=models.CASCADE, related_name="execution"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices)
+    code = models.TextField(help_text="The code extracted from the output and run.")
+    stderr = models.TextField(blank=True)
+    duration_s = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.generation}: {self.status}"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == self.Status.PASSED
 
 
 class Pair(models.Model):
