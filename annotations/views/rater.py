@@ -1,24 +1,19 @@
-"""Rater and staff pages. Views stay thin: access checks, a service call, a template."""
+"""Rater pages: the study list, the blind pairwise page and the judgment submit."""
 
 from __future__ import annotations
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
-from analysis.study import study_results
 from annotations import selectors, services
 from annotations.models import Assignment, Judgment, Study
 
 
 def _get_study_for_rater(request: HttpRequest, study_id: int) -> Study:
     # Only studies the rater is enrolled in and that are open; anything else 404s.
-    return get_object_or_404(
-        Study, id=study_id, raters=request.user, status=Study.Status.OPEN
-    )
+    return get_object_or_404(Study, id=study_id, raters=request.user, status=Study.Status.OPEN)
 
 
 def _get_assignment_for_rater(request: HttpRequest, assignment_id: int) -> Assignment:
@@ -81,46 +76,3 @@ def judge(request: HttpRequest, assignment_id: int) -> HttpResponse:
     return _render_pair(request, study, fragment=True)
 
 
-@staff_member_required
-@require_GET
-def study_list(request: HttpRequest) -> HttpResponse:
-    studies = Study.objects.order_by("-created_at")
-    rows = [(s, selectors.study_progress(s)) for s in studies]
-    return render(request, "annotations/study_list.html", {"rows": rows})
-
-
-@staff_member_required
-@require_GET
-def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
-    context = {
-        "study": study,
-        "progress": selectors.study_progress(study),
-        "results": study_results(study),
-    }
-    return render(request, "annotations/study_detail.html", context)
-
-
-@staff_member_required
-@require_GET
-def study_progress(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
-    progress = selectors.study_progress(study)
-    response = render(
-        request,
-        "annotations/study_detail.html#progress",
-        {"study": study, "progress": progress},
-    )
-    if progress.finished:
-        # Last fragment: tells htmx to stop polling (status 286).
-        response = HttpResponseStopPolling(response.content)
-    return response
-
-
-@staff_member_required
-@require_POST
-def study_generate(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
-    services.generations_create(study=study)
-    services.generations_enqueue(study=study)
-    return redirect("study_detail", study_id=study.id)

@@ -1,0 +1,58 @@
+"""Staff pages: studies, generation progress, results."""
+
+from __future__ import annotations
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from analysis.study import study_results
+from annotations import selectors, services
+from annotations.models import Study
+
+
+@staff_member_required
+@require_GET
+def study_list(request: HttpRequest) -> HttpResponse:
+    studies = Study.objects.order_by("-created_at")
+    rows = [(s, selectors.study_progress(s)) for s in studies]
+    return render(request, "annotations/study_list.html", {"rows": rows})
+
+
+@staff_member_required
+@require_GET
+def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    context = {
+        "study": study,
+        "progress": selectors.study_progress(study),
+        "results": study_results(study),
+    }
+    return render(request, "annotations/study_detail.html", context)
+
+
+@staff_member_required
+@require_GET
+def study_progress(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    progress = selectors.study_progress(study)
+    response = render(
+        request,
+        "annotations/study_detail.html#progress",
+        {"study": study, "progress": progress},
+    )
+    if progress.finished:
+        # Last fragment: tells htmx to stop polling (status 286).
+        response = HttpResponseStopPolling(response.content)
+    return response
+
+
+@staff_member_required
+@require_POST
+def study_generate(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    services.generations_create(study=study)
+    services.generations_enqueue(study=study)
+    return redirect("study_detail", study_id=study.id)
