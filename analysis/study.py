@@ -12,7 +12,8 @@ from django.db.models import Avg, Count
 from analysis.agreement import agreement_summary, choice_codes
 from analysis.preference import preference_summary
 from analysis.tables import InputError
-from annotations.models import Generation, Judgment, Study
+from annotations.models import Execution, Generation, Judgment, Study
+from annotations.passk import pass_at_k_over_problems
 
 
 def judgments_table(study: Study) -> pd.DataFrame:
@@ -56,8 +57,31 @@ class StudyResults:
     telemetry: list[dict] = field(default_factory=list)
 
 
+def pass_at_1(study: Study) -> dict[str, dict]:
+    """Pass@1 per condition name over the sandbox checks done so far.
+
+    Out: {condition: {"pass_at_1", "n_problems", "n_passed", "n_checked"}}; conditions
+    with no check yet are absent."""
+    outcomes: dict[str, list[tuple[str, bool]]] = {}
+    for condition, task_id, status in Execution.objects.filter(
+        generation__item__study=study
+    ).values_list("generation__condition__name", "generation__item__task_id", "status"):
+        outcomes.setdefault(condition, []).append((task_id, status == Execution.Status.PASSED))
+    result = {}
+    for condition, rows in outcomes.items():
+        estimate = pass_at_k_over_problems(rows, k=1)
+        result[condition] = {
+            "pass_at_1": estimate.pass_at_k,
+            "n_problems": estimate.n_problems,
+            "n_passed": estimate.n_passed,
+            "n_checked": estimate.n_samples,
+        }
+    return result
+
+
 def telemetry_table(study: Study) -> list[dict]:
-    """Mean engine telemetry of the finished generations, per condition."""
+    """Mean engine telemetry and Pass@1 of the finished generations, per condition."""
+    passes = pass_at_1(study)
     rows = (
         Generation.objects.filter(item__study=study, status=Generation.Status.DONE)
         .values("condition__name", "condition__position")
@@ -78,6 +102,7 @@ def telemetry_table(study: Study) -> list[dict]:
             "tokens_per_s": r["tokens_per_s"],
             "latency_s": r["latency_s"],
             "peak_rss_mib": (r["peak_rss_bytes"] or 0) / 2**20,
+            "pass_at_1": passes.get(r["condition__name"]),
         }
         for r in rows
     ]

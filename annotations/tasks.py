@@ -1,20 +1,31 @@
-"""Celery tasks: thin shells that take ids and call services."""
+"""Celery tasks: thin shells that take ids, call the pipeline and return a word.
+
+Delivery is at least once (acks_late); every task is safe to run twice because the
+database row, not the message, says what is done."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from celery import shared_task
+from django.db import OperationalError, transaction
 
-from annotations import services
+from annotations import pipeline
+from annotations.models import Generation
 
 log = logging.getLogger(__name__)
 
+# A database that is restarting is worth waiting for; anything else is recorded.
+_TRANSIENT = (OperationalError,)
+_RETRY = {"autoretry_for": _TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120,
+          "max_retries": 8}
 
-@shared_task(queue="generation")
+
+@shared_task(queue="generation", **_RETRY)
 def generate(generation_id: int) -> str:
     """Run the model for one generation row, unless it is done or held elsewhere."""
-    generation = services.generation_claim(generation_id=generation_id)
+    generation = pipeline.generation_claim(generation_id=generation_id)
     if generation is None:
         return "skipped"
     try:
@@ -32,13 +43,46 @@ def generate(generation_id: int) -> str:
             max_new_tokens=generation.item.study.max_new_tokens,
             seed=generation.seed,
         )
-    except Exception as exc:  # recorded on the row and shown on the study page
+    except Exception as exc:  # a permanent error: recorded and shown on the study page
         log.exception("generation %s failed", generation_id)
-        services.generation_fail(generation=generation, error=f"{type(exc).__name__}: {exc}")
+        pipeline.generation_fail(generation=generation, error=f"{type(exc).__name__}: {exc}")
         return "failed"
-    services.generation_complete(
+    stored = pipeline.generation_complete(
         generation=generation, result=result, model_fingerprint=loaded.fingerprint
     )
-    return "done"
+    if stored and generation.item.problem_id is not None:
+        transaction.on_commit(functools.partial(execute.delay, generation_id))
+    return "done" if stored else "lost-lease"
 
 
+@shared_task(queue="execution", **_RETRY)
+def execute(generation_id: int) -> str:
+    """Extract the code of a finished generation and score it in the sandbox, once."""
+    generation = (
+        Generation.objects.select_related("item__problem")
+        .filter(id=generation_id, status=Generation.Status.DONE, execution__isnull=True)
+        .first()
+    )
+    if generation is None:
+        return "skipped"
+    problem = pipeline.item_problem(generation.item)
+    if problem is None:
+        return "not-scorable"
+    from annotations.code_extraction import extract_code
+    from annotations.sandbox import check_candidate
+
+    as_continuation = problem.dataset == "humaneval"
+    code = extract_code(
+        generation.text,
+        prompt=problem.prompt if as_continuation else None,
+        entry_point=problem.entry_point,
+    )
+    result = check_candidate(problem, code)
+    execution, _ = pipeline.execution_record(generation=generation, code=code, result=result)
+    return execution.status
+
+
+@shared_task(queue="generation")
+def reap_generations() -> int:
+    """Periodic: re-send generations whose worker died. Returns how many were sent."""
+    return pipeline.generations_reap()

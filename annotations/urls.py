@@ -13,4 +13,6 @@ urlpatterns = [
     path("staff/studies/<int:study_id>/", staff.study_detail, name="study_detail"),
     path("staff/studies/<int:study_id>/progress/", staff.study_progress, name="study_progress"),
     path("staff/studies/<int:study_id>/generate/", staff.study_generate, name="study_generate"),
+    path("staff/studies/<int:study_id>/cancel/", staff.study_cancel, name="study_cancel"),
+    path("staff/studies/<int:study_id>/resume/", staff.study_resume, name="study_resume"),
 ]

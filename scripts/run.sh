@@ -14,7 +14,8 @@ $PY manage.py seed_demo
 mkdir -p var/log
 # The worker runs in its own process group so Ctrl-C reaches it through our trap,
 # which lets it finish (warm shutdown) instead of dying mid-write.
-setsid .venv/bin/celery -A webapp worker -Q generation -c 1 -l info \
+setsid .venv/bin/celery -A webapp worker -Q generation,execution -c 1 -B -l info \
+  -s var/celerybeat-schedule \
   --logfile var/log/worker.log &
 WORKER_PID=$!
 stop() {

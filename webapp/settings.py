@@ -9,7 +9,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Holds the database file, the secret key and the broker: readable by this user only
+# (the sandbox also hides it from generated code).
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+VAR_DIR.chmod(0o700)
 
 
 def envbool(name: str, default: bool) -> bool:
@@ -48,6 +51,7 @@ if not SECRET_KEY:
         from django.core.management.utils import get_random_secret_key
 
         key_file.write_text(get_random_secret_key())
+        key_file.chmod(0o600)
     SECRET_KEY = key_file.read_text().strip()
 
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
@@ -141,13 +145,14 @@ LOGOUT_REDIRECT_URL = "login"
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
+        "control_folder": str(BROKER_DIR / "control"),
     }
 # No result backend: task outcomes live on Generation rows.
 CELERY_TASK_IGNORE_RESULT = True
@@ -162,6 +167,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", 900)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+# How long a worker holds a generation before it counts as dead: longer than a task may run.
+GENERATION_LEASE_S = envint("GENERATION_LEASE_S", CELERY_TASK_TIME_LIMIT + 60)
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
@@ -181,4 +188,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
-CELERY_TASK_ROUTES = {"annotations.tasks.generate": {"queue": "generation"}}
+# Generation (model, GPU-bound) and code execution (sandbox, CPU) scale separately.
+CELERY_TASK_ROUTES = {
+    "annotations.tasks.generate": {"queue": "generation"},
+    "annotations.tasks.reap_generations": {"queue": "generation"},
+    "annotations.tasks.execute": {"queue": "execution"},
+}
+# The database is the record; this sweep re-sends work whose worker died.
+# https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
+CELERY_BEAT_SCHEDULE = {
+    "reap-generations": {
+        "task": "annotations.tasks.reap_generations",
+        "schedule": envint("REAP_INTERVAL_S", 60),
+    },
+}

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from analysis.study import study_results
-from annotations import selectors, services
+from annotations import pipeline, selectors
 from annotations.models import Study
 
 
@@ -53,6 +53,24 @@ def study_progress(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_POST
 def study_generate(request: HttpRequest, study_id: int) -> HttpResponse:
     study = get_object_or_404(Study, id=study_id)
-    services.generations_create(study=study)
-    services.generations_enqueue(study=study)
+    pipeline.generations_create(study=study)
+    pipeline.generations_enqueue(study=study)
+    pipeline.executions_enqueue(study=study)
+    return redirect("study_detail", study_id=study.id)
+
+
+@staff_member_required
+@require_POST
+def study_cancel(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    pipeline.generations_cancel(study=study)
+    return redirect("study_detail", study_id=study.id)
+
+
+@staff_member_required
+@require_POST
+def study_resume(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    pipeline.generations_resume(study=study)
+    pipeline.executions_enqueue(study=study)
     return redirect("study_detail", study_id=study.id)

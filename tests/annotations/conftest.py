@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from annotations import services
+from annotations import pipeline, services
 from annotations.models import Condition, Generation, Item, Study
 
 
@@ -28,7 +28,7 @@ def make_study(*, n_items: int = 2, conditions=None, overlap: int = 2, raters=()
 
 def finish_generations(study: Study) -> None:
     """Mark every generation done with a distinct text and pair them up, as the worker would."""
-    services.generations_create(study=study)
+    pipeline.generations_create(study=study)
     for g in Generation.objects.filter(item__study=study).select_related("condition", "item"):
         g.status = Generation.Status.DONE
         g.text = f"def f():\n    return {g.item.task_id!r}  # output {g.id}"

@@ -1,38 +1,13 @@
 import random
 from collections import Counter
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
 from annotations import services
-from annotations.models import Assignment, Generation, Judgment, Pair
+from annotations.models import Assignment, Judgment, Pair
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
-
-
-def test_generations_create_makes_item_by_condition_rows_once():
-    study = make_study(n_items=3)
-    assert services.generations_create(study=study) == 9
-    assert services.generations_create(study=study) == 0, "a second call must not add rows"
-    assert Generation.objects.filter(item__study=study).count() == 9
-
-
-def test_claim_is_guarded_and_gives_up_after_max_attempts():
-    study = make_study(n_items=1)
-    services.generations_create(study=study)
-    g = Generation.objects.filter(item__study=study).first()
-    assert services.generation_claim(generation_id=g.id) is not None
-    assert services.generation_claim(generation_id=g.id) is None, "a held lease was taken twice"
-    # The worker died: its lease runs out, another worker may take the job once more.
-    Generation.objects.filter(id=g.id).update(lease_until=timezone.now() - timedelta(seconds=1))
-    assert services.generation_claim(generation_id=g.id) is not None
-    Generation.objects.filter(id=g.id).update(lease_until=timezone.now() - timedelta(seconds=1))
-    assert services.generation_claim(generation_id=g.id) is None
-    g.refresh_from_db()
-    assert g.status == Generation.Status.FAILED and "attempts" in g.error
-    assert g.attempts == services.MAX_GENERATION_ATTEMPTS
 
 
 def test_pairs_follow_condition_order_and_are_idempotent():

@@ -1,16 +1,25 @@
-"""A real Celery worker process generates a tiny study with the real model."""
+"""Real Celery worker processes generate, score and recover a tiny study with the real model."""
+
+import os
+import signal
 
 import pytest
 
-from annotations import services
-from annotations.models import Generation, Pair
+from annotations import datasets, pipeline
+from annotations.models import Execution, Generation, Item, Pair, Problem
 from tests.annotations.conftest import make_study
 from tests.support.worker import celery_worker, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def test_worker_generates_every_item_condition_and_pairs_them(tmp_path):
+def _unfinished(study) -> bool:
+    return Generation.objects.filter(item__study=study, status__in=["pending", "running"]).exists()
+
+
+def test_worker_generates_scores_and_pairs_every_item_condition(tmp_path):
+    pipeline.problems_import(problems=datasets.load_humaneval())
+    problem = Problem.objects.get(dataset="humaneval", task_id="HumanEval/0")
     study = make_study(
         n_items=1,
         conditions=[
@@ -18,27 +27,25 @@ def test_worker_generates_every_item_condition_and_pairs_them(tmp_path):
             ("static t=0.1", {"kind": "static", "threshold": 0.1}),
         ],
     )
-    study.max_new_tokens = 12
+    study.max_new_tokens = 24
     study.save()
-    study.items.update(prompt="Write a Python function that returns the square of x.")
-    assert services.generations_create(study=study) == 2
+    Item.objects.filter(study=study).update(problem=problem, prompt=problem.prompt)
+    assert pipeline.generations_create(study=study) == 2
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
-        assert services.generations_enqueue(study=study) == 2
-
-        def all_finished() -> bool:
-            return not Generation.objects.filter(
-                item__study=study, status__in=["pending", "running"]
-            ).exists()
-
-        wait_for(all_finished, timeout_s=300, what="both generations", log_path=log_path,
-                 process=worker)
+        assert pipeline.generations_enqueue(study=study) == 2
+        wait_for(lambda: not _unfinished(study), timeout_s=300, what="both generations",
+                 log_path=log_path, process=worker)
+        wait_for(lambda: Execution.objects.filter(generation__item__study=study).count() == 2,
+                 timeout_s=120, what="both Pass@1 checks", log_path=log_path, process=worker)
     rows = {g.condition.name: g for g in Generation.objects.filter(item__study=study)}
     for name, g in rows.items():
         assert g.status == "done", f"{name}: {g.status} {g.error}"
-        assert g.text.strip() and 0 < g.new_tokens <= 12
+        assert g.text.strip() and 0 < g.new_tokens <= 24
         assert g.latency_s > 0 and g.tokens_per_s > 0 and g.peak_rss_bytes > 0
         assert g.model_fingerprint and g.attempts == 1
+        # 24 tokens cannot finish this function: the check runs and fails, it does not crash.
+        assert g.execution.status in {"failed", "error"}, g.execution.stderr
     assert rows["dense"].active_fraction == 1.0
     assert rows["static t=0.1"].active_fraction < 1.0
     assert Pair.objects.filter(study=study).count() == 1
@@ -49,7 +56,7 @@ def test_redelivered_task_for_a_done_generation_changes_nothing(tmp_path):
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
     study.max_new_tokens = 4
     study.save()
-    services.generations_create(study=study)
+    pipeline.generations_create(study=study)
     g = Generation.objects.get(item__study=study)
     log_path = tmp_path / "worker.log"
     from annotations.tasks import generate
@@ -64,3 +71,50 @@ def test_redelivered_task_for_a_done_generation_changes_nothing(tmp_path):
                  what="the redelivered task to be skipped", log_path=log_path, process=worker)
     again = Generation.objects.get(id=g.id)
     assert (again.text, again.attempts, again.finished_at) == (first.text, 1, first.finished_at)
+
+
+def test_killed_worker_job_is_redone_once_by_the_next_worker(tmp_path):
+    """kill -9 mid-generation: the lease runs out, beat's sweep re-sends it, a new worker
+    finishes it; one row, two attempts, never a third."""
+    study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
+    study.max_new_tokens = 400
+    study.save()
+    pipeline.generations_create(study=study)
+    g = Generation.objects.get(item__study=study)
+    log_path = tmp_path / "worker.log"
+    short_lease = {"GENERATION_LEASE_S": "8"}
+    with celery_worker(log_path, env=short_lease) as doomed:
+        pipeline.generations_enqueue(study=study)
+        wait_for(lambda: Generation.objects.get(id=g.id).status == "running", timeout_s=120,
+                 what="the first worker to start generating", log_path=log_path, process=doomed)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+    assert Generation.objects.get(id=g.id).status == "running"
+    study.max_new_tokens = 8  # the redo need not be long
+    study.save()
+    with celery_worker(
+        log_path, env={"REAP_INTERVAL_S": "2"}, beat=True, purge=False
+    ) as rescuer:
+        wait_for(lambda: Generation.objects.get(id=g.id).status == "done", timeout_s=300,
+                 what="the next worker to redo the generation", log_path=log_path,
+                 process=rescuer)
+    assert Generation.objects.filter(item__study=study).count() == 1
+    redone = Generation.objects.get(id=g.id)
+    assert redone.attempts == 2 and redone.text.strip()
+
+
+def test_enqueueing_a_study_twice_makes_no_duplicates(tmp_path):
+    study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"}),
+                                              ("static", {"kind": "static", "threshold": 0.1})])
+    study.max_new_tokens = 4
+    study.save()
+    pipeline.generations_create(study=study)
+    log_path = tmp_path / "worker.log"
+    with celery_worker(log_path) as worker:
+        pipeline.generations_enqueue(study=study)
+        pipeline.generations_create(study=study)
+        pipeline.generations_enqueue(study=study)
+        wait_for(lambda: not _unfinished(study), timeout_s=300, what="the generations",
+                 log_path=log_path, process=worker)
+    assert Generation.objects.filter(item__study=study).count() == 2
+    assert set(Generation.objects.values_list("attempts", flat=True)) == {1}

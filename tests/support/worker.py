@@ -29,23 +29,37 @@ def test_database_url() -> str:
 
 
 @contextmanager
-def celery_worker(log_path: Path, *, queues: str = "generation") -> Iterator[subprocess.Popen]:
-    """Run `celery worker` in its own process group; stop it (warm, then hard) on exit."""
+def celery_worker(
+    log_path: Path,
+    *,
+    queues: str = "generation,execution",
+    env: dict[str, str] | None = None,
+    beat: bool = False,
+    purge: bool = True,
+) -> Iterator[subprocess.Popen]:
+    """Run `celery worker` in its own process group; stop it (warm, then hard) on exit.
+
+    `env` adds settings for the worker only; `beat` embeds the periodic scheduler."""
     from webapp.celery import app
 
-    app.control.purge()  # messages left by an earlier run name rows that no longer exist
-    env = {
+    if purge:  # messages left by an earlier run name rows that no longer exist
+        app.control.purge()
+    worker_env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "VAR_DIR": str(settings.VAR_DIR),
         "HF_HUB_OFFLINE": "1",
+        **(env or {}),
     }
-    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    command = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
+               "--pool", "solo", "-l", "info", "--without-gossip", "--without-mingle"]
+    if beat:
+        command += ["-B", "-s", str(log_path.with_suffix(".beat-schedule"))]
+    log = open(log_path, "a")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
-         "--pool", "solo", "-l", "info", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        command,
+        cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
         yield process

@@ -1,0 +1,278 @@
+"""Writes of the generation pipeline: generations and their leases, the problem library,
+Pass@1 checks. services.py holds the writes of pairs, assignments and judgments."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from annotations import datasets
+from annotations.models import Execution, Generation, Item, Problem, Study
+from annotations.services import pairs_create
+
+if TYPE_CHECKING:  # the web process never loads torch
+    from annotations.sandbox import ExecutionResult
+    from inference.generate import GenerationResult
+
+log = logging.getLogger(__name__)
+
+# How long a worker may hold a generation before another may take it over.
+GENERATION_LEASE = timedelta(seconds=settings.GENERATION_LEASE_S)
+# A generation whose worker died this many times is marked failed, not retried.
+MAX_GENERATION_ATTEMPTS = 2
+
+
+def generations_create(*, study: Study, sample_index: int = 0, seed: int = 0) -> int:
+    """Create the missing (item × condition) generations of a study.
+
+    Returns how many rows were created; existing rows are left as they are."""
+    existing = set(
+        Generation.objects.filter(
+            item__study=study, sample_index=sample_index, seed=seed
+        ).values_list("item_id", "condition_id")
+    )
+    rows = [
+        Generation(item=item, condition=condition, sample_index=sample_index, seed=seed)
+        for item in study.items.all()
+        for condition in study.conditions.all()
+        if (item.id, condition.id) not in existing
+    ]
+    Generation.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def _claimable(now) -> Q:
+    return Q(status=Generation.Status.PENDING) | Q(
+        status=Generation.Status.RUNNING, lease_until__lt=now
+    )
+
+
+def generations_enqueue(*, study: Study) -> int:
+    """Send every unfinished generation of the study to the worker queue.
+
+    Safe to call repeatedly: a task for a generation that is done, or held by a
+    live worker, does nothing. Returns the number of tasks sent."""
+    from annotations.tasks import generate
+
+    ids = list(
+        Generation.objects.filter(_claimable(timezone.now()), item__study=study).values_list(
+            "id", flat=True
+        )
+    )
+    for generation_id in ids:
+        transaction.on_commit(functools.partial(generate.delay, generation_id))
+    return len(ids)
+
+
+def generation_claim(*, generation_id: int) -> Generation | None:
+    """Take a generation for this worker, or None if it is done or held elsewhere.
+
+    A guarded update, so two workers handed the same task cannot both run it."""
+    now = timezone.now()
+    claimed = Generation.objects.filter(
+        _claimable(now), id=generation_id, attempts__lt=MAX_GENERATION_ATTEMPTS
+    ).update(
+        status=Generation.Status.RUNNING,
+        lease_until=now + GENERATION_LEASE,
+        attempts=F("attempts") + 1,
+    )
+    if claimed == 0:
+        # Still claimable but out of attempts: its workers kept dying; say so.
+        Generation.objects.filter(_claimable(now), id=generation_id).update(
+            status=Generation.Status.FAILED,
+            error=f"gave up: {MAX_GENERATION_ATTEMPTS} attempts did not finish (worker lost)",
+        )
+        return None
+    return Generation.objects.select_related("item", "condition", "item__study").get(
+        id=generation_id
+    )
+
+
+def generation_complete(
+    *, generation: Generation, result: GenerationResult, model_fingerprint: str
+) -> bool:
+    """Store a finished output; returns False if the generation was no longer ours."""
+    telemetry = result.to_json()
+    with transaction.atomic():
+        stored = Generation.objects.filter(
+            id=generation.id, status=Generation.Status.RUNNING
+        ).update(
+            status=Generation.Status.DONE,
+            text=result.text,
+            model_fingerprint=model_fingerprint,
+            prompt_tokens=result.prompt_tokens,
+            new_tokens=result.new_tokens,
+            latency_s=result.latency_s,
+            tokens_per_s=result.tokens_per_s,
+            peak_rss_bytes=result.peak_rss_bytes,
+            active_fraction=result.active_fraction,
+            telemetry=telemetry,
+            error="",
+            lease_until=None,
+            finished_at=timezone.now(),
+        )
+        if stored:
+            pairs_create(item=generation.item)
+    return bool(stored)
+
+
+def generation_fail(*, generation: Generation, error: str) -> None:
+    """Record a permanent failure with its reason (shown on the study page)."""
+    Generation.objects.filter(id=generation.id, status=Generation.Status.RUNNING).update(
+        status=Generation.Status.FAILED, error=error[:2000], lease_until=None
+    )
+
+
+_IMPORT_BATCH = 100
+_PROBLEM_FIELDS = ("prompt", "entry_point", "tests", "reference", "metadata", "unavailable_reason")
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    dataset: str
+    created: int
+    unchanged: int
+    unavailable: int
+
+
+def _row(problem: datasets.Problem) -> dict:
+    return {
+        "prompt": problem.prompt,
+        "entry_point": problem.entry_point or "",
+        "tests": problem.tests,
+        "reference": problem.reference,
+        "metadata": problem.metadata,
+        "unavailable_reason": problem.unavailable_reason or "",
+    }
+
+
+def problems_import(
+    *, problems: list[datasets.Problem], progress: Callable[[int], None] | None = None
+) -> ImportSummary:
+    """Add a loaded data set to the library, all or nothing.
+
+    Problems already there with the same content are left alone, so importing a file
+    twice changes nothing. A problem already there with *different* content aborts the
+    whole import (studies may rest on the stored version): `datasets.DatasetError`.
+    `progress(n)` is called as each batch of n problems is written."""
+    if not problems:
+        raise datasets.DatasetError("(empty)", [(0, "the data set has no problems")])
+    names = {p.dataset for p in problems}
+    existing = {
+        (p.dataset, p.task_id): p for p in Problem.objects.filter(dataset__in=names)
+    }
+    new_rows, unchanged, conflicts = [], 0, []
+    for problem in problems:
+        stored = existing.get((problem.dataset, problem.task_id))
+        row = _row(problem)
+        if stored is None:
+            new_rows.append(Problem(dataset=problem.dataset, task_id=problem.task_id, **row))
+        elif all(getattr(stored, f) == row[f] for f in _PROBLEM_FIELDS):
+            unchanged += 1
+        else:
+            conflicts.append((0, f"{problem.task_id}: already imported with different content"))
+    if conflicts:
+        raise datasets.DatasetError(", ".join(sorted(names)), conflicts)
+    with transaction.atomic():
+        for start in range(0, len(new_rows), _IMPORT_BATCH):
+            batch = new_rows[start : start + _IMPORT_BATCH]
+            Problem.objects.bulk_create(batch)
+            if progress:
+                progress(len(batch))
+    return ImportSummary(
+        dataset=", ".join(sorted(names)),
+        created=len(new_rows),
+        unchanged=unchanged,
+        unavailable=sum(1 for p in problems if p.unavailable_reason),
+    )
+
+
+def item_problem(item: Item) -> datasets.Problem | None:
+    """The scoring view of an item: its library problem, or None when it has no tests."""
+    problem = item.problem
+    if problem is None:
+        return None
+    return datasets.Problem(
+        dataset=problem.dataset,
+        task_id=problem.task_id,
+        prompt=problem.prompt,
+        entry_point=problem.entry_point or None,
+        tests=problem.tests,
+        reference=problem.reference,
+        metadata=problem.metadata,
+        unavailable_reason=problem.unavailable_reason or None,
+    )
+
+
+def execution_record(
+    *, generation: Generation, code: str, result: ExecutionResult
+) -> tuple[Execution, bool]:
+    """Store the Pass@1 check of a generation once; a repeat returns the first record."""
+    return Execution.objects.get_or_create(
+        generation=generation,
+        defaults={
+            "status": result.status,
+            "code": code,
+            "stderr": result.stderr[-4000:],
+            "duration_s": result.duration_s,
+        },
+    )
+
+
+def executions_enqueue(*, study: Study) -> int:
+    """Queue the Pass@1 check of every finished, scorable, unchecked generation."""
+    from annotations.tasks import execute
+
+    ids = list(
+        Generation.objects.filter(
+            item__study=study,
+            status=Generation.Status.DONE,
+            item__problem__isnull=False,
+            execution__isnull=True,
+        ).values_list("id", flat=True)
+    )
+    for generation_id in ids:
+        transaction.on_commit(functools.partial(execute.delay, generation_id))
+    return len(ids)
+
+
+def generations_reap() -> int:
+    """Re-send the generations whose worker died (lease expired while running).
+
+    Run periodically (celery beat): the broker may have lost or acknowledged the
+    message of a killed worker, so the database rows decide what is redone."""
+    from annotations.tasks import generate
+
+    ids = list(
+        Generation.objects.filter(
+            status=Generation.Status.RUNNING, lease_until__lt=timezone.now()
+        ).values_list("id", flat=True)
+    )
+    for generation_id in ids:
+        transaction.on_commit(functools.partial(generate.delay, generation_id))
+    return len(ids)
+
+
+def generations_cancel(*, study: Study) -> int:
+    """Stop the study's waiting generations; running ones finish. Returns how many."""
+    return Generation.objects.filter(
+        item__study=study, status=Generation.Status.PENDING
+    ).update(status=Generation.Status.CANCELLED)
+
+
+def generations_resume(*, study: Study) -> int:
+    """Put cancelled generations back in the queue. Returns how many."""
+    resumed = Generation.objects.filter(
+        Q(status=Generation.Status.CANCELLED), item__study=study
+    ).update(status=Generation.Status.PENDING)
+    generations_enqueue(study=study)
+    return resumed

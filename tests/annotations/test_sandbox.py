@@ -1,0 +1,436 @@
+"""The sandbox against hostile programs, and the benchmarks' reference solutions through it.
+
+Every hostile program must end as failed/timeout/error, leave nothing running or written behind,
+and the next ordinary run must still pass. No database: these are plain subprocess tests.
+"""
+
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from annotations.datasets import load_problems
+from annotations.sandbox import (
+    Containment,
+    ExecutionResult,
+    check_candidate,
+    check_humaneval,
+    check_mbpp,
+    containment,
+    run_program,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+AS_ROOT = os.geteuid() == 0
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _sleeper_source(marker: str) -> str:
+    """A program line that starts a detached child (own session) running `sleep` for minutes."""
+    return (
+        "import os, subprocess\n"
+        f"subprocess.Popen(['/bin/sh', '-c', 'sleep 300; : {marker}'], start_new_session=True)\n"
+    )
+
+
+@pytest.fixture
+def still_works():
+    """After the hostile program under test: an ordinary run must pass."""
+    yield
+    result = run_program("print(sum(range(10)))")
+    assert result.status == "passed", result.stderr
+    assert result.stdout == "45\n"
+
+
+def test_ordinary_program_passes_with_its_output():
+    result = run_program("import sys\nprint('out')\nprint('err', file=sys.stderr)")
+    assert result == ExecutionResult("passed", 0, "out\n", "err\n", result.duration_s)
+    assert 0 < result.duration_s < 10
+
+
+def test_failing_assert_is_failed_with_traceback():
+    result = run_program("assert 1 + 1 == 3, 'arithmetic'")
+    assert result.status == "failed"
+    assert result.returncode == 1
+    assert "AssertionError: arithmetic" in result.stderr
+
+
+def test_cwd_is_a_fresh_private_dir_that_is_removed_afterwards():
+    code = (
+        "import os\nprint(os.getcwd())\nprint(sorted(os.listdir('.')))\nopen('f', 'w').write('x')"
+    )
+    first = run_program(code)
+    second = run_program(code)
+    assert first.status == second.status == "passed"
+    first_dir, first_listing = first.stdout.splitlines()
+    assert first_listing == "['main.py']"  # only the program itself
+    assert first_dir != second.stdout.splitlines()[0]
+    assert not Path(first_dir).exists()
+
+
+def test_resource_limits_are_in_force_in_the_child():
+    code = textwrap.dedent(
+        """
+        import resource
+        for name in ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_NOFILE"):
+            print(name, *resource.getrlimit(getattr(resource, name)))
+        """
+    )
+    result = run_program(
+        code, timeout_s=3, memory_bytes=512 * 1024**2, max_processes=7, max_file_bytes=1024**2
+    )
+    limits = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert limits["RLIMIT_AS"] == f"{512 * 1024**2} {512 * 1024**2}"
+    assert limits["RLIMIT_CPU"] == "4 4"
+    assert limits["RLIMIT_FSIZE"] == f"{1024**2} {1024**2}"
+    assert limits["RLIMIT_NOFILE"] == "256 256"
+    if containment().separate_uid:
+        assert limits["RLIMIT_NPROC"] == "7 7"
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] != 512 * 1024**2  # the parent is untouched
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="a private uid is only used when the worker is root")
+def test_as_root_each_run_gets_its_own_unprivileged_uid_without_groups():
+    code = "import os\nprint(os.getuid(), os.geteuid(), os.getgid(), os.getgroups())"
+    first, second = run_program(code), run_program(code)
+    uid, euid, gid, groups = first.stdout.split(" ", 3)
+    assert int(uid) == int(euid) == int(gid) > 65535
+    assert groups.strip() == "[]"
+    assert first.stdout != second.stdout
+
+
+def test_infinite_loop_times_out_and_leaves_no_process(still_works):
+    marker = f"sandbox-loop-{uuid.uuid4().hex}"
+    code = _sleeper_source(marker) + "while True:\n    pass\n"
+    result = run_program(code, timeout_s=1.5)
+    assert result.status == "timeout"
+    assert 1.5 <= result.duration_s < 5
+    assert "time limit" in result.stderr
+    assert _processes_with(marker) == []
+
+
+def test_children_that_leave_the_process_group_are_killed_when_the_program_ends():
+    marker = f"sandbox-daemon-{uuid.uuid4().hex}"
+    result = run_program(_sleeper_source(marker) + "print('bye')")
+    assert result.status == "passed"
+    assert _processes_with(marker) == []
+
+
+def test_sleeping_program_times_out_on_wall_clock(still_works):
+    result = run_program("import time\ntime.sleep(60)", timeout_s=1)
+    assert result.status == "timeout"
+    assert result.duration_s < 5
+
+
+def test_memory_bomb_fails_without_hurting_the_parent(still_works):
+    bombs = [
+        "x = bytearray(8 * 1024**3)",
+        "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024**2))",
+    ]
+    for code in bombs:
+        result = run_program(code, timeout_s=10, memory_bytes=512 * 1024**2)
+        assert result.status in ("failed", "error"), result
+        assert "MemoryError" in result.stderr or result.status == "error"
+        assert result.duration_s < 10
+
+
+def test_fork_bomb_is_contained(still_works):
+    marker = f"sandbox-forkbomb-{uuid.uuid4().hex}"
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        # {marker}
+        while True:
+            try:
+                if os.fork() == 0:
+                    os.execv('/bin/sh', ['/bin/sh', '-c', 'sleep 300; : {marker}'])
+            except OSError:
+                time.sleep(0.01)
+        """
+    )
+    result = run_program(code, timeout_s=2, max_processes=8)
+    assert result.status in ("timeout", "failed", "error")
+    assert _processes_with(marker) == []
+    assert os.getloadavg()[0] < 50  # the machine is still fine
+
+
+def test_network_connect_to_a_local_listener_fails(still_works):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        code = textwrap.dedent(
+            f"""
+            import socket
+            s = socket.socket()
+            s.settimeout(2)
+            s.connect(("127.0.0.1", {port}))
+            print("CONNECTED")
+            """
+        )
+        result = run_program(code, timeout_s=5)
+        assert result.status == "failed"
+        assert "CONNECTED" not in result.stdout
+        assert "OSError" in result.stderr or "unreachable" in result.stderr
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="only a private uid cannot write to /tmp's top level")
+def test_writes_outside_the_workdir_fail_or_do_not_persist(still_works):
+    name = f"sandbox-escape-{uuid.uuid4().hex}"
+    targets = [Path("/tmp") / name, Path("/var/tmp") / name, Path("/dev/shm") / name]
+    denied = [REPO / name, REPO / "annotations" / name, Path("/etc") / name, Path("/root") / name]
+    code = textwrap.dedent(
+        f"""
+        written, refused = [], []
+        for path in {[str(p) for p in targets + denied]!r}:
+            try:
+                with open(path, "w") as f:
+                    f.write("pwned")
+                written.append(path)
+            except OSError:
+                refused.append(path)
+        print(sorted(refused))
+        """
+    )
+    result = run_program(code)
+    assert result.status == "passed", result.stderr
+    assert result.stdout.strip() == str(sorted(str(p) for p in denied))
+    for path in targets + denied:
+        assert not path.exists(), f"{path} persisted after the run"
+
+
+def test_os_system_runs_unprivileged_and_cannot_touch_the_system(still_works):
+    flag = Path("/etc") / f"sandbox-pwned-{uuid.uuid4().hex}"
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        rc = os.system("id -u; touch {flag}; rm -rf {REPO}/annotations 2>/dev/null; exit 3")
+        sys.exit(1 if rc else 0)
+        """
+    )
+    result = run_program(code)
+    assert result.status == "failed"
+    assert result.stdout.strip() != "0" or not AS_ROOT
+    assert not flag.exists()
+    assert (REPO / "annotations" / "sandbox.py").exists()
+
+
+def test_parent_environment_secrets_are_not_visible(monkeypatch, still_works):
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    monkeypatch.setenv("SECRET_KEY", secret)
+    monkeypatch.setenv("DATABASE_URL", f"postgres://u:{secret}@db/x")
+    code = textwrap.dedent(
+        f"""
+        import os
+        seen = repr(dict(os.environ))
+        for pid in ("1", "{os.getpid()}", str(os.getppid())):
+            try:
+                seen += open(f"/proc/{{pid}}/environ", "rb").read().decode(errors="replace")
+            except OSError:
+                pass
+        print(seen)
+        """
+    )
+    result = run_program(code)
+    assert result.status == "passed", result.stderr
+    assert secret not in result.stdout
+    assert "DJANGO_SETTINGS_MODULE" not in result.stdout
+
+
+def test_print_bomb_is_cut_off_and_truncated(still_works):
+    result = run_program("while True:\n    print('x' * 4096)", max_output_bytes=64 * 1024)
+    assert result.status == "error"
+    assert len(result.stdout) <= 64 * 1024
+    assert "output limit" in result.stderr
+    assert result.duration_s < 5
+
+
+def test_file_size_limit_stops_a_disk_filler(still_works):
+    code = "with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 1024**2)"
+    result = run_program(code, max_file_bytes=4 * 1024**2)
+    assert result.status in ("failed", "error")
+    assert result.duration_s < 5
+
+
+def test_a_crash_by_signal_is_an_error(still_works):
+    result = run_program("import ctypes\nctypes.string_at(0)")
+    assert result.status == "error"
+    assert result.returncode is not None and result.returncode < 0
+
+
+def test_exec_of_the_sandbox_interpreter_matches_the_parents_python_version():
+    result = run_program("import sys\nprint(sys.version_info[:2])")
+    assert result.stdout.strip() == str(sys.version_info[:2])
+
+
+def test_containment_on_this_machine_is_what_docs_describe():
+    box = containment()
+    if AS_ROOT:
+        assert box.separate_uid
+    assert box.network in ("namespaces", "guard")
+
+
+HUMANEVAL = load_problems("humaneval")
+
+
+def test_all_humaneval_canonical_solutions_pass():
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda p: check_candidate(p, p.reference), HUMANEVAL))
+    failed = {
+        p.task_id: r.stderr[-200:] for p, r in zip(HUMANEVAL, results, strict=True) if not r.passed
+    }
+    assert len(HUMANEVAL) == 164
+    assert failed == {}
+
+
+def test_a_wrong_humaneval_solution_fails():
+    problem = next(p for p in HUMANEVAL if p.task_id == "HumanEval/0")
+    result = check_humaneval(
+        problem.prompt, "    return False\n", problem.tests, "has_close_elements"
+    )
+    assert result.status == "failed"
+    assert "AssertionError" in result.stderr
+
+
+@pytest.mark.parametrize("dataset", ["mbpp", "mbpp-sanitized"])
+def test_a_sample_of_mbpp_reference_solutions_pass(dataset):
+    problems = load_problems(dataset)
+    # Spread over the file, and tasks 367/927 whose setup code needs the solution's classes.
+    sample = problems[::40] + [p for p in problems if p.task_id in ("mbpp/367", "mbpp/927")]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda p: check_candidate(p, p.reference, timeout_s=20), sample))
+    assert {p.task_id: r.status for p, r in zip(sample, results, strict=True) if not r.passed} == {}
+
+
+def test_a_wrong_mbpp_solution_fails():
+    problem = load_problems("mbpp")[10]
+    wrong = f"def {problem.entry_point}(*args, **kwargs):\n    return None\n"
+    assert check_mbpp(wrong, problem.tests).status == "failed"
+
+
+@pytest.fixture
+def guard_only(monkeypatch):
+    """The fallback where neither a private uid nor namespaces are available (a non-root worker
+    without unshare): only the in-process network guard and the process-group kill remain."""
+    box = Containment(sys.executable, (), separate_uid=False, network="guard")
+    monkeypatch.setattr("annotations.sandbox.containment", lambda: box)
+
+
+def test_fallback_guard_blocks_sockets(guard_only):
+    code = "import socket\nsocket.create_connection(('127.0.0.1', 9))"
+    result = run_program(code)
+    assert result.status == "failed"
+    assert "network access is disabled in the sandbox" in result.stderr
+    raw = run_program("import socket\nsocket.socket().connect(('127.0.0.1', 9))")
+    assert "network access is disabled in the sandbox" in raw.stderr
+
+
+def test_fallback_timeout_kills_the_process_group(guard_only):
+    marker = f"sandbox-group-{uuid.uuid4().hex}"
+    code = (
+        f"import subprocess\nsubprocess.Popen(['/bin/sh', '-c', 'sleep 300; : {marker}'])\n"
+        "while True:\n    pass\n"
+    )
+    result = run_program(code, timeout_s=1)
+    assert result.status == "timeout"
+    assert _processes_with(marker) == []
+
+
+def _wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_killing_the_worker_mid_run_takes_the_sandbox_down_with_it():
+    marker = f"sandbox-orphan-{uuid.uuid4().hex}"
+    # The marker is built at run time so that the worker's own command line does not contain it.
+    head, tail = marker[:10], marker[10:]
+    code = (
+        f"import os\nos.execv('/bin/sh', ['/bin/sh', '-c', 'sleep 300; : ' + {head!r} + {tail!r}])"
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from annotations.sandbox import run_program\nrun_program({code!r})",
+        ],
+        cwd=REPO,
+    )
+    try:
+        assert _wait_for(lambda: _processes_with(marker), 30), "the program never started"
+        worker.kill()
+        worker.wait()
+        assert _wait_for(lambda: not _processes_with(marker), 5), "the program outlived its worker"
+    finally:
+        worker.kill()
+        # The killed worker could not clean up its temp dir; remove it here.
+        for main in Path(tempfile.gettempdir()).glob("sandbox-*/main.py"):
+            if tail in main.read_text():
+                shutil.rmtree(main.parent, ignore_errors=True)
+
+
+@pytest.mark.skipif(containment().network != "namespaces", reason="needs a mount namespace")
+def test_hidden_paths_cannot_be_read_though_world_readable(monkeypatch):
+    secret_dir = Path(tempfile.mkdtemp())
+    try:
+        secret_dir.chmod(0o755)
+        (secret_dir / "secret_key").write_text("s3cr3t")
+        (secret_dir / "secret_key").chmod(0o644)
+        code = f"print(open({str(secret_dir / 'secret_key')!r}).read())"
+        box = containment()
+        # Control: without hiding, the file is readable by anyone, the sandboxed uid included.
+        monkeypatch.setattr(
+            "annotations.sandbox.containment", lambda: replace(box, hidden_paths=())
+        )
+        assert run_program(code).stdout == "s3cr3t\n"
+        hidden = replace(box, hidden_paths=(str(secret_dir),))
+        monkeypatch.setattr("annotations.sandbox.containment", lambda: hidden)
+        result = run_program(code)
+        assert result.status == "failed"
+        assert "PermissionError" in result.stderr
+        assert (secret_dir / "secret_key").read_text() == "s3cr3t"  # hidden only inside
+    finally:
+        shutil.rmtree(secret_dir)
+
+
+@pytest.mark.skipif(containment().network != "namespaces", reason="needs a mount namespace")
+def test_the_projects_var_dir_with_database_and_secret_key_is_hidden():
+    var_dir = Path(os.environ.get("VAR_DIR") or REPO / "var").resolve()
+    if not var_dir.exists():
+        pytest.skip("no var/ dir in this checkout")
+    assert str(var_dir) in containment().hidden_paths
+    result = run_program(f"import os\nprint(os.listdir({str(var_dir)!r}))")
+    assert result.status == "failed" and "PermissionError" in result.stderr
