@@ -9,6 +9,7 @@ from django.db import transaction
 
 from annotations import datasets, pipeline
 from annotations.models import Condition, Item, Problem, Study
+from annotations.prompts import item_prompt
 
 DEMO_STUDY_NAME = "Demo: HumanEval under hot-neuron thresholds"
 DEMO_CONDITIONS = [
@@ -36,9 +37,6 @@ def _ensure_user(account: DemoAccount):
         user.is_staff = user.is_superuser = account.staff
         user.save()
     return user
-
-
-DEMO_INSTRUCTION = "Complete this Python function. Reply with the whole function in one code block."
 
 
 def humaneval_problems(n: int) -> list[Problem]:
@@ -74,7 +72,7 @@ def demo_seed(*, n_items: int = 8, max_new_tokens: int = 128) -> Study:
                 problem=problem,
                 dataset=problem.dataset,
                 task_id=problem.task_id,
-                prompt=f"{DEMO_INSTRUCTION}\n\n{problem.prompt}",
+                prompt=item_prompt(pipeline.item_problem_of(problem)),
             )
             for problem in humaneval_problems(n_items)
         )

@@ -198,9 +198,11 @@ def problems_import(
 
 def item_problem(item: Item) -> datasets.Problem | None:
     """The scoring view of an item: its library problem, or None when it has no tests."""
-    problem = item.problem
-    if problem is None:
-        return None
+    return None if item.problem is None else item_problem_of(item.problem)
+
+
+def item_problem_of(problem: Problem) -> datasets.Problem:
+    """A library row as the plain `datasets.Problem` that prompts and the sandbox take."""
     return datasets.Problem(
         dataset=problem.dataset,
         task_id=problem.task_id,

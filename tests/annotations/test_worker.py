@@ -118,3 +118,51 @@ def test_enqueueing_a_study_twice_makes_no_duplicates(tmp_path):
                  log_path=log_path, process=worker)
     assert Generation.objects.filter(item__study=study).count() == 2
     assert set(Generation.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_two_workers_share_a_study_without_running_any_row_twice(tmp_path):
+    study = make_study(n_items=2)  # 2 items x 3 conditions
+    study.max_new_tokens = 4
+    study.save()
+    pipeline.generations_create(study=study)
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    with celery_worker(log_a) as a, celery_worker(log_b, purge=False) as b:
+        pipeline.generations_enqueue(study=study)
+        pipeline.generations_enqueue(study=study)  # every row is sent twice on purpose
+        wait_for(lambda: not _unfinished(study), timeout_s=400, what="the generations",
+                 log_path=log_a, process=a)
+        assert b.poll() is None, "the second worker died"
+    rows = Generation.objects.filter(item__study=study)
+    assert rows.count() == 6 and {g.status for g in rows} == {"done"}
+    assert {g.attempts for g in rows} == {1}, "a row was run twice"
+
+
+def _answers(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), 2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _answers("127.0.0.1", 5672), reason="no RabbitMQ on 127.0.0.1:5672")
+def test_worker_on_rabbitmq(tmp_path):
+    """The same settings serve RabbitMQ: a worker and a producer both on amqp://."""
+    from celery import Celery
+
+    amqp = "amqp://guest:guest@127.0.0.1:5672//"
+    study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
+    study.max_new_tokens = 4
+    study.save()
+    pipeline.generations_create(study=study)
+    g = Generation.objects.get(item__study=study)
+    producer = Celery(broker=amqp)
+    producer.control.purge()
+    log_path = tmp_path / "worker.log"
+    with celery_worker(log_path, env={"CELERY_BROKER_URL": amqp}, purge=False) as worker:
+        producer.send_task("annotations.tasks.generate", args=[g.id], queue="generation")
+        wait_for(lambda: Generation.objects.get(id=g.id).status == "done", timeout_s=300,
+                 what="the generation sent through RabbitMQ", log_path=log_path, process=worker)
+    assert "amqp://guest:**@127.0.0.1:5672//" in log_path.read_text()
