@@ -9,6 +9,15 @@ from tests.support.browser import browser_page, log_in, screenshot
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def wait_for_next_pair(page, judged: int) -> None:
+    """Wait until the fragment for the next pair is swapped in *and* settled: htmx wires
+    up new content during settle, and a click before that would submit the form natively."""
+    page.wait_for_selector(f"text={judged} judged")
+    page.wait_for_function(
+        "!document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping, .htmx-added')"
+    )
+
+
 def test_rater_judges_pairs_with_keys_and_clicks_without_reload(live_server, users):
     staff, alice, _ = users
     study = make_study(n_items=2, raters=[alice], overlap=1)
@@ -25,13 +34,13 @@ def test_rater_judges_pairs_with_keys_and_clicks_without_reload(live_server, use
         page.evaluate("window.__noReload = true")
         first = Assignment.objects.get(rater=alice)
         page.keyboard.press("1")
-        page.wait_for_selector("text=1 judged")
+        wait_for_next_pair(page, 1)
         assert f"/assignments/{first.id}/" not in page.content(), "the judged pair is still shown"
         assert page.evaluate("window.__noReload") is True, "the page reloaded instead of swapping"
         page.click("button[value=tie]")
-        page.wait_for_selector("text=2 judged")
+        wait_for_next_pair(page, 2)
         page.keyboard.press("ArrowRight")
-        page.wait_for_selector("text=3 judged")
+        wait_for_next_pair(page, 3)
         assert page.evaluate("window.__noReload") is True
         judgments = list(Judgment.objects.filter(assignment__rater=alice).order_by("id"))
         assert [j.choice for j in judgments[:3]] == ["left", "tie", "right"]
@@ -42,7 +51,7 @@ def test_rater_judges_pairs_with_keys_and_clicks_without_reload(live_server, use
             assert j.time_on_task_ms is not None and j.time_on_task_ms >= 0
         for judged in (4, 5, 6):
             page.keyboard.press("0")
-            page.wait_for_selector(f"text={judged} judged")
+            wait_for_next_pair(page, judged)
         page.wait_for_selector("text=All done")
         screenshot(page, "rater-done")
     assert Judgment.objects.filter(assignment__rater=alice).count() == 6

@@ -18,6 +18,9 @@
     for (const button of buttons) {
       if (button.dataset.key.split(" ").includes(event.key) && !button.disabled) {
         event.preventDefault();
+        // A key pressed the instant a new pair arrives: make sure htmx owns the form
+        // (process is idempotent), so the choice never falls back to a full-page submit.
+        if (window.htmx) window.htmx.process(button.form);
         button.click();
         return;
       }
