@@ -151,6 +151,7 @@ def _answers(host: str, port: int) -> bool:
 def test_worker_on_rabbitmq(tmp_path):
     """The same settings serve RabbitMQ: a worker and a producer both on amqp://."""
     from celery import Celery
+    from kombu import Connection
 
     amqp = "amqp://guest:guest@127.0.0.1:5672//"
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
@@ -158,11 +159,19 @@ def test_worker_on_rabbitmq(tmp_path):
     study.save()
     pipeline.generations_create(study=study)
     g = Generation.objects.get(item__study=study)
-    producer = Celery(broker=amqp)
-    producer.control.purge()
+    # CELERY_BROKER_URL in the environment (CI sets Redis) would override broker=, so the
+    # producer gets an explicit AMQP connection.
+    producer = Celery()
+    connection = Connection(amqp)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path, env={"CELERY_BROKER_URL": amqp}, purge=False) as worker:
-        producer.send_task("annotations.tasks.generate", args=[g.id], queue="generation")
+        # On AMQP a message to an exchange with no queue bound yet is dropped: wait until
+        # the worker has declared its queues.
+        wait_for(lambda: " ready." in log_path.read_text(), timeout_s=120,
+                 what="the worker to be ready", log_path=log_path, process=worker)
+        producer.send_task("annotations.tasks.generate", args=[g.id], queue="generation",
+                           connection=connection)
         wait_for(lambda: Generation.objects.get(id=g.id).status == "done", timeout_s=300,
                  what="the generation sent through RabbitMQ", log_path=log_path, process=worker)
+    connection.release()
     assert "amqp://guest:**@127.0.0.1:5672//" in log_path.read_text()
