@@ -4,6 +4,7 @@ import os
 import signal
 
 import pytest
+from django.conf import settings
 
 from annotations import datasets, pipeline
 from annotations.models import Execution, Generation, Item, Pair, Problem
@@ -175,3 +176,78 @@ def test_worker_on_rabbitmq(tmp_path):
                  what="the generation sent through RabbitMQ", log_path=log_path, process=worker)
     connection.release()
     assert "amqp://guest:**@127.0.0.1:5672//" in log_path.read_text()
+
+
+def _problem(dataset: str, task_id: str, **load) -> Problem:
+    pipeline.problems_import(problems=datasets.load_problems(dataset, **load))
+    return Problem.objects.get(dataset=dataset, task_id=task_id)
+
+
+def test_execution_worker_contains_hostile_code_and_keeps_serving(tmp_path):
+    """Outputs that attack the machine are scored as failures; the next check still passes."""
+    humaneval = _problem("humaneval", "HumanEval/0")
+    study = make_study(n_items=1, conditions=[
+        (name, {"kind": "dense"}) for name in ("loop", "fork", "net", "secrets", "good")
+    ])
+    Item.objects.filter(study=study).update(problem=humaneval, prompt=humaneval.prompt)
+    pipeline.generations_create(study=study)
+    hostile = {
+        "loop": "```python\ndef has_close_elements(numbers, threshold):\n    while True:\n"
+                "        pass\n```",
+        "fork": "```python\nimport os\ndef has_close_elements(numbers, threshold):\n"
+                "    while True:\n        os.fork()\n```",
+        "net": "```python\nimport socket\ndef has_close_elements(numbers, threshold):\n"
+               "    socket.create_connection(('127.0.0.1', 5432), 2)\n    return True\n```",
+        "secrets": "```python\nimport os\ndef has_close_elements(numbers, threshold):\n"
+                   "    assert 'DATABASE_URL' in os.environ or "
+                   f"open({str(settings.VAR_DIR / 'secret_key')!r}).read()\n"
+                   "    return True\n```",
+        "good": "```python\n" + "def has_close_elements(numbers, threshold):\n"
+                + humaneval.reference + "\n```",
+    }
+    for g in Generation.objects.filter(item__study=study).select_related("condition"):
+        g.text, g.status = hostile[g.condition.name], Generation.Status.DONE
+        g.save()
+    log_path = tmp_path / "worker.log"
+    with celery_worker(log_path, queues="execution") as worker:
+        assert pipeline.executions_enqueue(study=study) == 5
+        wait_for(lambda: Execution.objects.filter(generation__item__study=study).count() == 5,
+                 timeout_s=180, what="all five checks", log_path=log_path, process=worker)
+        assert worker.poll() is None, "the worker died"
+    status = {e.generation.condition.name: e.status
+              for e in Execution.objects.filter(generation__item__study=study)}
+    assert status["loop"] == "timeout"
+    assert status["good"] == "passed", status
+    for name in ("fork", "net", "secrets"):
+        assert status[name] in {"failed", "error", "timeout"}, (name, status[name])
+
+
+def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
+    from annotations.prompts import item_prompt
+
+    problems = [
+        _problem("humaneval", "HumanEval/2"),
+        _problem("mbpp", "mbpp/11"),
+        _problem("ds1000", "ds1000/9001", path="tests/annotations/fixtures/ds1000_sample.jsonl"),
+    ]
+    study = make_study(n_items=0, conditions=[("dense", {"kind": "dense"})])
+    study.max_new_tokens = 48
+    study.save()
+    for p in problems:
+        Item.objects.create(study=study, problem=p, dataset=p.dataset, task_id=p.task_id,
+                            prompt=item_prompt(pipeline.item_problem_of(p)))
+    pipeline.generations_create(study=study)
+    log_path = tmp_path / "worker.log"
+    with celery_worker(log_path) as worker:
+        pipeline.generations_enqueue(study=study)
+        wait_for(lambda: Execution.objects.filter(generation__item__study=study).count() == 3,
+                 timeout_s=400, what="generation and Pass@1 of all three items",
+                 log_path=log_path, process=worker)
+    for e in Execution.objects.filter(generation__item__study=study).select_related(
+        "generation__item"
+    ):
+        assert e.status in {"passed", "failed", "error", "timeout"}
+        assert e.code.strip(), f"nothing was extracted for {e.generation.item.task_id}"
+    from analysis.study import pass_at_1
+
+    assert pass_at_1(study)["dense"]["n_problems"] == 3
