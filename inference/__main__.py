@@ -29,6 +29,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from inference.loading import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    if args.hot_fraction is not None:
+        from inference.hot_cold import split_hot_cold
+        from inference.profile import Profile
+
+        if args.profile is None:
+            raise ValueError("--hot-fraction needs --profile (a file from `profile`)")
+        frequency = Profile.load(args.profile).frequency(args.activity_threshold)
+        split_hot_cold(loaded.model, frequency, args.hot_fraction)
     result = generate(
         loaded,
         args.prompt,
@@ -55,6 +63,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         f"prompt {result.prompt_tokens} tokens, {result.latency_s:.2f} s "
         f"({result.tokens_per_s:.1f} tok/s, prefill {result.prefill_s:.2f} s), "
         f"active fraction {result.active_fraction:.3f}, "
+        f"MLP bytes skipped {result.mlp_bytes_skipped_fraction:.1%}, "
         f"peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB, model {loaded.fingerprint}",
         file=sys.stderr,
     )
@@ -90,6 +99,24 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from inference.config import shape_named
+    from inference.plan import parse_bytes, plan_placement
+
+    shape = shape_named(args.shape)
+    frequency = None
+    if args.profile is not None:
+        from inference.profile import Profile
+
+        profile = Profile.load(args.profile)
+        frequency = profile.frequency(args.activity_threshold)
+    placement = plan_placement(shape, parse_bytes(args.gpu_mem), frequency, args.weight_format)
+    if args.profile is not None:
+        print(f"profile {args.profile} of {profile.fingerprint}, |h| > {args.activity_threshold:g}")
+    print(placement.summary())
+    return 0
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help=".gguf file or HF directory")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -113,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
+    gen.add_argument("--profile", type=Path, default=None, help="profile for --hot-fraction")
+    gen.add_argument(
+        "--hot-fraction", type=float, default=None, help="split neurons hot/cold (skipping MLP)"
+    )
+    gen.add_argument("--activity-threshold", type=float, default=0.05, help="profiled |h| eps")
     gen.set_defaults(func=_cmd_generate)
 
     prof = commands.add_parser("profile", help="profile MLP activations on HumanEval prompts")
@@ -128,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--profile", type=Path, required=True)
     cal.add_argument("--target-sparsity", type=float, required=True, help="e.g. 0.5")
     cal.set_defaults(func=_cmd_calibrate)
+
+    plan = commands.add_parser("plan", help="place hot neurons on a GPU under a byte budget")
+    plan.add_argument("--gpu-mem", required=True, help="GPU byte budget, e.g. 24GiB")
+    plan.add_argument("--shape", default="llama-70b", help="a name from inference.config.SHAPES")
+    plan.add_argument("--profile", type=Path, default=None, help="profile of this shape's model")
+    plan.add_argument("--activity-threshold", type=float, default=0.05, help="profiled |h| eps")
+    plan.add_argument("--weight-format", default="q4_0", choices=["f32", "f16", "q8_0", "q4_0"])
+    plan.set_defaults(func=_cmd_plan)
     return parser
 
 

@@ -36,6 +36,11 @@ class GenerationResult:
     finish_reason: str
     prefill_s: float = 0.0
     token_ids: list[int] = field(default_factory=list)
+    # Work a hot/cold MLP really skipped per decode step (0 for masking-only SparseMLP): weight
+    # bytes not read, multiply-adds not done (2 FLOPs per weight), share of dense MLP bytes.
+    mlp_bytes_skipped_per_token: float = 0.0
+    mlp_flops_skipped_per_token: float = 0.0
+    mlp_bytes_skipped_fraction: float = 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -124,6 +129,7 @@ def generate(
     _set_recording(mlps, True)
     logits = prefill(model, input_ids, cache)
     prefill_fractions = _take_fractions(mlps)
+    _take_skipped(mlps)
     prefill_s = time.perf_counter() - start
 
     token = sample(logits, temperature, generator)
@@ -136,6 +142,7 @@ def generate(
         tokens.append(int(token))
     _set_recording(mlps, False)
     decode_fractions = _take_fractions(mlps)
+    skipped = _skipped_work(mlps, _take_skipped(mlps))
     latency_s = time.perf_counter() - start
     set_thresholds(model, base_thresholds)
 
@@ -155,6 +162,7 @@ def generate(
         finish_reason="stop" if finished else "length",
         prefill_s=prefill_s,
         token_ids=tokens,
+        **skipped,
     )
 
 
@@ -168,6 +176,29 @@ def _take_fractions(mlps: list) -> list[list[float]]:
     for mlp in mlps:
         mlp.active_fractions = []
     return fractions
+
+
+def _take_skipped(mlps: list) -> list[list[int]]:
+    """Per layer, weights skipped in each recorded call (only ``HotColdMLP`` records them)."""
+    skipped = [getattr(mlp, "skipped_weights", []) for mlp in mlps]
+    for mlp in mlps:
+        if hasattr(mlp, "skipped_weights"):
+            mlp.skipped_weights = []
+    return skipped
+
+
+def _skipped_work(mlps: list, skipped: list[list[int]]) -> dict[str, float]:
+    steps = max((len(s) for s in skipped), default=0)
+    if steps == 0:
+        return {}
+    weights_per_token = sum(sum(s) for s in skipped) / steps
+    element_bytes = mlps[0].down_proj.weight.element_size()
+    dense_weights = sum(3 * mlp.down_proj.weight.numel() for mlp in mlps)
+    return {
+        "mlp_bytes_skipped_per_token": weights_per_token * element_bytes,
+        "mlp_flops_skipped_per_token": 2 * weights_per_token,
+        "mlp_bytes_skipped_fraction": weights_per_token / dense_weights,
+    }
 
 
 def _reset_peak_rss() -> None:

@@ -122,7 +122,7 @@ def split_hot_cold(
             raise ValueError("model is already split into hot and cold neurons")
         num_neurons = layer.mlp.down_proj.in_features
         if layer_frequency.numel() != num_neurons:
-            raise ValueError(f"frequency has {layer_frequency.numel()} neurons, layer {num_neurons}")
+            raise ValueError(f"frequency has {layer_frequency.numel()} neurons, not {num_neurons}")
         num_hot = round(hot_fraction * num_neurons)
         layer.mlp = HotColdMLP(layer.mlp, hot_order(layer_frequency), num_hot)
     return model

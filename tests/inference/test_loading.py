@@ -95,3 +95,20 @@ def test_cli_bad_policy_is_a_message_not_a_traceback(capsys):
         main(["generate", "--prompt", "x", "--policy", '{"kind": "static"}'])
     assert exit_info.value.code == 2
     assert "policy 'static' needs 'threshold'" in capsys.readouterr().err
+
+
+def test_complete_cache_entry_is_reused_without_converting(tmp_path, monkeypatch):
+    from inference import loading
+
+    entry = tmp_path / "cache" / "m-abc"
+    entry.mkdir(parents=True)
+    (entry / "converted.json").write_text(json.dumps({"format": loading._CACHE_FORMAT}))
+
+    def convert(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", convert)
+    assert loading._converted_gguf(tmp_path / "m.gguf", entry) == entry
+    (entry / "converted.json").write_text(json.dumps({"format": -1}))  # older layout: redo
+    with pytest.raises(AssertionError, match="converted again"):
+        loading._converted_gguf(tmp_path / "m.gguf", entry)
