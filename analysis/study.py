@@ -1,16 +1,26 @@
-"""Adapter from a study in the database to the plain tables the statistics read.
+"""Adapter from a study in the database to the plain tables the statistics read, and the
+study report's files.
 
 The only module of `analysis` that knows Django; the statistics stay pure."""
 
 from __future__ import annotations
 
+import io
+import json
+import math
+import zipfile
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from django.db.models import Avg, Count
+from django.template.loader import render_to_string
+from django.utils import timezone
 
 from analysis.agreement import agreement_summary, choice_codes
+from analysis.export import write_csv
 from analysis.preference import preference_summary
+from analysis.report import build_report, report_figures
 from analysis.tables import InputError
 from annotations.models import Execution, Generation, Judgment, Study
 from annotations.passk import pass_at_k_over_problems
@@ -134,3 +144,231 @@ def study_results(study: Study, *, bootstrap: int = 500, seed: int = 0) -> Study
         return results
     results.pairs = preference["pairs"]
     return results
+
+
+JUDGMENT_EXPORT = [
+    "judgment",
+    "item",
+    "rater",
+    "condition_a",
+    "condition_b",
+    "generation_a",
+    "generation_b",
+    "side_a",
+    "choice",
+    "winner",
+    "time_on_task_ms",
+    "created_at",
+]
+GENERATION_EXPORT = [
+    "generation",
+    "item",
+    "condition",
+    "policy",
+    "sample_index",
+    "status",
+    "text",
+    "new_tokens",
+    "latency_s",
+    "tokens_per_s",
+    "peak_rss_bytes",
+    "active_fraction",
+    "execution_status",
+    "passed",
+]
+# Bootstrap resamples of a report unless told otherwise (the command's --bootstrap).
+REPORT_BOOTSTRAP = 1000
+REPORT_FILES = ("report.html", "judgments.csv", "generations.csv", "judgments.json", "summary.json")
+
+
+@dataclass
+class StudyReport:
+    """Everything the report files are made of: the numbers, the plots and the raw rows
+    (raters already pseudonymized)."""
+
+    study: Study
+    summary: dict
+    figures: dict[str, str]
+    judgments: list[dict]
+    generations: list[dict]
+    examples: list[dict]
+
+
+def rater_pseudonyms(rater_ids) -> dict:
+    """rater id → ``rater-1`` … ``rater-n`` in id order: stable within one report, and no
+    username or id leaves the database."""
+    return {rid: f"rater-{i}" for i, rid in enumerate(sorted(set(rater_ids)), start=1)}
+
+
+def _judgment_rows(study: Study) -> list[dict]:
+    rows = list(
+        Judgment.objects.filter(assignment__pair__study=study)
+        .order_by("created_at", "id")
+        .values(
+            "id",
+            "choice",
+            "winner",
+            "time_on_task_ms",
+            "created_at",
+            "assignment__rater_id",
+            "assignment__a_on_left",
+            "assignment__pair__item__task_id",
+            "assignment__pair__generation_a_id",
+            "assignment__pair__generation_b_id",
+            "assignment__pair__generation_a__condition__name",
+            "assignment__pair__generation_b__condition__name",
+        )
+    )
+    names = rater_pseudonyms(r["assignment__rater_id"] for r in rows)
+    return [
+        {
+            "judgment": r["id"],
+            "item": r["assignment__pair__item__task_id"],
+            "rater": names[r["assignment__rater_id"]],
+            "condition_a": r["assignment__pair__generation_a__condition__name"],
+            "condition_b": r["assignment__pair__generation_b__condition__name"],
+            "generation_a": r["assignment__pair__generation_a_id"],
+            "generation_b": r["assignment__pair__generation_b_id"],
+            "side_a": "left" if r["assignment__a_on_left"] else "right",
+            "choice": r["choice"],
+            "winner": r["winner"],
+            "time_on_task_ms": r["time_on_task_ms"],
+            "created_at": r["created_at"].isoformat(),
+        }
+        for r in rows
+    ]
+
+
+def _generation_rows(study: Study) -> list[dict]:
+    generations = (
+        Generation.objects.filter(item__study=study)
+        .select_related("item", "condition", "execution")
+        .order_by("item_id", "condition__position", "sample_index", "id")
+    )
+    rows = []
+    for g in generations:
+        execution = getattr(g, "execution", None)
+        rows.append(
+            {
+                "generation": g.id,
+                "item": g.item.task_id,
+                "condition": g.condition.name,
+                "policy": g.condition.policy_text(),
+                "sample_index": g.sample_index,
+                "status": g.status,
+                "text": g.text,
+                "new_tokens": g.new_tokens,
+                "latency_s": g.latency_s,
+                "tokens_per_s": g.tokens_per_s,
+                "peak_rss_bytes": g.peak_rss_bytes,
+                "active_fraction": g.active_fraction,
+                "execution_status": execution.status if execution else None,
+                "passed": execution.passed if execution else None,
+            }
+        )
+    return rows
+
+
+def _examples(study: Study, generations: list[dict], limit: int = 3) -> list[dict]:
+    """The first `limit` items with their prompt and each condition's first output."""
+    items = list(study.items.order_by("id")[:limit])
+    return [
+        {
+            "item": item.task_id,
+            "prompt": item.prompt,
+            "outputs": [
+                g
+                for g in generations
+                if g["item"] == item.task_id
+                and g["status"] == Generation.Status.DONE
+                and g["sample_index"] == 0
+            ],
+        }
+        for item in items
+    ]
+
+
+def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -> StudyReport:
+    """The full report of a study: the one function the command and the page both call,
+    so their numbers are identical for the same `bootstrap` (default `REPORT_BOOTSTRAP`)
+    and `seed`."""
+    if bootstrap is None:
+        bootstrap = REPORT_BOOTSTRAP
+    judgments = _judgment_rows(study)
+    generations = _generation_rows(study)
+    done = pd.DataFrame(
+        [g for g in generations if g["status"] == Generation.Status.DONE],
+        columns=GENERATION_EXPORT,
+    )
+    conditions = [
+        {"name": c.name, "policy": c.policy} for c in study.conditions.order_by("position", "id")
+    ]
+    summary = build_report(
+        pd.DataFrame(judgments, columns=JUDGMENT_EXPORT),
+        done,
+        conditions,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    summary = _json_ready({"study": {"id": study.id, "name": study.name}, **summary})
+    return StudyReport(
+        study=study,
+        summary=summary,
+        figures=report_figures(summary),
+        judgments=judgments,
+        generations=generations,
+        examples=_examples(study, generations),
+    )
+
+
+def _json_ready(value):
+    """Plain JSON types throughout: numpy scalars to Python, nan / inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def render_report_html(report: StudyReport) -> str:
+    """The self-contained HTML report (plots inline, no external assets). Every text from
+    the database goes through the template engine's autoescaping."""
+    return render_to_string(
+        "annotations/report/report.html",
+        {
+            "study": report.study,
+            "s": report.summary,
+            "figures": report.figures,
+            "examples": report.examples,
+            "generated_at": timezone.now(),
+        },
+    )
+
+
+def report_files(report: StudyReport) -> dict[str, bytes]:
+    """The report's files by name (`REPORT_FILES`): the HTML report, the raw judgments and
+    generations as formula-safe CSV, the judgments as JSON and every number as JSON."""
+    files = {"report.html": render_report_html(report).encode()}
+    for name, rows, fields in (
+        ("judgments.csv", report.judgments, JUDGMENT_EXPORT),
+        ("generations.csv", report.generations, GENERATION_EXPORT),
+    ):
+        text = io.StringIO(newline="")
+        write_csv(rows, fields, text)
+        files[name] = text.getvalue().encode()
+    files["judgments.json"] = json.dumps(report.judgments, indent=1).encode()
+    files["summary.json"] = json.dumps(report.summary, indent=1).encode()
+    return files
+
+
+def report_zip(files: dict[str, bytes]) -> bytes:
+    """The report's files in one zip archive."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()

@@ -51,19 +51,17 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
         raise InputError("the table has no rows")
 
 
-def _blank(value: object) -> bool:
-    """None, NaN, pd.NA or only whitespace: an empty cell."""
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
-        return True
-    return str(value).strip() == ""
+def _blank_cells(values: pd.Series) -> np.ndarray:
+    """Which cells are empty: None, NaN, pd.NA or only whitespace (bool array)."""
+    return (values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
 
 
 def _identifiers(df: pd.DataFrame, column: str) -> pd.Series:
     """`column` as stripped strings; a blank cell is an error."""
-    for row, value in df[column].items():
-        if _blank(value):
-            raise InputError("empty value", column=column, row=row)
-    return df[column].map(lambda v: str(v).strip())
+    blank = _blank_cells(df[column])
+    if blank.any():
+        raise InputError("empty value", column=column, row=df.index[blank.argmax()])
+    return df[column].astype(str).str.strip()
 
 
 def _numbers(values: pd.Series, column: str) -> pd.Series:
@@ -85,14 +83,14 @@ def validate_ratings(df: pd.DataFrame, level: str) -> pd.DataFrame:
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
     require_columns(df, RATING_COLUMNS)
-    kept = df.loc[~df["value"].map(_blank), list(RATING_COLUMNS)]
+    kept = df.loc[~_blank_cells(df["value"]), list(RATING_COLUMNS)]
     if kept.empty:
         raise InputError("no non-empty values", column="value")
     out = pd.DataFrame(
         {"unit": _identifiers(kept, "unit"), "rater": _identifiers(kept, "rater")},
         index=kept.index,
     )
-    labels = kept["value"].map(lambda v: str(v).strip())
+    labels = kept["value"].astype(str).str.strip()
     numeric = pd.to_numeric(labels, errors="coerce")
     if level == "nominal" and numeric.isna().any():
         codes = {label: code for code, label in enumerate(sorted(labels.unique()))}
@@ -118,23 +116,28 @@ def validate_judgments(df: pd.DataFrame) -> pd.DataFrame:
     require_columns(df, JUDGMENT_COLUMNS)
     out = pd.DataFrame({c: _identifiers(df, c) for c in JUDGMENT_COLUMNS}, index=df.index)
     out["winner"] = out["winner"].str.lower()
-    for row, winner in out["winner"].items():
-        if winner not in WINNERS:
-            raise InputError(
-                f"winner must be a, b or tie, not {winner!r}", column="winner", row=row
-            )
+    bad = ~out["winner"].isin(WINNERS).to_numpy()
+    if bad.any():
+        row = out.index[bad.argmax()]
+        raise InputError(
+            f"winner must be a, b or tie, not {out.at[row, 'winner']!r}", column="winner", row=row
+        )
     same = out["condition_a"] == out["condition_b"]
     if same.any():
         row = out.index[same.to_numpy().argmax()]
         raise InputError("condition_b is the same as condition_a", column="condition_b", row=row)
     if "side_a" in df.columns:
-        sides = [None if _blank(v) else str(v).strip().lower() for v in df["side_a"]]
-        for row, side in zip(df.index, sides, strict=True):
-            if side is not None and side not in SIDES:
-                raise InputError(
-                    f"side_a must be left, right or empty, not {side!r}", column="side_a", row=row
-                )
-        out["side_a"] = pd.Series(sides, index=df.index, dtype=object)
+        blank = _blank_cells(df["side_a"])
+        sides = df["side_a"].astype(str).str.strip().str.lower().mask(blank, None)
+        bad = ~blank & ~sides.isin(SIDES).to_numpy()
+        if bad.any():
+            row = df.index[bad.argmax()]
+            raise InputError(
+                f"side_a must be left, right or empty, not {sides[row]!r}",
+                column="side_a",
+                row=row,
+            )
+        out["side_a"] = sides.astype(object)
     return out
 
 

@@ -1,6 +1,19 @@
 from django.contrib import admin
 
-from annotations.models import Assignment, Condition, Generation, Item, Judgment, Pair, Study
+from annotations.models import (
+    Assignment,
+    Condition,
+    Criterion,
+    CriterionRating,
+    Enrolment,
+    Generation,
+    GoldAnswer,
+    Invite,
+    Item,
+    Judgment,
+    Pair,
+    Study,
+)
 
 
 class ConditionInline(admin.TabularInline):
@@ -8,13 +21,18 @@ class ConditionInline(admin.TabularInline):
     extra = 1
 
 
+class CriterionInline(admin.TabularInline):
+    model = Criterion
+    extra = 0
+
+
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ["name", "status", "overlap", "created_at"]
+    list_display = ["name", "status", "overlap", "pair_design", "items_per_rater", "created_at"]
     list_filter = ["status"]
     search_fields = ["name"]
     filter_horizontal = ["raters"]
-    inlines = [ConditionInline]
+    inlines = [ConditionInline, CriterionInline]
 
 
 @admin.register(Item)
@@ -41,13 +59,46 @@ class PairAdmin(admin.ModelAdmin):
 
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "pair", "rater", "a_on_left", "created_at", "completed_at"]
+    list_display = ["id", "pair", "rater", "a_on_left", "created_at", "lease_until",
+                    "completed_at", "released_at"]
     list_filter = ["pair__study"]
     raw_id_fields = ["pair"]
 
 
+class CriterionRatingInline(admin.TabularInline):
+    model = CriterionRating
+    extra = 0
+
+
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "assignment", "choice", "winner", "time_on_task_ms", "created_at"]
-    list_filter = ["winner", "assignment__pair__study"]
+    list_display = ["id", "assignment", "choice", "winner", "both_bad", "gold_correct",
+                    "time_on_task_ms", "created_at"]
+    list_filter = ["winner", "both_bad", "gold_correct", "assignment__pair__study"]
     raw_id_fields = ["assignment"]
+    inlines = [CriterionRatingInline]
+
+
+@admin.register(GoldAnswer)
+class GoldAnswerAdmin(admin.ModelAdmin):
+    """Attention checks: pick a pair whose better side is known (e.g. one output is broken)."""
+
+    list_display = ["pair", "winner", "note"]
+    list_filter = ["pair__study"]
+    raw_id_fields = ["pair"]
+
+
+@admin.register(Enrolment)
+class EnrolmentAdmin(admin.ModelAdmin):
+    list_display = ["rater", "study", "consented_at", "prolific_pid", "gold_failures",
+                    "blocked_at", "completed_at"]
+    list_filter = ["study"]
+    search_fields = ["prolific_pid", "rater__username"]
+    raw_id_fields = ["rater"]
+
+
+@admin.register(Invite)
+class InviteAdmin(admin.ModelAdmin):
+    list_display = ["study", "token", "rater", "created_at", "used_at"]
+    list_filter = ["study"]
+    raw_id_fields = ["rater"]

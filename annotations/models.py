@@ -10,12 +10,19 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+RATIONALE_MAX_CHARS = 1000
+
 
 class Study(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
         OPEN = "open", "Open for rating"
+        PAUSED = "paused", "Paused"
         CLOSED = "closed", "Closed"
+
+    class PairDesign(models.TextChoices):
+        ALL_PAIRS = "all_pairs", "All condition pairs"
+        VS_FIRST = "vs_first", "Each condition against the first (dense)"
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
@@ -28,10 +35,43 @@ class Study(models.Model):
     max_new_tokens = models.PositiveIntegerField(default=128)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # What raters read and agree to, and where they go when they finish.
+    instructions = models.TextField(blank=True, help_text="Shown above every pair.")
+    consent_text = models.TextField(
+        blank=True, help_text="When set, raters must accept it before their first pair."
+    )
+    completion_code = models.CharField(max_length=64, blank=True)
+    completion_url = models.URLField(
+        blank=True, help_text="e.g. https://app.prolific.com/submissions/complete?cc=CODE"
+    )
+    # Design and assignment rules.
+    pair_design = models.CharField(
+        max_length=16, choices=PairDesign.choices, default=PairDesign.ALL_PAIRS
+    )
+    items_per_rater = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most pairs one rater judges (gold items not counted)."
+    )
+    lease_minutes = models.PositiveIntegerField(
+        default=30, help_text="An unanswered pair goes back to the pool after this long."
+    )
+    gold_rate = models.FloatField(
+        default=0.0, help_text="Share of attention-check (gold) pairs mixed in, 0 to 1."
+    )
+    gold_block_after = models.PositiveSmallIntegerField(
+        default=2, help_text="Wrong gold answers that end a rater's session (0 = never block)."
+    )
+    min_response_ms = models.PositiveIntegerField(
+        default=0, help_text="Answers faster than this are refused (0 = no minimum)."
+    )
+
     class Meta:
         verbose_name_plural = "studies"
         constraints = [
             models.CheckConstraint(condition=Q(overlap__gte=1), name="study_overlap_positive"),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="study_gold_rate_share"
+            ),
+            models.CheckConstraint(condition=Q(lease_minutes__gte=1), name="study_lease_positive"),
         ]
 
     def __str__(self) -> str:
@@ -222,6 +262,10 @@ class Assignment(models.Model):
     a_on_left = models.BooleanField(help_text="Side shown: was generation A on the left?")
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Until when the pair is held for this rater; after it, it may go to someone else.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # Set when an expired lease was given up because the pair got its judgments elsewhere.
+    released_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -246,6 +290,7 @@ class Judgment(models.Model):
         LEFT = "left", "Left is better"
         RIGHT = "right", "Right is better"
         TIE = "tie", "Tie"
+        BOTH_BAD = "both_bad", "Both are bad"
 
     class Winner(models.TextChoices):
         A = "a", "A"
@@ -256,11 +301,123 @@ class Judgment(models.Model):
     # What the rater clicked (screen side) and what it means (condition order).
     choice = models.CharField(max_length=8, choices=Choice.choices)
     winner = models.CharField(max_length=4, choices=Winner.choices)
+    # "Both bad" is a tie for the analysis (winner=tie), flagged so it can be told apart.
+    both_bad = models.BooleanField(default=False)
+    rationale = models.TextField(blank=True, max_length=RATIONALE_MAX_CHARS)
     time_on_task_ms = models.PositiveIntegerField(null=True, blank=True)
+    # For gold pairs: did the answer match the known one? None for ordinary pairs.
+    gold_correct = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(both_bad=False) | Q(winner="tie"), name="judgment_both_bad_is_tie"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.assignment}: {self.choice}"
+
+
+class Criterion(models.Model):
+    """A question the study asks about each response on a Likert scale (e.g. readability)."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="criteria")
+    name = models.CharField(max_length=50)
+    question = models.CharField(max_length=200)
+    scale_points = models.PositiveSmallIntegerField(default=5)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["study", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "name"], name="criterion_unique_name"),
+            models.CheckConstraint(
+                condition=Q(scale_points__gte=2) & Q(scale_points__lte=10),
+                name="criterion_scale_2_to_10",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study}: {self.name}"
+
+    def scale_range(self) -> range:
+        return range(1, self.scale_points + 1)
+
+
+class CriterionRating(models.Model):
+    """One criterion's Likert values for both responses of a judgment, in condition order."""
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="ratings")
+    criterion = models.ForeignKey(Criterion, on_delete=models.CASCADE, related_name="ratings")
+    value_a = models.PositiveSmallIntegerField()
+    value_b = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["judgment", "criterion"], name="criterion_rating_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(value_a__gte=1) & Q(value_b__gte=1), name="criterion_rating_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.criterion.name}: a={self.value_a} b={self.value_b}"
+
+
+class GoldAnswer(models.Model):
+    """Marks a pair as an attention check whose correct answer is known."""
+
+    pair = models.OneToOneField(Pair, on_delete=models.CASCADE, related_name="gold")
+    winner = models.CharField(max_length=4, choices=Judgment.Winner.choices)
+    note = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"gold {self.pair}: {self.winner}"
+
+
+class Enrolment(models.Model):
+    """A rater in a study: consent, crowd-platform ids, attention-check state, completion."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="enrolments")
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="enrolments"
+    )
+    consented_at = models.DateTimeField(null=True, blank=True)
+    # Stored as Prolific sends them; shown only to staff.
+    prolific_pid = models.CharField(max_length=64, blank=True)
+    prolific_study_id = models.CharField(max_length=64, blank=True)
+    prolific_session_id = models.CharField(max_length=64, blank=True)
+    gold_failures = models.PositiveSmallIntegerField(default=0)
+    blocked_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "rater"], name="enrolment_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rater} in {self.study}"
+
+
+class Invite(models.Model):
+    """A link that enrols and logs in one rater: /invite/<token>/."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="invites")
+    token = models.CharField(max_length=64, unique=True)
+    # The rater account the link created; reopening the link logs that rater back in.
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invite to {self.study}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
-from annotations.models import Assignment, Condition, Generation, Pair, Study
+from annotations.models import Assignment, Condition, Enrolment, Generation, Judgment, Pair, Study
 
 
 @dataclass(frozen=True)
@@ -114,20 +117,139 @@ class RaterProgress:
 
 
 def rater_progress(study: Study, rater: AbstractBaseUser) -> RaterProgress:
-    """How many pairs this rater has judged and how many more they could get."""
+    """How many pairs this rater has judged and about how many more they could get."""
+    now = timezone.now()
     judged = Assignment.objects.filter(
         pair__study=study, rater=rater, judgment__isnull=False
     ).count()
-    open_ = Assignment.objects.filter(pair__study=study, rater=rater, judgment__isnull=True).count()
+    open_ = Assignment.objects.filter(
+        pair__study=study, rater=rater, judgment__isnull=True, released_at__isnull=True
+    ).count()
+    # Same rule as services._live_assignments: judged, or held by an unexpired lease.
+    live = (
+        Q(assignments__judgment__isnull=False)
+        | Q(assignments__released_at__isnull=True, assignments__lease_until__gt=now)
+        | Q(assignments__released_at__isnull=True, assignments__lease_until__isnull=True)
+    )
     available = (
-        Pair.objects.filter(study=study)
+        Pair.objects.filter(study=study, gold__isnull=True)
         .exclude(assignments__rater=rater)
-        .annotate(n=Count("assignments"))
+        .annotate(n=Count("assignments", filter=live))
         .filter(n__lt=study.overlap)
         .count()
     )
-    return RaterProgress(judged=judged, remaining=open_ + available)
+    remaining = open_ + available
+    if study.items_per_rater is not None:
+        ordinary_judged = Assignment.objects.filter(
+            pair__study=study, rater=rater, judgment__isnull=False, pair__gold__isnull=True
+        ).count()
+        remaining = min(remaining, max(study.items_per_rater - ordinary_judged, open_))
+    return RaterProgress(judged=judged, remaining=remaining)
 
 
 def studies_for_rater(rater: AbstractBaseUser) -> list[Study]:
-    return list(Study.objects.filter(raters=rater, status=Study.Status.OPEN).order_by("name"))
+    """Open studies the rater is enrolled in and not blocked from."""
+    return list(
+        Study.objects.filter(raters=rater, status=Study.Status.OPEN)
+        .exclude(enrolments__rater=rater, enrolments__blocked_at__isnull=False)
+        .order_by("name")
+    )
+
+
+@dataclass(frozen=True)
+class RaterQuality:
+    rater_id: int
+    username: str
+    judged: int
+    gold_total: int
+    gold_correct: int
+    median_time_s: float | None
+    blocked: bool
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_total if self.gold_total else None
+
+    @property
+    def score(self) -> float | None:
+        """Share of attention checks passed (None without any); 0 once blocked."""
+        if self.blocked:
+            return 0.0
+        return self.gold_accuracy
+
+
+def rater_quality(study: Study) -> list[RaterQuality]:
+    """Per-rater quality for staff: judgments, attention-check accuracy, median time."""
+    rows: dict[int, list] = {}
+    judgments = Judgment.objects.filter(assignment__pair__study=study).values_list(
+        "assignment__rater_id", "assignment__rater__username", "gold_correct", "time_on_task_ms"
+    )
+    for rater_id, username, gold_correct, time_ms in judgments:
+        rows.setdefault(rater_id, [username, 0, 0, 0, []])
+        row = rows[rater_id]
+        row[1] += 1
+        if gold_correct is not None:
+            row[2] += 1
+            row[3] += int(gold_correct)
+        if time_ms is not None:
+            row[4].append(time_ms / 1000)
+    blocked = set(
+        Enrolment.objects.filter(study=study, blocked_at__isnull=False).values_list(
+            "rater_id", flat=True
+        )
+    )
+    return [
+        RaterQuality(
+            rater_id=rater_id,
+            username=username,
+            judged=judged,
+            gold_total=gold_total,
+            gold_correct=gold_correct,
+            median_time_s=statistics.median(times) if times else None,
+            blocked=rater_id in blocked,
+        )
+        for rater_id, (username, judged, gold_total, gold_correct, times) in sorted(rows.items())
+    ]
+
+
+def judgments_for_analysis(study: Study) -> QuerySet[Judgment]:
+    """The study's judgments that count: not on gold (attention-check) pairs, and not by
+    raters the study's exclusion rules blocked. Analyses should read these."""
+    blocked = Enrolment.objects.filter(study=study, blocked_at__isnull=False).values("rater_id")
+    return Judgment.objects.filter(
+        assignment__pair__study=study, assignment__pair__gold__isnull=True
+    ).exclude(assignment__rater_id__in=blocked)
+
+
+def preference_pairs(study: Study) -> Iterator[dict]:
+    """Judgments as DPO preference records: prompt, chosen, rejected, plus ids.
+
+    Ties, "both bad", gold pairs and raters blocked by attention checks are left out."""
+    judgments = (
+        judgments_for_analysis(study)
+        .filter(winner__in=[Judgment.Winner.A, Judgment.Winner.B])
+        .select_related(
+            "assignment__pair__item",
+            "assignment__pair__generation_a__condition",
+            "assignment__pair__generation_b__condition",
+        )
+        .order_by("id")
+    )
+    for judgment in judgments.iterator(chunk_size=500):
+        pair = judgment.assignment.pair
+        chosen, rejected = pair.generation_a, pair.generation_b
+        if judgment.winner == Judgment.Winner.B:
+            chosen, rejected = rejected, chosen
+        yield {
+            "prompt": pair.item.prompt,
+            "chosen": chosen.text,
+            "rejected": rejected.text,
+            "study_id": study.id,
+            "item_id": pair.item_id,
+            "task_id": pair.item.task_id,
+            "pair_id": pair.id,
+            "judgment_id": judgment.id,
+            "rater_id": judgment.assignment.rater_id,
+            "chosen_condition": chosen.condition.name,
+            "rejected_condition": rejected.condition.name,
+        }

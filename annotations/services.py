@@ -6,35 +6,97 @@ from __future__ import annotations
 
 import logging
 import random
+import re
+import secrets
+from collections import Counter
+from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from annotations.models import Assignment, Generation, Item, Judgment, Pair, Study
+from annotations.models import (
+    RATIONALE_MAX_CHARS,
+    Assignment,
+    Condition,
+    Criterion,
+    CriterionRating,
+    Enrolment,
+    Generation,
+    GoldAnswer,
+    Invite,
+    Item,
+    Judgment,
+    Pair,
+    Problem,
+    Study,
+)
+from annotations.selectors import study_progress
 
 log = logging.getLogger(__name__)
 
 
 def pairs_create(*, item: Item) -> int:
-    """Pair up the item's finished generations, one pair per condition pair.
+    """Pair up the item's finished generations as the study's pair design says.
 
-    `generation_a` is the one whose condition comes first in study order.
-    Idempotent: existing pairs are kept. Returns how many were created."""
+    `all_pairs`: every condition pair; `vs_first`: each condition against the first one
+    in study order (the dense baseline). `generation_a` is the one whose condition comes
+    first in study order. Idempotent: existing pairs are kept. Returns how many were created."""
     done = list(
         item.generations.filter(status=Generation.Status.DONE, sample_index=0)
         .select_related("condition")
         .order_by("condition__position", "condition_id")
     )
+    if item.study.pair_design == Study.PairDesign.VS_FIRST:
+        first = item.study.conditions.order_by("position", "id").first()
+        baseline = [g for g in done if first is not None and g.condition_id == first.id]
+        combos = [(baseline[0], b) for b in done if baseline and b is not baseline[0]]
+    else:
+        combos = [(a, b) for i, a in enumerate(done) for b in done[i + 1 :]]
     rows = [
-        Pair(study_id=item.study_id, item=item, generation_a=a, generation_b=b)
-        for i, a in enumerate(done)
-        for b in done[i + 1 :]
+        Pair(study_id=item.study_id, item=item, generation_a=a, generation_b=b) for a, b in combos
     ]
     before = Pair.objects.filter(item=item).count()
     Pair.objects.bulk_create(rows, ignore_conflicts=True)
     return Pair.objects.filter(item=item).count() - before
+
+
+def _live_assignments(now, prefix: str = "") -> Q:
+    """Assignments that hold a place in a pair's overlap: judged, or leased and unexpired.
+
+    `prefix` ("assignments__") lets the same rule filter a Count over a pair's assignments."""
+    return (
+        Q(**{f"{prefix}judgment__isnull": False})
+        | Q(**{f"{prefix}released_at__isnull": True, f"{prefix}lease_until__gt": now})
+        | Q(**{f"{prefix}released_at__isnull": True, f"{prefix}lease_until__isnull": True})
+    )
+
+
+def _pair_needs_judgment(pair: Pair, *, now, excluding: Assignment | None = None) -> bool:
+    """Whether the pair still has room for one more rater (gold pairs always do)."""
+    if GoldAnswer.objects.filter(pair=pair).exists():
+        return True
+    taken = Assignment.objects.filter(_live_assignments(now), pair=pair)
+    if excluding is not None:
+        taken = taken.exclude(id=excluding.id)
+    return taken.count() < pair.study.overlap
+
+
+def _lock_pair(pair_id: int) -> bool:
+    """Take the pair's row lock for this transaction; False if another rater holds it.
+
+    Postgres: `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent raters move on to other
+    pairs instead of queueing. SQLite has no row locks: a no-op write takes the database's
+    write lock, which serializes the count-then-insert below just the same."""
+    if connection.features.has_select_for_update_skip_locked:
+        return Pair.objects.select_for_update(skip_locked=True).filter(id=pair_id).exists()
+    return Pair.objects.filter(id=pair_id).update(study_id=F("study_id")) == 1
+
+
+def _condition_pair_key(pair: Pair) -> tuple[int, int]:
+    return (pair.generation_a.condition_id, pair.generation_b.condition_id)
 
 
 def assignment_next(
@@ -42,38 +104,96 @@ def assignment_next(
 ) -> Assignment | None:
     """The rater's open assignment in this study, or a new one, or None when done.
 
-    New work goes to the pair with the fewest raters so far (below the study's
-    overlap), never a pair this rater has seen; the side is randomized and kept."""
+    - An open assignment is resumed (its lease renewed) while its pair still needs it;
+      an expired one whose pair got its judgments from others is released.
+    - New work: with probability `study.gold_rate` an unseen gold pair; otherwise the pair
+      with the fewest live raters (judged or leased) below `study.overlap`, ties broken by
+      the condition pair this rater has seen least (balance), then at random.
+    - Never a pair this rater has had; never more than `study.items_per_rater` ordinary pairs.
+    - The side is randomized and stored. Safe under concurrent raters (see `_lock_pair`)."""
+    rng = rng or random.SystemRandom()
+    now = timezone.now()
+    lease = timedelta(minutes=study.lease_minutes)
     open_assignment = (
-        Assignment.objects.filter(pair__study=study, rater=rater, judgment__isnull=True)
-        .select_related("pair")
+        Assignment.objects.filter(
+            pair__study=study, rater=rater, judgment__isnull=True, released_at__isnull=True
+        )
+        .select_related("pair__study")
         .first()
     )
     if open_assignment is not None:
-        return open_assignment
-    rng = rng or random.SystemRandom()
+        expired = open_assignment.lease_until is not None and open_assignment.lease_until <= now
+        if not expired or _pair_needs_judgment(
+            open_assignment.pair, now=now, excluding=open_assignment
+        ):
+            Assignment.objects.filter(id=open_assignment.id).update(lease_until=now + lease)
+            open_assignment.lease_until = now + lease
+            return open_assignment
+        Assignment.objects.filter(id=open_assignment.id).update(released_at=now)
+
+    seen = Assignment.objects.filter(rater=rater, pair__study=study)
+    gold_ids = list(
+        GoldAnswer.objects.filter(pair__study=study)
+        .exclude(pair__assignments__rater=rater)
+        .values_list("pair_id", flat=True)
+    )
+    if gold_ids and rng.random() < study.gold_rate:
+        rng.shuffle(gold_ids)
+        for pair_id in gold_ids:
+            made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now)
+            if made is not None:
+                return made
+
+    if study.items_per_rater is not None:
+        ordinary = seen.filter(pair__gold__isnull=True).exclude(
+            released_at__isnull=False, judgment__isnull=True
+        )
+        if ordinary.count() >= study.items_per_rater:
+            return None
     candidates = list(
-        Pair.objects.filter(study=study)
+        Pair.objects.filter(study=study, gold__isnull=True)
         .exclude(assignments__rater=rater)
-        .annotate(n_raters=Count("assignments"))
+        .annotate(n_raters=Count("assignments", filter=_live_assignments(now, "assignments__")))
         .filter(n_raters__lt=study.overlap)
-        .values_list("id", "n_raters")
+        .select_related("generation_a", "generation_b")
     )
     if not candidates:
         return None
-    fewest = min(n for _, n in candidates)
-    pair_ids = [pair_id for pair_id, n in candidates if n == fewest]
-    rng.shuffle(pair_ids)
-    for pair_id in pair_ids:
-        try:
-            with transaction.atomic():
-                return Assignment.objects.create(
-                    pair_id=pair_id, rater=rater, a_on_left=rng.random() < 0.5
-                )
-        except IntegrityError:
-            # A second tab of the same rater took this pair a moment ago.
-            continue
-    return assignment_next(study=study, rater=rater, rng=rng)
+    seen_by_condition_pair = Counter(
+        _condition_pair_key(a.pair)
+        for a in seen.select_related("pair__generation_a", "pair__generation_b")
+    )
+    rng.shuffle(candidates)
+    candidates.sort(
+        key=lambda p: (p.n_raters, seen_by_condition_pair[_condition_pair_key(p)])
+    )
+    for pair in candidates:
+        made = _assignment_try(pair_id=pair.id, study=study, rater=rater, rng=rng, now=now)
+        if made is not None:
+            return made
+    return None
+
+
+def _assignment_try(
+    *, pair_id: int, study: Study, rater: AbstractBaseUser, rng: random.Random, now
+) -> Assignment | None:
+    """Lease the pair to the rater if it is free and still needs a judgment; else None."""
+    try:
+        with transaction.atomic():
+            if not _lock_pair(pair_id):
+                return None  # another rater is being given this pair right now
+            pair = Pair.objects.select_related("study").get(id=pair_id)
+            if not _pair_needs_judgment(pair, now=now):
+                return None
+            return Assignment.objects.create(
+                pair=pair,
+                rater=rater,
+                a_on_left=rng.random() < 0.5,
+                lease_until=now + timedelta(minutes=study.lease_minutes),
+            )
+    except IntegrityError:
+        # A second tab of the same rater took this pair a moment ago.
+        return None
 
 
 _WINNER_BY_SIDE = {
@@ -84,27 +204,306 @@ _WINNER_BY_SIDE = {
     ("right", False): Judgment.Winner.A,
     ("tie", True): Judgment.Winner.TIE,
     ("tie", False): Judgment.Winner.TIE,
+    # Both bad counts as a tie in the analysis; Judgment.both_bad tells them apart.
+    ("both_bad", True): Judgment.Winner.TIE,
+    ("both_bad", False): Judgment.Winner.TIE,
 }
 
 
+class JudgmentRejected(Exception):
+    """The submit was refused; the message is meant for the rater."""
+
+
 def judgment_submit(
-    *, assignment: Assignment, choice: str, time_on_task_ms: int | None = None
+    *,
+    assignment: Assignment,
+    choice: str,
+    time_on_task_ms: int | None = None,
+    rationale: str = "",
+    ratings: dict[int, tuple[int, int]] | None = None,
 ) -> tuple[Judgment, bool]:
     """Record the rater's choice for an assignment, once.
 
-    Returns (judgment, created). A repeated submit (double click, two tabs,
-    replay) returns the first judgment unchanged with created=False."""
+    `ratings` maps criterion id -> (left value, right value) as shown on screen; they are
+    stored in condition order (a, b). Returns (judgment, created). A repeated submit
+    (double click, two tabs, replay) returns the first judgment unchanged, created=False.
+
+    Refused with `JudgmentRejected` (nothing stored) when:
+    - the answer came faster than the study's `min_response_ms` (server clock: time since
+      the pair was handed out, so a forged client timer cannot bypass it);
+    - the lease expired and the pair meanwhile got all its judgments from other raters.
+      A late submit on an expired lease is *accepted* whenever the pair still needs a
+      judgment — work done late is still good work;
+    - the rater was blocked by attention checks.
+    A wrong answer on a gold pair is stored (gold_correct=False) and counts towards the
+    study's `gold_block_after`."""
     if choice not in Judgment.Choice.values:
         raise ValueError(f"unknown choice {choice!r}; expected one of {Judgment.Choice.values}")
+    if len(rationale) > RATIONALE_MAX_CHARS:
+        raise ValueError(f"rationale longer than {RATIONALE_MAX_CHARS} characters")
+    existing = Judgment.objects.filter(assignment=assignment).first()
+    if existing is not None:
+        return existing, False
+    study = assignment.pair.study
+    now = timezone.now()
+    enrolment = Enrolment.objects.filter(study=study, rater_id=assignment.rater_id).first()
+    if enrolment is not None and enrolment.blocked_at is not None:
+        raise JudgmentRejected("Your session in this study has ended.")
+    elapsed_ms = (now - assignment.created_at).total_seconds() * 1000
+    if study.min_response_ms and elapsed_ms < study.min_response_ms:
+        raise JudgmentRejected(
+            "That was very quick — please read the prompt and both responses before choosing."
+        )
+    criteria = {c.id: c for c in study.criteria.all()}
+    ratings = ratings or {}
+    for criterion_id, values in ratings.items():
+        criterion = criteria.get(criterion_id)
+        if criterion is None or not all(1 <= v <= criterion.scale_points for v in values):
+            raise ValueError(f"bad rating {values!r} for criterion {criterion_id}")
+    winner = _WINNER_BY_SIDE[(choice, assignment.a_on_left)]
+    gold = GoldAnswer.objects.filter(pair_id=assignment.pair_id).first()
     try:
         with transaction.atomic():
-            judgment = Judgment.objects.create(
-                assignment=assignment,
-                choice=choice,
-                winner=_WINNER_BY_SIDE[(choice, assignment.a_on_left)],
-                time_on_task_ms=time_on_task_ms,
-            )
-            Assignment.objects.filter(id=assignment.id).update(completed_at=timezone.now())
-            return judgment, True
+            expired = assignment.lease_until is not None and assignment.lease_until <= now
+            if expired and not _lock_and_check(assignment, now=now):
+                Assignment.objects.filter(id=assignment.id).update(released_at=now)
+                judgment = None
+            else:
+                judgment = _judgment_create(
+                    assignment=assignment,
+                    choice=choice,
+                    winner=winner,
+                    rationale=rationale,
+                    time_on_task_ms=time_on_task_ms,
+                    gold=gold,
+                    ratings=ratings,
+                    now=now,
+                )
     except IntegrityError:
         return Judgment.objects.get(assignment=assignment), False
+    if judgment is None:
+        raise JudgmentRejected(
+            "Your time for this pair ran out and it was given to someone else; "
+            "this answer was not recorded. Here is your next pair."
+        )
+    return judgment, True
+
+
+def _judgment_create(
+    *,
+    assignment: Assignment,
+    choice: str,
+    winner: str,
+    rationale: str,
+    time_on_task_ms: int | None,
+    gold: GoldAnswer | None,
+    ratings: dict[int, tuple[int, int]],
+    now,
+) -> Judgment:
+    study = assignment.pair.study
+    judgment = Judgment.objects.create(
+        assignment=assignment,
+        choice=choice,
+        winner=winner,
+        both_bad=choice == Judgment.Choice.BOTH_BAD,
+        rationale=rationale.strip(),
+        time_on_task_ms=time_on_task_ms,
+        gold_correct=None if gold is None else gold.winner == winner,
+    )
+    CriterionRating.objects.bulk_create(
+        CriterionRating(
+            judgment=judgment,
+            criterion_id=criterion_id,
+            value_a=left if assignment.a_on_left else right,
+            value_b=right if assignment.a_on_left else left,
+        )
+        for criterion_id, (left, right) in ratings.items()
+    )
+    Assignment.objects.filter(id=assignment.id).update(completed_at=now)
+    if gold is not None and not judgment.gold_correct:
+        _gold_failure_record(study=study, rater_id=assignment.rater_id, now=now)
+    return judgment
+
+
+def _lock_and_check(assignment: Assignment, *, now) -> bool:
+    """Within a transaction: does the assignment's pair still need this judgment?"""
+    if connection.features.has_select_for_update_skip_locked:
+        Pair.objects.select_for_update().filter(id=assignment.pair_id).exists()
+    else:
+        Pair.objects.filter(id=assignment.pair_id).update(study_id=F("study_id"))
+    return _pair_needs_judgment(assignment.pair, now=now, excluding=assignment)
+
+
+def _gold_failure_record(*, study: Study, rater_id: int, now) -> None:
+    enrolment, _ = Enrolment.objects.get_or_create(study=study, rater_id=rater_id)
+    Enrolment.objects.filter(id=enrolment.id).update(gold_failures=F("gold_failures") + 1)
+    enrolment.refresh_from_db()
+    if study.gold_block_after and enrolment.gold_failures >= study.gold_block_after:
+        Enrolment.objects.filter(id=enrolment.id, blocked_at__isnull=True).update(blocked_at=now)
+
+
+def enrolment_get(*, study: Study, rater: AbstractBaseUser) -> Enrolment:
+    """The rater's enrolment in the study, created (and added to study.raters) on first use."""
+    study.raters.add(rater)
+    enrolment, _ = Enrolment.objects.get_or_create(study=study, rater=rater)
+    return enrolment
+
+
+def enrolment_consent(*, enrolment: Enrolment) -> None:
+    """Record consent once; the first timestamp stays."""
+    Enrolment.objects.filter(id=enrolment.id, consented_at__isnull=True).update(
+        consented_at=timezone.now()
+    )
+    enrolment.refresh_from_db()
+
+
+def enrolment_complete(*, enrolment: Enrolment) -> None:
+    Enrolment.objects.filter(id=enrolment.id, completed_at__isnull=True).update(
+        completed_at=timezone.now()
+    )
+    enrolment.refresh_from_db()
+
+
+_PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def prolific_rater_get(
+    *, study: Study, prolific_pid: str, prolific_study_id: str = "", session_id: str = ""
+) -> AbstractBaseUser:
+    """The rater account tied to a Prolific participant id, created on first entry.
+
+    The PID is stored on the enrolment exactly as given (after validation); the account
+    has no usable password, so it can only be entered through the study link."""
+    for value in (prolific_pid, prolific_study_id, session_id):
+        if value and not _PROLIFIC_ID.match(value):
+            raise ValueError("Prolific ids may only hold letters, digits, '-' and '_'.")
+    if not prolific_pid:
+        raise ValueError("The link lacks PROLIFIC_PID.")
+    User = get_user_model()
+    with transaction.atomic():
+        user, created = User.objects.get_or_create(username=f"prolific-{prolific_pid}")
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        enrolment = enrolment_get(study=study, rater=user)
+        Enrolment.objects.filter(id=enrolment.id).update(
+            prolific_pid=prolific_pid,
+            prolific_study_id=prolific_study_id,
+            prolific_session_id=session_id,
+        )
+    return user
+
+
+def invite_create(*, study: Study) -> Invite:
+    return Invite.objects.create(study=study, token=secrets.token_urlsafe(24))
+
+
+def invite_redeem(*, invite: Invite) -> AbstractBaseUser:
+    """The rater of an invite link: a new account on first use, the same one afterwards."""
+    with transaction.atomic():
+        invite = Invite.objects.select_for_update().get(id=invite.id)
+        if invite.rater is None:
+            User = get_user_model()
+            user = User.objects.create_user(f"rater-{secrets.token_hex(4)}-{invite.id}")
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+            invite.rater = user
+            invite.used_at = timezone.now()
+            invite.save(update_fields=["rater", "used_at"])
+        enrolment_get(study=invite.study, rater=invite.rater)
+        return invite.rater
+
+
+def study_create(
+    *,
+    fields: dict,
+    conditions: list[tuple[str, dict]],
+    criteria: list[tuple[str, str]],
+    dataset: str = "",
+    task_contains: str = "",
+    prompt_contains: str = "",
+    item_count: int = 0,
+    seed: int = 0,
+    prompts: list[str] | None = None,
+) -> Study:
+    """A draft study with its conditions (in the given order), criteria and items.
+
+    Items: `item_count` problems of `dataset` matching the filters, drawn with `seed`
+    (the same seed draws the same problems), plus any free-text `prompts`."""
+    with transaction.atomic():
+        study = Study.objects.create(status=Study.Status.DRAFT, **fields)
+        Condition.objects.bulk_create(
+            Condition(study=study, name=name, policy=policy, position=position)
+            for position, (name, policy) in enumerate(conditions)
+        )
+        Criterion.objects.bulk_create(
+            Criterion(study=study, name=name, question=question, position=position)
+            for position, (name, question) in enumerate(criteria)
+        )
+        items = []
+        if dataset:
+            problems = Problem.objects.filter(dataset=dataset, unavailable_reason="")
+            if task_contains:
+                problems = problems.filter(task_id__icontains=task_contains)
+            if prompt_contains:
+                problems = problems.filter(prompt__icontains=prompt_contains)
+            ids = sorted(problems.values_list("id", flat=True))
+            chosen = random.Random(seed).sample(ids, min(item_count, len(ids)))
+            items += [
+                Item(study=study, problem=p, dataset=p.dataset, task_id=p.task_id, prompt=p.prompt)
+                for p in Problem.objects.filter(id__in=chosen).order_by("id")
+            ]
+        items += [
+            Item(study=study, dataset="custom", task_id=f"custom/{i}", prompt=prompt)
+            for i, prompt in enumerate(prompts or [])
+        ]
+        Item.objects.bulk_create(items)
+    return study
+
+
+def study_launch(*, study: Study) -> list[str]:
+    """Open the study for rating, or return why not (and change nothing).
+
+    Refuses while generations are missing, waiting, running or awaiting their Pass@1
+    check, when there are no pairs, or when gold items are asked for but none exist."""
+    if study.status == Study.Status.CLOSED:
+        return ["The study is closed."]
+    reasons = []
+    if study.conditions.count() < 2:
+        reasons.append("It needs at least two conditions.")
+    if not study.items.exists():
+        reasons.append("It has no items.")
+    progress = study_progress(study)
+    if progress.total == 0:
+        reasons.append("Generations have not been started (use Generate on the study page).")
+    elif not progress.finished:
+        waiting = progress.total - progress.done - progress.failed - progress.cancelled
+        reasons.append(
+            f"Generations are not complete: {progress.done} of {progress.total} done, "
+            f"{waiting} still waiting or running"
+            + (f", {progress.checks_pending} Pass@1 checks pending." if progress.checks_pending
+               else ".")
+        )
+    if progress.total and not study.pairs.exists():
+        reasons.append("No pairs could be formed from the finished generations.")
+    if study.gold_rate > 0 and not GoldAnswer.objects.filter(pair__study=study).exists():
+        reasons.append("A gold rate is set but no pair is marked as gold (admin: Gold answers).")
+    if reasons:
+        return reasons
+    Study.objects.filter(id=study.id).update(status=Study.Status.OPEN)
+    study.status = Study.Status.OPEN
+    return []
+
+
+def study_status_set(*, study: Study, status: str) -> bool:
+    """Pause an open study, or close a study for good. Returns whether it changed."""
+    allowed = {
+        Study.Status.PAUSED: [Study.Status.OPEN],
+        Study.Status.CLOSED: [Study.Status.DRAFT, Study.Status.OPEN, Study.Status.PAUSED],
+    }
+    if status not in allowed:
+        raise ValueError(f"cannot set status {status!r} here")
+    changed = Study.objects.filter(id=study.id, status__in=allowed[status]).update(status=status)
+    if changed:
+        study.status = status
+    return bool(changed)

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotations.views import rater, staff
+from annotations.views import rater, report, setup, staff
 
 urlpatterns = [
     path("", rater.home, name="home"),
@@ -9,10 +9,31 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("studies/<int:study_id>/rate/", rater.rate, name="rate"),
     path("assignments/<int:assignment_id>/judge/", rater.judge, name="judge"),
+    path("studies/<int:study_id>/consent/", rater.consent, name="consent"),
+    path("studies/<int:study_id>/complete/", rater.complete, name="complete"),
+    path("p/<int:study_id>/", rater.prolific_entry, name="prolific_entry"),
+    path("invite/<str:token>/", rater.invite_entry, name="invite_entry"),
     path("staff/studies/", staff.study_list, name="study_list"),
+    path("staff/studies/new/", setup.study_new, name="study_new"),
+    path("staff/studies/<int:study_id>/setup/", setup.study_setup, name="study_setup"),
+    path("staff/studies/<int:study_id>/launch/", setup.study_launch, name="study_launch"),
+    path("staff/studies/<int:study_id>/pause/", setup.study_pause, name="study_pause"),
+    path("staff/studies/<int:study_id>/close/", setup.study_close, name="study_close"),
+    path("staff/studies/<int:study_id>/invites/", setup.invite_new, name="invite_new"),
+    path(
+        "staff/studies/<int:study_id>/preferences.jsonl",
+        setup.export_preferences,
+        name="export_preferences",
+    ),
     path("staff/studies/<int:study_id>/", staff.study_detail, name="study_detail"),
     path("staff/studies/<int:study_id>/progress/", staff.study_progress, name="study_progress"),
     path("staff/studies/<int:study_id>/generate/", staff.study_generate, name="study_generate"),
     path("staff/studies/<int:study_id>/cancel/", staff.study_cancel, name="study_cancel"),
     path("staff/studies/<int:study_id>/resume/", staff.study_resume, name="study_resume"),
+    path("staff/studies/<int:study_id>/report/", report.study_report_page, name="study_report"),
+    path(
+        "staff/studies/<int:study_id>/report/<str:name>",
+        report.study_report_file,
+        name="study_report_file",
+    ),
 ]

@@ -1,4 +1,7 @@
-"""Command line: ``python -m inference {generate} ...`` (see docs/engine.md)."""
+"""Command line: ``python -m inference {generate,profile,calibrate,predict,plan,bench} ...``.
+
+See docs/engine.md.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _policy(text: str):
+    """A policy from a JSON file's path or an inline JSON string."""
     from inference.policies import Policy
 
+    source = "JSON"
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        source, text = f"JSON file {text}", Path(text).read_text()
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at column {exc.colno})") from exc
+        if source == "JSON" and not text.lstrip().startswith("{"):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a policy file nor inline JSON"
+            ) from exc
+        raise argparse.ArgumentTypeError(f"not {source} ({exc.msg} at column {exc.colno})") from exc
     try:
         return Policy.from_json(data)
     except ValueError as exc:
@@ -28,7 +39,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from inference.generate import generate
     from inference.loading import load_model
 
+    prompt = args.prompt if args.prompt is not None else args.prompt_option
+    if prompt is None:
+        raise ValueError('a prompt is needed: python -m inference generate [...] "prompt"')
     loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    if args.device != "cpu":
+        loaded.model.to(args.device)
     if args.hot_fraction is not None:
         from inference.hot_cold import split_hot_cold
         from inference.profile import Profile
@@ -37,36 +53,97 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             raise ValueError("--hot-fraction needs --profile (a file from `profile`)")
         frequency = Profile.load(args.profile).frequency(args.activity_threshold)
         split_hot_cold(loaded.model, frequency, args.hot_fraction)
+
+    def stream(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
     result = generate(
         loaded,
-        args.prompt,
+        prompt,
         args.policy,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         temperature=args.temperature,
+        on_text=None if args.json else stream,
     )
     if args.json:
+        telemetry = result.to_json()
+        text = telemetry.pop("text")
         print(
             json.dumps(
                 {
+                    "text": text,
+                    "telemetry": telemetry,
                     "policy": args.policy.to_json(),
                     "fingerprint": loaded.fingerprint,
-                    **result.to_json(),
-                },
-                indent=1,
+                }
             )
         )
         return 0
-    print(result.text)
+    print()
     print(
         f"\n[{args.policy.label()}] {result.new_tokens} new tokens ({result.finish_reason}), "
         f"prompt {result.prompt_tokens} tokens, {result.latency_s:.2f} s "
-        f"({result.tokens_per_s:.1f} tok/s, prefill {result.prefill_s:.2f} s), "
-        f"active fraction {result.active_fraction:.3f}, "
+        f"({result.tokens_per_s:.1f} tok/s, first token {result.ttft_s:.2f} s), "
+        f"achieved sparsity {result.achieved_sparsity:.3f}, "
         f"MLP bytes skipped {result.mlp_bytes_skipped_fraction:.1%}, "
         f"peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB, model {loaded.fingerprint}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from inference.loading import load_model
+    from inference.predictor import train_predictors
+    from inference.profile import humaneval_prompts
+
+    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+
+    def progress(layer: int, m: dict) -> None:
+        print(
+            f"layer {layer:3d}: recall {m['recall']:.3f} precision {m['precision']:.3f} "
+            f"predicted active {m['predicted_active']:.3f} (true {m['true_active']:.3f})",
+            file=sys.stderr,
+        )
+
+    predictors = train_predictors(
+        loaded,
+        humaneval_prompts(args.prompts),
+        eps=args.eps,
+        rank=args.rank,
+        steps=args.steps,
+        max_new_tokens=args.max_new_tokens,
+        threshold=args.threshold,
+        progress=progress,
+    )
+    predictors.save(args.out)
+    summary = {k: v for k, v in predictors.metrics.items() if k != "per_layer"}
+    print(json.dumps({"predictor": str(args.out), "fingerprint": loaded.fingerprint, **summary}))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from inference import bench
+
+    if args.what == "ffn":
+        active = [float(a) for a in args.active.split(",")]
+        result = bench.bench_ffn(
+            args.shape, active, reps=args.reps, dtype=args.dtype, threads=args.threads
+        )
+        text = bench.format_ffn(result)
+    else:
+        result = bench.bench_decode(
+            args.model,
+            max_new_tokens=args.max_new_tokens,
+            reps=args.reps,
+            profile=args.profile,
+            predictor=args.predictor,
+            cache_dir=args.cache_dir,
+        )
+        text = bench.format_decode(result)
+    print(json.dumps(result) if args.json else text)
     return 0
 
 
@@ -128,14 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="generate one reply under a policy")
-    gen.add_argument("--prompt", required=True)
+    gen.add_argument("prompt", nargs="?", default=None, help="the user message")
+    gen.add_argument("--prompt", dest="prompt_option", default=None, help="same, as an option")
     gen.add_argument(
         "--policy",
         type=_policy,
         default='{"kind": "dense"}',
-        help='policy JSON, e.g. \'{"kind":"static","threshold":0.05}\'',
+        help='policy: a JSON file or inline JSON, e.g. \'{"kind":"static","threshold":0.05}\'',
     )
     _add_model_arguments(gen)
+    gen.add_argument("--device", default="cpu", help="cpu or cuda (the whole model)")
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--temperature", type=float, default=0.0)
@@ -160,6 +239,32 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--profile", type=Path, required=True)
     cal.add_argument("--target-sparsity", type=float, required=True, help="e.g. 0.5")
     cal.set_defaults(func=_cmd_calibrate)
+
+    pred = commands.add_parser("predict", help="train per-layer activation predictors")
+    pred.add_argument("--out", type=Path, required=True, help="predictor file (.safetensors)")
+    pred.add_argument("--prompts", type=int, default=16, help="HumanEval prompts (1/4 held out)")
+    pred.add_argument("--max-new-tokens", type=int, default=8)
+    pred.add_argument("--eps", type=float, default=0.05, help="label: neuron active if |h| >= eps")
+    pred.add_argument("--rank", type=int, default=128)
+    pred.add_argument("--steps", type=int, default=300)
+    pred.add_argument("--threshold", type=float, default=0.5, help="for held-out metrics")
+    _add_model_arguments(pred)
+    pred.set_defaults(func=_cmd_predict)
+
+    bench = commands.add_parser("bench", help="benchmarks: one FFN layer, or decoding")
+    bench.add_argument("what", choices=["ffn", "decode"])
+    bench.add_argument("--shape", default="llama-70b", help="ffn: a name from config.SHAPES")
+    bench.add_argument("--active", default="0.5,0.3,0.1", help="ffn: active neuron fractions")
+    bench.add_argument("--reps", type=int, default=None, help="repetitions (ffn 5, decode 1)")
+    bench.add_argument("--threads", type=int, default=None, help="ffn: torch threads")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    bench.add_argument("--model", type=Path, default=None, help="decode: .gguf or HF dir")
+    bench.add_argument("--cache-dir", type=Path, default=None)
+    bench.add_argument("--max-new-tokens", type=int, default=32, help="decode: tokens per run")
+    bench.add_argument("--profile", type=Path, default=None, help="decode: for `calibrated`")
+    bench.add_argument("--predictor", type=Path, default=None, help="decode: for `predictor`")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=_cmd_bench)
 
     plan = commands.add_parser("plan", help="place hot neurons on a GPU under a byte budget")
     plan.add_argument("--gpu-mem", required=True, help="GPU byte budget, e.g. 24GiB")

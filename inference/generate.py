@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,13 @@ class GenerationResult:
     mlp_bytes_skipped_per_token: float = 0.0
     mlp_flops_skipped_per_token: float = 0.0
     mlp_bytes_skipped_fraction: float = 0.0
+    # 1 - active_fraction: the sparsity the policy really achieved (decode steps).
+    achieved_sparsity: float = 0.0
+    # Time from the call to the first generated token (prefill + first sample).
+    ttft_s: float = 0.0
+    # torch.cuda.max_memory_allocated during the generation; 0 when the model is on CPU.
+    cuda_peak_bytes: int = 0
+    device: str = "cpu"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -101,6 +109,7 @@ def generate(
     max_new_tokens: int = 128,
     seed: int = 0,
     temperature: float = 0.0,
+    on_text: Callable[[str], None] | None = None,
 ) -> GenerationResult:
     """Generate a reply to ``prompt`` under ``policy``.
 
@@ -110,20 +119,27 @@ def generate(
     ``layer_thresholds * step_factor(entropy of the previous distribution)``. Stops at an EOS
     token (``finish_reason="stop"``, the EOS counts as a new token) or after ``max_new_tokens``.
     The model is sparsified in place (idempotent; threshold 0 leaves it exact).
+    ``on_text`` (optional) receives each new piece of decoded text as it is generated (streaming).
+    The prompt goes to the device of the model's parameters (CPU or CUDA).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0.0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    model = sparsify(loaded.model, policy)
+    model = sparsify(loaded.model, policy, loaded.fingerprint)
     mlps = sparse_mlps(model)
     base_thresholds = policy.layer_thresholds(len(mlps))
     stop_ids = stop_token_ids(loaded)
     generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    controller = policy.controller()
+    streamer = _TextStreamer(loaded.tokenizer, stop_ids, on_text)
     _reset_peak_rss()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     start = time.perf_counter()
-    input_ids = prompt_ids(loaded.tokenizer, prompt)
+    input_ids = prompt_ids(loaded.tokenizer, prompt).to(device)
     cache = DynamicCache(config=model.config)
     set_thresholds(model, base_thresholds)
     _set_recording(mlps, True)
@@ -132,14 +148,19 @@ def generate(
     _take_skipped(mlps)
     prefill_s = time.perf_counter() - start
 
-    token = sample(logits, temperature, generator)
+    token = sample(logits.cpu(), temperature, generator)
     tokens = [int(token)]
+    ttft_s = time.perf_counter() - start
+    streamer.push(tokens)
+    last_active = sum(f[-1] for f in prefill_fractions) / len(prefill_fractions)
     while tokens[-1] not in stop_ids and len(tokens) < max_new_tokens:
-        factor = policy.step_factor(entropy_nats(logits))
+        factor = controller(entropy_nats(logits), last_active)
         set_thresholds(model, [t * factor for t in base_thresholds])
-        logits = decode_one_token(model, token, cache)
-        token = sample(logits, temperature, generator)
+        logits = decode_one_token(model, token.to(device), cache)
+        last_active = sum(mlp.active_fractions[-1] for mlp in mlps) / len(mlps)
+        token = sample(logits.cpu(), temperature, generator)
         tokens.append(int(token))
+        streamer.push(tokens)
     _set_recording(mlps, False)
     decode_fractions = _take_fractions(mlps)
     skipped = _skipped_work(mlps, _take_skipped(mlps))
@@ -150,6 +171,7 @@ def generate(
     per_layer_mean = [sum(steps) / len(steps) for steps in per_layer]
     finished = tokens[-1] in stop_ids
     text_ids = tokens[:-1] if finished else tokens
+    active_fraction = sum(per_layer_mean) / len(per_layer_mean)
     return GenerationResult(
         text=loaded.tokenizer.decode(text_ids, skip_special_tokens=True),
         prompt_tokens=input_ids.shape[1],
@@ -157,13 +179,37 @@ def generate(
         latency_s=latency_s,
         tokens_per_s=len(tokens) / latency_s,
         peak_rss_bytes=_peak_rss_bytes(),
-        active_fraction=sum(per_layer_mean) / len(per_layer_mean),
+        active_fraction=active_fraction,
         active_fraction_per_layer=per_layer_mean,
         finish_reason="stop" if finished else "length",
         prefill_s=prefill_s,
         token_ids=tokens,
+        achieved_sparsity=1.0 - active_fraction,
+        ttft_s=ttft_s,
+        cuda_peak_bytes=(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0),
+        device=str(device),
         **skipped,
     )
+
+
+class _TextStreamer:
+    """Hands ``on_text`` the new text after each token (decoding the whole reply each time, so
+    multi-byte characters split over tokens come out whole)."""
+
+    def __init__(self, tokenizer, stop_ids: set[int], on_text) -> None:
+        self.tokenizer, self.stop_ids, self.on_text = tokenizer, stop_ids, on_text
+        self.sent = ""
+
+    def push(self, tokens: list[int]) -> None:
+        if self.on_text is None:
+            return
+        ids = tokens[:-1] if tokens[-1] in self.stop_ids else tokens
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return
+        if text.startswith(self.sent) and len(text) > len(self.sent):
+            self.on_text(text[len(self.sent) :])
+            self.sent = text
 
 
 def _set_recording(mlps: list, on: bool) -> None:

@@ -7,6 +7,7 @@ every generation can be reproduced from its row via ``Policy.from_json``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -60,6 +61,12 @@ class Policy:
         distribution the step's input token was drawn from. 1.0 unless the policy adapts."""
         return 1.0
 
+    def controller(self) -> Callable[[float, float], float]:
+        """A fresh per-generation rule ``(previous_entropy_nats, previous_active_fraction) ->
+        factor`` on ``layer_thresholds`` for the next decode step. Stateless policies use
+        ``step_factor``; feedback policies (``budget``) keep state in the closure."""
+        return lambda entropy, _active: self.step_factor(entropy)
+
     @staticmethod
     def from_json(data: dict) -> Policy:
         """Build a policy from its JSON form; raises ``ValueError`` naming what is wrong."""
@@ -67,7 +74,15 @@ class Policy:
             raise ValueError(f"a policy must be a JSON object, got {type(data).__name__}")
         kind = data.get("kind")
         classes = {
-            cls.kind: cls for cls in (DensePolicy, StaticPolicy, DynamicPolicy, CalibratedPolicy)
+            cls.kind: cls
+            for cls in (
+                DensePolicy,
+                StaticPolicy,
+                DynamicPolicy,
+                CalibratedPolicy,
+                BudgetPolicy,
+                PredictorPolicy,
+            )
         }
         if kind not in classes:
             raise ValueError(f"unknown policy kind {kind!r}; expected one of {sorted(classes)}")
@@ -194,3 +209,94 @@ class CalibratedPolicy(Policy):
                 f"the model has {num_layers} layers"
             )
         return list(self.thresholds)
+
+
+@dataclass(frozen=True)
+class BudgetPolicy(Policy):
+    """Holds the running share of active MLP neurons near ``target_active_fraction`` (a byte
+    budget: active neurons are what a skipping MLP reads), token by token.
+
+    A PI controller on the log of a scale on ``threshold`` (the prompt uses ``threshold``)::
+
+        e_k     = a_k - target          (a_k: active fraction of decode step k, over layers)
+        I_k     = I_{k-1} + e_k
+        t_{k+1} = threshold * exp(kp * e_k + ki * I_k), clamped to [t / max_factor, t * max_factor]
+
+    Too many neurons active raises the threshold, too few lowers it. The integral is clamped
+    with the factor (anti-windup).
+    """
+
+    target_active_fraction: float
+    threshold: float = 0.05
+    kp: float = 2.0
+    ki: float = 1.0
+    max_factor: float = 100.0
+    kind: ClassVar[str] = "budget"
+    _spec: ClassVar[dict[str, tuple[float, float | None]]] = {
+        "target_active_fraction": (0.0, None),
+        "threshold": (0.0, 0.05),
+        "kp": (0.0, 2.0),
+        "ki": (0.0, 1.0),
+        "max_factor": (1.0, 100.0),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.target_active_fraction <= 1.0:
+            raise ValueError(
+                "policy field 'target_active_fraction' must be in (0, 1], "
+                f"got {self.target_active_fraction!r}"
+            )
+        if self.threshold <= 0.0:
+            raise ValueError("policy 'budget' needs a base 'threshold' > 0")
+
+    def label(self) -> str:
+        return f"budget a={self.target_active_fraction:g}"
+
+    def layer_thresholds(self, num_layers: int) -> list[float]:
+        return [self.threshold] * num_layers
+
+    def controller(self) -> Callable[[float, float], float]:
+        limit = math.log(self.max_factor)
+        integral = [0.0]
+
+        def factor(_entropy: float, active: float) -> float:
+            error = active - self.target_active_fraction
+            if self.ki > 0.0:
+                integral[0] = min(max(integral[0] + error, -limit / self.ki), limit / self.ki)
+            log_factor = self.kp * error + self.ki * integral[0]
+            return math.exp(min(max(log_factor, -limit), limit))
+
+        return factor
+
+
+@dataclass(frozen=True)
+class PredictorPolicy(Policy):
+    """A neuron is active where a per-layer low-rank predictor (``inference.predictor``, trained
+    on profiling data) gives ``sigmoid(logit) >= threshold``; only those neurons' gate, up and
+    down weights are read (gathered) on a decode step. ``predictor`` is the predictor file
+    (safetensors, tagged with the model fingerprint). No magnitude threshold is applied.
+    """
+
+    threshold: float
+    predictor: str
+    kind: ClassVar[str] = "predictor"
+
+    @classmethod
+    def _validate(cls, data: dict) -> dict[str, Any]:
+        threshold = _number(data, "threshold", default=0.5)
+        if threshold > 1.0:
+            raise ValueError(f"policy field 'threshold' must be in [0, 1], got {threshold!r}")
+        path = data.get("predictor")
+        if not isinstance(path, str) or not path:
+            raise ValueError("policy 'predictor' needs 'predictor', the path of a predictor file")
+        return {"threshold": threshold, "predictor": path}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "threshold": self.threshold, "predictor": self.predictor}
+
+    def label(self) -> str:
+        return f"predictor p>={self.threshold:g}"
+
+    def layer_thresholds(self, num_layers: int) -> list[float]:
+        return [0.0] * num_layers

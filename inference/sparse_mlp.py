@@ -55,12 +55,23 @@ def sparse_mlps(model: nn.Module) -> list[SparseMLP]:
     return [layer.mlp for layer in model.model.layers if isinstance(layer.mlp, SparseMLP)]
 
 
-def sparsify(model: nn.Module, policy: Policy) -> nn.Module:
+def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -> nn.Module:
     """Swap each decoder layer's MLP for a ``SparseMLP`` configured by ``policy``; return ``model``.
 
     Idempotent: layers already wrapped are only re-configured with the policy's thresholds.
+    A ``predictor`` policy swaps in ``PredictorMLP`` (once) and attaches its predictor file,
+    refusing one trained on a model whose fingerprint differs from ``fingerprint``; any other
+    policy turns the predictors off again.
     """
     layers = model.model.layers
+    if policy.kind == "predictor":
+        from inference.predictor import Predictors, attach_predictors
+
+        source = getattr(model, "_predictor_source", None)
+        if getattr(model, "_predictor_path", None) != policy.predictor or source is None:
+            attach_predictors(model, Predictors.load(policy.predictor), fingerprint)
+            model._predictor_path = policy.predictor
+    predict_threshold = policy.threshold if policy.kind == "predictor" else None
     thresholds = policy.layer_thresholds(len(layers))
     if len(thresholds) != len(layers):
         raise ValueError(f"policy gives {len(thresholds)} thresholds for {len(layers)} layers")
@@ -72,6 +83,8 @@ def sparsify(model: nn.Module, policy: Policy) -> nn.Module:
                 )
             layer.mlp = SparseMLP(layer.mlp)
         layer.mlp.threshold = float(threshold)
+        if hasattr(layer.mlp, "predict_threshold"):
+            layer.mlp.predict_threshold = predict_threshold
     return model
 
 

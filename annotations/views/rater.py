@@ -1,14 +1,38 @@
-"""Rater pages: the study list, the blind pairwise page and the judgment submit."""
+"""Rater pages: entry (Prolific, invite), consent, the blind pairwise page, completion."""
 
 from __future__ import annotations
 
+import difflib
+
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import DiffLexer, PythonLexer
 
 from annotations import selectors, services
-from annotations.models import Assignment, Judgment, Study
+from annotations.forms import JudgmentForm
+from annotations.models import Assignment, Enrolment, Invite, Study
+
+_FORMATTER = HtmlFormatter(nowrap=True)
+
+
+def highlighted(text: str) -> SafeString:
+    """Model output as highlighted HTML; Pygments escapes every character it emits."""
+    return mark_safe(highlight(text, PythonLexer(), _FORMATTER))  # noqa: S308
+
+
+def response_diff(left: str, right: str) -> SafeString:
+    """A unified diff from the left to the right response, highlighted (and so escaped)."""
+    lines = difflib.unified_diff(
+        left.splitlines(), right.splitlines(), "Response 1 (left)", "Response 2 (right)",
+        lineterm="",
+    )
+    return mark_safe(highlight("\n".join(lines), DiffLexer(), _FORMATTER))  # noqa: S308
 
 
 def _get_study_for_rater(request: HttpRequest, study_id: int) -> Study:
@@ -24,6 +48,10 @@ def _get_assignment_for_rater(request: HttpRequest, assignment_id: int) -> Assig
     )
 
 
+def _log_in_rater(request: HttpRequest, user) -> None:
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+
+
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
@@ -34,15 +62,99 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "annotations/home.html", {"rows": rows})
 
 
-def _render_pair(request: HttpRequest, study: Study, *, fragment: bool) -> HttpResponse:
-    assignment = services.assignment_next(study=study, rater=request.user)
+@require_GET
+def prolific_entry(request: HttpRequest, study_id: int) -> HttpResponse:
+    """/p/<study_id>/?PROLIFIC_PID=…&STUDY_ID=…&SESSION_ID=… logs the participant in."""
+    study = get_object_or_404(Study, id=study_id, status=Study.Status.OPEN)
+    try:
+        user = services.prolific_rater_get(
+            study=study,
+            prolific_pid=request.GET.get("PROLIFIC_PID", ""),
+            prolific_study_id=request.GET.get("STUDY_ID", ""),
+            session_id=request.GET.get("SESSION_ID", ""),
+        )
+    except ValueError as error:
+        return render(request, "annotations/entry_error.html", {"message": str(error)}, status=400)
+    _log_in_rater(request, user)
+    return redirect("rate", study_id=study.id)
+
+
+@require_GET
+def invite_entry(request: HttpRequest, token: str) -> HttpResponse:
+    invite = get_object_or_404(Invite, token=token, study__status=Study.Status.OPEN)
+    user = services.invite_redeem(invite=invite)
+    _log_in_rater(request, user)
+    return redirect("rate", study_id=invite.study_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def consent(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = _get_study_for_rater(request, study_id)
+    enrolment = services.enrolment_get(study=study, rater=request.user)
+    if request.method == "POST":
+        if request.POST.get("accept") != "yes":
+            return render(
+                request,
+                "annotations/consent.html",
+                {"study": study, "error": "Tick the box to take part, or close this page."},
+                status=400,
+            )
+        services.enrolment_consent(enrolment=enrolment)
+        return redirect("rate", study_id=study.id)
+    return render(request, "annotations/consent.html", {"study": study})
+
+
+@login_required
+@require_GET
+def complete(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id, raters=request.user)
+    enrolment = services.enrolment_get(study=study, rater=request.user)
+    return render(request, "annotations/complete.html", _completion(study, enrolment))
+
+
+def _completion(study: Study, enrolment: Enrolment) -> dict:
+    blocked = enrolment.blocked_at is not None
+    return {
+        "study": study,
+        "blocked": blocked,
+        "completion_code": "" if blocked else study.completion_code,
+        "completion_url": "" if blocked else study.completion_url,
+    }
+
+
+def _render_pair(
+    request: HttpRequest,
+    study: Study,
+    *,
+    fragment: bool,
+    form: JudgmentForm | None = None,
+    message: str = "",
+    warning: str = "",
+    assignment: Assignment | None = None,
+) -> HttpResponse:
+    enrolment = services.enrolment_get(study=study, rater=request.user)
+    if enrolment.blocked_at is None and assignment is None:
+        assignment = services.assignment_next(study=study, rater=request.user)
+    if assignment is None or enrolment.blocked_at is not None:
+        assignment = None
+        services.enrolment_complete(enrolment=enrolment)
+    criteria = list(study.criteria.all())
     context = {
         "study": study,
         "assignment": assignment,
-        "left": assignment.generation_on("left") if assignment else None,
-        "right": assignment.generation_on("right") if assignment else None,
+        "criteria": criteria,
+        "form": form,
+        "message": message,
+        "warning": warning,
         "progress": selectors.rater_progress(study, request.user),
+        **_completion(study, enrolment),
     }
+    if assignment is not None:
+        left, right = assignment.generation_on("left").text, assignment.generation_on("right").text
+        context["left_html"] = highlighted(left)
+        context["right_html"] = highlighted(right)
+        context["diff_html"] = response_diff(left, right)
     template = "annotations/rate.html#pair" if fragment else "annotations/rate.html"
     return render(request, template, context)
 
@@ -50,8 +162,22 @@ def _render_pair(request: HttpRequest, study: Study, *, fragment: bool) -> HttpR
 @login_required
 @require_GET
 def rate(request: HttpRequest, study_id: int) -> HttpResponse:
+    paused = Study.objects.filter(id=study_id, raters=request.user, status=Study.Status.PAUSED)
+    if paused.exists():
+        return render(request, "annotations/paused.html", {"study": paused.get()})
     study = _get_study_for_rater(request, study_id)
+    enrolment = services.enrolment_get(study=study, rater=request.user)
+    if study.consent_text and enrolment.consented_at is None:
+        return redirect("consent", study_id=study.id)
     return _render_pair(request, study, fragment=bool(request.htmx))
+
+
+def _time_on_task_ms(request: HttpRequest) -> int | None:
+    try:
+        value = int(request.POST.get("time_on_task_ms", ""))
+    except ValueError:
+        return None
+    return value if 0 <= value < 24 * 3600 * 1000 else None
 
 
 @login_required
@@ -60,19 +186,43 @@ def judge(request: HttpRequest, assignment_id: int) -> HttpResponse:
     assignment = _get_assignment_for_rater(request, assignment_id)
     study = assignment.pair.study
     if not study.is_open():
-        return HttpResponseBadRequest("This study is closed; your choice was not recorded.")
-    choice = request.POST.get("choice", "")
-    if choice not in Judgment.Choice.values:
-        return HttpResponseBadRequest("Choose left, right or tie.")
+        stopped = "This study is paused or closed; your choice was not recorded."
+        if not request.htmx:
+            return HttpResponseBadRequest(stopped)
+        # htmx does not swap error responses: answer 200 so the rater sees why.
+        context = {"study": study, "stopped": stopped,
+                   "progress": selectors.rater_progress(study, request.user)}
+        return render(request, "annotations/rate.html#pair", context)
+    enrolment = services.enrolment_get(study=study, rater=request.user)
+    if study.consent_text and enrolment.consented_at is None:
+        return HttpResponseBadRequest("Please accept the consent form first.")
+    form = JudgmentForm(request.POST, criteria=list(study.criteria.all()))
+    fragment = bool(request.htmx)
+    if not form.is_valid():
+        if "choice" in form.errors and not request.htmx:
+            return HttpResponseBadRequest(form.errors["choice"][0])
+        # Keep the same pair, with the errors beside the fields.
+        return _render_pair(request, study, fragment=fragment, form=form, assignment=assignment)
     try:
-        time_on_task_ms = int(request.POST.get("time_on_task_ms", ""))
-    except ValueError:
-        time_on_task_ms = None
-    if time_on_task_ms is not None and not 0 <= time_on_task_ms < 24 * 3600 * 1000:
-        time_on_task_ms = None
-    services.judgment_submit(assignment=assignment, choice=choice, time_on_task_ms=time_on_task_ms)
-    if not request.htmx:
+        judgment, _ = services.judgment_submit(
+            assignment=assignment,
+            choice=form.cleaned_data["choice"],
+            time_on_task_ms=_time_on_task_ms(request),
+            rationale=form.cleaned_data["rationale"],
+            ratings=form.ratings(),
+        )
+    except services.JudgmentRejected as rejected:
+        assignment.refresh_from_db()
+        keep = assignment if assignment.released_at is None else None
+        return _render_pair(
+            request, study, fragment=fragment, message=str(rejected), assignment=keep
+        )
+    warning = ""
+    if judgment.gold_correct is False:
+        warning = (
+            "That pair was an attention check, and your answer did not match. "
+            "Please read both responses carefully."
+        )
+    if not fragment:
         return redirect("rate", study_id=study.id)
-    return _render_pair(request, study, fragment=True)
-
-
+    return _render_pair(request, study, fragment=True, warning=warning)

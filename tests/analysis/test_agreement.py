@@ -4,11 +4,17 @@ import pytest
 
 from analysis.agreement import (
     agreement_summary,
+    alpha_bootstrap,
+    alpha_from_coincidences,
+    choice_agreement,
     choice_code,
     choice_codes,
     cohen_kappa,
     fleiss_kappa,
+    krippendorff_alpha,
+    pairwise_cohen_kappas,
     reliability_matrix,
+    unit_coincidences,
 )
 from analysis.tables import InputError, validate_ratings
 
@@ -209,3 +215,66 @@ def test_choice_codes_make_raters_agree_whatever_the_storage_order():
     assert list(codes["unit"]) == ["q1: t0 vs t50"] * 2 + ["q2: t0 vs t50"] * 2
     assert list(codes["value"]) == [0, 0, 1, 1]
     assert agreement_summary(codes, "ordinal", bootstrap=0)["alpha"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("level", ["nominal", "ordinal", "interval", "ratio"])
+def test_vectorized_alpha_equals_the_krippendorff_package(level):
+    rng = np.random.default_rng(1)
+    matrix = rng.integers(1, 6, size=(7, 40)).astype(float)
+    matrix[rng.random(matrix.shape) < 0.4] = np.nan
+    values, per_unit = unit_coincidences(matrix)
+    assert alpha_from_coincidences(per_unit.sum(axis=0), values, level) == pytest.approx(
+        krippendorff_alpha(matrix, level), abs=1e-12
+    )
+    assert alpha_from_coincidences(
+        unit_coincidences(KRIPPENDORFF_2011)[1].sum(axis=0),
+        unit_coincidences(KRIPPENDORFF_2011)[0],
+        level,
+    ) == pytest.approx(krippendorff_alpha(KRIPPENDORFF_2011, level), abs=1e-12)
+
+
+def test_alpha_bootstrap_replicates_are_alpha_of_the_resampled_units():
+    rng = np.random.default_rng(2)
+    matrix = rng.integers(0, 3, size=(4, 25)).astype(float)
+    replicates = alpha_bootstrap(matrix, "ordinal", bootstrap=5, seed=9)
+    draw = np.random.default_rng(9)
+    for replicate in replicates:
+        sample = matrix[:, draw.integers(0, 25, size=25)]
+        assert replicate == pytest.approx(krippendorff_alpha(sample, "ordinal"), abs=1e-12)
+
+
+def test_vectorized_pairwise_kappas_equal_cohen_kappa_per_pair():
+    rng = np.random.default_rng(3)
+    matrix = rng.integers(0, 3, size=(5, 30)).astype(float)
+    matrix[rng.random(matrix.shape) < 0.3] = np.nan
+    matrix[4] = np.where(np.isnan(matrix[4]), np.nan, 1.0)  # one rater uses one category
+    kappas = pairwise_cohen_kappas(matrix)
+    for i in range(5):
+        for j in range(i + 1, 5):
+            both = ~np.isnan(matrix[i]) & ~np.isnan(matrix[j])
+            expected = cohen_kappa(matrix[i, both], matrix[j, both])
+            if expected is None:
+                assert np.isnan(kappas[i, j])
+            else:
+                assert kappas[i, j] == pytest.approx(expected, abs=1e-12)
+
+
+def test_choice_agreement_with_and_without_ties_and_against_consensus():
+    # unit u1: a, a, tie; unit u2: b, b, b; unit u3: a (alone)
+    codes = pd.DataFrame(
+        {
+            "unit": ["u1", "u1", "u1", "u2", "u2", "u2", "u3"],
+            "rater": ["r1", "r2", "r3", "r1", "r2", "r3", "r1"],
+            "value": [0, 0, 1, 2, 2, 2, 0],
+        }
+    )
+    result = choice_agreement(codes)
+    assert result["n_pairs_with_ties"] == 6
+    assert result["percent_agreement_with_ties"] == pytest.approx(4 / 6)
+    assert result["n_pairs_without_ties"] == 4
+    assert result["percent_agreement_without_ties"] == 1.0
+    consensus = {r["rater"]: r for r in result["rater_vs_consensus"]["per_rater"]}
+    # r3 on u1 faces others (a, a): disagrees; on u2 agrees. r1 on u1 faces (a, tie): no
+    # strict majority, skipped; u3 has no other rater.
+    assert consensus["r3"]["agreement"] == 0.5 and consensus["r3"]["n_units"] == 2
+    assert consensus["r1"]["n_units"] == 1 and consensus["r1"]["agreement"] == 1.0

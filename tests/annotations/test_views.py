@@ -92,7 +92,7 @@ def test_bad_choice_is_a_clear_400(users):
     finish_generations(study)
     assignment = services.assignment_next(study=study, rater=alice)
     response = login(alice).post(reverse("judge", args=[assignment.id]), {"choice": "both"})
-    assert response.status_code == 400 and b"left, right or tie" in response.content
+    assert response.status_code == 400 and b"left, right, tie or both bad" in response.content
 
 
 def test_study_page_shows_progress_alpha_and_win_rates(users):

@@ -86,8 +86,9 @@ def test_cli_generate_json(tiny_dir, tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["policy"] == {"kind": "static", "threshold": 0.2}
-    assert 1 <= out["new_tokens"] <= 4
-    assert out["active_fraction"] < 1.0
+    assert isinstance(out["text"], str) and "text" not in out["telemetry"]
+    assert 1 <= out["telemetry"]["new_tokens"] <= 4
+    assert out["telemetry"]["active_fraction"] < 1.0
 
 
 def test_cli_bad_policy_is_a_message_not_a_traceback(capsys):

@@ -57,3 +57,18 @@ def test_cli_plan_says_when_profile_is_synthetic(capsys):
     assert main(["plan", "--gpu-mem", "24GiB", "--shape", "llama-70b"]) == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "served by the GPU" in out
+
+
+@pytest.mark.parametrize("budget", ["16GiB", "24GiB", "40GiB", "80GiB"])
+@pytest.mark.parametrize("weight_format", ["q4_0", "f16"])
+def test_plan_for_70b_fits_the_budget_it_was_given(budget, weight_format):
+    shape = SHAPES["llama-70b"]
+    try:
+        plan = plan_placement(shape, parse_bytes(budget), weight_format=weight_format)
+    except ValueError as exc:  # f16 dense parts alone exceed a small budget: said, not ignored
+        assert "dense parts alone" in str(exc)
+        return
+    assert plan.gpu_bytes <= parse_bytes(budget)
+    assert len(plan.hot_neurons_per_layer) == 80
+    assert all(0 <= n <= shape.intermediate_size for n in plan.hot_neurons_per_layer)
+    assert 0.0 <= plan.gpu_activation_share <= 1.0

@@ -1,0 +1,112 @@
+"""The report's figures as base64 PNG strings (matplotlib, Agg backend: no display, no
+files), so an HTML report can embed them and stay self-contained."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CURVES = (
+    ("bt_rating", "Bradley–Terry rating"),
+    ("win_rate_vs_dense", "Win rate vs dense (ties ½)"),
+    ("pass_at_1", "Pass@1"),
+    ("sparsity", "Achieved sparsity (1 − active)"),
+    ("tokens_per_s", "Tokens / s"),
+    ("latency_s", "Latency (s)"),
+    ("peak_rss_mib", "Peak RSS (MiB)"),
+)
+CI_KEYS = {"bt_rating": "bt_rating_ci", "win_rate_vs_dense": "win_rate_vs_dense_ci"}
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def alignment_figure(rows: Sequence[dict]) -> str:
+    """Every metric against the threshold, one line per policy family; the dense condition
+    (threshold 0) starts every family's line. Bars are 95 % CIs where there are some."""
+    dense = [r for r in rows if r["family"] == "dense"]
+    families = sorted({r["family"] for r in rows} - {"dense"}) or ["dense"]
+    figure, axes = plt.subplots(2, 4, figsize=(14, 6.5))
+    for ax, (key, title) in zip(axes.flat, CURVES, strict=False):
+        for family in families:
+            points = [
+                r
+                for r in dense + [r for r in rows if r["family"] == family]
+                if r["threshold"] is not None and r[key] is not None
+            ]
+            points.sort(key=lambda r: r["threshold"])
+            if not points:
+                continue
+            x = [r["threshold"] for r in points]
+            y = [r[key] for r in points]
+            ci_key = CI_KEYS.get(key)
+            errors = None
+            if ci_key and all(r[ci_key] for r in points):
+                errors = [
+                    [v - r[ci_key][0] for v, r in zip(y, points, strict=True)],
+                    [r[ci_key][1] - v for v, r in zip(y, points, strict=True)],
+                ]
+            ax.errorbar(x, y, yerr=errors, marker="o", capsize=3, label=family)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("threshold (calibrated: target sparsity)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes.flat[-1].axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        axes.flat[-1].legend(handles, labels, title="policy family", loc="center")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def ratings_figure(bradley_terry: dict) -> str:
+    """Bradley–Terry ratings with their bootstrap 95 % CIs, best first."""
+    rows = bradley_terry["conditions"]
+    figure, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.2))
+    for i, row in enumerate(rows):
+        low, high = row["rating_ci"] or (row["rating"], row["rating"])
+        ax.plot([low, high], [i, i], color="tab:blue")
+        ax.plot(row["rating"], i, "o", color="tab:blue")
+    ax.set_yticks(range(len(rows)), [r["condition"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("Bradley–Terry rating (Elo scale), 95 % bootstrap CI")
+    ax.grid(alpha=0.3)
+    return _png(figure)
+
+
+def pareto_figure(rows: Sequence[dict], front: Sequence[str], quality: str) -> str:
+    """Quality (`quality`) against tokens/s; the Pareto front is joined and highlighted."""
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    points = [r for r in rows if r[quality] is not None and r["tokens_per_s"] is not None]
+    for row in points:
+        on_front = row["condition"] in front
+        ax.plot(row["tokens_per_s"], row[quality], "o", color="tab:red" if on_front else "grey")
+        ax.annotate(
+            row["condition"],
+            (row["tokens_per_s"], row[quality]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    line = sorted((r for r in points if r["condition"] in front), key=lambda r: r["tokens_per_s"])
+    ax.plot(
+        [r["tokens_per_s"] for r in line],
+        [r[quality] for r in line],
+        "--",
+        color="tab:red",
+        label="Pareto front",
+    )
+    ax.set_xlabel("tokens / s")
+    ax.set_ylabel(dict(CURVES)[quality])
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _png(figure)

@@ -1,0 +1,165 @@
+"""A study's whole report from plain tables: agreement, preference, the mixed model,
+alignment curves, static vs dynamic at matched sparsity, the Pareto front, and the
+methods paragraph. No Django: `analysis.study` builds the tables from a study and
+renders the result.
+
+In (`build_report`): *judgments* ``item, rater, condition_a, condition_b, winner``
+(+ ``side_a``, ``generation_a``, ``generation_b``); *generations* ``generation, item,
+condition, active_fraction, tokens_per_s, latency_s, peak_rss_bytes, passed``;
+*conditions* ``[{"name", "policy"}]`` in study order. Out: a JSON-ready dict; every
+statistic that cannot be computed is None with a note saying why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from analysis.agreement import agreement_summary, choice_agreement, choice_codes
+from analysis.alignment import condition_table, matched_sparsity, pareto_front, quality_measure
+from analysis.mixed import sparsity_preference_model
+from analysis.plots import alignment_figure, pareto_figure, ratings_figure
+from analysis.preference import preference_summary
+from analysis.tables import InputError
+
+
+def build_report(
+    judgments: pd.DataFrame,
+    generations: pd.DataFrame,
+    conditions: Sequence[dict],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Every number of the report (see the module docstring)."""
+    order = [c["name"] for c in conditions]
+    notes = []
+    if len(conditions) < 2:
+        notes.append(f"the study has {len(conditions)} condition(s): nothing to compare")
+    if judgments.empty:
+        notes.append("no judgments yet: agreement, preference and the mixed model need some")
+    preference, preference_note = _preference(judgments, bootstrap, seed)
+    rows = condition_table(conditions, generations, preference)
+    quality = quality_measure(rows)
+    return {
+        "counts": {
+            "judgments": len(judgments),
+            "raters": int(judgments["rater"].nunique()) if len(judgments) else 0,
+            "items": int(judgments["item"].nunique()) if len(judgments) else 0,
+            "conditions": len(conditions),
+            "generations": len(generations),
+        },
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "notes": notes,
+        "agreement": agreement_section(judgments, order, bootstrap=bootstrap, seed=seed),
+        "preference": preference,
+        "preference_note": preference_note,
+        "mixed_model": sparsity_preference_model(judgments, generations, seed=seed),
+        "conditions": rows,
+        "matched_sparsity": matched_sparsity(rows, preference),
+        "pareto": {
+            "quality": quality,
+            "front": pareto_front(rows, quality) if quality else [],
+            "note": None
+            if quality
+            else "needs Pass@1 or a BT rating and tokens/s for every condition",
+        },
+        "methods": METHODS,
+    }
+
+
+def _preference(
+    judgments: pd.DataFrame, bootstrap: int, seed: int
+) -> tuple[dict | None, str | None]:
+    if judgments.empty:
+        return None, "no judgments yet"
+    try:
+        return preference_summary(judgments, bootstrap=bootstrap, seed=seed), None
+    except InputError as error:
+        return None, str(error)
+
+
+def agreement_section(
+    judgments: pd.DataFrame, order: Sequence[str], *, bootstrap: int, seed: int
+) -> dict:
+    """Krippendorff's alpha of the choice (nominal, coded in the fixed condition `order`),
+    overall and per condition pair, with percent agreement with and without ties and
+    rater-vs-consensus agreement. Out: ``overall``, ``choice`` and ``per_pair``, or a
+    ``note`` when there is nothing to agree on."""
+    if judgments.empty:
+        return _no_agreement("no judgments yet")
+    try:
+        codes = choice_codes(judgments, order)
+        pair = codes["unit"].str.split(": ", n=1).str[1]
+        per_pair = []
+        for name, group in codes.groupby(pair, sort=False):
+            summary = agreement_summary(group, "nominal", bootstrap=bootstrap, seed=seed)
+            per_pair.append({"pair": name, **_brief(summary)})
+        overall = agreement_summary(codes, "nominal", bootstrap=bootstrap, seed=seed)
+    except InputError as error:  # e.g. a rater who judged the same unit twice
+        return _no_agreement(f"agreement not computed: {error}")
+    note = overall["alpha_note"]
+    if overall["n_raters"] == 1:
+        note = "one rater only: agreement needs at least two raters on a unit"
+    return {
+        "overall": overall,
+        "choice": choice_agreement(codes),
+        "per_pair": per_pair,
+        "note": note,
+    }
+
+
+def _no_agreement(note: str) -> dict:
+    return {"overall": None, "choice": None, "per_pair": [], "note": note}
+
+
+def _brief(summary: dict) -> dict:
+    keys = ("alpha", "alpha_ci", "alpha_note", "n_units", "n_pairable_units", "percent_agreement")
+    return {key: summary[key] for key in keys}
+
+
+def report_figures(report: dict) -> dict[str, str]:
+    """The report's plots as base64 PNG, by name; a plot without data is left out."""
+    figures = {}
+    rows = report["conditions"]
+    if rows:
+        figures["alignment"] = alignment_figure(rows)
+    if report["preference"]:
+        figures["ratings"] = ratings_figure(report["preference"]["bradley_terry"])
+    quality = report["pareto"]["quality"]
+    if quality:
+        figures["pareto"] = pareto_figure(rows, report["pareto"]["front"], quality)
+    return figures
+
+
+METHODS = (
+    "Agreement: each verdict is coded in the study's fixed condition order (first condition "
+    "better = 0, tie = 1, second better = 2; never by screen side); Krippendorff's alpha "
+    "(nominal, the krippendorff package) over units = item × condition pair, overall and per "
+    "condition pair, with 95 % percentile bootstrap CIs resampling units; Fleiss' kappa where "
+    "every unit has the same number of raters; mean pairwise Cohen's kappa; pairwise percent "
+    "agreement with ties and with tie verdicts excluded; each rater's agreement with the "
+    "strict majority of the other raters of a unit (rater vs consensus). "
+    "Preference: per condition pair wins / ties / losses, win rate with ties as half (Wilson "
+    "and item-cluster bootstrap 95 % CIs) and with ties excluded (Wilson), two-sided exact "
+    "sign test with ties excluded and Holm correction across pairs; Bradley–Terry strengths "
+    "by maximum likelihood (choix ILSR, regularisation 0.01, a tie counts half a win each "
+    "way) with 95 % percentile CIs from a cluster bootstrap resampling items, ranked as in "
+    "Chatbot Arena (1 + conditions whose lower bound exceeds this one's upper bound); online "
+    "Elo (K = 4) for comparison only; position bias as a two-sided exact binomial test of "
+    "P(left chosen) = 0.5 on decisive verdicts, overall and per rater with Holm correction. "
+    "Mixed model: a Bayesian mixed-effects logistic regression (statsmodels "
+    "BinomialBayesMixedGLM, variational Bayes) of choosing the sparser output on the "
+    "sparsity gap (achieved sparsity = 1 − mean active fraction of each generation) with "
+    "random intercepts for rater and item, on decisive verdicts between outputs of different "
+    "sparsity; intervals are posterior mean ± 1.96 SD. "
+    "Alignment: per condition, Pass@1 (mean over problems of the share of sandbox checks "
+    "passed), mean tokens/s, latency and peak resident memory of finished generations and "
+    "the achieved sparsity, against the policy threshold per policy family (dense at 0); "
+    "each non-static policy is compared with the static policy of nearest achieved sparsity "
+    "(differences, and their head-to-head win rate with a Wilson CI when judged directly); "
+    "the Pareto front keeps conditions that no other beats on both quality (Pass@1, else BT "
+    "rating) and tokens/s. Bootstrap resamples and seed are stated at the top of the report."
+)

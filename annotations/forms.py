@@ -1,0 +1,148 @@
+"""Forms for the rater's judgment and the staff study setup."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+
+from annotations.models import RATIONALE_MAX_CHARS, Criterion, Judgment, Problem, Study
+
+
+class JudgmentForm(forms.Form):
+    """The rater's verdict: choice, optional rationale, and a Likert value per criterion
+    and side (fields `c<id>_left`, `c<id>_right`), required when the study asks them."""
+
+    choice = forms.ChoiceField(
+        choices=Judgment.Choice.choices,
+        error_messages={"required": "Choose left, right, tie or both bad.",
+                        "invalid_choice": "Choose left, right, tie or both bad."},
+    )
+    rationale = forms.CharField(required=False, max_length=RATIONALE_MAX_CHARS)
+
+    def __init__(self, *args, criteria: list[Criterion], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.criteria = criteria
+        for criterion in criteria:
+            scale = [(str(v), str(v)) for v in range(1, criterion.scale_points + 1)]
+            for side in ("left", "right"):
+                self.fields[f"c{criterion.id}_{side}"] = forms.TypedChoiceField(
+                    choices=scale, coerce=int, label=f"{criterion.question} ({side})",
+                    error_messages={"required": f"Rate “{criterion.question}” for both responses."},
+                )
+
+    def ratings(self) -> dict[int, tuple[int, int]]:
+        return {
+            c.id: (self.cleaned_data[f"c{c.id}_left"], self.cleaned_data[f"c{c.id}_right"])
+            for c in self.criteria
+        }
+
+
+def _parse_conditions(text: str) -> list[tuple[str, dict]]:
+    """`name = {policy JSON}` per line -> [(name, canonical policy JSON)], errors by line."""
+    # Imported here so that web startup never pulls in the engine's heavier modules.
+    from inference.policies import Policy
+
+    conditions = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, sep, policy_text = line.partition("=")
+        if not sep or not name.strip():
+            raise forms.ValidationError(f"Line {number}: write `name = {{policy JSON}}`.")
+        try:
+            policy = Policy.from_json(json.loads(policy_text))
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"Line {number}: not valid JSON ({error.msg}).") from None
+        except ValueError as error:
+            raise forms.ValidationError(f"Line {number}: {error}") from None
+        conditions.append((name.strip()[:100], policy.to_json()))
+    names = [name for name, _ in conditions]
+    if len(conditions) < 2:
+        raise forms.ValidationError("A study needs at least two conditions.")
+    if len(set(names)) != len(names):
+        raise forms.ValidationError("Condition names must be different.")
+    return conditions
+
+
+def _parse_criteria(text: str) -> list[tuple[str, str]]:
+    """`name | question` per line -> [(name, question)]."""
+    criteria = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, sep, question = line.partition("|")
+        if not sep or not name.strip() or not question.strip():
+            raise forms.ValidationError(f"Line {number}: write `name | question`.")
+        criteria.append((name.strip()[:50], question.strip()[:200]))
+    if len({name for name, _ in criteria}) != len(criteria):
+        raise forms.ValidationError("Criterion names must be different.")
+    return criteria
+
+
+class StudySetupForm(forms.ModelForm):
+    """Everything a researcher decides before launch, on one page."""
+
+    conditions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        initial='dense = {"kind": "dense"}\nstatic 0.05 = {"kind": "static", "threshold": 0.05}',
+        help_text="One condition per line: name = policy JSON. The first is the baseline.",
+    )
+    criteria = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        initial="correctness | How correct is this response?\n"
+        "readability | How readable is this code?",
+        help_text="Optional Likert questions, one per line: name | question (1–5 scale).",
+    )
+    dataset = forms.ChoiceField(required=False, help_text="Draw items from the problem library.")
+    task_contains = forms.CharField(required=False, max_length=100, label="Task id contains")
+    prompt_contains = forms.CharField(required=False, max_length=100, label="Prompt contains")
+    item_count = forms.IntegerField(min_value=1, max_value=5000, initial=20, label="How many")
+    seed = forms.IntegerField(initial=0, label="Random seed")
+    prompts = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Or free-text prompts, separated by a line holding only ---.",
+    )
+
+    class Meta:
+        model = Study
+        fields = [
+            "name", "description", "instructions", "consent_text", "pair_design", "overlap",
+            "items_per_rater", "gold_rate", "gold_block_after", "min_response_ms",
+            "lease_minutes", "completion_code", "completion_url", "max_new_tokens",
+        ]
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "instructions": forms.Textarea(attrs={"rows": 3}),
+            "consent_text": forms.Textarea(attrs={"rows": 3}),
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        datasets = Problem.objects.order_by("dataset").values_list("dataset", flat=True).distinct()
+        self.fields["dataset"].choices = [("", "— none —")] + [(d, d) for d in datasets]
+
+    def clean_conditions(self) -> list[tuple[str, dict]]:
+        return _parse_conditions(self.cleaned_data["conditions"])
+
+    def clean_criteria(self) -> list[tuple[str, str]]:
+        return _parse_criteria(self.cleaned_data["criteria"])
+
+    def clean_gold_rate(self) -> float:
+        rate = self.cleaned_data["gold_rate"]
+        if not 0 <= rate <= 1:
+            raise forms.ValidationError("A share between 0 and 1, e.g. 0.1.")
+        return rate
+
+    def clean_prompts(self) -> list[str]:
+        text = self.cleaned_data["prompts"].replace("\r\n", "\n")
+        blocks = [block.strip("\n") for block in text.split("\n---\n")]
+        return [block for block in blocks if block.strip()]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not data.get("dataset") and not data.get("prompts") and not self.has_error("prompts"):
+            raise forms.ValidationError("Pick a data set or give free-text prompts.")
+        return data

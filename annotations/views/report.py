@@ -1,0 +1,42 @@
+"""Staff pages: a study's report and its files (the same numbers as `manage.py study_report`)."""
+
+from __future__ import annotations
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET
+
+from analysis.study import REPORT_FILES, report_files, report_zip, study_report
+from annotations.models import Study
+
+CONTENT_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "zip": "application/zip",
+}
+
+
+def _files(study_id: int) -> tuple[Study, dict[str, bytes]]:
+    study = get_object_or_404(Study, id=study_id)
+    return study, report_files(study_report(study))
+
+
+@staff_member_required
+@require_GET
+def study_report_page(request: HttpRequest, study_id: int) -> HttpResponse:
+    _, files = _files(study_id)
+    return HttpResponse(files["report.html"], content_type=CONTENT_TYPES["html"])
+
+
+@staff_member_required
+@require_GET
+def study_report_file(request: HttpRequest, study_id: int, name: str) -> HttpResponse:
+    if name not in (*REPORT_FILES, "report.zip"):
+        raise Http404("no such report file")
+    study, files = _files(study_id)
+    content = report_zip(files) if name == "report.zip" else files[name]
+    response = HttpResponse(content, content_type=CONTENT_TYPES[name.rsplit(".", 1)[1]])
+    response["Content-Disposition"] = f'attachment; filename="study-{study.id}-{name}"'
+    return response

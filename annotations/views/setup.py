@@ -1,0 +1,101 @@
+"""Staff study setup: create a study, launch / pause / close it, recruit raters, export."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotations import selectors, services
+from annotations.forms import StudySetupForm
+from annotations.models import Study
+
+_ITEM_FIELDS = ["dataset", "task_contains", "prompt_contains", "item_count", "seed", "prompts"]
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def study_new(request: HttpRequest) -> HttpResponse:
+    form = StudySetupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        study = services.study_create(
+            fields={name: data[name] for name in StudySetupForm.Meta.fields},
+            conditions=data["conditions"],
+            criteria=data["criteria"],
+            **{name: data[name] for name in _ITEM_FIELDS},
+        )
+        return redirect("study_setup", study_id=study.id)
+    return render(request, "annotations/setup_new.html", {"form": form})
+
+
+def _setup_page(request: HttpRequest, study: Study, *, reasons=(), status: int = 200):
+    context = {
+        "study": study,
+        "reasons": reasons,
+        "conditions": study.conditions.all(),
+        "criteria": study.criteria.all(),
+        "n_items": study.items.count(),
+        "n_pairs": study.pairs.count(),
+        "invites": study.invites.select_related("rater").order_by("-created_at")[:50],
+        "prolific_url": request.build_absolute_uri(reverse("prolific_entry", args=[study.id]))
+        + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
+        "quality": selectors.rater_quality(study),
+    }
+    return render(request, "annotations/setup_study.html", context, status=status)
+
+
+@staff_member_required
+@require_GET
+def study_setup(request: HttpRequest, study_id: int) -> HttpResponse:
+    return _setup_page(request, get_object_or_404(Study, id=study_id))
+
+
+@staff_member_required
+@require_POST
+def study_launch(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    reasons = services.study_launch(study=study)
+    if reasons:
+        return _setup_page(request, study, reasons=reasons, status=409)
+    return redirect("study_setup", study_id=study.id)
+
+
+@staff_member_required
+@require_POST
+def study_pause(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    services.study_status_set(study=study, status=Study.Status.PAUSED)
+    return redirect("study_setup", study_id=study.id)
+
+
+@staff_member_required
+@require_POST
+def study_close(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    services.study_status_set(study=study, status=Study.Status.CLOSED)
+    return redirect("study_setup", study_id=study.id)
+
+
+@staff_member_required
+@require_POST
+def invite_new(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    services.invite_create(study=study)
+    return redirect("study_setup", study_id=study.id)
+
+
+@staff_member_required
+@require_GET
+def export_preferences(request: HttpRequest, study_id: int) -> StreamingHttpResponse:
+    """Judgments as DPO preference pairs, one JSON object per line."""
+    study = get_object_or_404(Study, id=study_id)
+    rows = selectors.preference_pairs(study)
+    lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
+    response["Content-Disposition"] = f'attachment; filename="study-{study.id}-preferences.jsonl"'
+    return response

@@ -1,0 +1,125 @@
+"""GPU check of the engine (run on a CUDA machine; never needed by the tests).
+
+    python -m benchmarks.bench_gpu [--json]
+
+1. The tiny random LLaMA of the tests on CUDA: dense, static and budget policies, and a
+   predictor policy whose predictor marks every neuron active (must equal dense), with the
+   CUDA peak memory and time to first token the engine reports.
+2. One LLaMA-70B-shaped FFN layer (bf16, batch 1) on the GPU: dense vs the gathered predictor
+   path (``index_select`` of gate/up and down rows) at 50/30/10 % active, CUDA-event timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+from inference.generate import generate
+from inference.loading import LoadedModel
+from inference.policies import BudgetPolicy, DensePolicy, PredictorPolicy, StaticPolicy
+from inference.predictor import Predictors
+
+
+def _tiny_checks(tmp: str) -> dict:
+    from tests.inference.conftest import tiny_model, tiny_tokenizer
+
+    cpu = LoadedModel(tiny_model(), tiny_tokenizer(), "tiny", "")
+    gpu = LoadedModel(tiny_model().to("cuda"), tiny_tokenizer(), "tiny", "")
+    prompt = "w1 w2 w3 w4"
+    out = {}
+    reference = generate(cpu, prompt, DensePolicy(), max_new_tokens=12).token_ids
+    for name, policy in {
+        "dense": DensePolicy(),
+        "static": StaticPolicy(0.2),
+        "budget": BudgetPolicy(0.5, threshold=0.2),
+    }.items():
+        r = generate(gpu, prompt, policy, max_new_tokens=12)
+        out[name] = {
+            "device": r.device,
+            "same_tokens_as_cpu_dense": r.token_ids == reference,
+            "achieved_sparsity": r.achieved_sparsity,
+            "cuda_peak_bytes": r.cuda_peak_bytes,
+            "ttft_s": r.ttft_s,
+        }
+    n = len(gpu.model.model.layers)
+    predictors = Predictors(
+        "tiny",
+        0.05,
+        [torch.randn(4, 32) for _ in range(n)],
+        [torch.zeros(4) for _ in range(n)],
+        [torch.randn(96, 4) for _ in range(n)],
+        [torch.full((96,), 1e4) for _ in range(n)],
+    )
+    path = f"{tmp}/tiny-pred.safetensors"
+    predictors.save(path)
+    r = generate(gpu, prompt, PredictorPolicy(0.5, path), max_new_tokens=12)
+    out["predictor_all_active"] = {
+        "device": r.device,
+        "same_tokens_as_cpu_dense": r.token_ids == reference,
+        "active_fraction": r.active_fraction,
+    }
+    return out
+
+
+def _ffn_70b(reps: int = 20) -> dict:
+    d, f = 8192, 28672
+    dt = torch.bfloat16
+    gu = torch.randn(f, 2, d, device="cuda", dtype=dt) * d**-0.5
+    down_t = torch.randn(f, d, device="cuda", dtype=dt) * f**-0.5
+    x = torch.randn(d, device="cuda", dtype=dt)
+
+    def dense():
+        g = torch.mv(gu.view(2 * f, d), x).view(f, 2)
+        return torch.mv(down_t.t(), torch.nn.functional.silu(g[:, 0]) * g[:, 1])
+
+    def gathered(idx):
+        g = torch.mv(gu.index_select(0, idx).view(-1, d), x).view(-1, 2)
+        h = torch.nn.functional.silu(g[:, 0]) * g[:, 1]
+        return torch.mv(down_t.index_select(0, idx).t(), h)
+
+    def timed(fn) -> float:
+        fn()
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+
+    dense_ms = timed(dense)
+    nbytes = 3 * d * f * 2
+    points = []
+    for a in (0.5, 0.3, 0.1):
+        idx = torch.randperm(f, device="cuda")[: round(a * f)].sort().values
+        ms = timed(lambda idx=idx: gathered(idx))
+        points.append({"active_fraction": a, "gathered_ms": ms, "speedup": dense_ms / ms})
+    return {
+        "shape": "llama-70b FFN, bf16, batch 1",
+        "gpu": torch.cuda.get_device_name(),
+        "dense_ms": dense_ms,
+        "dense_bytes_per_s": nbytes / dense_ms * 1e3,
+        "points": points,
+    }
+
+
+def main() -> None:
+    import tempfile
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device")
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        result = {"torch": torch.__version__, "tiny": _tiny_checks(tmp), "ffn": _ffn_70b()}
+    print(json.dumps(result, indent=None if args.json else 1))
+
+
+if __name__ == "__main__":
+    main()

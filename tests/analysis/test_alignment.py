@@ -1,0 +1,109 @@
+import pandas as pd
+import pytest
+
+from analysis.alignment import (
+    condition_table,
+    matched_sparsity,
+    pareto_front,
+    policy_axis,
+    quality_measure,
+)
+
+
+def test_policy_axis_per_family():
+    assert policy_axis({"kind": "dense"}) == ("dense", 0.0)
+    assert policy_axis({"kind": "static", "threshold": 0.05}) == ("static", 0.05)
+    assert policy_axis({"kind": "dynamic", "threshold": 0.1, "entropy_scale": 1}) == (
+        "dynamic",
+        0.1,
+    )
+    assert policy_axis({"kind": "calibrated", "target_sparsity": 0.5, "thresholds": [1]}) == (
+        "calibrated",
+        0.5,
+    )
+    assert policy_axis({"kind": "mystery"}) == ("mystery", None)
+
+
+def test_condition_table_means_pass_at_1_and_win_rate_against_dense():
+    conditions = [
+        {"name": "dense", "policy": {"kind": "dense"}},
+        {"name": "s", "policy": {"kind": "static", "threshold": 0.1}},
+    ]
+    generations = pd.DataFrame(
+        {
+            "condition": ["dense", "dense", "s", "s", "s"],
+            "item": ["q1", "q2", "q1", "q1", "q2"],
+            "active_fraction": [1.0, 1.0, 0.5, 0.7, 0.6],
+            "tokens_per_s": [10, 12, 20, 22, 24],
+            "latency_s": [1, 1, 0.5, 0.5, 0.5],
+            "peak_rss_bytes": [2**30, 2**30, 2**29, 2**29, 2**29],
+            "passed": [True, False, True, False, None],
+        }
+    )
+    # condition_a is "dense" (sorted names): s won 3, dense 1, one tie over 5 judgments
+    preference = {
+        "pairs": [
+            {
+                "condition_a": "dense",
+                "condition_b": "s",
+                "n": 5,
+                "wins": 1,
+                "ties": 1,
+                "losses": 3,
+                "win_rate_ties_half": 0.3,
+                "win_rate_ties_half_ci_bootstrap": [0.1, 0.6],
+                "win_rate_ties_half_ci_wilson": [0.05, 0.7],
+            }
+        ],
+        "bradley_terry": {"conditions": []},
+    }
+    dense, sparse = condition_table(conditions, generations, preference)
+    assert dense["win_rate_vs_dense"] is None
+    assert sparse["sparsity"] == pytest.approx(0.4)
+    assert sparse["tokens_per_s"] == pytest.approx(22)
+    assert sparse["peak_rss_mib"] == pytest.approx(512)
+    assert sparse["pass_at_1"] == pytest.approx(0.5)  # q1: 1 of 2, q2: unchecked
+    assert (sparse["n_checked"], sparse["n_passed"]) == (2, 1)
+    assert sparse["win_rate_vs_dense"] == pytest.approx(0.7)
+    assert sparse["win_rate_vs_dense_ci"] == pytest.approx([0.4, 0.9])
+
+
+def row(name, family, sparsity, speed, quality):
+    return {
+        "condition": name,
+        "family": family,
+        "sparsity": sparsity,
+        "tokens_per_s": speed,
+        "pass_at_1": quality,
+        "bt_rating": None,
+        "latency_s": None,
+        "peak_rss_mib": None,
+    }
+
+
+def test_matched_sparsity_picks_the_nearest_static():
+    rows = [
+        row("dense", "dense", 0.0, 10, 0.5),
+        row("s1", "static", 0.2, 12, 0.5),
+        row("s2", "static", 0.5, 15, 0.4),
+        row("d", "dynamic", 0.45, 14, 0.45),
+    ]
+    (match,) = matched_sparsity(rows, None)
+    assert match["static"] == "s2"
+    assert match["sparsity_gap"] == pytest.approx(-0.05)
+    assert match["pass_at_1_difference"] == pytest.approx(0.05)
+    assert match["bt_rating_difference"] is None
+    assert match["head_to_head_win_rate"] is None
+
+
+def test_pareto_front_keeps_the_undominated():
+    rows = [
+        row("a", "dense", 0, 10, 0.6),
+        row("b", "static", 0.3, 15, 0.6),
+        row("c", "static", 0.5, 20, 0.4),
+        row("d", "static", 0.6, 18, 0.3),
+        row("e", "static", 0.6, 5, None),
+    ]
+    assert pareto_front(rows, "pass_at_1") == ["b", "c"]
+    assert quality_measure(rows) is None  # e has no Pass@1 and nobody a BT rating
+    assert quality_measure(rows[:4]) == "pass_at_1"

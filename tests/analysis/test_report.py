@@ -1,0 +1,146 @@
+"""`build_report` on plain tables: degenerate inputs give notes, never tracebacks."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.report import build_report, report_figures
+
+CONDITIONS = [
+    {"name": "dense", "policy": {"kind": "dense"}},
+    {"name": "static", "policy": {"kind": "static", "threshold": 0.05}},
+    {"name": "dynamic", "policy": {"kind": "dynamic", "threshold": 0.05, "entropy_scale": 1}},
+]
+ACTIVE = {"dense": 1.0, "static": 0.6, "dynamic": 0.5}
+JUDGMENT_COLUMNS = [
+    "item",
+    "rater",
+    "condition_a",
+    "condition_b",
+    "winner",
+    "side_a",
+    "generation_a",
+    "generation_b",
+]
+
+
+def generations(n_items: int = 4) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "generation": f"{item}/{name}",
+                "item": f"q{item}",
+                "condition": name,
+                "active_fraction": active,
+                "tokens_per_s": 10 / active,
+                "latency_s": 2 * active,
+                "peak_rss_bytes": 2**30 * active,
+                "passed": (item + len(name)) % 2 == 0,
+            }
+            for item in range(n_items)
+            for name, active in ACTIVE.items()
+        ]
+    )
+
+
+def judgments(rows) -> pd.DataFrame:
+    """Rows of (item, rater, condition_a, condition_b, winner)."""
+    return pd.DataFrame(
+        [
+            (item, rater, a, b, w, "left", f"{item[1:]}/{a}", f"{item[1:]}/{b}")
+            for item, rater, a, b, w in rows
+        ],
+        columns=JUDGMENT_COLUMNS,
+    )
+
+
+def full_design(winner, raters=("r1", "r2", "r3"), n_items: int = 4) -> pd.DataFrame:
+    pairs = [("dense", "static"), ("dense", "dynamic"), ("static", "dynamic")]
+    return judgments(
+        [
+            (f"q{i}", r, a, b, winner(i, r, a, b))
+            for i in range(n_items)
+            for r in raters
+            for a, b in pairs
+        ]
+    )
+
+
+def report(j, g=None, conditions=CONDITIONS) -> dict:
+    result = build_report(j, generations() if g is None else g, conditions, bootstrap=30)
+    json.dumps(result, allow_nan=False)  # every number is plain JSON
+    return result
+
+
+def mixed_winner(i, r, a, b):
+    return ["a", "b", "tie", "a"][(i + len(r) + len(a) * 3 + len(b) + int(r[1:])) % 4]
+
+
+def test_a_normal_report_has_every_section_and_figure():
+    result = report(full_design(mixed_winner))
+    assert result["agreement"]["overall"]["alpha"] is not None
+    assert len(result["agreement"]["per_pair"]) == 3
+    assert [r["condition"] for r in result["conditions"]] == ["dense", "static", "dynamic"]
+    assert result["conditions"][1]["sparsity"] == pytest.approx(0.4)
+    assert result["matched_sparsity"][0]["static"] == "static"
+    assert result["pareto"]["quality"] == "pass_at_1"
+    assert "Krippendorff" in result["methods"] and "Holm" in result["methods"]
+    assert set(report_figures(result)) == {"alignment", "ratings", "pareto"}
+
+
+def test_empty_study():
+    result = report(judgments([]), g=generations().iloc[:0])
+    assert "no judgments yet" in " ".join(result["notes"])
+    assert result["agreement"]["note"] == "no judgments yet"
+    assert result["preference"] is None and result["preference_note"] == "no judgments yet"
+    assert "at least 10 needed" in result["mixed_model"]["note"]
+    assert result["pareto"]["note"]
+    assert set(report_figures(result)) == {"alignment"}
+
+
+def test_one_condition():
+    result = report(judgments([]), conditions=CONDITIONS[:1])
+    assert "1 condition(s): nothing to compare" in result["notes"][0]
+
+
+def test_one_rater():
+    result = report(full_design(mixed_winner, raters=("r1",)))
+    assert "one rater only" in result["agreement"]["note"]
+    assert result["agreement"]["overall"]["alpha"] is None
+    assert result["preference"]["n_raters"] == 1
+
+
+def test_all_identical_values():
+    result = report(full_design(lambda *_: "a"))
+    assert "more than one value" in result["agreement"]["note"]
+    assert result["agreement"]["overall"]["alpha_ci"] is None
+    assert "(separation)" in result["mixed_model"]["note"]
+
+
+def test_no_unit_with_two_raters():
+    single = full_design(mixed_winner, raters=("r1",))
+    single["rater"] = [f"r{i}" for i in range(len(single))]
+    result = report(single)
+    assert "at least two coders" in result["agreement"]["note"]
+    assert result["agreement"]["choice"]["percent_agreement_with_ties"] is None
+
+
+def test_all_ties():
+    result = report(full_design(lambda *_: "tie"))
+    assert all(p["p_sign_test"] is None for p in result["preference"]["pairs"])
+    assert "0 decisive judgments" in result["mixed_model"]["note"]
+    assert result["agreement"]["choice"]["percent_agreement_without_ties"] is None
+    ratings = [r["rating"] for r in result["preference"]["bradley_terry"]["conditions"]]
+    assert np.allclose(ratings, 1000)
+
+
+def test_missing_telemetry_gives_none_not_nan():
+    g = generations()
+    g["tokens_per_s"] = None
+    g["passed"] = None
+    result = report(full_design(mixed_winner), g=g)
+    assert result["conditions"][0]["tokens_per_s"] is None
+    assert result["conditions"][0]["pass_at_1"] is None
+    assert result["pareto"]["quality"] is None

@@ -1,0 +1,287 @@
+"""Rater entry and page features: Prolific and invite links, consent, completion,
+highlighted and escaped outputs, both bad, rationale, criteria, attention checks."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from annotations import selectors, services
+from annotations.models import Assignment, Enrolment, Generation, GoldAnswer, Judgment, Study
+from tests.annotations.conftest import finish_generations, make_study
+
+pytestmark = pytest.mark.django_db
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def login(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def configure(study: Study, **fields) -> Study:
+    Study.objects.filter(id=study.id).update(**fields)
+    study.refresh_from_db()
+    return study
+
+
+def test_outputs_are_highlighted_and_hostile_html_stays_inert(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    Generation.objects.filter(item__study=study).update(text=f"def f():\n    return '{XSS}'")
+    html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;" in html or "&lt;" in html
+    assert '<span class="k">def</span>' in html, "Pygments markup expected"
+
+
+def test_rate_page_shows_all_four_choices_and_the_shortcuts(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    configure(study, instructions="Prefer <i>correct</i> code.")
+    finish_generations(study)
+    html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
+    for value in ("left", "right", "tie", "both_bad"):
+        assert f'value="{value}"' in html
+    assert "<kbd>3</kbd>" in html and 'id="shortcuts"' in html
+    assert "Prefer &lt;i&gt;correct&lt;/i&gt; code." in html
+    assert 'for="rationale"' in html
+
+
+def test_both_bad_with_rationale_and_criteria_over_htmx(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    criterion = study.criteria.create(name="correct", question="Is it correct?", scale_points=5)
+    finish_generations(study)
+    client = login(alice)
+    client.get(reverse("rate", args=[study.id]))
+    a = Assignment.objects.get(rater=alice)
+    url = reverse("judge", args=[a.id])
+    missing = client.post(url, {"choice": "both_bad"}, HTTP_HX_REQUEST="true")
+    assert missing.status_code == 200 and "for both responses" in missing.content.decode()
+    assert not Judgment.objects.exists(), "a judgment without the required ratings was stored"
+    client.post(
+        url,
+        {"choice": "both_bad", "rationale": "neither runs", f"c{criterion.id}_left": "1",
+         f"c{criterion.id}_right": "2"},
+        HTTP_HX_REQUEST="true",
+    )
+    judgment = Judgment.objects.get()
+    assert judgment.both_bad and judgment.winner == "tie" and judgment.rationale == "neither runs"
+    assert judgment.ratings.count() == 1
+
+
+def test_overlong_rationale_is_a_form_error(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    a = services.assignment_next(study=study, rater=alice)
+    response = login(alice).post(
+        reverse("judge", args=[a.id]), {"choice": "tie", "rationale": "x" * 1001},
+        HTTP_HX_REQUEST="true",
+    )
+    assert "at most 1000 characters" in response.content.decode()
+    assert not Judgment.objects.exists()
+
+
+def test_consent_is_required_and_timestamped(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    configure(study, consent_text="We record your choices.")
+    finish_generations(study)
+    client = login(alice)
+    response = client.get(reverse("rate", args=[study.id]))
+    assert response.status_code == 302 and response.url == reverse("consent", args=[study.id])
+    assert client.post(reverse("consent", args=[study.id]), {}).status_code == 400
+    response = client.post(reverse("consent", args=[study.id]), {"accept": "yes"})
+    assert response.url == reverse("rate", args=[study.id])
+    assert Enrolment.objects.get(study=study, rater=alice).consented_at is not None
+    assert client.get(reverse("rate", args=[study.id])).status_code == 200
+
+
+def test_judge_refused_before_consent(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    a = services.assignment_next(study=study, rater=alice)
+    configure(study, consent_text="We record your choices.")
+    assert login(alice).post(reverse("judge", args=[a.id]), {"choice": "tie"}).status_code == 400
+
+
+def test_prolific_entry_creates_and_logs_in_the_rater(users):
+    study = make_study(n_items=1)
+    finish_generations(study)
+    client = Client()
+    url = reverse("prolific_entry", args=[study.id])
+    query = "?PROLIFIC_PID=5f1a2b3c4d5e6f7a8b9c0d1e&STUDY_ID=st1&SESSION_ID=se1"
+    response = client.get(url + query)
+    assert response.status_code == 302 and response.url == reverse("rate", args=[study.id])
+    enrolment = Enrolment.objects.get(study=study)
+    assert (enrolment.prolific_pid, enrolment.prolific_study_id, enrolment.prolific_session_id) == (
+        "5f1a2b3c4d5e6f7a8b9c0d1e", "st1", "se1")
+    assert client.get(reverse("rate", args=[study.id])).status_code == 200
+    # The same PID comes back to the same account.
+    Client().get(url + query)
+    assert get_user_model().objects.filter(username__startswith="prolific-").count() == 1
+
+
+@pytest.mark.parametrize("query", ["", "?PROLIFIC_PID=<script>", "?PROLIFIC_PID=a&STUDY_ID=a b"])
+def test_prolific_entry_rejects_bad_ids_clearly(query):
+    study = make_study(n_items=1)
+    response = Client().get(reverse("prolific_entry", args=[study.id]) + query)
+    assert response.status_code == 400 and b"does not work" in response.content
+
+
+def test_prolific_entry_to_a_closed_study_is_404():
+    study = make_study(n_items=1)
+    configure(study, status=Study.Status.CLOSED)
+    url = reverse("prolific_entry", args=[study.id]) + "?PROLIFIC_PID=abc"
+    assert Client().get(url).status_code == 404
+
+
+def test_prolific_id_is_not_shown_to_other_raters(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    Client().get(reverse("prolific_entry", args=[study.id]) + "?PROLIFIC_PID=SECRETPID123")
+    for name in ("home", "rate"):
+        url = reverse(name) if name == "home" else reverse(name, args=[study.id])
+        assert "SECRETPID123" not in login(alice).get(url).content.decode()
+
+
+def test_invite_link_enrols_and_logs_in_once(users):
+    study = make_study(n_items=1)
+    finish_generations(study)
+    invite = services.invite_create(study=study)
+    client = Client()
+    response = client.get(reverse("invite_entry", args=[invite.token]))
+    assert response.url == reverse("rate", args=[study.id])
+    invite.refresh_from_db()
+    assert invite.rater is not None and study.raters.filter(id=invite.rater_id).exists()
+    assert client.get(reverse("rate", args=[study.id])).status_code == 200
+    Client().get(reverse("invite_entry", args=[invite.token]))
+    invite.refresh_from_db()
+    assert get_user_model().objects.filter(username__startswith="rater-").count() == 1
+
+
+def test_unknown_invite_is_404():
+    assert Client().get(reverse("invite_entry", args=["nope"])).status_code == 404
+
+
+def test_out_of_work_shows_the_completion_code_and_redirect(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice], overlap=1)
+    url = "https://app.prolific.com/submissions/complete?cc=C0DE42"
+    configure(study, completion_code="C0DE42", completion_url=url)
+    finish_generations(study)
+    client = login(alice)
+    while (a := services.assignment_next(study=study, rater=alice)) is not None:
+        services.judgment_submit(assignment=a, choice="tie")
+    html = client.get(reverse("rate", args=[study.id])).content.decode()
+    assert "C0DE42" in html and url.replace("&", "&amp;") in html
+    assert Enrolment.objects.get(study=study, rater=alice).completed_at is not None
+    assert "C0DE42" in client.get(reverse("complete", args=[study.id])).content.decode()
+
+
+def test_wrong_gold_answer_warns_then_blocks(users):
+    _, alice, _ = users
+    study = make_study(n_items=2, raters=[alice], overlap=1)
+    configure(study, gold_rate=1.0, gold_block_after=2, completion_code="NOPE")
+    finish_generations(study)
+    pairs = list(study.pairs.all()[:2])
+    for pair in pairs:
+        GoldAnswer.objects.create(pair=pair, winner="a")
+    client = login(alice)
+    for expected in ("attention check", "session has ended"):
+        client.get(reverse("rate", args=[study.id]))
+        a = Assignment.objects.filter(rater=alice, judgment__isnull=True).get()
+        wrong = "right" if a.a_on_left else "left"
+        html = client.post(reverse("judge", args=[a.id]), {"choice": wrong},
+                           HTTP_HX_REQUEST="true").content.decode()
+        assert expected in html
+    assert "NOPE" not in html, "a blocked rater gets no completion code"
+    assert study not in selectors.studies_for_rater(alice), "blocked raters lose the study"
+
+
+def test_too_fast_answer_is_refused_with_a_message(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    configure(study, min_response_ms=60_000)
+    finish_generations(study)
+    a = services.assignment_next(study=study, rater=alice)
+    html = login(alice).post(reverse("judge", args=[a.id]), {"choice": "tie"},
+                             HTTP_HX_REQUEST="true").content.decode()
+    assert "very quick" in html and f"/assignments/{a.id}/judge/" in html
+    assert not Judgment.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["consent", "judge"])
+def test_rater_posts_require_csrf(users, name):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    a = services.assignment_next(study=study, rater=alice)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    url = reverse(name, args=[study.id if name == "consent" else a.id])
+    response = client.post(url, {"accept": "yes", "choice": "tie"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 403
+
+
+def test_diff_view_is_escaped_and_blind(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    Generation.objects.filter(item__study=study).update(text=XSS)
+    a = services.assignment_next(study=study, rater=alice)
+    Generation.objects.filter(id=a.generation_on("left").id).update(text=XSS + "\nextra")
+    html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
+    diff = html[html.index('class="diff"'):html.index('class="judgment"')]
+    assert "Show the differences" in diff and '<span class="gd">' in diff
+    assert "<script>" not in html and "<img" not in html
+
+
+def test_paused_study_tells_the_rater_to_come_back(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    configure(study, status=Study.Status.PAUSED)
+    response = login(alice).get(reverse("rate", args=[study.id]))
+    assert response.status_code == 200 and b"paused" in response.content
+
+
+def test_htmx_submit_to_a_closed_study_explains_instead_of_failing_silently(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    a = services.assignment_next(study=study, rater=alice)
+    configure(study, status=Study.Status.CLOSED)
+    response = login(alice).post(reverse("judge", args=[a.id]), {"choice": "tie"},
+                                 HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and b"was not recorded" in response.content
+    assert not Judgment.objects.exists()
+
+
+def test_no_rater_page_leaks_conditions_or_telemetry(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice], overlap=1)
+    configure(study, consent_text="ok", completion_code="ZZ9")
+    study.criteria.create(name="readability", question="How readable?")
+    finish_generations(study)
+    client = login(alice)
+    pages = [client.get(reverse("consent", args=[study.id]))]
+    client.post(reverse("consent", args=[study.id]), {"accept": "yes"})
+    pages.append(client.get(reverse("rate", args=[study.id])))
+    while (a := services.assignment_next(study=study, rater=alice)) is not None:
+        pages.append(client.post(reverse("judge", args=[a.id]), {
+            "choice": "tie", f"c{study.criteria.get().id}_left": "3",
+            f"c{study.criteria.get().id}_right": "3"}, HTTP_HX_REQUEST="true"))
+    pages += [client.get(reverse("complete", args=[study.id])), client.get(reverse("home"))]
+    assert "ZZ9" in pages[-3].content.decode()
+    for response in pages:
+        html = response.content.decode()
+        for leak in ("dense", "static t=", "dynamic", "threshold", "policy", "active_fraction",
+                     "tokens_per_s", "latency"):
+            assert leak not in html, f"{leak!r} leaked in {response.request['PATH_INFO']}"

@@ -1,0 +1,187 @@
+"""`manage.py study_report` and the staff report page: files, escaping, permissions, and the
+same numbers from both."""
+
+import csv
+import io
+import json
+import math
+import random
+import zipfile
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+
+from annotations import services
+from annotations.models import Execution, Generation
+from tests.annotations.conftest import finish_generations, make_study
+
+pytestmark = pytest.mark.django_db
+
+XSS_TEXT = '<img src=x onerror="alert(1)">'
+XSS_NAME = "<script>alert('study')</script>"
+FORMULA = '=HYPERLINK("http://evil")'
+# condition -> (policy, active_fraction, tokens_per_s, planted BT strength, Pass@1 chance)
+CONDITIONS = {
+    "dense": ({"kind": "dense"}, 1.0, 10.0, 0.0, 0.6),
+    "static t=0.05": ({"kind": "static", "threshold": 0.05}, 0.6, 14.0, -0.2, 0.55),
+    "dynamic t=0.05": (
+        {"kind": "dynamic", "threshold": 0.05, "entropy_scale": 1.0},
+        0.55,
+        13.0,
+        -0.1,
+        0.55,
+    ),
+}
+SWEEP = {  # a threshold sweep for the screenshot
+    "dense": ({"kind": "dense"}, 1.0, 10.0, 0.0, 0.62),
+    "static t=0.02": ({"kind": "static", "threshold": 0.02}, 0.78, 12.0, -0.05, 0.6),
+    "static t=0.05": ({"kind": "static", "threshold": 0.05}, 0.6, 14.5, -0.3, 0.52),
+    "static t=0.1": ({"kind": "static", "threshold": 0.1}, 0.4, 17.0, -0.9, 0.35),
+    "dynamic t=0.02": (
+        {"kind": "dynamic", "threshold": 0.02, "entropy_scale": 1.0},
+        0.75,
+        12.3,
+        0.0,
+        0.61,
+    ),
+    "dynamic t=0.05": (
+        {"kind": "dynamic", "threshold": 0.05, "entropy_scale": 1.0},
+        0.57,
+        14.2,
+        -0.15,
+        0.57,
+    ),
+}
+
+
+def rated_study(n_items: int = 6, n_raters: int = 4, name: str = XSS_NAME, conditions=CONDITIONS):
+    """A study whose every pair was judged by `n_raters` raters through the services:
+    telemetry and sandbox results per condition, verdicts drawn under Bradley–Terry with
+    the planted strengths (15 % ties), one output an XSS payload, one a formula."""
+    User = get_user_model()
+    raters = [
+        User.objects.create_user(f"rater{i}", password="pw-123-rater") for i in range(n_raters)
+    ]
+    study = make_study(
+        n_items=n_items,
+        overlap=n_raters,
+        raters=raters,
+        name=name,
+        conditions=[(cname, spec[0]) for cname, spec in conditions.items()],
+    )
+    finish_generations(study)
+    rng = random.Random(3)
+    generations = Generation.objects.filter(item__study=study).select_related("condition")
+    for i, g in enumerate(generations.order_by("id")):
+        _, active, speed, _, quality = conditions[g.condition.name]
+        g.active_fraction = min(1.0, active + rng.uniform(-0.02, 0.02))
+        g.tokens_per_s = speed + rng.uniform(-0.5, 0.5)
+        g.latency_s = 30 / g.tokens_per_s
+        g.peak_rss_bytes = int(500 * 2**20 * (0.5 + active / 2))
+        g.text = XSS_TEXT if i == 0 else (FORMULA if i == 1 else g.text)
+        g.save()
+        passed = rng.random() < quality
+        Execution.objects.create(
+            generation=g, status="passed" if passed else "failed", code="", duration_s=0.1
+        )
+    for rater in raters:
+        while (
+            assignment := services.assignment_next(study=study, rater=rater, rng=rng)
+        ) is not None:
+            left = conditions[assignment.generation_on("left").condition.name][3]
+            right = conditions[assignment.generation_on("right").condition.name][3]
+            if rng.random() < 0.15:
+                choice = "tie"
+            else:
+                choice = "left" if rng.random() < 1 / (1 + math.exp(right - left)) else "right"
+            services.judgment_submit(assignment=assignment, choice=choice)
+    return study, raters
+
+
+def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
+    study, raters = rated_study()
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "50")
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {
+        "report.html",
+        "judgments.csv",
+        "generations.csv",
+        "judgments.json",
+        "summary.json",
+    }
+    html = (tmp_path / "report.html").read_text()
+    for plot in ("plot-alignment", "plot-ratings", "plot-pareto"):
+        assert f'id="{plot}"' in html
+    assert html.count("data:image/png;base64,") == 3
+    assert "<script" not in html and XSS_TEXT not in html and 'onerror="alert' not in html
+    assert "&lt;script&gt;alert(&#x27;study&#x27;)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    assert "http://" not in html.replace("http://evil", ""), "no external asset may be loaded"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"]["judgments"] == 4 * 6 * 3
+    assert summary["agreement"]["overall"]["alpha"] is not None
+    assert summary["mixed_model"]["fixed"] is not None
+    assert {r["condition"] for r in summary["conditions"]} == set(CONDITIONS)
+    assert summary["matched_sparsity"][0]["static"] == "static t=0.05"
+
+
+def test_exports_are_pseudonymized_and_formula_safe(tmp_path):
+    study, raters = rated_study(n_items=2)
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
+    judgments = list(csv.DictReader((tmp_path / "judgments.csv").open()))
+    assert {row["rater"] for row in judgments} == {f"rater-{i}" for i in range(1, 5)}
+    everything = "".join(p.read_text() for p in tmp_path.iterdir())
+    for rater in raters:
+        assert rater.username not in everything
+    generations = list(csv.DictReader((tmp_path / "generations.csv").open()))
+    texts = [row["text"] for row in generations]
+    assert "'" + FORMULA in texts and FORMULA not in texts
+    assert json.loads((tmp_path / "judgments.json").read_text())[0]["rater"].startswith("rater-")
+
+
+def test_command_on_a_missing_study_is_a_message():
+    with pytest.raises(CommandError, match="no study with id 999"):
+        call_command("study_report", 999, "--out", "/tmp/unused")
+
+
+def test_empty_and_one_condition_studies_give_notes_not_tracebacks(tmp_path):
+    study = make_study(name="empty")
+    call_command("study_report", study.id, "--out", str(tmp_path / "a"), "--bootstrap", "0")
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert "no judgments yet" in " ".join(summary["notes"])
+    assert summary["preference"] is None and summary["mixed_model"]["fixed"] is None
+    single = make_study(name="single", conditions=[("dense", {"kind": "dense"})])
+    call_command("study_report", single.id, "--out", str(tmp_path / "b"), "--bootstrap", "0")
+    html = (tmp_path / "b" / "report.html").read_text()
+    assert "1 condition(s): nothing to compare" in html
+
+
+def test_page_and_downloads_match_the_command_and_are_staff_only(users, tmp_path, monkeypatch):
+    monkeypatch.setattr("analysis.study.REPORT_BOOTSTRAP", 100)  # both use the default
+    staff, alice, _ = users
+    study, _ = rated_study(n_items=2, name="plain")
+    call_command("study_report", study.id, "--out", str(tmp_path))
+    client = Client()
+    client.force_login(staff)
+    page = client.get(reverse("study_report", args=[study.id]))
+    assert page.status_code == 200 and b"plot-alignment" in page.content
+    summary = client.get(reverse("study_report_file", args=[study.id, "summary.json"]))
+    assert json.loads(summary.content) == json.loads((tmp_path / "summary.json").read_text())
+    archive = client.get(reverse("study_report_file", args=[study.id, "report.zip"]))
+    names = set(zipfile.ZipFile(io.BytesIO(archive.content)).namelist())
+    assert "judgments.csv" in names and "report.html" in names
+    assert (
+        client.get(reverse("study_report_file", args=[study.id, "secrets.txt"])).status_code == 404
+    )
+
+    rater = Client()
+    rater.force_login(alice)
+    for url in (
+        reverse("study_report", args=[study.id]),
+        reverse("study_report_file", args=[study.id, "judgments.csv"]),
+    ):
+        assert rater.get(url).status_code in (302, 404)
+        assert Client().get(url).status_code in (302, 404)

@@ -1,0 +1,158 @@
+"""Staff study setup: create from the library or free text, launch rules, invites, export."""
+
+import json
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotations import pipeline, services
+from annotations.models import Condition, Item, Judgment, Problem, Study
+from tests.annotations.conftest import finish_generations, make_study
+
+pytestmark = pytest.mark.django_db
+
+BASE = {
+    "name": "Sparse vs dense",
+    "pair_design": "vs_first",
+    "overlap": "2",
+    "gold_rate": "0",
+    "gold_block_after": "2",
+    "min_response_ms": "0",
+    "lease_minutes": "30",
+    "max_new_tokens": "128",
+    "item_count": "3",
+    "seed": "7",
+    "conditions": 'dense = {"kind": "dense"}\nstatic = {"kind": "static", "threshold": 0.05}',
+    "criteria": "readability | How readable?",
+}
+
+
+def staff_client(users) -> Client:
+    client = Client()
+    client.force_login(users[0])
+    return client
+
+
+def test_create_study_from_the_problem_library_with_a_seed(users):
+    for i in range(10):
+        Problem.objects.create(dataset="humaneval", task_id=f"HumanEval/{i}", prompt=f"p{i}",
+                               tests="")
+    client = staff_client(users)
+    response = client.post(reverse("study_new"), {**BASE, "dataset": "humaneval"})
+    study = Study.objects.get(name="Sparse vs dense")
+    assert response.url == reverse("study_setup", args=[study.id])
+    assert study.status == "draft" and study.pair_design == "vs_first"
+    assert list(study.conditions.values_list("name", flat=True)) == ["dense", "static"]
+    assert study.criteria.get().question == "How readable?"
+    first = sorted(study.items.values_list("task_id", flat=True))
+    assert len(first) == 3
+    client.post(reverse("study_new"), {**BASE, "name": "again", "dataset": "humaneval"})
+    again = sorted(Study.objects.get(name="again").items.values_list("task_id", flat=True))
+    assert again == first, "the same seed must draw the same problems"
+
+
+def test_create_study_from_free_text_prompts(users):
+    prompts = "Write fizzbuzz.\n---\nReverse a list.\n  keep order stable"
+    staff_client(users).post(reverse("study_new"), {**BASE, "prompts": prompts})
+    items = Item.objects.filter(study__name="Sparse vs dense").order_by("task_id")
+    assert [i.prompt for i in items] == ["Write fizzbuzz.", "Reverse a list.\n  keep order stable"]
+
+
+@pytest.mark.parametrize(
+    "conditions, message",
+    [
+        ('dense = {"kind": "dense"}', "at least two conditions"),
+        ('dense = {"kind": "dense"}\nbad = {"kind": "static"}', "Line 2: policy &#x27;static"),
+        ('dense = {"kind": "dense"}\nbad = {kind}', "Line 2: not valid JSON"),
+        ('dense = {"kind": "dense"}\nweird = {"kind": "magic"}', "unknown policy kind"),
+    ],
+)
+def test_bad_conditions_are_form_errors_with_line_numbers(users, conditions, message):
+    response = staff_client(users).post(
+        reverse("study_new"), {**BASE, "prompts": "x", "conditions": conditions}
+    )
+    assert response.status_code == 200 and message in response.content.decode()
+    assert not Study.objects.exists()
+
+
+def test_items_are_required(users):
+    response = staff_client(users).post(reverse("study_new"), BASE)
+    assert "Pick a data set or give free-text prompts." in response.content.decode()
+
+
+def test_launch_refuses_until_generations_are_complete(users):
+    study = make_study(n_items=1)
+    Study.objects.filter(id=study.id).update(status=Study.Status.DRAFT)
+    client = staff_client(users)
+    response = client.post(reverse("study_launch", args=[study.id]))
+    assert response.status_code == 409
+    assert "Generations have not been started" in response.content.decode()
+    pipeline.generations_create(study=study)
+    response = client.post(reverse("study_launch", args=[study.id]))
+    assert "Generations are not complete: 0 of 3 done" in response.content.decode()
+    study.refresh_from_db()
+    assert study.status == "draft"
+    finish_generations(study)
+    response = client.post(reverse("study_launch", args=[study.id]))
+    study.refresh_from_db()
+    assert response.status_code == 302 and study.status == "open"
+
+
+def test_pause_and_close(users):
+    study = make_study(n_items=1)
+    client = staff_client(users)
+    client.post(reverse("study_pause", args=[study.id]))
+    study.refresh_from_db()
+    assert study.status == "paused"
+    client.post(reverse("study_close", args=[study.id]))
+    study.refresh_from_db()
+    assert study.status == "closed"
+    assert services.study_launch(study=study) == ["The study is closed."]
+
+
+def test_setup_page_shows_invites_and_the_prolific_url(users):
+    study = make_study(n_items=1)
+    client = staff_client(users)
+    client.post(reverse("invite_new", args=[study.id]))
+    html = client.get(reverse("study_setup", args=[study.id])).content.decode()
+    assert reverse("invite_entry", args=[study.invites.get().token]) in html
+    assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in html
+
+
+@pytest.mark.parametrize("name", ["study_new", "study_setup", "study_launch", "export_preferences"])
+def test_setup_is_closed_to_raters(users, name):
+    study = make_study(n_items=1)
+    url = reverse(name) if name == "study_new" else reverse(name, args=[study.id])
+    client = Client()
+    client.force_login(users[1])
+    assert client.get(url).status_code == 302
+    assert client.post(url).status_code == 302
+
+
+def test_export_preference_pairs_as_dpo_jsonl(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice], overlap=1)
+    finish_generations(study)
+    choices = iter(["left", "tie", "both_bad"])
+    while (a := services.assignment_next(study=study, rater=alice)) is not None:
+        services.judgment_submit(assignment=a, choice=next(choices))
+    response = staff_client(users).get(reverse("export_preferences", args=[study.id]))
+    rows = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    assert len(rows) == 1, "ties and both-bad are not preference pairs"
+    row = rows[0]
+    assert set(row) >= {"prompt", "chosen", "rejected", "pair_id", "judgment_id", "item_id"}
+    judged = Judgment.objects.get(id=row["judgment_id"])
+    pair = judged.assignment.pair
+    winner = pair.generation_a if judged.winner == "a" else pair.generation_b
+    assert row["chosen"] == winner.text and row["prompt"] == pair.item.prompt
+    assert Condition.objects.filter(name=row["chosen_condition"]).exists()
+
+
+@pytest.mark.parametrize("model", ["goldanswer", "enrolment", "invite", "judgment", "study"])
+def test_admin_pages_for_the_rater_flow_load(admin_client, model):
+    study = make_study(n_items=1)
+    services.invite_create(study=study)
+    assert admin_client.get(reverse(f"admin:annotations_{model}_changelist")).status_code == 200
+    change = reverse("admin:annotations_study_change", args=[study.id])
+    assert admin_client.get(change).status_code == 200
