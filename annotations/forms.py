@@ -112,6 +112,7 @@ class StudySetupForm(forms.ModelForm):
             "name", "description", "instructions", "consent_text", "pair_design", "overlap",
             "items_per_rater", "gold_rate", "gold_block_after", "min_response_ms",
             "lease_minutes", "completion_code", "completion_url", "max_new_tokens",
+            "samples_per_item", "temperature",
         ]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
@@ -123,6 +124,8 @@ class StudySetupForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         datasets = Problem.objects.order_by("dataset").values_list("dataset", flat=True).distinct()
         self.fields["dataset"].choices = [("", "— none —")] + [(d, d) for d in datasets]
+        self.fields["samples_per_item"].required = False
+        self.fields["temperature"].required = False
 
     def clean_conditions(self) -> list[tuple[str, dict]]:
         return _parse_conditions(self.cleaned_data["conditions"])
@@ -143,6 +146,15 @@ class StudySetupForm(forms.ModelForm):
 
     def clean(self) -> dict:
         data = super().clean()
+        # Optional: one greedy output per item and condition unless asked otherwise.
+        if data.get("samples_per_item") is None:
+            data["samples_per_item"] = 1
+        if data.get("temperature") is None:
+            data["temperature"] = 0.0
+        if data["samples_per_item"] > 1 and not data["temperature"] > 0:
+            self.add_error(
+                "temperature", "Several samples per item need sampling: set a temperature > 0."
+            )
         if not data.get("dataset") and not data.get("prompts") and not self.has_error("prompts"):
             raise forms.ValidationError("Pick a data set or give free-text prompts.")
         return data

@@ -33,6 +33,13 @@ class Study(models.Model):
         default=3, help_text="How many raters judge each pair."
     )
     max_new_tokens = models.PositiveIntegerField(default=128)
+    # n > 1 samples per (item, condition) give the unbiased pass@k; they need sampling.
+    samples_per_item = models.PositiveSmallIntegerField(
+        default=1, help_text="Outputs per item and condition (pass@k needs k or more)."
+    )
+    temperature = models.FloatField(
+        default=0.0, help_text="0 = greedy decoding; several samples need a temperature > 0."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     # What raters read and agree to, and where they go when they finish.
@@ -68,6 +75,11 @@ class Study(models.Model):
         verbose_name_plural = "studies"
         constraints = [
             models.CheckConstraint(condition=Q(overlap__gte=1), name="study_overlap_positive"),
+            models.CheckConstraint(
+                condition=Q(samples_per_item__gte=1)
+                & (Q(samples_per_item=1) | Q(temperature__gt=0)),
+                name="study_samples_need_sampling",
+            ),
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="study_gold_rate_share"
             ),

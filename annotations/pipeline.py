@@ -31,20 +31,22 @@ GENERATION_LEASE = timedelta(seconds=settings.GENERATION_LEASE_S)
 MAX_GENERATION_ATTEMPTS = 2
 
 
-def generations_create(*, study: Study, sample_index: int = 0, seed: int = 0) -> int:
-    """Create the missing (item × condition) generations of a study.
+def generations_create(*, study: Study) -> int:
+    """Create the missing (item × condition × sample) generations of a study.
 
+    Sample i is decoded with seed i, so every output can be reproduced from its row.
     Returns how many rows were created; existing rows are left as they are."""
     existing = set(
-        Generation.objects.filter(
-            item__study=study, sample_index=sample_index, seed=seed
-        ).values_list("item_id", "condition_id")
+        Generation.objects.filter(item__study=study).values_list(
+            "item_id", "condition_id", "sample_index", "seed"
+        )
     )
     rows = [
-        Generation(item=item, condition=condition, sample_index=sample_index, seed=seed)
+        Generation(item=item, condition=condition, sample_index=sample, seed=sample)
         for item in study.items.all()
         for condition in study.conditions.all()
-        if (item.id, condition.id) not in existing
+        for sample in range(study.samples_per_item)
+        if (item.id, condition.id, sample, sample) not in existing
     ]
     Generation.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)

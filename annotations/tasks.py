@@ -42,6 +42,7 @@ def generate(generation_id: int) -> str:
             policy,
             max_new_tokens=generation.item.study.max_new_tokens,
             seed=generation.seed,
+            temperature=generation.item.study.temperature,
         )
     except Exception as exc:  # a permanent error: recorded and shown on the study page
         log.exception("generation %s failed", generation_id)

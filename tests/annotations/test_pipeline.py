@@ -33,3 +33,22 @@ def test_claim_is_guarded_and_gives_up_after_max_attempts():
     assert g.attempts == pipeline.MAX_GENERATION_ATTEMPTS
 
 
+
+
+def test_several_samples_per_item_get_their_own_seeds():
+    study = make_study(n_items=2)
+    study.samples_per_item, study.temperature = 3, 0.8
+    study.save()
+    assert pipeline.generations_create(study=study) == 2 * 3 * 3
+    assert pipeline.generations_create(study=study) == 0
+    seeds = set(Generation.objects.filter(item__study=study).values_list("sample_index", "seed"))
+    assert seeds == {(0, 0), (1, 1), (2, 2)}
+
+
+def test_several_samples_without_sampling_are_refused_by_the_database():
+    from django.db import IntegrityError, transaction
+
+    study = make_study(n_items=1)
+    study.samples_per_item = 2
+    with pytest.raises(IntegrityError), transaction.atomic():
+        study.save()

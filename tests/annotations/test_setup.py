@@ -156,3 +156,16 @@ def test_admin_pages_for_the_rater_flow_load(admin_client, model):
     assert admin_client.get(reverse(f"admin:annotations_{model}_changelist")).status_code == 200
     change = reverse("admin:annotations_study_change", args=[study.id])
     assert admin_client.get(change).status_code == 200
+
+
+def test_several_samples_need_a_temperature(users):
+    client = staff_client(users)
+    response = client.post(reverse("study_new"), {**BASE, "prompts": "x", "samples_per_item": "5"})
+    assert "Several samples per item need sampling" in response.content.decode()
+    assert not Study.objects.exists()
+    client.post(
+        reverse("study_new"),
+        {**BASE, "prompts": "x", "samples_per_item": "5", "temperature": "0.8"},
+    )
+    study = Study.objects.get()
+    assert (study.samples_per_item, study.temperature) == (5, 0.8)
