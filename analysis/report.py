@@ -20,7 +20,9 @@ from analysis.agreement import agreement_summary, choice_agreement, choice_codes
 from analysis.alignment import condition_table, matched_sparsity, pareto_front, quality_measure
 from analysis.mixed import sparsity_preference_model
 from analysis.plots import alignment_figure, pareto_figure, ratings_figure
+from analysis.pluralism import rater_directions
 from analysis.preference import preference_summary
+from analysis.quality import criterion_agreement, exclusion_effect, gold_accuracy
 from analysis.tables import InputError
 
 
@@ -29,11 +31,18 @@ def build_report(
     generations: pd.DataFrame,
     conditions: Sequence[dict],
     *,
+    criterion_ratings: pd.DataFrame | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Every number of the report (see the module docstring)."""
+    """Every number of the report (see the module docstring). Judgments flagged ``gold``
+    (attention checks) only feed the gold accuracy; `criterion_ratings` (``judgment,
+    criterion, value_a, value_b``) the per-criterion alpha."""
     order = [c["name"] for c in conditions]
+    gold_rows = judgments[judgments["gold"].astype(bool)] if "gold" in judgments else judgments[:0]
+    judgments = judgments.drop(index=gold_rows.index)
+    gold = gold_accuracy(gold_rows)
+    ratings = criterion_ratings if criterion_ratings is not None else pd.DataFrame()
     notes = []
     if len(conditions) < 2:
         notes.append(f"the study has {len(conditions)} condition(s): nothing to compare")
@@ -54,9 +63,13 @@ def build_report(
         "seed": seed,
         "notes": notes,
         "agreement": agreement_section(judgments, order, bootstrap=bootstrap, seed=seed),
+        "criteria": criterion_agreement(judgments, ratings, bootstrap=bootstrap, seed=seed),
+        "gold": gold,
+        "exclusion": exclusion_effect(judgments, gold, order, seed=seed),
         "preference": preference,
         "preference_note": preference_note,
         "mixed_model": sparsity_preference_model(judgments, generations, seed=seed),
+        "rater_directions": rater_directions(judgments, generations),
         "conditions": rows,
         "matched_sparsity": matched_sparsity(rows, preference),
         "pareto": {
@@ -141,7 +154,10 @@ METHODS = (
     "condition pair, with 95 % percentile bootstrap CIs resampling units; Fleiss' kappa where "
     "every unit has the same number of raters; mean pairwise Cohen's kappa; pairwise percent "
     "agreement with ties and with tie verdicts excluded; each rater's agreement with the "
-    "strict majority of the other raters of a unit (rater vs consensus). "
+    "strict majority of the other raters of a unit (rater vs consensus); Krippendorff's "
+    "alpha (ordinal) of each rating criterion, a unit being one response in one judged pair; "
+    "accuracy on gold (attention-check) pairs, which are left out of every other statistic, "
+    "and alpha and Bradley–Terry ratings recomputed without raters below 80 % gold accuracy. "
     "Preference: per condition pair wins / ties / losses, win rate with ties as half (Wilson "
     "and item-cluster bootstrap 95 % CIs) and with ties excluded (Wilson), two-sided exact "
     "sign test with ties excluded and Holm correction across pairs; Bradley–Terry strengths "
@@ -154,7 +170,9 @@ METHODS = (
     "BinomialBayesMixedGLM, variational Bayes) of choosing the sparser output on the "
     "sparsity gap (achieved sparsity = 1 − mean active fraction of each generation) with "
     "random intercepts for rater and item, on decisive verdicts between outputs of different "
-    "sparsity; intervals are posterior mean ± 1.96 SD. "
+    "sparsity; intervals are posterior mean ± 1.96 SD. Per rater, the share of those "
+    "verdicts won by the sparser output (Wilson CI) and a chi-square test of homogeneity "
+    "across raters with at least 5 of them (do raters disagree about sparsity?). "
     "Alignment: per condition, Pass@1 (mean over problems of the share of sandbox checks "
     "passed), mean tokens/s, latency and peak resident memory of finished generations and "
     "the achieved sparsity, against the policy threshold per policy family (dense at 0); "

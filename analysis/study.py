@@ -22,7 +22,7 @@ from analysis.export import write_csv
 from analysis.preference import preference_summary
 from analysis.report import build_report, report_figures
 from analysis.tables import InputError
-from annotations.models import Execution, Generation, Judgment, Study
+from annotations.models import CriterionRating, Execution, Generation, Judgment, Study
 from annotations.passk import pass_at_k_over_problems
 
 
@@ -31,7 +31,10 @@ def judgments_table(study: Study) -> pd.DataFrame:
 
     condition_a is the condition that comes first in the study's order; side_a is
     where its output was shown to the rater (for the position-bias test)."""
-    rows = Judgment.objects.filter(assignment__pair__study=study).values_list(
+    # Gold (attention-check) pairs test the rater, not the conditions: left out.
+    rows = Judgment.objects.filter(
+        assignment__pair__study=study, assignment__pair__gold__isnull=True
+    ).values_list(
         "assignment__pair__item__task_id",
         "assignment__rater_id",
         "assignment__pair__generation_a__condition__name",
@@ -157,6 +160,9 @@ JUDGMENT_EXPORT = [
     "side_a",
     "choice",
     "winner",
+    "both_bad",
+    "gold",
+    "gold_correct",
     "time_on_task_ms",
     "created_at",
 ]
@@ -208,8 +214,11 @@ def _judgment_rows(study: Study) -> list[dict]:
             "id",
             "choice",
             "winner",
+            "both_bad",
+            "gold_correct",
             "time_on_task_ms",
             "created_at",
+            "assignment__pair__gold",
             "assignment__rater_id",
             "assignment__a_on_left",
             "assignment__pair__item__task_id",
@@ -232,6 +241,9 @@ def _judgment_rows(study: Study) -> list[dict]:
             "side_a": "left" if r["assignment__a_on_left"] else "right",
             "choice": r["choice"],
             "winner": r["winner"],
+            "both_bad": r["both_bad"],
+            "gold": r["assignment__pair__gold"] is not None,
+            "gold_correct": r["gold_correct"],
             "time_on_task_ms": r["time_on_task_ms"],
             "created_at": r["created_at"].isoformat(),
         }
@@ -303,10 +315,17 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     conditions = [
         {"name": c.name, "policy": c.policy} for c in study.conditions.order_by("position", "id")
     ]
+    criterion_ratings = pd.DataFrame(
+        CriterionRating.objects.filter(judgment__assignment__pair__study=study).values_list(
+            "judgment_id", "criterion__name", "value_a", "value_b"
+        ),
+        columns=["judgment", "criterion", "value_a", "value_b"],
+    )
     summary = build_report(
         pd.DataFrame(judgments, columns=JUDGMENT_EXPORT),
         done,
         conditions,
+        criterion_ratings=criterion_ratings,
         bootstrap=bootstrap,
         seed=seed,
     )

@@ -77,7 +77,9 @@ def bench_ffn(
     dense_bytes = 3 * d * f * element
     x = torch.randn(1, 1, d, dtype=DTYPES[dtype])
     x1 = x.reshape(-1)
-    bandwidth = read_bandwidth_bytes_per_s()
+    # A buffer well past the caches, but not more than the layer itself needs for big shapes.
+    probe_bytes = max(1 << 28, min(1 << 30, dense_bytes))
+    bandwidth = read_bandwidth_bytes_per_s(probe_bytes)
     dense_fn = lambda: mlp(x)  # noqa: E731  (predictor off: the dense path)
     contenders = [dense_fn]
     indices = []
@@ -96,7 +98,7 @@ def bench_ffn(
             samples.append(_seconds(fn))
     medians = [statistics.median(t) for t in times]
     # Best of a measurement before and after: other jobs on the machine only lower it.
-    bandwidth = max(bandwidth_before, read_bandwidth_bytes_per_s())
+    bandwidth = max(bandwidth_before, read_bandwidth_bytes_per_s(probe_bytes))
     dense_s = medians[0]
     points = []
     for i, (a, idx) in enumerate(zip(active, indices, strict=True)):
@@ -189,8 +191,12 @@ def _policies(loaded, profile: Path | None, predictor: Path | None) -> dict:
         loaded_profile = Profile.load(profile)
         if loaded_profile.fingerprint == loaded.fingerprint:
             policies["calibrated"] = calibrated_policy(loaded_profile, 0.5)
-    if predictor is not None:
-        policies["predictor"] = PredictorPolicy(0.5, str(predictor))
+    predictor = predictor or Path("var/predictors/smollm2-r64.safetensors")
+    if predictor.is_file():
+        from inference.predictor import Predictors
+
+        if Predictors.load(predictor).fingerprint == loaded.fingerprint:
+            policies["predictor"] = PredictorPolicy(0.5, str(predictor))
     return policies
 
 
@@ -234,7 +240,7 @@ def bench_decode(
     rows = {}
     dense_ids: list[int] = []
     for name, policy in _policies(ours, profile, predictor).items():
-        generate(ours, PROMPT, policy, max_new_tokens=4)  # warm-up (and attach predictors)
+        generate(ours, PROMPT, policy, max_new_tokens=2)  # warm-up (and attach predictors)
         results = [
             generate(ours, PROMPT, policy, max_new_tokens=max_new_tokens) for _ in range(reps)
         ]

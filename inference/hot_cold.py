@@ -5,7 +5,7 @@ activation frequency, so the hot set is the contiguous block ``[0, num_hot)``, a
 ``HotColdMLP``. It keeps ``SparseMLP``'s exact semantics (zero ``|h| < threshold``); what changes
 is the work for one decoded token:
 
-- gate and up stay dense (``|h|`` needs both, and there is no activity predictor yet);
+- gate and up stay dense (``|h|`` needs both; ``inference.predictor`` skips them too);
 - down: the hot block is one contiguous dense GEMV; of the cold block only the active neurons'
   columns are read, summed by ``F.embedding_bag`` over the transposed down weights (one bag per
   thread), so inactive cold neurons cost no weight bytes.

@@ -4,11 +4,11 @@ import pandas as pd
 from analysis.mixed import sparsity_preference_model, sparsity_table
 
 
-def planted(slope: float, seed: int = 0, n: int = 1500):
+def planted(slope: float, seed: int = 0, n: int = 1500, rater_sd: float = 0.5):
     """Raters prefer the sparser output with log-odds 0.2 + slope · gap, plus rater and
-    item random intercepts (SD 0.5 each)."""
+    item random intercepts (SD `rater_sd` and 0.5)."""
     rng = np.random.default_rng(seed)
-    raters, items = rng.normal(0, 0.5, 30), rng.normal(0, 0.5, 60)
+    raters, items = rng.normal(0, rater_sd, 30), rng.normal(0, 0.5, 60)
     sparsity = {f"g{k}": s for k, s in enumerate(np.linspace(0, 0.8, 9))}
     generations = pd.DataFrame(
         {"generation": list(sparsity), "active_fraction": [1 - s for s in sparsity.values()]}
@@ -79,3 +79,28 @@ def test_large_data_is_fitted_on_whole_items_and_says_so(monkeypatch):
     per_item = table.groupby("item").size()
     kept_per_item = kept.groupby("item").size()
     assert kept_per_item.equals(per_item[kept_per_item.index]), "items must be kept whole"
+
+
+def test_rater_directions_detect_raters_who_disagree():
+    from analysis.pluralism import rater_directions
+
+    judgments, generations = planted(slope=0.0, n=600, rater_sd=0.0)
+    agree = rater_directions(judgments, generations)  # raters share one direction
+    assert agree["test"]["n_raters"] == 30 and agree["test"]["p_value"] > 0.01
+    judgments, generations = planted(slope=-3.0, n=600)
+    # odd raters flip every verdict: they like sparsity, the others dislike it
+    odd = judgments["rater"].str[1:].astype(int) % 2 == 1
+    judgments.loc[odd, "winner"] = judgments.loc[odd, "winner"].map({"a": "b", "b": "a"})
+    disagree = rater_directions(judgments, generations)
+    assert disagree["test"]["p_value"] < 0.001
+    shares = {r["rater"]: r["share"] for r in disagree["per_rater"]}
+    assert np.mean([v for k, v in shares.items() if int(k[1:]) % 2]) > 0.5
+    assert np.mean([v for k, v in shares.items() if not int(k[1:]) % 2]) < 0.5
+
+
+def test_rater_directions_without_enough_judgments_is_a_note():
+    from analysis.pluralism import rater_directions
+
+    judgments, generations = planted(slope=0.0, n=8)
+    result = rater_directions(judgments, generations)
+    assert result["test"] is None and "needs two raters" in result["note"]

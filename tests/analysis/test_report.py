@@ -144,3 +144,37 @@ def test_missing_telemetry_gives_none_not_nan():
     assert result["conditions"][0]["tokens_per_s"] is None
     assert result["conditions"][0]["pass_at_1"] is None
     assert result["pareto"]["quality"] is None
+
+
+def test_gold_judgments_feed_only_the_gold_accuracy_and_the_exclusion_effect():
+    j = full_design(mixed_winner, raters=("r1", "r2", "r3"))
+    j["gold"] = False
+    j["gold_correct"] = None
+    gold = judgments([("q9", r, "dense", "static", "a") for r in ("r1", "r2", "r3")])
+    gold["gold"] = True
+    gold["gold_correct"] = [True, True, False]
+    result = report(pd.concat([j, gold], ignore_index=True))
+    assert result["counts"]["judgments"] == len(j)
+    assert (result["gold"]["n"], result["gold"]["correct"]) == (3, 2)
+    assert result["exclusion"]["excluded"] == ["r3"]
+    assert result["exclusion"]["kept"]["n"] == len(j) * 2 // 3
+    assert set(result["exclusion"]["all"]["ratings"]) == {"dense", "static", "dynamic"}
+
+
+def test_criterion_alpha_is_ordinal_over_responses_in_pairs():
+    j = full_design(mixed_winner)
+    j["judgment"] = range(len(j))
+    ratings = pd.DataFrame(
+        {
+            "judgment": list(j["judgment"]) * 2,
+            "criterion": ["correct"] * len(j) + ["style"] * len(j),
+            # "correct": every rater gives the same values → alpha 1; "style": all 3s
+            "value_a": [1 + len(a) % 5 for a in j["condition_a"]] + [3] * len(j),
+            "value_b": [1 + len(b) % 5 for b in j["condition_b"]] + [3] * len(j),
+        }
+    )
+    result = build_report(j, generations(), CONDITIONS, criterion_ratings=ratings, bootstrap=20)
+    correct, style = result["criteria"]
+    assert correct["criterion"] == "correct" and correct["alpha"] == pytest.approx(1.0)
+    assert correct["n_units"] == 4 * 3 * 2
+    assert style["alpha"] is None and "more than one value" in style["alpha_note"]

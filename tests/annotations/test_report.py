@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotations import services
-from annotations.models import Execution, Generation
+from annotations.models import Execution, Generation, Judgment
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
@@ -185,3 +185,37 @@ def test_page_and_downloads_match_the_command_and_are_staff_only(users, tmp_path
     ):
         assert rater.get(url).status_code in (302, 404)
         assert Client().get(url).status_code in (302, 404)
+
+
+def test_gold_pairs_and_criteria_reach_the_report(tmp_path):
+    from annotations.models import Criterion, GoldAnswer, Pair
+
+    User = get_user_model()
+    raters = [User.objects.create_user(f"g{i}", password="pw-123-rater") for i in range(3)]
+    study = make_study(n_items=3, overlap=3, raters=raters, name="gold")
+    study.gold_rate = 0.5
+    study.save()
+    finish_generations(study)
+    gold_pair = Pair.objects.filter(study=study).order_by("id").first()
+    GoldAnswer.objects.create(pair=gold_pair, winner="a")
+    criterion = Criterion.objects.create(
+        study=study, name="<b>correct</b>", question="Correct?", scale_points=5
+    )
+    rng = random.Random(1)
+    for rater in raters:
+        while (a := services.assignment_next(study=study, rater=rater, rng=rng)) is not None:
+            services.judgment_submit(
+                assignment=a,
+                choice=rng.choice(["left", "right", "tie"]),
+                ratings={criterion.id: (rng.randint(1, 5), rng.randint(1, 5))},
+            )
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "20")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    on_gold = Judgment.objects.filter(assignment__pair=gold_pair).count()
+    assert on_gold >= 1 and summary["gold"]["n"] == on_gold
+    assert summary["counts"]["judgments"] == Judgment.objects.count() - on_gold
+    assert [c["criterion"] for c in summary["criteria"]] == ["<b>correct</b>"]
+    html = (tmp_path / "report.html").read_text()
+    assert "&lt;b&gt;correct&lt;/b&gt;" in html and 'id="gold"' in html
+    rows = list(csv.DictReader((tmp_path / "judgments.csv").open()))
+    assert sum(row["gold"] == "True" for row in rows) == on_gold

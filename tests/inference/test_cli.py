@@ -95,7 +95,7 @@ def test_bench_ffn_json_shape(capsys):
 
 @pytest.mark.model
 def test_bench_decode_json_shape(capsys):
-    assert main(["bench", "decode", "--max-new-tokens", "4", "--json"]) == 0
+    assert main(["bench", "decode", "--max-new-tokens", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["transformers_dense_tokens_per_s"] > 0
     assert {"dense", "static", "dynamic", "budget"} <= set(out["policies"])
