@@ -25,7 +25,9 @@ def test_env_helpers_reject_bad_values(monkeypatch):
 
 
 def _manage(args: list[str], env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}
+    # A deployment's environment: none of the test run's own switches.
+    dropped = ("SECRET_KEY", "DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    base = {k: v for k, v in os.environ.items() if k not in dropped}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT, env={**base, "VAR_DIR": str(tmp_path), **env},
