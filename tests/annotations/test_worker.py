@@ -162,7 +162,7 @@ def test_worker_on_rabbitmq(tmp_path):
     g = Generation.objects.get(item__study=study)
     # CELERY_BROKER_URL in the environment (CI sets Redis) would override broker=, so the
     # producer gets an explicit AMQP connection.
-    producer = Celery()
+    producer = Celery(set_as_current=False)  # the project app stays the current one
     connection = Connection(amqp)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path, env={"CELERY_BROKER_URL": amqp}, purge=False) as worker:
