@@ -110,3 +110,45 @@ def pareto_figure(rows: Sequence[dict], front: Sequence[str], quality: str) -> s
     ax.legend()
     ax.grid(alpha=0.3)
     return _png(figure)
+
+
+def subgroup_figure(groupings: Sequence[tuple[str, Sequence[dict]]]) -> str:
+    """One panel per grouping (a profile question, the rater clusters): each group's share
+    of decisive verdicts won by the sparser output per condition pair, against the pair's
+    mean sparsity gap, with Wilson 95 % CIs. Groups without statistics are left out."""
+    columns = min(3, len(groupings))
+    rows = -(-len(groupings) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False)
+    for ax, (title, groups) in zip(axes.flat, groupings, strict=False):
+        gaps = [p["gap"] for group in groups for p in group.get("pairs") or []]
+        # Groups side by side at each gap, so that their error bars do not hide each other.
+        dodge = 0.015 * (max(gaps) - min(gaps) or 1) if gaps else 0
+        for i, group in enumerate(groups):
+            points = group.get("pairs") or []
+            x = [p["gap"] + dodge * (i - (len(groups) - 1) / 2) for p in points]
+            y = [p["share"] for p in points]
+            # Clipped at 0: at a share of 0 or 1 a Wilson bound can miss it by rounding.
+            errors = [
+                [max(0.0, v - p["share_ci"][0]) for v, p in zip(y, points, strict=True)],
+                [max(0.0, p["share_ci"][1] - v) for v, p in zip(y, points, strict=True)],
+            ]
+            ax.errorbar(
+                x,
+                y,
+                yerr=errors,
+                marker="o",
+                capsize=3,
+                alpha=0.8,
+                label=f"{group['group']} ({group['n_raters']})",
+            )
+        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("sparsity gap of the condition pair", fontsize=8)
+        ax.set_ylabel("sparser output preferred", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="group (raters)", title_fontsize=7)
+    for ax in list(axes.flat)[len(groupings) :]:
+        ax.axis("off")
+    figure.tight_layout()
+    return _png(figure)

@@ -6,8 +6,9 @@ renders the result.
 In (`build_report`): *judgments* ``item, rater, condition_a, condition_b, winner``
 (+ ``side_a``, ``generation_a``, ``generation_b``); *generations* ``generation, item,
 condition, active_fraction, tokens_per_s, latency_s, peak_rss_bytes, passed``;
-*conditions* ``[{"name", "policy"}]`` in study order. Out: a JSON-ready dict; every
-statistic that cannot be computed is None with a note saying why.
+*conditions* ``[{"name", "policy"}]`` in study order; optionally *profiles* ``rater,
+question, answer`` and the study's *profile_questions* for the subgroup analysis. Out: a
+JSON-ready dict; every statistic that cannot be computed is None with a note saying why.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pandas as pd
 from analysis.agreement import agreement_summary, choice_agreement, choice_codes
 from analysis.alignment import condition_table, matched_sparsity, pareto_front, quality_measure
 from analysis.mixed import sparsity_preference_model
-from analysis.plots import alignment_figure, pareto_figure, ratings_figure
-from analysis.pluralism import rater_directions
+from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subgroup_figure
+from analysis.pluralism import PERMUTATIONS, rater_directions, subgroup_analysis
 from analysis.preference import preference_summary
 from analysis.quality import criterion_agreement, exclusion_effect, gold_accuracy
 from analysis.tables import InputError
@@ -32,12 +33,17 @@ def build_report(
     conditions: Sequence[dict],
     *,
     criterion_ratings: pd.DataFrame | None = None,
+    profiles: pd.DataFrame | None = None,
+    profile_questions: Sequence[dict] = (),
     bootstrap: int = 1000,
+    permutations: int = PERMUTATIONS,
     seed: int = 0,
 ) -> dict:
     """Every number of the report (see the module docstring). Judgments flagged ``gold``
     (attention checks) only feed the gold accuracy; `criterion_ratings` (``judgment,
-    criterion, value_a, value_b``) the per-criterion alpha."""
+    criterion, value_a, value_b``) the per-criterion alpha and the raters' direction
+    vectors; `profiles` and `profile_questions` the subgroups (`subgroup_analysis`, whose
+    tests use `permutations`). No profile answer of a single rater reaches the output."""
     order = [c["name"] for c in conditions]
     gold_rows = judgments[judgments["gold"].astype(bool)] if "gold" in judgments else judgments[:0]
     judgments = judgments.drop(index=gold_rows.index)
@@ -60,6 +66,7 @@ def build_report(
             "generations": len(generations),
         },
         "bootstrap": bootstrap,
+        "permutations": permutations,
         "seed": seed,
         "notes": notes,
         "agreement": agreement_section(judgments, order, bootstrap=bootstrap, seed=seed),
@@ -70,6 +77,15 @@ def build_report(
         "preference_note": preference_note,
         "mixed_model": sparsity_preference_model(judgments, generations, seed=seed),
         "rater_directions": rater_directions(judgments, generations),
+        "subgroups": subgroup_analysis(
+            judgments,
+            generations,
+            profiles=profiles,
+            questions=profile_questions,
+            criterion_ratings=ratings,
+            permutations=permutations,
+            seed=seed,
+        ),
         "conditions": rows,
         "matched_sparsity": matched_sparsity(rows, preference),
         "pareto": {
@@ -144,7 +160,20 @@ def report_figures(report: dict) -> dict[str, str]:
     quality = report["pareto"]["quality"]
     if quality:
         figures["pareto"] = pareto_figure(rows, report["pareto"]["front"], quality)
+    groupings = subgroup_groupings(report["subgroups"])
+    if groupings:
+        figures["subgroups"] = subgroup_figure(groupings)
     return figures
+
+
+def subgroup_groupings(subgroups: dict) -> list[tuple[str, list[dict]]]:
+    """(title, groups with statistics) per profile question and for the rater clusters;
+    groupings without two such groups are left out."""
+    groupings = [(s["label"], s["groups"]) for s in subgroups["profile"]]
+    if subgroups["clusters"]["groups"]:
+        groupings.append(("rater clusters (exploratory)", subgroups["clusters"]["groups"]))
+    shown = [(title, [g for g in groups if g.get("pairs")]) for title, groups in groupings]
+    return [(title, groups) for title, groups in shown if len(groups) >= 2]
 
 
 METHODS = (
@@ -173,11 +202,27 @@ METHODS = (
     "sparsity; intervals are posterior mean ± 1.96 SD. Per rater, the share of those "
     "verdicts won by the sparser output (Wilson CI) and a chi-square test of homogeneity "
     "across raters with at least 5 of them (do raters disagree about sparsity?). "
+    "Subgroups (pluralistic view): raters are grouped by each profile question the study "
+    "asks (answers “prefer not to say” left out) and, exploratorily, by "
+    "agglomerative (Ward) clusters of their direction vectors (per condition pair 2 × "
+    "share of decisive verdicts won by the sparser output − 1, and per criterion the "
+    "mean Likert difference sparser − denser over the criterion's range; raters with at "
+    "least 5 such verdicts; k in 2–4 by the highest mean silhouette with at least 3 "
+    "raters per cluster). Per group: the share of verdicts won by the sparser output overall "
+    "and per condition pair (Wilson CIs) and the odds ratio per +0.1 gap of its logistic "
+    "curve; groups of fewer than 2 raters are not shown. "
+    "Whether the groups disagree about the threshold: the likelihood ratio of one logistic "
+    "curve of preferring the sparser output on the sparsity gap per group against one "
+    "curve for all (group and group × gap terms), with a permutation p-value that "
+    "reassigns group labels across raters (the rater, not the judgment, is the unit), "
+    "(1 + exceedances) / (1 + permutations). The cluster test is exploratory only: clusters "
+    "formed from the same judgments inflate its significance. "
     "Alignment: per condition, Pass@1 (mean over problems of the share of sandbox checks "
     "passed), mean tokens/s, latency and peak resident memory of finished generations and "
     "the achieved sparsity, against the policy threshold per policy family (dense at 0); "
     "each non-static policy is compared with the static policy of nearest achieved sparsity "
     "(differences, and their head-to-head win rate with a Wilson CI when judged directly); "
     "the Pareto front keeps conditions that no other beats on both quality (Pass@1, else BT "
-    "rating) and tokens/s. Bootstrap resamples and seed are stated at the top of the report."
+    "rating) and tokens/s. Bootstrap resamples, permutations and seed are stated at the top of "
+    "the report."
 )

@@ -5,24 +5,41 @@ The only module of `analysis` that knows Django; the statistics stay pure."""
 
 from __future__ import annotations
 
+import fcntl
+import functools
+import hashlib
 import io
 import json
 import math
+import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from django.db.models import Avg, Count
+from django.conf import settings
+from django.db.models import Avg, Count, Max, Q, Sum
+from django.db.models.functions import Length
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from analysis.agreement import agreement_summary, choice_codes
 from analysis.export import write_csv
+from analysis.pluralism import PERMUTATIONS
 from analysis.preference import preference_summary
 from analysis.report import build_report, report_figures
 from analysis.tables import InputError
-from annotations.models import CriterionRating, Execution, Generation, Judgment, Study
+from annotations.models import (
+    CriterionRating,
+    Enrolment,
+    Execution,
+    Generation,
+    GoldAnswer,
+    Judgment,
+    Study,
+)
 from annotations.passk import pass_at_k_over_problems
 
 
@@ -184,7 +201,27 @@ GENERATION_EXPORT = [
 ]
 # Bootstrap resamples of a report unless told otherwise (the command's --bootstrap).
 REPORT_BOOTSTRAP = 1000
-REPORT_FILES = ("report.html", "judgments.csv", "generations.csv", "judgments.json", "summary.json")
+SUBGROUP_EXPORT = [
+    "grouping",
+    "group",
+    "pair",
+    "sparsity_gap",
+    "n_raters",
+    "n",
+    "sparser_won",
+    "share",
+    "share_ci_low",
+    "share_ci_high",
+    "odds_ratio_per_0_1",
+]
+REPORT_FILES = (
+    "report.html",
+    "judgments.csv",
+    "generations.csv",
+    "subgroups.csv",
+    "judgments.json",
+    "summary.json",
+)
 
 
 @dataclass
@@ -206,7 +243,7 @@ def rater_pseudonyms(rater_ids) -> dict:
     return {rid: f"rater-{i}" for i, rid in enumerate(sorted(set(rater_ids)), start=1)}
 
 
-def _judgment_rows(study: Study) -> list[dict]:
+def _judgment_rows(study: Study, names: dict) -> list[dict]:
     rows = list(
         Judgment.objects.filter(assignment__pair__study=study)
         .order_by("created_at", "id")
@@ -228,7 +265,6 @@ def _judgment_rows(study: Study) -> list[dict]:
             "assignment__pair__generation_b__condition__name",
         )
     )
-    names = rater_pseudonyms(r["assignment__rater_id"] for r in rows)
     return [
         {
             "judgment": r["id"],
@@ -306,7 +342,12 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     and `seed`."""
     if bootstrap is None:
         bootstrap = REPORT_BOOTSTRAP
-    judgments = _judgment_rows(study)
+    names = rater_pseudonyms(
+        Judgment.objects.filter(assignment__pair__study=study).values_list(
+            "assignment__rater_id", flat=True
+        )
+    )
+    judgments = _judgment_rows(study, names)
     generations = _generation_rows(study)
     done = pd.DataFrame(
         [g for g in generations if g["status"] == Generation.Status.DONE],
@@ -326,6 +367,8 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         done,
         conditions,
         criterion_ratings=criterion_ratings,
+        profiles=_profile_table(study, names),
+        profile_questions=study.profile_questions,
         bootstrap=bootstrap,
         seed=seed,
     )
@@ -338,6 +381,20 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         generations=generations,
         examples=_examples(study, generations),
     )
+
+
+def _profile_table(study: Study, names: dict) -> pd.DataFrame:
+    """``rater, question, answer`` of the raters who judged (by pseudonym). It feeds only
+    the subgroup statistics: no report file holds it."""
+    rows = [
+        (names[rater_id], question, answer)
+        for rater_id, profile in Enrolment.objects.filter(
+            study=study, rater_id__in=list(names)
+        ).values_list("rater_id", "profile")
+        if isinstance(profile, dict)
+        for question, answer in profile.items()
+    ]
+    return pd.DataFrame(rows, columns=["rater", "question", "answer"])
 
 
 def _json_ready(value):
@@ -379,9 +436,45 @@ def report_files(report: StudyReport) -> dict[str, bytes]:
         text = io.StringIO(newline="")
         write_csv(rows, fields, text)
         files[name] = text.getvalue().encode()
+    text = io.StringIO(newline="")
+    write_csv(subgroup_rows(report.summary["subgroups"]), SUBGROUP_EXPORT, text)
+    files["subgroups.csv"] = text.getvalue().encode()
     files["judgments.json"] = json.dumps(report.judgments, indent=1).encode()
     files["summary.json"] = json.dumps(report.summary, indent=1).encode()
     return files
+
+
+def subgroup_rows(subgroups: dict) -> list[dict]:
+    """The subgroup table: per grouping (profile question, rater clusters) and group, one
+    row for all condition pairs (``pair`` = all) and one per pair. Aggregates only: a
+    group below the minimum size has its rater count and nothing else."""
+    groupings = [(s["name"], s["groups"]) for s in subgroups["profile"]]
+    groupings.append(("clusters", subgroups["clusters"]["groups"]))
+    rows = []
+    for grouping, groups in groupings:
+        for group in groups:
+            base = {"grouping": grouping, "group": group["group"], "n_raters": group["n_raters"]}
+            if "n" not in group:
+                rows.append(base)
+                continue
+            for pair in [{"pair": "all", **group}, *group["pairs"]]:
+                low, high = pair["share_ci"]
+                rows.append(
+                    {
+                        **base,
+                        "pair": pair["pair"],
+                        "sparsity_gap": pair.get("gap"),
+                        "n": pair["n"],
+                        "sparser_won": pair["sparser_won"],
+                        "share": pair["share"],
+                        "share_ci_low": low,
+                        "share_ci_high": high,
+                        "odds_ratio_per_0_1": group["odds_ratio_per_0_1"]
+                        if pair["pair"] == "all"
+                        else None,
+                    }
+                )
+    return rows
 
 
 def report_zip(files: dict[str, bytes]) -> bytes:
@@ -391,3 +484,124 @@ def report_zip(files: dict[str, bytes]) -> bytes:
         for name, content in files.items():
             archive.writestr(name, content)
     return buffer.getvalue()
+
+
+# --- The report cache -------------------------------------------------------------------
+# A report takes seconds to minutes (bootstraps, the mixed model, permutations); the page
+# serves the files of the last build while the study's data and the code are unchanged.
+
+
+@functools.cache
+def _code_version() -> str:
+    """A digest of the analysis code and the report templates: a change to either makes
+    every cached report stale."""
+    digest = hashlib.sha256()
+    templates = Path(__file__).resolve().parent.parent / "annotations/templates/annotations/report"
+    for path in sorted([*Path(__file__).parent.glob("*.py"), *templates.glob("*.html")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def report_fingerprint(study: Study, *, bootstrap: int, seed: int) -> str:
+    """A digest of everything a report reads: counts, largest ids, latest times and sums of
+    the rows that can change (judgments, criterion ratings, generations, executions), the
+    small tables whole (conditions, criteria, gold answers, enrolments with their profile
+    answers), the analysis settings and `_code_version`. Aggregates, so it costs a few
+    queries, not a read of the study."""
+    judgments = Judgment.objects.filter(assignment__pair__study=study).aggregate(
+        n=Count("id"),
+        last=Max("id"),
+        at=Max("created_at"),
+        a=Count("id", filter=Q(winner="a")),
+        b=Count("id", filter=Q(winner="b")),
+        both_bad=Count("id", filter=Q(both_bad=True)),
+        gold_correct=Count("id", filter=Q(gold_correct=True)),
+    )
+    ratings = CriterionRating.objects.filter(judgment__assignment__pair__study=study).aggregate(
+        n=Count("id"), last=Max("id"), a=Sum("value_a"), b=Sum("value_b")
+    )
+    generations = Generation.objects.filter(item__study=study).aggregate(
+        n=Count("id"),
+        last=Max("id"),
+        at=Max("finished_at"),
+        done=Count("id", filter=Q(status=Generation.Status.DONE)),
+        active=Sum("active_fraction"),
+        speed=Sum("tokens_per_s"),
+        latency=Sum("latency_s"),
+        rss=Sum("peak_rss_bytes"),
+        tokens=Sum("new_tokens"),
+        text=Sum(Length("text")),
+    )
+    executions = Execution.objects.filter(generation__item__study=study).aggregate(
+        n=Count("id"),
+        last=Max("id"),
+        at=Max("created_at"),
+        passed=Count("id", filter=Q(status=Execution.Status.PASSED)),
+    )
+    state = {
+        "study": [study.id, study.created_at, study.name, study.profile_questions],
+        "items": study.items.aggregate(n=Count("id"), last=Max("id")),
+        "conditions": list(study.conditions.values_list("id", "name", "policy", "position")),
+        "criteria": list(study.criteria.values_list("id", "name")),
+        "gold": list(
+            GoldAnswer.objects.filter(pair__study=study)
+            .order_by("id")
+            .values_list("pair_id", "winner")
+        ),
+        "enrolments": list(study.enrolments.order_by("id").values_list("rater_id", "profile")),
+        "judgments": judgments,
+        "ratings": ratings,
+        "generations": generations,
+        "executions": executions,
+        "settings": [bootstrap, seed, PERMUTATIONS, _code_version()],
+    }
+    text = json.dumps(_rounded(state), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _rounded(value):
+    """Floats to 12 significant digits: a database may sum floats in any order (Postgres
+    in parallel workers), and the last bits must not make a new fingerprint."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return float(f"{value:.12g}") if isinstance(value, float) else value
+
+
+def cached_report_files(
+    study: Study, *, bootstrap: int | None = None, seed: int = 0
+) -> dict[str, bytes]:
+    """The report's files (`report_files`), built once per `report_fingerprint` and kept
+    under ``VAR_DIR/reports/<study id>/<fingerprint>/``; older builds of the study are
+    removed. Concurrent first requests wait on a file lock, so only one builds."""
+    if bootstrap is None:
+        bootstrap = REPORT_BOOTSTRAP
+    root = Path(settings.VAR_DIR) / "reports" / str(study.id)
+    folder = root / report_fingerprint(study, bootstrap=bootstrap, seed=seed)
+    files = _read_report(folder)
+    if files is not None:
+        return files
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        files = _read_report(folder)  # built by whoever held the lock before us
+        if files is not None:
+            return files
+        files = report_files(study_report(study, bootstrap=bootstrap, seed=seed))
+        building = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
+        for name, content in files.items():
+            (building / name).write_bytes(content)
+        # Older builds go, and the leftovers of a build that crashed.
+        for old in root.iterdir():
+            if old.is_dir() and old != building:
+                shutil.rmtree(old, ignore_errors=True)
+        building.rename(folder)  # atomic: a reader sees a whole build or none
+    return files
+
+
+def _read_report(folder: Path) -> dict[str, bytes] | None:
+    try:
+        return {name: (folder / name).read_bytes() for name in REPORT_FILES}
+    except FileNotFoundError:  # not built yet, or removed by a newer build meanwhile
+        return None

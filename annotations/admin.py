@@ -14,6 +14,10 @@ from annotations.models import (
     Pair,
     Study,
 )
+from annotations.views.auth import AdminLoginForm
+
+# The admin's log-in page counts failures and locks out like the site's own.
+admin.site.login_form = AdminLoginForm
 
 
 class ConditionInline(admin.TabularInline):

@@ -170,8 +170,10 @@ def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Problem]
     path = Path(path)
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(path, [(getattr(exc, "lineno", 0), str(exc))]) from exc
+    except RecursionError:
+        raise DatasetError(path, [(0, "malformed JSON (nested too deeply)")]) from None
     if not isinstance(items, list):
         raise DatasetError(path, [(1, "expected a JSON array of problems")])
     numbered = ((index, item, None) for index, item in enumerate(items, start=1))
@@ -289,6 +291,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                     yield number, json.loads(line), None
                 except json.JSONDecodeError as exc:
                     yield number, None, f"malformed JSON ({exc.msg} at column {exc.colno})"
+                except RecursionError:
+                    yield number, None, "malformed JSON (nested too deeply)"
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(path, [(0, f"cannot read the file: {exc}")]) from exc
 

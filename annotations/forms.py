@@ -6,7 +6,16 @@ import json
 
 from django import forms
 
-from annotations.models import RATIONALE_MAX_CHARS, Criterion, Judgment, Problem, Study
+from annotations.models import (
+    RATIONALE_MAX_CHARS,
+    Criterion,
+    Judgment,
+    Problem,
+    Study,
+    profile_question_problem,
+)
+
+PREFER_NOT_TO_SAY = "Prefer not to say"
 
 
 class JudgmentForm(forms.Form):
@@ -38,6 +47,34 @@ class JudgmentForm(forms.Form):
         }
 
 
+class ConsentForm(forms.Form):
+    """Consent, and the study's profile questions (fields `profile_<name>`), each a select
+    whose empty first choice is “Prefer not to say”."""
+
+    accept = forms.BooleanField(
+        error_messages={"required": "Tick the box to take part, or close this page."}
+    )
+
+    def __init__(self, *args, questions: list[dict], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.questions = questions
+        for question in questions:
+            self.fields[f"profile_{question['name']}"] = forms.ChoiceField(
+                label=question["label"],
+                required=False,
+                choices=[("", PREFER_NOT_TO_SAY)] + [(c, c) for c in question["choices"]],
+                error_messages={"invalid_choice": "Choose one of the answers offered."},
+            )
+
+    def profile_fields(self) -> list[forms.BoundField]:
+        return [self[f"profile_{q['name']}"] for q in self.questions]
+
+    def profile(self) -> dict[str, str]:
+        """{name: choice} of the questions answered; “prefer not to say” is left out."""
+        answers = {q["name"]: self.cleaned_data[f"profile_{q['name']}"] for q in self.questions}
+        return {name: choice for name, choice in answers.items() if choice}
+
+
 def _parse_conditions(text: str) -> list[tuple[str, dict]]:
     """`name = {policy JSON}` per line -> [(name, canonical policy JSON)], errors by line."""
     # Imported here so that web startup never pulls in the engine's heavier modules.
@@ -54,6 +91,8 @@ def _parse_conditions(text: str) -> list[tuple[str, dict]]:
             policy = Policy.from_json(json.loads(policy_text))
         except json.JSONDecodeError as error:
             raise forms.ValidationError(f"Line {number}: not valid JSON ({error.msg}).") from None
+        except RecursionError:  # e.g. [[[[… thousands deep: a form error, not a 500
+            raise forms.ValidationError(f"Line {number}: the JSON is nested too deeply.") from None
         except ValueError as error:
             raise forms.ValidationError(f"Line {number}: {error}") from None
         conditions.append((name.strip()[:100], policy.to_json()))
@@ -80,6 +119,36 @@ def _parse_criteria(text: str) -> list[tuple[str, str]]:
     return criteria
 
 
+def _parse_profile_questions(text: str) -> list[dict]:
+    """`name | question | choice; choice; …` per line -> [{"name", "label", "choices"}]."""
+    questions: list[dict] = []
+    lines: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) != 3:
+            raise forms.ValidationError(
+                f"Line {number}: write `name | question | choice; choice; …`."
+            )
+        name, label, choices = parts
+        question = {
+            "name": name,
+            "label": label,
+            "choices": [c.strip() for c in choices.split(";") if c.strip()],
+        }
+        problem = profile_question_problem(question)
+        if problem:
+            raise forms.ValidationError(f"Line {number}: {problem}.")
+        if name in lines:
+            raise forms.ValidationError(
+                f"Line {number}: the name “{name}” is already used on line {lines[name]}."
+            )
+        lines[name] = number
+        questions.append(question)
+    return questions
+
+
 class StudySetupForm(forms.ModelForm):
     """Everything a researcher decides before launch, on one page."""
 
@@ -94,6 +163,14 @@ class StudySetupForm(forms.ModelForm):
         initial="correctness | How correct is this response?\n"
         "readability | How readable is this code?",
         help_text="Optional Likert questions, one per line: name | question (1–5 scale).",
+    )
+    profile_questions = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Rater profile questions",
+        help_text="Optional, asked on the consent page (needs a consent text), one per line: "
+        "name | question | choice; choice; …  Raters may always prefer not to say. Answers "
+        "are personal data: reports show only group statistics.",
     )
     dataset = forms.ChoiceField(required=False, help_text="Draw items from the problem library.")
     task_contains = forms.CharField(required=False, max_length=100, label="Task id contains")
@@ -112,7 +189,7 @@ class StudySetupForm(forms.ModelForm):
             "name", "description", "instructions", "consent_text", "pair_design", "overlap",
             "items_per_rater", "gold_rate", "gold_block_after", "min_response_ms",
             "lease_minutes", "completion_code", "completion_url", "max_new_tokens",
-            "samples_per_item", "temperature",
+            "samples_per_item", "temperature", "profile_questions",
         ]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
@@ -132,6 +209,9 @@ class StudySetupForm(forms.ModelForm):
 
     def clean_criteria(self) -> list[tuple[str, str]]:
         return _parse_criteria(self.cleaned_data["criteria"])
+
+    def clean_profile_questions(self) -> list[dict]:
+        return _parse_profile_questions(self.cleaned_data["profile_questions"])
 
     def clean_gold_rate(self) -> float:
         rate = self.cleaned_data["gold_rate"]

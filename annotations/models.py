@@ -5,12 +5,60 @@ One row per real-world thing; the database enforces what must be unique."""
 from __future__ import annotations
 
 import json
+import re
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
 RATIONALE_MAX_CHARS = 1000
+PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+PROFILE_LABEL_MAX_CHARS = 200
+PROFILE_CHOICE_MAX_CHARS = 100
+
+
+def profile_question_problem(question) -> str | None:
+    """Why one profile question is malformed, or None. A question is ``{"name", "label",
+    "choices"}``: a short lower-case name, a label, and two or more different choices
+    (choices are required so that subgroups are categorical)."""
+    if not isinstance(question, dict):
+        return 'must be an object {"name", "label", "choices"}'
+    unknown = sorted(set(question) - {"name", "label", "choices"})
+    if unknown:
+        return f"unknown key(s) {', '.join(unknown)}"
+    name, label, choices = question.get("name"), question.get("label"), question.get("choices")
+    if not isinstance(name, str) or not PROFILE_NAME.match(name):
+        return "the name must be lower-case letters, digits or _, starting with a letter"
+    if not isinstance(label, str) or not label.strip():
+        return f"“{name}” needs a label (the question raters read)"
+    if len(label) > PROFILE_LABEL_MAX_CHARS:
+        return f"“{name}”: the label is longer than {PROFILE_LABEL_MAX_CHARS} characters"
+    if not isinstance(choices, list) or not all(
+        isinstance(c, str) and c.strip() for c in choices
+    ):
+        return f"“{name}” needs a list of choices (non-empty texts)"
+    if len(choices) < 2 or len(set(choices)) != len(choices):
+        return f"“{name}” needs at least two different choices"
+    if any(len(c) > PROFILE_CHOICE_MAX_CHARS for c in choices):
+        return f"“{name}”: a choice is longer than {PROFILE_CHOICE_MAX_CHARS} characters"
+    return None
+
+
+def validate_profile_questions(value) -> None:
+    """`Study.profile_questions` must be a list of valid questions with different names."""
+    if not isinstance(value, list):
+        raise ValidationError("Profile questions must be a list of questions.")
+    problems = [
+        f"Question {number}: {problem}"
+        for number, question in enumerate(value, start=1)
+        if (problem := profile_question_problem(question))
+    ]
+    names = [q.get("name") for q in value if isinstance(q, dict)]
+    if not problems and len(set(names)) != len(names):
+        problems.append("Profile question names must be different.")
+    if problems:
+        raise ValidationError(problems)
 
 
 class Study(models.Model):
@@ -70,6 +118,13 @@ class Study(models.Model):
     min_response_ms = models.PositiveIntegerField(
         default=0, help_text="Answers faster than this are refused (0 = no minimum)."
     )
+    # Asked on the consent page; answers (Enrolment.profile) feed the subgroup analysis.
+    profile_questions = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_profile_questions],
+        help_text='[{"name": "experience", "label": "…", "choices": ["…", "…"]}]',
+    )
 
     class Meta:
         verbose_name_plural = "studies"
@@ -88,6 +143,14 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # The questions are asked on the consent page, which only a consent text opens.
+        if self.profile_questions and not self.consent_text.strip():
+            raise ValidationError(
+                {"profile_questions": "Profile questions are asked on the consent page: "
+                 "set a consent text too."}
+            )
 
     def is_open(self) -> bool:
         return self.status == self.Status.OPEN
@@ -404,6 +467,9 @@ class Enrolment(models.Model):
     prolific_pid = models.CharField(max_length=64, blank=True)
     prolific_study_id = models.CharField(max_length=64, blank=True)
     prolific_session_id = models.CharField(max_length=64, blank=True)
+    # Answers to the study's profile questions, {name: choice}; a question the rater
+    # preferred not to answer is absent. Personal data: reports show only group statistics.
+    profile = models.JSONField(default=dict, blank=True)
     gold_failures = models.PositiveSmallIntegerField(default=0)
     blocked_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -249,18 +249,20 @@ def executions_enqueue(*, study: Study) -> int:
     return len(ids)
 
 
-def generations_reap() -> int:
-    """Re-send the generations whose worker died (lease expired while running).
+def generations_reap(*, queue_empty: bool = False) -> int:
+    """Re-send the generations whose worker died (lease expired while running), and,
+    when `queue_empty` (no generation message waits in the broker), the pending ones.
 
     Run periodically (celery beat): the broker may have lost or acknowledged the
-    message of a killed worker, so the database rows decide what is redone."""
+    message of a killed worker, so the database rows decide what is redone. A pending
+    row with nothing in the queue has lost its message: a broker restarted without
+    persistence forgets every queue, and one that was down at enqueue never got it."""
     from annotations.tasks import generate
 
-    ids = list(
-        Generation.objects.filter(
-            status=Generation.Status.RUNNING, lease_until__lt=timezone.now()
-        ).values_list("id", flat=True)
-    )
+    lost = Q(status=Generation.Status.RUNNING, lease_until__lt=timezone.now())
+    if queue_empty:
+        lost |= Q(status=Generation.Status.PENDING)
+    ids = list(Generation.objects.filter(lost).values_list("id", flat=True))
     for generation_id in ids:
         transaction.on_commit(functools.partial(generate.delay, generation_id))
     return len(ids)

@@ -119,12 +119,13 @@ class RaterProgress:
 def rater_progress(study: Study, rater: AbstractBaseUser) -> RaterProgress:
     """How many pairs this rater has judged and about how many more they could get."""
     now = timezone.now()
-    judged = Assignment.objects.filter(
-        pair__study=study, rater=rater, judgment__isnull=False
-    ).count()
-    open_ = Assignment.objects.filter(
-        pair__study=study, rater=rater, judgment__isnull=True, released_at__isnull=True
-    ).count()
+    # One query for the rater's own counts (this runs on every rate page).
+    own = Assignment.objects.filter(pair__study=study, rater=rater).aggregate(
+        judged=Count("id", filter=Q(judgment__isnull=False)),
+        open=Count("id", filter=Q(judgment__isnull=True, released_at__isnull=True)),
+        ordinary_judged=Count("id", filter=Q(judgment__isnull=False, pair__gold__isnull=True)),
+    )
+    judged, open_ = own["judged"], own["open"]
     # Same rule as services._live_assignments: judged, or held by an unexpired lease.
     live = (
         Q(assignments__judgment__isnull=False)
@@ -136,14 +137,12 @@ def rater_progress(study: Study, rater: AbstractBaseUser) -> RaterProgress:
         .exclude(assignments__rater=rater)
         .annotate(n=Count("assignments", filter=live))
         .filter(n__lt=study.overlap)
+        .order_by()
         .count()
     )
     remaining = open_ + available
     if study.items_per_rater is not None:
-        ordinary_judged = Assignment.objects.filter(
-            pair__study=study, rater=rater, judgment__isnull=False, pair__gold__isnull=True
-        ).count()
-        remaining = min(remaining, max(study.items_per_rater - ordinary_judged, open_))
+        remaining = min(remaining, max(study.items_per_rater - own["ordinary_judged"], open_))
     return RaterProgress(judged=judged, remaining=remaining)
 
 

@@ -9,6 +9,7 @@ import random
 import re
 import secrets
 from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
@@ -95,10 +96,6 @@ def _lock_pair(pair_id: int) -> bool:
     return Pair.objects.filter(id=pair_id).update(study_id=F("study_id")) == 1
 
 
-def _condition_pair_key(pair: Pair) -> tuple[int, int]:
-    return (pair.generation_a.condition_id, pair.generation_b.condition_id)
-
-
 def assignment_next(
     *, study: Study, rater: AbstractBaseUser, rng: random.Random | None = None
 ) -> Assignment | None:
@@ -150,25 +147,28 @@ def assignment_next(
         )
         if ordinary.count() >= study.items_per_rater:
             return None
+    # Only ids and condition ids: loading the generations would read every output's text.
     candidates = list(
         Pair.objects.filter(study=study, gold__isnull=True)
         .exclude(assignments__rater=rater)
         .annotate(n_raters=Count("assignments", filter=_live_assignments(now, "assignments__")))
         .filter(n_raters__lt=study.overlap)
-        .select_related("generation_a", "generation_b")
+        .order_by()  # shuffled below; the default ordering would join and sort by item
+        .values_list(
+            "id", "n_raters", "generation_a__condition_id", "generation_b__condition_id"
+        )
     )
     if not candidates:
         return None
     seen_by_condition_pair = Counter(
-        _condition_pair_key(a.pair)
-        for a in seen.select_related("pair__generation_a", "pair__generation_b")
+        seen.values_list("pair__generation_a__condition_id", "pair__generation_b__condition_id")
     )
     rng.shuffle(candidates)
     candidates.sort(
-        key=lambda p: (p.n_raters, seen_by_condition_pair[_condition_pair_key(p)])
+        key=lambda row: (row[1], seen_by_condition_pair[(row[2], row[3])])
     )
-    for pair in candidates:
-        made = _assignment_try(pair_id=pair.id, study=study, rater=rater, rng=rng, now=now)
+    for pair_id, *_ in candidates:
+        made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now)
         if made is not None:
             return made
     return None
@@ -349,10 +349,11 @@ def enrolment_get(*, study: Study, rater: AbstractBaseUser) -> Enrolment:
     return enrolment
 
 
-def enrolment_consent(*, enrolment: Enrolment) -> None:
-    """Record consent once; the first timestamp stays."""
+def enrolment_consent(*, enrolment: Enrolment, profile: dict[str, str] | None = None) -> None:
+    """Record consent once, with the rater's answers to the study's profile questions
+    (``{name: choice}``, validated by the consent form); the first consent stays."""
     Enrolment.objects.filter(id=enrolment.id, consented_at__isnull=True).update(
-        consented_at=timezone.now()
+        consented_at=timezone.now(), profile=profile or {}
     )
     enrolment.refresh_from_db()
 
@@ -364,7 +365,8 @@ def enrolment_complete(*, enrolment: Enrolment) -> None:
     enrolment.refresh_from_db()
 
 
-_PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# \Z, not $: "$" also matches before a trailing newline ("abc\n" would pass).
+_PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 def prolific_rater_get(
@@ -382,6 +384,9 @@ def prolific_rater_get(
     User = get_user_model()
     with transaction.atomic():
         user, created = User.objects.get_or_create(username=f"prolific-{prolific_pid}")
+        if not created and (user.is_staff or user.has_usable_password()):
+            # Not an account this link made: the link must never log in as someone else.
+            raise ValueError("This link cannot be used; please contact the researchers.")
         if created:
             user.set_unusable_password()
             user.save(update_fields=["password"])
@@ -507,3 +512,96 @@ def study_status_set(*, study: Study, status: str) -> bool:
     if changed:
         study.status = status
     return bool(changed)
+
+
+# --- Rater data: deletion on request ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RaterDataDeletion:
+    """What `rater_data_delete` did, or in a dry run would do."""
+
+    username: str
+    judgments: int
+    assignments_deleted: int
+    enrolments: int
+    prolific_ids: int
+    invites: int
+    # Set when the judgments were kept: the inactive stand-in account that now holds them.
+    pseudonym: str = ""
+
+    def lines(self) -> list[str]:
+        """The summary as sentences, for the command's output."""
+        if self.pseudonym:
+            kept = (
+                f"{self.judgments} judgment(s) kept, now by inactive user {self.pseudonym} "
+                f"with {self.enrolments} enrolment(s) (profile answers blanked; Prolific "
+                f"ids blanked on {self.prolific_ids})"
+            )
+        else:
+            kept = (
+                f"{self.judgments} judgment(s) with their ratings deleted; "
+                f"{self.enrolments} enrolment(s) deleted ({self.prolific_ids} with Prolific ids)"
+            )
+        return [
+            f"account {self.username} deleted",
+            kept,
+            f"{self.assignments_deleted} assignment(s) deleted: their pairs can be assigned again",
+            f"{self.invites} invite link(s) used by the rater deleted",
+        ]
+
+
+def rater_data_delete(
+    *, rater: AbstractBaseUser, keep_judgments: bool = False, dry_run: bool = False
+) -> RaterDataDeletion:
+    """Delete a rater's personal data: the account, their enrolments (consent time,
+    Prolific ids) and the invite links they used.
+
+    By default their assignments, judgments and criterion ratings go too, which frees
+    those pairs for other raters (overlap refills). With `keep_judgments` the judged
+    assignments and the enrolments (Prolific ids and profile answers blanked; consent time
+    and attention-check state kept) move
+    to a new inactive account ``deleted-<hex>`` with no password, so the study's numbers
+    do not change; unanswered assignments are deleted. All or nothing; `dry_run` counts,
+    then rolls back. Staff accounts are refused (`ValueError`): delete those in the admin."""
+    if rater.is_staff or rater.is_superuser:
+        raise ValueError(f"{rater.get_username()} is a staff account, not a rater")
+    with transaction.atomic():
+        assignments = Assignment.objects.filter(rater=rater)
+        enrolments = Enrolment.objects.filter(rater=rater)
+        judgments = Judgment.objects.filter(assignment__rater=rater).count()
+        n_enrolments = enrolments.count()
+        prolific_ids = enrolments.exclude(
+            prolific_pid="", prolific_study_id="", prolific_session_id=""
+        ).count()
+        invites, _ = Invite.objects.filter(rater=rater).delete()
+        pseudonym = ""
+        if keep_judgments:
+            stand_in = get_user_model().objects.create_user(
+                f"deleted-{secrets.token_hex(8)}", is_active=False
+            )
+            stand_in.studies.add(*rater.studies.all())
+            assignments.filter(judgment__isnull=False).update(rater=stand_in)
+            enrolments.update(
+                rater=stand_in, prolific_pid="", prolific_study_id="", prolific_session_id="",
+                profile={},
+            )
+            pseudonym = stand_in.get_username()
+        assignments_deleted = assignments.count()
+        # Cascades to the judgments and criterion ratings that were not moved.
+        assignments.delete()
+        enrolments.delete()
+        summary = RaterDataDeletion(
+            username=rater.get_username(),
+            judgments=judgments,
+            assignments_deleted=assignments_deleted,
+            enrolments=n_enrolments,
+            prolific_ids=prolific_ids,
+            invites=invites,
+            pseudonym=pseudonym,
+        )
+        # A queryset delete leaves the caller's object intact (a dry run rolls back).
+        type(rater).objects.filter(pk=rater.pk).delete()
+        if dry_run:
+            transaction.set_rollback(True)
+    return summary

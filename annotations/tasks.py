@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 from celery import shared_task
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
 
 from annotations import pipeline
 from annotations.models import Generation
@@ -48,12 +49,32 @@ def generate(generation_id: int) -> str:
         log.exception("generation %s failed", generation_id)
         pipeline.generation_fail(generation=generation, error=f"{type(exc).__name__}: {exc}")
         return "failed"
-    stored = pipeline.generation_complete(
-        generation=generation, result=result, model_fingerprint=loaded.fingerprint
-    )
+    stored = _complete(generation, result, loaded.fingerprint)
     if stored and generation.item.problem_id is not None:
         transaction.on_commit(functools.partial(execute.delay, generation_id))
     return "done" if stored else "lost-lease"
+
+
+# Waits between tries when the database is down just as a finished output is stored: the
+# output cost minutes of model time, and a task retry would find its row still leased.
+_STORE_WAITS_S = (1, 2, 4, 8, 15, 30)
+
+
+def _complete(generation: Generation, result, model_fingerprint: str) -> bool:
+    """`pipeline.generation_complete`, waiting out a database restart (about a minute)."""
+    for wait_s in _STORE_WAITS_S:
+        try:
+            return pipeline.generation_complete(
+                generation=generation, result=result, model_fingerprint=model_fingerprint
+            )
+        except OperationalError as error:
+            log.warning("generation %s: database unavailable while storing the output (%s); "
+                        "trying again in %ss", generation.id, error, wait_s)
+            connection.close()  # the next try opens a fresh one
+            time.sleep(wait_s)
+    return pipeline.generation_complete(
+        generation=generation, result=result, model_fingerprint=model_fingerprint
+    )
 
 
 @shared_task(queue="execution", **_RETRY)
@@ -85,5 +106,20 @@ def execute(generation_id: int) -> str:
 
 @shared_task(queue="generation")
 def reap_generations() -> int:
-    """Periodic: re-send generations whose worker died. Returns how many were sent."""
-    return pipeline.generations_reap()
+    """Periodic: re-send generations whose worker died, or whose message the broker
+    lost. Returns how many were sent."""
+    return pipeline.generations_reap(queue_empty=_queue_empty("generation"))
+
+
+def _queue_empty(name: str) -> bool:
+    """Whether no message waits in the broker queue (one that does not exist is empty).
+
+    Messages a worker holds unacknowledged are not counted: their rows are running."""
+    from celery import current_app
+
+    with current_app.connection_for_write() as connection:
+        try:
+            declared = connection.default_channel.queue_declare(queue=name, passive=True)
+        except connection.channel_errors:  # kombu's, py-amqp's "NOT_FOUND"
+            return True
+    return declared.message_count == 0

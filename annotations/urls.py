@@ -1,11 +1,11 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotations.views import rater, report, setup, staff
+from annotations.views import auth, rater, report, setup, staff
 
 urlpatterns = [
     path("", rater.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth.login, name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("studies/<int:study_id>/rate/", rater.rate, name="rate"),
     path("assignments/<int:assignment_id>/judge/", rater.judge, name="judge"),

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from inference.config import shape_named
-from inference.hot_cold import HotColdMLP, _bag_sum
+from inference.hot_cold import HotColdMLP
+from inference.kernels import bag_sum
 from inference.sparse_mlp import SparseMLP
 
 
@@ -69,7 +70,7 @@ def main() -> None:
             lambda: dense(x),
             lambda: split(x),
             lambda masked=masked: F.linear(masked, down_w),
-            lambda active=active: _bag_sum(down_t, active, h[active]),
+            lambda active=active: bag_sum(down_t, active, h[active]),
         ]
         times = [[] for _ in contenders]
         for _ in range(args.reps):  # interleaved, so drift hits every contender alike

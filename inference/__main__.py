@@ -6,6 +6,7 @@ See docs/engine.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -43,16 +44,29 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if prompt is None:
         raise ValueError('a prompt is needed: python -m inference generate [...] "prompt"')
     loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    split = args.plan is not None or args.hot_fraction is not None
+    if split and args.device != "cpu":
+        raise ValueError("a hot/cold split places itself: use --hot-device/--cold-device")
+    if not split and (args.hot_device, args.cold_device) != ("cpu", "cpu"):
+        raise ValueError("--hot-device/--cold-device need --plan or --hot-fraction")
     if args.device != "cpu":
         loaded.model.to(args.device)
-    if args.hot_fraction is not None:
+    devices = {"hot_device": args.hot_device, "cold_device": args.cold_device}
+    if args.plan is not None:
+        from inference.hot_cold import split_by_plan
+        from inference.plan import Placement
+
+        placement = Placement.load(args.plan)
+        frequency = _plan_frequency(placement, loaded.fingerprint)
+        split_by_plan(loaded.model, placement, frequency, **devices)
+    elif args.hot_fraction is not None:
         from inference.hot_cold import split_hot_cold
         from inference.profile import Profile
 
         if args.profile is None:
             raise ValueError("--hot-fraction needs --profile (a file from `profile`)")
         frequency = Profile.load(args.profile).frequency(args.activity_threshold)
-        split_hot_cold(loaded.model, frequency, args.hot_fraction)
+        split_hot_cold(loaded.model, frequency, args.hot_fraction, **devices)
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)
@@ -91,7 +105,28 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         f"peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB, model {loaded.fingerprint}",
         file=sys.stderr,
     )
+    if split:
+        per_device = result.weight_bytes_per_device.items()
+        placed = ", ".join(f"{device} {n / 2**20:.0f} MiB" for device, n in per_device)
+        print(
+            f"hot/cold split: weights {placed}; "
+            f"activations served by the hot block {result.hot_activation_share:.1%}",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _plan_frequency(placement, fingerprint: str):
+    """The profiled frequencies a plan was made from (``None`` for a synthetic plan)."""
+    if placement.profile is None:
+        print("note: the plan has no profile; neurons keep their order", file=sys.stderr)
+        return None
+    from inference.profile import Profile
+
+    profile = Profile.load(placement.profile)
+    if profile.fingerprint != fingerprint:
+        raise ValueError(f"the plan's profile is of {profile.fingerprint}, the model {fingerprint}")
+    return profile.frequency(placement.activity_threshold)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -104,7 +139,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     def progress(layer: int, m: dict) -> None:
         print(
             f"layer {layer:3d}: recall {m['recall']:.3f} precision {m['precision']:.3f} "
-            f"predicted active {m['predicted_active']:.3f} (true {m['true_active']:.3f})",
+            f"mass recall {m['mass_recall']:.3f} "
+            f"predicted active {m['predicted_active']:.3f} (true {m['true_active']:.3f}); "
+            f"at recall 0.95: active {m['predicted_active_for_recall']['0.95']:.3f}",
             file=sys.stderr,
         )
 
@@ -119,7 +156,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         progress=progress,
     )
     predictors.save(args.out)
-    summary = {k: v for k, v in predictors.metrics.items() if k != "per_layer"}
+    summary = {
+        k: v
+        for k, v in predictors.metrics.items()
+        if k not in ("per_layer", "thresholds_for_recall")
+    }
     print(json.dumps({"predictor": str(args.out), "fingerprint": loaded.fingerprint, **summary}))
     return 0
 
@@ -127,6 +168,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from inference import bench
 
+    if args.what == "quality":
+        policies = None
+        if args.policy:
+            from inference.policies import DensePolicy
+
+            policies = {"dense": DensePolicy()}
+            policies.update({p.label(): p for p in args.policy})
+        result = bench.bench_quality(
+            args.model,
+            policies,
+            first=args.first,
+            count=args.count,
+            profile=args.profile,
+            predictor=args.predictor,
+            cache_dir=args.cache_dir,
+        )
+        print(json.dumps(result) if args.json else bench.format_quality(result))
+        return 0
     if args.what == "ffn":
         active = [float(a) for a in args.active.split(",")]
         result = bench.bench_ffn(
@@ -163,6 +222,25 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from inference.profile import Profile, calibrated_policy
 
+    if (args.profile is None) == (args.predictor is None):
+        raise ValueError("calibrate needs --profile (magnitude) or --predictor (recall)")
+    if args.predictor is not None:
+        from inference.predictor import Predictors, predictor_policy_for_recall
+
+        if args.target_recall is None:
+            raise ValueError("--predictor needs --target-recall, e.g. 0.95")
+        predictors = Predictors.load(args.predictor)
+        policy = predictor_policy_for_recall(predictors, str(args.predictor), args.target_recall)
+        active = predictors.metrics["mean_predicted_active_for_recall"][f"{args.target_recall:g}"]
+        print(
+            f"target recall {args.target_recall:g}: predicted active on the held-out prompts "
+            f"{active:.1%} (sparsity {1 - active:.1%})",
+            file=sys.stderr,
+        )
+        print(json.dumps(policy.to_json()))
+        return 0
+    if args.target_sparsity is None:
+        raise ValueError("--profile needs --target-sparsity, e.g. 0.5")
     profile = Profile.load(args.profile)
     policy = calibrated_policy(profile, args.target_sparsity)
     expected = profile.active_fraction(list(policy.thresholds))
@@ -189,8 +267,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         frequency = profile.frequency(args.activity_threshold)
     placement = plan_placement(shape, parse_bytes(args.gpu_mem), frequency, args.weight_format)
     if args.profile is not None:
+        placement = dataclasses.replace(
+            placement,
+            profile=str(args.profile),
+            activity_threshold=args.activity_threshold,
+            profile_fingerprint=profile.fingerprint,
+        )
         print(f"profile {args.profile} of {profile.fingerprint}, |h| > {args.activity_threshold:g}")
     print(placement.summary())
+    if args.out is not None:
+        placement.save(args.out)
+        print(f"saved {args.out}")
     return 0
 
 
@@ -214,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='policy: a JSON file or inline JSON, e.g. \'{"kind":"static","threshold":0.05}\'',
     )
     _add_model_arguments(gen)
-    gen.add_argument("--device", default="cpu", help="cpu or cuda (the whole model)")
+    gen.add_argument("--device", default="cpu", help="cpu or cuda (the whole, unsplit model)")
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--temperature", type=float, default=0.0)
@@ -224,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--hot-fraction", type=float, default=None, help="split neurons hot/cold (skipping MLP)"
     )
     gen.add_argument("--activity-threshold", type=float, default=0.05, help="profiled |h| eps")
+    gen.add_argument(
+        "--plan", type=Path, default=None, help="placement plan (`plan --out`): hot/cold split"
+    )
+    gen.add_argument("--hot-device", default="cpu", help="split model: hot neurons, attention")
+    gen.add_argument("--cold-device", default="cpu", help="split model: cold neurons")
     gen.set_defaults(func=_cmd_generate)
 
     prof = commands.add_parser("profile", help="profile MLP activations on HumanEval prompts")
@@ -235,9 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(prof)
     prof.set_defaults(func=_cmd_profile)
 
-    cal = commands.add_parser("calibrate", help="per-layer thresholds for a target sparsity")
-    cal.add_argument("--profile", type=Path, required=True)
-    cal.add_argument("--target-sparsity", type=float, required=True, help="e.g. 0.5")
+    cal = commands.add_parser(
+        "calibrate", help="per-layer thresholds: a target sparsity, or a predictor's recall"
+    )
+    cal.add_argument("--profile", type=Path, default=None, help="profile: magnitude thresholds")
+    cal.add_argument("--target-sparsity", type=float, default=None, help="e.g. 0.5")
+    cal.add_argument("--predictor", type=Path, default=None, help="predictor file (`predict`)")
+    cal.add_argument("--target-recall", type=float, default=None, help="e.g. 0.95")
     cal.set_defaults(func=_cmd_calibrate)
 
     pred = commands.add_parser("predict", help="train per-layer activation predictors")
@@ -251,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(pred)
     pred.set_defaults(func=_cmd_predict)
 
-    bench = commands.add_parser("bench", help="benchmarks: one FFN layer, or decoding")
-    bench.add_argument("what", choices=["ffn", "decode"])
+    bench = commands.add_parser(
+        "bench", help="benchmarks: one FFN layer, decoding, or quality against dense"
+    )
+    bench.add_argument("what", choices=["ffn", "decode", "quality"])
     bench.add_argument("--shape", default="llama-70b", help="ffn: a name from config.SHAPES")
     bench.add_argument("--active", default="0.5,0.3,0.1", help="ffn: active neuron fractions")
     bench.add_argument("--reps", type=int, default=None, help="repetitions (ffn 5, decode 1)")
@@ -261,8 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", type=Path, default=None, help="decode: .gguf or HF dir")
     bench.add_argument("--cache-dir", type=Path, default=None)
     bench.add_argument("--max-new-tokens", type=int, default=32, help="decode: tokens per run")
-    bench.add_argument("--profile", type=Path, default=None, help="decode: for `calibrated`")
-    bench.add_argument("--predictor", type=Path, default=None, help="decode: for `predictor`")
+    bench.add_argument("--profile", type=Path, default=None, help="decode/quality: calibrated")
+    bench.add_argument("--predictor", type=Path, default=None, help="decode/quality: predictor")
+    bench.add_argument(
+        "--policy", type=_policy, action="append", help="quality: a policy (repeatable)"
+    )
+    bench.add_argument("--first", type=int, default=100, help="quality: first HumanEval problem")
+    bench.add_argument("--count", type=int, default=8, help="quality: HumanEval problems")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=_cmd_bench)
 
@@ -272,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--profile", type=Path, default=None, help="profile of this shape's model")
     plan.add_argument("--activity-threshold", type=float, default=0.05, help="profiled |h| eps")
     plan.add_argument("--weight-format", default="q4_0", choices=["f32", "f16", "q8_0", "q4_0"])
+    plan.add_argument("--out", type=Path, default=None, help="save the plan (JSON) for generate")
     plan.set_defaults(func=_cmd_plan)
     return parser
 

@@ -48,7 +48,14 @@ class GenerationResult:
     ttft_s: float = 0.0
     # torch.cuda.max_memory_allocated during the generation; 0 when the model is on CPU.
     cuda_peak_bytes: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # where the prompt goes: the model's, or a split model's hot device
+    # Bytes of parameters and buffers on each device ({"cpu": ...} unless split over devices).
+    weight_bytes_per_device: dict[str, int] = field(default_factory=dict)
+    # Share of kept MLP activations computed in a hot/cold split model's hot block (decode
+    # steps; the prompt's when none ran); 1.0 for a model that is not split.
+    hot_activation_share: float = 1.0
+    # Mean time of one decode step (controller, forward, sampling, streaming); 0 without one.
+    decode_latency_s_per_token: float = 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -110,6 +117,7 @@ def generate(
     seed: int = 0,
     temperature: float = 0.0,
     on_text: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> GenerationResult:
     """Generate a reply to ``prompt`` under ``policy``.
 
@@ -121,6 +129,8 @@ def generate(
     The model is sparsified in place (idempotent; threshold 0 leaves it exact).
     ``on_text`` (optional) receives each new piece of decoded text as it is generated (streaming).
     The prompt goes to the device of the model's parameters (CPU or CUDA).
+    ``clock`` (seconds) times everything, and each decode step for the policy's controller
+    (a latency budget); tests inject a fake one.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -138,7 +148,7 @@ def generate(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    start = time.perf_counter()
+    start = clock()
     input_ids = prompt_ids(loaded.tokenizer, prompt).to(device)
     cache = DynamicCache(config=model.config)
     set_thresholds(model, base_thresholds)
@@ -146,25 +156,31 @@ def generate(
     logits = prefill(model, input_ids, cache)
     prefill_fractions = _take_fractions(mlps)
     _take_skipped(mlps)
-    prefill_s = time.perf_counter() - start
+    prefill_share = _take_hot_share(mlps)
+    prefill_s = clock() - start
 
     token = sample(logits.cpu(), temperature, generator)
     tokens = [int(token)]
-    ttft_s = time.perf_counter() - start
+    ttft_s = clock() - start
     streamer.push(tokens)
     last_active = sum(f[-1] for f in prefill_fractions) / len(prefill_fractions)
+    step_latencies_s: list[float] = []  # one whole decode step each: what a reader waits
     while tokens[-1] not in stop_ids and len(tokens) < max_new_tokens:
-        factor = controller(entropy_nats(logits), last_active)
+        step_start = clock()
+        last_latency_s = step_latencies_s[-1] if step_latencies_s else None
+        factor = controller(entropy_nats(logits), last_active, last_latency_s)
         set_thresholds(model, [t * factor for t in base_thresholds])
         logits = decode_one_token(model, token.to(device), cache)
         last_active = sum(mlp.active_fractions[-1] for mlp in mlps) / len(mlps)
-        token = sample(logits.cpu(), temperature, generator)
+        token = sample(logits.cpu(), temperature, generator)  # .cpu() waits for a GPU
         tokens.append(int(token))
         streamer.push(tokens)
+        step_latencies_s.append(clock() - step_start)
     _set_recording(mlps, False)
     decode_fractions = _take_fractions(mlps)
     skipped = _skipped_work(mlps, _take_skipped(mlps))
-    latency_s = time.perf_counter() - start
+    decode_share = _take_hot_share(mlps)
+    latency_s = clock() - start
     set_thresholds(model, base_thresholds)
 
     per_layer = decode_fractions if decode_fractions[0] else prefill_fractions
@@ -188,6 +204,11 @@ def generate(
         ttft_s=ttft_s,
         cuda_peak_bytes=(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0),
         device=str(device),
+        weight_bytes_per_device=weight_bytes_per_device(model),
+        hot_activation_share=decode_share if decode_fractions[0] else prefill_share,
+        decode_latency_s_per_token=(
+            sum(step_latencies_s) / len(step_latencies_s) if step_latencies_s else 0.0
+        ),
         **skipped,
     )
 
@@ -233,13 +254,32 @@ def _take_skipped(mlps: list) -> list[list[int]]:
     return skipped
 
 
+def _take_hot_share(mlps: list) -> float:
+    """Kept activations served by hot blocks / all kept (only ``HotColdMLP`` records them)."""
+    hot = sum(sum(getattr(mlp, "hot_active", [])) for mlp in mlps)
+    total = sum(sum(getattr(mlp, "all_active", [])) for mlp in mlps)
+    for mlp in mlps:
+        if hasattr(mlp, "hot_active"):
+            mlp.hot_active, mlp.all_active = [], []
+    return hot / total if total else 1.0
+
+
+def weight_bytes_per_device(model: nn.Module) -> dict[str, int]:
+    """Bytes of the parameters and buffers of ``model`` on each device, e.g. ``{"cpu": n}``."""
+    per_device: dict[str, int] = {}
+    for tensor in (*model.parameters(), *model.buffers()):  # each tied weight once
+        key = str(tensor.device)
+        per_device[key] = per_device.get(key, 0) + tensor.numel() * tensor.element_size()
+    return per_device
+
+
 def _skipped_work(mlps: list, skipped: list[list[int]]) -> dict[str, float]:
     steps = max((len(s) for s in skipped), default=0)
     if steps == 0:
         return {}
     weights_per_token = sum(sum(s) for s in skipped) / steps
-    element_bytes = mlps[0].down_proj.weight.element_size()
-    dense_weights = sum(3 * mlp.down_proj.weight.numel() for mlp in mlps)
+    element_bytes = next(mlps[0].parameters()).element_size()
+    dense_weights = sum(mlp.dense_weights for mlp in mlps)
     return {
         "mlp_bytes_skipped_per_token": weights_per_token * element_bytes,
         "mlp_flops_skipped_per_token": 2 * weights_per_token,

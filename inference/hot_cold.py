@@ -1,16 +1,23 @@
-"""Hot/cold neuron split with an MLP that really skips work on CPU (PowerInfer's layout).
+"""Hot/cold neuron split and the hybrid device path (PowerInfer's layout).
 
-``split_hot_cold(model, profile, hot_fraction)`` reorders each layer's neurons by profiled
-activation frequency, so the hot set is the contiguous block ``[0, num_hot)``, and swaps in a
-``HotColdMLP``. It keeps ``SparseMLP``'s exact semantics (zero ``|h| < threshold``); what changes
-is the work for one decoded token:
+``split_hot_cold(model, frequency, hot_fraction | hot_neurons, hot_device, cold_device)`` reorders
+each layer's neurons by profiled activation frequency, so the hot set is the contiguous block
+``[0, num_hot)``, and swaps in a ``HotColdMLP`` that keeps the hot block on ``hot_device`` (a GPU
+when there is one) and the cold block on ``cold_device`` (the CPU). Attention, embeddings and
+norms move to ``hot_device``. With both devices ``cpu`` the same code runs on a CPU-only machine.
+``split_by_plan`` takes the per-layer hot counts from a placement plan (``inference.plan``).
 
-- gate and up stay dense (``|h|`` needs both; ``inference.predictor`` skips them too);
-- down: the hot block is one contiguous dense GEMV; of the cold block only the active neurons'
-  columns are read, summed by ``F.embedding_bag`` over the transposed down weights (one bag per
-  thread), so inactive cold neurons cost no weight bytes.
+The split changes where work runs, never what is computed: the output is the policy's, exactly
+as ``SparseMLP`` (magnitude thresholds) or ``PredictorMLP`` (a predictor) would give it. For one
+decoded token:
 
-Prompts (several tokens at once) use the dense down matmul, which is faster there.
+- hot block: dense GEMVs on ``hot_device`` (masking there is free; all hot weights are read);
+- cold block, on ``cold_device``: under a predictor only the predicted-active neurons' gate, up
+  and down rows are read (``kernels.gathered_ffn``); under a magnitude threshold gate and up are
+  dense (``|h|`` needs both) and of down only the active rows are read (``kernels.bag_sum``);
+- the MLP input goes to the cold device and the cold partial output comes back, ``[D]`` each.
+
+Prompts (several tokens at once) run both blocks densely (masked), which is faster there.
 """
 
 from __future__ import annotations
@@ -19,79 +26,166 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference.kernels import bag_sum, gathered_ffn
+from inference.plan import Placement, synthetic_frequency
 from inference.policies import DensePolicy
+from inference.predictor import predicted_mask, swiglu
 from inference.sparse_mlp import SparseMLP, sparse_mlps, sparsify
 
 
 class HotColdMLP(SparseMLP):
-    """A ``SparseMLP`` with neurons permuted by ``order`` (hot first) and a skipping decode path.
+    """A ``SparseMLP`` with neurons permuted by ``order`` (hot first), split over two devices.
 
-    ``order[i]`` is the original index of neuron ``i``. Weights are permuted once, in place of the
-    originals (no second copy); down is stored transposed, ``[F, D]``, and ``down_proj.weight`` is
-    a ``[D, F]`` view of it. Records ``skipped_weights`` (weights not read) per call.
+    ``order[i]`` is the original index of neuron ``i`` (a CPU tensor). Parameters: ``gu_hot:
+    [H, 2, D]`` (gate and up rows of a neuron side by side) and ``down_t_hot: [H, D]`` (down
+    transposed) on the hot device; ``gu_cold: [C, 2, D]`` and ``down_t_cold: [C, D]`` on the
+    cold device. The original ``gate_proj``/``up_proj``/``down_proj`` are dropped (no second
+    copy). Inputs and outputs live on the hot device. ``predict_threshold`` and
+    ``set_predictor`` work as on ``PredictorMLP`` (the predictor lives on the hot device).
+
+    Records per call, while ``recording``: ``active_fractions``, ``skipped_weights`` (weights not
+    read; decode steps only), and ``hot_active``/``all_active`` (kept neurons in the hot block
+    and in total: the share of activations the hot device served).
     """
 
-    def __init__(self, mlp: SparseMLP, order: torch.Tensor, num_hot: int) -> None:
+    def __init__(
+        self,
+        mlp: SparseMLP,
+        order: torch.Tensor,
+        num_hot: int,
+        *,
+        hot_device: str | torch.device = "cpu",
+        cold_device: str | torch.device = "cpu",
+    ) -> None:
         super().__init__(mlp, threshold=mlp.threshold)
         num_neurons = self.down_proj.in_features
-        if sorted(order.tolist()) != list(range(num_neurons)):
+        order = order.to("cpu", torch.long)
+        if order.shape != (num_neurons,) or not torch.equal(
+            order.sort().values, torch.arange(num_neurons)
+        ):
             raise ValueError("order must be a permutation of the layer's neurons")
         if not 0 <= num_hot <= num_neurons:
             raise ValueError(f"num_hot must be in [0, {num_neurons}], got {num_hot}")
         for linear in (self.gate_proj, self.up_proj, self.down_proj):
             assert linear.bias is None, "LLaMA MLPs have no biases"
+        gate, up, down = self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight
+        del self.gate_proj, self.up_proj, self.down_proj
         with torch.no_grad():
-            self.gate_proj.weight = nn.Parameter(self.gate_proj.weight[order].contiguous(), False)
-            self.up_proj.weight = nn.Parameter(self.up_proj.weight[order].contiguous(), False)
-            down_t = self.down_proj.weight[:, order].t().contiguous()  # [F, D]
-            self.down_proj.weight = nn.Parameter(down_t.t(), requires_grad=False)
-        self.down_t = down_t
-        self.register_buffer("order", order.clone(), persistent=False)
+            for part, index, device in (
+                ("hot", order[:num_hot], hot_device),
+                ("cold", order[num_hot:], cold_device),
+            ):
+                index = index.to(gate.device)
+                gu = torch.stack((gate[index], up[index]), dim=1).to(device)  # [n, 2, D]
+                down_t = down.t()[index].to(device)  # [n, D]
+                setattr(self, f"gu_{part}", nn.Parameter(gu, requires_grad=False))
+                setattr(self, f"down_t_{part}", nn.Parameter(down_t, requires_grad=False))
+        self.order = order
         self.num_hot = num_hot
+        self.buffer = self.gu_cold.new_empty(0)  # scratch of the PyTorch gather path
+        self.predictor: tuple[torch.Tensor, ...] | None = None  # w1, b1, w2 (permuted), b2
+        self.predict_threshold: float | None = None
+        self.use_kernel = True
         self.skipped_weights: list[int] = []
+        self.hot_active: list[int] = []
+        self.all_active: list[int] = []
+
+    @property
+    def hot_device(self) -> torch.device:
+        return self.gu_hot.device
+
+    @property
+    def cold_device(self) -> torch.device:
+        return self.gu_cold.device
+
+    @property
+    def num_neurons(self) -> int:
+        return self.order.numel()
 
     @property
     def dense_weights(self) -> int:
-        """Weights one dense MLP call reads: gate, up and down."""
-        return 3 * self.down_t.numel()
+        return 3 * self.num_neurons * self.gu_hot.shape[-1]
+
+    @property
+    def predictor_weights(self) -> int:
+        return 0 if self.predictor is None else sum(t.numel() for t in self.predictor)
+
+    def set_predictor(self, w1, b1, w2, b2) -> None:
+        """Attach a predictor trained on the unpermuted neurons (its rows are permuted here)."""
+        device, dtype = self.hot_device, self.gu_hot.dtype
+        w2, b2 = w2[self.order], b2[self.order]
+        self.predictor = tuple(t.to(device=device, dtype=dtype) for t in (w1, b1, w2, b2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, S, D] -> h: [B, S, F] -> out: [B, S, D]
-        h = self.act_fn(self.gate_proj(x)) * self.up_proj(x)
-        if self.threshold == 0.0:
-            self._record(1.0, 0)
-            return self.down_proj(h)
-        keep = h.abs() >= self.threshold
-        h = h * keep
-        if x.shape[:-1].numel() != 1:  # a prompt: dense matmul
-            self._record(keep.float().mean().item(), 0)
-            return self.down_proj(h)
-        h1, keep1 = h.reshape(-1), keep.reshape(-1)  # [F]
-        hot = self.num_hot
-        out = F.linear(h1[:hot], self.down_t[:hot].t())  # [D]
-        cold_active = keep1[hot:].nonzero().squeeze(1)  # [n] indices into the cold block
-        if cold_active.numel():
-            out = out + _bag_sum(self.down_t[hot:], cold_active, h1[hot:][cold_active])
-        inactive_cold = (keep1.numel() - hot) - cold_active.numel()
-        self._record(keep1.float().mean().item(), inactive_cold * self.down_t.shape[1])
-        return out.view(*x.shape[:-1], -1)
-
-    def _record(self, active_fraction: float, skipped_weights: int) -> None:
+        # x: [B, S, D] on the hot device -> out: [B, S, D] on the hot device
+        x2 = x.reshape(-1, x.shape[-1])  # [N, D]
+        predicting = self.predict_threshold is not None and self.predictor is not None
+        keep = predicted_mask(self.predictor, x2, self.predict_threshold) if predicting else None
+        # Inputs for the cold device first, so that on a GPU the hot GEMVs queued next run
+        # while the CPU works on the cold block.
+        x_cold = x2.to(self.cold_device)
+        keep_cold = None if keep is None else keep[:, self.num_hot :].to(self.cold_device)
+        out_hot, keep_hot = self._hot(x2, None if keep is None else keep[:, : self.num_hot])
+        out_cold, keep_cold, cold_read = self._cold(x_cold, keep_cold)
+        out = out_hot + out_cold.to(self.hot_device)
         if self.recording:
-            self.active_fractions.append(active_fraction)
-            self.skipped_weights.append(skipped_weights)
+            self._record(x2.shape[0], keep_hot, keep_cold, cold_read, predicting)
+        return out.view(x.shape)
+
+    def _hot(self, x: torch.Tensor, keep: torch.Tensor | None):
+        """Dense block on the hot device. x: [N, D] -> out [N, D], kept mask [N, H] or None."""
+        h = swiglu(self.gu_hot, x, self.act_fn)  # [N, H]
+        if keep is None and self.threshold > 0.0:
+            keep = h.abs() >= self.threshold
+        if keep is not None:
+            h = h * keep
+        return F.linear(h, self.down_t_hot.t()), keep
+
+    def _cold(self, x: torch.Tensor, keep: torch.Tensor | None):
+        """Cold block on the cold device. x: [N, D] -> out [N, D], kept mask [N, C] or None,
+        weights read."""
+        tokens, d = x.shape
+        dense_read = 3 * self.gu_cold.shape[0] * d
+        if keep is not None and tokens == 1:  # predicted: read only the active neurons' rows
+            active = keep[0].nonzero().squeeze(1)  # [n]
+            out, self.buffer = gathered_ffn(
+                self.gu_cold,
+                self.down_t_cold,
+                x[0],
+                active,
+                self.act_fn,
+                buffer=self.buffer,
+                use_kernel=self.use_kernel,
+            )
+            return out.view(1, d), keep, 3 * active.numel() * d
+        h = swiglu(self.gu_cold, x, self.act_fn)  # [N, C]
+        if keep is None and self.threshold > 0.0:
+            keep = h.abs() >= self.threshold
+        if keep is None:
+            return F.linear(h, self.down_t_cold.t()), None, dense_read
+        if tokens == 1 and x.device.type == "cpu":  # magnitude: only the active rows of down
+            active = keep[0].nonzero().squeeze(1)  # [n]
+            out = bag_sum(self.down_t_cold, active, h[0, active]) if active.numel() else None
+            out = x.new_zeros(d) if out is None else out
+            return out.view(1, d), keep, dense_read - (keep.shape[1] - active.numel()) * d
+        return F.linear(h * keep, self.down_t_cold.t()), keep, dense_read
+
+    def _record(self, tokens: int, keep_hot, keep_cold, cold_read: int, predicting: bool) -> None:
+        hot = tokens * self.num_hot if keep_hot is None else int(keep_hot.sum())
+        cold_neurons = self.num_neurons - self.num_hot
+        cold = tokens * cold_neurons if keep_cold is None else int(keep_cold.sum())
+        read = 3 * self.num_hot * self.gu_hot.shape[-1] + cold_read
+        read += self.predictor_weights if predicting else 0
+        self.active_fractions.append((hot + cold) / (tokens * self.num_neurons))
+        self.skipped_weights.append(self.dense_weights - read if tokens == 1 else 0)
+        self.hot_active.append(hot)
+        self.all_active.append(hot + cold)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold:g}, num_hot={self.num_hot}"
-
-
-def _bag_sum(rows: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``sum_i weights[i] * rows[index[i]]`` without gathering a matrix. -> [D]"""
-    # One bag runs on one thread, so split the indices into one bag per thread.
-    bags = max(1, min(torch.get_num_threads(), index.numel()))
-    offsets = torch.arange(bags, dtype=torch.long) * index.numel() // bags
-    summed = F.embedding_bag(index, rows, offsets, mode="sum", per_sample_weights=weights)
-    return summed.sum(dim=0)
+        return (
+            f"threshold={self.threshold:g}, num_hot={self.num_hot}/{self.num_neurons}, "
+            f"hot_device={self.hot_device}, cold_device={self.cold_device}"
+        )
 
 
 def hot_order(frequency: torch.Tensor) -> torch.Tensor:
@@ -102,27 +196,97 @@ def hot_order(frequency: torch.Tensor) -> torch.Tensor:
 def split_hot_cold(
     model: nn.Module,
     frequency: torch.Tensor,
-    hot_fraction: float,
+    hot_fraction: float | None = None,
+    *,
+    hot_neurons: list[int] | None = None,
+    hot_device: str | torch.device = "cpu",
+    cold_device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Reorder every layer's neurons by ``frequency`` (``[L, F]``, e.g. ``Profile.frequency``)
-    and swap in ``HotColdMLP`` with the top ``hot_fraction`` of neurons as the hot block.
+    and swap in ``HotColdMLP`` whose hot block is the top ``hot_fraction`` of neurons, or the top
+    ``hot_neurons[layer]`` (a placement plan's counts), on ``hot_device``; the rest on
+    ``cold_device``. Everything outside the MLPs moves to ``hot_device``.
 
-    Keeps each layer's threshold; ``sparsify`` re-configures a split model as usual.
-    Returns ``model``. A model can be split once.
+    Load the model on the CPU first: each layer's hot rows are copied to ``hot_device`` and the
+    original weights freed, so the hot device never holds more than the hot blocks and the
+    dense parts. Keeps each layer's threshold; ``sparsify`` re-configures a split model as
+    usual (a predictor policy attaches again). Returns ``model``. A model can be split once;
+    do not call ``model.to(device)`` afterwards (it would move the cold blocks too).
     """
-    if not 0.0 <= hot_fraction <= 1.0:
-        raise ValueError(f"hot_fraction must be in [0, 1], got {hot_fraction}")
-    if not sparse_mlps(model):
-        sparsify(model, DensePolicy())
     layers = model.model.layers
+    if (hot_fraction is None) == (hot_neurons is None):
+        raise ValueError("give exactly one of hot_fraction and hot_neurons")
+    if hot_fraction is not None and not 0.0 <= hot_fraction <= 1.0:
+        raise ValueError(f"hot_fraction must be in [0, 1], got {hot_fraction}")
     if frequency.shape[0] != len(layers):
         raise ValueError(f"frequency has {frequency.shape[0]} layers, the model {len(layers)}")
-    for layer, layer_frequency in zip(layers, frequency, strict=True):
-        if isinstance(layer.mlp, HotColdMLP):
-            raise ValueError("model is already split into hot and cold neurons")
-        num_neurons = layer.mlp.down_proj.in_features
+    if hot_neurons is not None and len(hot_neurons) != len(layers):
+        raise ValueError(f"hot_neurons has {len(hot_neurons)} layers, the model {len(layers)}")
+    if any(hasattr(mlp, "order") for mlp in sparse_mlps(model)):
+        raise ValueError("model is already split into hot and cold neurons")
+    if not sparse_mlps(model):
+        sparsify(model, DensePolicy())
+    for i, (layer, layer_frequency) in enumerate(zip(layers, frequency, strict=True)):
+        num_neurons = layer.mlp.num_neurons
         if layer_frequency.numel() != num_neurons:
             raise ValueError(f"frequency has {layer_frequency.numel()} neurons, not {num_neurons}")
-        num_hot = round(hot_fraction * num_neurons)
-        layer.mlp = HotColdMLP(layer.mlp, hot_order(layer_frequency), num_hot)
+        num_hot = round(hot_fraction * num_neurons) if hot_neurons is None else hot_neurons[i]
+        layer.mlp = HotColdMLP(
+            layer.mlp,
+            hot_order(layer_frequency),
+            num_hot,
+            hot_device=hot_device,
+            cold_device=cold_device,
+        )
+    _move_all_but_mlps(model, hot_device)
+    # Predictors attached before the split lived on the replaced modules: attach them again.
+    for name in ("_predictor_path", "_predictor_source"):
+        if hasattr(model, name):
+            delattr(model, name)
     return model
+
+
+def _move_all_but_mlps(model: nn.Module, device: str | torch.device) -> None:
+    """Attention, norms, embeddings, rotary tables and the LM head to ``device``."""
+    for name, child in model.named_children():
+        if name != "model":
+            child.to(device)
+    for name, child in model.model.named_children():
+        if name != "layers":
+            child.to(device)
+    for layer in model.model.layers:
+        for name, child in layer.named_children():
+            if name != "mlp":
+                child.to(device)
+
+
+def split_by_plan(
+    model: nn.Module,
+    placement: Placement,
+    frequency: torch.Tensor | None = None,
+    *,
+    hot_device: str | torch.device = "cpu",
+    cold_device: str | torch.device = "cpu",
+) -> nn.Module:
+    """``split_hot_cold`` with the plan's hot neurons per layer. ``frequency`` (``[L, F]``) must
+    be the profile the plan was made from; ``None`` for a plan made without one (its synthetic
+    power law ranks neurons in index order). Refuses a plan for another shape."""
+    config, shape = model.config, placement.shape
+    mine = (config.num_hidden_layers, config.hidden_size, config.intermediate_size)
+    planned = (shape.num_layers, shape.hidden_size, shape.intermediate_size)
+    if mine != planned:
+        raise ValueError(
+            f"the plan is for {shape.name} (layers, hidden, intermediate) = {planned}, "
+            f"the model is {mine}"
+        )
+    if frequency is None:
+        if not placement.synthetic_profile:
+            raise ValueError("this plan was made from a profile: pass its frequency")
+        frequency = synthetic_frequency(shape)
+    return split_hot_cold(
+        model,
+        frequency,
+        hot_neurons=placement.hot_neurons_per_layer,
+        hot_device=hot_device,
+        cold_device=cold_device,
+    )

@@ -1,10 +1,13 @@
-"""The compiled CPU kernel of the gathered FFN (``csrc/gathered_ffn.cpp``), built on first use.
+"""The gathered FFN for one token: only the active neurons' weights are read.
+
+``gathered_ffn`` is the one implementation used by ``PredictorMLP`` (all neurons) and by the cold
+block of ``HotColdMLP`` (the hybrid device path). It calls the compiled CPU kernel
+(``csrc/gathered_ffn.cpp``) where that applies and a pure-PyTorch path otherwise, which gives the
+same numbers more slowly.
 
 ``torch.utils.cpp_extension.load`` compiles the project's own C++ file with the system compiler
 (~40 s once; cached under ``~/.cache/torch_extensions``). Where it cannot be built (no compiler),
-or with ``INFERENCE_GATHER_KERNEL=0``, ``gathered_ffn()`` returns ``None`` and callers use the
-pure-PyTorch path (``index_select`` into a buffer + ``embedding_bag``), which gives the same
-numbers more slowly.
+or with ``INFERENCE_GATHER_KERNEL=0``, ``compiled_gathered_ffn()`` returns ``None``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ import os
 import warnings
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 _SOURCE = Path(__file__).parent / "csrc" / "gathered_ffn.cpp"
 _state: dict = {}
 
 
-def gathered_ffn():
+def compiled_gathered_ffn():
     """The kernel function ``(gu [F,2,D], down_t [F,D], x [D], idx [n]) -> out [D]``, or None."""
     if "fn" in _state:
         return _state["fn"]
@@ -40,3 +47,50 @@ def gathered_ffn():
             f"gathered FFN kernel not built ({exc}); using the PyTorch path", stacklevel=2
         )
     return _state["fn"]
+
+
+def bag_sum(rows: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i weights[i] * rows[index[i]]`` without gathering a matrix (CPU). -> [D]"""
+    # One bag runs on one thread, so split the indices into one bag per thread.
+    bags = max(1, min(torch.get_num_threads(), index.numel()))
+    offsets = torch.arange(bags, dtype=torch.long) * index.numel() // bags
+    summed = F.embedding_bag(index, rows, offsets, mode="sum", per_sample_weights=weights)
+    return summed.sum(dim=0)
+
+
+def _is_silu(act_fn: nn.Module) -> bool:
+    return isinstance(act_fn, nn.SiLU) or type(act_fn).__name__ == "SiLUActivation"
+
+
+def gathered_ffn(
+    gu: torch.Tensor,
+    down_t: torch.Tensor,
+    x1: torch.Tensor,
+    active: torch.Tensor,
+    act_fn: nn.Module,
+    *,
+    buffer: torch.Tensor,
+    use_kernel: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_i act(gate_i . x) * (up_i . x) * down_t[i]`` over neurons ``i`` in ``active``.
+
+    ``gu: [F, 2, D]`` (gate and up rows of a neuron side by side), ``down_t: [F, D]``,
+    ``x1: [D]``, ``active: [n]`` int64, all on one device. ``buffer`` is scratch space for the
+    PyTorch path (reused across calls; pass an empty tensor at first). Returns the output ``[D]``
+    and the buffer to pass next time. Reads ``3 * n * D`` weights.
+    """
+    n, d = active.numel(), gu.shape[-1]
+    if n == 0:
+        return x1.new_zeros(down_t.shape[1]), buffer
+    on_cpu_fp32 = x1.device.type == "cpu" and gu.dtype == torch.float32
+    kernel = compiled_gathered_ffn() if use_kernel and on_cpu_fp32 and _is_silu(act_fn) else None
+    if kernel is not None:
+        return kernel(gu, down_t, x1.contiguous(), active), buffer
+    if buffer.shape[0] < n:  # grow with headroom; reused by later tokens
+        buffer = gu.new_empty(min(gu.shape[0], n + n // 4), 2, d)
+    rows = torch.index_select(gu, 0, active, out=buffer[:n])  # [n, 2, D]
+    pre = torch.mv(rows.view(2 * n, d), x1).view(n, 2)
+    h = act_fn(pre[:, 0]) * pre[:, 1]  # [n]
+    if x1.device.type == "cpu":
+        return bag_sum(down_t, active, h), buffer
+    return torch.mv(down_t.index_select(0, active).t(), h), buffer

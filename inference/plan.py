@@ -8,14 +8,18 @@ summed frequency maximises the activations served by the GPU (the ILP's optimum 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from inference.config import ModelShape
 
 GROUP = 256
+_FORMAT = "placement-1"
 BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
@@ -30,6 +34,37 @@ class Placement:
     cpu_bytes: int
     gpu_activation_share: float  # expected share of neuron activations served by the GPU
     synthetic_profile: bool
+    # The profile the plan was made from (its file, the |h| eps of its frequencies, the model's
+    # fingerprint), so that `generate --plan` orders neurons exactly as the plan counted them.
+    profile: str | None = None
+    activity_threshold: float | None = None
+    profile_fingerprint: str | None = None
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "format": _FORMAT}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Placement:
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ValueError(f"not a placement plan (format {_FORMAT!r}); make one with `plan`")
+        fields = {k: v for k, v in data.items() if k != "format"}
+        try:
+            return cls(**{**fields, "shape": ModelShape(**fields["shape"])})
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed placement plan: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: Path | str) -> Placement:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"plan file {path} not found (make one with `plan --out`)")
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
 
     def summary(self) -> str:
         gib = 2**30

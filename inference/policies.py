@@ -6,6 +6,7 @@ every generation can be reproduced from its row via ``Policy.from_json``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ class Policy:
     _spec: ClassVar[dict[str, tuple[float, float | None]]] = {}
 
     def __post_init__(self) -> None:
-        for name, value in self._validate(self.to_json()).items():
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in self._validate({"kind": self.kind, **fields}).items():
             object.__setattr__(self, name, value)  # normalise ints to floats on frozen dataclasses
 
     @classmethod
@@ -61,11 +63,12 @@ class Policy:
         distribution the step's input token was drawn from. 1.0 unless the policy adapts."""
         return 1.0
 
-    def controller(self) -> Callable[[float, float], float]:
-        """A fresh per-generation rule ``(previous_entropy_nats, previous_active_fraction) ->
-        factor`` on ``layer_thresholds`` for the next decode step. Stateless policies use
+    def controller(self) -> Callable[[float, float, float | None], float]:
+        """A fresh per-generation rule ``(previous_entropy_nats, previous_active_fraction,
+        previous_step_latency_s) -> factor`` on ``layer_thresholds`` for the next decode step
+        (the latency is ``None`` before the first decode step). Stateless policies use
         ``step_factor``; feedback policies (``budget``) keep state in the closure."""
-        return lambda entropy, _active: self.step_factor(entropy)
+        return lambda entropy, _active, _latency_s=None: self.step_factor(entropy)
 
     @staticmethod
     def from_json(data: dict) -> Policy:
@@ -213,58 +216,111 @@ class CalibratedPolicy(Policy):
 
 @dataclass(frozen=True)
 class BudgetPolicy(Policy):
-    """Holds the running share of active MLP neurons near ``target_active_fraction`` (a byte
-    budget: active neurons are what a skipping MLP reads), token by token.
+    """A feedback controller that holds one budget, token by token: either the running share of
+    active MLP neurons near ``target_active_fraction`` (a byte budget: active neurons are what a
+    skipping MLP reads), or the measured decode time per token near
+    ``target_latency_s_per_token``. Exactly one target is given (> 0).
 
     A PI controller on the log of a scale on ``threshold`` (the prompt uses ``threshold``)::
 
-        e_k     = a_k - target          (a_k: active fraction of decode step k, over layers)
+        e_k     = a_k - target                    (active fraction a_k of decode step k)
+        e_k     = log(l_k / target)               (or: latency l_k of decode step k, seconds)
         I_k     = I_{k-1} + e_k
         t_{k+1} = threshold * exp(kp * e_k + ki * I_k), clamped to [t / max_factor, t * max_factor]
 
-    Too many neurons active raises the threshold, too few lowers it. The integral is clamped
-    with the factor (anti-windup).
+    Too many neurons active, or too slow a step, raises the threshold (more sparsity); the other
+    way lowers it. The integral is clamped with the factor (anti-windup). With a latency target
+    the first ``warmup_steps`` decode steps run at ``threshold`` and are not fed back (their
+    times include one-off costs: allocation, caches, page faults). Default gains: kp 2, ki 1
+    for an active-fraction target; kp 0.5, ki 0.5 for a latency target (log-latency moves about
+    1/a times as much as the active fraction a, so the same gains would oscillate).
     """
 
-    target_active_fraction: float
+    target_active_fraction: float = 0.0
     threshold: float = 0.05
-    kp: float = 2.0
-    ki: float = 1.0
+    kp: float | None = None  # None: the target's default (see above)
+    ki: float | None = None
     max_factor: float = 100.0
+    target_latency_s_per_token: float = 0.0
+    warmup_steps: float = 2.0
     kind: ClassVar[str] = "budget"
     _spec: ClassVar[dict[str, tuple[float, float | None]]] = {
-        "target_active_fraction": (0.0, None),
+        "target_active_fraction": (0.0, 0.0),
         "threshold": (0.0, 0.05),
-        "kp": (0.0, 2.0),
-        "ki": (0.0, 1.0),
         "max_factor": (1.0, 100.0),
+        "target_latency_s_per_token": (0.0, 0.0),
+        "warmup_steps": (0.0, 2.0),
     }
+
+    @classmethod
+    def _validate(cls, data: dict) -> dict[str, float]:
+        data = {k: v for k, v in data.items() if v is not None}  # None: the default
+        values = super()._validate(data)
+        gains = (0.5, 0.5) if values["target_latency_s_per_token"] > 0.0 else (2.0, 1.0)
+        for name, default in zip(("kp", "ki"), gains, strict=True):
+            values[name] = _number(data, name, default=default)
+        return values
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 < self.target_active_fraction <= 1.0:
+        if (self.target_active_fraction > 0.0) == (self.target_latency_s_per_token > 0.0):
+            raise ValueError(
+                "policy 'budget' needs exactly one target: 'target_active_fraction' in (0, 1] "
+                "or 'target_latency_s_per_token' > 0"
+            )
+        if self.target_active_fraction > 1.0:
             raise ValueError(
                 "policy field 'target_active_fraction' must be in (0, 1], "
                 f"got {self.target_active_fraction!r}"
             )
         if self.threshold <= 0.0:
             raise ValueError("policy 'budget' needs a base 'threshold' > 0")
+        if self.warmup_steps != int(self.warmup_steps):
+            raise ValueError(f"policy field 'warmup_steps' must be whole, got {self.warmup_steps}")
+
+    @property
+    def holds_latency(self) -> bool:
+        return self.target_latency_s_per_token > 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "kind": self.kind,
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+        }
+        if self.holds_latency:
+            unused = {"target_active_fraction"}
+        else:
+            unused = {"target_latency_s_per_token", "warmup_steps"}
+        return {k: v for k, v in data.items() if k not in unused}
 
     def label(self) -> str:
+        if self.holds_latency:
+            return f"budget {self.target_latency_s_per_token * 1e3:g} ms/token"
         return f"budget a={self.target_active_fraction:g}"
 
     def layer_thresholds(self, num_layers: int) -> list[float]:
         return [self.threshold] * num_layers
 
-    def controller(self) -> Callable[[float, float], float]:
+    def controller(self) -> Callable[[float, float, float | None], float]:
         limit = math.log(self.max_factor)
         integral = [0.0]
+        steps = [0]
 
-        def factor(_entropy: float, active: float) -> float:
-            error = active - self.target_active_fraction
+        def error(active: float, latency_s: float | None) -> float | None:
+            if not self.holds_latency:
+                return active - self.target_active_fraction
+            steps[0] += 1
+            if latency_s is None or steps[0] <= self.warmup_steps:
+                return None
+            return math.log(max(latency_s, 1e-9) / self.target_latency_s_per_token)
+
+        def factor(_entropy: float, active: float, latency_s: float | None = None) -> float:
+            e = error(active, latency_s)
+            if e is None:  # warming up: the base threshold
+                return 1.0
             if self.ki > 0.0:
-                integral[0] = min(max(integral[0] + error, -limit / self.ki), limit / self.ki)
-            log_factor = self.kp * error + self.ki * integral[0]
+                integral[0] = min(max(integral[0] + e, -limit / self.ki), limit / self.ki)
+            log_factor = self.kp * e + self.ki * integral[0]
             return math.exp(min(max(log_factor, -limit), limit))
 
         return factor
@@ -276,27 +332,68 @@ class PredictorPolicy(Policy):
     on profiling data) gives ``sigmoid(logit) >= threshold``; only those neurons' gate, up and
     down weights are read (gathered) on a decode step. ``predictor`` is the predictor file
     (safetensors, tagged with the model fingerprint). No magnitude threshold is applied.
+
+    ``thresholds`` (optional) gives one threshold per layer instead, e.g. chosen on held-out
+    data so that each layer's predictor reaches ``target_recall`` (``calibrate --predictor``);
+    they are part of the JSON, like a calibrated policy's.
     """
 
-    threshold: float
-    predictor: str
+    threshold: float = 0.5
+    predictor: str = ""
+    thresholds: tuple[float, ...] = ()
+    target_recall: float = 0.0  # what ``thresholds`` were chosen for (a label); 0: not given
     kind: ClassVar[str] = "predictor"
 
     @classmethod
     def _validate(cls, data: dict) -> dict[str, Any]:
-        threshold = _number(data, "threshold", default=0.5)
-        if threshold > 1.0:
-            raise ValueError(f"policy field 'threshold' must be in [0, 1], got {threshold!r}")
         path = data.get("predictor")
         if not isinstance(path, str) or not path:
             raise ValueError("policy 'predictor' needs 'predictor', the path of a predictor file")
-        return {"threshold": threshold, "predictor": path}
+        per_layer = data.get("thresholds") or ()
+        if not isinstance(per_layer, list | tuple):
+            raise ValueError("policy field 'thresholds' must be a list of numbers")
+        if per_layer and data.get("threshold", 0.5) != 0.5:
+            raise ValueError("policy 'predictor' takes 'threshold' or 'thresholds', not both")
+        values = [_number(data, "threshold", default=0.5)] + [
+            _number({f"thresholds[{i}]": t}, f"thresholds[{i}]") for i, t in enumerate(per_layer)
+        ]
+        if any(v > 1.0 for v in values):
+            raise ValueError(f"predictor thresholds must be in [0, 1], got {max(values)!r}")
+        recall = _number(data, "target_recall", default=0.0)
+        if recall > 1.0:
+            raise ValueError(f"policy field 'target_recall' must be in [0, 1], got {recall!r}")
+        return {
+            "threshold": values[0],
+            "predictor": path,
+            "thresholds": tuple(values[1:]),
+            "target_recall": recall,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "threshold": self.threshold, "predictor": self.predictor}
+        if not self.thresholds:
+            return {"kind": self.kind, "threshold": self.threshold, "predictor": self.predictor}
+        return {
+            "kind": self.kind,
+            "predictor": self.predictor,
+            "target_recall": self.target_recall,
+            "thresholds": list(self.thresholds),
+        }
 
     def label(self) -> str:
+        if self.thresholds:
+            return f"predictor recall>={self.target_recall:g}"
         return f"predictor p>={self.threshold:g}"
 
     def layer_thresholds(self, num_layers: int) -> list[float]:
         return [0.0] * num_layers
+
+    def predict_thresholds(self, num_layers: int) -> list[float]:
+        """The threshold on the predictor's sigmoid, per layer."""
+        if not self.thresholds:
+            return [self.threshold] * num_layers
+        if len(self.thresholds) != num_layers:
+            raise ValueError(
+                f"predictor policy has {len(self.thresholds)} layer thresholds, "
+                f"the model has {num_layers} layers"
+            )
+        return list(self.thresholds)

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from inference.hot_cold import _bag_sum
+from inference.kernels import gathered_ffn
 from inference.loading import LoadedModel
 from inference.sparse_mlp import SparseMLP
 
@@ -97,6 +97,21 @@ class Predictors:
             )
 
 
+def swiglu(gu: torch.Tensor, x: torch.Tensor, act_fn: nn.Module) -> torch.Tensor:
+    """``act_fn(gate(x)) * up(x)`` with gate/up rows side by side in ``gu: [F, 2, D]``.
+    x: [..., D] -> h: [..., F]"""
+    pre = F.linear(x, gu.view(-1, gu.shape[-1])).unflatten(-1, (-1, 2))  # [..., F, 2]
+    return act_fn(pre[..., 0]) * pre[..., 1]
+
+
+def predicted_mask(predictor: tuple[torch.Tensor, ...], x: torch.Tensor, threshold) -> torch.Tensor:
+    """``sigmoid(W2 relu(W1 x + b1) + b2) >= threshold``: x: [..., D] -> [..., F] bool.
+    ``predictor`` is ``(w1, b1, w2, b2)``."""
+    w1, b1, w2, b2 = predictor
+    logit = F.linear(F.relu(F.linear(x, w1, b1)), w2, b2)
+    return torch.sigmoid(logit) >= threshold
+
+
 class PredictorMLP(SparseMLP):
     """A ``SparseMLP`` whose gate/up weights live in one ``gu: [F, 2, D]`` tensor (gate and up
     rows of a neuron side by side) and whose down weights are stored transposed (``[F, D]``).
@@ -111,8 +126,6 @@ class PredictorMLP(SparseMLP):
 
     def __init__(self, mlp: SparseMLP) -> None:
         super().__init__(mlp, threshold=mlp.threshold)
-        if hasattr(mlp, "order"):
-            raise ValueError("a hot/cold split model cannot take a predictor; load it afresh")
         for linear in (self.gate_proj, self.up_proj, self.down_proj):
             assert linear.bias is None, "LLaMA MLPs have no biases"
         with torch.no_grad():
@@ -143,17 +156,14 @@ class PredictorMLP(SparseMLP):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted-active mask ``[..., F]`` for MLP inputs ``x: [..., D]``."""
-        w1, b1, w2, b2 = self.predictor
-        logit = F.linear(F.relu(F.linear(x, w1, b1)), w2, b2)
-        return torch.sigmoid(logit) >= self.predict_threshold
+        return predicted_mask(self.predictor, x, self.predict_threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, S, D] -> out: [B, S, D]
         if self.predict_threshold is None or self.predictor is None:
             return self._dense_masked(x)
         if x.shape[:-1].numel() != 1:  # a prompt: dense h, masked by the predictor
-            gu = F.linear(x, self.gu.view(-1, self.gu.shape[-1])).unflatten(-1, (-1, 2))
-            h = self.act_fn(gu[..., 0]) * gu[..., 1]
+            h = swiglu(self.gu, x, self.act_fn)
             keep = self.predict(x)
             self._record(keep.float().mean().item(), 0, 0)
             return F.linear(h * keep, self.down_t.t())
@@ -166,38 +176,20 @@ class PredictorMLP(SparseMLP):
     def gathered(self, x1: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``down(h[active])`` for one token reading only the ``active`` neurons' weights.
         Returns the output ``[D]`` and the number of weights read (incl. the predictor's)."""
-        n, d = active.numel(), self.gu.shape[-1]
-        read = 3 * n * d + self.predictor_weights  # gate/up rows [n, 2, D] + down rows [n, D]
-        if n == 0:
-            return x1.new_zeros(self.down_t.shape[1]), self.predictor_weights
-        kernel = self._kernel(x1)
-        if kernel is not None:
-            return kernel(self.gu, self.down_t, x1.contiguous(), active), read
-        if self.buffer.shape[0] < n:  # grow with headroom; reused by later tokens
-            size = min(self.gu.shape[0], n + n // 4)
-            self.buffer = self.gu.new_empty(size, 2, d)
-        rows = torch.index_select(self.gu, 0, active, out=self.buffer[:n])  # [n, 2, D]
-        gu = torch.mv(rows.view(2 * n, d), x1).view(n, 2)
-        h = self.act_fn(gu[:, 0]) * gu[:, 1]  # [n]
-        if x1.device.type == "cpu":
-            out = _bag_sum(self.down_t, active, h)
-        else:
-            out = torch.mv(self.down_t.index_select(0, active).t(), h)
-        return out, read
-
-    def _kernel(self, x1: torch.Tensor):
-        """The compiled kernel where it applies (CPU, fp32, SiLU, enough work), else None."""
-        if not self.use_kernel or x1.device.type != "cpu" or self.gu.dtype != torch.float32:
-            return None
-        if not isinstance(self.act_fn, nn.SiLU) and type(self.act_fn).__name__ != "SiLUActivation":
-            return None
-        from inference.kernels import gathered_ffn
-
-        return gathered_ffn()
+        out, self.buffer = gathered_ffn(
+            self.gu,
+            self.down_t,
+            x1,
+            active,
+            self.act_fn,
+            buffer=self.buffer,
+            use_kernel=self.use_kernel,
+        )
+        # gate/up rows [n, 2, D] + down rows [n, D]
+        return out, 3 * active.numel() * self.gu.shape[-1] + self.predictor_weights
 
     def _dense_masked(self, x: torch.Tensor) -> torch.Tensor:
-        gu = F.linear(x, self.gu.view(-1, self.gu.shape[-1])).unflatten(-1, (-1, 2))
-        h = self.act_fn(gu[..., 0]) * gu[..., 1]
+        h = swiglu(self.gu, x, self.act_fn)
         if self.threshold > 0.0:
             keep = h.abs() >= self.threshold
             h = h * keep
@@ -217,7 +209,8 @@ class PredictorMLP(SparseMLP):
 
 
 def attach_predictors(model: nn.Module, predictors: Predictors, fingerprint: str | None) -> None:
-    """Swap each layer's MLP for a ``PredictorMLP`` (once) carrying its layer's predictor.
+    """Swap each layer's MLP for a ``PredictorMLP`` (once) carrying its layer's predictor; a
+    hot/cold split layer (``HotColdMLP``) takes the predictor as it is.
     ``fingerprint``: the model's; a predictor trained on another model is refused."""
     if fingerprint is not None and predictors.fingerprint != fingerprint:
         raise ValueError(
@@ -229,9 +222,9 @@ def attach_predictors(model: nn.Module, predictors: Predictors, fingerprint: str
     for i, layer in enumerate(layers):
         if not isinstance(layer.mlp, SparseMLP):
             layer.mlp = SparseMLP(layer.mlp)
-        if not isinstance(layer.mlp, PredictorMLP):
+        if not hasattr(layer.mlp, "set_predictor"):
             layer.mlp = PredictorMLP(layer.mlp)
-        if predictors.w2[i].shape[0] != layer.mlp.gu.shape[0]:
+        if predictors.w2[i].shape[0] != layer.mlp.num_neurons:
             raise ValueError(f"layer {i}: predictor predicts {predictors.w2[i].shape[0]} neurons")
         layer.mlp.set_predictor(
             predictors.w1[i], predictors.b1[i], predictors.w2[i], predictors.b2[i]
@@ -251,8 +244,8 @@ def capture(loaded: LoadedModel, prompts: list[str], max_new_tokens: int) -> lis
 
     sparsify(loaded.model, DensePolicy())
     mlps = sparse_mlps(loaded.model)
-    if any(isinstance(m, PredictorMLP) and m.predict_threshold is not None for m in mlps):
-        raise ValueError("capture runs the dense model")
+    if any(hasattr(m, "order") for m in mlps):
+        raise ValueError("capture training data before the neurons are split hot/cold")
     per_prompt = []
     for prompt in prompts:
         xs: list[list[torch.Tensor]] = [[] for _ in mlps]
@@ -328,6 +321,43 @@ def recall_precision(pred: torch.Tensor, y: torch.Tensor) -> tuple[float, float,
     )
 
 
+RECALL_TARGETS = (0.9, 0.95, 0.98, 0.99)
+
+
+def threshold_for_recall(probs: torch.Tensor, y: torch.Tensor, recall: float) -> float:
+    """The largest threshold on ``probs`` (``[N, F]``) whose mask keeps at least a ``recall``
+    share of the positives of ``y`` (bool ``[N, F]``)."""
+    positive = probs[y].sort(descending=True).values
+    if positive.numel() == 0:
+        return 1.0
+    k = min(positive.numel(), max(1, -int(-recall * positive.numel() // 1)))  # ceil
+    return float(positive[k - 1])
+
+
+def layer_metrics(
+    probs: torch.Tensor, h_abs: torch.Tensor, eps: float, threshold: float
+) -> dict[str, float | dict]:
+    """Held-out quality of one layer's predictor: ``probs`` (sigmoid outputs) and ``h_abs``
+    (true ``|h|``), both ``[N, F]``. ``mass_recall``: share of the sum of ``|h|`` that the
+    predicted neurons carry (what a missed neuron costs the output, roughly). Thresholds for
+    each of ``RECALL_TARGETS`` with the active share they predict."""
+    y = h_abs >= eps
+    pred = probs >= threshold
+    recall, precision, predicted = recall_precision(pred, y)
+    for_recall = {f"{r:g}": threshold_for_recall(probs, y, r) for r in RECALL_TARGETS}
+    return {
+        "recall": recall,
+        "precision": precision,
+        "predicted_active": predicted,
+        "true_active": float(y.float().mean()),
+        "mass_recall": float((h_abs * pred).sum() / h_abs.sum().clamp(min=1e-12)),
+        "thresholds_for_recall": for_recall,
+        "predicted_active_for_recall": {
+            r: float((probs >= t).float().mean()) for r, t in for_recall.items()
+        },
+    }
+
+
 def train_predictors(
     loaded: LoadedModel,
     prompts: list[str],
@@ -359,18 +389,10 @@ def train_predictors(
         for lst, t in zip((out.w1, out.b1, out.w2, out.b2), (w1, b1, w2, b2), strict=True):
             lst.append(t.contiguous())
         xt = torch.cat([p[0][layer] for p in test])
-        yt = torch.cat([p[1][layer] for p in test]) >= eps
+        ht = torch.cat([p[1][layer] for p in test])
         with torch.no_grad():
-            pred = torch.sigmoid(out.logits(layer, xt)) >= threshold
-        recall, precision, predicted = recall_precision(pred, yt)
-        per_layer.append(
-            {
-                "recall": recall,
-                "precision": precision,
-                "predicted_active": predicted,
-                "true_active": float(yt.float().mean()),
-            }
-        )
+            probs = torch.sigmoid(out.logits(layer, xt))
+        per_layer.append(layer_metrics(probs, ht, eps, threshold))
         if progress is not None:
             progress(layer, per_layer[-1])
     out.metrics = {
@@ -384,8 +406,42 @@ def train_predictors(
         "seconds": time.perf_counter() - start,
         **{
             f"mean_{k}": sum(m[k] for m in per_layer) / num_layers
-            for k in ("recall", "precision", "predicted_active", "true_active")
+            for k in ("recall", "precision", "predicted_active", "true_active", "mass_recall")
+        },
+        "thresholds_for_recall": {
+            f"{r:g}": [m["thresholds_for_recall"][f"{r:g}"] for m in per_layer]
+            for r in RECALL_TARGETS
+        },
+        "mean_predicted_active_for_recall": {
+            f"{r:g}": sum(m["predicted_active_for_recall"][f"{r:g}"] for m in per_layer)
+            / num_layers
+            for r in RECALL_TARGETS
         },
         "per_layer": per_layer,
     }
     return out
+
+
+def predictor_policy_for_recall(predictors: Predictors, path: str, recall: float):
+    """A ``predictor`` policy with each layer's threshold chosen on held-out data (at training
+    time) so that the layer's predictor keeps at least ``recall`` of the active neurons."""
+    from inference.policies import PredictorPolicy
+
+    table = predictors.metrics.get("thresholds_for_recall", {})
+    if f"{recall:g}" not in table:
+        known = ", ".join(table) or "none (retrain with `predict`)"
+        raise ValueError(f"no thresholds for recall {recall:g} in {path}; have: {known}")
+    return PredictorPolicy(
+        predictor=path, thresholds=tuple(table[f"{recall:g}"]), target_recall=recall
+    )
+
+
+def predictor_policies(predictors: Predictors, path: str) -> dict:
+    """Named predictor policies for benchmarks: ``p>=0.5`` and each stored recall target."""
+    from inference.policies import PredictorPolicy
+
+    policies = {"predictor p>=0.5": PredictorPolicy(0.5, path)}
+    for recall in predictors.metrics.get("thresholds_for_recall", {}):
+        policy = predictor_policy_for_recall(predictors, path, float(recall))
+        policies[f"predictor recall>={recall}"] = policy
+    return policies

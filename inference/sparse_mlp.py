@@ -46,6 +46,15 @@ class SparseMLP(nn.Module):
             self.active_fractions.append(1.0)
         return self.down_proj(h)
 
+    @property
+    def num_neurons(self) -> int:
+        return self.down_proj.in_features
+
+    @property
+    def dense_weights(self) -> int:
+        """Weights one dense call reads: gate, up and down."""
+        return 3 * self.down_proj.weight.numel()
+
     def extra_repr(self) -> str:
         return f"threshold={self.threshold:g}"
 
@@ -59,9 +68,9 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
     """Swap each decoder layer's MLP for a ``SparseMLP`` configured by ``policy``; return ``model``.
 
     Idempotent: layers already wrapped are only re-configured with the policy's thresholds.
-    A ``predictor`` policy swaps in ``PredictorMLP`` (once) and attaches its predictor file,
-    refusing one trained on a model whose fingerprint differs from ``fingerprint``; any other
-    policy turns the predictors off again.
+    A ``predictor`` policy swaps in ``PredictorMLP`` (once; a hot/cold split model keeps its
+    ``HotColdMLP``) and attaches its predictor file, refusing one trained on a model whose
+    fingerprint differs from ``fingerprint``; any other policy turns the predictors off again.
     """
     layers = model.model.layers
     if policy.kind == "predictor":
@@ -71,11 +80,14 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
         if getattr(model, "_predictor_path", None) != policy.predictor or source is None:
             attach_predictors(model, Predictors.load(policy.predictor), fingerprint)
             model._predictor_path = policy.predictor
-    predict_threshold = policy.threshold if policy.kind == "predictor" else None
     thresholds = policy.layer_thresholds(len(layers))
     if len(thresholds) != len(layers):
         raise ValueError(f"policy gives {len(thresholds)} thresholds for {len(layers)} layers")
-    for layer, threshold in zip(layers, thresholds, strict=True):
+    predicting = policy.kind == "predictor"
+    predict_thresholds = policy.predict_thresholds(len(layers)) if predicting else thresholds
+    for layer, threshold, predict_threshold in zip(
+        layers, thresholds, predict_thresholds, strict=True
+    ):
         if not isinstance(layer.mlp, SparseMLP):
             for name in ("gate_proj", "up_proj", "down_proj"):
                 assert isinstance(getattr(layer.mlp, name, None), nn.Linear), (
@@ -84,7 +96,7 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
             layer.mlp = SparseMLP(layer.mlp)
         layer.mlp.threshold = float(threshold)
         if hasattr(layer.mlp, "predict_threshold"):
-            layer.mlp.predict_threshold = predict_threshold
+            layer.mlp.predict_threshold = float(predict_threshold) if predicting else None
     return model
 
 

@@ -78,12 +78,16 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A database or broker outage answers 503 with a page that says so (docs/reliability.md).
+    "webapp.middleware.ServiceUnavailableMiddleware",
 ]
 
 # --- Security: on by default outside DEBUG (`manage.py check --deploy` is clean) ---
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
+# htmx sends the token from the page (hx-headers), so no script needs the cookie.
+CSRF_COOKIE_HTTPONLY = True
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
@@ -97,6 +101,43 @@ X_FRAME_OPTIONS = "DENY"
 if envbool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+# Django's defaults, stated: a request body over 2.5 MB or with over 1000 fields is a 400
+# before any view runs (a rationale is capped at 1000 characters by its form).
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+# --- Cache: login throttling (annotations/throttle.py) ---------------------------------
+# Shared by every web process: Redis when CACHE_URL is set, else files under VAR_DIR
+# (one machine, several processes; memory would count per process).
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    }
+elif CACHE_URL:
+    raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r} is not a redis:// URL")
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            # Past this many files it evicts at random: high enough that a burst of guesses
+            # under new usernames cannot push an address's failure count out.
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+# After this many failed logins for one username (or from one address), attempts are
+# refused until LOGIN_LOCKOUT_S seconds have passed since the latest failure.
+LOGIN_MAX_FAILURES = envint("LOGIN_MAX_FAILURES", 5)
+LOGIN_MAX_FAILURES_PER_IP = envint("LOGIN_MAX_FAILURES_PER_IP", 4 * LOGIN_MAX_FAILURES)
+LOGIN_LOCKOUT_S = envint("LOGIN_LOCKOUT_S", 900)
+if min(LOGIN_MAX_FAILURES, LOGIN_MAX_FAILURES_PER_IP, LOGIN_LOCKOUT_S) < 1:
+    raise ImproperlyConfigured(
+        "LOGIN_MAX_FAILURES, LOGIN_MAX_FAILURES_PER_IP and LOGIN_LOCKOUT_S must be 1 or more"
+    )
+# Behind a reverse proxy every request comes from the proxy's address; trust the address
+# the proxy appends to X-Forwarded-For instead (only when a proxy always sets it).
+TRUST_X_FORWARDED_FOR = envbool("TRUST_X_FORWARDED_FOR", False)
 
 ROOT_URLCONF = "webapp.urls"
 
@@ -121,6 +162,8 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
+        # A kept connection that died (database restarted) is replaced on the next request.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import functools
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -15,12 +16,15 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer
 
 from annotations import selectors, services
-from annotations.forms import JudgmentForm
+from annotations.forms import ConsentForm, JudgmentForm
 from annotations.models import Assignment, Enrolment, Invite, Study
 
 _FORMATTER = HtmlFormatter(nowrap=True)
 
 
+# Each output is shown to several raters and never changes: highlighting it (the costliest
+# step of a rate page) once per web process is enough. Bounded: ~256 outputs per process.
+@functools.lru_cache(maxsize=256)
 def highlighted(text: str) -> SafeString:
     """Model output as highlighted HTML; Pygments escapes every character it emits."""
     return mark_safe(highlight(text, PythonLexer(), _FORMATTER))  # noqa: S308
@@ -82,6 +86,9 @@ def prolific_entry(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 def invite_entry(request: HttpRequest, token: str) -> HttpResponse:
     invite = get_object_or_404(Invite, token=token, study__status=Study.Status.OPEN)
+    if invite.rater is not None and (invite.rater.is_staff or invite.rater.is_superuser):
+        # A link that logs in must never open a staff account (e.g. one re-pointed in admin).
+        raise Http404("no such invite")
     user = services.invite_redeem(invite=invite)
     _log_in_rater(request, user)
     return redirect("rate", study_id=invite.study_id)
@@ -92,17 +99,17 @@ def invite_entry(request: HttpRequest, token: str) -> HttpResponse:
 def consent(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _get_study_for_rater(request, study_id)
     enrolment = services.enrolment_get(study=study, rater=request.user)
+    form = ConsentForm(
+        request.POST if request.method == "POST" else None, questions=study.profile_questions
+    )
     if request.method == "POST":
-        if request.POST.get("accept") != "yes":
+        if not form.is_valid():
             return render(
-                request,
-                "annotations/consent.html",
-                {"study": study, "error": "Tick the box to take part, or close this page."},
-                status=400,
+                request, "annotations/consent.html", {"study": study, "form": form}, status=400
             )
-        services.enrolment_consent(enrolment=enrolment)
+        services.enrolment_consent(enrolment=enrolment, profile=form.profile())
         return redirect("rate", study_id=study.id)
-    return render(request, "annotations/consent.html", {"study": study})
+    return render(request, "annotations/consent.html", {"study": study, "form": form})
 
 
 @login_required
@@ -114,12 +121,19 @@ def complete(request: HttpRequest, study_id: int) -> HttpResponse:
 
 
 def _completion(study: Study, enrolment: Enrolment) -> dict:
+    """The end of a rater's session: the completion code is their proof of work on the
+    crowd platform, so it is shown only once they have run out of pairs, never when
+    blocked; the link only if it is a web address (never `javascript:`)."""
     blocked = enrolment.blocked_at is not None
+    finished = enrolment.completed_at is not None and not blocked
+    url = study.completion_url
     return {
         "study": study,
         "blocked": blocked,
-        "completion_code": "" if blocked else study.completion_code,
-        "completion_url": "" if blocked else study.completion_url,
+        "finished": finished,
+        "completion_code": study.completion_code if finished else "",
+        "completion_url": url if finished and url.lower().startswith(("https://", "http://"))
+        else "",
     }
 
 

@@ -7,7 +7,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from analysis.study import REPORT_FILES, report_files, report_zip, study_report
+from analysis.study import REPORT_FILES, cached_report_files, report_zip
 from annotations.models import Study
 
 CONTENT_TYPES = {
@@ -20,7 +20,8 @@ CONTENT_TYPES = {
 
 def _files(study_id: int) -> tuple[Study, dict[str, bytes]]:
     study = get_object_or_404(Study, id=study_id)
-    return study, report_files(study_report(study))
+    # Built once per state of the study's data (see `cached_report_files`), not per request.
+    return study, cached_report_files(study)
 
 
 @staff_member_required

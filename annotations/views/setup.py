@@ -89,13 +89,22 @@ def invite_new(request: HttpRequest, study_id: int) -> HttpResponse:
     return redirect("study_setup", study_id=study.id)
 
 
+# JSON leaves these unescaped, yet str.splitlines() and some JSONL readers split on them.
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def _jsonl_line(row: dict) -> str:
+    """One JSON object on exactly one line, whatever the model wrote."""
+    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+
+
 @staff_member_required
 @require_GET
 def export_preferences(request: HttpRequest, study_id: int) -> StreamingHttpResponse:
     """Judgments as DPO preference pairs, one JSON object per line."""
     study = get_object_or_404(Study, id=study_id)
     rows = selectors.preference_pairs(study)
-    lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    lines = (_jsonl_line(row) for row in rows)
     response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
     response["Content-Disposition"] = f'attachment; filename="study-{study.id}-preferences.jsonl"'
     return response

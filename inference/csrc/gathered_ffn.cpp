@@ -6,12 +6,54 @@
 //   idx:    [n] int64  active neurons
 // returns out [D] = sum_i silu(gate_i . x) * (up_i . x) * down_t[idx_i]
 //
-// Step 1 runs over neurons in parallel (each reads its 2*D block once); step 2 over slices of
-// the output, so every thread reads a contiguous slice of each active down row and no
-// reduction between threads is needed. Built on first use by torch.utils.cpp_extension.
+// One pass: the active neurons are split into one contiguous chunk per thread; a thread reads
+// each of its neurons' 3*D weights once, front to back (gate/up block, then the down row), and
+// adds h_i * down_row into its own partial output; the partials are summed at the end (no
+// atomics, one parallel region). Rows sit at scattered addresses, and hardware prefetchers stop
+// at page boundaries, so the next page of the stream is prefetched in software a page ahead.
+// Built on first use by torch.utils.cpp_extension.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
+
+namespace {
+
+constexpr int64_t kPage = 1024;  // floats per 4 KiB page
+constexpr int64_t kLine = 16;    // floats per 64-byte cache line
+
+// Prefetch the first lines of the page after `p` (one page of lookahead in a row stream).
+inline void prefetch_next_page(const float* p, const float* end) {
+  const float* next = p + kPage;
+  for (int64_t l = 0; l < 4 && next + l * kLine < end; ++l) __builtin_prefetch(next + l * kLine);
+}
+
+inline float dot2(const float* g, const float* u, const float* x, int64_t d, float* au_out) {
+  float ag = 0.f, au = 0.f;
+  for (int64_t p = 0; p < d; p += kPage) {
+    const int64_t e = std::min(d, p + kPage);
+    prefetch_next_page(g + p, g + d);
+    prefetch_next_page(u + p, u + d);
+#pragma omp simd reduction(+ : ag, au)
+    for (int64_t k = p; k < e; ++k) {
+      ag += g[k] * x[k];
+      au += u[k] * x[k];
+    }
+  }
+  *au_out = au;
+  return ag;
+}
+
+inline void axpy(float h, const float* row, float* acc, int64_t d) {
+  for (int64_t p = 0; p < d; p += kPage) {
+    const int64_t e = std::min(d, p + kPage);
+    prefetch_next_page(row + p, row + d);
+#pragma omp simd
+    for (int64_t k = p; k < e; ++k) acc[k] += h * row[k];
+  }
+}
+
+}  // namespace
 
 torch::Tensor gathered_ffn(torch::Tensor gu, torch::Tensor down_t, torch::Tensor x,
                            torch::Tensor idx) {
@@ -27,32 +69,28 @@ torch::Tensor gathered_ffn(torch::Tensor gu, torch::Tensor down_t, torch::Tensor
   const float* x_p = x.data_ptr<float>();
   const int64_t* idx_p = idx.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) TORCH_CHECK(idx_p[i] >= 0 && idx_p[i] < f, "index out of range");
-  auto h = torch::empty({n}, x.options());
-  float* h_p = h.data_ptr<float>();
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float* g = gu_p + idx_p[i] * 2 * d;
-      const float* u = g + d;
-      float ag = 0.f, au = 0.f;
-#pragma omp simd reduction(+ : ag, au)
-      for (int64_t k = 0; k < d; ++k) {
-        ag += g[k] * x_p[k];
-        au += u[k] * x_p[k];
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
+  auto partial = torch::zeros({chunks, d}, x.options());
+  float* partial_p = partial.data_ptr<float>();
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      float* acc = partial_p + c * d;
+      const int64_t stop = n * (c + 1) / chunks;
+      for (int64_t i = n * c / chunks; i < stop; ++i) {
+        const float* g = gu_p + idx_p[i] * 2 * d;
+        if (i + 1 < stop) {  // the next neuron's rows start at unrelated addresses
+          const float* g_next = gu_p + idx_p[i + 1] * 2 * d;
+          __builtin_prefetch(g_next);
+          __builtin_prefetch(g_next + d);
+          __builtin_prefetch(down_p + idx_p[i + 1] * d);
+        }
+        float au;
+        const float ag = dot2(g, g + d, x_p, d, &au);
+        axpy(ag / (1.f + std::exp(-ag)) * au, down_p + idx_p[i] * d, acc, d);
       }
-      h_p[i] = ag / (1.f + std::exp(-ag)) * au;
     }
   });
-  auto out = torch::zeros({d}, x.options());
-  float* out_p = out.data_ptr<float>();
-  at::parallel_for(0, d, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float* row = down_p + idx_p[i] * d;
-      const float hi = h_p[i];
-#pragma omp simd
-      for (int64_t k = begin; k < end; ++k) out_p[k] += hi * row[k];
-    }
-  });
-  return out;
+  return chunks == 1 ? partial[0] : partial.sum(0);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

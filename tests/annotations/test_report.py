@@ -15,10 +15,18 @@ from django.test import Client
 from django.urls import reverse
 
 from annotations import services
-from annotations.models import Execution, Generation, Judgment
+from annotations.models import Enrolment, Execution, Generation, Judgment, Study
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def report_cache(settings, tmp_path_factory):
+    """Each test its own report cache (VAR_DIR/reports)."""
+    settings.VAR_DIR = tmp_path_factory.mktemp("var")
+    return settings.VAR_DIR / "reports"
+
 
 XSS_TEXT = '<img src=x onerror="alert(1)">'
 XSS_NAME = "<script>alert('study')</script>"
@@ -109,6 +117,7 @@ def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
         "report.html",
         "judgments.csv",
         "generations.csv",
+        "subgroups.csv",
         "judgments.json",
         "summary.json",
     }
@@ -159,11 +168,14 @@ def test_empty_and_one_condition_studies_give_notes_not_tracebacks(tmp_path):
     assert "1 condition(s): nothing to compare" in html
 
 
-def test_page_and_downloads_match_the_command_and_are_staff_only(users, tmp_path, monkeypatch):
+def test_page_and_downloads_match_the_command_and_are_staff_only(
+    users, tmp_path, monkeypatch, settings
+):
     monkeypatch.setattr("analysis.study.REPORT_BOOTSTRAP", 100)  # both use the default
     staff, alice, _ = users
     study, _ = rated_study(n_items=2, name="plain")
     call_command("study_report", study.id, "--out", str(tmp_path))
+    settings.VAR_DIR = tmp_path / "fresh"  # the page builds its own, not the command's
     client = Client()
     client.force_login(staff)
     page = client.get(reverse("study_report", args=[study.id]))
@@ -219,3 +231,86 @@ def test_gold_pairs_and_criteria_reach_the_report(tmp_path):
     assert "&lt;b&gt;correct&lt;/b&gt;" in html and 'id="gold"' in html
     rows = list(csv.DictReader((tmp_path / "judgments.csv").open()))
     assert sum(row["gold"] == "True" for row in rows) == on_gold
+
+
+PROFILE = [{"name": "experience", "label": "Python experience", "choices": ["novice", "expert"]}]
+
+
+def test_profile_subgroups_reach_the_report_only_as_group_statistics(tmp_path):
+    study, raters = rated_study(n_items=2, n_raters=5, name="profiles")
+    Study.objects.filter(id=study.id).update(profile_questions=PROFILE, consent_text="ok")
+    answers = ["novice", "novice", "expert", "expert", None]
+    for rater, answer in zip(raters, answers, strict=True):
+        enrolment = services.enrolment_get(study=study, rater=rater)
+        services.enrolment_consent(
+            enrolment=enrolment, profile={"experience": answer} if answer else {}
+        )
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    section = summary["subgroups"]["profile"][0]
+    assert section["label"] == "Python experience" and section["n_answered"] == 4
+    assert [(g["group"], g["n_raters"]) for g in section["groups"]] == [
+        ("novice", 2),
+        ("expert", 2),
+    ]
+    assert section["test"]["permutations"] == 999 and 0 < section["test"]["p_value"] <= 1
+    rows = list(csv.DictReader((tmp_path / "subgroups.csv").open()))
+    assert {(r["grouping"], r["group"]) for r in rows} >= {
+        ("experience", "novice"),
+        ("experience", "expert"),
+    }
+    assert all(not r["group"].startswith("rater-") for r in rows)
+    # No file ties a rater (name or pseudonym) to an answer.
+    assert "rater-" not in json.dumps(section)
+    for name in ("judgments.csv", "judgments.json", "generations.csv"):
+        text = (tmp_path / name).read_text()
+        assert "novice" not in text and "expert" not in text
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="subgroups-profile"' in html and "Python experience" in html
+
+
+def test_the_page_is_built_once_per_state_of_the_data(users, monkeypatch, report_cache):
+    from analysis import study as adapter
+
+    monkeypatch.setattr("analysis.study.REPORT_BOOTSTRAP", 0)
+    monkeypatch.setattr("analysis.study.report_figures", lambda summary: {})  # the slow part
+    builds = []
+
+    def counting(*args, **kwargs):
+        builds.append(1)
+        return build(*args, **kwargs)
+
+    build = adapter.study_report
+    monkeypatch.setattr("analysis.study.study_report", counting)
+    staff, alice, _ = users
+    study, _ = rated_study(n_items=2, n_raters=2, name="cached")
+    client = Client()
+    client.force_login(staff)
+    url = reverse("study_report", args=[study.id])
+    first = client.get(url).content
+    assert client.get(url).content == first
+    client.get(reverse("study_report_file", args=[study.id, "summary.json"]))
+    assert len(builds) == 1
+    folders = list((report_cache / str(study.id)).iterdir())
+    assert [f.name for f in folders if f.is_dir()] and all(
+        (folder / "report.html").read_bytes() == first for folder in folders if folder.is_dir()
+    )
+
+    study.overlap = 3
+    study.save(update_fields=["overlap"])
+    enrolment = services.enrolment_get(study=study, rater=alice)
+    assignment = services.assignment_next(study=study, rater=alice)
+    services.judgment_submit(assignment=assignment, choice="left")
+    summary_url = reverse("study_report_file", args=[study.id, "summary.json"])
+    summary = json.loads(client.get(summary_url).content)
+    assert len(builds) == 2 and summary["counts"]["judgments"] == 2 * 2 * 3 + 1
+    assert len([f for f in (report_cache / str(study.id)).iterdir() if f.is_dir()]) == 1
+
+    flipped = {"a": "b", "b": "a"}[assignment.judgment.winner]
+    Judgment.objects.filter(id=assignment.judgment.id).update(winner=flipped)
+    client.get(url)
+    assert len(builds) == 3, "a changed judgment is a new state"
+    Enrolment.objects.filter(id=enrolment.id).update(profile={"experience": "expert"})
+    client.get(url)
+    call_command("study_report", study.id, "--out", str(report_cache.parent / "out"))
+    assert len(builds) == 4, "the command reuses the page's build"

@@ -1,6 +1,7 @@
 """Staff study setup: create from the library or free text, launch rules, invites, export."""
 
 import json
+import re
 
 import pytest
 from django.test import Client
@@ -169,3 +170,70 @@ def test_several_samples_need_a_temperature(users):
     )
     study = Study.objects.get()
     assert (study.samples_per_item, study.temperature) == (5, 0.8)
+
+
+PROFILE_TEXT = (
+    "experience | Years of Python? | under 1; 1 to 5; over 5\n"
+    "role | Your role | student; professional"
+)
+
+
+def test_profile_questions_are_stored_and_shown(users):
+    client = staff_client(users)
+    client.post(
+        reverse("study_new"),
+        {**BASE, "prompts": "x", "consent_text": "ok", "profile_questions": PROFILE_TEXT},
+    )
+    study = Study.objects.get()
+    assert study.profile_questions == [
+        {"name": "experience", "label": "Years of Python?",
+         "choices": ["under 1", "1 to 5", "over 5"]},
+        {"name": "role", "label": "Your role", "choices": ["student", "professional"]},
+    ]
+    html = client.get(reverse("study_setup", args=[study.id])).content.decode()
+    assert "Years of Python?" in html and "1 to 5 · over 5" in html
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("experience | Years?", "Line 1: write `name | question | choice; choice; …`."),
+        ("role | Role | a; b\nExperience | Years? | a; b", "Line 2: the name must be lower-case"),
+        ("role | Role | only one", "Line 1: “role” needs at least two different choices."),
+        ("role | Role | a; a", "Line 1: “role” needs at least two different choices."),
+        ("role |  | a; b", "Line 1: “role” needs a label"),
+        ("role | Role | a; b\n\nrole | Again | c; d", "Line 3: the name “role” is already used"),
+    ],
+)
+def test_bad_profile_questions_are_form_errors_with_line_numbers(users, text, message):
+    response = staff_client(users).post(
+        reverse("study_new"),
+        {**BASE, "prompts": "x", "consent_text": "ok", "profile_questions": text},
+    )
+    assert response.status_code == 200 and message in response.content.decode()
+    assert not Study.objects.exists()
+
+
+def test_profile_questions_need_a_consent_page(users):
+    response = staff_client(users).post(
+        reverse("study_new"), {**BASE, "prompts": "x", "profile_questions": PROFILE_TEXT}
+    )
+    assert "asked on the consent page: set a consent text too" in response.content.decode()
+    assert not Study.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"name": "x"}, "must be a list of questions"),
+        ([{"name": "x", "label": "X", "choices": ["a", "b"], "extra": 1}], "unknown key(s) extra"),
+        ([{"name": "x", "label": "X", "choices": "a, b"}], "needs a list of choices"),
+        ([{"name": "x", "label": "X", "choices": ["a", "b"]}] * 2, "names must be different"),
+    ],
+)
+def test_the_model_validates_profile_questions_too(value, message):
+    from django.core.exceptions import ValidationError
+
+    study = Study(name="s", consent_text="ok", profile_questions=value)
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        study.full_clean()

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from inference.__main__ import build_parser, main
 from inference.policies import StaticPolicy
@@ -66,6 +67,34 @@ def test_generate_streams_text(tiny_dir, tmp_path, capsys):
     assert "new tokens" in captured.err
 
 
+def test_generate_with_a_plan_splits_hot_and_cold(tiny_dir, tmp_path, capsys):
+    plan_file = tmp_path / "plan.json"
+    # The tiny shape's dense parts take ~92 KiB in f32; 250 KiB more holds 2 layers' neurons.
+    assert main(["plan", "--shape", "tiny", "--weight-format", "f32", "--gpu-mem", "300KiB",
+                 "--out", str(plan_file)]) == 0  # fmt: skip
+    assert "saved" in capsys.readouterr().out
+    argv = ["generate", "--model", str(tiny_dir), "--cache-dir", str(tmp_path), "--json"]
+    policy = '{"kind": "static", "threshold": 0.2}'
+    assert main([*argv, "--policy", policy, "--max-new-tokens", "4", "w1 w2"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    split = [*argv, "--plan", str(plan_file), "--hot-device", "cpu", "--cold-device", "cpu"]
+    assert main([*split, "--policy", policy, "--max-new-tokens", "4", "w1 w2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["text"] == plain["text"]
+    assert 0.0 < out["telemetry"]["hot_activation_share"] < 1.0
+    assert list(out["telemetry"]["weight_bytes_per_device"]) == ["cpu"]
+
+
+def test_generate_device_flags_are_checked(tiny_dir, tmp_path, capsys):
+    argv = ["generate", "--model", str(tiny_dir), "--cache-dir", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        main([*argv, "--hot-device", "cuda", "w1"])
+    assert "need --plan or --hot-fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--plan", str(tmp_path / "none.json"), "--device", "cuda", "w1"])
+    assert "--hot-device/--cold-device" in capsys.readouterr().err
+
+
 def test_bench_parsing():
     args = build_parser().parse_args(
         ["bench", "ffn", "--shape", "llama-70b", "--active", "0.5,0.3,0.1", "--json"]
@@ -100,3 +129,35 @@ def test_bench_decode_json_shape(capsys):
     assert out["transformers_dense_tokens_per_s"] > 0
     assert {"dense", "static", "dynamic", "budget"} <= set(out["policies"])
     assert out["policies"]["dense"]["token_agreement_with_dense"] == 1.0
+
+
+def test_calibrate_predictor_prints_a_recall_policy(tmp_path, capsys):
+    from inference.predictor import Predictors
+
+    path = tmp_path / "pred.safetensors"
+    w = [[torch.zeros(1) for _ in range(3)] for _ in range(4)]
+    Predictors("tiny", 0.05, *w, {
+        "thresholds_for_recall": {"0.95": [0.1, 0.2, 0.3]},
+        "mean_predicted_active_for_recall": {"0.95": 0.8},
+    }).save(path)  # fmt: skip
+    assert main(["calibrate", "--predictor", str(path), "--target-recall", "0.95"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["thresholds"] == [0.1, 0.2, 0.3]
+    assert "sparsity 20.0%" in captured.err
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--predictor", str(path)])
+    assert "--target-recall" in capsys.readouterr().err
+
+
+def test_bench_quality_on_tiny(tiny_dir, tmp_path, capsys):
+    argv = ["bench", "quality", "--model", str(tiny_dir), "--cache-dir", str(tmp_path)]
+    policy = '{"kind": "static", "threshold": 0.3}'
+    assert main([*argv, "--count", "2", "--policy", policy, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    dense, static = out["policies"]["dense"], out["policies"]["static t=0.3"]
+    assert dense["top1_agreement_with_dense"] == 1.0 and dense["kl_from_dense_nats"] == 0.0
+    assert dense["active_fraction"] == 1.0 and static["active_fraction"] < 1.0
+    assert static["kl_from_dense_nats"] > 0.0 and out["reply_tokens"] > 0
+    with pytest.raises(SystemExit):
+        main([*argv, "--policy", '{"kind": "budget", "target_active_fraction": 0.5}'])
+    assert "changes per decode step" in capsys.readouterr().err

@@ -5,7 +5,8 @@ import torch
 
 from inference.generate import GenerationResult, generate, prompt_ids
 from inference.loading import load_model
-from inference.policies import DensePolicy, DynamicPolicy, StaticPolicy
+from inference.policies import BudgetPolicy, DensePolicy, DynamicPolicy, StaticPolicy
+from inference.sparse_mlp import sparse_mlps
 
 PROMPT = "w1 w2 w3 w4 w5"
 
@@ -88,6 +89,37 @@ def test_dynamic_policy_moves_thresholds(tiny):
         max_new_tokens=8,
     )
     assert eager.active_fraction < static.active_fraction
+
+
+class WeightReadClock:
+    """A fake clock for a model whose decode time is 10 ms + 100 ms x its active fraction: each
+    call advances by that much for the last MLP call recorded (so a decode step measures its
+    own cost)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.now_s = model, 0.0
+
+    def __call__(self) -> float:
+        fractions = [m.active_fractions[-1] for m in sparse_mlps(self.model) if m.active_fractions]
+        active = sum(fractions) / len(fractions) if fractions else 1.0
+        self.now_s += 0.010 + 0.100 * active
+        return self.now_s
+
+
+@pytest.mark.parametrize("target_s", [0.04, 0.06])
+def test_latency_budget_holds_target_under_a_fake_clock(tiny, target_s):
+    policy = BudgetPolicy(target_latency_s_per_token=target_s, threshold=0.2)
+    clock = WeightReadClock(tiny.model)
+    result = generate(tiny, "w1 w2 w3", policy, max_new_tokens=40, clock=clock)
+    assert result.new_tokens == 40  # no EOS on this prompt
+    # Stated tolerance: the mean step time (warm-up included) within 12 % of the target, and
+    # the sparsity it took is what the clock charged for.
+    assert result.decode_latency_s_per_token == pytest.approx(target_s, rel=0.12)
+    expected_active = (result.decode_latency_s_per_token - 0.010) / 0.100
+    assert result.active_fraction == pytest.approx(expected_active, abs=1e-6)
+    static = generate(tiny, "w1 w2 w3", StaticPolicy(0.2), max_new_tokens=40)
+    faster = target_s < 0.010 + 0.100 * static.active_fraction
+    assert (result.achieved_sparsity > static.achieved_sparsity) == faster
 
 
 def test_bad_arguments(tiny):

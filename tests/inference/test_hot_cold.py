@@ -3,11 +3,15 @@ import copy
 import pytest
 import torch
 
+from inference.config import SHAPES
 from inference.generate import generate
-from inference.hot_cold import HotColdMLP, hot_order, split_hot_cold
-from inference.policies import DensePolicy, StaticPolicy
+from inference.hot_cold import HotColdMLP, hot_order, split_by_plan, split_hot_cold
+from inference.loading import LoadedModel
+from inference.plan import Placement
+from inference.policies import DensePolicy, PredictorPolicy, StaticPolicy
+from inference.predictor import Predictors
 from inference.sparse_mlp import sparse_mlps, sparsify
-from tests.inference.conftest import tiny_model
+from tests.inference.conftest import tiny_model, tiny_tokenizer
 
 FREQUENCY = torch.rand(3, 96, generator=torch.Generator().manual_seed(0))
 
@@ -29,12 +33,17 @@ def test_split_layer_output_unchanged(threshold, tokens):
             torch.testing.assert_close(split_layer.mlp(x), ref_layer.mlp(x))
 
 
-def test_split_model_logits_and_state_dict_keys_unchanged():
+def test_split_model_logits_unchanged_and_state_dict_round_trip():
     reference, split = pair(0.3)
     ids = torch.tensor([[1, 5, 6, 7, 8]])
     with torch.no_grad():
         torch.testing.assert_close(split(ids).logits, reference(ids).logits)
-    assert set(split.state_dict()) == set(reference.state_dict())
+    mlp_keys = {k.split("mlp.")[1] for k in split.state_dict() if ".mlp." in k}
+    assert mlp_keys == {"gu_hot", "down_t_hot", "gu_cold", "down_t_cold"}  # no second copy
+    other = split_hot_cold(sparsify(tiny_model(seed=5), StaticPolicy(0.3)), FREQUENCY, 0.25)
+    other.load_state_dict(split.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(other(ids).logits, split(ids).logits, rtol=0, atol=0)
 
 
 def test_hot_block_holds_the_most_frequent_neurons():
@@ -78,6 +87,135 @@ def test_sparsify_reconfigures_a_split_model():
     sparsify(split, StaticPolicy(0.1))
     assert sparse_mlps(split) == mlps
     assert all(m.threshold == 0.1 for m in mlps)
+
+
+# --- the hybrid device path (hot block on one device, cold on another) ---------------------
+
+PROMPT = "w1 w2 w3 w4"
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def tiny_loaded(seed: int = 0) -> LoadedModel:
+    return LoadedModel(tiny_model(seed), tiny_tokenizer(), "tiny", "")
+
+
+def tiny_plan(hot_neurons: list[int]) -> Placement:
+    """A plan for the tiny shape as `plan` would save it (synthetic profile: index order)."""
+    return Placement(SHAPES["tiny"], "f32", 10**6, 0, hot_neurons, 0, 0, 0.5, True)
+
+
+def tiny_predictors(tmp_path, bias: float = 0.0) -> str:
+    gen = torch.Generator().manual_seed(1)
+    path = tmp_path / "pred.safetensors"
+    Predictors(
+        "tiny",
+        0.05,
+        [torch.randn(4, 32, generator=gen) for _ in range(3)],
+        [torch.zeros(4) for _ in range(3)],
+        [torch.randn(96, 4, generator=gen) for _ in range(3)],
+        [torch.full((96,), bias) for _ in range(3)],
+    ).save(path)
+    return str(path)
+
+
+def test_plan_sets_each_layers_hot_count():
+    model = split_by_plan(tiny_model(), tiny_plan([0, 40, 96]))
+    mlps = sparse_mlps(model)
+    assert [m.num_hot for m in mlps] == [0, 40, 96]
+    assert [tuple(m.gu_hot.shape) for m in mlps] == [(0, 2, 32), (40, 2, 32), (96, 2, 32)]
+    assert [m.down_t_cold.shape[0] for m in mlps] == [96, 56, 0]
+    assert torch.equal(mlps[1].order, torch.arange(96))  # synthetic plan: index order
+
+
+@pytest.mark.parametrize("hot_neurons", [[0, 0, 0], [24, 48, 72], [96, 96, 96]])
+def test_all_hot_or_threshold_zero_equals_dense(hot_neurons):
+    reference = tiny_model()
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    with torch.no_grad():
+        dense = reference(ids).logits
+        split = split_hot_cold(tiny_model(), FREQUENCY, hot_neurons=hot_neurons)
+        torch.testing.assert_close(split(ids).logits, dense)
+    loaded = LoadedModel(split, tiny_tokenizer(), "tiny", "")
+    plain = generate(tiny_loaded(), PROMPT, DensePolicy(), max_new_tokens=6)
+    result = generate(loaded, PROMPT, DensePolicy(), max_new_tokens=6)
+    assert result.token_ids == plain.token_ids
+    assert result.active_fraction == 1.0 and result.mlp_bytes_skipped_fraction == 0.0
+    # Every neuron kept: the hot blocks served their share of the neurons.
+    assert result.hot_activation_share == pytest.approx(sum(hot_neurons) / (3 * 96))
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.5])
+def test_hybrid_equals_masked_sparse_path(threshold):
+    plain = generate(tiny_loaded(), PROMPT, StaticPolicy(threshold), max_new_tokens=8)
+    loaded = tiny_loaded()
+    split_by_plan(loaded.model, tiny_plan([30, 60, 90]), hot_device="cpu", cold_device="cpu")
+    result = generate(loaded, PROMPT, StaticPolicy(threshold), max_new_tokens=8)
+    assert result.token_ids == plain.token_ids
+    assert result.active_fraction_per_layer == pytest.approx(plain.active_fraction_per_layer)
+    assert 0.0 < result.hot_activation_share < 1.0
+    assert result.mlp_bytes_skipped_fraction > 0.0  # inactive cold rows of down not read
+    tensors = (*loaded.model.parameters(), *loaded.model.buffers())
+    total = sum(t.numel() * t.element_size() for t in tensors)
+    assert result.weight_bytes_per_device == {"cpu": total}
+    assert plain.hot_activation_share == 1.0  # not split
+
+
+def test_hybrid_predictor_equals_predictor_mlp(tmp_path):
+    policy = PredictorPolicy(0.5, tiny_predictors(tmp_path))
+    plain_model = tiny_loaded()
+    plain = generate(plain_model, PROMPT, policy, max_new_tokens=8)
+    loaded = tiny_loaded()
+    split_hot_cold(loaded.model, FREQUENCY, hot_neurons=[10, 50, 90])
+    result = generate(loaded, PROMPT, policy, max_new_tokens=8)
+    assert result.token_ids == plain.token_ids
+    assert result.active_fraction_per_layer == pytest.approx(plain.active_fraction_per_layer)
+    assert result.mlp_bytes_skipped_fraction > 0.0
+    x = torch.randn(1, 1, 32)
+    for a, b in zip(sparse_mlps(plain_model.model), sparse_mlps(loaded.model), strict=True):
+        with torch.no_grad():
+            torch.testing.assert_close(b(x), a(x))
+            torch.testing.assert_close(b(x.expand(1, 3, 32)), a(x.expand(1, 3, 32)))
+    sparsify(loaded.model, StaticPolicy(0.0))  # predictor off again: dense output
+    dense = generate(tiny_loaded(), PROMPT, DensePolicy(), max_new_tokens=6)
+    assert generate(loaded, PROMPT, DensePolicy(), max_new_tokens=6).token_ids == dense.token_ids
+
+
+def test_split_after_predictor_reattaches_it(tmp_path):
+    policy = PredictorPolicy(0.5, tiny_predictors(tmp_path))
+    loaded = tiny_loaded()
+    before = generate(loaded, PROMPT, policy, max_new_tokens=6)
+    split_hot_cold(loaded.model, FREQUENCY, 0.5)
+    assert generate(loaded, PROMPT, policy, max_new_tokens=6).token_ids == before.token_ids
+
+
+def test_plan_for_another_shape_is_refused():
+    with pytest.raises(ValueError, match="the plan is for llama-70b"):
+        split_by_plan(
+            tiny_model(), Placement(SHAPES["llama-70b"], "f32", 0, 0, [0] * 80, 0, 0, 0, True)
+        )
+    with pytest.raises(ValueError, match="pass its frequency"):
+        split_by_plan(tiny_model(), Placement(SHAPES["tiny"], "f32", 0, 0, [0] * 3, 0, 0, 0, False))
+    with pytest.raises(ValueError, match="exactly one"):
+        split_hot_cold(tiny_model(), FREQUENCY)
+
+
+@CUDA
+@pytest.mark.parametrize("threshold", [0.0, 0.3])
+def test_hot_on_cuda_cold_on_cpu_equals_cpu(threshold, tmp_path):
+    cpu = tiny_loaded()
+    split_hot_cold(cpu.model, FREQUENCY, hot_neurons=[24, 48, 72])
+    gpu = tiny_loaded()
+    split_hot_cold(gpu.model, FREQUENCY, hot_neurons=[24, 48, 72], hot_device="cuda")
+    mlp = sparse_mlps(gpu.model)[1]
+    assert mlp.gu_hot.is_cuda and not mlp.gu_cold.is_cuda
+    assert gpu.model.model.embed_tokens.weight.is_cuda and gpu.model.lm_head.weight.is_cuda
+    for policy in (StaticPolicy(threshold), PredictorPolicy(0.5, tiny_predictors(tmp_path))):
+        expected = generate(cpu, PROMPT, policy, max_new_tokens=8)
+        result = generate(gpu, PROMPT, policy, max_new_tokens=8)
+        assert result.token_ids == expected.token_ids
+        assert result.device.startswith("cuda") and result.cuda_peak_bytes > 0
+        assert set(result.weight_bytes_per_device) == {"cpu", "cuda:0"}
+        assert result.hot_activation_share == pytest.approx(expected.hot_activation_share)
 
 
 @pytest.mark.model

@@ -3,7 +3,7 @@ import torch
 
 from inference.__main__ import main
 from inference.config import SHAPES, ModelShape
-from inference.plan import GROUP, parse_bytes, plan_placement, synthetic_frequency
+from inference.plan import GROUP, Placement, parse_bytes, plan_placement, synthetic_frequency
 
 SMALL = ModelShape("small", 64, 1024, 4, 4, 4, 100)
 
@@ -72,3 +72,15 @@ def test_plan_for_70b_fits_the_budget_it_was_given(budget, weight_format):
     assert len(plan.hot_neurons_per_layer) == 80
     assert all(0 <= n <= shape.intermediate_size for n in plan.hot_neurons_per_layer)
     assert 0.0 <= plan.gpu_activation_share <= 1.0
+
+
+def test_plan_json_round_trip_and_bad_files(tmp_path):
+    plan = plan_placement(SHAPES["llama-70b"], parse_bytes("24GiB"))
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    assert Placement.load(path) == plan
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a placement plan"):
+        Placement.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="plan --out"):
+        Placement.load(tmp_path / "missing.json")

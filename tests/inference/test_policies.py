@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from inference.policies import DensePolicy, DynamicPolicy, Policy, StaticPolicy
+from inference.policies import BudgetPolicy, DensePolicy, DynamicPolicy, Policy, StaticPolicy
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,91 @@ def test_dynamic_rule_raises_threshold_when_confident():
     assert policy.step_factor(10.0) == pytest.approx(0.25)
     assert DynamicPolicy(0.05, entropy_scale=0.0).step_factor(0.1) == 1.0
     assert StaticPolicy(0.05).step_factor(0.1) == 1.0
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        BudgetPolicy(0.5),
+        BudgetPolicy(0.3, threshold=0.2, kp=1.0),
+        BudgetPolicy(target_latency_s_per_token=0.05),
+        BudgetPolicy(target_latency_s_per_token=0.1, threshold=0.2, ki=0.0, warmup_steps=0),
+    ],
+)
+def test_budget_json_round_trip(policy):
+    data = json.loads(json.dumps(policy.to_json()))
+    assert Policy.from_json(data) == policy
+
+
+def test_budget_json_shapes_and_mode_defaults():
+    assert BudgetPolicy(0.5).to_json() == {
+        "kind": "budget",
+        "target_active_fraction": 0.5,
+        "threshold": 0.05,
+        "kp": 2.0,
+        "ki": 1.0,
+        "max_factor": 100.0,
+    }
+    latency = Policy.from_json({"kind": "budget", "target_latency_s_per_token": 0.05})
+    assert latency.to_json() == {
+        "kind": "budget",
+        "threshold": 0.05,
+        "kp": 0.5,
+        "ki": 0.5,
+        "max_factor": 100.0,
+        "target_latency_s_per_token": 0.05,
+        "warmup_steps": 2.0,
+    }
+    assert latency.label() == "budget 50 ms/token"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"kind": "budget"},
+        {"kind": "budget", "target_active_fraction": 0.5, "target_latency_s_per_token": 0.1},
+        {"kind": "budget", "target_active_fraction": 1.5},
+        {"kind": "budget", "target_latency_s_per_token": 0.1, "warmup_steps": 1.5},
+        {"kind": "budget", "target_latency_s_per_token": -0.1},
+    ],
+)
+def test_budget_bad_json(data):
+    with pytest.raises(ValueError, match="budget|warmup_steps|target"):
+        Policy.from_json(data)
+
+
+def _simulate_latency(policy: BudgetPolicy, steps: int = 60) -> list[tuple[float, float]]:
+    """A plant: active = exp(-threshold / 0.2), step latency = 10 ms + 100 ms * active.
+    Returns (active fraction, latency s) per decode step."""
+    controller = policy.controller()
+    history, latency_s, active = [], None, 1.0
+    for _ in range(steps):
+        threshold = policy.threshold * controller(2.0, active, latency_s)
+        active = math.exp(-threshold / 0.2)
+        latency_s = 0.010 + 0.100 * active
+        history.append((active, latency_s))
+    return history
+
+
+def test_latency_budget_converges_from_both_sides():
+    for target_s in (0.03, 0.05, 0.08):
+        history = _simulate_latency(
+            BudgetPolicy(target_latency_s_per_token=target_s, threshold=0.1)
+        )
+        tail = [latency for _, latency in history[-20:]]
+        assert sum(tail) / len(tail) == pytest.approx(target_s, rel=0.05)
+    base = _simulate_latency(BudgetPolicy(target_latency_s_per_token=1.0, threshold=0.1))
+    slow, fast = (
+        _simulate_latency(BudgetPolicy(target_latency_s_per_token=0.03, threshold=0.1)),
+        base,
+    )
+    # Too slow at the base threshold -> sparsity raised; a loose target -> sparsity lowered.
+    assert slow[-1][0] < slow[0][0] and fast[-1][0] > fast[0][0]
+
+
+def test_latency_budget_warm_up_and_clamp():
+    controller = BudgetPolicy(target_latency_s_per_token=0.01, max_factor=4.0).controller()
+    assert controller(2.0, 1.0, None) == 1.0  # no measurement yet
+    assert controller(2.0, 1.0, 10.0) == 1.0  # second warm-up step: not fed back
+    factors = [controller(2.0, 1.0, 10.0) for _ in range(50)]  # hopelessly slow
+    assert factors[0] > 1.0 and factors[-1] == pytest.approx(4.0)

@@ -10,7 +10,10 @@ from inference.predictor import (
     PredictorMLP,
     Predictors,
     attach_predictors,
+    layer_metrics,
+    predictor_policy_for_recall,
     recall_precision,
+    threshold_for_recall,
     train_predictors,
 )
 from inference.sparse_mlp import SparseMLP, sparse_mlps, sparsify
@@ -156,3 +159,43 @@ def test_train_predictors_on_tiny(tiny):
     assert m["held_out_prompts"] == 2 and m["held_out_tokens"] > 0
     assert 0.0 <= m["mean_precision"] <= 1.0 and 0.5 <= m["mean_recall"] <= 1.0
     assert len(m["per_layer"]) == 3 and predictors.w1[0].shape == (8, 32)
+    assert len(m["thresholds_for_recall"]["0.95"]) == 3
+    assert 0.0 <= m["mean_mass_recall"] <= 1.0
+
+
+def test_threshold_for_recall_keeps_the_target_share_of_positives():
+    probs = torch.tensor([[0.9, 0.8, 0.2, 0.1], [0.7, 0.6, 0.3, 0.05]])
+    y = torch.tensor([[True, False, True, False], [True, True, False, True]])
+    # Positives' probabilities, sorted: 0.9, 0.7, 0.6, 0.2, 0.05; recall 0.5 needs 3 of 5.
+    assert threshold_for_recall(probs, y, 0.5) == pytest.approx(0.6)
+    for recall in (0.5, 0.8, 1.0):
+        t = threshold_for_recall(probs, y, recall)
+        assert recall_precision(probs >= t, y)[0] >= recall
+    metrics = layer_metrics(probs, torch.where(y, 1.0, 0.0), eps=0.5, threshold=0.5)
+    assert metrics["true_active"] == 0.625 and metrics["mass_recall"] == pytest.approx(0.6)
+    assert set(metrics["thresholds_for_recall"]) == {"0.9", "0.95", "0.98", "0.99"}
+
+
+def test_per_layer_predictor_thresholds(tiny, tmp_path):
+    path = tmp_path / "pred.safetensors"
+    predictors = _predictors(tiny)
+    predictors.metrics = {"thresholds_for_recall": {"0.95": [0.0, 0.5, 1.0]}}
+    predictors.save(path)
+    policy = predictor_policy_for_recall(Predictors.load(path), str(path), 0.95)
+    assert policy.to_json() == {
+        "kind": "predictor",
+        "predictor": str(path),
+        "target_recall": 0.95,
+        "thresholds": [0.0, 0.5, 1.0],
+    }
+    assert Policy.from_json(policy.to_json()) == policy
+    result = generate(tiny, "w1 w2", policy, max_new_tokens=4)
+    assert [m.predict_threshold for m in sparse_mlps(tiny.model)] == [0.0, 0.5, 1.0]
+    assert result.active_fraction_per_layer[0] == 1.0  # threshold 0: every neuron
+    assert result.active_fraction_per_layer[2] < result.active_fraction_per_layer[1]
+    with pytest.raises(ValueError, match="no thresholds for recall 0.9"):
+        predictor_policy_for_recall(Predictors.load(path), str(path), 0.9)
+    with pytest.raises(ValueError, match="not both"):
+        Policy.from_json(
+            {"kind": "predictor", "predictor": "p", "threshold": 0.3, "thresholds": [0.1]}
+        )
