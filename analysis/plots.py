@@ -4,8 +4,9 @@ files), so an HTML report can embed them and stay self-contained."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib
 
@@ -24,6 +25,18 @@ CURVES = (
 CI_KEYS = {"bt_rating": "bt_rating_ci", "win_rate_vs_dense": "win_rate_vs_dense_ci"}
 
 
+def _plain_text(draw: Callable[..., str]) -> Callable[..., str]:
+    """Draw with mathtext off: condition names are user text, and `$…$` in one would make
+    matplotlib parse (and fail on) it as TeX."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> str:
+        with plt.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
 def _png(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
@@ -31,6 +44,7 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@_plain_text
 def alignment_figure(rows: Sequence[dict]) -> str:
     """Every metric against the threshold, one line per policy family; the dense condition
     (threshold 0) starts every family's line. Bars are 95 % CIs where there are some."""
@@ -68,6 +82,7 @@ def alignment_figure(rows: Sequence[dict]) -> str:
     return _png(figure)
 
 
+@_plain_text
 def ratings_figure(bradley_terry: dict) -> str:
     """Bradley–Terry ratings with their bootstrap 95 % CIs, best first."""
     rows = bradley_terry["conditions"]
@@ -83,6 +98,7 @@ def ratings_figure(bradley_terry: dict) -> str:
     return _png(figure)
 
 
+@_plain_text
 def pareto_figure(rows: Sequence[dict], front: Sequence[str], quality: str) -> str:
     """Quality (`quality`) against tokens/s; the Pareto front is joined and highlighted."""
     figure, ax = plt.subplots(figsize=(7, 4.5))
@@ -112,6 +128,7 @@ def pareto_figure(rows: Sequence[dict], front: Sequence[str], quality: str) -> s
     return _png(figure)
 
 
+@_plain_text
 def subgroup_figure(groupings: Sequence[tuple[str, Sequence[dict]]]) -> str:
     """One panel per grouping (a profile question, the rater clusters): each group's share
     of decisive verdicts won by the sparser output per condition pair, against the pair's

@@ -104,7 +104,7 @@ def elo_ratings(judgments: pd.DataFrame) -> dict[str, float]:
 def arena_ranks(lower: Sequence[float], upper: Sequence[float]) -> list[int]:
     """Rank = 1 + number of conditions whose CI lower bound exceeds this one's upper bound
     (Chatbot Arena), so conditions with overlapping CIs can share a rank."""
-    return [1 + sum(low > up for low in lower) for up in upper]
+    return [1 + int(sum(low > up for low in lower)) for up in upper]
 
 
 def preference_summary(

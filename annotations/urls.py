@@ -12,7 +12,8 @@ urlpatterns = [
     path("studies/<int:study_id>/consent/", rater.consent, name="consent"),
     path("studies/<int:study_id>/complete/", rater.complete, name="complete"),
     path("p/<int:study_id>/", rater.prolific_entry, name="prolific_entry"),
-    path("invite/<str:token>/", rater.invite_entry, name="invite_entry"),
+    # Tokens come from secrets.token_urlsafe (a slug): anything else 404s before any query.
+    path("invite/<slug:token>/", rater.invite_entry, name="invite_entry"),
     path("staff/studies/", staff.study_list, name="study_list"),
     path("staff/studies/new/", setup.study_new, name="study_new"),
     path("staff/studies/<int:study_id>/setup/", setup.study_setup, name="study_setup"),

@@ -23,9 +23,10 @@ class ServiceUnavailableMiddleware:
 
     Only connection failures are caught (OperationalError, InterfaceError: a server that
     is restarting, a dropped connection); a bug such as an IntegrityError stays a 500.
-    Nothing was written when the request failed, so the page can promise that earlier
-    judgments are safe; once the database is back, `CONN_HEALTH_CHECKS` replaces the
-    broken connection on the next request without a restart."""
+    Committed judgments are durable, and one whose request failed is stored whole or not
+    at all (transaction.atomic; a retry stores it once), so the page can say they are
+    safe. Once the database is back, `CONN_HEALTH_CHECKS` replaces the broken connection
+    on the next request without a restart."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

@@ -1,3 +1,4 @@
+import json
 import math
 
 import choix
@@ -180,6 +181,7 @@ def test_no_bootstrap_gives_no_bootstrap_cis():
     assert all(pair["win_rate_ties_half_ci_bootstrap"] is None for pair in summary["pairs"])
     assert all(row["rating_ci"] is None for row in summary["bradley_terry"]["conditions"])
     assert all(pair["win_rate_ties_half_ci_wilson"] for pair in summary["pairs"])
+    json.dumps(summary)  # plain Python types only, so the CLI's --json never fails
 
 
 def test_bootstrap_resamples_items_not_judgments():

@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from analysis.export import FORMULA_STARTS
 from analysis.study import REPORT_FILES
-from annotations import services
+from annotations import pipeline, services
 from annotations.models import Condition, Enrolment, Generation, Item, Judgment, Study
 from tests.security.conftest import PASSWORD, client_for
 
@@ -43,8 +43,6 @@ def exported(db, monkeypatch):
         Condition.objects.create(study=study, name=name, policy=policy, position=position)
     for task_id in FORMULAS[3:5]:
         Item.objects.create(study=study, dataset="humaneval", task_id=task_id, prompt=FORMULAS[6])
-    from annotations import pipeline
-
     pipeline.generations_create(study=study)
     for i, generation in enumerate(Generation.objects.filter(item__study=study).order_by("id")):
         generation.status = Generation.Status.DONE

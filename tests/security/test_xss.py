@@ -16,7 +16,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.urls import reverse
 
-from annotations import services
+from analysis.plots import ratings_figure
+from annotations import pipeline, services
 from annotations.models import (
     Assignment,
     Condition,
@@ -131,8 +132,6 @@ def hostile_study(rater_a, rater_b) -> Study:
     criterion = Criterion.objects.create(study=study, name=PAYLOADS[4], question=PAYLOADS[7])
     for task_id in PAYLOADS[8:10]:
         Item.objects.create(study=study, dataset="humaneval", task_id=task_id, prompt=TEXT)
-    from annotations import pipeline
-
     pipeline.generations_create(study=study)
     generations = list(Generation.objects.filter(item__study=study).order_by("id"))
     for i, generation in enumerate(generations):
@@ -212,7 +211,7 @@ def test_rater_pages_show_payloads_as_text(hostile):
     assert not problems, "\n".join(problems)
 
 
-def test_staff_pages_show_payloads_as_text(hostile):
+def test_staff_pages_and_report_show_payloads_as_text(hostile, tmp_path):
     staff, _, study = hostile
     client = client_for(staff)
     pages = {
@@ -237,13 +236,16 @@ def test_staff_pages_show_payloads_as_text(hostile):
             "profile_questions": f"{PAYLOADS[0]} | {PAYLOADS[1]} | {PAYLOADS[2]}",
         },
     )
-    report_file = client.get(reverse("study_report_file", args=[study.id, "report.html"]))
-    pages["report.html download"] = report_file
+    pages["report.html download"] = client.get(
+        reverse("study_report_file", args=[study.id, "report.html"])
+    )
     archive = client.get(reverse("study_report_file", args=[study.id, "report.zip"]))
     zipped = zipfile.ZipFile(io.BytesIO(archive.content)).read("report.html").decode()
     assert 'id="plot-alignment"' in _html(pages["study_report"]), "the report has no plots"
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
     problems = [p for where, r in pages.items() for p in inert_problems(_html(r), where)]
     problems += inert_problems(zipped, "report.zip/report.html")
+    problems += inert_problems((tmp_path / "report.html").read_text(), "study_report command")
     assert not problems, "\n".join(problems)
 
 
@@ -260,17 +262,10 @@ def test_admin_pages_show_payloads_as_text(hostile):
     pages["study search"] = client.get(
         reverse("admin:annotations_study_changelist"), {"q": PAYLOADS[0]}
     )
-    assert len(pages) > 2 * len(admin.site._registry) - 3, sorted(pages)
+    for page in ("admin:annotations_study_change", "admin:annotations_judgment_change",
+                 "admin:auth_user_change"):
+        assert page in pages, f"{page} was not rendered: the hostile rows are missing"
     problems = [p for where, r in pages.items() for p in inert_problems(_html(r), where)]
-    assert not problems, "\n".join(problems)
-
-
-def test_report_command_writes_payloads_as_text(hostile, tmp_path):
-    _, _, study = hostile
-    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
-    html = (tmp_path / "report.html").read_text()
-    assert "&lt;script&gt;" in html, "no payload reached the report: the test checks nothing"
-    problems = inert_problems(html, "study_report report.html")
     assert not problems, "\n".join(problems)
 
 
@@ -286,15 +281,9 @@ def test_the_checker_finds_live_markup():
     assert inert_problems('<pre><code><img src=x onerror=window.__xss=1></code></pre>', "code")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analysis/plots.py passes condition names to matplotlib, which parses $…$ as "
-    "mathtext and raises on e.g. '$\\frac{$' (owned by the analysis helper; see docs/security.md)",
-)
-def test_report_survives_mathtext_in_a_condition_name(hostile, tmp_path):
-    _, _, study = hostile
-    Condition.objects.filter(study=study, position=0).update(name="cost $\\frac{$ dense")
-    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
+def test_report_plots_survive_mathtext_in_a_condition_name():
+    name = "cost $\\frac{$ dense"
+    ratings_figure({"conditions": [{"condition": name, "rating": 1000.0, "rating_ci": None}]})
 
 
 @pytest.mark.browser
