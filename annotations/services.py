@@ -115,7 +115,10 @@ def assignment_next(
         Assignment.objects.filter(
             pair__study=study, rater=rater, judgment__isnull=True, released_at__isnull=True
         )
-        .select_related("pair__study")
+        # Everything the rate page shows, in one query.
+        .select_related(
+            "pair__study", "pair__item", "pair__generation_a", "pair__generation_b"
+        )
         .first()
     )
     if open_assignment is not None:
@@ -133,7 +136,7 @@ def assignment_next(
         GoldAnswer.objects.filter(pair__study=study)
         .exclude(pair__assignments__rater=rater)
         .values_list("pair_id", flat=True)
-    )
+    ) if study.gold_rate > 0 else []
     if gold_ids and rng.random() < study.gold_rate:
         rng.shuffle(gold_ids)
         for pair_id in gold_ids:
@@ -182,7 +185,9 @@ def _assignment_try(
         with transaction.atomic():
             if not _lock_pair(pair_id):
                 return None  # another rater is being given this pair right now
-            pair = Pair.objects.select_related("study").get(id=pair_id)
+            pair = Pair.objects.select_related(
+                "study", "item", "generation_a", "generation_b"
+            ).get(id=pair_id)
             if not _pair_needs_judgment(pair, now=now):
                 return None
             return Assignment.objects.create(
@@ -344,6 +349,10 @@ def _gold_failure_record(*, study: Study, rater_id: int, now) -> None:
 
 def enrolment_get(*, study: Study, rater: AbstractBaseUser) -> Enrolment:
     """The rater's enrolment in the study, created (and added to study.raters) on first use."""
+    # Every rate page and submit asks: two reads when nothing is missing, no write.
+    enrolment = Enrolment.objects.filter(study=study, rater=rater).first()
+    if enrolment is not None and study.raters.filter(id=rater.id).exists():
+        return enrolment
     study.raters.add(rater)
     enrolment, _ = Enrolment.objects.get_or_create(study=study, rater=rater)
     return enrolment

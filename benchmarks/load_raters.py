@@ -14,7 +14,8 @@ form (CSRF), loads the rate page, thinks, and posts the judgment form exactly as
 renders it (choice, rationale, time on task, both Likert values per criterion), until the
 study tells it that it is done. `--flow htmx` posts as htmx does instead (the answer
 carries the next pair). Think time is uniform in [0.5, 1.5] × --think-ms, far quicker than
-a real rater reading two code outputs; --think-ms 0 measures saturation.
+a real rater reading two code outputs (raters also arrive spread over one think time);
+--think-ms 0 measures saturation.
 
 Prints a markdown table (judgments/s, p50/p95/p99 of next-pair and submit, errors) and
 then checks the database of every run: one judgment per completed assignment, none
@@ -261,6 +262,8 @@ async def rater_rate(
     htmx: GET the page once, then POST as htmx does; each answer is the next pair."""
     rate_url = f"/studies/{study_id}/rate/"
     html = None
+    # Raters arrive spread over one think time, not all in the same millisecond.
+    await asyncio.sleep(rng.uniform(0, think_s))
     while time.monotonic() < deadline and len(run.errors) < MAX_ERRORS_PER_RATER:
         try:
             if html is None:

@@ -57,8 +57,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         from inference.plan import Placement
 
         placement = Placement.load(args.plan)
-        frequency = _plan_frequency(placement, loaded.fingerprint)
-        split_by_plan(loaded.model, placement, frequency, **devices)
+        if placement.profile is None:
+            print("note: the plan has no profile; neurons keep their order", file=sys.stderr)
+        split_by_plan(loaded.model, placement, fingerprint=loaded.fingerprint, **devices)
     elif args.hot_fraction is not None:
         from inference.hot_cold import split_hot_cold
         from inference.profile import Profile
@@ -116,19 +117,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan_frequency(placement, fingerprint: str):
-    """The profiled frequencies a plan was made from (``None`` for a synthetic plan)."""
-    if placement.profile is None:
-        print("note: the plan has no profile; neurons keep their order", file=sys.stderr)
-        return None
-    from inference.profile import Profile
-
-    profile = Profile.load(placement.profile)
-    if profile.fingerprint != fingerprint:
-        raise ValueError(f"the plan's profile is of {profile.fingerprint}, the model {fingerprint}")
-    return profile.frequency(placement.activity_threshold)
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
     from inference.loading import load_model
     from inference.predictor import train_predictors
@@ -153,6 +141,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         steps=args.steps,
         max_new_tokens=args.max_new_tokens,
         threshold=args.threshold,
+        magnitude_weighted=args.magnitude_weighted,
         progress=progress,
     )
     predictors.save(args.out)
@@ -344,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--rank", type=int, default=128)
     pred.add_argument("--steps", type=int, default=300)
     pred.add_argument("--threshold", type=float, default=0.5, help="for held-out metrics")
+    pred.add_argument(
+        "--magnitude-weighted", action="store_true", help="weight positives by their |h|"
+    )
     _add_model_arguments(pred)
     pred.set_defaults(func=_cmd_predict)
 

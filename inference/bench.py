@@ -196,10 +196,15 @@ def _policies(loaded, profile: Path | None, predictor: Path | None) -> dict:
             policies["calibrated"] = calibrated_policy(loaded_profile, 0.5)
     predictor = predictor or Path("var/predictors/smollm2-r64.safetensors")
     if predictor.is_file():
-        from inference.predictor import Predictors
+        from inference.predictor import Predictors, predictor_policy_for_recall
 
-        if Predictors.load(predictor).fingerprint == loaded.fingerprint:
+        predictors = Predictors.load(predictor)
+        if predictors.fingerprint == loaded.fingerprint:
             policies["predictor"] = PredictorPolicy(0.5, str(predictor))
+            if "0.95" in predictors.metrics.get("thresholds_for_recall", {}):
+                policies["pred r0.95"] = predictor_policy_for_recall(
+                    predictors, str(predictor), 0.95
+                )
     return policies
 
 

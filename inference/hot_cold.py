@@ -265,12 +265,14 @@ def split_by_plan(
     placement: Placement,
     frequency: torch.Tensor | None = None,
     *,
+    fingerprint: str | None = None,
     hot_device: str | torch.device = "cpu",
     cold_device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """``split_hot_cold`` with the plan's hot neurons per layer. ``frequency`` (``[L, F]``) must
-    be the profile the plan was made from; ``None`` for a plan made without one (its synthetic
-    power law ranks neurons in index order). Refuses a plan for another shape."""
+    """``split_hot_cold`` with the plan's hot neurons per layer; refuses a plan for another
+    shape. ``frequency`` (``[L, F]``) orders the neurons; by default it is read from the profile
+    file the plan names (refused unless made on the model with ``fingerprint``, when given), and
+    a plan made without a profile keeps the index order (its synthetic power law's ranking)."""
     config, shape = model.config, placement.shape
     mine = (config.num_hidden_layers, config.hidden_size, config.intermediate_size)
     planned = (shape.num_layers, shape.hidden_size, shape.intermediate_size)
@@ -280,9 +282,7 @@ def split_by_plan(
             f"the model is {mine}"
         )
     if frequency is None:
-        if not placement.synthetic_profile:
-            raise ValueError("this plan was made from a profile: pass its frequency")
-        frequency = synthetic_frequency(shape)
+        frequency = _plan_frequency(placement, fingerprint)
     return split_hot_cold(
         model,
         frequency,
@@ -290,3 +290,16 @@ def split_by_plan(
         hot_device=hot_device,
         cold_device=cold_device,
     )
+
+
+def _plan_frequency(placement: Placement, fingerprint: str | None) -> torch.Tensor:
+    if placement.profile is None:
+        if not placement.synthetic_profile:
+            raise ValueError("this plan was made from a profile it does not name: pass frequency")
+        return synthetic_frequency(placement.shape)
+    from inference.profile import Profile
+
+    profile = Profile.load(placement.profile)
+    if fingerprint is not None and profile.fingerprint != fingerprint:
+        raise ValueError(f"the plan's profile is of {profile.fingerprint}, the model {fingerprint}")
+    return profile.frequency(placement.activity_threshold)

@@ -283,10 +283,13 @@ def train_layer(
     lr: float = 3e-3,
     batch: int = 256,
     seed: int = 0,
+    h_abs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Fit ``Linear(D, rank) → ReLU → Linear(rank, F)`` to labels ``y: [N, F]`` (0/1) from
     ``x: [N, D]`` with BCE weighted per neuron by ``negatives / positives`` (Deja Vu's class
-    weighting; capped at 20). Returns ``w1, b1, w2, b2``."""
+    weighting; capped at 20). With ``h_abs`` (``|h|``, ``[N, F]``) each positive is further
+    weighted by its ``|h|`` relative to that neuron's mean positive ``|h|`` (capped at 10): a
+    missed neuron costs the output in proportion to ``|h|``. Returns ``w1, b1, w2, b2``."""
     gen = torch.Generator().manual_seed(seed)
     d, f = x.shape[1], y.shape[1]
     net = nn.Sequential(nn.Linear(d, rank), nn.ReLU(), nn.Linear(rank, f))
@@ -295,13 +298,17 @@ def train_layer(
             p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / p.shape[-1] ** 0.5))
     positives = y.mean(dim=0).clamp(1e-3, 1 - 1e-3)
     pos_weight = ((1 - positives) / positives).clamp(max=20.0)
+    weight = torch.ones_like(y)
+    if h_abs is not None:
+        mean_positive = (h_abs * y).sum(dim=0) / y.sum(dim=0).clamp(min=1.0)  # [F]
+        weight = torch.where(y > 0, (h_abs / mean_positive.clamp(min=1e-6)).clamp(max=10.0), 1.0)
     scale = x.std().clamp(min=1e-6)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
             idx = torch.randint(0, x.shape[0], (min(batch, x.shape[0]),), generator=gen)
             loss = F.binary_cross_entropy_with_logits(
-                net(x[idx] / scale), y[idx], pos_weight=pos_weight
+                net(x[idx] / scale), y[idx], weight=weight[idx], pos_weight=pos_weight
             )
             optimizer.zero_grad()
             loss.backward()
@@ -368,10 +375,12 @@ def train_predictors(
     max_new_tokens: int = 8,
     held_out: float = 0.25,
     threshold: float = 0.5,
+    magnitude_weighted: bool = False,
     progress=None,
 ) -> Predictors:
     """Capture profiling data on ``prompts`` (the last ``held_out`` share of prompts is held out)
-    and train one predictor per layer for the labels ``|h| >= eps``. ``metrics`` holds held-out
+    and train one predictor per layer for the labels ``|h| >= eps`` (``magnitude_weighted``:
+    positives weighted by their ``|h|``, see ``train_layer``). ``metrics`` holds held-out
     recall/precision per layer at ``threshold`` and their means."""
     if len(prompts) < 2:
         raise ValueError("need at least 2 prompts (one is held out)")
@@ -384,8 +393,11 @@ def train_predictors(
     per_layer = []
     for layer in range(num_layers):
         x = torch.cat([p[0][layer] for p in train])
-        y = (torch.cat([p[1][layer] for p in train]) >= eps).float()
-        w1, b1, w2, b2 = train_layer(x, y, rank=rank, steps=steps, seed=layer)
+        h_abs = torch.cat([p[1][layer] for p in train])
+        y = (h_abs >= eps).float()
+        w1, b1, w2, b2 = train_layer(
+            x, y, rank=rank, steps=steps, seed=layer, h_abs=h_abs if magnitude_weighted else None
+        )
         for lst, t in zip((out.w1, out.b1, out.w2, out.b2), (w1, b1, w2, b2), strict=True):
             lst.append(t.contiguous())
         xt = torch.cat([p[0][layer] for p in test])
@@ -399,6 +411,7 @@ def train_predictors(
         "threshold": threshold,
         "rank": rank,
         "steps": steps,
+        "magnitude_weighted": magnitude_weighted,
         "train_tokens": int(sum(p[0][0].shape[0] for p in train)),
         "held_out_tokens": int(sum(p[0][0].shape[0] for p in test)),
         "train_prompts": len(train),

@@ -193,7 +193,7 @@ def test_plan_for_another_shape_is_refused():
         split_by_plan(
             tiny_model(), Placement(SHAPES["llama-70b"], "f32", 0, 0, [0] * 80, 0, 0, 0, True)
         )
-    with pytest.raises(ValueError, match="pass its frequency"):
+    with pytest.raises(ValueError, match="does not name"):
         split_by_plan(tiny_model(), Placement(SHAPES["tiny"], "f32", 0, 0, [0] * 3, 0, 0, 0, False))
     with pytest.raises(ValueError, match="exactly one"):
         split_hot_cold(tiny_model(), FREQUENCY)
@@ -237,3 +237,21 @@ def test_real_model_profile_calibrate_split():
     result = generate(loaded, "Name a colour.", policy, max_new_tokens=6)
     assert 0.3 < result.active_fraction < 0.7
     assert result.mlp_bytes_skipped_fraction > 0.0
+
+
+@pytest.mark.model
+def test_real_model_hybrid_by_plan_equals_masked_path():
+    from inference.loading import load_model
+    from inference.plan import parse_bytes, plan_placement
+
+    plain, split = load_model(), load_model()  # own copies: splitting permutes weights
+    plan = plan_placement(SHAPES["smollm2-135m"], parse_bytes("300MiB"), weight_format="f32")
+    assert 0 < sum(plan.hot_neurons_per_layer) < 30 * 1536
+    split_by_plan(split.model, plan, hot_device="cpu", cold_device="cpu")
+    policy = StaticPolicy(0.05)
+    expected = generate(plain, "Name a colour.", policy, max_new_tokens=8)
+    result = generate(split, "Name a colour.", policy, max_new_tokens=8)
+    assert result.token_ids == expected.token_ids
+    # Same masks up to neurons within float rounding of the threshold (sums split hot/cold).
+    assert result.active_fraction == pytest.approx(expected.active_fraction, abs=1e-3)
+    assert 0.0 < result.hot_activation_share < 1.0 and result.mlp_bytes_skipped_fraction > 0.0

@@ -152,9 +152,18 @@ def test_recall_precision():
     assert recall_precision(pred, truth) == (0.5, 0.5, 0.5)
 
 
-def test_train_predictors_on_tiny(tiny):
+@pytest.mark.parametrize("magnitude_weighted", [False, True])
+def test_train_predictors_on_tiny(tiny, magnitude_weighted):
     prompts = [f"w{i} w{i + 1} w{i + 2}" for i in range(8, 16)]
-    predictors = train_predictors(tiny, prompts, eps=0.05, rank=8, steps=60, max_new_tokens=3)
+    predictors = train_predictors(
+        tiny,
+        prompts,
+        eps=0.05,
+        rank=8,
+        steps=60,
+        max_new_tokens=3,
+        magnitude_weighted=magnitude_weighted,
+    )
     m = predictors.metrics
     assert m["held_out_prompts"] == 2 and m["held_out_tokens"] > 0
     assert 0.0 <= m["mean_precision"] <= 1.0 and 0.5 <= m["mean_recall"] <= 1.0
