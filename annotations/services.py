@@ -85,14 +85,16 @@ def _pair_needs_judgment(pair: Pair, *, now, excluding: Assignment | None = None
     return taken.count() < pair.study.overlap
 
 
-def _lock_pair(pair_id: int) -> bool:
-    """Take the pair's row lock for this transaction; False if another rater holds it.
+def _lock_pair(pair_id: int, *, wait: bool = False) -> bool:
+    """Take the pair's row lock for this transaction; False if another rater holds it
+    (with `wait`, wait for that rater's transaction to end instead).
 
     Postgres: `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent raters move on to other
     pairs instead of queueing. SQLite has no row locks: a no-op write takes the database's
     write lock, which serializes the count-then-insert below just the same."""
     if connection.features.has_select_for_update_skip_locked:
-        return Pair.objects.select_for_update(skip_locked=True).filter(id=pair_id).exists()
+        locked = Pair.objects.select_for_update(skip_locked=not wait).filter(id=pair_id)
+        return locked.exists()
     return Pair.objects.filter(id=pair_id).update(study_id=F("study_id")) == 1
 
 
@@ -174,16 +176,28 @@ def assignment_next(
         made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now)
         if made is not None:
             return made
+    # Every candidate was locked (other raters being given it at this instant) or filled
+    # meanwhile. A locked one may still have room: wait for those locks rather than tell
+    # this rater that the study is done (the load benchmark caught that at a study's end).
+    for pair_id, *_ in candidates:
+        made = _assignment_try(
+            pair_id=pair_id, study=study, rater=rater, rng=rng, now=now, wait=True
+        )
+        if made is not None:
+            return made
     return None
 
 
 def _assignment_try(
-    *, pair_id: int, study: Study, rater: AbstractBaseUser, rng: random.Random, now
+    *, pair_id: int, study: Study, rater: AbstractBaseUser, rng: random.Random, now,
+    wait: bool = False,
 ) -> Assignment | None:
-    """Lease the pair to the rater if it is free and still needs a judgment; else None."""
+    """Lease the pair to the rater if it is free and still needs a judgment; else None.
+
+    `wait`: wait for another rater's lock on the pair instead of skipping it."""
     try:
         with transaction.atomic():
-            if not _lock_pair(pair_id):
+            if not _lock_pair(pair_id, wait=wait):
                 return None  # another rater is being given this pair right now
             pair = Pair.objects.select_related(
                 "study", "item", "generation_a", "generation_b"

@@ -327,6 +327,48 @@ def test_back_button_replay_and_a_second_tab_store_one_judgment(live_server, fas
     assert list(open_.values_list("id", flat=True)) == [next_id], "the replay took no new pair"
 
 
+# --- The last pairs of a study, wanted by several raters at once -------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pair_another_rater_is_being_given_is_waited_for_not_skipped():
+    """A rater whose only remaining pair is locked for a moment by another rater's
+    assignment gets it once the lock is released, not the done page (the load benchmark
+    found raters sent away early at the end of a study)."""
+    from django.db import transaction
+
+    from annotations import services
+    from annotations.models import Pair
+
+    study = make_study(n_items=1, overlap=2,
+                       conditions=[("dense", {"kind": "dense"}), ("s", {"kind": "dense"})])
+    finish_generations(study)
+    rater = get_user_model().objects.create_user("last-pair")
+    study.raters.add(rater)
+    pair = Pair.objects.get(study=study)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_rater_being_assigned() -> None:
+        try:
+            with transaction.atomic():
+                services._lock_pair(pair.id)
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=other_rater_being_assigned)
+    other.start()
+    assert holding.wait(10)
+    threading.Timer(0.5, release.set).start()
+    try:
+        assignment = services.assignment_next(study=study, rater=rater)
+    finally:
+        release.set()
+        other.join()
+    assert assignment is not None and assignment.pair_id == pair.id
+
+
 # --- An expired lease: reassigned, and the late submit follows the rule ---------------------
 
 
