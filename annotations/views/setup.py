@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotations import selectors, services
 from annotations.forms import StudySetupForm
 from annotations.models import Study
+from annotations.views.staff_actions import study_action
 
 _ITEM_FIELDS = ["dataset", "task_contains", "prompt_contains", "item_count", "seed", "prompts"]
 
@@ -65,28 +66,19 @@ def study_launch(request: HttpRequest, study_id: int) -> HttpResponse:
     return redirect("study_setup", study_id=study.id)
 
 
-@staff_member_required
-@require_POST
-def study_pause(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
+@study_action(then="study_setup")
+def study_pause(study: Study) -> None:
     services.study_status_set(study=study, status=Study.Status.PAUSED)
-    return redirect("study_setup", study_id=study.id)
 
 
-@staff_member_required
-@require_POST
-def study_close(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
+@study_action(then="study_setup")
+def study_close(study: Study) -> None:
     services.study_status_set(study=study, status=Study.Status.CLOSED)
-    return redirect("study_setup", study_id=study.id)
 
 
-@staff_member_required
-@require_POST
-def invite_new(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
+@study_action(then="study_setup")
+def invite_new(study: Study) -> None:
     services.invite_create(study=study)
-    return redirect("study_setup", study_id=study.id)
 
 
 # JSON leaves these unescaped, yet str.splitlines() and some JSONL readers split on them.

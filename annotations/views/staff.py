@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
 from analysis.study import study_results
 from annotations import pipeline, selectors
 from annotations.models import Study
+from annotations.views.staff_actions import study_action
 
 
 @staff_member_required
@@ -49,28 +50,19 @@ def study_progress(request: HttpRequest, study_id: int) -> HttpResponse:
     return response
 
 
-@staff_member_required
-@require_POST
-def study_generate(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
+@study_action(then="study_detail")
+def study_generate(study: Study) -> None:
     pipeline.generations_create(study=study)
     pipeline.generations_enqueue(study=study)
     pipeline.executions_enqueue(study=study)
-    return redirect("study_detail", study_id=study.id)
 
 
-@staff_member_required
-@require_POST
-def study_cancel(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
+@study_action(then="study_detail")
+def study_cancel(study: Study) -> None:
     pipeline.generations_cancel(study=study)
-    return redirect("study_detail", study_id=study.id)
 
 
-@staff_member_required
-@require_POST
-def study_resume(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, id=study_id)
+@study_action(then="study_detail")
+def study_resume(study: Study) -> None:
     pipeline.generations_resume(study=study)
     pipeline.executions_enqueue(study=study)
-    return redirect("study_detail", study_id=study.id)
