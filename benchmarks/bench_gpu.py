@@ -7,6 +7,9 @@
    CUDA peak memory and time to first token the engine reports.
 2. One LLaMA-70B-shaped FFN layer (bf16, batch 1) on the GPU: dense vs the gathered predictor
    path (``index_select`` of gate/up and down rows) at 50/30/10 % active, CUDA-event timed.
+3. The hybrid device path: the tiny model split hot on ``cuda`` / cold on ``cpu`` against the
+   same split on the CPU (static and predictor policies): same tokens, bytes per device, the
+   share of activations the GPU served.
 """
 
 from __future__ import annotations
@@ -108,6 +111,46 @@ def _ffn_70b(reps: int = 20) -> dict:
     }
 
 
+def _hybrid_checks(tmp: str) -> dict:
+    from inference.hot_cold import split_hot_cold
+    from tests.inference.conftest import tiny_model, tiny_tokenizer
+
+    frequency = torch.rand(3, 96, generator=torch.Generator().manual_seed(0))
+    hot = [24, 48, 72]
+    cpu = LoadedModel(
+        split_hot_cold(tiny_model(), frequency, hot_neurons=hot), tiny_tokenizer(), "tiny", ""
+    )
+    gpu_model = split_hot_cold(tiny_model(), frequency, hot_neurons=hot, hot_device="cuda")
+    gpu = LoadedModel(gpu_model, tiny_tokenizer(), "tiny", "")
+    n = len(gpu_model.model.layers)
+    gen = torch.Generator().manual_seed(1)
+    predictors = Predictors(
+        "tiny",
+        0.05,
+        [torch.randn(4, 32, generator=gen) for _ in range(n)],
+        [torch.zeros(4) for _ in range(n)],
+        [torch.randn(96, 4, generator=gen) for _ in range(n)],
+        [torch.zeros(96) for _ in range(n)],
+    )
+    path = f"{tmp}/tiny-hybrid-pred.safetensors"
+    predictors.save(path)
+    out = {}
+    for name, policy in {
+        "static": StaticPolicy(0.3),
+        "predictor": PredictorPolicy(0.5, path),
+    }.items():
+        expected = generate(cpu, "w1 w2 w3 w4", policy, max_new_tokens=12)
+        r = generate(gpu, "w1 w2 w3 w4", policy, max_new_tokens=12)
+        out[name] = {
+            "same_tokens_as_cpu_split": r.token_ids == expected.token_ids,
+            "weight_bytes_per_device": r.weight_bytes_per_device,
+            "hot_activation_share": r.hot_activation_share,
+            "cpu_split_hot_activation_share": expected.hot_activation_share,
+            "achieved_sparsity": r.achieved_sparsity,
+        }
+    return out
+
+
 def main() -> None:
     import tempfile
 
@@ -117,7 +160,12 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device")
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        result = {"torch": torch.__version__, "tiny": _tiny_checks(tmp), "ffn": _ffn_70b()}
+        result = {
+            "torch": torch.__version__,
+            "tiny": _tiny_checks(tmp),
+            "hybrid": _hybrid_checks(tmp),
+            "ffn": _ffn_70b(),
+        }
     print(json.dumps(result, indent=None if args.json else 1))
 
 

@@ -43,12 +43,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     prompt = args.prompt if args.prompt is not None else args.prompt_option
     if prompt is None:
         raise ValueError('a prompt is needed: python -m inference generate [...] "prompt"')
-    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
     split = args.plan is not None or args.hot_fraction is not None
     if split and args.device != "cpu":
         raise ValueError("a hot/cold split places itself: use --hot-device/--cold-device")
     if not split and (args.hot_device, args.cold_device) != ("cpu", "cpu"):
         raise ValueError("--hot-device/--cold-device need --plan or --hot-fraction")
+    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
     if args.device != "cpu":
         loaded.model.to(args.device)
     devices = {"hot_device": args.hot_device, "cold_device": args.cold_device}
@@ -327,14 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     pred = commands.add_parser("predict", help="train per-layer activation predictors")
     pred.add_argument("--out", type=Path, required=True, help="predictor file (.safetensors)")
-    pred.add_argument("--prompts", type=int, default=16, help="HumanEval prompts (1/4 held out)")
-    pred.add_argument("--max-new-tokens", type=int, default=8)
+    pred.add_argument("--prompts", type=int, default=32, help="HumanEval prompts (1/4 held out)")
+    pred.add_argument("--max-new-tokens", type=int, default=16)
     pred.add_argument("--eps", type=float, default=0.05, help="label: neuron active if |h| >= eps")
     pred.add_argument("--rank", type=int, default=128)
-    pred.add_argument("--steps", type=int, default=300)
+    pred.add_argument("--steps", type=int, default=400)
     pred.add_argument("--threshold", type=float, default=0.5, help="for held-out metrics")
     pred.add_argument(
-        "--magnitude-weighted", action="store_true", help="weight positives by their |h|"
+        "--magnitude-weighted",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="weight positive labels by their |h| (default; --no-magnitude-weighted: plain BCE)",
     )
     _add_model_arguments(pred)
     pred.set_defaults(func=_cmd_predict)

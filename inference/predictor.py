@@ -371,11 +371,11 @@ def train_predictors(
     *,
     eps: float = 0.05,
     rank: int = 128,
-    steps: int = 300,
-    max_new_tokens: int = 8,
+    steps: int = 400,
+    max_new_tokens: int = 16,
     held_out: float = 0.25,
     threshold: float = 0.5,
-    magnitude_weighted: bool = False,
+    magnitude_weighted: bool = True,
     progress=None,
 ) -> Predictors:
     """Capture profiling data on ``prompts`` (the last ``held_out`` share of prompts is held out)

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -186,6 +187,24 @@ def test_split_after_predictor_reattaches_it(tmp_path):
     before = generate(loaded, PROMPT, policy, max_new_tokens=6)
     split_hot_cold(loaded.model, FREQUENCY, 0.5)
     assert generate(loaded, PROMPT, policy, max_new_tokens=6).token_ids == before.token_ids
+
+
+def test_plan_orders_neurons_by_its_profile(tmp_path):
+    from inference.profile import EDGES, Profile
+
+    counts = (FREQUENCY * 100).long().unsqueeze(-1)  # [L, F, 1]: one profiled eps
+    hist = torch.zeros(3, len(EDGES) - 1, dtype=torch.int64)
+    Profile("tiny", (0.05,), 100, 4, counts, hist).save(tmp_path / "profile.safetensors")
+    plan = dataclasses.replace(
+        tiny_plan([24, 24, 24]),
+        synthetic_profile=False,
+        profile=str(tmp_path / "profile.safetensors"),
+        activity_threshold=0.05,
+    )
+    mlp = sparse_mlps(split_by_plan(tiny_model(), plan, fingerprint="tiny"))[0]
+    assert set(mlp.order[:24].tolist()) == set(counts[0, :, 0].topk(24).indices.tolist())
+    with pytest.raises(ValueError, match="profile is of tiny, the model other"):
+        split_by_plan(tiny_model(), plan, fingerprint="other")
 
 
 def test_plan_for_another_shape_is_refused():
