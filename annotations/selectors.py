@@ -116,9 +116,37 @@ class RaterProgress:
         return round(100 * self.judged / total) if total else 100
 
 
-def rater_progress(study: Study, rater: AbstractBaseUser) -> RaterProgress:
-    """How many pairs this rater has judged and about how many more they could get."""
-    now = timezone.now()
+def live_assignments(now, prefix: str = "") -> Q:
+    """Assignments that hold a place in a pair's overlap: judged, or leased and unexpired.
+
+    `prefix` ("assignments__") lets the same rule filter a Count over a pair's assignments."""
+    return (
+        Q(**{f"{prefix}judgment__isnull": False})
+        | Q(**{f"{prefix}released_at__isnull": True, f"{prefix}lease_until__gt": now})
+        | Q(**{f"{prefix}released_at__isnull": True, f"{prefix}lease_until__isnull": True})
+    )
+
+
+def pairs_open_to(study: Study, rater: AbstractBaseUser, *, now=None) -> QuerySet[Pair]:
+    """Ordinary (not gold) pairs the rater has never had that still have room below the
+    study's overlap, each annotated with `n_raters` (its live assignments); unordered."""
+    now = now or timezone.now()
+    return (
+        Pair.objects.filter(study=study, gold__isnull=True)
+        .exclude(assignments__rater=rater)
+        .annotate(n_raters=Count("assignments", filter=live_assignments(now, "assignments__")))
+        .filter(n_raters__lt=study.overlap)
+        .order_by()  # the default ordering would join and sort by item
+    )
+
+
+def rater_progress(
+    study: Study, rater: AbstractBaseUser, *, available: int | None = None
+) -> RaterProgress:
+    """How many pairs this rater has judged and about how many more they could get.
+
+    `available`: the number of pairs open to the rater (`pairs_open_to`), when the caller
+    has just counted them (`services.assignment_next_counted`)."""
     # One query for the rater's own counts (this runs on every rate page).
     own = Assignment.objects.filter(pair__study=study, rater=rater).aggregate(
         judged=Count("id", filter=Q(judgment__isnull=False)),
@@ -126,20 +154,8 @@ def rater_progress(study: Study, rater: AbstractBaseUser) -> RaterProgress:
         ordinary_judged=Count("id", filter=Q(judgment__isnull=False, pair__gold__isnull=True)),
     )
     judged, open_ = own["judged"], own["open"]
-    # Same rule as services._live_assignments: judged, or held by an unexpired lease.
-    live = (
-        Q(assignments__judgment__isnull=False)
-        | Q(assignments__released_at__isnull=True, assignments__lease_until__gt=now)
-        | Q(assignments__released_at__isnull=True, assignments__lease_until__isnull=True)
-    )
-    available = (
-        Pair.objects.filter(study=study, gold__isnull=True)
-        .exclude(assignments__rater=rater)
-        .annotate(n=Count("assignments", filter=live))
-        .filter(n__lt=study.overlap)
-        .order_by()
-        .count()
-    )
+    if available is None:
+        available = pairs_open_to(study, rater).count()
     remaining = open_ + available
     if study.items_per_rater is not None:
         remaining = min(remaining, max(study.items_per_rater - own["ordinary_judged"], open_))

@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from annotations.models import (
@@ -34,7 +34,7 @@ from annotations.models import (
     Problem,
     Study,
 )
-from annotations.selectors import study_progress
+from annotations.selectors import live_assignments, pairs_open_to, study_progress
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +64,11 @@ def pairs_create(*, item: Item) -> int:
     return Pair.objects.filter(item=item).count() - before
 
 
-def _live_assignments(now, prefix: str = "") -> Q:
-    """Assignments that hold a place in a pair's overlap: judged, or leased and unexpired.
-
-    `prefix` ("assignments__") lets the same rule filter a Count over a pair's assignments."""
-    return (
-        Q(**{f"{prefix}judgment__isnull": False})
-        | Q(**{f"{prefix}released_at__isnull": True, f"{prefix}lease_until__gt": now})
-        | Q(**{f"{prefix}released_at__isnull": True, f"{prefix}lease_until__isnull": True})
-    )
-
-
 def _pair_needs_judgment(pair: Pair, *, now, excluding: Assignment | None = None) -> bool:
     """Whether the pair still has room for one more rater (gold pairs always do)."""
     if GoldAnswer.objects.filter(pair=pair).exists():
         return True
-    taken = Assignment.objects.filter(_live_assignments(now), pair=pair)
+    taken = Assignment.objects.filter(live_assignments(now), pair=pair)
     if excluding is not None:
         taken = taken.exclude(id=excluding.id)
     return taken.count() < pair.study.overlap
@@ -101,7 +90,18 @@ def _lock_pair(pair_id: int, *, wait: bool = False) -> bool:
 def assignment_next(
     *, study: Study, rater: AbstractBaseUser, rng: random.Random | None = None
 ) -> Assignment | None:
-    """The rater's open assignment in this study, or a new one, or None when done.
+    """The rater's open assignment in this study, or a new one, or None when done
+    (`assignment_next_counted` without the count)."""
+    return assignment_next_counted(study=study, rater=rater, rng=rng)[0]
+
+
+def assignment_next_counted(
+    *, study: Study, rater: AbstractBaseUser, rng: random.Random | None = None
+) -> tuple[Assignment | None, int | None]:
+    """The rater's open assignment in this study, or a new one, or None when done; and
+    how many more ordinary pairs are open to the rater (`selectors.pairs_open_to`, after
+    this one) when that was counted on the way — None when it was not (a resumed
+    assignment, a gold pair), so that the rate page need not count them again.
 
     - An open assignment is resumed (its lease renewed) while its pair still needs it;
       an expired one whose pair got its judgments from others is released.
@@ -113,16 +113,19 @@ def assignment_next(
     rng = rng or random.SystemRandom()
     now = timezone.now()
     lease = timedelta(minutes=study.lease_minutes)
-    open_assignment = (
+    # Usually there is none (the rater has just submitted): ask with a light query, and
+    # only then read everything the rate page shows (the six-table join takes longer to
+    # plan than to run).
+    open_id = (
         Assignment.objects.filter(
             pair__study=study, rater=rater, judgment__isnull=True, released_at__isnull=True
         )
-        # Everything the rate page shows, in one query.
-        .select_related(
-            "pair__study", "pair__item", "pair__generation_a", "pair__generation_b"
-        )
+        .values_list("id", flat=True)
         .first()
     )
+    open_assignment = None if open_id is None else Assignment.objects.select_related(
+        "pair__study", "pair__item", "pair__generation_a", "pair__generation_b"
+    ).get(id=open_id)
     if open_assignment is not None:
         expired = open_assignment.lease_until is not None and open_assignment.lease_until <= now
         if not expired or _pair_needs_judgment(
@@ -130,7 +133,7 @@ def assignment_next(
         ):
             Assignment.objects.filter(id=open_assignment.id).update(lease_until=now + lease)
             open_assignment.lease_until = now + lease
-            return open_assignment
+            return open_assignment, None
         Assignment.objects.filter(id=open_assignment.id).update(released_at=now)
 
     seen = Assignment.objects.filter(rater=rater, pair__study=study)
@@ -144,27 +147,22 @@ def assignment_next(
         for pair_id in gold_ids:
             made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now)
             if made is not None:
-                return made
+                return made, None
 
     if study.items_per_rater is not None:
         ordinary = seen.filter(pair__gold__isnull=True).exclude(
             released_at__isnull=False, judgment__isnull=True
         )
         if ordinary.count() >= study.items_per_rater:
-            return None
+            return None, 0
     # Only ids and condition ids: loading the generations would read every output's text.
     candidates = list(
-        Pair.objects.filter(study=study, gold__isnull=True)
-        .exclude(assignments__rater=rater)
-        .annotate(n_raters=Count("assignments", filter=_live_assignments(now, "assignments__")))
-        .filter(n_raters__lt=study.overlap)
-        .order_by()  # shuffled below; the default ordering would join and sort by item
-        .values_list(
+        pairs_open_to(study, rater, now=now).values_list(
             "id", "n_raters", "generation_a__condition_id", "generation_b__condition_id"
         )
     )
     if not candidates:
-        return None
+        return None, 0
     seen_by_condition_pair = Counter(
         seen.values_list("pair__generation_a__condition_id", "pair__generation_b__condition_id")
     )
@@ -175,7 +173,7 @@ def assignment_next(
     for pair_id, *_ in candidates:
         made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now)
         if made is not None:
-            return made
+            return made, len(candidates) - 1
     # Every candidate was locked (other raters being given it at this instant) or filled
     # meanwhile. A locked one may still have room: wait for those locks rather than tell
     # this rater that the study is done (the load benchmark caught that at a study's end).
@@ -184,8 +182,8 @@ def assignment_next(
             pair_id=pair_id, study=study, rater=rater, rng=rng, now=now, wait=True
         )
         if made is not None:
-            return made
-    return None
+            return made, None
+    return None, None
 
 
 def _assignment_try(
@@ -240,8 +238,13 @@ def judgment_submit(
     time_on_task_ms: int | None = None,
     rationale: str = "",
     ratings: dict[int, tuple[int, int]] | None = None,
+    enrolment: Enrolment | None = None,
+    criteria: list[Criterion] | None = None,
 ) -> tuple[Judgment, bool]:
     """Record the rater's choice for an assignment, once.
+
+    `enrolment` and `criteria` (the rater's enrolment in the pair's study and the study's
+    criteria) may be passed by a caller that has just read them, to save the reads.
 
     `ratings` maps criterion id -> (left value, right value) as shown on screen; they are
     stored in condition order (a, b). Returns (judgment, created). A repeated submit
@@ -265,7 +268,8 @@ def judgment_submit(
         return existing, False
     study = assignment.pair.study
     now = timezone.now()
-    enrolment = Enrolment.objects.filter(study=study, rater_id=assignment.rater_id).first()
+    if enrolment is None:
+        enrolment = Enrolment.objects.filter(study=study, rater_id=assignment.rater_id).first()
     if enrolment is not None and enrolment.blocked_at is not None:
         raise JudgmentRejected("Your session in this study has ended.")
     elapsed_ms = (now - assignment.created_at).total_seconds() * 1000
@@ -273,10 +277,10 @@ def judgment_submit(
         raise JudgmentRejected(
             "That was very quick — please read the prompt and both responses before choosing."
         )
-    criteria = {c.id: c for c in study.criteria.all()}
+    by_id = {c.id: c for c in (study.criteria.all() if criteria is None else criteria)}
     ratings = ratings or {}
     for criterion_id, values in ratings.items():
-        criterion = criteria.get(criterion_id)
+        criterion = by_id.get(criterion_id)
         if criterion is None or not all(1 <= v <= criterion.scale_points for v in values):
             raise ValueError(f"bad rating {values!r} for criterion {criterion_id}")
     winner = _WINNER_BY_SIDE[(choice, assignment.a_on_left)]
@@ -361,11 +365,13 @@ def _gold_failure_record(*, study: Study, rater_id: int, now) -> None:
         Enrolment.objects.filter(id=enrolment.id, blocked_at__isnull=True).update(blocked_at=now)
 
 
-def enrolment_get(*, study: Study, rater: AbstractBaseUser) -> Enrolment:
-    """The rater's enrolment in the study, created (and added to study.raters) on first use."""
-    # Every rate page and submit asks: two reads when nothing is missing, no write.
+def enrolment_get(*, study: Study, rater: AbstractBaseUser, member: bool = False) -> Enrolment:
+    """The rater's enrolment in the study, created (and added to study.raters) on first use.
+
+    `member`: the caller has just read the study through `study.raters`, so the rater is
+    known to be in it (one read instead of two on every rate page)."""
     enrolment = Enrolment.objects.filter(study=study, rater=rater).first()
-    if enrolment is not None and study.raters.filter(id=rater.id).exists():
+    if enrolment is not None and (member or study.raters.filter(id=rater.id).exists()):
         return enrolment
     study.raters.add(rater)
     enrolment, _ = Enrolment.objects.get_or_create(study=study, rater=rater)

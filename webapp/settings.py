@@ -106,13 +106,20 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
-# --- Cache: login throttling (annotations/throttle.py) ---------------------------------
+# --- Caches: login throttling (annotations/throttle.py), highlighted outputs ---------
 # Shared by every web process: Redis when CACHE_URL is set, else files under VAR_DIR
 # (one machine, several processes; memory would count per process).
 CACHE_URL = os.environ.get("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL
+        },
+        "html": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "html",
+        },
     }
 elif CACHE_URL:
     raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r} is not a redis:// URL")
@@ -124,7 +131,14 @@ else:
             # Past this many files it evicts at random: high enough that a burst of guesses
             # under new usernames cannot push an address's failure count out.
             "OPTIONS": {"MAX_ENTRIES": 10_000},
-        }
+        },
+        # Highlighted model outputs (annotations/views/rater.py); apart, so that they can
+        # never push a login-failure count out of "default".
+        "html": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache-html"),
+            "OPTIONS": {"MAX_ENTRIES": 5_000},
+        },
     }
 # After this many failed logins for one username (or from one address), attempts are
 # refused until LOGIN_LOCKOUT_S seconds have passed since the latest failure.

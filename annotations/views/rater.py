@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import hashlib
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.cache import caches
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import SafeString, mark_safe
@@ -14,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer
+from redis.exceptions import RedisError
 
 from annotations import selectors, services
 from annotations.forms import ConsentForm, JudgmentForm
@@ -22,26 +26,53 @@ from annotations.models import Assignment, Enrolment, Invite, Study
 _FORMATTER = HtmlFormatter(nowrap=True)
 
 
-# Each output is shown to several raters and never changes: highlighting it (the costliest
-# step of a rate page) once per web process is enough. Bounded: ~256 outputs per process.
+# Each output is shown to several raters and never changes, so highlighting it (the
+# costliest step of a rate page) is done once for all web processes: the HTML is kept in
+# the shared "html" cache (Redis or files), with a small per-process LRU in front.
+_HTML_CACHE_S = 24 * 3600
+
+
+def _shared_html(kind: str, source: str, build) -> SafeString:
+    """build() once for all processes; a cache that is down only costs the rebuild."""
+    key = f"{kind}:{hashlib.sha256(source.encode('utf-8', 'surrogatepass')).hexdigest()}"
+    try:
+        html = caches["html"].get(key)
+    except (RedisError, OSError):
+        html = None
+    if html is None:
+        html = build()
+        with contextlib.suppress(RedisError, OSError):
+            caches["html"].set(key, html, _HTML_CACHE_S)
+    return mark_safe(html)  # noqa: S308 - Pygments output, built here (escapes every character)
+
+
 @functools.lru_cache(maxsize=256)
 def highlighted(text: str) -> SafeString:
     """Model output as highlighted HTML; Pygments escapes every character it emits."""
-    return mark_safe(highlight(text, PythonLexer(), _FORMATTER))  # noqa: S308
+    return _shared_html("py", text, lambda: highlight(text, PythonLexer(), _FORMATTER))
 
 
 def response_diff(left: str, right: str) -> SafeString:
     """A unified diff from the left to the right response, highlighted (and so escaped)."""
-    lines = difflib.unified_diff(
-        left.splitlines(), right.splitlines(), "Response 1 (left)", "Response 2 (right)",
-        lineterm="",
-    )
-    return mark_safe(highlight("\n".join(lines), DiffLexer(), _FORMATTER))  # noqa: S308
+
+    def build() -> str:
+        lines = difflib.unified_diff(
+            left.splitlines(), right.splitlines(), "Response 1 (left)", "Response 2 (right)",
+            lineterm="",
+        )
+        return highlight("\n".join(lines), DiffLexer(), _FORMATTER)
+
+    return _shared_html("diff", f"{len(left)}:{left}{right}", build)
 
 
 def _get_study_for_rater(request: HttpRequest, study_id: int) -> Study:
     # Only studies the rater is enrolled in and that are open; anything else 404s.
     return get_object_or_404(Study, id=study_id, raters=request.user, status=Study.Status.OPEN)
+
+
+def _enrolment(request: HttpRequest, study: Study) -> Enrolment:
+    """The enrolment of a rater whose study was read through `study.raters` (one query)."""
+    return services.enrolment_get(study=study, rater=request.user, member=True)
 
 
 def _get_assignment_for_rater(request: HttpRequest, assignment_id: int) -> Assignment:
@@ -98,7 +129,7 @@ def invite_entry(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def consent(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _get_study_for_rater(request, study_id)
-    enrolment = services.enrolment_get(study=study, rater=request.user)
+    enrolment = _enrolment(request, study)
     form = ConsentForm(
         request.POST if request.method == "POST" else None, questions=study.profile_questions
     )
@@ -116,8 +147,8 @@ def consent(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 def complete(request: HttpRequest, study_id: int) -> HttpResponse:
     study = get_object_or_404(Study, id=study_id, raters=request.user)
-    enrolment = services.enrolment_get(study=study, rater=request.user)
-    return render(request, "annotations/complete.html", _completion(study, enrolment))
+    context = _completion(study, _enrolment(request, study))
+    return render(request, "annotations/complete.html", context)
 
 
 def _completion(study: Study, enrolment: Enrolment) -> dict:
@@ -140,28 +171,29 @@ def _completion(study: Study, enrolment: Enrolment) -> dict:
 def _render_pair(
     request: HttpRequest,
     study: Study,
+    enrolment: Enrolment,
     *,
     fragment: bool,
     form: JudgmentForm | None = None,
+    criteria: list | None = None,
     message: str = "",
     warning: str = "",
     assignment: Assignment | None = None,
 ) -> HttpResponse:
-    enrolment = services.enrolment_get(study=study, rater=request.user)
+    available = None
     if enrolment.blocked_at is None and assignment is None:
-        assignment = services.assignment_next(study=study, rater=request.user)
+        assignment, available = services.assignment_next_counted(study=study, rater=request.user)
     if assignment is None or enrolment.blocked_at is not None:
         assignment = None
         services.enrolment_complete(enrolment=enrolment)
-    criteria = list(study.criteria.all())
     context = {
         "study": study,
         "assignment": assignment,
-        "criteria": criteria,
+        "criteria": criteria if criteria is not None else list(study.criteria.all()),
         "form": form,
         "message": message,
         "warning": warning,
-        "progress": selectors.rater_progress(study, request.user),
+        "progress": selectors.rater_progress(study, request.user, available=available),
         **_completion(study, enrolment),
     }
     if assignment is not None:
@@ -176,14 +208,16 @@ def _render_pair(
 @login_required
 @require_GET
 def rate(request: HttpRequest, study_id: int) -> HttpResponse:
-    paused = Study.objects.filter(id=study_id, raters=request.user, status=Study.Status.PAUSED)
-    if paused.exists():
-        return render(request, "annotations/paused.html", {"study": paused.get()})
-    study = _get_study_for_rater(request, study_id)
-    enrolment = services.enrolment_get(study=study, rater=request.user)
+    # One read for the study whatever its state: paused says so, other non-open ones 404.
+    study = get_object_or_404(Study, id=study_id, raters=request.user)
+    if study.status == Study.Status.PAUSED:
+        return render(request, "annotations/paused.html", {"study": study})
+    if not study.is_open():
+        raise Http404("no such study")
+    enrolment = _enrolment(request, study)
     if study.consent_text and enrolment.consented_at is None:
         return redirect("consent", study_id=study.id)
-    return _render_pair(request, study, fragment=bool(request.htmx))
+    return _render_pair(request, study, enrolment, fragment=bool(request.htmx))
 
 
 def _time_on_task_ms(request: HttpRequest) -> int | None:
@@ -210,13 +244,15 @@ def judge(request: HttpRequest, assignment_id: int) -> HttpResponse:
     enrolment = services.enrolment_get(study=study, rater=request.user)
     if study.consent_text and enrolment.consented_at is None:
         return HttpResponseBadRequest("Please accept the consent form first.")
-    form = JudgmentForm(request.POST, criteria=list(study.criteria.all()))
+    criteria = list(study.criteria.all())
+    form = JudgmentForm(request.POST, criteria=criteria)
     fragment = bool(request.htmx)
     if not form.is_valid():
         if "choice" in form.errors and not request.htmx:
             return HttpResponseBadRequest(form.errors["choice"][0])
         # Keep the same pair, with the errors beside the fields.
-        return _render_pair(request, study, fragment=fragment, form=form, assignment=assignment)
+        return _render_pair(request, study, enrolment, fragment=fragment, form=form,
+                            criteria=criteria, assignment=assignment)
     try:
         judgment, _ = services.judgment_submit(
             assignment=assignment,
@@ -224,19 +260,22 @@ def judge(request: HttpRequest, assignment_id: int) -> HttpResponse:
             time_on_task_ms=_time_on_task_ms(request),
             rationale=form.cleaned_data["rationale"],
             ratings=form.ratings(),
+            enrolment=enrolment,
+            criteria=criteria,
         )
     except services.JudgmentRejected as rejected:
         assignment.refresh_from_db()
         keep = assignment if assignment.released_at is None else None
-        return _render_pair(
-            request, study, fragment=fragment, message=str(rejected), assignment=keep
-        )
+        return _render_pair(request, study, enrolment, fragment=fragment, criteria=criteria,
+                            message=str(rejected), assignment=keep)
     warning = ""
     if judgment.gold_correct is False:
+        enrolment.refresh_from_db()  # a failed attention check may just have blocked them
         warning = (
             "That pair was an attention check, and your answer did not match. "
             "Please read both responses carefully."
         )
     if not fragment:
         return redirect("rate", study_id=study.id)
-    return _render_pair(request, study, fragment=True, warning=warning)
+    return _render_pair(request, study, enrolment, fragment=True, criteria=criteria,
+                        warning=warning)

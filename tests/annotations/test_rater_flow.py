@@ -5,6 +5,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from annotations import selectors, services
 from annotations.models import Assignment, Enrolment, Generation, GoldAnswer, Judgment, Study
@@ -285,3 +286,35 @@ def test_no_rater_page_leaks_conditions_or_telemetry(users):
         for leak in ("dense", "static t=", "dynamic", "threshold", "policy", "active_fraction",
                      "tokens_per_s", "latency"):
             assert leak not in html, f"{leak!r} leaked in {response.request['PATH_INFO']}"
+
+
+def test_progress_counted_on_the_way_equals_progress_counted_afresh(users):
+    # The rate page reuses assignment_next's candidate count instead of counting again:
+    # both must give the rater the same "N judged · M to go".
+    _, alice, bob = users
+    study = make_study(n_items=3, raters=[alice, bob], overlap=1)
+    finish_generations(study)
+    services.judgment_submit(
+        assignment=services.assignment_next(study=study, rater=bob), choice="tie"
+    )
+    client = login(alice)
+    for _ in range(3):
+        html = client.get(reverse("rate", args=[study.id])).content.decode()
+        fresh = selectors.rater_progress(study, alice)
+        assert f"{fresh.judged} judged · {fresh.remaining} to go" in html
+        a = Assignment.objects.get(rater=alice, judgment__isnull=True)
+        services.judgment_submit(assignment=a, choice="left")
+
+
+def test_rate_page_query_count_is_bounded(users, django_assert_max_num_queries):
+    # A regression guard for the page every rater loads per pair (docs/benchmarks.md, Load):
+    # session, user, study, enrolment, next pair (open?, candidates, balance, lock, pair,
+    # room), criteria, own progress — and no query per criterion or per output.
+    _, alice, _ = users
+    study = make_study(n_items=4, raters=[alice], overlap=1)
+    finish_generations(study)
+    client = login(alice)
+    client.get(reverse("rate", args=[study.id]))
+    Assignment.objects.filter(rater=alice).update(released_at=timezone.now())
+    with django_assert_max_num_queries(18):
+        assert client.get(reverse("rate", args=[study.id])).status_code == 200
