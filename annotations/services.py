@@ -18,6 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotations.highlight import outputs_warm
 from annotations.models import (
     RATIONALE_MAX_CHARS,
     Assignment,
@@ -61,6 +62,8 @@ def pairs_create(*, item: Item) -> int:
     ]
     before = Pair.objects.filter(item=item).count()
     Pair.objects.bulk_create(rows, ignore_conflicts=True)
+    # Raters will be shown these outputs: highlight them now, not on a rater's clock.
+    outputs_warm(g.text for pair in combos for g in pair)
     return Pair.objects.filter(item=item).count() - before
 
 

@@ -43,31 +43,29 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     prompt = args.prompt if args.prompt is not None else args.prompt_option
     if prompt is None:
         raise ValueError('a prompt is needed: python -m inference generate [...] "prompt"')
-    split = args.plan is not None or args.hot_fraction is not None
-    if split and args.device != "cpu":
-        raise ValueError("a hot/cold split places itself: use --hot-device/--cold-device")
-    if not split and (args.hot_device, args.cold_device) != ("cpu", "cpu"):
-        raise ValueError("--hot-device/--cold-device need --plan or --hot-fraction")
-    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
-    if args.device != "cpu":
-        loaded.model.to(args.device)
-    devices = {"hot_device": args.hot_device, "cold_device": args.cold_device}
-    if args.plan is not None:
-        from inference.hot_cold import split_by_plan
-        from inference.plan import Placement
+    from inference.hot_cold import model_place, split_hot_cold
 
-        placement = Placement.load(args.plan)
-        if placement.profile is None:
-            print("note: the plan has no profile; neurons keep their order", file=sys.stderr)
-        split_by_plan(loaded.model, placement, fingerprint=loaded.fingerprint, **devices)
-    elif args.hot_fraction is not None:
-        from inference.hot_cold import split_hot_cold
+    split = args.plan is not None or args.hot_fraction is not None
+    if args.hot_fraction is not None and args.plan is not None:
+        raise ValueError("give --plan or --hot-fraction, not both")
+    if args.hot_fraction is not None and args.profile is None:
+        raise ValueError("--hot-fraction needs --profile (a file from `profile`)")
+    if args.hot_fraction is not None and args.device != "cpu":
+        raise ValueError("a hot/cold split places itself: use --hot-device/--cold-device")
+    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    devices = {"hot_device": args.hot_device, "cold_device": args.cold_device}
+    if args.hot_fraction is not None:
         from inference.profile import Profile
 
-        if args.profile is None:
-            raise ValueError("--hot-fraction needs --profile (a file from `profile`)")
         frequency = Profile.load(args.profile).frequency(args.activity_threshold)
         split_hot_cold(loaded.model, frequency, args.hot_fraction, **devices)
+    else:
+        placement = model_place(
+            loaded.model, fingerprint=loaded.fingerprint, device=args.device, plan=args.plan,
+            **devices,
+        )
+        if placement is not None and placement.profile is None:
+            print("note: the plan has no profile; neurons keep their order", file=sys.stderr)
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)

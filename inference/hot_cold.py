@@ -22,6 +22,8 @@ Prompts (several tokens at once) run both blocks densely (masked), which is fast
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -290,6 +292,34 @@ def split_by_plan(
         hot_device=hot_device,
         cold_device=cold_device,
     )
+
+
+def model_place(
+    model: nn.Module,
+    *,
+    fingerprint: str | None = None,
+    device: str = "cpu",
+    plan: Path | str | None = None,
+    hot_device: str = "cpu",
+    cold_device: str = "cpu",
+) -> Placement | None:
+    """Put a loaded model where it will run, the one way for the CLI and the worker: whole
+    on ``device``, or split by a saved plan (``plan --out``) with each layer's hot neurons
+    (and attention, embeddings) on ``hot_device`` and cold ones on ``cold_device``.
+    Returns the plan used, or None."""
+    if plan is None:
+        if (hot_device, cold_device) != ("cpu", "cpu"):
+            raise ValueError("hot/cold devices need a placement plan (`plan --out`)")
+        if str(device) != "cpu":
+            model.to(device)
+        return None
+    if str(device) != "cpu":
+        raise ValueError("a hot/cold split places itself: give hot and cold devices, not one")
+    placement = Placement.load(plan)
+    split_by_plan(
+        model, placement, fingerprint=fingerprint, hot_device=hot_device, cold_device=cold_device
+    )
+    return placement
 
 
 def _plan_frequency(placement: Placement, fingerprint: str | None) -> torch.Tensor:

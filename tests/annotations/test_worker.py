@@ -251,3 +251,34 @@ def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
     from analysis.study import pass_at_1
 
     assert pass_at_1(study)["dense"]["n_problems"] == 3
+
+
+def test_worker_runs_the_model_split_by_a_placement_plan(tmp_path):
+    """MODEL_PLAN: the worker splits the model hot/cold as the plan says (both halves on
+    the CPU here; MODEL_HOT_DEVICE=cuda on a GPU machine) and its output is the dense one."""
+    from inference.config import SHAPES
+    from inference.generate import generate
+    from inference.loading import load_model
+    from inference.plan import parse_bytes, plan_placement
+    from inference.policies import DensePolicy
+
+    plan_path = tmp_path / "plan.json"
+    plan = plan_placement(SHAPES["smollm2-135m"], parse_bytes("300MiB"), weight_format="f32")
+    plan.save(plan_path)
+    study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
+    study.max_new_tokens = 8
+    study.save()
+    pipeline.generations_create(study=study)
+    log_path = tmp_path / "worker.log"
+    env = {"MODEL_PLAN": str(plan_path), "MODEL_HOT_DEVICE": "cpu", "MODEL_COLD_DEVICE": "cpu"}
+    with celery_worker(log_path, queues="generation", env=env) as worker:
+        pipeline.generations_enqueue(study=study)
+        wait_for(lambda: not _unfinished(study), timeout_s=300, what="the generation",
+                 log_path=log_path, process=worker)
+    g = Generation.objects.get(item__study=study)
+    assert g.status == "done", f"{g.status}: {g.error}"
+    # The split served part of the activations from the hot block (an unsplit model: 1.0).
+    assert 0.0 < g.telemetry["hot_activation_share"] < 1.0, g.telemetry
+    plain = generate(load_model(), g.item.prompt, DensePolicy(), max_new_tokens=8,
+                     seed=g.seed, temperature=study.temperature)
+    assert g.text == plain.text, "a hot/cold split must not change the dense output"

@@ -102,6 +102,9 @@ def test_cache_url_selects_redis_and_bad_values_fail_clearly(tmp_path):
         ({"CACHE_URL": "memcached://127.0.0.1:11211"}, "is not a redis:// URL"),
         ({"LOGIN_MAX_FAILURES": "0"}, "must be 1 or more"),
         ({"LOGIN_LOCKOUT_S": "soon"}, "LOGIN_LOCKOUT_S='soon' is not an integer"),
+        # A worker must not start quietly on the wrong device.
+        ({"MODEL_HOT_DEVICE": "cuda"}, "MODEL_HOT_DEVICE / MODEL_COLD_DEVICE need MODEL_PLAN"),
+        ({"MODEL_PLAN": "p.json", "MODEL_DEVICE": "cuda"}, "MODEL_PLAN places the model"),
     ):
         result = _settings(env, tmp_path)
         assert result.returncode != 0 and message in result.stderr, (env, result.stderr[-500:])
