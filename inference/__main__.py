@@ -45,13 +45,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError('a prompt is needed: python -m inference generate [...] "prompt"')
     from inference.hot_cold import model_place, split_hot_cold
 
+    # Misuse is refused before the (slow) load; model_place checks the same for the worker.
     split = args.plan is not None or args.hot_fraction is not None
+    if split and args.device != "cpu":
+        raise ValueError("a hot/cold split places itself: use --hot-device/--cold-device")
+    if not split and (args.hot_device, args.cold_device) != ("cpu", "cpu"):
+        raise ValueError("--hot-device/--cold-device need --plan or --hot-fraction")
     if args.hot_fraction is not None and args.plan is not None:
         raise ValueError("give --plan or --hot-fraction, not both")
     if args.hot_fraction is not None and args.profile is None:
         raise ValueError("--hot-fraction needs --profile (a file from `profile`)")
-    if args.hot_fraction is not None and args.device != "cpu":
-        raise ValueError("a hot/cold split places itself: use --hot-device/--cold-device")
     loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
     devices = {"hot_device": args.hot_device, "cold_device": args.cold_device}
     if args.hot_fraction is not None:
