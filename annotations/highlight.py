@@ -4,7 +4,7 @@ Each output is shown to several raters and never changes, so highlighting it (th
 step of a rate page) is done once: the HTML is kept in the shared "html" cache (Redis, or
 files under VAR_DIR), with a small per-process LRU in front, and `outputs_warm` builds it
 when the output's pairs are made, before any rater asks. Pygments escapes every character
-it emits, so the HTML is safe to mark safe."""
+it emits and the prose around fenced code is escaped, so the HTML is safe to mark safe."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import contextlib
 import difflib
 import functools
 import hashlib
+import re
 from collections.abc import Callable, Iterable
+from html import escape
 
 from django.core.cache import caches
 from django.utils.safestring import SafeString, mark_safe
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexers import DiffLexer, PythonLexer
+from pygments.lexers import DiffLexer, PythonLexer, TextLexer, get_lexer_by_name
+from pygments.util import ClassNotFound
 from redis.exceptions import RedisError
 
 _FORMATTER = HtmlFormatter(nowrap=True)
@@ -26,6 +29,8 @@ _FORMATTER = HtmlFormatter(nowrap=True)
 _CACHE_S = 14 * 24 * 3600
 # What a cache that is down raises: it then costs only the rebuild, never the page.
 _CACHE_DOWN = (RedisError, OSError)
+# The cache kind of a rendered output; a new name whenever `_response` renders differently.
+_OUTPUT = "out2"
 
 
 def _key(kind: str, source: str) -> str:
@@ -45,14 +50,47 @@ def _shared(kind: str, source: str, build: Callable[[], str]) -> SafeString:
     return mark_safe(html)  # noqa: S308 - Pygments output, built here (escapes every character)
 
 
-def _python(text: str) -> str:
-    return highlight(text, PythonLexer(), _FORMATTER)
+# A fenced block: the opening fence (with its language), the code, and the closing fence —
+# absent when the output was cut off by the token limit.
+_FENCE = re.compile(r"^(```[ \t]*([\w+#.-]*)[^\n]*)\n(.*?)(^```[ \t]*$|\Z)", re.M | re.S)
+
+
+def _lexer(language: str):
+    if language.lower() in ("", "python", "py", "python3"):
+        return PythonLexer(stripnl=False, ensurenl=False)
+    try:
+        return get_lexer_by_name(language, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return TextLexer(stripnl=False, ensurenl=False)
+
+
+def _code(text: str, language: str = "python") -> str:
+    html = highlight(text, _lexer(language), _FORMATTER)
+    # Pygments ends its last line with a newline the text may not have had.
+    return html[:-1] if html.endswith("\n") and not text.endswith("\n") else html
+
+
+def _response(text: str) -> str:
+    """The output exactly as the model wrote it: fenced blocks highlighted in their language,
+    the fences muted, the prose around them plain; an output without fences is all code."""
+    if not _FENCE.search(text):
+        return _code(text)
+    parts, pos = [], 0
+    for match in _FENCE.finditer(text):
+        opening, language, code, closing = match.groups()
+        fence = f'<span class="fence">{escape(opening)}</span>\n'
+        parts += [escape(text[pos : match.start()]), fence, _code(code, language)]
+        if closing:
+            parts.append(f'<span class="fence">{escape(closing)}</span>')
+        pos = match.end()
+    parts.append(escape(text[pos:]))
+    return "".join(parts)
 
 
 @functools.lru_cache(maxsize=256)
 def output_html(text: str) -> SafeString:
     """A model output as highlighted HTML."""
-    return _shared("py", text, lambda: _python(text))
+    return _shared(_OUTPUT, text, lambda: _response(text))
 
 
 def diff_html(left: str, right: str) -> SafeString:
@@ -73,10 +111,10 @@ def outputs_warm(texts: Iterable[str]) -> int:
     built = 0
     for text in set(texts):
         try:
-            if caches["html"].has_key(_key("py", text)):
+            if caches["html"].has_key(_key(_OUTPUT, text)):
                 continue
         except _CACHE_DOWN:
             return built
-        _shared("py", text, lambda text=text: _python(text))
+        _shared(_OUTPUT, text, lambda text=text: _response(text))
         built += 1
     return built

@@ -332,7 +332,8 @@ def test_outputs_are_highlighted_when_paired_not_on_a_raters_clock(users):
     texts = set(Generation.objects.filter(item__study=study).values_list("text", flat=True))
     assert len(texts) == 3
     for text in texts:
-        assert caches["html"].has_key(highlight._key("py", text)), "output not highlighted yet"
+        key = highlight._key(highlight._OUTPUT, text)
+        assert caches["html"].has_key(key), "output not highlighted yet"
     assert highlight.outputs_warm(texts) == 0, "warming twice must build nothing"
     html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
     assert '<span class="k">def</span>' in html

@@ -1,0 +1,47 @@
+"""Responses render as the model wrote them: fenced code highlighted, prose plain, all escaped."""
+
+import html
+import re
+
+from annotations.highlight import _response, diff_html, output_html
+
+FENCED = (
+    "Here is <b>my</b> answer:\n\n```python\ndef f(xs):\n    return [x for x in xs]\n```\n\n"
+    "This uses a list comprehension & returns a new list."
+)
+
+
+def _text(rendered: str) -> str:
+    """What the reader sees: tags dropped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered))
+
+
+def test_fenced_code_is_highlighted_and_prose_is_plain_and_escaped():
+    rendered = _response(FENCED)
+    assert _text(rendered) == FENCED, "the rendering must show exactly the model's text"
+    assert '<span class="k">def</span>' in rendered and '<span class="k">return</span>' in rendered
+    assert "<b>" not in rendered and "&lt;b&gt;my&lt;/b&gt;" in rendered
+    prose = rendered[rendered.rindex("</span>") :]
+    assert 'class="nb"' not in prose, "prose after the fence must not be highlighted as code"
+    assert 'class="err"' not in rendered, "fences must not show as syntax errors"
+    assert rendered.count('class="fence"') == 2
+
+
+def test_a_fence_cut_off_by_the_token_limit_and_other_languages():
+    cut = "Sure:\n```py\ndef g():\n    return 1"
+    rendered = _response(cut)
+    assert _text(rendered) == cut and rendered.count('class="fence"') == 1
+    assert '<span class="k">def</span>' in rendered
+    shell = "Run:\n```bash\necho '<script>x</script>'\n```\n"
+    assert _text(_response(shell)) == shell and "<script>" not in _response(shell)
+    odd = "```not-a-language\n<i>x</i>\n```"
+    assert _text(_response(odd)) == odd and "<i>" not in _response(odd)
+
+
+def test_an_output_without_fences_is_all_code_and_diffs_escape():
+    raw = "def h():\n    return '<img src=x onerror=alert(1)>'\n"
+    rendered = str(output_html(raw))
+    assert _text(rendered) == raw and "<img" not in rendered
+    assert '<span class="k">def</span>' in rendered
+    diff = str(diff_html("a = 1\n", "a = '<svg onload=alert(1)>'\n"))
+    assert "<svg" not in diff and "&lt;svg" in diff
