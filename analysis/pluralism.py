@@ -532,8 +532,9 @@ def _profile_sections(
             )
         elif len(set(groups.values())) == 1:
             section["note"] = (
-                f"all {len(groups)} raters who answered chose “{next(iter(groups.values()))}”"
-                ": nothing to compare"
+                ("the one rater who answered" if len(groups) == 1
+                 else f"all {len(groups)} raters who answered")
+                + f" chose “{next(iter(groups.values()))}”: nothing to compare"
             )
         else:
             section["test"], section["note"] = group_difference_test(
