@@ -34,6 +34,7 @@ def chromium_path() -> str:
 
 @contextmanager
 def browser_page(base_url: str) -> Iterator:
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     # Playwright's event loop runs in the test's thread while the test reads the database;
@@ -50,6 +51,10 @@ def browser_page(base_url: str) -> Iterator:
                 page.set_default_timeout(15_000)
                 yield page
             finally:
+                # Database connections the test opened while Playwright's loop ran live in
+                # that context's storage, which nothing closes later: the test database's
+                # teardown then found "1 other session using the database".
+                connections.close_all()
                 browser.close()
     finally:
         if previous is None:
