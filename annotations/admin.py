@@ -67,6 +67,8 @@ class AssignmentAdmin(admin.ModelAdmin):
                     "completed_at", "released_at"]
     list_filter = ["pair__study"]
     raw_id_fields = ["pair"]
+    # Set only with a judgment (selectors.live_assignments reads it as "judged").
+    readonly_fields = ["completed_at"]
 
 
 class CriterionRatingInline(admin.TabularInline):

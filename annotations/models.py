@@ -336,6 +336,7 @@ class Assignment(models.Model):
     )
     a_on_left = models.BooleanField(help_text="Side shown: was generation A on the left?")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set with the judgment, in its transaction: the assignment queries read it as "judged".
     completed_at = models.DateTimeField(null=True, blank=True)
     # Until when the pair is held for this rater; after it, it may go to someone else.
     lease_until = models.DateTimeField(null=True, blank=True)

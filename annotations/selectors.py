@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
@@ -119,9 +120,11 @@ class RaterProgress:
 def live_assignments(now, prefix: str = "") -> Q:
     """Assignments that hold a place in a pair's overlap: judged, or leased and unexpired.
 
+    Judged is read as `completed_at` set (`services.judgment_submit` sets both in one
+    transaction), which spares every such query a join to the judgments.
     `prefix` ("assignments__") lets the same rule filter a Count over a pair's assignments."""
     return (
-        Q(**{f"{prefix}judgment__isnull": False})
+        Q(**{f"{prefix}completed_at__isnull": False})
         | Q(**{f"{prefix}released_at__isnull": True, f"{prefix}lease_until__gt": now})
         | Q(**{f"{prefix}released_at__isnull": True, f"{prefix}lease_until__isnull": True})
     )
@@ -140,26 +143,92 @@ def pairs_open_to(study: Study, rater: AbstractBaseUser, *, now=None) -> QuerySe
     )
 
 
+@dataclass(frozen=True)
+class Held:
+    """One of a rater's assignments, as the rate page counts it."""
+
+    assignment_id: int
+    judged: bool
+    released: bool
+    gold: bool
+    conditions: tuple[int, int] | None  # the pair's (a, b) condition ids, when read
+
+    @property
+    def open(self) -> bool:
+        return not self.judged and not self.released
+
+
+@dataclass(frozen=True)
+class RaterHistory:
+    """Every assignment a rater has had in one study, oldest first, read in one query:
+    the rate page decides from it whether work is open, which condition pairs the rater
+    has seen, and the progress bar's counts."""
+
+    held: tuple[Held, ...]
+
+    @property
+    def open_ids(self) -> list[int]:
+        return [h.assignment_id for h in self.held if h.open]
+
+    @property
+    def judged(self) -> int:
+        return sum(h.judged for h in self.held)
+
+    @property
+    def ordinary_judged(self) -> int:
+        return sum(h.judged and not h.gold for h in self.held)
+
+    @property
+    def ordinary_kept(self) -> int:
+        """Ordinary pairs judged or still held: what `Study.items_per_rater` caps."""
+        return sum(not h.gold and (h.judged or not h.released) for h in self.held)
+
+    def seen_by_conditions(self) -> Counter[tuple[int, int] | None]:
+        return Counter(h.conditions for h in self.held)
+
+    def with_released(self, assignment_id: int) -> RaterHistory:
+        return RaterHistory(tuple(
+            replace(h, released=True) if h.assignment_id == assignment_id else h
+            for h in self.held
+        ))
+
+    def with_new(self, assignment_id: int, *, gold: bool) -> RaterHistory:
+        new = Held(assignment_id, judged=False, released=False, gold=gold, conditions=None)
+        return RaterHistory((*self.held, new))
+
+
+def rater_history(study: Study, rater: AbstractBaseUser) -> RaterHistory:
+    rows = (
+        Assignment.objects.filter(pair__study=study, rater=rater)
+        .order_by("id")
+        .values_list(
+            "id", "completed_at", "released_at", "pair__gold__id",
+            "pair__generation_a__condition_id", "pair__generation_b__condition_id",
+        )
+    )
+    return RaterHistory(tuple(
+        Held(id_, judged=completed is not None, released=released is not None,
+             gold=gold is not None, conditions=(a, b))
+        for id_, completed, released, gold, a, b in rows
+    ))
+
+
 def rater_progress(
-    study: Study, rater: AbstractBaseUser, *, available: int | None = None
+    study: Study, rater: AbstractBaseUser, *, history: RaterHistory | None = None,
+    available: int | None = None,
 ) -> RaterProgress:
     """How many pairs this rater has judged and about how many more they could get.
 
-    `available`: the number of pairs open to the rater (`pairs_open_to`), when the caller
-    has just counted them (`services.assignment_next_counted`)."""
-    # One query for the rater's own counts (this runs on every rate page).
-    own = Assignment.objects.filter(pair__study=study, rater=rater).aggregate(
-        judged=Count("id", filter=Q(judgment__isnull=False)),
-        open=Count("id", filter=Q(judgment__isnull=True, released_at__isnull=True)),
-        ordinary_judged=Count("id", filter=Q(judgment__isnull=False, pair__gold__isnull=True)),
-    )
-    judged, open_ = own["judged"], own["open"]
+    `history` (`rater_history`) and `available` (how many pairs are open to the rater,
+    `pairs_open_to`) may be passed by a caller that has just read them."""
+    history = history if history is not None else rater_history(study, rater)
+    open_ = len(history.open_ids)
     if available is None:
         available = pairs_open_to(study, rater).count()
     remaining = open_ + available
     if study.items_per_rater is not None:
-        remaining = min(remaining, max(study.items_per_rater - own["ordinary_judged"], open_))
-    return RaterProgress(judged=judged, remaining=remaining)
+        remaining = min(remaining, max(study.items_per_rater - history.ordinary_judged, open_))
+    return RaterProgress(judged=history.judged, remaining=remaining)
 
 
 def studies_for_rater(rater: AbstractBaseUser) -> list[Study]:

@@ -8,7 +8,6 @@ import logging
 import random
 import re
 import secrets
-from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,7 +34,14 @@ from annotations.models import (
     Problem,
     Study,
 )
-from annotations.selectors import live_assignments, pairs_open_to, study_progress
+from annotations.selectors import (
+    RaterProgress,
+    live_assignments,
+    pairs_open_to,
+    rater_history,
+    rater_progress,
+    study_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +77,15 @@ def _pair_needs_judgment(pair: Pair, *, now, excluding: Assignment | None = None
     """Whether the pair still has room for one more rater (gold pairs always do)."""
     if GoldAnswer.objects.filter(pair=pair).exists():
         return True
-    taken = Assignment.objects.filter(live_assignments(now), pair=pair)
+    return _pair_taken(pair.id, now=now, excluding=excluding) < pair.study.overlap
+
+
+def _pair_taken(pair_id: int, *, now, excluding: Assignment | None = None) -> int:
+    """How many raters hold a place in the pair's overlap (`live_assignments`)."""
+    taken = Assignment.objects.filter(live_assignments(now), pair_id=pair_id)
     if excluding is not None:
         taken = taken.exclude(id=excluding.id)
-    return taken.count() < pair.study.overlap
+    return taken.count()
 
 
 def _lock_pair(pair_id: int, *, wait: bool = False) -> bool:
@@ -83,7 +94,9 @@ def _lock_pair(pair_id: int, *, wait: bool = False) -> bool:
 
     Postgres: `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent raters move on to other
     pairs instead of queueing. SQLite has no row locks: a no-op write takes the database's
-    write lock, which serializes the count-then-insert below just the same."""
+    write lock, which serializes the count-then-insert below just the same. The count
+    must be a statement of its own after this one: in one statement it would read a
+    snapshot taken before the lock was granted."""
     if connection.features.has_select_for_update_skip_locked:
         locked = Pair.objects.select_for_update(skip_locked=not wait).filter(id=pair_id)
         return locked.exists()
@@ -94,17 +107,15 @@ def assignment_next(
     *, study: Study, rater: AbstractBaseUser, rng: random.Random | None = None
 ) -> Assignment | None:
     """The rater's open assignment in this study, or a new one, or None when done
-    (`assignment_next_counted` without the count)."""
+    (`assignment_next_counted` without the progress)."""
     return assignment_next_counted(study=study, rater=rater, rng=rng)[0]
 
 
 def assignment_next_counted(
     *, study: Study, rater: AbstractBaseUser, rng: random.Random | None = None
-) -> tuple[Assignment | None, int | None]:
+) -> tuple[Assignment | None, RaterProgress]:
     """The rater's open assignment in this study, or a new one, or None when done; and
-    how many more ordinary pairs are open to the rater (`selectors.pairs_open_to`, after
-    this one) when that was counted on the way — None when it was not (a resumed
-    assignment, a gold pair), so that the rate page need not count them again.
+    the rater's progress after it, counted on the way (the rate page shows both).
 
     - An open assignment is resumed (its lease renewed) while its pair still needs it;
       an expired one whose pair got its judgments from others is released.
@@ -112,34 +123,24 @@ def assignment_next_counted(
       with the fewest live raters (judged or leased) below `study.overlap`, ties broken by
       the condition pair this rater has seen least (balance), then at random.
     - Never a pair this rater has had; never more than `study.items_per_rater` ordinary pairs.
-    - The side is randomized and stored. Safe under concurrent raters (see `_lock_pair`)."""
+    - The side is randomized and stored. Safe under concurrent raters (see `_lock_pair`).
+
+    The returned assignment comes with its pair's item and generations (the page shows
+    them); its pair's study is `study`."""
     rng = rng or random.SystemRandom()
     now = timezone.now()
-    lease = timedelta(minutes=study.lease_minutes)
-    # Usually there is none (the rater has just submitted): ask with a light query, and
-    # only then read everything the rate page shows (the six-table join takes longer to
-    # plan than to run).
-    open_id = (
-        Assignment.objects.filter(
-            pair__study=study, rater=rater, judgment__isnull=True, released_at__isnull=True
-        )
-        .values_list("id", flat=True)
-        .first()
-    )
-    open_assignment = None if open_id is None else Assignment.objects.select_related(
-        "pair__study", "pair__item", "pair__generation_a", "pair__generation_b"
-    ).get(id=open_id)
-    if open_assignment is not None:
-        expired = open_assignment.lease_until is not None and open_assignment.lease_until <= now
-        if not expired or _pair_needs_judgment(
-            open_assignment.pair, now=now, excluding=open_assignment
-        ):
-            Assignment.objects.filter(id=open_assignment.id).update(lease_until=now + lease)
-            open_assignment.lease_until = now + lease
-            return open_assignment, None
-        Assignment.objects.filter(id=open_assignment.id).update(released_at=now)
+    history = rater_history(study, rater)
+    made, available, gold = None, None, False
+    for open_id in history.open_ids[:1]:
+        resumed = _assignment_for_page(open_id, study)
+        expired = resumed.lease_until is not None and resumed.lease_until <= now
+        if not expired or _pair_needs_judgment(resumed.pair, now=now, excluding=resumed):
+            resumed.lease_until = now + timedelta(minutes=study.lease_minutes)
+            Assignment.objects.filter(id=resumed.id).update(lease_until=resumed.lease_until)
+            return resumed, rater_progress(study, rater, history=history)
+        Assignment.objects.filter(id=resumed.id).update(released_at=now)
+        history = history.with_released(resumed.id)
 
-    seen = Assignment.objects.filter(rater=rater, pair__study=study)
     gold_ids = list(
         GoldAnswer.objects.filter(pair__study=study)
         .exclude(pair__assignments__rater=rater)
@@ -147,66 +148,86 @@ def assignment_next_counted(
     ) if study.gold_rate > 0 else []
     if gold_ids and rng.random() < study.gold_rate:
         rng.shuffle(gold_ids)
-        for pair_id in gold_ids:
-            made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now)
-            if made is not None:
-                return made, None
+        made = _assignment_first(gold_ids, study=study, rater=rater, rng=rng, now=now,
+                                 gold=True)
+        gold = made is not None
 
-    if study.items_per_rater is not None:
-        ordinary = seen.filter(pair__gold__isnull=True).exclude(
-            released_at__isnull=False, judgment__isnull=True
+    if made is None and (
+        study.items_per_rater is None or history.ordinary_kept < study.items_per_rater
+    ):
+        # Only ids and condition ids: loading the generations would read every output's text.
+        candidates = list(
+            pairs_open_to(study, rater, now=now).values_list(
+                "id", "n_raters", "generation_a__condition_id", "generation_b__condition_id"
+            )
         )
-        if ordinary.count() >= study.items_per_rater:
-            return None, 0
-    # Only ids and condition ids: loading the generations would read every output's text.
-    candidates = list(
-        pairs_open_to(study, rater, now=now).values_list(
-            "id", "n_raters", "generation_a__condition_id", "generation_b__condition_id"
-        )
+        seen = history.seen_by_conditions()
+        rng.shuffle(candidates)
+        candidates.sort(key=lambda row: (row[1], seen[(row[2], row[3])]))
+        ids = [row[0] for row in candidates]
+        made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now)
+        if made is not None or not ids:
+            available = max(len(ids) - 1, 0)  # the others, unless the tries changed them
+        else:
+            # Every candidate was locked (other raters being given it at this instant) or
+            # filled meanwhile. A locked one may still have room: wait for those locks
+            # rather than tell this rater that the study is done (the load benchmark
+            # caught that at a study's end).
+            made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now,
+                                     wait=True)
+    elif made is None:
+        available = 0  # the rater has had as many ordinary pairs as the study allows
+
+    if made is None:
+        return None, rater_progress(study, rater, history=history, available=available)
+    history = history.with_new(made.id, gold=gold)
+    return (
+        _assignment_for_page(made.id, study),
+        rater_progress(study, rater, history=history, available=available),
     )
-    if not candidates:
-        return None, 0
-    seen_by_condition_pair = Counter(
-        seen.values_list("pair__generation_a__condition_id", "pair__generation_b__condition_id")
+
+
+def _assignment_for_page(assignment_id: int, study: Study) -> Assignment:
+    """The assignment with everything the rate page shows (prompt, both outputs)."""
+    assignment = (
+        Assignment.objects.select_related("pair__item", "pair__generation_a", "pair__generation_b")
+        .defer("pair__item__metadata", "pair__generation_a__telemetry",
+               "pair__generation_b__telemetry")  # per-layer figures: never shown to raters
+        .get(id=assignment_id)
     )
-    rng.shuffle(candidates)
-    candidates.sort(
-        key=lambda row: (row[1], seen_by_condition_pair[(row[2], row[3])])
-    )
-    for pair_id, *_ in candidates:
-        made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now)
+    assignment.pair.study = study
+    return assignment
+
+
+def _assignment_first(
+    pair_ids: list[int], *, study: Study, rater: AbstractBaseUser, rng: random.Random, now,
+    gold: bool = False, wait: bool = False,
+) -> Assignment | None:
+    """The first of the pairs that can be leased to the rater, leased; None if none can."""
+    for pair_id in pair_ids:
+        made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now,
+                               gold=gold, wait=wait)
         if made is not None:
-            return made, len(candidates) - 1
-    # Every candidate was locked (other raters being given it at this instant) or filled
-    # meanwhile. A locked one may still have room: wait for those locks rather than tell
-    # this rater that the study is done (the load benchmark caught that at a study's end).
-    for pair_id, *_ in candidates:
-        made = _assignment_try(
-            pair_id=pair_id, study=study, rater=rater, rng=rng, now=now, wait=True
-        )
-        if made is not None:
-            return made, None
-    return None, None
+            return made
+    return None
 
 
 def _assignment_try(
     *, pair_id: int, study: Study, rater: AbstractBaseUser, rng: random.Random, now,
-    wait: bool = False,
+    gold: bool = False, wait: bool = False,
 ) -> Assignment | None:
     """Lease the pair to the rater if it is free and still needs a judgment; else None.
 
-    `wait`: wait for another rater's lock on the pair instead of skipping it."""
+    `gold`: a gold pair, which always has room. `wait`: wait for another rater's lock on
+    the pair instead of skipping it. Returns the bare row (no related objects read)."""
     try:
         with transaction.atomic():
             if not _lock_pair(pair_id, wait=wait):
                 return None  # another rater is being given this pair right now
-            pair = Pair.objects.select_related(
-                "study", "item", "generation_a", "generation_b"
-            ).get(id=pair_id)
-            if not _pair_needs_judgment(pair, now=now):
+            if not gold and _pair_taken(pair_id, now=now) >= study.overlap:
                 return None
             return Assignment.objects.create(
-                pair=pair,
+                pair_id=pair_id,
                 rater=rater,
                 a_on_left=rng.random() < 0.5,
                 lease_until=now + timedelta(minutes=study.lease_minutes),
@@ -353,10 +374,7 @@ def _judgment_create(
 
 def _lock_and_check(assignment: Assignment, *, now) -> bool:
     """Within a transaction: does the assignment's pair still need this judgment?"""
-    if connection.features.has_select_for_update_skip_locked:
-        Pair.objects.select_for_update().filter(id=assignment.pair_id).exists()
-    else:
-        Pair.objects.filter(id=assignment.pair_id).update(study_id=F("study_id"))
+    _lock_pair(assignment.pair_id, wait=True)
     return _pair_needs_judgment(assignment.pair, now=now, excluding=assignment)
 
 
@@ -368,13 +386,11 @@ def _gold_failure_record(*, study: Study, rater_id: int, now) -> None:
         Enrolment.objects.filter(id=enrolment.id, blocked_at__isnull=True).update(blocked_at=now)
 
 
-def enrolment_get(*, study: Study, rater: AbstractBaseUser, member: bool = False) -> Enrolment:
+def enrolment_get(*, study: Study, rater: AbstractBaseUser) -> Enrolment:
     """The rater's enrolment in the study, created (and added to study.raters) on first use.
-
-    `member`: the caller has just read the study through `study.raters`, so the rater is
-    known to be in it (one read instead of two on every rate page)."""
-    enrolment = Enrolment.objects.filter(study=study, rater=rater).first()
-    if enrolment is not None and (member or study.raters.filter(id=rater.id).exists()):
+    One read once both exist (the rate page and every submit ask)."""
+    enrolment = Enrolment.objects.filter(study=study, rater=rater, study__raters=rater).first()
+    if enrolment is not None:
         return enrolment
     study.raters.add(rater)
     enrolment, _ = Enrolment.objects.get_or_create(study=study, rater=rater)

@@ -121,6 +121,9 @@ if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
             "KEY_PREFIX": "html",
         },
     }
+    # Sessions read from Redis, written through to the database (a query less on every
+    # request; a Redis outage falls back to the database: webapp/sessions.py).
+    SESSION_ENGINE = "webapp.sessions"
 elif CACHE_URL:
     raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r} is not a redis:// URL")
 else:

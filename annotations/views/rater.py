@@ -20,13 +20,12 @@ def _get_study_for_rater(request: HttpRequest, study_id: int) -> Study:
 
 
 def _enrolment(request: HttpRequest, study: Study) -> Enrolment:
-    """The enrolment of a rater whose study was read through `study.raters` (one query)."""
-    return services.enrolment_get(study=study, rater=request.user, member=True)
+    return services.enrolment_get(study=study, rater=request.user)
 
 
 def _get_assignment_for_rater(request: HttpRequest, assignment_id: int) -> Assignment:
     return get_object_or_404(
-        Assignment.objects.select_related("pair__study", "pair__item"),
+        Assignment.objects.select_related("pair__study"),
         id=assignment_id,
         rater=request.user,
     )
@@ -129,9 +128,9 @@ def _render_pair(
     warning: str = "",
     assignment: Assignment | None = None,
 ) -> HttpResponse:
-    available = None
+    progress = None
     if enrolment.blocked_at is None and assignment is None:
-        assignment, available = services.assignment_next_counted(study=study, rater=request.user)
+        assignment, progress = services.assignment_next_counted(study=study, rater=request.user)
     if assignment is None or enrolment.blocked_at is not None:
         assignment = None
         services.enrolment_complete(enrolment=enrolment)
@@ -142,7 +141,7 @@ def _render_pair(
         "form": form,
         "message": message,
         "warning": warning,
-        "progress": selectors.rater_progress(study, request.user, available=available),
+        "progress": progress or selectors.rater_progress(study, request.user),
         **_completion(study, enrolment),
     }
     if assignment is not None:
@@ -157,13 +156,21 @@ def _render_pair(
 @login_required
 @require_GET
 def rate(request: HttpRequest, study_id: int) -> HttpResponse:
-    # One read for the study whatever its state: paused says so, other non-open ones 404.
-    study = get_object_or_404(Study, id=study_id, raters=request.user)
+    # One read for the study whatever its state, and with it the rater's enrolment once
+    # there is one: paused says so, other non-open studies 404.
+    enrolment = (
+        Enrolment.objects.select_related("study")
+        .filter(study_id=study_id, rater=request.user, study__raters=request.user)
+        .first()
+    )
+    study = enrolment.study if enrolment is not None else get_object_or_404(
+        Study, id=study_id, raters=request.user
+    )
     if study.status == Study.Status.PAUSED:
         return render(request, "annotations/paused.html", {"study": study})
     if not study.is_open():
         raise Http404("no such study")
-    enrolment = _enrolment(request, study)
+    enrolment = enrolment or _enrolment(request, study)
     if study.consent_text and enrolment.consented_at is None:
         return redirect("consent", study_id=study.id)
     return _render_pair(request, study, enrolment, fragment=bool(request.htmx))
