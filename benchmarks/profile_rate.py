@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     profiler = cProfile.Profile() if args.profile else None
     last_sql: dict[str, list[dict]] = {}
 
-    def timed(kind: str, call):
+    def timed(kind: str, call, *args, **kwargs):
         with CaptureQueriesContext(connection) as captured:
             if profiler:
                 profiler.enable()
             start = time.perf_counter()
-            response = call()
+            response = call(*args, **kwargs)
             timings[kind].append(time.perf_counter() - start)
             if profiler:
                 profiler.disable()
@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
                 store.clear()
             if profiler:
                 profiler = cProfile.Profile()
-        page = timed("next pair", lambda: client.get(rate_url))
+        page = timed("next pair", client.get, rate_url)
         form = load_raters._form_fields(page.content.decode(), rng)
         if form is None:
             print("the study ran out of pairs; raise --pairs", file=sys.stderr)
             return 1
         action, _, fields = form
-        response = timed("submit", lambda: client.post(action, data=fields))
+        response = timed("submit", client.post, action, data=fields)
         if response.status_code != 302:
             print(f"submit answered {response.status_code}", file=sys.stderr)
             return 1
