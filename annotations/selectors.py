@@ -231,6 +231,29 @@ def rater_progress(
     return RaterProgress(judged=history.judged, remaining=remaining)
 
 
+@dataclass(frozen=True)
+class ShownPair:
+    """What a rater is shown of an assignment: the prompt and the two outputs on their
+    sides, and nothing else (no condition, no generation), so a page cannot leak a label."""
+
+    assignment_id: int
+    prompt: str
+    left: str
+    right: str
+
+
+def pair_shown(assignment_id: int) -> ShownPair:
+    """One light read: four columns, no model objects."""
+    a_on_left, prompt, a, b = (
+        Assignment.objects.filter(id=assignment_id)
+        .values_list("a_on_left", "pair__item__prompt", "pair__generation_a__text",
+                     "pair__generation_b__text")
+        .get()
+    )
+    left, right = (a, b) if a_on_left else (b, a)
+    return ShownPair(assignment_id, prompt=prompt, left=left, right=right)
+
+
 def studies_for_rater(rater: AbstractBaseUser) -> list[Study]:
     """Open studies the rater is enrolled in and not blocked from."""
     return list(

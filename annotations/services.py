@@ -125,14 +125,15 @@ def assignment_next_counted(
     - Never a pair this rater has had; never more than `study.items_per_rater` ordinary pairs.
     - The side is randomized and stored. Safe under concurrent raters (see `_lock_pair`).
 
-    The returned assignment comes with its pair's item and generations (the page shows
-    them); its pair's study is `study`."""
+    A new assignment is returned bare (related rows read when asked for; the rate page
+    reads what it shows with `selectors.pair_shown`)."""
     rng = rng or random.SystemRandom()
     now = timezone.now()
     history = rater_history(study, rater)
     made, available, gold = None, None, False
     for open_id in history.open_ids[:1]:
-        resumed = _assignment_for_page(open_id, study)
+        resumed = Assignment.objects.select_related("pair").get(id=open_id)
+        resumed.pair.study = study
         expired = resumed.lease_until is not None and resumed.lease_until <= now
         if not expired or _pair_needs_judgment(resumed.pair, now=now, excluding=resumed):
             resumed.lease_until = now + timedelta(minutes=study.lease_minutes)
@@ -178,25 +179,9 @@ def assignment_next_counted(
     elif made is None:
         available = 0  # the rater has had as many ordinary pairs as the study allows
 
-    if made is None:
-        return None, rater_progress(study, rater, history=history, available=available)
-    history = history.with_new(made.id, gold=gold)
-    return (
-        _assignment_for_page(made.id, study),
-        rater_progress(study, rater, history=history, available=available),
-    )
-
-
-def _assignment_for_page(assignment_id: int, study: Study) -> Assignment:
-    """The assignment with everything the rate page shows (prompt, both outputs)."""
-    assignment = (
-        Assignment.objects.select_related("pair__item", "pair__generation_a", "pair__generation_b")
-        .defer("pair__item__metadata", "pair__generation_a__telemetry",
-               "pair__generation_b__telemetry")  # per-layer figures: never shown to raters
-        .get(id=assignment_id)
-    )
-    assignment.pair.study = study
-    return assignment
+    if made is not None:
+        history = history.with_new(made.id, gold=gold)
+    return made, rater_progress(study, rater, history=history, available=available)
 
 
 def _assignment_first(

@@ -451,13 +451,19 @@ def database_recreate(database_url: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+# gunicorn's access log line: method, path, status, microseconds spent in the worker.
+_ACCESS_FORMAT = "%(m)s %(U)s %(s)s %(D)s"
+
+
 def gunicorn_start(env: dict[str, str], *, workers: int, threads: int, port: int,
-                   log_path: Path) -> subprocess.Popen:
+                   log_path: Path, access_log: Path | None = None) -> subprocess.Popen:
     command = [
         str(Path(sys.executable).parent / "gunicorn"), "webapp.wsgi",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
         "--backlog", "2048", "--log-level", "warning",
     ]
+    if access_log is not None:
+        command += ["--access-logfile", str(access_log), "--access-logformat", _ACCESS_FORMAT]
     log = open(log_path, "w")  # noqa: SIM115 - the child holds it
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
@@ -474,6 +480,21 @@ def gunicorn_start(env: dict[str, str], *, workers: int, threads: int, port: int
         time.sleep(0.3)
     process.terminate()
     raise SystemExit(f"gunicorn did not come up; log:\n{log_path.read_text()[-3000:]}")
+
+
+def server_times(access_log: Path, since: int) -> tuple[list[float], list[float]]:
+    """Seconds the server spent on rate-page GETs and judge POSTs, from the access log's
+    lines after byte offset `since` (what the client measures, less HTTP and its own loop)."""
+    next_pair, submit = [], []
+    with open(access_log, "rb") as log:
+        log.seek(since)
+        for line in log.read().decode().splitlines():
+            method, path, _, micros = line.split()
+            if method == "GET" and path.endswith("/rate/"):
+                next_pair.append(int(micros) / 1e6)
+            elif method == "POST" and path.endswith("/judge/"):
+                submit.append(int(micros) / 1e6)
+    return next_pair, submit
 
 
 def _load_average() -> str:
@@ -493,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/loadbench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--server-times", action="store_true",
+                        help="also print the time spent inside the server (access log)")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.raters.split(",")]
     if min(counts) < args.overlap:
@@ -512,8 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     call_command("collectstatic", interactive=False, verbosity=0)
     raters = raters_create(max(counts))
     port = _free_port()
+    access_log = var_dir / "access.log" if args.server_times else None
+    if access_log is not None:
+        access_log.unlink(missing_ok=True)
     server = gunicorn_start(env, workers=args.workers, threads=args.threads, port=port,
-                            log_path=var_dir / "gunicorn.log")
+                            log_path=var_dir / "gunicorn.log", access_log=access_log)
     base_url = f"http://127.0.0.1:{port}"
     rows, failures, sessions = [], [], {}
     try:
@@ -528,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             n_pairs = n * args.judgments_per_rater // args.overlap
             study = study_create(name=f"load {n} raters {time.time():.0f}", n_pairs=n_pairs,
                                  overlap=args.overlap, raters=raters[:n])
+            since = access_log.stat().st_size if access_log and access_log.exists() else 0
             runs, wall_s = asyncio.run(raters_run(
                 base_url, [r.username for r in raters[:n]], study_id=study.id,
                 think_s=args.think_ms / 1000, max_seconds=args.max_seconds, seed=args.seed,
@@ -537,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(summary)
             loads.append(f"after {n}: {_load_average()}")
             print(table([summary]).splitlines()[-1], f"  (load {_load_average()})", flush=True)
+            if access_log is not None:
+                time.sleep(0.5)  # gunicorn writes its access log after answering
+                inside = [_percentiles_ms(t) for t in server_times(access_log, since)]
+                print(f"  inside the server: next pair {' / '.join(f'{v:.0f}' for v in inside[0])}"
+                      f", submit {' / '.join(f'{v:.0f}' for v in inside[1])} ms", flush=True)
             for r in runs:
                 for error in r.errors[:3]:
                     print(f"  {r.username}: {error}")

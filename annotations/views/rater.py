@@ -136,7 +136,6 @@ def _render_pair(
         services.enrolment_complete(enrolment=enrolment)
     context = {
         "study": study,
-        "assignment": assignment,
         "criteria": criteria if criteria is not None else list(study.criteria.all()),
         "form": form,
         "message": message,
@@ -145,10 +144,11 @@ def _render_pair(
         **_completion(study, enrolment),
     }
     if assignment is not None:
-        left, right = assignment.generation_on("left").text, assignment.generation_on("right").text
-        context["left_html"] = output_html(left)
-        context["right_html"] = output_html(right)
-        context["diff_html"] = diff_html(left, right)
+        shown = selectors.pair_shown(assignment.id)
+        context["shown"] = shown
+        context["left_html"] = output_html(shown.left)
+        context["right_html"] = output_html(shown.right)
+        context["diff_html"] = diff_html(shown.left, shown.right)
     template = "annotations/rate.html#pair" if fragment else "annotations/rate.html"
     return render(request, template, context)
 

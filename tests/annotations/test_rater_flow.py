@@ -308,15 +308,16 @@ def test_progress_counted_on_the_way_equals_progress_counted_afresh(users):
 
 def test_rate_page_query_count_is_bounded(users, django_assert_max_num_queries):
     # A regression guard for the page every rater loads per pair (docs/benchmarks.md, Load):
-    # session, user, study, enrolment, next pair (open?, candidates, balance, lock, pair,
-    # room), criteria, own progress — and no query per criterion or per output.
+    # session, user, enrolment with its study, the rater's history, candidates, the lease
+    # (lock, room, insert, inside a savepoint here), what is shown, criteria — and no
+    # query per criterion, per output or per earlier assignment.
     _, alice, _ = users
     study = make_study(n_items=4, raters=[alice], overlap=1)
     finish_generations(study)
     client = login(alice)
     client.get(reverse("rate", args=[study.id]))
     Assignment.objects.filter(rater=alice).update(released_at=timezone.now())
-    with django_assert_max_num_queries(18):
+    with django_assert_max_num_queries(13):
         assert client.get(reverse("rate", args=[study.id])).status_code == 200
 
 
