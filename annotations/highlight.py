@@ -22,13 +22,12 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer, TextLexer, get_lexer_by_name
 from pygments.util import ClassNotFound
-from redis.exceptions import RedisError
+
+from webapp.sessions import CACHE_DOWN
 
 _FORMATTER = HtmlFormatter(nowrap=True)
 # Longer than a study runs between its outputs' pairing and the last rater.
 _CACHE_S = 14 * 24 * 3600
-# What a cache that is down raises: it then costs only the rebuild, never the page.
-_CACHE_DOWN = (RedisError, OSError)
 # The cache kind of a rendered output; a new name whenever `_response` renders differently.
 _OUTPUT = "out2"
 
@@ -38,7 +37,7 @@ def _key(kind: str, source: str) -> str:
 
 
 def _store(key: str, html: str) -> None:
-    with contextlib.suppress(*_CACHE_DOWN):
+    with contextlib.suppress(*CACHE_DOWN):  # a cache down costs the rebuild, not the page
         caches["html"].set(key, html, _CACHE_S)
 
 
@@ -46,7 +45,7 @@ def _shared(kind: str, source: str, build: Callable[[], str]) -> SafeString:
     key = _key(kind, source)
     try:
         html = caches["html"].get(key)
-    except _CACHE_DOWN:
+    except CACHE_DOWN:
         html = None
     if html is None:
         html = build()
@@ -118,7 +117,7 @@ def outputs_warm(texts: Iterable[str]) -> int:
         try:
             if caches["html"].has_key(key):
                 continue
-        except _CACHE_DOWN:
+        except CACHE_DOWN:
             return built
         _store(key, _response(text))  # known missing: no second read through _shared
         built += 1

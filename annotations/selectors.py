@@ -254,6 +254,12 @@ def pair_shown(assignment_id: int) -> ShownPair:
     return ShownPair(assignment_id, prompt=prompt, left=left, right=right)
 
 
+def enrolments_in(study_id: int, rater: AbstractBaseUser) -> QuerySet[Enrolment]:
+    """The rater's enrolment in the study, only while the rater is also in `study.raters`
+    (a rater removed from a study is not enrolled, whatever rows remain): one read."""
+    return Enrolment.objects.filter(study_id=study_id, rater=rater, study__raters=rater)
+
+
 def studies_for_rater(rater: AbstractBaseUser) -> list[Study]:
     """Open studies the rater is enrolled in and not blocked from."""
     return list(

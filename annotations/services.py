@@ -36,6 +36,7 @@ from annotations.models import (
 )
 from annotations.selectors import (
     RaterProgress,
+    enrolments_in,
     live_assignments,
     pairs_open_to,
     rater_history,
@@ -131,8 +132,8 @@ def assignment_next_counted(
     now = timezone.now()
     history = rater_history(study, rater)
     made, available, gold = None, None, False
-    for open_id in history.open_ids[:1]:
-        resumed = Assignment.objects.select_related("pair").get(id=open_id)
+    if history.open_ids:
+        resumed = Assignment.objects.select_related("pair").get(id=history.open_ids[0])
         resumed.pair.study = study
         expired = resumed.lease_until is not None and resumed.lease_until <= now
         if not expired or _pair_needs_judgment(resumed.pair, now=now, excluding=resumed):
@@ -374,7 +375,7 @@ def _gold_failure_record(*, study: Study, rater_id: int, now) -> None:
 def enrolment_get(*, study: Study, rater: AbstractBaseUser) -> Enrolment:
     """The rater's enrolment in the study, created (and added to study.raters) on first use.
     One read once both exist (the rate page and every submit ask)."""
-    enrolment = Enrolment.objects.filter(study=study, rater=rater, study__raters=rater).first()
+    enrolment = enrolments_in(study.id, rater).first()
     if enrolment is not None:
         return enrolment
     study.raters.add(rater)

@@ -18,7 +18,8 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-# What a cache that is down raises (a refused or reset connection).
+# What a Redis cache that is down raises (a refused or reset connection); the highlighted
+# outputs' cache (annotations/highlight.py) tolerates the same.
 CACHE_DOWN = (RedisError, OSError)
 
 

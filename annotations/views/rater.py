@@ -158,11 +158,7 @@ def _render_pair(
 def rate(request: HttpRequest, study_id: int) -> HttpResponse:
     # One read for the study whatever its state, and with it the rater's enrolment once
     # there is one: paused says so, other non-open studies 404.
-    enrolment = (
-        Enrolment.objects.select_related("study")
-        .filter(study_id=study_id, rater=request.user, study__raters=request.user)
-        .first()
-    )
+    enrolment = selectors.enrolments_in(study_id, request.user).select_related("study").first()
     study = enrolment.study if enrolment is not None else get_object_or_404(
         Study, id=study_id, raters=request.user
     )
