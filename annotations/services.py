@@ -157,16 +157,11 @@ def assignment_next_counted(
     if made is None and (
         study.items_per_rater is None or history.ordinary_kept < study.items_per_rater
     ):
-        # Only ids and condition ids: loading the generations would read every output's text.
-        candidates = list(
-            pairs_open_to(study, rater, now=now).values_list(
-                "id", "n_raters", "generation_a__condition_id", "generation_b__condition_id"
-            )
-        )
+        candidates = pairs_open_to(study, rater, now=now)
         seen = history.seen_by_conditions()
         rng.shuffle(candidates)
-        candidates.sort(key=lambda row: (row[1], seen[(row[2], row[3])]))
-        ids = [row[0] for row in candidates]
+        candidates.sort(key=lambda row: (row.n_raters, seen[row.conditions]))
+        ids = [row.pair_id for row in candidates]
         made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now)
         if made is not None or not ids:
             available = max(len(ids) - 1, 0)  # the others, unless the tries changed them

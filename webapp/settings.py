@@ -113,10 +113,10 @@ CACHE_URL = os.environ.get("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL
+            "BACKEND": "webapp.cache.RedisCache", "LOCATION": CACHE_URL
         },
         "html": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "webapp.cache.RedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "html",
         },

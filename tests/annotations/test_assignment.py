@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, connections
 from django.utils import timezone
 
-from annotations import services
+from annotations import selectors, services
 from annotations.models import Assignment, Enrolment, GoldAnswer, Judgment, Pair, Study
 from tests.annotations.conftest import finish_generations, make_study
 
@@ -102,6 +102,50 @@ def test_condition_pairs_are_balanced_per_rater(users):
                                                                       "pair__generation_b")
     )
     assert sorted(per_condition_pair.values()) == [3, 3, 3]
+
+
+def test_pairs_open_to_follows_the_live_assignment_rule_in_every_state(users):
+    """The candidate read is SQL written out; the rule it must follow is
+    `selectors.live_assignments` (ORM). Every state an assignment can be in, on pairs at,
+    below and above the overlap, with and without the rater's own, gold pairs among them."""
+    _, alice, bob = users
+    User = get_user_model()
+    others = [User.objects.create_user(f"other-{i}", password="pw-other-123") for i in range(6)]
+    study = make_study(n_items=4, overlap=2, raters=[alice, bob, *others])
+    finish_generations(study)
+    make_gold(study, rate=0.0, block_after=9)
+    now = timezone.now()
+    states = {
+        "judged": dict(completed_at=now - timedelta(minutes=5), released_at=None,
+                       lease_until=now - timedelta(minutes=1)),
+        "leased": dict(lease_until=now + timedelta(minutes=5)),
+        "expired": dict(lease_until=now - timedelta(seconds=1)),
+        "no lease": dict(lease_until=None),
+        "released": dict(released_at=now - timedelta(minutes=1),
+                         lease_until=now + timedelta(minutes=5)),
+    }
+    rng = random.Random(7)
+    pairs = list(Pair.objects.filter(study=study).order_by("id"))
+    for pair in pairs:
+        for rater in rng.sample([bob, *others], rng.randint(0, 4)):
+            Assignment.objects.create(pair=pair, rater=rater, a_on_left=True,
+                                      **states[rng.choice(sorted(states))])
+    for pair in pairs[::3]:
+        Assignment.objects.create(pair=pair, rater=alice, a_on_left=True, **states["expired"])
+
+    got = {row.pair_id: row for row in selectors.pairs_open_to(study, alice, now=now)}
+    expected = {}
+    for pair in pairs:
+        if hasattr(pair, "gold") or pair.assignments.filter(rater=alice).exists():
+            continue
+        live = pair.assignments.filter(selectors.live_assignments(now)).count()
+        if live < study.overlap:
+            expected[pair.id] = (live, (pair.generation_a.condition_id,
+                                        pair.generation_b.condition_id))
+    assert {k: (r.n_raters, r.conditions) for k, r in got.items()} == expected, (
+        "pairs_open_to's SQL and live_assignments disagree on which pairs are open"
+    )
+    assert 0 < len(expected) < len(pairs), "the states drawn should leave some pairs open"
 
 
 def test_vs_first_design_pairs_each_condition_with_the_first():

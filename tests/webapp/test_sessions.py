@@ -22,7 +22,7 @@ def test_sessions_are_read_from_redis_and_survive_its_restart(tmp_path):
     with private_redis(tmp_path) as redis, override_settings(
         SESSION_ENGINE="webapp.sessions",
         CACHES={
-            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "default": {"BACKEND": "webapp.cache.RedisCache",
                         "LOCATION": redis.url},
             "html": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         },

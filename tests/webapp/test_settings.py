@@ -96,7 +96,7 @@ def test_production_cookies_are_secure_and_headers_strict(tmp_path):
 def test_cache_url_selects_redis_and_bad_values_fail_clearly(tmp_path):
     result = _settings({"CACHE_URL": "redis://127.0.0.1:6379/3"}, tmp_path)
     cache = json.loads(result.stdout)["CACHES"]["default"]
-    assert cache == {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+    assert cache == {"BACKEND": "webapp.cache.RedisCache",
                      "LOCATION": "redis://127.0.0.1:6379/3"}
     for env, message in (
         ({"CACHE_URL": "memcached://127.0.0.1:11211"}, "is not a redis:// URL"),
