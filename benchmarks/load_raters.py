@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.load_raters [--raters 10,50,100] [--judgments-per-rater 15]
         [--think-ms 2000] [--workers 2*cores] [--flow form|htmx]
         [--database-url postgres://postgres@127.0.0.1:5432/loadbench]
+        [--baseline GIT_REF [--rounds 3]] [--server-times]
 
 Serves the app with gunicorn (DEBUG off, a production-like environment) against a
 dedicated PostgreSQL database that it drops, creates and migrates (its name must start
@@ -22,7 +23,13 @@ then checks the database of every run: one judgment per completed assignment, no
 twice per (rater, pair), each pair judged by exactly the study's overlap of distinct
 raters, no assignment left open, and the judgments the clients saw accepted are exactly
 those stored. Exits non-zero when a check fails or a request errored. Bounded: at most
-raters × judgments-per-rater judgments per run and --max-seconds per run.
+raters × judgments-per-rater judgments per round and --max-seconds per round.
+
+`--baseline REF` serves that commit too (a git worktree under var/loadbench, same database,
+Redis and settings; its migrations must be this checkout's) and runs the rounds of each
+rater count alternately against both, first one then the other, so that the machine's
+drift (a quarter between runs on these VMs) hits both alike; it prints both tables and the
+ratio of this checkout's percentiles to the baseline's.
 """
 
 from __future__ import annotations
@@ -378,11 +385,12 @@ def _percentiles_ms(samples: list[float]) -> tuple[float, float, float]:
     return (cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000)
 
 
-def summarize(runs: list[RaterRun], wall_s: float) -> Summary:
+def summarize(runs: list[RaterRun], wall_s: float, *, raters: int | None = None) -> Summary:
+    """The runs' figures; `raters` when the runs are several rounds of that many raters."""
     next_pair = [s for r in runs for s in r.next_pair_s]
     submit = [s for r in runs for s in r.submit_s]
     return Summary(
-        raters=len(runs),
+        raters=raters or len(runs),
         judgments=sum(len(r.accepted) for r in runs),
         wall_s=wall_s,
         next_pair_ms=_percentiles_ms(next_pair),
@@ -456,7 +464,9 @@ _ACCESS_FORMAT = "%(m)s %(U)s %(s)s %(D)s"
 
 
 def gunicorn_start(env: dict[str, str], *, workers: int, threads: int, port: int,
-                   log_path: Path, access_log: Path | None = None) -> subprocess.Popen:
+                   log_path: Path, access_log: Path | None = None,
+                   code: Path = ROOT) -> subprocess.Popen:
+    """gunicorn serving the app whose checkout is `code` (this one, or a baseline's)."""
     command = [
         str(Path(sys.executable).parent / "gunicorn"), "webapp.wsgi",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
@@ -465,7 +475,7 @@ def gunicorn_start(env: dict[str, str], *, workers: int, threads: int, port: int
     if access_log is not None:
         command += ["--access-logfile", str(access_log), "--access-logformat", _ACCESS_FORMAT]
     log = open(log_path, "w")  # noqa: SIM115 - the child holds it
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log,
+    process = subprocess.Popen(command, cwd=code, env={**os.environ, **env}, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     deadline = time.monotonic() + 60
@@ -501,10 +511,66 @@ def _load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def baseline_checkout(ref: str, var_dir: Path) -> tuple[Path, str]:
+    """A detached worktree of `ref` to serve beside this checkout, and its short commit.
+
+    Both are served on one database, so their migrations must be the same files."""
+    def git(*args: str, cwd: Path = ROOT) -> str:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"git {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", f"{ref}^{{commit}}")
+    tree = var_dir / f"baseline-{commit}"
+    if not tree.exists():
+        git("worktree", "add", "--detach", str(tree), commit)
+    ours = sorted(p.name for p in (ROOT / "annotations" / "migrations").glob("0*.py"))
+    theirs = sorted(p.name for p in (tree / "annotations" / "migrations").glob("0*.py"))
+    if ours != theirs:
+        raise SystemExit(f"{ref} has other migrations than this checkout ({theirs[-1:]} vs "
+                         f"{ours[-1:]}): the two cannot share the benchmark database")
+    return tree, commit
+
+
+@dataclass
+class Served:
+    """One version of the app under test: its gunicorn, address and what it measured."""
+
+    name: str
+    base_url: str
+    process: subprocess.Popen
+    access_log: Path
+    runs: dict[int, list[RaterRun]] = field(default_factory=dict)
+    wall_s: dict[int, float] = field(default_factory=dict)
+    inside: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
+
+
+def served_start(name: str, env: dict[str, str], *, code: Path, var_dir: Path,
+                 workers: int, threads: int) -> Served:
+    var_dir.mkdir(parents=True, exist_ok=True)
+    env = {**env, "VAR_DIR": str(var_dir)}
+    if code != ROOT:  # its own static files, collected by its own code
+        subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+                       cwd=code, env={**os.environ, **env}, check=True)
+    access_log = var_dir / "access.log"
+    access_log.unlink(missing_ok=True)
+    port = _free_port()
+    process = gunicorn_start(env, workers=workers, threads=threads, port=port,
+                             log_path=var_dir / "gunicorn.log", access_log=access_log,
+                             code=code)
+    return Served(name, f"http://127.0.0.1:{port}", process, access_log)
+
+
+def _ms3(values: tuple[float, float, float]) -> str:
+    return " / ".join(f"{v:.0f}" for v in values)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raters", default="10,50,100", help="comma-separated rater counts")
-    parser.add_argument("--judgments-per-rater", type=int, default=15)
+    parser.add_argument("--judgments-per-rater", type=int, default=15,
+                        help="per rater and round")
     parser.add_argument("--overlap", type=int, default=3)
     parser.add_argument("--think-ms", type=float, default=2000)
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
@@ -516,10 +582,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--server-times", action="store_true",
                         help="also print the time spent inside the server (access log)")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also serve this commit (a git worktree) and alternate rounds "
+                             "between it and this checkout; prints both and their ratio")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds per rater count (default 1, or 3 with --baseline)")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.raters.split(",")]
     if min(counts) < args.overlap:
         parser.error("every rater count must be at least the overlap")
+    rounds = args.rounds or (3 if args.baseline else 1)
 
     var_dir = ROOT / "var" / "loadbench"
     env = production_env(args.database_url, args.redis_url, var_dir)
@@ -534,62 +606,71 @@ def main(argv: list[str] | None = None) -> int:
     call_command("migrate", verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)
     raters = raters_create(max(counts))
-    port = _free_port()
-    access_log = var_dir / "access.log" if args.server_times else None
-    if access_log is not None:
-        access_log.unlink(missing_ok=True)
-    server = gunicorn_start(env, workers=args.workers, threads=args.threads, port=port,
-                            log_path=var_dir / "gunicorn.log", access_log=access_log)
-    base_url = f"http://127.0.0.1:{port}"
-    rows, failures, sessions = [], [], {}
+    versions = [("this checkout", ROOT, var_dir)]
+    if args.baseline:
+        tree, commit = baseline_checkout(args.baseline, var_dir)
+        versions.insert(0, (f"baseline {commit}", tree, var_dir / f"serve-{commit}"))
+    servers: list[Served] = []
+    failures, sessions, loads = [], {}, []
     try:
+        for name, code, version_dir in versions:
+            servers.append(served_start(name, env, code=code, var_dir=version_dir,
+                                        workers=args.workers, threads=args.threads))
         # Warm-up, not reported: every gunicorn worker imports and compiles its code paths.
         warm = raters[: max(args.overlap, args.workers)]
-        study = study_create(name=f"warm-up {time.time():.0f}", n_pairs=len(warm) * 2,
-                             overlap=args.overlap, raters=warm)
-        asyncio.run(raters_run(base_url, [r.username for r in warm], study_id=study.id,
-                               think_s=0.05, max_seconds=args.max_seconds, sessions=sessions))
-        loads = [f"before: {_load_average()}"]
+        for served in servers:
+            study = study_create(name=f"warm-up {served.name} {time.time():.0f}",
+                                 n_pairs=len(warm) * 2, overlap=args.overlap, raters=warm)
+            asyncio.run(raters_run(served.base_url, [r.username for r in warm],
+                                   study_id=study.id, think_s=0.05,
+                                   max_seconds=args.max_seconds, sessions=sessions))
+        loads.append(f"before: {_load_average()}")
         for n in counts:
-            n_pairs = n * args.judgments_per_rater // args.overlap
-            study = study_create(name=f"load {n} raters {time.time():.0f}", n_pairs=n_pairs,
-                                 overlap=args.overlap, raters=raters[:n])
-            since = access_log.stat().st_size if access_log and access_log.exists() else 0
-            runs, wall_s = asyncio.run(raters_run(
-                base_url, [r.username for r in raters[:n]], study_id=study.id,
-                think_s=args.think_ms / 1000, max_seconds=args.max_seconds, seed=args.seed,
-                flow=args.flow, sessions=sessions,
-            ))
-            summary = summarize(runs, wall_s)
-            rows.append(summary)
+            for round_ in range(rounds):
+                # Alternate which version goes first, so that a drift hits both alike.
+                order = servers if round_ % 2 == 0 else servers[::-1]
+                for served in order:
+                    failures += _measure(served, n, raters[:n], args, sessions)
             loads.append(f"after {n}: {_load_average()}")
-            print(table([summary]).splitlines()[-1], f"  (load {_load_average()})", flush=True)
-            if access_log is not None:
-                time.sleep(0.5)  # gunicorn writes its access log after answering
-                inside = [_percentiles_ms(t) for t in server_times(access_log, since)]
-                print(f"  inside the server: next pair {' / '.join(f'{v:.0f}' for v in inside[0])}"
-                      f", submit {' / '.join(f'{v:.0f}' for v in inside[1])} ms", flush=True)
-            for r in runs:
-                for error in r.errors[:3]:
-                    print(f"  {r.username}: {error}")
-            problems = study_verify(study, accepted={r.username: r.accepted for r in runs})
-            failures += [f"{n} raters: {p}" for p in problems]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for served in servers:
+            served.process.terminate()
+            served.process.wait(timeout=30)
 
     print(f"\ngunicorn {args.workers} workers × {args.threads} threads, flow {args.flow}, "
           f"think {args.think_ms:.0f} ms (±50%), overlap {args.overlap}, "
-          f"{args.judgments_per_rater} judgments per rater; {os.cpu_count()} cores; "
-          f"load average {'; '.join(loads)}\n")
-    print(table(rows))
-    at_50 = [s for s in rows if s.raters == 50]
+          f"{args.judgments_per_rater} judgments per rater and round, {rounds} round(s); "
+          f"{os.cpu_count()} cores; load average {'; '.join(loads)}\n")
+    summaries = {}
+    for served in servers:
+        rows = [summarize(served.runs[n], served.wall_s[n], raters=n) for n in counts]
+        summaries[served.name] = rows
+        if len(servers) > 1:
+            print(f"{served.name}:")
+        print(table(rows))
+        if args.server_times:
+            for n in counts:
+                inside = [_percentiles_ms(t) for t in served.inside[n]]
+                print(f"  {n} raters, inside the server: next pair {_ms3(inside[0])}, "
+                      f"submit {_ms3(inside[1])} ms")
+        print()
+    if len(servers) == 2:
+        base, ours = summaries[servers[0].name], summaries[servers[1].name]
+        print("this checkout / baseline, same run, rounds alternated:")
+        for b, o in zip(base, ours, strict=True):
+            ratios = [o.next_pair_ms[i] / b.next_pair_ms[i] for i in range(3)]
+            submit = [o.submit_ms[i] / b.submit_ms[i] for i in range(3)]
+            print(f"  {o.raters} raters: next pair p50 / p95 / p99 "
+                  f"{' / '.join(f'{r:.2f}' for r in ratios)}, submit "
+                  f"{' / '.join(f'{r:.2f}' for r in submit)}")
+    mine = summaries[servers[-1].name]
+    at_50 = [s for s in mine if s.raters == 50]
     if at_50:
         worst = max(at_50[0].next_pair_ms[1], at_50[0].submit_ms[1])
         print(f"\nGoal p95 < 50 ms at 50 raters with 0 errors: "
               f"{'met' if worst < 50 and not at_50[0].errors else 'MISSED'} "
               f"(worst p95 {worst:.0f} ms, {at_50[0].errors} errors)")
-    errors = sum(s.errors for s in rows)
+    errors = sum(s.errors for rows in summaries.values() for s in rows)
     if failures:
         print("\nDatabase checks FAILED:\n  " + "\n  ".join(failures))
     else:
@@ -597,6 +678,37 @@ def main(argv: list[str] | None = None) -> int:
               "per (rater, pair), every pair judged by exactly its overlap, none left open, "
               "client and database agree.")
     return 1 if failures or errors else 0
+
+
+def _measure(served: Served, n: int, raters: list, args, sessions: dict) -> list[str]:
+    """One round of n raters against one server: a fresh study, rated to the end; the runs
+    are added to the server's record; returns what the database checks found wrong."""
+    n_pairs = n * args.judgments_per_rater // args.overlap
+    study = study_create(name=f"load {n} raters {served.name} {time.time():.0f}",
+                         n_pairs=n_pairs, overlap=args.overlap, raters=raters)
+    since = served.access_log.stat().st_size if served.access_log.exists() else 0
+    runs, wall_s = asyncio.run(raters_run(
+        served.base_url, [r.username for r in raters], study_id=study.id,
+        think_s=args.think_ms / 1000, max_seconds=args.max_seconds, seed=args.seed,
+        flow=args.flow, sessions=sessions,
+    ))
+    served.runs.setdefault(n, []).extend(runs)
+    served.wall_s[n] = served.wall_s.get(n, 0.0) + wall_s
+    summary = summarize(runs, wall_s)
+    print(f"{served.name}: {table([summary]).splitlines()[-1]}  (load {_load_average()})",
+          flush=True)
+    time.sleep(0.5)  # gunicorn writes its access log after answering
+    inside = server_times(served.access_log, since)
+    previous = served.inside.get(n, ([], []))
+    served.inside[n] = (previous[0] + inside[0], previous[1] + inside[1])
+    if args.server_times:
+        print(f"  inside the server: next pair {_ms3(_percentiles_ms(inside[0]))}, "
+              f"submit {_ms3(_percentiles_ms(inside[1]))} ms", flush=True)
+    for r in runs:
+        for error in r.errors[:3]:
+            print(f"  {r.username}: {error}")
+    problems = study_verify(study, accepted={r.username: r.accepted for r in runs})
+    return [f"{served.name}, {n} raters: {p}" for p in problems]
 
 
 if __name__ == "__main__":

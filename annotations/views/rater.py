@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotations import selectors, services
 from annotations.forms import ConsentForm, JudgmentForm
-from annotations.highlight import diff_html, output_html
+from annotations.highlight import shown_html
 from annotations.models import Assignment, Enrolment, Invite, Study
 
 
@@ -146,9 +146,8 @@ def _render_pair(
     if assignment is not None:
         shown = selectors.pair_shown(assignment.id)
         context["shown"] = shown
-        context["left_html"] = output_html(shown.left)
-        context["right_html"] = output_html(shown.right)
-        context["diff_html"] = diff_html(shown.left, shown.right)
+        left_html, right_html, diff = shown_html(shown.left, shown.right)
+        context.update(left_html=left_html, right_html=right_html, diff_html=diff)
     template = "annotations/rate.html#pair" if fragment else "annotations/rate.html"
     return render(request, template, context)
 

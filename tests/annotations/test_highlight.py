@@ -45,3 +45,36 @@ def test_an_output_without_fences_is_all_code_and_diffs_escape():
     assert '<span class="k">def</span>' in rendered
     diff = str(diff_html("a = 1\n", "a = '<svg onload=alert(1)>'\n"))
     assert "<svg" not in diff and "&lt;svg" in diff
+
+
+def _reads(url: str) -> int:
+    """GET and MGET commands the Redis server has answered so far."""
+    import redis
+
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_get", "cmdstat_mget"))
+
+
+def test_a_pair_is_read_in_one_round_trip_and_survives_a_redis_outage(tmp_path, settings):
+    from django.core.cache import caches
+
+    from annotations.highlight import shown_html
+    from tests.support.servers import private_redis
+
+    left, right = "def a():\n    return 1\n", "def b():\n    return '<i>2</i>'\n"
+    with private_redis(tmp_path) as redis:
+        settings.CACHES = {**settings.CACHES, "html": {
+            "BACKEND": "webapp.cache.RedisCache", "LOCATION": redis.url}}
+        cold = shown_html(left, right)
+        assert cold == (output_html(left), output_html(right), diff_html(left, right))
+        assert "<i>" not in cold[1] and "&lt;i&gt;" in cold[1]
+        before = _reads(redis.url)
+        assert shown_html(left, right) == cold
+        after = _reads(redis.url)
+        assert after - before == 1, f"a warm pair took {after - before} reads of the cache"
+        same = shown_html(left, left)
+        assert same[0] == same[1] == cold[0], "identical sides share one entry"
+
+        redis.kill()
+        caches["html"].close()
+        assert shown_html(left, right) == cold, "a cache outage must cost the build only"
