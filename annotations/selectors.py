@@ -128,18 +128,6 @@ class RaterProgress:
         return round(100 * self.judged / total) if total else 100
 
 
-def live_assignments(now) -> Q:
-    """Assignments that hold a place in a pair's overlap: judged, or leased and unexpired.
-
-    Judged is read as `completed_at` set (`services.judgment_submit` sets both in one
-    transaction), which spares every such query a join to the judgments."""
-    return (
-        Q(completed_at__isnull=False)
-        | Q(released_at__isnull=True, lease_until__gt=now)
-        | Q(released_at__isnull=True, lease_until__isnull=True)
-    )
-
-
 class OpenPair(NamedTuple):
     """A pair a rater could be given: its id, its live raters, its (a, b) condition ids."""
 
@@ -148,10 +136,27 @@ class OpenPair(NamedTuple):
     conditions: tuple[int, int]
 
 
-# `live_assignments` over the assignments aliased `a`, for the SQL below; the two are one
-# rule, and tests/annotations/test_assignment.py holds them to it.
+# Live assignments, which hold a place in a pair's overlap: judged, or leased and unexpired
+# (or leased without an end). Judged is read as `completed_at` set (`services.judgment_submit`
+# sets both in one transaction), which spares every such read a join to the judgments. Over
+# assignments aliased `a`; the parameter is now. The one statement of the rule, used by
+# `pairs_open_to` and `pair_taken` (tests/annotations/test_assignment.py holds it to the
+# rule in every state an assignment can be in).
 _LIVE_SQL = ("(a.completed_at IS NOT NULL OR (a.released_at IS NULL"
              " AND (a.lease_until IS NULL OR a.lease_until > %s)))")
+
+_PAIR_TAKEN_SQL = (f"SELECT COUNT(*) FROM {Assignment._meta.db_table} a"
+                   f" WHERE a.pair_id = %s AND a.id <> %s AND {_LIVE_SQL}")
+
+
+def pair_taken(pair_id: int, *, now, excluding_id: int | None = None) -> int:
+    """How many raters hold a place in the pair's overlap (live assignments), leaving out
+    the assignment `excluding_id`."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PAIR_TAKEN_SQL, [pair_id, excluding_id or 0,
+                                         connection.ops.adapt_datetimefield_value(now)])
+        return cursor.fetchone()[0]
+
 
 # Written out, not built by the ORM: the ORM's form joins every assignment to every pair
 # and groups after, so the two generation joins and the "not had" check run once per
@@ -182,7 +187,7 @@ WHERE p.study_id = %s
 
 def pairs_open_to(study: Study, rater: AbstractBaseUser, *, now=None) -> list[OpenPair]:
     """Ordinary (not gold) pairs the rater has never had that still have room below the
-    study's overlap, with their live assignments (`live_assignments`); unordered."""
+    study's overlap, with their live assignments; unordered."""
     now = now or timezone.now()
     params = [study.id, connection.ops.adapt_datetimefield_value(now), study.id,
               study.overlap, rater.pk]

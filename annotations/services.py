@@ -37,7 +37,7 @@ from annotations.models import (
 from annotations.selectors import (
     RaterProgress,
     enrolments_in,
-    live_assignments,
+    pair_taken,
     pairs_open_to,
     rater_history,
     rater_progress,
@@ -78,15 +78,8 @@ def _pair_needs_judgment(pair: Pair, *, now, excluding: Assignment | None = None
     """Whether the pair still has room for one more rater (gold pairs always do)."""
     if GoldAnswer.objects.filter(pair=pair).exists():
         return True
-    return _pair_taken(pair.id, now=now, excluding=excluding) < pair.study.overlap
-
-
-def _pair_taken(pair_id: int, *, now, excluding: Assignment | None = None) -> int:
-    """How many raters hold a place in the pair's overlap (`live_assignments`)."""
-    taken = Assignment.objects.filter(live_assignments(now), pair_id=pair_id)
-    if excluding is not None:
-        taken = taken.exclude(id=excluding.id)
-    return taken.count()
+    taken = pair_taken(pair.id, now=now, excluding_id=excluding.id if excluding else None)
+    return taken < pair.study.overlap
 
 
 def _lock_pair(pair_id: int, *, wait: bool = False) -> bool:
@@ -205,7 +198,7 @@ def _assignment_try(
         with transaction.atomic():
             if not _lock_pair(pair_id, wait=wait):
                 return None  # another rater is being given this pair right now
-            if not gold and _pair_taken(pair_id, now=now) >= study.overlap:
+            if not gold and pair_taken(pair_id, now=now) >= study.overlap:
                 return None
             return Assignment.objects.create(
                 pair_id=pair_id,

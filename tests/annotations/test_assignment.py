@@ -104,10 +104,18 @@ def test_condition_pairs_are_balanced_per_rater(users):
     assert sorted(per_condition_pair.values()) == [3, 3, 3]
 
 
-def test_pairs_open_to_follows_the_live_assignment_rule_in_every_state(users):
-    """The candidate read is SQL written out; the rule it must follow is
-    `selectors.live_assignments` (ORM). Every state an assignment can be in, on pairs at,
-    below and above the overlap, with and without the rater's own, gold pairs among them."""
+def _live(assignment: Assignment, now) -> bool:
+    """The rule, as the docs state it: judged, or leased and not yet expired (or no end)."""
+    return assignment.completed_at is not None or (
+        assignment.released_at is None
+        and (assignment.lease_until is None or assignment.lease_until > now)
+    )
+
+
+def test_open_pairs_and_taken_places_follow_the_live_rule_in_every_state(users):
+    """`pairs_open_to` and `pair_taken` are SQL written out (selectors._LIVE_SQL): every
+    state an assignment can be in, on pairs at, below and above the overlap, with and
+    without the rater's own, a gold pair among them, must count as the rule says."""
     _, alice, bob = users
     User = get_user_model()
     others = [User.objects.create_user(f"other-{i}", password="pw-other-123") for i in range(6)]
@@ -120,6 +128,7 @@ def test_pairs_open_to_follows_the_live_assignment_rule_in_every_state(users):
                        lease_until=now - timedelta(minutes=1)),
         "leased": dict(lease_until=now + timedelta(minutes=5)),
         "expired": dict(lease_until=now - timedelta(seconds=1)),
+        "ends now": dict(lease_until=now),
         "no lease": dict(lease_until=None),
         "released": dict(released_at=now - timedelta(minutes=1),
                          lease_until=now + timedelta(minutes=5)),
@@ -136,14 +145,19 @@ def test_pairs_open_to_follows_the_live_assignment_rule_in_every_state(users):
     got = {row.pair_id: row for row in selectors.pairs_open_to(study, alice, now=now)}
     expected = {}
     for pair in pairs:
-        if hasattr(pair, "gold") or pair.assignments.filter(rater=alice).exists():
+        held = list(pair.assignments.all())
+        live = sum(_live(a, now) for a in held)
+        assert selectors.pair_taken(pair.id, now=now) == live, f"pair {pair.id}: taken places"
+        if held:
+            assert selectors.pair_taken(pair.id, now=now, excluding_id=held[0].id) \
+                == live - _live(held[0], now), f"pair {pair.id}: taken, one left out"
+        if hasattr(pair, "gold") or any(a.rater_id == alice.id for a in held):
             continue
-        live = pair.assignments.filter(selectors.live_assignments(now)).count()
         if live < study.overlap:
             expected[pair.id] = (live, (pair.generation_a.condition_id,
                                         pair.generation_b.condition_id))
     assert {k: (r.n_raters, r.conditions) for k, r in got.items()} == expected, (
-        "pairs_open_to's SQL and live_assignments disagree on which pairs are open"
+        "pairs_open_to disagrees with the live rule on which pairs are open"
     )
     assert 0 < len(expected) < len(pairs), "the states drawn should leave some pairs open"
 
