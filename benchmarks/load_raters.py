@@ -507,6 +507,27 @@ def server_times(access_log: Path, since: int) -> tuple[list[float], list[float]
     return next_pair, submit
 
 
+def machine_noise(seconds: float = 10.0) -> tuple[float, float, float]:
+    """p50 / p95 / p99 ms of one fixed piece of pure-Python arithmetic (~20 ms here), run
+    every 10 ms for `seconds` with nothing else of ours running. Its spread is the VM's
+    own (other guests taking the host's cores, "steal"), not the app's: when its p95 is far
+    above its p50, so is every request's, whatever the code does."""
+    def work() -> int:
+        total = 0
+        for i in range(200_000):
+            total += i * i
+        return total
+
+    work()
+    samples, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        work()
+        samples.append(time.perf_counter() - start)
+        time.sleep(0.01)
+    return _percentiles_ms(samples)
+
+
 def _load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -625,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
                                    study_id=study.id, think_s=0.05,
                                    max_seconds=args.max_seconds, sessions=sessions))
         loads.append(f"before: {_load_average()}")
+        noise = [f"before {_ms3(machine_noise())}"]
+        print(f"# machine noise (fixed CPU work, p50 / p95 / p99 ms): {noise[0]}", flush=True)
         for n in counts:
             for round_ in range(rounds):
                 # Alternate which version goes first, so that a drift hits both alike.
@@ -632,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
                 for served in order:
                     failures += _measure(served, n, raters[:n], args, sessions)
             loads.append(f"after {n}: {_load_average()}")
+        noise.append(f"after {_ms3(machine_noise())}")
     finally:
         for served in servers:
             served.process.terminate()
@@ -640,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ngunicorn {args.workers} workers × {args.threads} threads, flow {args.flow}, "
           f"think {args.think_ms:.0f} ms (±50%), overlap {args.overlap}, "
           f"{args.judgments_per_rater} judgments per rater and round, {rounds} round(s); "
-          f"{os.cpu_count()} cores; load average {'; '.join(loads)}\n")
+          f"{os.cpu_count()} cores; load average {'; '.join(loads)}; machine noise (fixed "
+          f"CPU work, p50 / p95 / p99 ms) {'; '.join(noise)}\n")
     summaries = {}
     for served in servers:
         rows = [summarize(served.runs[n], served.wall_s[n], raters=n) for n in counts]
