@@ -95,14 +95,6 @@ def _response(text: str) -> str:
     return "".join(parts)
 
 
-def _diff(left: str, right: str) -> str:
-    lines = difflib.unified_diff(
-        left.splitlines(), right.splitlines(), "Response 1 (left)", "Response 2 (right)",
-        lineterm="",
-    )
-    return highlight("\n".join(lines), DiffLexer(), _FORMATTER)
-
-
 def _output(text: str) -> tuple[str, Callable[[], str]]:
     return _key(_OUTPUT, text), lambda: _response(text)
 
@@ -118,19 +110,10 @@ def _diff(left: str, right: str) -> tuple[str, Callable[[], str]]:
     return _key("diff", f"{len(left)}:{left}{right}"), build
 
 
-def output_html(text: str) -> SafeString:
-    """A model output as highlighted HTML."""
-    return _shared([_output(text)])[0]
-
-
-def diff_html(left: str, right: str) -> SafeString:
-    """A unified diff from the left to the right response, highlighted (and so escaped)."""
-    return _shared([_diff(left, right)])[0]
-
-
 def shown_html(left: str, right: str) -> tuple[SafeString, SafeString, SafeString]:
-    """What a rate page shows of a pair: both outputs and the diff from left to right,
-    in one read of the shared cache (one round trip, not three)."""
+    """What a rate page shows of a pair: both outputs as highlighted HTML and a unified
+    diff from left to right, highlighted (and so escaped), in one read of the shared cache
+    (one round trip, not three)."""
     left_html, right_html, diff = _shared([_output(left), _output(right), _diff(left, right)])
     return left_html, right_html, diff
 

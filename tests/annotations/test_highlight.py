@@ -3,7 +3,7 @@
 import html
 import re
 
-from annotations.highlight import _response, diff_html, output_html
+from annotations.highlight import _response, shown_html
 
 FENCED = (
     "Here is <b>my</b> answer:\n\n```python\ndef f(xs):\n    return [x for x in xs]\n```\n\n"
@@ -40,11 +40,10 @@ def test_a_fence_cut_off_by_the_token_limit_and_other_languages():
 
 def test_an_output_without_fences_is_all_code_and_diffs_escape():
     raw = "def h():\n    return '<img src=x onerror=alert(1)>'\n"
-    rendered = str(output_html(raw))
+    rendered, _, diff = map(str, shown_html(raw, "a = '<svg onload=alert(1)>'\n"))
     assert _text(rendered) == raw and "<img" not in rendered
     assert '<span class="k">def</span>' in rendered
-    diff = str(diff_html("a = 1\n", "a = '<svg onload=alert(1)>'\n"))
-    assert "<svg" not in diff and "&lt;svg" in diff
+    assert "<svg" not in diff and "&lt;svg" in diff and "&lt;img" in diff
 
 
 def _reads(url: str) -> int:
@@ -58,7 +57,6 @@ def _reads(url: str) -> int:
 def test_a_pair_is_read_in_one_round_trip_and_survives_a_redis_outage(tmp_path, settings):
     from django.core.cache import caches
 
-    from annotations.highlight import shown_html
     from tests.support.servers import private_redis
 
     left, right = "def a():\n    return 1\n", "def b():\n    return '<i>2</i>'\n"
@@ -66,8 +64,9 @@ def test_a_pair_is_read_in_one_round_trip_and_survives_a_redis_outage(tmp_path, 
         settings.CACHES = {**settings.CACHES, "html": {
             "BACKEND": "webapp.cache.RedisCache", "LOCATION": redis.url}}
         cold = shown_html(left, right)
-        assert cold == (output_html(left), output_html(right), diff_html(left, right))
+        assert cold[:2] == (_response(left), _response(right))
         assert "<i>" not in cold[1] and "&lt;i&gt;" in cold[1]
+        assert "-def a():" in _text(cold[2]) and "+def b():" in _text(cold[2])
         before = _reads(redis.url)
         assert shown_html(left, right) == cold
         after = _reads(redis.url)
