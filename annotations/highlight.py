@@ -2,8 +2,8 @@
 
 Each output is shown to several raters and never changes, so highlighting it (the costliest
 step of a rate page) is done once: the HTML is kept in the shared "html" cache (Redis, or
-files under VAR_DIR), and `outputs_warm` builds it when the output's pairs are made, before
-any rater asks; a rate page reads its pair's three pieces in one round trip. Pygments
+files under VAR_DIR), and `pairs_warm` builds it (and the diffs) when the output's pairs are
+made, before any rater asks; a rate page reads its pair's three pieces in one round trip. Pygments
 escapes every character it emits and the prose around fenced code is escaped, so the HTML
 is safe to mark safe."""
 
@@ -34,11 +34,6 @@ _OUTPUT = "out2"
 
 def _key(kind: str, source: str) -> str:
     return f"{kind}:{hashlib.sha256(source.encode('utf-8', 'surrogatepass')).hexdigest()}"
-
-
-def _store(key: str, html: str) -> None:
-    with contextlib.suppress(*CACHE_DOWN):  # a cache down costs the rebuild, not the page
-        caches["html"].set(key, html, _CACHE_S)
 
 
 def _shared(wanted: list[tuple[str, Callable[[], str]]]) -> list[SafeString]:
@@ -118,16 +113,22 @@ def shown_html(left: str, right: str) -> tuple[SafeString, SafeString, SafeStrin
     return left_html, right_html, diff
 
 
-def outputs_warm(texts: Iterable[str]) -> int:
-    """Build the HTML of outputs the cache lacks (called when pairs are made); how many."""
-    built = 0
-    for text in set(texts):
-        key = _key(_OUTPUT, text)
-        try:
-            if caches["html"].has_key(key):
-                continue
-        except CACHE_DOWN:
-            return built
-        _store(key, _response(text))  # known missing: no second read
-        built += 1
-    return built
+def pairs_warm(pairs: Iterable[tuple[str, str]]) -> int:
+    """Build what the cache lacks of the rate pages these pairs of outputs will make: each
+    output, and the diff with either on the left (a rater may see either side). Called
+    when pairs are made, so no rater waits for it; one read for all, one write. Returns
+    how many pieces were built."""
+    wanted: dict[str, Callable[[], str]] = {}
+    for a, b in pairs:
+        wanted.update([_output(a), _output(b), _diff(a, b), _diff(b, a)])
+    if not wanted:
+        return 0
+    try:
+        cached = caches["html"].get_many(list(wanted))
+    except CACHE_DOWN:
+        return 0  # the pages will build them
+    built = {key: build() for key, build in wanted.items() if key not in cached}
+    if built:
+        with contextlib.suppress(*CACHE_DOWN):
+            caches["html"].set_many(built, _CACHE_S)
+    return len(built)

@@ -145,15 +145,17 @@ class OpenPair(NamedTuple):
 _LIVE_SQL = ("(a.completed_at IS NOT NULL OR (a.released_at IS NULL"
              " AND (a.lease_until IS NULL OR a.lease_until > %s)))")
 
-_PAIR_TAKEN_SQL = (f"SELECT COUNT(*) FROM {Assignment._meta.db_table} a"
-                   f" WHERE a.pair_id = %s AND a.id <> %s AND {_LIVE_SQL}")
+# The places taken in one pair; parameters: the pair, an assignment left out (0: none), now.
+# `services` leases in a statement built on it.
+PAIR_TAKEN_SQL = (f"SELECT COUNT(*) FROM {Assignment._meta.db_table} a"
+                  f" WHERE a.pair_id = %s AND a.id <> %s AND {_LIVE_SQL}")
 
 
 def pair_taken(pair_id: int, *, now, excluding_id: int | None = None) -> int:
     """How many raters hold a place in the pair's overlap (live assignments), leaving out
     the assignment `excluding_id`."""
     with connection.cursor() as cursor:
-        cursor.execute(_PAIR_TAKEN_SQL, [pair_id, excluding_id or 0,
+        cursor.execute(PAIR_TAKEN_SQL, [pair_id, excluding_id or 0,
                                          connection.ops.adapt_datetimefield_value(now)])
         return cursor.fetchone()[0]
 

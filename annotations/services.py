@@ -13,11 +13,12 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotations.highlight import outputs_warm
+from annotations.highlight import pairs_warm
 from annotations.models import (
     RATIONALE_MAX_CHARS,
     Assignment,
@@ -35,6 +36,7 @@ from annotations.models import (
     Study,
 )
 from annotations.selectors import (
+    PAIR_TAKEN_SQL,
     RaterProgress,
     enrolments_in,
     pair_taken,
@@ -69,17 +71,23 @@ def pairs_create(*, item: Item) -> int:
     ]
     before = Pair.objects.filter(item=item).count()
     Pair.objects.bulk_create(rows, ignore_conflicts=True)
-    # Raters will be shown these outputs: highlight them now, not on a rater's clock.
-    outputs_warm(g.text for pair in combos for g in pair)
+    # Raters will be shown these pairs: highlight them now, not on a rater's clock.
+    pairs_warm((a.text, b.text) for a, b in combos)
     return Pair.objects.filter(item=item).count() - before
 
 
 def _pair_needs_judgment(pair: Pair, *, now, excluding: Assignment | None = None) -> bool:
     """Whether the pair still has room for one more rater (gold pairs always do)."""
-    if GoldAnswer.objects.filter(pair=pair).exists():
+    if _one_to_one(pair, "gold") is not None:
         return True
     taken = pair_taken(pair.id, now=now, excluding_id=excluding.id if excluding else None)
     return taken < pair.study.overlap
+
+
+_PAIR_TABLE = Pair._meta.db_table
+_LOCK_SQL = f"SELECT 1 FROM {_PAIR_TABLE} WHERE id = %s FOR UPDATE"
+# SQLite has no row locks: a write that changes nothing takes the database's write lock.
+_LOCK_SQLITE_SQL = f"UPDATE {_PAIR_TABLE} SET study_id = study_id WHERE id = %s"
 
 
 def _lock_pair(pair_id: int, *, wait: bool = False) -> bool:
@@ -89,12 +97,46 @@ def _lock_pair(pair_id: int, *, wait: bool = False) -> bool:
     Postgres: `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent raters move on to other
     pairs instead of queueing. SQLite has no row locks: a no-op write takes the database's
     write lock, which serializes the count-then-insert below just the same. The count
-    must be a statement of its own after this one: in one statement it would read a
-    snapshot taken before the lock was granted."""
-    if connection.features.has_select_for_update_skip_locked:
-        locked = Pair.objects.select_for_update(skip_locked=not wait).filter(id=pair_id)
-        return locked.exists()
-    return Pair.objects.filter(id=pair_id).update(study_id=F("study_id")) == 1
+    must be in a statement after this one: in the same statement it would read a snapshot
+    taken before the lock was granted. SQL written out: it runs on every new pair
+    (docs/benchmarks.md)."""
+    with connection.cursor() as cursor:
+        if connection.features.has_select_for_update_skip_locked:
+            cursor.execute(_LOCK_SQL if wait else _LOCK_SQL + " SKIP LOCKED", [pair_id])
+            return cursor.fetchone() is not None
+        cursor.execute(_LOCK_SQLITE_SQL, [pair_id])
+        return cursor.rowcount == 1
+
+
+# A lease, inserted only while the pair has room below the bound (the count in the same
+# statement as the insert, after `_lock_pair`, so it reads what was committed before the
+# lock was granted); gold pairs pass no bound. Parameters: pair, rater, a_on_left,
+# created_at, lease_until, then `selectors.PAIR_TAKEN_SQL`'s (pair, 0, now), the bound.
+_LEASE_SQL = f"""
+INSERT INTO {Assignment._meta.db_table} (pair_id, rater_id, a_on_left, created_at, lease_until)
+SELECT %s, %s, %s, %s, %s
+WHERE CAST(%s AS INTEGER) IS NULL OR ({PAIR_TAKEN_SQL}) < %s
+RETURNING id
+"""
+
+
+def _lease_insert(
+    *, pair_id: int, rater: AbstractBaseUser, a_on_left: bool, now, lease_until,
+    bound: int | None,
+) -> Assignment | None:
+    """Insert the rater's lease on the pair if fewer than `bound` places are taken
+    (`None`: no bound); the new row, or None. Call with the pair locked."""
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(_LEASE_SQL, [pair_id, rater.pk, a_on_left, adapt(now),
+                                    adapt(lease_until), bound, pair_id, 0, adapt(now), bound])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    made = Assignment(id=row[0], pair_id=pair_id, rater=rater, a_on_left=a_on_left,
+                      created_at=now, lease_until=lease_until)
+    made._state.adding, made._state.db = False, connection.alias
+    return made
 
 
 def assignment_next(
@@ -198,13 +240,13 @@ def _assignment_try(
         with transaction.atomic():
             if not _lock_pair(pair_id, wait=wait):
                 return None  # another rater is being given this pair right now
-            if not gold and pair_taken(pair_id, now=now) >= study.overlap:
-                return None
-            return Assignment.objects.create(
+            return _lease_insert(
                 pair_id=pair_id,
                 rater=rater,
                 a_on_left=rng.random() < 0.5,
+                now=now,
                 lease_until=now + timedelta(minutes=study.lease_minutes),
+                bound=None if gold else study.overlap,
             )
     except IntegrityError:
         # A second tab of the same rater took this pair a moment ago.
@@ -261,7 +303,7 @@ def judgment_submit(
         raise ValueError(f"unknown choice {choice!r}; expected one of {Judgment.Choice.values}")
     if len(rationale) > RATIONALE_MAX_CHARS:
         raise ValueError(f"rationale longer than {RATIONALE_MAX_CHARS} characters")
-    existing = Judgment.objects.filter(assignment=assignment).first()
+    existing = _one_to_one(assignment, "judgment")
     if existing is not None:
         return existing, False
     study = assignment.pair.study
@@ -282,7 +324,7 @@ def judgment_submit(
         if criterion is None or not all(1 <= v <= criterion.scale_points for v in values):
             raise ValueError(f"bad rating {values!r} for criterion {criterion_id}")
     winner = _WINNER_BY_SIDE[(choice, assignment.a_on_left)]
-    gold = GoldAnswer.objects.filter(pair_id=assignment.pair_id).first()
+    gold = _one_to_one(assignment.pair, "gold")
     try:
         with transaction.atomic():
             expired = assignment.lease_until is not None and assignment.lease_until <= now
@@ -350,6 +392,15 @@ def _lock_and_check(assignment: Assignment, *, now) -> bool:
     """Within a transaction: does the assignment's pair still need this judgment?"""
     _lock_pair(assignment.pair_id, wait=True)
     return _pair_needs_judgment(assignment.pair, now=now, excluding=assignment)
+
+
+def _one_to_one(instance, name: str):
+    """The object on the other side of a one-to-one relation, or None: read with
+    `instance` when its query selected it (`select_related`), else read now."""
+    try:
+        return getattr(instance, name)
+    except ObjectDoesNotExist:
+        return None
 
 
 def _gold_failure_record(*, study: Study, rater_id: int, now) -> None:

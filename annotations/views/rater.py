@@ -25,7 +25,8 @@ def _enrolment(request: HttpRequest, study: Study) -> Enrolment:
 
 def _get_assignment_for_rater(request: HttpRequest, assignment_id: int) -> Assignment:
     return get_object_or_404(
-        Assignment.objects.select_related("pair__study"),
+        # With what the submit reads of it: a judgment already made, a gold answer.
+        Assignment.objects.select_related("pair__study", "pair__gold", "judgment"),
         id=assignment_id,
         rater=request.user,
     )

@@ -8,7 +8,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations import selectors, services
-from annotations.models import Assignment, Enrolment, Generation, GoldAnswer, Judgment, Study
+from annotations.models import (
+    Assignment,
+    CriterionRating,
+    Enrolment,
+    Generation,
+    GoldAnswer,
+    Judgment,
+    Study,
+)
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
@@ -309,16 +317,37 @@ def test_progress_counted_on_the_way_equals_progress_counted_afresh(users):
 def test_rate_page_query_count_is_bounded(users, django_assert_max_num_queries):
     # A regression guard for the page every rater loads per pair (docs/benchmarks.md, Load):
     # session, user, enrolment with its study, the rater's history, candidates, the lease
-    # (lock, room, insert, inside a savepoint here), what is shown, criteria — and no
-    # query per criterion, per output or per earlier assignment.
+    # (lock, then room and insert in one statement, inside a savepoint here), criteria,
+    # what is shown — and no query per criterion, per output or per earlier assignment.
     _, alice, _ = users
     study = make_study(n_items=4, raters=[alice], overlap=1)
     finish_generations(study)
     client = login(alice)
     client.get(reverse("rate", args=[study.id]))
     Assignment.objects.filter(rater=alice).update(released_at=timezone.now())
-    with django_assert_max_num_queries(13):
+    with django_assert_max_num_queries(11):
         assert client.get(reverse("rate", args=[study.id])).status_code == 200
+
+
+def test_submit_query_count_is_bounded(users, django_assert_max_num_queries):
+    # The submit every rater makes per pair: session, user, the assignment with its study,
+    # gold answer and any judgment already made (one read), enrolment, criteria, then the
+    # judgment, its ratings and the assignment's end in a savepoint (four with it here).
+    _, alice, _ = users
+    study = make_study(n_items=2, raters=[alice], overlap=1)
+    criteria = [study.criteria.create(name=f"c{i}", question=f"q{i}?") for i in range(3)]
+    finish_generations(study)
+    client = login(alice)
+    client.get(reverse("rate", args=[study.id]))
+    a = Assignment.objects.get(rater=alice)
+    form = {"choice": "left", **{f"c{c.id}_{side}": "3" for c in criteria
+                                 for side in ("left", "right")}}
+    with django_assert_max_num_queries(10):
+        assert client.post(reverse("judge", args=[a.id]), form).status_code == 302
+    assert CriterionRating.objects.filter(judgment__assignment=a).count() == 3
+    with django_assert_max_num_queries(5):  # a replay: the judgment comes with the assignment
+        assert client.post(reverse("judge", args=[a.id]), form).status_code == 302
+    assert Judgment.objects.filter(assignment=a).count() == 1
 
 
 def test_outputs_are_highlighted_when_paired_not_on_a_raters_clock(users):
@@ -335,6 +364,12 @@ def test_outputs_are_highlighted_when_paired_not_on_a_raters_clock(users):
     for text in texts:
         key = highlight._key(highlight._OUTPUT, text)
         assert caches["html"].has_key(key), "output not highlighted yet"
-    assert highlight.outputs_warm(texts) == 0, "warming twice must build nothing"
+    pairs = [(p.generation_a.text, p.generation_b.text) for p in study.pairs.all()]
+    assert len(pairs) == 3
+    for a, b in pairs:
+        for left, right in ((a, b), (b, a)):
+            key, _ = highlight._diff(left, right)
+            assert caches["html"].has_key(key), "diff not built for one of the sides"
+    assert highlight.pairs_warm(pairs) == 0, "warming twice must build nothing"
     html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
     assert '<span class="k">def</span>' in html
