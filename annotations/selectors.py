@@ -19,6 +19,7 @@ from annotations.models import (
     Enrolment,
     Generation,
     GoldAnswer,
+    Item,
     Judgment,
     Pair,
     Study,
@@ -252,19 +253,29 @@ class RaterHistory:
         return RaterHistory((*self.held, new))
 
 
+# Every rater reads these two on every new pair; written out like `_PAIRS_OPEN_TO_SQL`, as
+# the ORM's compiling cost as much as running them (0.7-0.8 ms each, docs/benchmarks.md).
+_RATER_HISTORY_SQL = f"""
+SELECT a.id, a.completed_at IS NOT NULL, a.released_at IS NOT NULL, g.id IS NOT NULL,
+       ga.condition_id, gb.condition_id
+FROM {Assignment._meta.db_table} a
+JOIN {Pair._meta.db_table} p ON p.id = a.pair_id
+JOIN {Generation._meta.db_table} ga ON ga.id = p.generation_a_id
+JOIN {Generation._meta.db_table} gb ON gb.id = p.generation_b_id
+LEFT JOIN {GoldAnswer._meta.db_table} g ON g.pair_id = p.id
+WHERE p.study_id = %s AND a.rater_id = %s
+ORDER BY a.id
+"""
+
+
 def rater_history(study: Study, rater: AbstractBaseUser) -> RaterHistory:
-    rows = (
-        Assignment.objects.filter(pair__study=study, rater=rater)
-        .order_by("id")
-        .values_list(
-            "id", "completed_at", "released_at", "pair__gold__id",
-            "pair__generation_a__condition_id", "pair__generation_b__condition_id",
-        )
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_RATER_HISTORY_SQL, [study.id, rater.pk])
+        rows = cursor.fetchall()
     return RaterHistory(tuple(
-        Held(id_, judged=completed is not None, released=released is not None,
-             gold=gold is not None, conditions=(a, b))
-        for id_, completed, released, gold, a, b in rows
+        Held(id_, judged=bool(judged), released=bool(released), gold=bool(gold),
+             conditions=(a, b))
+        for id_, judged, released, gold, a, b in rows
     ))
 
 
@@ -297,14 +308,25 @@ class ShownPair:
     right: str
 
 
+_PAIR_SHOWN_SQL = f"""
+SELECT a.a_on_left, i.prompt, ga.text, gb.text
+FROM {Assignment._meta.db_table} a
+JOIN {Pair._meta.db_table} p ON p.id = a.pair_id
+JOIN {Item._meta.db_table} i ON i.id = p.item_id
+JOIN {Generation._meta.db_table} ga ON ga.id = p.generation_a_id
+JOIN {Generation._meta.db_table} gb ON gb.id = p.generation_b_id
+WHERE a.id = %s
+"""
+
+
 def pair_shown(assignment_id: int) -> ShownPair:
-    """One light read: four columns, no model objects."""
-    a_on_left, prompt, a, b = (
-        Assignment.objects.filter(id=assignment_id)
-        .values_list("a_on_left", "pair__item__prompt", "pair__generation_a__text",
-                     "pair__generation_b__text")
-        .get()
-    )
+    """One light read: four columns, no model objects (`Assignment.DoesNotExist` if none)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PAIR_SHOWN_SQL, [assignment_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Assignment.DoesNotExist(f"no assignment {assignment_id}")
+    a_on_left, prompt, a, b = row
     left, right = (a, b) if a_on_left else (b, a)
     return ShownPair(assignment_id, prompt=prompt, left=left, right=right)
 
