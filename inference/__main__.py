@@ -43,14 +43,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     prompt = args.prompt if args.prompt is not None else args.prompt_option
     if prompt is None:
         raise ValueError('a prompt is needed: python -m inference generate [...] "prompt"')
+    from inference.devices import DeviceNames, device_misuse
     from inference.hot_cold import model_place, split_hot_cold
 
     # Misuse is refused before the (slow) load; model_place checks the same for the worker.
     split = args.plan is not None or args.hot_fraction is not None
-    if split and args.device != "cpu":
-        raise ValueError("a hot/cold split places itself: use --hot-device/--cold-device")
-    if not split and (args.hot_device, args.cold_device) != ("cpu", "cpu"):
-        raise ValueError("--hot-device/--cold-device need --plan or --hot-fraction")
+    misuse = device_misuse(
+        device=args.device, split=split,
+        hot_device=args.hot_device, cold_device=args.cold_device,
+        names=DeviceNames("--device", "--plan or --hot-fraction", "--hot-device/--cold-device"),
+    )
+    if misuse:
+        raise ValueError(misuse)
     if args.hot_fraction is not None and args.plan is not None:
         raise ValueError("give --plan or --hot-fraction, not both")
     if args.hot_fraction is not None and args.profile is None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference.devices import DeviceNames, device_misuse
 from inference.kernels import bag_sum, gathered_ffn
 from inference.plan import Placement, synthetic_frequency
 from inference.policies import DensePolicy
@@ -294,6 +295,9 @@ def split_by_plan(
     )
 
 
+_NAMES = DeviceNames("device", "a placement plan (`plan --out`)", "hot_device / cold_device")
+
+
 def model_place(
     model: nn.Module,
     *,
@@ -307,14 +311,14 @@ def model_place(
     on ``device``, or split by a saved plan (``plan --out``) with each layer's hot neurons
     (and attention, embeddings) on ``hot_device`` and cold ones on ``cold_device``.
     Returns the plan used, or None."""
+    misuse = device_misuse(device=device, split=plan is not None, hot_device=hot_device,
+                           cold_device=cold_device, names=_NAMES)
+    if misuse:
+        raise ValueError(misuse)
     if plan is None:
-        if (hot_device, cold_device) != ("cpu", "cpu"):
-            raise ValueError("hot/cold devices need a placement plan (`plan --out`)")
         if str(device) != "cpu":
             model.to(device)
         return None
-    if str(device) != "cpu":
-        raise ValueError("a hot/cold split places itself: give hot and cold devices, not one")
     placement = Placement.load(plan)
     split_by_plan(
         model, placement, fingerprint=fingerprint, hot_device=hot_device, cold_device=cold_device

@@ -7,6 +7,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from inference.devices import DeviceNames, device_misuse
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 # Holds the database file, the secret key and the broker: readable by this user only
@@ -268,13 +270,13 @@ MODEL_DEVICE = os.environ.get("MODEL_DEVICE", "cpu")
 MODEL_PLAN = os.environ.get("MODEL_PLAN", "")
 MODEL_HOT_DEVICE = os.environ.get("MODEL_HOT_DEVICE", "cpu")
 MODEL_COLD_DEVICE = os.environ.get("MODEL_COLD_DEVICE", "cpu")
-if not MODEL_PLAN and (MODEL_HOT_DEVICE, MODEL_COLD_DEVICE) != ("cpu", "cpu"):
-    raise ImproperlyConfigured("MODEL_HOT_DEVICE / MODEL_COLD_DEVICE need MODEL_PLAN")
-if MODEL_PLAN and MODEL_DEVICE != "cpu":
-    raise ImproperlyConfigured(
-        "MODEL_PLAN places the model itself: set MODEL_HOT_DEVICE / MODEL_COLD_DEVICE, "
-        "not MODEL_DEVICE"
-    )
+_device_misuse = device_misuse(
+    device=MODEL_DEVICE, split=bool(MODEL_PLAN), hot_device=MODEL_HOT_DEVICE,
+    cold_device=MODEL_COLD_DEVICE,
+    names=DeviceNames("MODEL_DEVICE", "MODEL_PLAN", "MODEL_HOT_DEVICE / MODEL_COLD_DEVICE"),
+)
+if _device_misuse:
+    raise ImproperlyConfigured(_device_misuse)
 # Converted weights are shared by every VAR_DIR of this checkout (tests included).
 MODEL_CACHE_DIR = Path(os.environ.get("MODEL_CACHE_DIR", BASE_DIR / "var" / "model-cache"))
 GENERATION_MAX_NEW_TOKENS = envint("GENERATION_MAX_NEW_TOKENS", 128)

@@ -104,7 +104,8 @@ def test_cache_url_selects_redis_and_bad_values_fail_clearly(tmp_path):
         ({"LOGIN_LOCKOUT_S": "soon"}, "LOGIN_LOCKOUT_S='soon' is not an integer"),
         # A worker must not start quietly on the wrong device.
         ({"MODEL_HOT_DEVICE": "cuda"}, "MODEL_HOT_DEVICE / MODEL_COLD_DEVICE need MODEL_PLAN"),
-        ({"MODEL_PLAN": "p.json", "MODEL_DEVICE": "cuda"}, "MODEL_PLAN places the model"),
+        ({"MODEL_PLAN": "p.json", "MODEL_DEVICE": "cuda"},
+         "a hot/cold split (MODEL_PLAN) places the model itself"),
     ):
         result = _settings(env, tmp_path)
         assert result.returncode != 0 and message in result.stderr, (env, result.stderr[-500:])
