@@ -3,7 +3,7 @@
 import html
 import re
 
-from annotations.highlight import _response, shown_html
+from annotations.highlight import _response, pairs_warm, shown_html
 
 FENCED = (
     "Here is <b>my</b> answer:\n\n```python\ndef f(xs):\n    return [x for x in xs]\n```\n\n"
@@ -48,10 +48,17 @@ def test_an_output_without_fences_is_all_code_and_diffs_escape():
 
 def _reads(url: str) -> int:
     """GET and MGET commands the Redis server has answered so far."""
+    return _commands(url, ("get", "mget"))
+
+
+_WRITES = ("set", "mset", "setex", "psetex", "expire", "pexpire")
+
+
+def _commands(url: str, names: tuple[str, ...]) -> int:
     import redis
 
     stats = redis.Redis.from_url(url).info("commandstats")
-    return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_get", "cmdstat_mget"))
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in names)
 
 
 def test_a_pair_is_read_in_one_round_trip_and_survives_a_redis_outage(tmp_path, settings):
@@ -74,6 +81,15 @@ def test_a_pair_is_read_in_one_round_trip_and_survives_a_redis_outage(tmp_path, 
         same = shown_html(left, left)
         assert same[0] == same[1] == cold[0], "identical sides share one entry"
 
+        # Warming (done when pairs are made) covers both sides; a page then builds nothing.
+        other = "def c():\n    return 3\n"
+        assert pairs_warm([(left, other)]) == 3, "one new output and two diffs to build"
+        assert pairs_warm([(left, other), (other, left)]) == 0
+        writes = _commands(redis.url, _WRITES)
+        assert shown_html(other, left)[0] == _response(other)
+        assert _commands(redis.url, _WRITES) == writes, "a warmed pair was built again"
+
         redis.kill()
         caches["html"].close()
         assert shown_html(left, right) == cold, "a cache outage must cost the build only"
+        assert pairs_warm([(right, other)]) == 0, "a cache outage must not fail pairing"
