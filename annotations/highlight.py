@@ -2,10 +2,10 @@
 
 Each output is shown to several raters and never changes, so highlighting it (the costliest
 step of a rate page) is done once: the HTML is kept in the shared "html" cache (Redis, or
-files under VAR_DIR), and `pairs_warm` builds it (and the diffs) when the output's pairs are
-made, before any rater asks; a rate page reads its pair's three pieces in one round trip. Pygments
-escapes every character it emits and the prose around fenced code is escaped, so the HTML
-is safe to mark safe."""
+files under VAR_DIR), and `pairs_warm` builds it, with the diffs, when the output's pairs
+are made, before any rater asks; a rate page reads its pair's three pieces in one round
+trip. Pygments escapes every character it emits and the prose around fenced code is
+escaped, so the HTML is safe to mark safe."""
 
 from __future__ import annotations
 

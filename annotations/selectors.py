@@ -157,7 +157,7 @@ def pair_taken(pair_id: int, *, now, excluding_id: int | None = None) -> int:
     the assignment `excluding_id`."""
     with connection.cursor() as cursor:
         cursor.execute(PAIR_TAKEN_SQL, [pair_id, excluding_id or 0,
-                                         connection.ops.adapt_datetimefield_value(now)])
+                                        connection.ops.adapt_datetimefield_value(now)])
         return cursor.fetchone()[0]
 
 
