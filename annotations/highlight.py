@@ -36,21 +36,32 @@ def _key(kind: str, source: str) -> str:
     return f"{kind}:{hashlib.sha256(source.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
+def _build_missing(
+    wanted: dict[str, Callable[[], str]], *, build_when_down: bool
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Read the (key -> build) pieces from the shared cache in one round trip, build and
+    store in one write what it lacks; returns (what was cached, what was built). With the
+    cache down it builds everything if `build_when_down`, else nothing."""
+    try:
+        cached = caches["html"].get_many(list(wanted))
+    except CACHE_DOWN:
+        if not build_when_down:
+            return {}, {}
+        cached = {}
+    built = {key: build() for key, build in wanted.items() if key not in cached}
+    if built:
+        with contextlib.suppress(*CACHE_DOWN):  # a cache down costs the rebuild
+            caches["html"].set_many(built, _CACHE_S)
+    return cached, built
+
+
 def _shared(wanted: list[tuple[str, Callable[[], str]]]) -> list[SafeString]:
     """The HTML for each (key, build), read from the shared cache in one round trip; what
     it lacks is built and stored. A cache that is down costs the builds, not the page."""
-    keys = [key for key, _ in wanted]
-    try:
-        html = caches["html"].get_many(keys)
-    except CACHE_DOWN:
-        html = {}
-    built = {key: build() for key, build in wanted if key not in html}
-    if built:
-        with contextlib.suppress(*CACHE_DOWN):
-            caches["html"].set_many(built, _CACHE_S)
-    html.update(built)
+    cached, built = _build_missing(dict(wanted), build_when_down=True)
+    html = {**cached, **built}
     # Pygments output and escaped prose, built here (Pygments escapes every character).
-    return [mark_safe(html[key]) for key in keys]  # noqa: S308
+    return [mark_safe(html[key]) for key, _ in wanted]  # noqa: S308
 
 
 # A fenced block: the opening fence (with its language), the code, and the closing fence —
@@ -123,12 +134,5 @@ def pairs_warm(pairs: Iterable[tuple[str, str]]) -> int:
         wanted.update([_output(a), _output(b), _diff(a, b), _diff(b, a)])
     if not wanted:
         return 0
-    try:
-        cached = caches["html"].get_many(list(wanted))
-    except CACHE_DOWN:
-        return 0  # the pages will build them
-    built = {key: build() for key, build in wanted.items() if key not in cached}
-    if built:
-        with contextlib.suppress(*CACHE_DOWN):
-            caches["html"].set_many(built, _CACHE_S)
-    return len(built)
+    # A cache that is down builds nothing here: the pages will build what they show.
+    return len(_build_missing(wanted, build_when_down=False)[1])
