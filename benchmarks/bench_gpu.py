@@ -21,16 +21,16 @@ import statistics
 import torch
 
 from inference.generate import generate
+from inference.hot_cold import split_hot_cold
 from inference.loading import LoadedModel
 from inference.policies import BudgetPolicy, DensePolicy, PredictorPolicy, StaticPolicy
 from inference.predictor import Predictors
+from inference.random_model import tiny_llama, word_tokenizer
 
 
 def _tiny_checks(tmp: str) -> dict:
-    from tests.inference.conftest import tiny_model, tiny_tokenizer
-
-    cpu = LoadedModel(tiny_model(), tiny_tokenizer(), "tiny", "")
-    gpu = LoadedModel(tiny_model().to("cuda"), tiny_tokenizer(), "tiny", "")
+    cpu = LoadedModel(tiny_llama(), word_tokenizer(64), "tiny", "")
+    gpu = LoadedModel(tiny_llama().to("cuda"), word_tokenizer(64), "tiny", "")
     prompt = "w1 w2 w3 w4"
     out = {}
     reference = generate(cpu, prompt, DensePolicy(), max_new_tokens=12).token_ids
@@ -112,16 +112,13 @@ def _ffn_70b(reps: int = 20) -> dict:
 
 
 def _hybrid_checks(tmp: str) -> dict:
-    from inference.hot_cold import split_hot_cold
-    from tests.inference.conftest import tiny_model, tiny_tokenizer
-
     frequency = torch.rand(3, 96, generator=torch.Generator().manual_seed(0))
     hot = [24, 48, 72]
     cpu = LoadedModel(
-        split_hot_cold(tiny_model(), frequency, hot_neurons=hot), tiny_tokenizer(), "tiny", ""
+        split_hot_cold(tiny_llama(), frequency, hot_neurons=hot), word_tokenizer(64), "tiny", ""
     )
-    gpu_model = split_hot_cold(tiny_model(), frequency, hot_neurons=hot, hot_device="cuda")
-    gpu = LoadedModel(gpu_model, tiny_tokenizer(), "tiny", "")
+    gpu_model = split_hot_cold(tiny_llama(), frequency, hot_neurons=hot, hot_device="cuda")
+    gpu = LoadedModel(gpu_model, word_tokenizer(64), "tiny", "")
     n = len(gpu_model.model.layers)
     gen = torch.Generator().manual_seed(1)
     predictors = Predictors(

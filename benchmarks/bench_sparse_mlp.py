@@ -11,31 +11,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from benchmarks.bench_ffn import RandomMLP, seconds
 from inference.config import shape_named
 from inference.hot_cold import HotColdMLP
 from inference.kernels import bag_sum
 from inference.sparse_mlp import SparseMLP
-
-
-class _MLP(nn.Module):
-    def __init__(self, d: int, f: int) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(d, f, bias=False)
-        self.up_proj = nn.Linear(d, f, bias=False)
-        self.down_proj = nn.Linear(f, d, bias=False)
-        self.act_fn = nn.SiLU()
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 @torch.inference_mode()
@@ -48,7 +32,7 @@ def main() -> None:
     shape = shape_named(args.shape)
     d, f = shape.hidden_size, shape.intermediate_size
     torch.manual_seed(0)
-    dense = SparseMLP(_MLP(d, f)).eval()
+    dense = SparseMLP(RandomMLP(d, f, torch.float32)).eval()
     x = torch.randn(1, 1, d)
     h = (dense.act_fn(dense.gate_proj(x)) * dense.up_proj(x)).reshape(-1)
     print(f"{shape.name}: one MLP layer d={d} f={f} fp32, {torch.get_num_threads()} threads")
@@ -75,7 +59,7 @@ def main() -> None:
         times = [[] for _ in contenders]
         for _ in range(args.reps):  # interleaved, so drift hits every contender alike
             for fn, samples in zip(contenders, times, strict=True):
-                samples.append(_seconds(fn))
+                samples.append(seconds(fn))
         m = [statistics.median(t) * 1e3 for t in times]
         print(
             f"{sparsity:8.0%}  {m[0]:12.2f}  {m[1]:12.2f}  {m[0] / m[1]:7.2f}x |"
@@ -84,7 +68,7 @@ def main() -> None:
 
 
 def _copy_of(mlp: SparseMLP) -> SparseMLP:
-    source = _MLP(mlp.down_proj.out_features, mlp.down_proj.in_features)
+    source = RandomMLP(mlp.down_proj.out_features, mlp.down_proj.in_features, torch.float32)
     source.load_state_dict(mlp.state_dict())
     return SparseMLP(source)
 

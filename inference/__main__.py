@@ -1,6 +1,6 @@
 """Command line: ``python -m inference {generate,profile,calibrate,predict,plan,bench} ...``.
 
-See docs/engine.md.
+See docs/engine.md. ``bench`` hands its arguments to ``benchmarks/bench_engine.py``.
 """
 
 from __future__ import annotations
@@ -14,26 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def _policy(text: str):
-    """A policy from a JSON file's path or an inline JSON string."""
-    from inference.policies import Policy
-
-    source = "JSON"
-    if not text.lstrip().startswith("{") and Path(text).is_file():
-        source, text = f"JSON file {text}", Path(text).read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if source == "JSON" and not text.lstrip().startswith("{"):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is neither a policy file nor inline JSON"
-            ) from exc
-        raise argparse.ArgumentTypeError(f"not {source} ({exc.msg} at column {exc.colno})") from exc
-    try:
-        return Policy.from_json(data)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+from inference.policies import policy_argument  # noqa: E402  (after the offline switch)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -124,7 +105,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from inference.loading import load_model
-    from inference.predictor import train_predictors
+    from inference.predictor_training import train_predictors
     from inference.profile import humaneval_prompts
 
     loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
@@ -156,47 +137,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if k not in ("per_layer", "thresholds_for_recall")
     }
     print(json.dumps({"predictor": str(args.out), "fingerprint": loaded.fingerprint, **summary}))
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from inference import bench
-
-    if args.what == "quality":
-        policies = None
-        if args.policy:
-            from inference.policies import DensePolicy
-
-            policies = {"dense": DensePolicy()}
-            policies.update({p.label(): p for p in args.policy})
-        result = bench.bench_quality(
-            args.model,
-            policies,
-            first=args.first,
-            count=args.count,
-            profile=args.profile,
-            predictor=args.predictor,
-            cache_dir=args.cache_dir,
-        )
-        print(json.dumps(result) if args.json else bench.format_quality(result))
-        return 0
-    if args.what == "ffn":
-        active = [float(a) for a in args.active.split(",")]
-        result = bench.bench_ffn(
-            args.shape, active, reps=args.reps, dtype=args.dtype, threads=args.threads
-        )
-        text = bench.format_ffn(result)
-    else:
-        result = bench.bench_decode(
-            args.model,
-            max_new_tokens=args.max_new_tokens,
-            reps=args.reps,
-            profile=args.profile,
-            predictor=args.predictor,
-            cache_dir=args.cache_dir,
-        )
-        text = bench.format_decode(result)
-    print(json.dumps(result) if args.json else text)
     return 0
 
 
@@ -290,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", dest="prompt_option", default=None, help="same, as an option")
     gen.add_argument(
         "--policy",
-        type=_policy,
+        type=policy_argument,
         default='{"kind": "dense"}',
         help='policy: a JSON file or inline JSON, e.g. \'{"kind":"static","threshold":0.05}\'',
     )
@@ -347,27 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(pred)
     pred.set_defaults(func=_cmd_predict)
 
-    bench = commands.add_parser(
-        "bench", help="benchmarks: one FFN layer, decoding, or quality against dense"
+    commands.add_parser(
+        "bench",
+        help="benchmarks: one FFN layer, decoding, quality against dense "
+        "(benchmarks/bench_engine.py; `bench --help`)",
+        add_help=False,
     )
-    bench.add_argument("what", choices=["ffn", "decode", "quality"])
-    bench.add_argument("--shape", default="llama-70b", help="ffn: a name from config.SHAPES")
-    bench.add_argument("--active", default="0.5,0.3,0.1", help="ffn: active neuron fractions")
-    bench.add_argument("--reps", type=int, default=None, help="repetitions (ffn 5, decode 1)")
-    bench.add_argument("--threads", type=int, default=None, help="ffn: torch threads")
-    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    bench.add_argument("--model", type=Path, default=None, help="decode: .gguf or HF dir")
-    bench.add_argument("--cache-dir", type=Path, default=None)
-    bench.add_argument("--max-new-tokens", type=int, default=32, help="decode: tokens per run")
-    bench.add_argument("--profile", type=Path, default=None, help="decode/quality: calibrated")
-    bench.add_argument("--predictor", type=Path, default=None, help="decode/quality: predictor")
-    bench.add_argument(
-        "--policy", type=_policy, action="append", help="quality: a policy (repeatable)"
-    )
-    bench.add_argument("--first", type=int, default=100, help="quality: first HumanEval problem")
-    bench.add_argument("--count", type=int, default=8, help="quality: HumanEval problems")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.set_defaults(func=_cmd_bench)
 
     plan = commands.add_parser("plan", help="place hot neurons on a GPU under a byte budget")
     plan.add_argument("--gpu-mem", required=True, help="GPU byte budget, e.g. 24GiB")
@@ -381,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmarks' home is benchmarks/; this is their entry point
+        from benchmarks.bench_engine import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging

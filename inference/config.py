@@ -79,8 +79,9 @@ SHAPES: dict[str, ModelShape] = {
     for shape in (
         ModelShape("llama-70b", 8192, 28672, 80, 64, 8, 32000),
         ModelShape("llama-2-7b", 4096, 11008, 32, 32, 32, 32000),
+        ModelShape("tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000),
         ModelShape("smollm2-135m", 576, 1536, 30, 9, 3, 49152, tie_word_embeddings=True),
-        ModelShape("tiny", 32, 96, 3, 4, 2, 64),
+        ModelShape("tiny", 32, 96, 3, 4, 2, 64),  # the tests' model (inference.random_model)
     )
 }
 

@@ -6,11 +6,9 @@ threshold between decode steps, based on the previous step's next-token distribu
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,7 +16,9 @@ from transformers import DynamicCache
 
 from inference.loading import LoadedModel
 from inference.policies import Policy
-from inference.sparse_mlp import set_thresholds, sparse_mlps, sparsify
+from inference.sparse_mlp import set_thresholds, sparse_mlps
+from inference.sparsify import sparsify
+from inference.telemetry import Telemetry
 
 
 @dataclass
@@ -124,13 +124,12 @@ def generate(
     ``prompt``: text (wrapped as one user chat message) or a list of chat messages.
     Greedy when ``temperature == 0``, else sampling seeded by ``seed`` (reproducible).
     The policy's base thresholds apply to the prompt (prefill); each decode step then uses
-    ``layer_thresholds * step_factor(entropy of the previous distribution)``. Stops at an EOS
-    token (``finish_reason="stop"``, the EOS counts as a new token) or after ``max_new_tokens``.
-    The model is sparsified in place (idempotent; threshold 0 leaves it exact).
-    ``on_text`` (optional) receives each new piece of decoded text as it is generated (streaming).
-    The prompt goes to the device of the model's parameters (CPU or CUDA).
-    ``clock`` (seconds) times everything, and each decode step for the policy's controller
-    (a latency budget); tests inject a fake one.
+    ``layer_thresholds * controller(previous entropy, active fraction, step latency)``. Stops at
+    an EOS token (``finish_reason="stop"``, the EOS counts as a new token) or after
+    ``max_new_tokens``. The model is sparsified in place (idempotent; threshold 0 leaves it
+    exact). ``on_text`` (optional) receives each new piece of decoded text (streaming). The
+    prompt goes to the device of the model's parameters. ``clock`` (seconds) times everything
+    (tests inject a fake one).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -141,75 +140,41 @@ def generate(
     base_thresholds = policy.layer_thresholds(len(mlps))
     stop_ids = stop_token_ids(loaded)
     generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
     controller = policy.controller()
     streamer = _TextStreamer(loaded.tokenizer, stop_ids, on_text)
-    _reset_peak_rss()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    start = clock()
-    input_ids = prompt_ids(loaded.tokenizer, prompt).to(device)
-    cache = DynamicCache(config=model.config)
     set_thresholds(model, base_thresholds)
-    _set_recording(mlps, True)
-    logits = prefill(model, input_ids, cache)
-    prefill_fractions = _take_fractions(mlps)
-    _take_skipped(mlps)
-    prefill_share = _take_hot_share(mlps)
-    prefill_s = clock() - start
 
+    telemetry = Telemetry(model, mlps, clock)
+    input_ids = prompt_ids(loaded.tokenizer, prompt).to(telemetry.device)
+    cache = DynamicCache(config=model.config)
+    logits = prefill(model, input_ids, cache)
+    telemetry.prefill_done()
     token = sample(logits.cpu(), temperature, generator)
     tokens = [int(token)]
-    ttft_s = clock() - start
+    telemetry.first_token()
     streamer.push(tokens)
-    last_active = sum(f[-1] for f in prefill_fractions) / len(prefill_fractions)
-    step_latencies_s: list[float] = []  # one whole decode step each: what a reader waits
     while tokens[-1] not in stop_ids and len(tokens) < max_new_tokens:
-        step_start = clock()
-        last_latency_s = step_latencies_s[-1] if step_latencies_s else None
-        factor = controller(entropy_nats(logits), last_active, last_latency_s)
+        telemetry.step_start()
+        factor = controller(
+            entropy_nats(logits), telemetry.last_active_fraction(), telemetry.last_step_s
+        )
         set_thresholds(model, [t * factor for t in base_thresholds])
-        logits = decode_one_token(model, token.to(device), cache)
-        last_active = sum(mlp.active_fractions[-1] for mlp in mlps) / len(mlps)
+        logits = decode_one_token(model, token.to(telemetry.device), cache)
         token = sample(logits.cpu(), temperature, generator)  # .cpu() waits for a GPU
         tokens.append(int(token))
         streamer.push(tokens)
-        step_latencies_s.append(clock() - step_start)
-    _set_recording(mlps, False)
-    decode_fractions = _take_fractions(mlps)
-    skipped = _skipped_work(mlps, _take_skipped(mlps))
-    decode_share = _take_hot_share(mlps)
-    latency_s = clock() - start
+        telemetry.step_end()
+    measured = telemetry.finish(len(tokens))
     set_thresholds(model, base_thresholds)
 
-    per_layer = decode_fractions if decode_fractions[0] else prefill_fractions
-    per_layer_mean = [sum(steps) / len(steps) for steps in per_layer]
     finished = tokens[-1] in stop_ids
-    text_ids = tokens[:-1] if finished else tokens
-    active_fraction = sum(per_layer_mean) / len(per_layer_mean)
     return GenerationResult(
-        text=loaded.tokenizer.decode(text_ids, skip_special_tokens=True),
+        text=loaded.tokenizer.decode(tokens[:-1] if finished else tokens, skip_special_tokens=True),
         prompt_tokens=input_ids.shape[1],
         new_tokens=len(tokens),
-        latency_s=latency_s,
-        tokens_per_s=len(tokens) / latency_s,
-        peak_rss_bytes=_peak_rss_bytes(),
-        active_fraction=active_fraction,
-        active_fraction_per_layer=per_layer_mean,
         finish_reason="stop" if finished else "length",
-        prefill_s=prefill_s,
         token_ids=tokens,
-        achieved_sparsity=1.0 - active_fraction,
-        ttft_s=ttft_s,
-        cuda_peak_bytes=(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0),
-        device=str(device),
-        weight_bytes_per_device=weight_bytes_per_device(model),
-        hot_activation_share=decode_share if decode_fractions[0] else prefill_share,
-        decode_latency_s_per_token=(
-            sum(step_latencies_s) / len(step_latencies_s) if step_latencies_s else 0.0
-        ),
-        **skipped,
+        **measured,
     )
 
 
@@ -231,76 +196,3 @@ class _TextStreamer:
         if text.startswith(self.sent) and len(text) > len(self.sent):
             self.on_text(text[len(self.sent) :])
             self.sent = text
-
-
-def _set_recording(mlps: list, on: bool) -> None:
-    for mlp in mlps:
-        mlp.recording = on
-
-
-def _take_fractions(mlps: list) -> list[list[float]]:
-    fractions = [mlp.active_fractions for mlp in mlps]
-    for mlp in mlps:
-        mlp.active_fractions = []
-    return fractions
-
-
-def _take_skipped(mlps: list) -> list[list[int]]:
-    """Per layer, weights skipped in each recorded call (only ``HotColdMLP`` records them)."""
-    skipped = [getattr(mlp, "skipped_weights", []) for mlp in mlps]
-    for mlp in mlps:
-        if hasattr(mlp, "skipped_weights"):
-            mlp.skipped_weights = []
-    return skipped
-
-
-def _take_hot_share(mlps: list) -> float:
-    """Kept activations served by hot blocks / all kept (only ``HotColdMLP`` records them)."""
-    hot = sum(sum(getattr(mlp, "hot_active", [])) for mlp in mlps)
-    total = sum(sum(getattr(mlp, "all_active", [])) for mlp in mlps)
-    for mlp in mlps:
-        if hasattr(mlp, "hot_active"):
-            mlp.hot_active, mlp.all_active = [], []
-    return hot / total if total else 1.0
-
-
-def weight_bytes_per_device(model: nn.Module) -> dict[str, int]:
-    """Bytes of the parameters and buffers of ``model`` on each device, e.g. ``{"cpu": n}``."""
-    per_device: dict[str, int] = {}
-    for tensor in (*model.parameters(), *model.buffers()):  # each tied weight once
-        key = str(tensor.device)
-        per_device[key] = per_device.get(key, 0) + tensor.numel() * tensor.element_size()
-    return per_device
-
-
-def _skipped_work(mlps: list, skipped: list[list[int]]) -> dict[str, float]:
-    steps = max((len(s) for s in skipped), default=0)
-    if steps == 0:
-        return {}
-    weights_per_token = sum(sum(s) for s in skipped) / steps
-    element_bytes = next(mlps[0].parameters()).element_size()
-    dense_weights = sum(mlp.dense_weights for mlp in mlps)
-    return {
-        "mlp_bytes_skipped_per_token": weights_per_token * element_bytes,
-        "mlp_flops_skipped_per_token": 2 * weights_per_token,
-        "mlp_bytes_skipped_fraction": weights_per_token / dense_weights,
-    }
-
-
-def _reset_peak_rss() -> None:
-    # Linux resets VmHWM (the peak RSS) when "5" is written to clear_refs; elsewhere the peak
-    # stays the process's lifetime peak.
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -33,7 +33,9 @@ from inference.kernels import bag_sum, gathered_ffn
 from inference.plan import Placement, synthetic_frequency
 from inference.policies import DensePolicy
 from inference.predictor import predicted_mask, swiglu
-from inference.sparse_mlp import SparseMLP, sparse_mlps, sparsify
+from inference.profile import Profile
+from inference.sparse_mlp import SparseMLP, sparse_mlps
+from inference.sparsify import sparsify
 
 
 class HotColdMLP(SparseMLP):
@@ -331,8 +333,6 @@ def _plan_frequency(placement: Placement, fingerprint: str | None) -> torch.Tens
         if not placement.synthetic_profile:
             raise ValueError("this plan was made from a profile it does not name: pass frequency")
         return synthetic_frequency(placement.shape)
-    from inference.profile import Profile
-
     profile = Profile.load(placement.profile)
     if fingerprint is not None and profile.fingerprint != fingerprint:
         raise ValueError(f"the plan's profile is of {profile.fingerprint}, the model {fingerprint}")

@@ -6,10 +6,13 @@ every generation can be reproduced from its row via ``Policy.from_json``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -397,3 +400,23 @@ class PredictorPolicy(Policy):
                 f"the model has {num_layers} layers"
             )
         return list(self.thresholds)
+
+
+def policy_argument(text: str) -> Policy:
+    """A policy from a JSON file's path or an inline JSON string (an ``argparse`` type: errors
+    are ``ArgumentTypeError`` naming what is wrong)."""
+    source = "JSON"
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        source, text = f"JSON file {text}", Path(text).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if source == "JSON" and not text.lstrip().startswith("{"):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a policy file nor inline JSON"
+            ) from exc
+        raise argparse.ArgumentTypeError(f"not {source} ({exc.msg} at column {exc.colno})") from exc
+    try:
+        return Policy.from_json(data)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from inference.generate import generate
 from inference.loading import LoadedModel
 from inference.policies import CalibratedPolicy, DensePolicy
-from inference.sparse_mlp import SparseMLP, sparsify
+from inference.sparse_mlp import SparseMLP
+from inference.sparsify import sparsify
 
 THRESHOLDS = (0.001, 0.01, 0.02, 0.05, 0.1)
 # Bin edges for |h|: 0, then 10^-6 .. 10^2 in 4000 log steps (~0.5 % wide), then +inf.

@@ -1,16 +1,14 @@
 """Threshold activation sparsity as a drop-in replacement of a LLaMA MLP (TEAL/CATS style).
 
-``sparsify(model, policy)`` is the only model surgery: it swaps each layer's ``LlamaMLP`` for a
-``SparseMLP`` that shares the same ``nn.Linear`` modules (no weight copies, identical state-dict
-keys), so the rest of the code sees an ordinary ``transformers`` model.
+``inference.sparsify.sparsify(model, policy)`` swaps each layer's ``LlamaMLP`` for a ``SparseMLP``
+that shares the same ``nn.Linear`` modules (no weight copies, identical state-dict keys), so the
+rest of the code sees an ordinary ``transformers`` model.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from inference.policies import Policy
 
 
 class SparseMLP(nn.Module):
@@ -62,42 +60,6 @@ class SparseMLP(nn.Module):
 def sparse_mlps(model: nn.Module) -> list[SparseMLP]:
     """The ``SparseMLP`` of each decoder layer, in layer order (empty before ``sparsify``)."""
     return [layer.mlp for layer in model.model.layers if isinstance(layer.mlp, SparseMLP)]
-
-
-def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -> nn.Module:
-    """Swap each decoder layer's MLP for a ``SparseMLP`` configured by ``policy``; return ``model``.
-
-    Idempotent: layers already wrapped are only re-configured with the policy's thresholds.
-    A ``predictor`` policy swaps in ``PredictorMLP`` (once; a hot/cold split model keeps its
-    ``HotColdMLP``) and attaches its predictor file, refusing one trained on a model whose
-    fingerprint differs from ``fingerprint``; any other policy turns the predictors off again.
-    """
-    layers = model.model.layers
-    if policy.kind == "predictor":
-        from inference.predictor import Predictors, attach_predictors
-
-        source = getattr(model, "_predictor_source", None)
-        if getattr(model, "_predictor_path", None) != policy.predictor or source is None:
-            attach_predictors(model, Predictors.load(policy.predictor), fingerprint)
-            model._predictor_path = policy.predictor
-    thresholds = policy.layer_thresholds(len(layers))
-    if len(thresholds) != len(layers):
-        raise ValueError(f"policy gives {len(thresholds)} thresholds for {len(layers)} layers")
-    predicting = policy.kind == "predictor"
-    predict_thresholds = policy.predict_thresholds(len(layers)) if predicting else thresholds
-    for layer, threshold, predict_threshold in zip(
-        layers, thresholds, predict_thresholds, strict=True
-    ):
-        if not isinstance(layer.mlp, SparseMLP):
-            for name in ("gate_proj", "up_proj", "down_proj"):
-                assert isinstance(getattr(layer.mlp, name, None), nn.Linear), (
-                    f"{type(layer.mlp).__name__}.{name} is not an nn.Linear"
-                )
-            layer.mlp = SparseMLP(layer.mlp)
-        layer.mlp.threshold = float(threshold)
-        if hasattr(layer.mlp, "predict_threshold"):
-            layer.mlp.predict_threshold = float(predict_threshold) if predicting else None
-    return model
 
 
 def set_thresholds(model: nn.Module, thresholds: list[float]) -> None:

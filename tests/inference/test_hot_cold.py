@@ -11,7 +11,8 @@ from inference.loading import LoadedModel
 from inference.plan import Placement
 from inference.policies import DensePolicy, PredictorPolicy, StaticPolicy
 from inference.predictor import Predictors
-from inference.sparse_mlp import sparse_mlps, sparsify
+from inference.sparse_mlp import sparse_mlps
+from inference.sparsify import sparsify
 from tests.inference.conftest import tiny_model, tiny_tokenizer
 
 FREQUENCY = torch.rand(3, 96, generator=torch.Generator().manual_seed(0))

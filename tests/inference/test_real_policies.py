@@ -9,7 +9,7 @@ import pytest
 from inference.generate import generate
 from inference.loading import load_model
 from inference.policies import BudgetPolicy, DensePolicy, PredictorPolicy
-from inference.predictor import train_predictors
+from inference.predictor_training import train_predictors
 from inference.profile import calibrated_policy, humaneval_prompts, profile_model
 
 pytestmark = pytest.mark.model

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from inference.policies import DensePolicy, StaticPolicy
-from inference.sparse_mlp import SparseMLP, set_thresholds, sparse_mlps, sparsify
+from inference.sparse_mlp import SparseMLP, set_thresholds, sparse_mlps
+from inference.sparsify import sparsify
 from tests.inference.conftest import tiny_model
 
 

@@ -1,0 +1,94 @@
+"""The engine's benchmarks behind one command (results and commands: docs/benchmarks.md).
+
+    python -m inference bench {ffn,decode,quality} [...]   (or python -m benchmarks.bench_engine)
+
+- ``ffn`` (``bench_ffn``): one FFN layer, dense vs the gathered active neurons.
+- ``decode`` (``bench_decode``): tokens/s of ``transformers`` against the engine per policy.
+- ``quality`` (``bench_quality``): teacher-forced agreement, KL and perplexity against dense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import bench_decode, bench_ffn, bench_quality
+from inference.policies import DensePolicy, policy_argument
+
+
+def build_parser() -> argparse.ArgumentParser:
+    bench = argparse.ArgumentParser(
+        prog="python -m inference bench",
+        description="benchmarks: one FFN layer, decoding, or quality against dense",
+    )
+    bench.add_argument("what", choices=["ffn", "decode", "quality"])
+    bench.add_argument("--shape", default="llama-70b", help="ffn: a name from config.SHAPES")
+    bench.add_argument("--active", default="0.5,0.3,0.1", help="ffn: active neuron fractions")
+    bench.add_argument("--reps", type=int, default=None, help="repetitions (ffn 5, decode 1)")
+    bench.add_argument("--threads", type=int, default=None, help="ffn: torch threads")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    bench.add_argument("--model", type=Path, default=None, help="decode: .gguf or HF dir")
+    bench.add_argument("--cache-dir", type=Path, default=None)
+    bench.add_argument("--max-new-tokens", type=int, default=32, help="decode: tokens per run")
+    bench.add_argument("--profile", type=Path, default=None, help="decode/quality: calibrated")
+    bench.add_argument("--predictor", type=Path, default=None, help="decode/quality: predictor")
+    bench.add_argument(
+        "--policy", type=policy_argument, action="append", help="quality: a policy (repeatable)"
+    )
+    bench.add_argument("--first", type=int, default=100, help="quality: first HumanEval problem")
+    bench.add_argument("--count", type=int, default=8, help="quality: HumanEval problems")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    return bench
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "quality":
+        policies = None
+        if args.policy:
+            policies = {"dense": DensePolicy(), **{p.label(): p for p in args.policy}}
+        result = bench_quality.bench_quality(
+            args.model,
+            policies,
+            first=args.first,
+            count=args.count,
+            profile=args.profile,
+            predictor=args.predictor,
+            cache_dir=args.cache_dir,
+        )
+        text = bench_quality.format_quality(result)
+    elif args.what == "ffn":
+        active = [float(a) for a in args.active.split(",")]
+        result = bench_ffn.bench_ffn(
+            args.shape, active, reps=args.reps, dtype=args.dtype, threads=args.threads
+        )
+        text = bench_ffn.format_ffn(result)
+    else:
+        result = bench_decode.bench_decode(
+            args.model,
+            max_new_tokens=args.max_new_tokens,
+            reps=args.reps,
+            profile=args.profile,
+            predictor=args.predictor,
+            cache_dir=args.cache_dir,
+        )
+        text = bench_decode.format_decode(result)
+    print(json.dumps(result) if args.json else text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The one model surgery: ``sparsify(model, policy)`` configures a loaded model for a policy.
+
+It swaps each decoder layer's MLP for a ``SparseMLP`` (or, for a predictor policy, a
+``PredictorMLP`` carrying its layer's predictor) and sets the thresholds; it is idempotent, and
+everything else keeps seeing an ordinary ``transformers`` model.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from inference.policies import Policy
+from inference.predictor import Predictors, attach_predictors
+from inference.sparse_mlp import SparseMLP
+
+
+def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -> nn.Module:
+    """Swap each decoder layer's MLP for a ``SparseMLP`` configured by ``policy``; return ``model``.
+
+    Idempotent: layers already wrapped are only re-configured with the policy's thresholds.
+    A ``predictor`` policy swaps in ``PredictorMLP`` (once; a hot/cold split model keeps its
+    ``HotColdMLP``) and attaches its predictor file, refusing one trained on a model whose
+    fingerprint differs from ``fingerprint``; any other policy turns the predictors off again.
+    """
+    layers = model.model.layers
+    if policy.kind == "predictor":
+        source = getattr(model, "_predictor_source", None)
+        if getattr(model, "_predictor_path", None) != policy.predictor or source is None:
+            attach_predictors(model, Predictors.load(policy.predictor), fingerprint)
+            model._predictor_path = policy.predictor
+    thresholds = policy.layer_thresholds(len(layers))
+    if len(thresholds) != len(layers):
+        raise ValueError(f"policy gives {len(thresholds)} thresholds for {len(layers)} layers")
+    predicting = policy.kind == "predictor"
+    predict_thresholds = policy.predict_thresholds(len(layers)) if predicting else thresholds
+    for layer, threshold, predict_threshold in zip(
+        layers, thresholds, predict_thresholds, strict=True
+    ):
+        if not isinstance(layer.mlp, SparseMLP):
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                assert isinstance(getattr(layer.mlp, name, None), nn.Linear), (
+                    f"{type(layer.mlp).__name__}.{name} is not an nn.Linear"
+                )
+            layer.mlp = SparseMLP(layer.mlp)
+        layer.mlp.threshold = float(threshold)
+        if hasattr(layer.mlp, "predict_threshold"):
+            layer.mlp.predict_threshold = float(predict_threshold) if predicting else None
+    return model
