@@ -6,15 +6,6 @@ import pytest
 
 from benchmarks.bench_engine import build_parser
 from inference.__main__ import main
-from tests.inference.conftest import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture
-def tiny_dir(tmp_path):
-    path = tmp_path / "tiny-llama"
-    tiny_model().save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
 
 
 def test_bench_parsing():

@@ -22,6 +22,15 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 @pytest.fixture
+def tiny_dir(tmp_path):
+    """The tiny model and tokenizer saved as a Hugging Face directory."""
+    path = tmp_path / "tiny-llama"
+    tiny_model().save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
 def tiny() -> LoadedModel:
     return LoadedModel(model=tiny_model(), tokenizer=tiny_tokenizer(), fingerprint="tiny", path="")
 

@@ -7,15 +7,6 @@ import torch
 
 from inference.__main__ import build_parser, main
 from inference.policies import StaticPolicy
-from tests.inference.conftest import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture
-def tiny_dir(tmp_path):
-    path = tmp_path / "tiny-llama"
-    tiny_model().save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
 
 
 def test_generate_parses_positional_prompt_and_policy_file(tmp_path):

@@ -8,15 +8,7 @@ from inference.__main__ import main
 from inference.generate import generate
 from inference.loading import default_model_path, fingerprint_file, load_model
 from inference.policies import StaticPolicy
-from tests.inference.conftest import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture
-def tiny_dir(tmp_path):
-    path = tmp_path / "tiny-llama"
-    tiny_model().save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
+from tests.inference.conftest import tiny_model
 
 
 def test_default_model_path_is_the_shipped_gguf():
