@@ -1,6 +1,6 @@
 """A study's whole report from plain tables: agreement, preference, the mixed model,
 alignment curves, static vs dynamic at matched sparsity, the Pareto front, and the
-methods paragraph. No Django: `analysis.study` builds the tables from a study and
+methods paragraph. No Django: `reports` builds the tables from a study and
 renders the result.
 
 In (`build_report`): *judgments* ``item, rater, condition_a, condition_b, winner``

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotations.views import auth, rater, report, setup, staff
+from annotations.views import auth, rater, setup, staff
 
 urlpatterns = [
     path("", rater.home, name="home"),
@@ -31,10 +31,4 @@ urlpatterns = [
     path("staff/studies/<int:study_id>/generate/", staff.study_generate, name="study_generate"),
     path("staff/studies/<int:study_id>/cancel/", staff.study_cancel, name="study_cancel"),
     path("staff/studies/<int:study_id>/resume/", staff.study_resume, name="study_resume"),
-    path("staff/studies/<int:study_id>/report/", report.study_report_page, name="study_report"),
-    path(
-        "staff/studies/<int:study_id>/report/<str:name>",
-        report.study_report_file,
-        name="study_report_file",
-    ),
 ]

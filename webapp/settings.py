@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "template_partials",
     "django_htmx",
     "annotations",
+    "reports",
 ]
 
 MIDDLEWARE = [

@@ -1,4 +1,4 @@
-"""Staff pages: studies, generation progress, results."""
+"""Staff pages: studies and generation progress (the results fragment is `reports`')."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
-from analysis.study import study_results
 from annotations import pipeline, selectors
 from annotations.models import Study
 from annotations.views.staff_actions import study_action
@@ -26,11 +25,7 @@ def study_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
     study = get_object_or_404(Study, id=study_id)
-    context = {
-        "study": study,
-        "progress": selectors.study_progress(study),
-        "results": study_results(study),
-    }
+    context = {"study": study, "progress": selectors.study_progress(study)}
     return render(request, "annotations/study_detail.html", context)
 
 

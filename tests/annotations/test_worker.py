@@ -8,6 +8,7 @@ from django.conf import settings
 
 from annotations import datasets, pipeline
 from annotations.models import Execution, Generation, Item, Pair, Problem
+from reports.tables import pass_at_1
 from tests.annotations.conftest import make_study
 from tests.support.worker import celery_worker, wait_for
 
@@ -248,8 +249,6 @@ def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
     ):
         assert e.status in {"passed", "failed", "error", "timeout"}
         assert e.code.strip(), f"nothing was extracted for {e.generation.item.task_id}"
-    from analysis.study import pass_at_1
-
     assert pass_at_1(study)["dense"]["n_problems"] == 3
 
 

@@ -48,6 +48,7 @@ URLS = {
     "study_resume": (STAFF, {"POST"}),
     "study_report": (STAFF, {"GET"}),
     "study_report_file": (STAFF, {"GET"}),
+    "study_results": (STAFF, {"GET"}),
 }
 # The whole admin site (`admin/…`) is staff only: see test_admin_is_staff_only.
 ADMIN_NAMESPACE = "admin"

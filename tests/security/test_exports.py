@@ -14,9 +14,9 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from analysis.export import FORMULA_STARTS
-from analysis.study import REPORT_FILES
 from annotations import pipeline, services
 from annotations.models import Condition, Enrolment, Generation, Item, Judgment, Study
+from reports.build import REPORT_FILES
 from tests.security.conftest import PASSWORD, client_for
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +32,7 @@ PID = "5f1a2b3c4d5e6f7a8b9c0d1e"
 def exported(db, monkeypatch):
     """A judged study whose condition names, task ids, prompts and outputs start like
     formulas; one rater came from Prolific, one has a password account."""
-    monkeypatch.setattr("analysis.study.REPORT_BOOTSTRAP", 0)
+    monkeypatch.setattr("reports.build.REPORT_BOOTSTRAP", 0)
     User = get_user_model()
     staff = User.objects.create_superuser("staff-export", password=PASSWORD)
     named = User.objects.create_user("jane.doe@example.org", password=PASSWORD)

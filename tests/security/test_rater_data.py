@@ -9,7 +9,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from analysis.study import judgments_table
 from annotations import services
 from annotations.models import (
     Assignment,
@@ -19,6 +18,7 @@ from annotations.models import (
     Judgment,
     Study,
 )
+from reports.tables import judgments_table
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db

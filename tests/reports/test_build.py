@@ -16,16 +16,10 @@ from django.urls import reverse
 
 from annotations import services
 from annotations.models import Enrolment, Execution, Generation, Judgment, Study
+from reports import build as report_build
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def report_cache(settings, tmp_path_factory):
-    """Each test its own report cache (VAR_DIR/reports)."""
-    settings.VAR_DIR = tmp_path_factory.mktemp("var")
-    return settings.VAR_DIR / "reports"
 
 
 XSS_TEXT = '<img src=x onerror="alert(1)">'
@@ -171,7 +165,7 @@ def test_empty_and_one_condition_studies_give_notes_not_tracebacks(tmp_path):
 def test_page_and_downloads_match_the_command_and_are_staff_only(
     users, tmp_path, monkeypatch, settings
 ):
-    monkeypatch.setattr("analysis.study.REPORT_BOOTSTRAP", 100)  # both use the default
+    monkeypatch.setattr("reports.build.REPORT_BOOTSTRAP", 100)  # both use the default
     staff, alice, _ = users
     study, _ = rated_study(n_items=2, name="plain")
     call_command("study_report", study.id, "--out", str(tmp_path))
@@ -270,18 +264,16 @@ def test_profile_subgroups_reach_the_report_only_as_group_statistics(tmp_path):
 
 
 def test_the_page_is_built_once_per_state_of_the_data(users, monkeypatch, report_cache):
-    from analysis import study as adapter
-
-    monkeypatch.setattr("analysis.study.REPORT_BOOTSTRAP", 0)
-    monkeypatch.setattr("analysis.study.report_figures", lambda summary: {})  # the slow part
+    monkeypatch.setattr("reports.build.REPORT_BOOTSTRAP", 0)
+    monkeypatch.setattr("reports.build.report_figures", lambda summary: {})  # the slow part
     builds = []
 
     def counting(*args, **kwargs):
         builds.append(1)
         return build(*args, **kwargs)
 
-    build = adapter.study_report
-    monkeypatch.setattr("analysis.study.study_report", counting)
+    build = report_build.study_report
+    monkeypatch.setattr("reports.build.study_report", counting)
     staff, alice, _ = users
     study, _ = rated_study(n_items=2, n_raters=2, name="cached")
     client = Client()

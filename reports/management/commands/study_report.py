@@ -1,9 +1,11 @@
+"""`manage.py study_report STUDY_ID --out DIR`: the report's files, as the staff page has them."""
+
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from analysis.study import cached_report_files
 from annotations.models import Study
+from reports.build import cached_report_files
 
 
 class Command(BaseCommand):

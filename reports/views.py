@@ -1,14 +1,16 @@
-"""Staff pages: a study's report and its files (the same numbers as `manage.py study_report`)."""
+"""Staff pages: a study's report and its files (the same numbers as `manage.py study_report`),
+and the study page's results fragment."""
 
 from __future__ import annotations
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from analysis.study import REPORT_FILES, cached_report_files, report_zip
 from annotations.models import Study
+from reports.build import REPORT_FILES, cached_report_files, report_zip
+from reports.tables import study_results
 
 CONTENT_TYPES = {
     "html": "text/html; charset=utf-8",
@@ -41,3 +43,12 @@ def study_report_file(request: HttpRequest, study_id: int, name: str) -> HttpRes
     response = HttpResponse(content, content_type=CONTENT_TYPES[name.rsplit(".", 1)[1]])
     response["Content-Disposition"] = f'attachment; filename="study-{study.id}-{name}"'
     return response
+
+
+@staff_member_required
+@require_GET
+def study_results_fragment(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The study page's telemetry, agreement and win rates; the page loads it with htmx so
+    that `annotations` needs no import of this app."""
+    study = get_object_or_404(Study, id=study_id)
+    return render(request, "reports/_study_results.html", {"results": study_results(study)})

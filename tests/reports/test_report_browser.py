@@ -3,7 +3,7 @@
 import pytest
 from django.core.management import call_command
 
-from tests.annotations.test_report import SWEEP, rated_study
+from tests.reports.test_build import SWEEP, rated_study
 from tests.support.browser import browser_page, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db]

@@ -1,0 +1,47 @@
+"""The study page's results fragment (the report page and its files: test_build.py)."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotations import services
+from tests.annotations.conftest import finish_generations, make_study
+
+pytestmark = pytest.mark.django_db
+
+
+def test_study_page_shows_progress_alpha_and_win_rates(users):
+    staff, alice, bob = users
+    study = make_study(n_items=3, raters=[alice, bob])
+    finish_generations(study)
+    # Both raters agree: on item 0 condition A wins, on item 1 it's a tie, on item 2 B wins.
+    verdict = {"HumanEval/0": "a", "HumanEval/1": "tie", "HumanEval/2": "b"}
+    for rater in (alice, bob):
+        while (a := services.assignment_next(study=study, rater=rater)) is not None:
+            wanted = verdict[a.pair.item.task_id]
+            a_side = "left" if a.a_on_left else "right"
+            b_side = "right" if a.a_on_left else "left"
+            choice = {"a": a_side, "b": b_side, "tie": "tie"}[wanted]
+            services.judgment_submit(assignment=a, choice=choice)
+    client = Client()
+    client.force_login(staff)
+    page = client.get(reverse("study_detail", args=[study.id])).content.decode()
+    assert "9 / 9" in page
+    fragment = reverse("study_results", args=[study.id])
+    assert f'hx-get="{fragment}"' in page, "the study page does not load its results"
+    html = client.get(fragment, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="alpha">1.000<' in html, "perfect agreement must give alpha 1"
+    assert "dense" in html and "static t=0.05" in html
+    table = html[html.index('id="win-rates"'):]
+    # Each condition pair: 1 win, 1 tie, 1 loss per rater -> win rate 0.5 with 6 judgments.
+    assert table.count("<td>0.500</td>") == 3, table
+
+
+def test_results_fragment_is_closed_to_raters_and_anonymous(users):
+    _, alice, _ = users
+    study = make_study(n_items=1)
+    url = reverse("study_results", args=[study.id])
+    rater = Client()
+    rater.force_login(alice)
+    assert rater.get(url).status_code == 302, "a rater reached the study's results"
+    assert Client().get(url).status_code == 302, "an anonymous visitor reached the results"
