@@ -15,6 +15,7 @@ import pandas as pd
 
 from analysis.agreement import agreement_summary
 from analysis.preference import preference_summary
+from analysis.style import CONTROLS, parse_controls
 from analysis.tables import LEVELS, InputError
 
 EXIT_INPUT_ERROR = 2
@@ -62,7 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "agreement":
             summary = agreement_summary(table, args.level, bootstrap=args.bootstrap, seed=args.seed)
         else:
-            summary = preference_summary(table, bootstrap=args.bootstrap, seed=args.seed)
+            summary = preference_summary(
+                table,
+                bootstrap=args.bootstrap,
+                seed=args.seed,
+                controls=parse_controls(args.control) if args.control else (),
+                focus=args.focus,
+            )
     except OSError as error:
         print(f"error: {args.file}: {error.strerror}", file=sys.stderr)
         return EXIT_INPUT_ERROR
@@ -106,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
     preference = commands.add_parser(
         "preference",
         help="pairwise preference of an item,rater,condition_a,condition_b,winner[,side_a] CSV",
+    )
+    preference.add_argument(
+        "--control",
+        metavar="LIST",
+        help="style-controlled Bradley-Terry with these covariates, comma-separated: "
+        + ", ".join(CONTROLS)
+        + " (columns NAME_a, NAME_b)",
+    )
+    preference.add_argument(
+        "--focus",
+        metavar="CONDITION",
+        help="the condition the style-control sentence is about (default: top raw rating)",
     )
     for command in (agreement, preference):
         command.add_argument("file", type=Path, metavar="FILE.csv")
@@ -204,9 +223,56 @@ def format_preference(summary: dict) -> str:
         f"Bradley-Terry (ties count 1/2 each way, regularisation {bt['alpha']}; "
         "rank = 1 + conditions whose CI is entirely above) and online Elo (K=4)\n" + ratings,
     ]
+    sections.append(_format_ties(s["ties_model"]))
+    if s["style_control"] is not None:
+        sections.append(_format_style(s["style_control"]))
     if s["position_bias"] is not None:
         sections.append(_format_position_bias(s["position_bias"]))
     return "\n\n".join(sections)
+
+
+def _format_ties(ties: dict) -> str:
+    rows = [
+        [row["condition"], _number(row["rating"], 1), _interval(row["rating_ci"], 1)]
+        for row in ties["conditions"]
+    ]
+    return (
+        f"{ties['model']}: tie parameter nu = {_number(ties['tie_parameter'])} "
+        f"{_interval(ties['tie_parameter_ci'])}, P(tie | equal conditions) = "
+        f"{_number(ties['tie_probability_equal'])}\n"
+        + _table(["condition", "rating", "95% CI"], rows)
+    )
+
+
+def _format_style(style: dict) -> str:
+    coefficients = _table(
+        ["control", "coefficient", "95% CI", "unit"],
+        [
+            [
+                name,
+                _number(value),
+                _interval(style["coefficients_ci"][name]),
+                style["units"][name],
+            ]
+            for name, value in style["coefficients"].items()
+        ],
+    )
+    ratings = _table(
+        ["condition", "rating after control", "95% CI", "raw rating (same model)"],
+        [
+            [
+                row["condition"],
+                _number(row["rating"], 1),
+                _interval(row["rating_ci"], 1),
+                _number(row["raw_rating"], 1),
+            ]
+            for row in style["conditions"]
+        ],
+    )
+    return (
+        f"Style-controlled Bradley-Terry ({', '.join(style['controls'])})\n"
+        f"{coefficients}\n\n{ratings}\n{style['sentence']}"
+    )
 
 
 def _pair_cells(pair: dict) -> list[str]:

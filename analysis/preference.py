@@ -7,10 +7,10 @@ In: ``item, rater, condition_a, condition_b, winner`` (``a`` / ``b`` / ``tie``),
 Out of `preference_summary`: per condition pair win / tie / loss counts, win rates with
 ties as half and ties excluded, Wilson and item-bootstrap CIs, sign tests with Holm
 correction; Bradley–Terry ratings with item-bootstrap CIs and Chatbot-Arena-style ranks;
-online Elo for comparison; a position-bias test when sides are known.
+Davidson's tie model (`analysis.ties`); optionally Bradley–Terry with style covariates
+(`analysis.style`); online Elo for comparison; a position-bias test when sides are known.
 """
 
-import math
 from collections.abc import Sequence
 
 import choix
@@ -20,13 +20,16 @@ from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
+from analysis.bootstrap import CI_LEVEL, item_bootstrap_counts, per_item, percentile_ci
+from analysis.choice_model import RATING_CENTRE, RATING_SCALE, to_rating
+from analysis.style import style_controlled_bt, style_covariates
 from analysis.tables import canonical_judgments, validate_judgments
+from analysis.ties import davidson_summary
 
 ELO_K = 4
 ELO_BASE = 10.0
-ELO_SCALE = 400.0
-ELO_INITIAL = 1000.0
-CI_LEVEL = 0.95
+ELO_SCALE = RATING_SCALE
+ELO_INITIAL = RATING_CENTRE
 
 
 def wilson_interval(successes: float, n: int) -> list[float] | None:
@@ -108,18 +111,29 @@ def arena_ranks(lower: Sequence[float], upper: Sequence[float]) -> list[int]:
 
 
 def preference_summary(
-    df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0, bt_alpha: float = 0.01
+    df: pd.DataFrame,
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    bt_alpha: float = 0.01,
+    controls: Sequence[str] = (),
+    focus: str | None = None,
 ) -> dict:
     """All preference statistics of a judgments table (see the module docstring).
 
     `bootstrap` replicates resample items with replacement (every judgment of a drawn item
     comes along, so raters judging the same item are not treated as independent), seeded
-    with `seed`; `bt_alpha` is choix's regularisation. Out: a JSON-ready dict with
+    with `seed`; `bt_alpha` is choix's regularisation. `controls` (`analysis.style.CONTROLS`)
+    adds the style-controlled model, read from the columns ``CONTROL_a`` / ``CONTROL_b``;
+    `focus` names the condition its plain sentence is about. Out: a JSON-ready dict with
     ``n_judgments``, ``n_items``, ``n_raters``, ``conditions``, ``pairs``,
-    ``bradley_terry``, ``elo`` and ``position_bias`` (None when ``side_a`` is absent).
+    ``bradley_terry``, ``ties_model`` (Davidson), ``style_control`` (None without
+    `controls`), ``elo`` and ``position_bias`` (None when ``side_a`` is absent).
 
     Raises `analysis.tables.InputError` for a malformed table."""
-    judgments = canonical_judgments(validate_judgments(df))
+    validated = validate_judgments(df)
+    covariates = style_covariates(df, controls) if controls else None
+    judgments = canonical_judgments(validated)
     conditions = sorted(set(judgments["condition_a"]) | set(judgments["condition_b"]))
     index = {name: i for i, name in enumerate(conditions)}
     item_codes, items = pd.factorize(judgments["item"], sort=True)
@@ -135,6 +149,17 @@ def preference_summary(
         "seed": seed,
         "pairs": _pairs(judgments, item_codes, draws),
         "bradley_terry": _bradley_terry(judgments, index, item_codes, draws, bt_alpha),
+        "ties_model": davidson_summary(judgments, conditions, item_codes, draws),
+        "style_control": None
+        if covariates is None
+        else style_controlled_bt(
+            judgments,
+            _flipped(covariates, validated, judgments),
+            conditions,
+            item_codes,
+            draws,
+            focus=focus,
+        ),
         "elo": [
             {"condition": name, "rating": elo[name]}
             for name in sorted(conditions, key=lambda name: -elo[name])
@@ -143,32 +168,12 @@ def preference_summary(
     }
 
 
-def item_bootstrap_counts(n_items: int, n: int, seed: int) -> np.ndarray:
-    """Cluster bootstrap over items: `n` replicates, each drawing `n_items` items with
-    replacement (seeded). Out: int [n, n_items], how often each item was drawn; every
-    judgment of an item is weighted by its item's count, so raters judging the same item
-    are never treated as independent."""
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, n_items, size=(n, n_items))
-    counts = np.zeros((n, n_items), dtype=np.int64)
-    np.add.at(counts, (np.arange(n)[:, None], drawn), 1)
-    return counts
-
-
-def _per_item(item_codes: np.ndarray, n_items: int, values: np.ndarray) -> np.ndarray:
-    """Sum the rows of `values` (one per judgment) within each item: [n_items, ...]."""
-    sums = np.zeros((n_items, *values.shape[1:]))
-    np.add.at(sums, item_codes, values)
-    return sums
-
-
-def _percentile_ci(values: np.ndarray) -> list[float] | None:
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return None
-    tail = 100 * (1 - CI_LEVEL) / 2
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return [float(low), float(high)]
+def _flipped(
+    covariates: pd.DataFrame, validated: pd.DataFrame, judgments: pd.DataFrame
+) -> pd.DataFrame:
+    """Style differences a − b after `canonical_judgments` swapped some pairs' sides."""
+    swapped = (validated["condition_a"] != judgments["condition_a"]).to_numpy()
+    return covariates.mul(np.where(swapped, -1.0, 1.0), axis=0)
 
 
 def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, draws: np.ndarray) -> list[dict]:
@@ -198,7 +203,7 @@ def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, draws: np.ndarray) -
                 "losses": losses,
                 "win_rate_ties_half": (wins + ties / 2) / n,
                 "win_rate_ties_half_ci_wilson": wilson_interval(wins + ties / 2, n),
-                "win_rate_ties_half_ci_bootstrap": _percentile_ci(replicate_rates),
+                "win_rate_ties_half_ci_bootstrap": percentile_ci(replicate_rates),
                 "win_rate_ties_excluded": wins / (wins + losses) if wins + losses else None,
                 "win_rate_ties_excluded_ci_wilson": wilson_interval(wins, wins + losses),
                 "p_sign_test": sign_test(wins, losses),
@@ -219,13 +224,13 @@ def _bradley_terry(
     contributions = win_contributions(judgments, index)
     strengths = bradley_terry(contributions.sum(axis=0), alpha)
     n = len(index)
-    wins_by_item = _per_item(item_codes, draws.shape[1], contributions.reshape(-1, n * n))
+    wins_by_item = per_item(item_codes, draws.shape[1], contributions.reshape(-1, n * n))
     replicate_wins = (draws @ wins_by_item).reshape(-1, n, n)
     replicates = np.array([bradley_terry(wins, alpha) for wins in replicate_wins]).reshape(
         len(draws), n
     )
-    ratings = _to_rating(strengths)
-    cis = [_percentile_ci(_to_rating(replicates[:, i])) for i in range(len(index))]
+    ratings = to_rating(strengths)
+    cis = [percentile_ci(to_rating(replicates[:, i])) for i in range(len(index))]
     lower = [ci[0] if ci else r for ci, r in zip(cis, ratings, strict=True)]
     upper = [ci[1] if ci else r for ci, r in zip(cis, ratings, strict=True)]
     ranks = arena_ranks(lower, upper)
@@ -244,10 +249,6 @@ def _bradley_terry(
         "scale": "rating = 1000 + 400 * log_strength / ln(10); log strengths have mean 0",
         "conditions": sorted(table, key=lambda row: (row["rank"], -row["rating"])),
     }
-
-
-def _to_rating(log_strengths: np.ndarray) -> np.ndarray:
-    return ELO_INITIAL + ELO_SCALE * np.asarray(log_strengths) / math.log(ELO_BASE)
 
 
 def position_bias(judgments: pd.DataFrame) -> dict | None:

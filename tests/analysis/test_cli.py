@@ -109,6 +109,56 @@ def test_preference_json_and_table(tmp_path, capsys):
     assert "Bradley-Terry" in out and "Position bias" in out
 
 
+STYLE_CSV = """\
+item,rater,condition_a,condition_b,winner,length_a,length_b,code_blocks_a,code_blocks_b
+q1,ann,t0,t50,a,100,160,1,0
+q1,bob,t50,t0,b,160,100,0,1
+q2,ann,t0,t50,tie,90,200,0,0
+q2,bob,t0,t50,b,90,200,0,1
+q3,ann,t50,t0,a,150,80,1,1
+q3,bob,t0,t50,a,80,150,1,1
+q4,ann,t0,t50,b,120,130,0,2
+q4,bob,t50,t0,a,130,120,2,0
+"""
+
+
+def test_preference_control_adds_style_control_beside_bradley_terry(tmp_path, capsys):
+    path = write(tmp_path, STYLE_CSV)
+    argv = ["preference", str(path), "--control", "length,code_blocks", "--bootstrap", "30"]
+    assert main([*argv, "--json", "--focus", "t0"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    style = summary["style_control"]
+    assert (
+        set(style["coefficients"])
+        == set(style["coefficients_ci"])
+        == {
+            "length",
+            "code_blocks",
+        }
+    )
+    for row in style["conditions"]:
+        assert set(row) >= {"condition", "rating", "rating_ci"}, row
+    assert "t0's" in style["sentence"] and "bradley_terry" in summary
+    assert summary["ties_model"]["tie_parameter"] > 0
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Style-controlled Bradley-Terry (length, code_blocks)" in out
+    assert "Davidson (1970) Bradley-Terry with ties: tie parameter nu" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--control", "markdown"], "column 'markdown_a': --control markdown needs column(s)"),
+        (["--control", "size"], "unknown control(s) size; choose from length, code_blocks"),
+        (["--control", "length", "--focus", "t9"], "--focus 't9' is not a condition"),
+    ],
+)
+def test_bad_controls_are_one_line_errors(tmp_path, capsys, extra, message):
+    path = write(tmp_path, STYLE_CSV)
+    assert message in run_error(capsys, ["preference", str(path), *extra])
+
+
 def test_missing_column_names_it_on_the_header_line(tmp_path, capsys):
     path = write(tmp_path, "item,rater,condition_a,condition_b\nq1,ann,t0,t50\n")
     err = run_error(capsys, ["preference", str(path)])
