@@ -2,8 +2,6 @@
 on the same rows, the raw model equals choix, and a planted length effect is recovered
 with CIs that cover it at about the nominal rate."""
 
-import math
-
 import choix
 import numpy as np
 import pandas as pd
@@ -22,7 +20,6 @@ from analysis.style import (
 )
 from analysis.tables import InputError, canonical_judgments, validate_judgments
 
-COLUMNS = ["item", "rater", "condition_a", "condition_b", "winner", "length_a", "length_b"]
 STRENGTHS = {"dense": 0.3, "s50": 0.0, "s80": -0.3}
 MEAN_TOKENS = {"dense": 100, "s50": 150, "s80": 220}  # sparser outputs ramble on
 LENGTH_EFFECT = 0.8
@@ -34,20 +31,27 @@ def simulate(
     """Three raters per item, each judging a random pair: Bradley–Terry on the planted
     strengths plus `length_effect` · ln(tokens_a / tokens_b)."""
     rng = np.random.default_rng(seed)
-    names = list(STRENGTHS)
-    rows = []
-    for item in range(n_items):
-        for rater in range(3):
-            i, j = rng.choice(len(names), size=2, replace=False)
-            a, b = names[i], names[j]
-            tokens_a, tokens_b = (rng.lognormal(math.log(MEAN_TOKENS[c]), 0.3) for c in (a, b))
-            logit = STRENGTHS[a] - STRENGTHS[b] + length_effect * math.log(tokens_a / tokens_b)
-            if rng.random() < tie_rate:
-                winner = "tie"
-            else:
-                winner = "a" if rng.random() < 1 / (1 + math.exp(-logit)) else "b"
-            rows.append((f"q{item}", f"r{rater}", a, b, winner, tokens_a, tokens_b))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    names = np.array(list(STRENGTHS))
+    n = n_items * 3
+    pairs = np.argsort(rng.random((n, len(names))), axis=1)[:, :2]  # two distinct conditions
+    a, b = names[pairs[:, 0]], names[pairs[:, 1]]
+    strength, mean_tokens = (pd.Series(d) for d in (STRENGTHS, MEAN_TOKENS))
+    tokens = rng.lognormal(np.log(mean_tokens[np.r_[a, b]].to_numpy()), 0.3).reshape(2, n)
+    logit = strength[a].to_numpy() - strength[b].to_numpy()
+    logit += length_effect * np.log(tokens[0] / tokens[1])
+    winner = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "a", "b").astype(object)
+    winner[rng.random(n) < tie_rate] = "tie"
+    return pd.DataFrame(
+        {
+            "item": [f"q{k // 3}" for k in range(n)],
+            "rater": [f"r{k % 3}" for k in range(n)],
+            "condition_a": a,
+            "condition_b": b,
+            "winner": winner,
+            "length_a": tokens[0],
+            "length_b": tokens[1],
+        }
+    )
 
 
 def fit(df: pd.DataFrame, controls, *, bootstrap=0, seed=0, ridge=0.01, focus=None) -> dict:
