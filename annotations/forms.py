@@ -14,6 +14,7 @@ from annotations.models import (
     Study,
     profile_question_problem,
 )
+from inference.policies import Policy
 
 PREFER_NOT_TO_SAY = "Prefer not to say"
 
@@ -77,9 +78,6 @@ class ConsentForm(forms.Form):
 
 def _parse_conditions(text: str) -> list[tuple[str, dict]]:
     """`name = {policy JSON}` per line -> [(name, canonical policy JSON)], errors by line."""
-    # Imported here so that web startup never pulls in the engine's heavier modules.
-    from inference.policies import Policy
-
     conditions = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

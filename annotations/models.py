@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -155,6 +156,14 @@ class Study(models.Model):
     def is_open(self) -> bool:
         return self.status == self.Status.OPEN
 
+    def lease_end(self, now: datetime) -> datetime:
+        """Until when a pair handed out (or resumed) at `now` is held for its rater."""
+        return now + timedelta(minutes=self.lease_minutes)
+
+    def blocks_after(self, gold_failures: int) -> bool:
+        """Whether this many wrong attention-check answers end a rater's session."""
+        return bool(self.gold_block_after) and gold_failures >= self.gold_block_after
+
 
 class Condition(models.Model):
     """One arm of the study: a threshold policy, stored as the engine's JSON."""
@@ -228,6 +237,25 @@ class Item(models.Model):
         return f"{self.dataset}/{self.task_id}"
 
 
+def _related_or_none(instance: models.Model, name: str):
+    """The object on the other side of a one-to-one relation, or None: read with
+    `instance` when its query selected it (`select_related`), else read now."""
+    try:
+        return getattr(instance, name)
+    except ObjectDoesNotExist:
+        return None
+
+
+class GenerationQuerySet(models.QuerySet):
+    def claimable(self, now: datetime) -> GenerationQuerySet:
+        """Rows a worker may take: waiting, or running under a lease that has passed
+        (their worker died)."""
+        return self.filter(
+            Q(status=Generation.Status.PENDING)
+            | Q(status=Generation.Status.RUNNING, lease_until__lt=now)
+        )
+
+
 class Generation(models.Model):
     """One model output for (item, condition, sample). The worker fills it in."""
 
@@ -260,6 +288,8 @@ class Generation(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GenerationQuerySet.as_manager()
 
     class Meta:
         ordering = ["item", "condition__position", "sample_index"]
@@ -326,6 +356,26 @@ class Pair(models.Model):
     def __str__(self) -> str:
         return f"pair {self.pk} of {self.item}"
 
+    def gold_or_none(self) -> GoldAnswer | None:
+        """The pair's known answer when it is an attention check, else None."""
+        return _related_or_none(self, "gold")
+
+
+class AssignmentQuerySet(models.QuerySet):
+    def live(self, now: datetime) -> AssignmentQuerySet:
+        """Assignments that hold a place in their pair's overlap: judged, or leased and
+        not yet expired (or leased without an end), and not released. The rate page's
+        SQL states the same rule (`selectors._LIVE_SQL`; the tests hold them together)."""
+        return self.filter(
+            Q(completed_at__isnull=False)
+            | Q(released_at__isnull=True)
+            & (Q(lease_until__isnull=True) | Q(lease_until__gt=now))
+        )
+
+    def open(self) -> AssignmentQuerySet:
+        """Assignments still waiting for their rater's judgment: not judged, not released."""
+        return self.filter(completed_at__isnull=True, released_at__isnull=True)
+
 
 class Assignment(models.Model):
     """A pair handed to one rater, with the side each output was shown on."""
@@ -343,6 +393,8 @@ class Assignment(models.Model):
     # Set when an expired lease was given up because the pair got its judgments elsewhere.
     released_at = models.DateTimeField(null=True, blank=True)
 
+    objects = AssignmentQuerySet.as_manager()
+
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
@@ -351,6 +403,19 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pair} → {self.rater}"
+
+    def lease_expired(self, now: datetime) -> bool:
+        """Whether the rater's hold on the pair has run out (a lease without an end never does)."""
+        return self.lease_until is not None and self.lease_until <= now
+
+    def is_live(self, now: datetime) -> bool:
+        """Whether it holds a place in the pair's overlap (`AssignmentQuerySet.live`)."""
+        return self.completed_at is not None or (
+            self.released_at is None and not self.lease_expired(now)
+        )
+
+    def judgment_or_none(self) -> Judgment | None:
+        return _related_or_none(self, "judgment")
 
     def generation_on(self, side: str) -> Generation:
         left_is_a = self.a_on_left
@@ -483,6 +548,11 @@ class Enrolment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rater} in {self.study}"
+
+    @property
+    def is_blocked(self) -> bool:
+        """Ended by wrong attention-check answers: no more pairs, no completion code."""
+        return self.blocked_at is not None
 
 
 class Invite(models.Model):

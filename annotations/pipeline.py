@@ -1,9 +1,9 @@
 """Writes of the generation pipeline: generations and their leases, the problem library,
-Pass@1 checks. services.py holds the writes of pairs, assignments and judgments."""
+Pass@1 checks. `services` holds the writes of pairs, assignments and judgments; sending
+work to the worker queue is `tasks`' (`tasks.generations_enqueue`), which calls in here."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from annotations import datasets
 from annotations.models import Execution, Generation, Item, Problem, Study
-from annotations.services import pairs_create
+from annotations.services.pairs_assignments import pairs_create
 
 if TYPE_CHECKING:  # the web process never loads torch
     from annotations.sandbox import ExecutionResult
@@ -52,36 +52,13 @@ def generations_create(*, study: Study) -> int:
     return len(rows)
 
 
-def _claimable(now) -> Q:
-    return Q(status=Generation.Status.PENDING) | Q(
-        status=Generation.Status.RUNNING, lease_until__lt=now
-    )
-
-
-def generations_enqueue(*, study: Study) -> int:
-    """Send every unfinished generation of the study to the worker queue.
-
-    Safe to call repeatedly: a task for a generation that is done, or held by a
-    live worker, does nothing. Returns the number of tasks sent."""
-    from annotations.tasks import generate
-
-    ids = list(
-        Generation.objects.filter(_claimable(timezone.now()), item__study=study).values_list(
-            "id", flat=True
-        )
-    )
-    for generation_id in ids:
-        transaction.on_commit(functools.partial(generate.delay, generation_id))
-    return len(ids)
-
-
 def generation_claim(*, generation_id: int) -> Generation | None:
     """Take a generation for this worker, or None if it is done or held elsewhere.
 
     A guarded update, so two workers handed the same task cannot both run it."""
     now = timezone.now()
-    claimed = Generation.objects.filter(
-        _claimable(now), id=generation_id, attempts__lt=MAX_GENERATION_ATTEMPTS
+    claimed = Generation.objects.claimable(now).filter(
+        id=generation_id, attempts__lt=MAX_GENERATION_ATTEMPTS
     ).update(
         status=Generation.Status.RUNNING,
         lease_until=now + GENERATION_LEASE,
@@ -89,7 +66,7 @@ def generation_claim(*, generation_id: int) -> Generation | None:
     )
     if claimed == 0:
         # Still claimable but out of attempts: its workers kept dying; say so.
-        Generation.objects.filter(_claimable(now), id=generation_id).update(
+        Generation.objects.claimable(now).filter(id=generation_id).update(
             status=Generation.Status.FAILED,
             error=f"gave up: {MAX_GENERATION_ATTEMPTS} attempts did not finish (worker lost)",
         )
@@ -232,42 +209,6 @@ def execution_record(
     )
 
 
-def executions_enqueue(*, study: Study) -> int:
-    """Queue the Pass@1 check of every finished, scorable, unchecked generation."""
-    from annotations.tasks import execute
-
-    ids = list(
-        Generation.objects.filter(
-            item__study=study,
-            status=Generation.Status.DONE,
-            item__problem__isnull=False,
-            execution__isnull=True,
-        ).values_list("id", flat=True)
-    )
-    for generation_id in ids:
-        transaction.on_commit(functools.partial(execute.delay, generation_id))
-    return len(ids)
-
-
-def generations_reap(*, queue_empty: bool = False) -> int:
-    """Re-send the generations whose worker died (lease expired while running), and,
-    when `queue_empty` (no generation message waits in the broker), the pending ones.
-
-    Run periodically (celery beat): the broker may have lost or acknowledged the
-    message of a killed worker, so the database rows decide what is redone. A pending
-    row with nothing in the queue has lost its message: a broker restarted without
-    persistence forgets every queue, and one that was down at enqueue never got it."""
-    from annotations.tasks import generate
-
-    lost = Q(status=Generation.Status.RUNNING, lease_until__lt=timezone.now())
-    if queue_empty:
-        lost |= Q(status=Generation.Status.PENDING)
-    ids = list(Generation.objects.filter(lost).values_list("id", flat=True))
-    for generation_id in ids:
-        transaction.on_commit(functools.partial(generate.delay, generation_id))
-    return len(ids)
-
-
 def generations_cancel(*, study: Study) -> int:
     """Stop the study's waiting generations; running ones finish. Returns how many."""
     return Generation.objects.filter(
@@ -276,9 +217,8 @@ def generations_cancel(*, study: Study) -> int:
 
 
 def generations_resume(*, study: Study) -> int:
-    """Put cancelled generations back in the queue. Returns how many."""
-    resumed = Generation.objects.filter(
-        Q(status=Generation.Status.CANCELLED), item__study=study
+    """Make cancelled generations pending again (`tasks.generations_enqueue` sends them).
+    Returns how many."""
+    return Generation.objects.filter(
+        item__study=study, status=Generation.Status.CANCELLED
     ).update(status=Generation.Status.PENDING)
-    generations_enqueue(study=study)
-    return resumed

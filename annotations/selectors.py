@@ -137,17 +137,18 @@ class OpenPair(NamedTuple):
     conditions: tuple[int, int]
 
 
-# Live assignments, which hold a place in a pair's overlap: judged, or leased and unexpired
-# (or leased without an end). Judged is read as `completed_at` set (`services.judgment_submit`
-# sets both in one transaction), which spares every such read a join to the judgments. Over
-# assignments aliased `a`; the parameter is now. The one statement of the rule, used by
-# `pairs_open_to` and `pair_taken` (tests/annotations/test_assignment.py holds it to the
-# rule in every state an assignment can be in).
+# Live assignments, which hold a place in a pair's overlap: `Assignment.is_live` and
+# `AssignmentQuerySet.live` in SQL, written out for the rate page's speed. Judged is read
+# as `completed_at` set (`services.judgment_submit` sets both in one transaction), which
+# spares every such read a join to the judgments. Over assignments aliased `a`; the
+# parameter is now. Used by `pairs_open_to` and `pair_taken`
+# (tests/annotations/test_services_pairs_assignments.py holds the SQL to the model's rule in
+# every state an assignment can be in).
 _LIVE_SQL = ("(a.completed_at IS NOT NULL OR (a.released_at IS NULL"
              " AND (a.lease_until IS NULL OR a.lease_until > %s)))")
 
 # The places taken in one pair; parameters: the pair, an assignment left out (0: none), now.
-# `services` leases in a statement built on it.
+# `services.pairs_assignments` leases in a statement built on it.
 PAIR_TAKEN_SQL = (f"SELECT COUNT(*) FROM {Assignment._meta.db_table} a"
                   f" WHERE a.pair_id = %s AND a.id <> %s AND {_LIVE_SQL}")
 

@@ -1,19 +1,22 @@
-"""Celery tasks: thin shells that take ids, call the pipeline and return a word.
+"""Celery tasks: thin shells that take ids, call the pipeline and return a word; and the
+functions that send them (`generations_enqueue`, `executions_enqueue`), so that the
+pipeline never imports its tasks.
 
 Delivery is at least once (acks_late); every task is safe to run twice because the
 database row, not the message, says what is done."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
-from celery import shared_task
-from django.db import OperationalError, connection, transaction
+from celery import current_app, shared_task
+from django.db import OperationalError, connection
+from django.db.models import Q
+from django.utils import timezone
 
 from annotations import pipeline
-from annotations.models import Generation
+from annotations.models import Generation, Study
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ def generate(generation_id: int) -> str:
         return "failed"
     stored = _complete(generation, result, loaded.fingerprint)
     if stored and generation.item.problem_id is not None:
-        transaction.on_commit(functools.partial(execute.delay, generation_id))
+        execute.delay_on_commit(generation_id)
     return "done" if stored else "lost-lease"
 
 
@@ -108,15 +111,56 @@ def execute(generation_id: int) -> str:
 def reap_generations() -> int:
     """Periodic: re-send generations whose worker died, or whose message the broker
     lost. Returns how many were sent."""
-    return pipeline.generations_reap(queue_empty=_queue_empty("generation"))
+    return generations_reap(queue_empty=_queue_empty("generation"))
+
+
+def generations_enqueue(*, study: Study) -> int:
+    """Send every unfinished generation of the study to the worker queue, once the
+    current transaction commits.
+
+    Safe to call repeatedly: a task for a generation that is done, or held by a
+    live worker, does nothing. Returns the number of tasks sent."""
+    ids = Generation.objects.claimable(timezone.now()).filter(item__study=study)
+    return _send(generate, ids.values_list("id", flat=True))
+
+
+def executions_enqueue(*, study: Study) -> int:
+    """Queue the Pass@1 check of every finished, scorable, unchecked generation."""
+    ids = Generation.objects.filter(
+        item__study=study,
+        status=Generation.Status.DONE,
+        item__problem__isnull=False,
+        execution__isnull=True,
+    ).values_list("id", flat=True)
+    return _send(execute, ids)
+
+
+def generations_reap(*, queue_empty: bool = False) -> int:
+    """Re-send the generations whose worker died (lease expired while running), and,
+    when `queue_empty` (no generation message waits in the broker), the pending ones.
+
+    Run periodically (celery beat): the broker may have lost or acknowledged the
+    message of a killed worker, so the database rows decide what is redone. A pending
+    row with nothing in the queue has lost its message: a broker restarted without
+    persistence forgets every queue, and one that was down at enqueue never got it."""
+    lost = Q(status=Generation.Status.RUNNING, lease_until__lt=timezone.now())
+    if queue_empty:
+        lost |= Q(status=Generation.Status.PENDING)
+    return _send(generate, Generation.objects.filter(lost).values_list("id", flat=True))
+
+
+def _send(task, generation_ids) -> int:
+    """Send the task once per generation when the transaction commits; how many."""
+    ids = list(generation_ids)
+    for generation_id in ids:
+        task.delay_on_commit(generation_id)
+    return len(ids)
 
 
 def _queue_empty(name: str) -> bool:
     """Whether no message waits in the broker queue (one that does not exist is empty).
 
     Messages a worker holds unacknowledged are not counted: their rows are running."""
-    from celery import current_app
-
     with current_app.connection_for_write() as connection:
         try:
             declared = connection.default_channel.queue_declare(queue=name, passive=True)

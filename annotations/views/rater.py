@@ -104,7 +104,7 @@ def _completion(study: Study, enrolment: Enrolment) -> dict:
     """The end of a rater's session: the completion code is their proof of work on the
     crowd platform, so it is shown only once they have run out of pairs, never when
     blocked; the link only if it is a web address (never `javascript:`)."""
-    blocked = enrolment.blocked_at is not None
+    blocked = enrolment.is_blocked
     finished = enrolment.completed_at is not None and not blocked
     url = study.completion_url
     return {
@@ -130,9 +130,9 @@ def _render_pair(
     assignment: Assignment | None = None,
 ) -> HttpResponse:
     progress = None
-    if enrolment.blocked_at is None and assignment is None:
+    if not enrolment.is_blocked and assignment is None:
         assignment, progress = services.assignment_next_counted(study=study, rater=request.user)
-    if assignment is None or enrolment.blocked_at is not None:
+    if assignment is None or enrolment.is_blocked:
         assignment = None
         services.enrolment_complete(enrolment=enrolment)
     context = {

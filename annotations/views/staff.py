@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
-from annotations import pipeline, selectors
+from annotations import pipeline, selectors, tasks
 from annotations.models import Study
 from annotations.views.staff_actions import study_action
 
@@ -48,8 +48,8 @@ def study_progress(request: HttpRequest, study_id: int) -> HttpResponse:
 @study_action(then="study_detail")
 def study_generate(study: Study) -> None:
     pipeline.generations_create(study=study)
-    pipeline.generations_enqueue(study=study)
-    pipeline.executions_enqueue(study=study)
+    tasks.generations_enqueue(study=study)
+    tasks.executions_enqueue(study=study)
 
 
 @study_action(then="study_detail")
@@ -60,4 +60,5 @@ def study_cancel(study: Study) -> None:
 @study_action(then="study_detail")
 def study_resume(study: Study) -> None:
     pipeline.generations_resume(study=study)
-    pipeline.executions_enqueue(study=study)
+    tasks.generations_enqueue(study=study)
+    tasks.executions_enqueue(study=study)

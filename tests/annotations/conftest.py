@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from annotations import pipeline, services
-from annotations.models import Condition, Generation, Item, Study
+from annotations.models import Assignment, Condition, Generation, GoldAnswer, Item, Pair, Study
 
 
 def make_study(*, n_items: int = 2, conditions=None, overlap: int = 2, raters=(), name="Study"):
@@ -38,6 +41,21 @@ def finish_generations(study: Study) -> None:
         services.pairs_create(item=item)
 
 
+def make_gold(study: Study, *, rate: float, block_after: int) -> Pair:
+    Study.objects.filter(id=study.id).update(gold_rate=rate, gold_block_after=block_after)
+    study.refresh_from_db()
+    pair = Pair.objects.filter(study=study).first()
+    GoldAnswer.objects.create(pair=pair, winner="a")
+    return pair
+
+
+def expire(assignment: Assignment) -> None:
+    Assignment.objects.filter(id=assignment.id).update(
+        lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    assignment.refresh_from_db()
+
+
 @pytest.fixture
 def users(db):
     User = get_user_model()
@@ -45,3 +63,12 @@ def users(db):
     alice = User.objects.create_user("alice", password="pw-alice-123")
     bob = User.objects.create_user("bob", password="pw-bob-123")
     return staff, alice, bob
+
+
+@pytest.fixture
+def leased(users) -> Assignment:
+    """Alice's first pair in a one-item study she alone rates (study: `.pair.study`)."""
+    _, alice, _ = users
+    study = make_study(n_items=1, overlap=1, raters=[alice])
+    finish_generations(study)
+    return services.assignment_next(study=study, rater=alice)

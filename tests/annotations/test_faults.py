@@ -24,7 +24,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotations import pipeline
+from annotations import pipeline, services
 from annotations.models import Assignment, Generation, Judgment
 from tests.annotations.conftest import finish_generations, make_study
 from tests.support.servers import (
@@ -337,7 +337,6 @@ def test_a_pair_another_rater_is_being_given_is_waited_for_not_skipped():
     found raters sent away early at the end of a study)."""
     from django.db import transaction
 
-    from annotations import services
     from annotations.models import Pair
 
     study = make_study(n_items=1, overlap=2,
@@ -351,7 +350,7 @@ def test_a_pair_another_rater_is_being_given_is_waited_for_not_skipped():
     def other_rater_being_assigned() -> None:
         try:
             with transaction.atomic():
-                services._lock_pair(pair.id)
+                services.pair_lock(pair.id)
                 holding.set()
                 release.wait(10)
         finally:

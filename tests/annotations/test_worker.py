@@ -6,7 +6,7 @@ import signal
 import pytest
 from django.conf import settings
 
-from annotations import datasets, pipeline
+from annotations import datasets, pipeline, tasks
 from annotations.models import Execution, Generation, Item, Pair, Problem
 from reports.tables import pass_at_1
 from tests.annotations.conftest import make_study
@@ -35,7 +35,7 @@ def test_worker_generates_scores_and_pairs_every_item_condition(tmp_path):
     assert pipeline.generations_create(study=study) == 2
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
-        assert pipeline.generations_enqueue(study=study) == 2
+        assert tasks.generations_enqueue(study=study) == 2
         wait_for(lambda: not _unfinished(study), timeout_s=300, what="both generations",
                  log_path=log_path, process=worker)
         wait_for(lambda: Execution.objects.filter(generation__item__study=study).count() == 2,
@@ -86,7 +86,7 @@ def test_killed_worker_job_is_redone_once_by_the_next_worker(tmp_path):
     log_path = tmp_path / "worker.log"
     short_lease = {"GENERATION_LEASE_S": "8"}
     with celery_worker(log_path, env=short_lease) as doomed:
-        pipeline.generations_enqueue(study=study)
+        tasks.generations_enqueue(study=study)
         wait_for(lambda: Generation.objects.get(id=g.id).status == "running", timeout_s=120,
                  what="the first worker to start generating", log_path=log_path, process=doomed)
         os.killpg(doomed.pid, signal.SIGKILL)
@@ -113,9 +113,9 @@ def test_enqueueing_a_study_twice_makes_no_duplicates(tmp_path):
     pipeline.generations_create(study=study)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
-        pipeline.generations_enqueue(study=study)
+        tasks.generations_enqueue(study=study)
         pipeline.generations_create(study=study)
-        pipeline.generations_enqueue(study=study)
+        tasks.generations_enqueue(study=study)
         wait_for(lambda: not _unfinished(study), timeout_s=300, what="the generations",
                  log_path=log_path, process=worker)
     assert Generation.objects.filter(item__study=study).count() == 2
@@ -129,8 +129,8 @@ def test_two_workers_share_a_study_without_running_any_row_twice(tmp_path):
     pipeline.generations_create(study=study)
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
     with celery_worker(log_a) as a, celery_worker(log_b, purge=False) as b:
-        pipeline.generations_enqueue(study=study)
-        pipeline.generations_enqueue(study=study)  # every row is sent twice on purpose
+        tasks.generations_enqueue(study=study)
+        tasks.generations_enqueue(study=study)  # every row is sent twice on purpose
         wait_for(lambda: not _unfinished(study), timeout_s=400, what="the generations",
                  log_path=log_a, process=a)
         assert b.poll() is None, "the second worker died"
@@ -211,7 +211,7 @@ def test_execution_worker_contains_hostile_code_and_keeps_serving(tmp_path):
         g.save()
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path, queues="execution") as worker:
-        assert pipeline.executions_enqueue(study=study) == 5
+        assert tasks.executions_enqueue(study=study) == 5
         wait_for(lambda: Execution.objects.filter(generation__item__study=study).count() == 5,
                  timeout_s=180, what="all five checks", log_path=log_path, process=worker)
         assert worker.poll() is None, "the worker died"
@@ -240,7 +240,7 @@ def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
     pipeline.generations_create(study=study)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
-        pipeline.generations_enqueue(study=study)
+        tasks.generations_enqueue(study=study)
         wait_for(lambda: Execution.objects.filter(generation__item__study=study).count() == 3,
                  timeout_s=400, what="generation and Pass@1 of all three items",
                  log_path=log_path, process=worker)
@@ -271,7 +271,7 @@ def test_worker_runs_the_model_split_by_a_placement_plan(tmp_path):
     log_path = tmp_path / "worker.log"
     env = {"MODEL_PLAN": str(plan_path), "MODEL_HOT_DEVICE": "cpu", "MODEL_COLD_DEVICE": "cpu"}
     with celery_worker(log_path, queues="generation", env=env) as worker:
-        pipeline.generations_enqueue(study=study)
+        tasks.generations_enqueue(study=study)
         wait_for(lambda: not _unfinished(study), timeout_s=300, what="the generation",
                  log_path=log_path, process=worker)
     g = Generation.objects.get(item__study=study)

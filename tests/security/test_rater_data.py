@@ -18,6 +18,7 @@ from annotations.models import (
     Judgment,
     Study,
 )
+from annotations.services import rater_data
 from reports.tables import judgments_table
 from tests.annotations.conftest import finish_generations, make_study
 
@@ -133,7 +134,7 @@ def test_all_or_nothing(judged, monkeypatch):
         raise RuntimeError("disk full")
 
     # Fails after the assignments and enrolments are deleted, before the account is.
-    monkeypatch.setattr(services, "RaterDataDeletion", fail)
+    monkeypatch.setattr(rater_data, "RaterDataDeletion", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         services.rater_data_delete(rater=prolific)
     assert _counts() == before, "a failed deletion left part of its work done"

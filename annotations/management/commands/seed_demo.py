@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from annotations import pipeline
+from annotations import pipeline, tasks
 from annotations.demo import DEMO_ADMIN, DEMO_RATER, demo_seed
 
 
@@ -15,7 +15,7 @@ class Command(BaseCommand):
     def handle(self, *args, items: int, max_new_tokens: int, no_enqueue: bool, **options):
         study = demo_seed(n_items=items, max_new_tokens=max_new_tokens)
         created = pipeline.generations_create(study=study)
-        sent = 0 if no_enqueue else pipeline.generations_enqueue(study=study)
+        sent = 0 if no_enqueue else tasks.generations_enqueue(study=study)
         self.stdout.write(
             f"Demo study #{study.id} '{study.name}': {created} generations created, "
             f"{sent} sent to the worker.\n"

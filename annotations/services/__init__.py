@@ -1,0 +1,51 @@
+"""Writes that touch several rows, by entity; views, commands and tasks call these.
+
+- `pairs_assignments`: pairing finished outputs, leasing pairs to raters;
+- `judgments`: a rater's verdict on an assignment;
+- `enrolment`: a rater's place in a study, consent, completion, Prolific and invite links;
+- `lifecycle`: a study from draft to launch, pause and close;
+- `rater_data`: deleting a rater's personal data on request.
+
+Each function has its home in one of these; the names are re-exported here so a caller
+reads `services.judgment_submit(...)`. The generation pipeline's writes are in
+`annotations.pipeline`."""
+
+from annotations.services.enrolment import (
+    enrolment_complete,
+    enrolment_consent,
+    enrolment_get,
+    invite_create,
+    invite_redeem,
+    prolific_rater_get,
+)
+from annotations.services.judgments import JudgmentRejected, judgment_submit
+from annotations.services.lifecycle import study_create, study_launch, study_status_set
+from annotations.services.pairs_assignments import (
+    assignment_next,
+    assignment_next_counted,
+    pair_has_room,
+    pair_lock,
+    pairs_create,
+)
+from annotations.services.rater_data import RaterDataDeletion, rater_data_delete
+
+__all__ = [
+    "JudgmentRejected",
+    "RaterDataDeletion",
+    "assignment_next",
+    "assignment_next_counted",
+    "enrolment_complete",
+    "enrolment_consent",
+    "enrolment_get",
+    "invite_create",
+    "invite_redeem",
+    "judgment_submit",
+    "pair_has_room",
+    "pair_lock",
+    "pairs_create",
+    "prolific_rater_get",
+    "rater_data_delete",
+    "study_create",
+    "study_launch",
+    "study_status_set",
+]

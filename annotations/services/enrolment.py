@@ -1,0 +1,98 @@
+"""Enrolment and recruitment: a rater's place in a study, consent, completion, and the
+two ways in (Prolific links and invite links)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.models import Enrolment, Invite, Study
+from annotations.selectors import enrolments_in
+
+
+def enrolment_get(*, study: Study, rater: AbstractBaseUser) -> Enrolment:
+    """The rater's enrolment in the study, created (and added to study.raters) on first use.
+    One read once both exist (the rate page and every submit ask)."""
+    enrolment = enrolments_in(study.id, rater).first()
+    if enrolment is not None:
+        return enrolment
+    study.raters.add(rater)
+    enrolment, _ = Enrolment.objects.get_or_create(study=study, rater=rater)
+    return enrolment
+
+
+def enrolment_consent(*, enrolment: Enrolment, profile: dict[str, str] | None = None) -> None:
+    """Record consent once, with the rater's answers to the study's profile questions
+    (``{name: choice}``, validated by the consent form); the first consent stays."""
+    Enrolment.objects.filter(id=enrolment.id, consented_at__isnull=True).update(
+        consented_at=timezone.now(), profile=profile or {}
+    )
+    enrolment.refresh_from_db()
+
+
+def enrolment_complete(*, enrolment: Enrolment) -> None:
+    Enrolment.objects.filter(id=enrolment.id, completed_at__isnull=True).update(
+        completed_at=timezone.now()
+    )
+    enrolment.refresh_from_db()
+
+
+# \Z, not $: "$" also matches before a trailing newline ("abc\n" would pass).
+_PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+
+
+def prolific_rater_get(
+    *, study: Study, prolific_pid: str, prolific_study_id: str = "", session_id: str = ""
+) -> AbstractBaseUser:
+    """The rater account tied to a Prolific participant id, created on first entry.
+
+    The PID is stored on the enrolment exactly as given (after validation); the account
+    has no usable password, so it can only be entered through the study link."""
+    for value in (prolific_pid, prolific_study_id, session_id):
+        if value and not _PROLIFIC_ID.match(value):
+            raise ValueError("Prolific ids may only hold letters, digits, '-' and '_'.")
+    if not prolific_pid:
+        raise ValueError("The link lacks PROLIFIC_PID.")
+    User = get_user_model()
+    with transaction.atomic():
+        user, created = User.objects.get_or_create(username=f"prolific-{prolific_pid}")
+        if not created and (user.is_staff or user.has_usable_password()):
+            # Not an account this link made: the link must never log in as someone else.
+            raise ValueError("This link cannot be used; please contact the researchers.")
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        enrolment = enrolment_get(study=study, rater=user)
+        Enrolment.objects.filter(id=enrolment.id).update(
+            prolific_pid=prolific_pid,
+            prolific_study_id=prolific_study_id,
+            prolific_session_id=session_id,
+        )
+    return user
+
+
+def invite_create(*, study: Study) -> Invite:
+    return Invite.objects.create(study=study, token=secrets.token_urlsafe(24))
+
+
+def invite_redeem(*, invite: Invite) -> AbstractBaseUser:
+    """The rater of an invite link: a new account on first use, the same one afterwards."""
+    with transaction.atomic():
+        invite = Invite.objects.select_for_update().get(id=invite.id)
+        if invite.rater is None:
+            User = get_user_model()
+            user = User.objects.create_user(f"rater-{secrets.token_hex(4)}-{invite.id}")
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+            invite.rater = user
+            invite.used_at = timezone.now()
+            invite.save(update_fields=["rater", "used_at"])
+        enrolment_get(study=invite.study, rater=invite.rater)
+        return invite.rater
+
+

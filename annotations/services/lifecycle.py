@@ -1,0 +1,107 @@
+"""Study lifecycle: create a draft, launch it, pause or close it."""
+
+from __future__ import annotations
+
+import random
+
+from django.db import transaction
+
+from annotations.models import Condition, Criterion, GoldAnswer, Item, Problem, Study
+from annotations.selectors import study_progress
+
+
+def study_create(
+    *,
+    fields: dict,
+    conditions: list[tuple[str, dict]],
+    criteria: list[tuple[str, str]],
+    dataset: str = "",
+    task_contains: str = "",
+    prompt_contains: str = "",
+    item_count: int = 0,
+    seed: int = 0,
+    prompts: list[str] | None = None,
+) -> Study:
+    """A draft study with its conditions (in the given order), criteria and items.
+
+    Items: `item_count` problems of `dataset` matching the filters, drawn with `seed`
+    (the same seed draws the same problems), plus any free-text `prompts`."""
+    with transaction.atomic():
+        study = Study.objects.create(status=Study.Status.DRAFT, **fields)
+        Condition.objects.bulk_create(
+            Condition(study=study, name=name, policy=policy, position=position)
+            for position, (name, policy) in enumerate(conditions)
+        )
+        Criterion.objects.bulk_create(
+            Criterion(study=study, name=name, question=question, position=position)
+            for position, (name, question) in enumerate(criteria)
+        )
+        items = []
+        if dataset:
+            problems = Problem.objects.filter(dataset=dataset, unavailable_reason="")
+            if task_contains:
+                problems = problems.filter(task_id__icontains=task_contains)
+            if prompt_contains:
+                problems = problems.filter(prompt__icontains=prompt_contains)
+            ids = sorted(problems.values_list("id", flat=True))
+            chosen = random.Random(seed).sample(ids, min(item_count, len(ids)))
+            items += [
+                Item(study=study, problem=p, dataset=p.dataset, task_id=p.task_id, prompt=p.prompt)
+                for p in Problem.objects.filter(id__in=chosen).order_by("id")
+            ]
+        items += [
+            Item(study=study, dataset="custom", task_id=f"custom/{i}", prompt=prompt)
+            for i, prompt in enumerate(prompts or [])
+        ]
+        Item.objects.bulk_create(items)
+    return study
+
+
+def study_launch(*, study: Study) -> list[str]:
+    """Open the study for rating, or return why not (and change nothing).
+
+    Refuses while generations are missing, waiting, running or awaiting their Pass@1
+    check, when there are no pairs, or when gold items are asked for but none exist."""
+    if study.status == Study.Status.CLOSED:
+        return ["The study is closed."]
+    reasons = []
+    if study.conditions.count() < 2:
+        reasons.append("It needs at least two conditions.")
+    if not study.items.exists():
+        reasons.append("It has no items.")
+    progress = study_progress(study)
+    if progress.total == 0:
+        reasons.append("Generations have not been started (use Generate on the study page).")
+    elif not progress.finished:
+        waiting = progress.total - progress.done - progress.failed - progress.cancelled
+        reasons.append(
+            f"Generations are not complete: {progress.done} of {progress.total} done, "
+            f"{waiting} still waiting or running"
+            + (f", {progress.checks_pending} Pass@1 checks pending." if progress.checks_pending
+               else ".")
+        )
+    if progress.total and not study.pairs.exists():
+        reasons.append("No pairs could be formed from the finished generations.")
+    if study.gold_rate > 0 and not GoldAnswer.objects.filter(pair__study=study).exists():
+        reasons.append("A gold rate is set but no pair is marked as gold (admin: Gold answers).")
+    if reasons:
+        return reasons
+    Study.objects.filter(id=study.id).update(status=Study.Status.OPEN)
+    study.status = Study.Status.OPEN
+    return []
+
+
+def study_status_set(*, study: Study, status: str) -> bool:
+    """Pause an open study, or close a study for good. Returns whether it changed."""
+    allowed = {
+        Study.Status.PAUSED: [Study.Status.OPEN],
+        Study.Status.CLOSED: [Study.Status.DRAFT, Study.Status.OPEN, Study.Status.PAUSED],
+    }
+    if status not in allowed:
+        raise ValueError(f"cannot set status {status!r} here")
+    changed = Study.objects.filter(id=study.id, status__in=allowed[status]).update(status=status)
+    if changed:
+        study.status = status
+    return bool(changed)
+
+

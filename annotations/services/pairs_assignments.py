@@ -1,0 +1,229 @@
+"""Pairs and assignments: pairing finished outputs, and leasing pairs to raters.
+
+Generation writes (leases, Pass@1 checks, the problem library) live in pipeline.py."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from annotations.highlight import pairs_warm
+from annotations.models import Assignment, Generation, GoldAnswer, Item, Pair, Study
+from annotations.selectors import (
+    PAIR_TAKEN_SQL,
+    RaterProgress,
+    pair_taken,
+    pairs_open_to,
+    rater_history,
+    rater_progress,
+)
+
+log = logging.getLogger(__name__)
+
+
+def pairs_create(*, item: Item) -> int:
+    """Pair up the item's finished generations as the study's pair design says.
+
+    `all_pairs`: every condition pair; `vs_first`: each condition against the first one
+    in study order (the dense baseline). `generation_a` is the one whose condition comes
+    first in study order. Idempotent: existing pairs are kept. Returns how many were created."""
+    done = list(
+        item.generations.filter(status=Generation.Status.DONE, sample_index=0)
+        .select_related("condition")
+        .order_by("condition__position", "condition_id")
+    )
+    if item.study.pair_design == Study.PairDesign.VS_FIRST:
+        first = item.study.conditions.order_by("position", "id").first()
+        baseline = [g for g in done if first is not None and g.condition_id == first.id]
+        combos = [(baseline[0], b) for b in done if baseline and b is not baseline[0]]
+    else:
+        combos = [(a, b) for i, a in enumerate(done) for b in done[i + 1 :]]
+    rows = [
+        Pair(study_id=item.study_id, item=item, generation_a=a, generation_b=b) for a, b in combos
+    ]
+    before = Pair.objects.filter(item=item).count()
+    Pair.objects.bulk_create(rows, ignore_conflicts=True)
+    # Raters will be shown these pairs: highlight them now, not on a rater's clock.
+    pairs_warm((a.text, b.text) for a, b in combos)
+    return Pair.objects.filter(item=item).count() - before
+
+
+def pair_has_room(pair: Pair, *, now, excluding: Assignment | None = None) -> bool:
+    """Whether the pair still has room for one more rater (gold pairs always do)."""
+    if pair.gold_or_none() is not None:
+        return True
+    taken = pair_taken(pair.id, now=now, excluding_id=excluding.id if excluding else None)
+    return taken < pair.study.overlap
+
+
+_PAIR_TABLE = Pair._meta.db_table
+_LOCK_SQL = f"SELECT 1 FROM {_PAIR_TABLE} WHERE id = %s FOR UPDATE"
+# SQLite has no row locks: a write that changes nothing takes the database's write lock.
+_LOCK_SQLITE_SQL = f"UPDATE {_PAIR_TABLE} SET study_id = study_id WHERE id = %s"
+
+
+def pair_lock(pair_id: int, *, wait: bool = False) -> bool:
+    """Take the pair's row lock for this transaction; False if another rater holds it
+    (with `wait`, wait for that rater's transaction to end instead).
+
+    Postgres: `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent raters move on to other
+    pairs instead of queueing. SQLite has no row locks: a no-op write takes the database's
+    write lock, which serializes the count-then-insert below just the same. The count
+    must be in a statement after this one: in the same statement it would read a snapshot
+    taken before the lock was granted. SQL written out: it runs on every new pair
+    (docs/benchmarks.md)."""
+    with connection.cursor() as cursor:
+        if connection.features.has_select_for_update_skip_locked:
+            cursor.execute(_LOCK_SQL if wait else _LOCK_SQL + " SKIP LOCKED", [pair_id])
+            return cursor.fetchone() is not None
+        cursor.execute(_LOCK_SQLITE_SQL, [pair_id])
+        return cursor.rowcount == 1
+
+
+# A lease, inserted only while the pair has room below the bound (the count in the same
+# statement as the insert, after `pair_lock`, so it reads what was committed before the
+# lock was granted); gold pairs pass no bound. Parameters: pair, rater, a_on_left,
+# created_at, lease_until, then `selectors.PAIR_TAKEN_SQL`'s (pair, 0, now), the bound.
+_LEASE_SQL = f"""
+INSERT INTO {Assignment._meta.db_table} (pair_id, rater_id, a_on_left, created_at, lease_until)
+SELECT %s, %s, %s, %s, %s
+WHERE CAST(%s AS INTEGER) IS NULL OR ({PAIR_TAKEN_SQL}) < %s
+RETURNING id
+"""
+
+
+def _lease_insert(
+    *, pair_id: int, rater: AbstractBaseUser, a_on_left: bool, now, lease_until,
+    bound: int | None,
+) -> Assignment | None:
+    """Insert the rater's lease on the pair if fewer than `bound` places are taken
+    (`None`: no bound); the new row, or None. Call with the pair locked."""
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(_LEASE_SQL, [pair_id, rater.pk, a_on_left, adapt(now),
+                                    adapt(lease_until), bound, pair_id, 0, adapt(now), bound])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    made = Assignment(id=row[0], pair_id=pair_id, rater=rater, a_on_left=a_on_left,
+                      created_at=now, lease_until=lease_until)
+    made._state.adding, made._state.db = False, connection.alias
+    return made
+
+
+def assignment_next(
+    *, study: Study, rater: AbstractBaseUser, rng: random.Random | None = None
+) -> Assignment | None:
+    """The rater's open assignment in this study, or a new one, or None when done
+    (`assignment_next_counted` without the progress)."""
+    return assignment_next_counted(study=study, rater=rater, rng=rng)[0]
+
+
+def assignment_next_counted(
+    *, study: Study, rater: AbstractBaseUser, rng: random.Random | None = None
+) -> tuple[Assignment | None, RaterProgress]:
+    """The rater's open assignment in this study, or a new one, or None when done; and
+    the rater's progress after it, counted on the way (the rate page shows both).
+
+    - An open assignment is resumed (its lease renewed) while its pair still needs it;
+      an expired one whose pair got its judgments from others is released.
+    - New work: with probability `study.gold_rate` an unseen gold pair; otherwise the pair
+      with the fewest live raters (judged or leased) below `study.overlap`, ties broken by
+      the condition pair this rater has seen least (balance), then at random.
+    - Never a pair this rater has had; never more than `study.items_per_rater` ordinary pairs.
+    - The side is randomized and stored. Safe under concurrent raters (see `pair_lock`).
+
+    A new assignment is returned bare (related rows read when asked for; the rate page
+    reads what it shows with `selectors.pair_shown`)."""
+    rng = rng or random.SystemRandom()
+    now = timezone.now()
+    history = rater_history(study, rater)
+    made, available, gold = None, None, False
+    if history.open_ids:
+        resumed = Assignment.objects.select_related("pair").get(id=history.open_ids[0])
+        resumed.pair.study = study
+        if not resumed.lease_expired(now) or pair_has_room(resumed.pair, now=now,
+                                                           excluding=resumed):
+            resumed.lease_until = study.lease_end(now)
+            Assignment.objects.filter(id=resumed.id).update(lease_until=resumed.lease_until)
+            return resumed, rater_progress(study, rater, history=history)
+        Assignment.objects.filter(id=resumed.id).update(released_at=now)
+        history = history.with_released(resumed.id)
+
+    gold_ids = list(
+        GoldAnswer.objects.filter(pair__study=study)
+        .exclude(pair__assignments__rater=rater)
+        .values_list("pair_id", flat=True)
+    ) if study.gold_rate > 0 else []
+    if gold_ids and rng.random() < study.gold_rate:
+        rng.shuffle(gold_ids)
+        made = _assignment_first(gold_ids, study=study, rater=rater, rng=rng, now=now,
+                                 gold=True)
+        gold = made is not None
+
+    if made is None and (
+        study.items_per_rater is None or history.ordinary_kept < study.items_per_rater
+    ):
+        candidates = pairs_open_to(study, rater, now=now)
+        seen = history.seen_by_conditions()
+        rng.shuffle(candidates)
+        candidates.sort(key=lambda row: (row.n_raters, seen[row.conditions]))
+        ids = [row.pair_id for row in candidates]
+        made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now)
+        if made is not None or not ids:
+            available = max(len(ids) - 1, 0)  # the others, unless the tries changed them
+        else:
+            # Every candidate was locked (other raters being given it at this instant) or
+            # filled meanwhile. A locked one may still have room: wait for those locks
+            # rather than tell this rater that the study is done (the load benchmark
+            # caught that at a study's end).
+            made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now,
+                                     wait=True)
+    elif made is None:
+        available = 0  # the rater has had as many ordinary pairs as the study allows
+
+    if made is not None:
+        history = history.with_new(made.id, gold=gold)
+    return made, rater_progress(study, rater, history=history, available=available)
+
+
+def _assignment_first(
+    pair_ids: list[int], *, study: Study, rater: AbstractBaseUser, rng: random.Random, now,
+    gold: bool = False, wait: bool = False,
+) -> Assignment | None:
+    """The first of the pairs that can be leased to the rater, leased; None if none can."""
+    for pair_id in pair_ids:
+        made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now,
+                               gold=gold, wait=wait)
+        if made is not None:
+            return made
+    return None
+
+
+def _assignment_try(
+    *, pair_id: int, study: Study, rater: AbstractBaseUser, rng: random.Random, now,
+    gold: bool = False, wait: bool = False,
+) -> Assignment | None:
+    """Lease the pair to the rater if it is free and still needs a judgment; else None.
+
+    `gold`: a gold pair, which always has room. `wait`: wait for another rater's lock on
+    the pair instead of skipping it. Returns the bare row (no related objects read)."""
+    try:
+        with transaction.atomic():
+            if not pair_lock(pair_id, wait=wait):
+                return None  # another rater is being given this pair right now
+            return _lease_insert(
+                pair_id=pair_id,
+                rater=rater,
+                a_on_left=rng.random() < 0.5,
+                now=now,
+                lease_until=study.lease_end(now),
+                bound=None if gold else study.overlap,
+            )
+    except IntegrityError:
+        # A second tab of the same rater took this pair a moment ago.
+        return None

@@ -1,0 +1,47 @@
+"""selectors: rater quality and the judgments that count."""
+
+
+import pytest
+
+from annotations import services
+from tests.annotations.conftest import finish_generations, make_gold, make_study
+
+pytestmark = pytest.mark.django_db
+
+
+def test_rater_quality_scores_gold_accuracy_and_blocking(users):
+    from annotations.selectors import rater_quality
+
+    _, alice, bob = users
+    study = make_study(n_items=1, overlap=2, raters=[alice, bob])
+    finish_generations(study)
+    make_gold(study, rate=1.0, block_after=1)
+    for rater, correct in ((alice, True), (bob, False)):
+        a = services.assignment_next(study=study, rater=rater)
+        right_side = "left" if a.a_on_left else "right"
+        wrong_side = "right" if a.a_on_left else "left"
+        services.judgment_submit(assignment=a, choice=right_side if correct else wrong_side,
+                                 time_on_task_ms=4000)
+    by_rater = {q.username: q for q in rater_quality(study)}
+    assert by_rater["alice"].score == 1.0 and by_rater["alice"].median_time_s == 4.0
+    assert by_rater["bob"].blocked and by_rater["bob"].score == 0.0
+
+
+def test_judgments_for_analysis_leave_out_gold_and_blocked_raters(users):
+    from annotations.selectors import judgments_for_analysis
+
+    _, alice, bob = users
+    study = make_study(n_items=1, overlap=2, raters=[alice, bob])
+    finish_generations(study)
+    make_gold(study, rate=1.0, block_after=1)
+    for rater in (alice, bob):
+        while (a := services.assignment_next(study=study, rater=rater)) is not None:
+            a_side, b_side = ("left", "right") if a.a_on_left else ("right", "left")
+            try:  # gold says A wins: alice always picks A, bob always B
+                services.judgment_submit(assignment=a, choice=b_side if rater == bob else a_side)
+            except services.JudgmentRejected:
+                break
+    counted = judgments_for_analysis(study)
+    assert counted.exists()
+    assert not counted.filter(assignment__pair__gold__isnull=False).exists()
+    assert not counted.filter(assignment__rater=bob).exists()
