@@ -1,4 +1,5 @@
-"""Command line: ``python -m analysis agreement|preference FILE.csv [--json] ...``.
+"""Command line: ``python -m analysis agreement|preference FILE.csv [--json] ...`` and
+``python -m analysis power --conditions K --win-rate P ... [--json]``.
 
 Prints readable tables by default and the summary dict as JSON with ``--json``. A problem
 in the file is one line on stderr naming the line and column, and exit code 2.
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.agreement import agreement_summary
+from analysis.power import DESIGNS, SIMULATIONS, StudyDesign, sample_size
 from analysis.preference import preference_summary
 from analysis.style import CONTROLS, parse_controls
 from analysis.tables import LEVELS, InputError
@@ -21,6 +23,7 @@ from analysis.tables import LEVELS, InputError
 EXIT_INPUT_ERROR = 2
 PAIR_COLUMNS = (
     "a|b|n|wins|ties|losses|win a (tie=1/2)|Wilson|bootstrap|win a (no ties)|Wilson|p sign|p Holm"
+    "|p item-cluster|p Holm"
 )
 
 
@@ -58,6 +61,8 @@ def read_table(path: Path) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0, or 2 for bad input)."""
     args = _parser().parse_args(argv)
+    if args.command == "power":
+        return _power(args)
     try:
         table = read_table(args.file)
         if args.command == "agreement":
@@ -82,6 +87,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_agreement(summary))
     else:
         print(format_preference(summary))
+    return 0
+
+
+def _power(args: argparse.Namespace) -> int:
+    try:
+        design = StudyDesign(
+            conditions=args.conditions,
+            win_rate=args.win_rate,
+            tie_rate=args.tie_rate,
+            raters_per_pair=args.raters_per_pair,
+            item_sd=args.item_sd,
+            rater_sd=args.rater_sd,
+            design=args.design,
+            alpha=args.alpha,
+            items_per_rater=args.items_per_rater,
+        )
+        plan = sample_size(design, args.power, simulations=args.simulations, seed=args.seed)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    if args.json:
+        print(json.dumps(plan, indent=2))
+    else:
+        print("\n".join(f"{key}: {value}" for key, value in plan.items()))
     return 0
 
 
@@ -126,6 +155,42 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CONDITION",
         help="the condition the style-control sentence is about (default: top raw rating)",
     )
+    power = commands.add_parser(
+        "power", help="items, judgments and raters a study needs to detect a preference"
+    )
+    power.add_argument("--conditions", type=int, required=True, metavar="K")
+    power.add_argument(
+        "--win-rate",
+        type=float,
+        required=True,
+        metavar="P",
+        help="the first condition's win rate among decisive verdicts (e.g. 0.6 = 60/40)",
+    )
+    power.add_argument("--tie-rate", type=float, default=0.0, metavar="T")
+    power.add_argument(
+        "--raters-per-pair", type=int, default=1, metavar="k", help="overlap (default 1)"
+    )
+    power.add_argument(
+        "--item-sd", type=float, default=0.0, metavar="S", help="log-odds SD between items"
+    )
+    power.add_argument(
+        "--rater-sd", type=float, default=0.0, metavar="S", help="log-odds SD between raters"
+    )
+    power.add_argument("--design", choices=DESIGNS, default="all-pairs")
+    power.add_argument("--power", type=float, default=0.8)
+    power.add_argument("--alpha", type=float, default=0.05)
+    power.add_argument(
+        "--items-per-rater", type=int, metavar="N", help="most pairs one rater judges"
+    )
+    power.add_argument(
+        "--simulations",
+        type=int,
+        default=SIMULATIONS,
+        metavar="N",
+        help=f"simulated studies per size tried (default {SIMULATIONS})",
+    )
+    power.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
+    power.add_argument("--json", action="store_true", help="print JSON")
     for command in (agreement, preference):
         command.add_argument("file", type=Path, metavar="FILE.csv")
         command.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -288,6 +353,8 @@ def _pair_cells(pair: dict) -> list[str]:
         _interval(pair["win_rate_ties_excluded_ci_wilson"]),
         _p(pair["p_sign_test"]),
         _p(pair["p_holm"]),
+        _p(pair["p_cluster"]),
+        _p(pair["p_cluster_holm"]),
     ]
 
 

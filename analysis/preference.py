@@ -17,6 +17,7 @@ import choix
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
+from scipy.stats import t as student_t
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
@@ -207,11 +208,42 @@ def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, draws: np.ndarray) -
                 "win_rate_ties_excluded": wins / (wins + losses) if wins + losses else None,
                 "win_rate_ties_excluded_ci_wilson": wilson_interval(wins, wins + losses),
                 "p_sign_test": sign_test(wins, losses),
+                "p_cluster": _cluster_p(score_by_item, judgments_by_item),
             }
         )
     for row, adjusted in zip(rows, holm([r["p_sign_test"] for r in rows]), strict=True):
         row["p_holm"] = adjusted
+    for row, adjusted in zip(rows, holm([r["p_cluster"] for r in rows]), strict=True):
+        row["p_cluster_holm"] = adjusted
     return rows
+
+
+def _cluster_p(score_by_item: np.ndarray, judgments_by_item: np.ndarray) -> float | None:
+    judged = judgments_by_item > 0
+    p = cluster_test(score_by_item[judged], judgments_by_item[judged])
+    return None if np.isnan(p) else float(p)
+
+
+def cluster_test(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Two-sided test of win rate (ties ½) = 0.5 with items as clusters: the estimate
+    Σ scores / Σ counts against its cluster-robust standard error under the null (each
+    item's score minus half its judgments, CR1 small-sample factor), referred to Student's
+    t with items − 1 degrees of freedom. Raters who judge the same item are not taken as
+    independent (the sign test takes them so). Centred on the null, the error never
+    vanishes: two items won outright give p = 0.5, as the sign test on two verdicts.
+
+    In: per item (last axis) the summed score and the number of judgments; leading axes
+    are separate data sets (e.g. simulated studies). Out: p-values (NaN under 2 items)."""
+    scores, counts = np.asarray(scores, float), np.asarray(counts, float)
+    items = counts.shape[-1]
+    if items < 2:
+        return np.full(scores.shape[:-1], np.nan)
+    total = counts.sum(axis=-1)
+    residual = scores - 0.5 * counts
+    se = np.sqrt(items / (items - 1) * (residual**2).sum(axis=-1)) / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(se > 0, residual.sum(axis=-1) / total / se, 0.0)
+    return 2 * student_t.sf(np.abs(t), items - 1)
 
 
 def _bradley_terry(

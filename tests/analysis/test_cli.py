@@ -241,3 +241,22 @@ def test_python_dash_m_runs_without_django(tmp_path):
     modules = [line.split("|")[-1].strip() for line in imports]
     assert "analysis.agreement" in modules
     assert [module for module in modules if module.split(".")[0] == "django"] == []
+
+
+def test_power_prints_the_plan(capsys):
+    assert main(["power", "--conditions", "2", "--win-rate", "0.6", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["judgments_needed"] == 194 and plan["method"] == "normal approximation"
+    assert set(plan) >= {"judgments_needed", "items_needed", "raters_needed", "method"}
+    argv = ["power", "--conditions", "3", "--win-rate", "0.6", "--raters-per-pair", "3"]
+    assert main([*argv, "--item-sd", "0.5", "--simulations", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "method: simulation (300 studies, seed 0)" in out
+    assert "Holm across 3" in out
+
+
+def test_bad_power_arguments_are_one_line_errors(capsys):
+    err = run_error(capsys, ["power", "--conditions", "1", "--win-rate", "0.6"])
+    assert "error: --conditions must be 2 or more" in err
+    err = run_error(capsys, ["power", "--conditions", "2", "--win-rate", "0.5"])
+    assert "nothing to detect" in err
