@@ -10,6 +10,7 @@ import csv
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
@@ -92,17 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _power(args: argparse.Namespace) -> int:
     try:
-        design = StudyDesign(
-            conditions=args.conditions,
-            win_rate=args.win_rate,
-            tie_rate=args.tie_rate,
-            raters_per_pair=args.raters_per_pair,
-            item_sd=args.item_sd,
-            rater_sd=args.rater_sd,
-            design=args.design,
-            alpha=args.alpha,
-            items_per_rater=args.items_per_rater,
-        )
+        # Every field of the design has its option of the same name.
+        design = StudyDesign(**{f.name: getattr(args, f.name) for f in fields(StudyDesign)})
         plan = sample_size(design, args.power, simulations=args.simulations, seed=args.seed)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

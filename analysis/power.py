@@ -39,14 +39,16 @@ class StudyDesign:
     """What a study plans: K conditions, the effect, ties, overlap and spreads."""
 
     conditions: int = 2
+    # The first condition's share of decisive verdicts against each other one (0.6: 60/40).
     win_rate: float = 0.6
     tie_rate: float = 0.0
-    raters_per_pair: int = 1
+    raters_per_pair: int = 1  # the study's overlap
+    # Spreads on the log-odds scale: between items (shared by an item's raters), raters.
     item_sd: float = 0.0
     rater_sd: float = 0.0
     design: str = "all-pairs"
     alpha: float = 0.05
-    items_per_rater: int | None = None
+    items_per_rater: int | None = None  # the study's per-rater cap (None: no cap)
 
     def __post_init__(self):
         problems = []
