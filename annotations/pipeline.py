@@ -15,12 +15,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotations import datasets
 from annotations.models import Execution, Generation, Item, Problem, Study
 from annotations.services.pairs_assignments import pairs_create
+from evaluation import datasets
+from evaluation.sandbox import ExecutionResult
 
 if TYPE_CHECKING:  # the web process never loads torch
-    from annotations.sandbox import ExecutionResult
     from inference.generate import GenerationResult
 
 log = logging.getLogger(__name__)
@@ -123,42 +123,42 @@ class ImportSummary:
     unavailable: int
 
 
-def _row(problem: datasets.Problem) -> dict:
+def _row(task: datasets.Task) -> dict:
     return {
-        "prompt": problem.prompt,
-        "entry_point": problem.entry_point or "",
-        "tests": problem.tests,
-        "reference": problem.reference,
-        "metadata": problem.metadata,
-        "unavailable_reason": problem.unavailable_reason or "",
+        "prompt": task.prompt,
+        "entry_point": task.entry_point or "",
+        "tests": task.tests,
+        "reference": task.reference,
+        "metadata": task.metadata,
+        "unavailable_reason": task.unavailable_reason or "",
     }
 
 
 def problems_import(
-    *, problems: list[datasets.Problem], progress: Callable[[int], None] | None = None
+    *, tasks: list[datasets.Task], progress: Callable[[int], None] | None = None
 ) -> ImportSummary:
-    """Add a loaded data set to the library, all or nothing.
+    """Add a loaded data set's tasks to the library as `Problem` rows, all or nothing.
 
     Problems already there with the same content are left alone, so importing a file
     twice changes nothing. A problem already there with *different* content aborts the
     whole import (studies may rest on the stored version): `datasets.DatasetError`.
     `progress(n)` is called as each batch of n problems is written."""
-    if not problems:
+    if not tasks:
         raise datasets.DatasetError("(empty)", [(0, "the data set has no problems")])
-    names = {p.dataset for p in problems}
+    names = {t.dataset for t in tasks}
     existing = {
         (p.dataset, p.task_id): p for p in Problem.objects.filter(dataset__in=names)
     }
     new_rows, unchanged, conflicts = [], 0, []
-    for problem in problems:
-        stored = existing.get((problem.dataset, problem.task_id))
-        row = _row(problem)
+    for task in tasks:
+        stored = existing.get((task.dataset, task.task_id))
+        row = _row(task)
         if stored is None:
-            new_rows.append(Problem(dataset=problem.dataset, task_id=problem.task_id, **row))
+            new_rows.append(Problem(dataset=task.dataset, task_id=task.task_id, **row))
         elif all(getattr(stored, f) == row[f] for f in _PROBLEM_FIELDS):
             unchanged += 1
         else:
-            conflicts.append((0, f"{problem.task_id}: already imported with different content"))
+            conflicts.append((0, f"{task.task_id}: already imported with different content"))
     if conflicts:
         raise datasets.DatasetError(", ".join(sorted(names)), conflicts)
     with transaction.atomic():
@@ -171,18 +171,18 @@ def problems_import(
         dataset=", ".join(sorted(names)),
         created=len(new_rows),
         unchanged=unchanged,
-        unavailable=sum(1 for p in problems if p.unavailable_reason),
+        unavailable=sum(1 for t in tasks if t.unavailable_reason),
     )
 
 
-def item_problem(item: Item) -> datasets.Problem | None:
-    """The scoring view of an item: its library problem, or None when it has no tests."""
-    return None if item.problem is None else item_problem_of(item.problem)
+def item_task(item: Item) -> datasets.Task | None:
+    """The scoring view of an item: its library problem as a task, or None when it has no tests."""
+    return None if item.problem is None else problem_task(item.problem)
 
 
-def item_problem_of(problem: Problem) -> datasets.Problem:
-    """A library row as the plain `datasets.Problem` that prompts and the sandbox take."""
-    return datasets.Problem(
+def problem_task(problem: Problem) -> datasets.Task:
+    """A library row as the plain `datasets.Task` that prompts and the sandbox take."""
+    return datasets.Task(
         dataset=problem.dataset,
         task_id=problem.task_id,
         prompt=problem.prompt,

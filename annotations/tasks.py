@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from annotations import pipeline
 from annotations.models import Generation, Study
+from evaluation.code_extraction import extract_code
+from evaluation.sandbox import check_candidate
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +92,16 @@ def execute(generation_id: int) -> str:
     )
     if generation is None:
         return "skipped"
-    problem = pipeline.item_problem(generation.item)
-    if problem is None:
+    task = pipeline.item_task(generation.item)
+    if task is None:
         return "not-scorable"
-    from annotations.code_extraction import extract_code
-    from annotations.sandbox import check_candidate
-
-    as_continuation = problem.dataset == "humaneval"
+    as_continuation = task.dataset == "humaneval"
     code = extract_code(
         generation.text,
-        prompt=problem.prompt if as_continuation else None,
-        entry_point=problem.entry_point,
+        prompt=task.prompt if as_continuation else None,
+        entry_point=task.entry_point,
     )
-    result = check_candidate(problem, code)
+    result = check_candidate(task, code)
     execution, _ = pipeline.execution_record(generation=generation, code=code, result=result)
     return execution.status
 

@@ -12,7 +12,7 @@ from analysis.agreement import agreement_summary, choice_codes
 from analysis.preference import preference_summary
 from analysis.tables import InputError
 from annotations.models import CriterionRating, Enrolment, Execution, Generation, Judgment, Study
-from annotations.passk import pass_at_k_over_problems
+from evaluation.passk import pass_at_k_over_problems
 
 
 def judgments_table(study: Study) -> pd.DataFrame:

@@ -6,8 +6,9 @@ import signal
 import pytest
 from django.conf import settings
 
-from annotations import datasets, pipeline, tasks
+from annotations import pipeline, tasks
 from annotations.models import Execution, Generation, Item, Pair, Problem
+from evaluation import datasets
 from reports.tables import pass_at_1
 from tests.annotations.conftest import make_study
 from tests.support.worker import celery_worker, wait_for
@@ -20,7 +21,7 @@ def _unfinished(study) -> bool:
 
 
 def test_worker_generates_scores_and_pairs_every_item_condition(tmp_path):
-    pipeline.problems_import(problems=datasets.load_humaneval())
+    pipeline.problems_import(tasks=datasets.load_humaneval())
     problem = Problem.objects.get(dataset="humaneval", task_id="HumanEval/0")
     study = make_study(
         n_items=1,
@@ -180,7 +181,7 @@ def test_worker_on_rabbitmq(tmp_path):
 
 
 def _problem(dataset: str, task_id: str, **load) -> Problem:
-    pipeline.problems_import(problems=datasets.load_problems(dataset, **load))
+    pipeline.problems_import(tasks=datasets.load_tasks(dataset, **load))
     return Problem.objects.get(dataset=dataset, task_id=task_id)
 
 
@@ -224,19 +225,19 @@ def test_execution_worker_contains_hostile_code_and_keeps_serving(tmp_path):
 
 
 def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
-    from annotations.prompts import item_prompt
+    from evaluation.prompts import item_prompt
 
     problems = [
         _problem("humaneval", "HumanEval/2"),
         _problem("mbpp", "mbpp/11"),
-        _problem("ds1000", "ds1000/9001", path="tests/annotations/fixtures/ds1000_sample.jsonl"),
+        _problem("ds1000", "ds1000/9001", path="tests/evaluation/fixtures/ds1000_sample.jsonl"),
     ]
     study = make_study(n_items=0, conditions=[("dense", {"kind": "dense"})])
     study.max_new_tokens = 48
     study.save()
     for p in problems:
         Item.objects.create(study=study, problem=p, dataset=p.dataset, task_id=p.task_id,
-                            prompt=item_prompt(pipeline.item_problem_of(p)))
+                            prompt=item_prompt(pipeline.problem_task(p)))
     pipeline.generations_create(study=study)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:

@@ -233,7 +233,7 @@ def test_analysis_cli_on_a_folder_is_a_message(tmp_path, capsys):
     ids=["sanitized-binary", "sanitized-deep-json", "jsonl-deep-json"],
 )
 def test_dataset_import_rejects_junk_whole(db, tmp_path, kind, content):
-    """What tests/annotations/test_datasets.py does not cover: binary and deeply nested
+    """What tests/evaluation/test_datasets.py does not cover: binary and deeply nested
     files for the formats read whole and line by line."""
     path = tmp_path / "junk.json"
     path.write_bytes(content)

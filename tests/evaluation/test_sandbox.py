@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from annotations.datasets import load_problems
-from annotations.sandbox import (
+from evaluation.datasets import load_tasks
+from evaluation.sandbox import (
     Containment,
     ExecutionResult,
     check_candidate,
@@ -233,7 +233,7 @@ def test_os_system_runs_unprivileged_and_cannot_touch_the_system(still_works):
     code = textwrap.dedent(
         f"""
         import os, sys
-        rc = os.system("id -u; touch {flag}; rm -rf {REPO}/annotations 2>/dev/null; exit 3")
+        rc = os.system("id -u; touch {flag}; rm -rf {REPO}/evaluation 2>/dev/null; exit 3")
         sys.exit(1 if rc else 0)
         """
     )
@@ -241,7 +241,7 @@ def test_os_system_runs_unprivileged_and_cannot_touch_the_system(still_works):
     assert result.status == "failed"
     assert result.stdout.strip() != "0" or not AS_ROOT
     assert not flag.exists()
-    assert (REPO / "annotations" / "sandbox.py").exists()
+    assert (REPO / "evaluation" / "sandbox.py").exists()
 
 
 def test_parent_environment_secrets_are_not_visible(monkeypatch, still_works):
@@ -299,7 +299,7 @@ def test_containment_on_this_machine_is_what_docs_describe():
     assert box.network in ("namespaces", "guard")
 
 
-HUMANEVAL = load_problems("humaneval")
+HUMANEVAL = load_tasks("humaneval")
 
 
 def test_all_humaneval_canonical_solutions_pass():
@@ -323,7 +323,7 @@ def test_a_wrong_humaneval_solution_fails():
 
 @pytest.mark.parametrize("dataset", ["mbpp", "mbpp-sanitized"])
 def test_a_sample_of_mbpp_reference_solutions_pass(dataset):
-    problems = load_problems(dataset)
+    problems = load_tasks(dataset)
     # Spread over the file, and tasks 367/927 whose setup code needs the solution's classes.
     sample = problems[::40] + [p for p in problems if p.task_id in ("mbpp/367", "mbpp/927")]
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -332,7 +332,7 @@ def test_a_sample_of_mbpp_reference_solutions_pass(dataset):
 
 
 def test_a_wrong_mbpp_solution_fails():
-    problem = load_problems("mbpp")[10]
+    problem = load_tasks("mbpp")[10]
     wrong = f"def {problem.entry_point}(*args, **kwargs):\n    return None\n"
     assert check_mbpp(wrong, problem.tests).status == "failed"
 
@@ -342,7 +342,7 @@ def guard_only(monkeypatch):
     """The fallback where neither a private uid nor namespaces are available (a non-root worker
     without unshare): only the in-process network guard and the process-group kill remain."""
     box = Containment(sys.executable, (), separate_uid=False, network="guard")
-    monkeypatch.setattr("annotations.sandbox.containment", lambda: box)
+    monkeypatch.setattr("evaluation.sandbox.containment", lambda: box)
 
 
 def test_fallback_guard_blocks_sockets(guard_only):
@@ -385,7 +385,7 @@ def test_killing_the_worker_mid_run_takes_the_sandbox_down_with_it():
         [
             sys.executable,
             "-c",
-            f"from annotations.sandbox import run_program\nrun_program({code!r})",
+            f"from evaluation.sandbox import run_program\nrun_program({code!r})",
         ],
         cwd=REPO,
     )
@@ -413,11 +413,11 @@ def test_hidden_paths_cannot_be_read_though_world_readable(monkeypatch):
         box = containment()
         # Control: without hiding, the file is readable by anyone, the sandboxed uid included.
         monkeypatch.setattr(
-            "annotations.sandbox.containment", lambda: replace(box, hidden_paths=())
+            "evaluation.sandbox.containment", lambda: replace(box, hidden_paths=())
         )
         assert run_program(code).stdout == "s3cr3t\n"
         hidden = replace(box, hidden_paths=(str(secret_dir),))
-        monkeypatch.setattr("annotations.sandbox.containment", lambda: hidden)
+        monkeypatch.setattr("evaluation.sandbox.containment", lambda: hidden)
         result = run_program(code)
         assert result.status == "failed"
         assert "PermissionError" in result.stderr

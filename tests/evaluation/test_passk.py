@@ -4,7 +4,7 @@ from math import comb
 
 import pytest
 
-from annotations.passk import PassAtK, pass_at_k, pass_at_k_by_condition, pass_at_k_over_problems
+from evaluation.passk import PassAtK, pass_at_k, pass_at_k_by_condition, pass_at_k_over_problems
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-from annotations import datasets
-from annotations.prompts import item_prompt
+from evaluation import datasets
+from evaluation.prompts import item_prompt
 
 
 def test_humaneval_prompt_keeps_the_stub_after_the_instruction():
@@ -18,5 +18,5 @@ def test_mbpp_prompt_shows_the_first_test_for_the_function_name():
 
 
 def test_custom_dataset_prompt_is_used_as_is():
-    problem = datasets.Problem("mine", "1", "Say hi.", None, "assert True", "")
+    problem = datasets.Task("mine", "1", "Say hi.", None, "assert True", "")
     assert item_prompt(problem) == "Say hi."

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from annotations.datasets import (
+from evaluation.datasets import (
     MBPP_PATH,
     MBPP_SANITIZED_PATH,
     DatasetError,
     JsonlSchema,
     count_unavailable,
     load_ds1000,
-    load_problems,
+    load_tasks,
 )
-from annotations.sandbox import check_candidate
+from evaluation.sandbox import check_candidate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DS1000_SAMPLE = FIXTURES / "ds1000_sample.jsonl"
@@ -27,7 +27,7 @@ def _write_jsonl(path: Path, lines: list[str]) -> Path:
 
 
 def test_humaneval_from_the_installed_package():
-    problems = load_problems("humaneval")
+    problems = load_tasks("humaneval")
     assert len(problems) == 164
     first = problems[0]
     assert (first.dataset, first.task_id, first.entry_point) == (
@@ -40,7 +40,7 @@ def test_humaneval_from_the_installed_package():
 
 
 def test_mbpp_full_from_the_repository_copy():
-    problems = load_problems("mbpp")
+    problems = load_tasks("mbpp")
     assert len(problems) == 974
     assert [p.metadata["split"] for p in problems].count("test") == 500
     first = problems[0]
@@ -50,13 +50,13 @@ def test_mbpp_full_from_the_repository_copy():
 
 
 def test_mbpp_setup_code_runs_after_the_candidate():
-    problem = next(p for p in load_problems("mbpp") if p.task_id == "mbpp/367")
+    problem = next(p for p in load_tasks("mbpp") if p.task_id == "mbpp/367")
     setup = problem.tests.split("assert")[0]
     assert "Node(" in setup  # builds objects from the solution's class
 
 
 def test_mbpp_sanitized():
-    problems = load_problems("mbpp-sanitized")
+    problems = load_tasks("mbpp-sanitized")
     assert len(problems) == 427
     assert sum(p.metadata["split"] == "test" for p in problems) == 257
     assert all(p.entry_point for p in problems)
@@ -115,7 +115,7 @@ def test_bad_file_is_rejected_whole_with_every_line_and_reason(tmp_path):
         ],
     )
     with pytest.raises(DatasetError) as raised:
-        load_problems("ds1000", path)
+        load_tasks("ds1000", path)
     assert raised.value.errors == [
         (2, "malformed JSON (Expecting property name enclosed in double quotes at column 2)"),
         (3, "missing field(s): code_context"),
@@ -146,9 +146,9 @@ def test_missing_file_and_empty_file_are_dataset_errors(tmp_path):
     with pytest.raises(DatasetError, match="holds no problems"):
         load_ds1000(_write_jsonl(tmp_path / "empty.jsonl", [""]))
     with pytest.raises(DatasetError, match="needs the path"):
-        load_problems("ds1000")
+        load_tasks("ds1000")
     with pytest.raises(DatasetError, match="unknown data set"):
-        load_problems("apps")
+        load_tasks("apps")
 
 
 def test_mbpp_tests_must_be_a_list(tmp_path):
@@ -156,7 +156,7 @@ def test_mbpp_tests_must_be_a_list(tmp_path):
     with pytest.raises(
         DatasetError, match="line 1: field\\(s\\) must be lists of strings: test_list"
     ):
-        load_problems("mbpp", _write_jsonl(tmp_path / "m.jsonl", [json.dumps(row)]))
+        load_tasks("mbpp", _write_jsonl(tmp_path / "m.jsonl", [json.dumps(row)]))
 
 
 def test_custom_jsonl_with_a_declared_schema(tmp_path):
@@ -171,7 +171,7 @@ def test_custom_jsonl_with_a_declared_schema(tmp_path):
          "answer": "def neg(a):\n    return -a\n"},
     ]  # fmt: skip
     path = _write_jsonl(tmp_path / "mini.jsonl", [json.dumps(r) for r in rows])
-    problems = load_problems("jsonl", path, schema=schema)
+    problems = load_tasks("jsonl", path, schema=schema)
     assert [(p.dataset, p.task_id, p.entry_point) for p in problems] == [
         ("mini", "1", "add"),
         ("mini", "2", "neg"),
@@ -185,7 +185,7 @@ def test_custom_jsonl_missing_a_declared_field(tmp_path):
     schema = JsonlSchema(name="mini", task_id="id", prompt="question", tests="checks")
     path = _write_jsonl(tmp_path / "mini.jsonl", [json.dumps({"id": 1, "question": "q"})])
     with pytest.raises(DatasetError, match="line 1: missing field\\(s\\): checks"):
-        load_problems("jsonl", path, schema=schema)
+        load_tasks("jsonl", path, schema=schema)
 
 
 def test_custom_jsonl_duplicate_ids_and_bad_tests_are_listed_together(tmp_path):
@@ -197,7 +197,7 @@ def test_custom_jsonl_duplicate_ids_and_bad_tests_are_listed_together(tmp_path):
     ]
     path = _write_jsonl(tmp_path / "mini.jsonl", [json.dumps(r) for r in rows])
     with pytest.raises(DatasetError) as raised:
-        load_problems("jsonl", path, schema=schema)
+        load_tasks("jsonl", path, schema=schema)
     assert raised.value.errors == [
         (2, "duplicate task id 1 (first on line 1)"),
         (3, "the tests field must be a string or a list of strings"),

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from annotations.code_extraction import extract_code
-from annotations.datasets import load_problems
-from annotations.sandbox import check_candidate
+from evaluation.code_extraction import extract_code
+from evaluation.datasets import load_tasks
+from evaluation.sandbox import check_candidate
 
-PROBLEMS = {p.task_id: p for p in load_problems("humaneval")}
+PROBLEMS = {p.task_id: p for p in load_tasks("humaneval")}
 PREFIX = PROBLEMS["HumanEval/29"]  # filter_by_prefix(strings, prefix)
-MBPP = {p.task_id: p for p in load_problems("mbpp")}
+MBPP = {p.task_id: p for p in load_tasks("mbpp")}
 
 PREFIX_FUNCTION = '''from typing import List
 
