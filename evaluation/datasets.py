@@ -148,18 +148,12 @@ def load_mbpp(path: Path | str = MBPP_PATH) -> list[Task]:
         list_fields=("test_list", "challenge_test_list"),
     )
     return [
-        Task(
-            dataset="mbpp",
-            task_id=f"mbpp/{row['task_id']}",
+        _mbpp_task(
+            "mbpp",
+            row,
             prompt=row["text"],
-            entry_point=_called_function(row["test_list"], row["code"]),
-            tests=_join(row.get("test_setup_code", ""), *row["test_list"]),
-            reference=row["code"],
-            metadata={
-                "split": _mbpp_split(row["task_id"]),
-                "test_list": row["test_list"],
-                "challenge_test_list": row.get("challenge_test_list", []),
-            },
+            setup=[row.get("test_setup_code", "")],
+            challenge_test_list=row.get("challenge_test_list", []),
         )
         for row in rows
     ]
@@ -186,17 +180,26 @@ def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Task]:
         list_fields=("test_list", "test_imports"),
     )
     return [
-        Task(
-            dataset="mbpp-sanitized",
-            task_id=f"mbpp/{row['task_id']}",
-            prompt=row["prompt"],
-            entry_point=_called_function(row["test_list"], row["code"]),
-            tests=_join(*row.get("test_imports", []), *row["test_list"]),
-            reference=row["code"],
-            metadata={"split": _mbpp_split(row["task_id"]), "test_list": row["test_list"]},
+        _mbpp_task(
+            "mbpp-sanitized", row, prompt=row["prompt"], setup=row.get("test_imports", [])
         )
         for row in rows
     ]
+
+
+def _mbpp_task(
+    dataset: str, row: dict[str, Any], *, prompt: str, setup: list[str], **metadata: Any
+) -> Task:
+    """An MBPP row of either release: tests are the setup code, then the asserts."""
+    return Task(
+        dataset=dataset,
+        task_id=f"mbpp/{row['task_id']}",
+        prompt=prompt,
+        entry_point=_called_function(row["test_list"], row["code"]),
+        tests=_join(*setup, *row["test_list"]),
+        reference=row["code"],
+        metadata={"split": _mbpp_split(row["task_id"]), "test_list": row["test_list"], **metadata},
+    )
 
 
 def load_ds1000(path: Path | str) -> list[Task]:
