@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Callable
 
 from django.conf import settings
 
 from inference.hot_cold import model_place
 from inference.loading import LoadedModel, load_model
+from inference.policies import Policy
+from inference.profile import Profile, calibrated_policy, profile_model
 
 
 @functools.cache
@@ -29,3 +33,56 @@ def loaded_model() -> LoadedModel:
         settings.MODEL_PATH, settings.MODEL_DTYPE, settings.MODEL_DEVICE, settings.MODEL_PLAN,
         settings.MODEL_HOT_DEVICE, settings.MODEL_COLD_DEVICE,
     )
+
+
+# Decode steps profiled per prompt: decoding, not only the prompt, is what a policy sparsifies.
+CALIBRATION_NEW_TOKENS = 16
+
+
+def calibration_profile(
+    loaded: LoadedModel, prompts: list[str], *, progress: Callable[[float], None]
+) -> Profile:
+    """The model's activation profile on `prompts`, one prompt at a time so that
+    `progress(share done)` can be reported between them."""
+    total: Profile | None = None
+    for done, prompt in enumerate(prompts, start=1):
+        one = profile_model(loaded, [prompt], max_new_tokens=CALIBRATION_NEW_TOKENS)
+        total = one if total is None else dataclasses.replace(
+            total,
+            tokens=total.tokens + one.tokens,
+            prompts=total.prompts + one.prompts,
+            counts=total.counts + one.counts,
+            hist=total.hist + one.hist,
+        )
+        progress(done / len(prompts))
+    assert total is not None, "no prompts to profile"
+    return total
+
+
+def calibrated_policy_for(
+    profile: Profile, policy: dict, target_sparsity: float
+) -> tuple[dict, float]:
+    """`policy` (a calibratable family, without its thresholds) with thresholds that zero a
+    `target_sparsity` share of |h| on the profile, and the sparsity they give there.
+
+    Static and dynamic get one threshold for every layer (the quantile of all layers'
+    |h| pooled); calibrated gets each layer's own quantile (TEAL)."""
+    kind = policy["kind"]
+    if policy.get("site", "h") != "h":
+        raise ValueError(
+            f"calibration profiles the MLP activation h; site {policy['site']!r} is not "
+            "supported by the calibration job yet"
+        )
+    if kind == "calibrated":
+        calibrated = calibrated_policy(profile, target_sparsity)
+        thresholds = list(calibrated.thresholds)
+        chosen = {**policy, **calibrated.to_json()}
+    elif kind in ("static", "dynamic"):
+        pooled = dataclasses.replace(profile, hist=profile.hist.sum(dim=0, keepdim=True))
+        threshold = pooled.quantiles(target_sparsity)[0] if target_sparsity > 0 else 0.0
+        thresholds = [threshold] * profile.num_layers
+        chosen = {**policy, "threshold": threshold}
+    else:
+        raise ValueError(f"policy {kind!r} is not calibrated to a sparsity")
+    active = profile.active_fraction(thresholds)
+    return Policy.from_json(chosen).to_json(), 1.0 - sum(active) / len(active)

@@ -6,6 +6,7 @@ import json
 
 from django import forms
 
+from annotations.conditions import BuiltCondition, build_condition
 from annotations.models import (
     RATIONALE_MAX_CHARS,
     Criterion,
@@ -76,8 +77,9 @@ class ConsentForm(forms.Form):
         return {name: choice for name, choice in answers.items() if choice}
 
 
-def _parse_conditions(text: str) -> list[tuple[str, dict]]:
-    """`name = {policy JSON}` per line -> [(name, canonical policy JSON)], errors by line."""
+def _parse_conditions(text: str) -> list[BuiltCondition]:
+    """`name = {policy JSON}` per line -> conditions, errors by line. A calibrated policy
+    given only its ``target_sparsity`` is calibrated by a background job."""
     conditions = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -86,20 +88,38 @@ def _parse_conditions(text: str) -> list[tuple[str, dict]]:
         if not sep or not name.strip():
             raise forms.ValidationError(f"Line {number}: write `name = {{policy JSON}}`.")
         try:
-            policy = Policy.from_json(json.loads(policy_text))
+            data = json.loads(policy_text)
+            if isinstance(data, dict) and data.get("kind") == "calibrated" and (
+                "thresholds" not in data
+            ):
+                built = build_condition(
+                    kind="calibrated",
+                    values={"target_sparsity_percent": str(data.get("target_sparsity", "")
+                                                           and data["target_sparsity"] * 100)},
+                    name=name,
+                )
+            else:
+                built = BuiltCondition(name=name.strip()[:100],
+                                       policy=Policy.from_json(data).to_json())
         except json.JSONDecodeError as error:
             raise forms.ValidationError(f"Line {number}: not valid JSON ({error.msg}).") from None
         except RecursionError:  # e.g. [[[[… thousands deep: a form error, not a 500
             raise forms.ValidationError(f"Line {number}: the JSON is nested too deeply.") from None
-        except ValueError as error:
+        except (ValueError, TypeError) as error:
             raise forms.ValidationError(f"Line {number}: {error}") from None
-        conditions.append((name.strip()[:100], policy.to_json()))
-    names = [name for name, _ in conditions]
-    if len(conditions) < 2:
-        raise forms.ValidationError("A study needs at least two conditions.")
-    if len(set(names)) != len(names):
-        raise forms.ValidationError("Condition names must be different.")
+        conditions.append(built)
     return conditions
+
+
+def _parse_built(rows: list[str]) -> list[BuiltCondition]:
+    """The builder's rows (hidden inputs, one JSON object each), checked again."""
+    built = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            built.append(BuiltCondition.from_json(row))
+        except ValueError as error:
+            raise forms.ValidationError(f"Built condition {number}: {error}") from None
+    return built
 
 
 def _parse_criteria(text: str) -> list[tuple[str, str]]:
@@ -147,13 +167,26 @@ def _parse_profile_questions(text: str) -> list[dict]:
     return questions
 
 
+class BuiltConditionsField(forms.Field):
+    """The condition builder's rows: a list of hidden inputs named `built`."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value) -> list[str]:
+        return [str(v) for v in value or []]
+
+
 class StudySetupForm(forms.ModelForm):
     """Everything a researcher decides before launch, on one page."""
 
+    built = BuiltConditionsField(required=False)
     conditions = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 4}),
-        initial='dense = {"kind": "dense"}\nstatic 0.05 = {"kind": "static", "threshold": 0.05}',
-        help_text="One condition per line: name = policy JSON. The first is the baseline.",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Conditions as JSON (optional, for experts)",
+        help_text="One per line after the built ones: name = policy JSON, e.g. "
+        'static 0.05 = {"kind": "static", "threshold": 0.05}. The first condition of all '
+        "is the baseline.",
     )
     criteria = forms.CharField(
         required=False,
@@ -202,8 +235,19 @@ class StudySetupForm(forms.ModelForm):
         self.fields["samples_per_item"].required = False
         self.fields["temperature"].required = False
 
-    def clean_conditions(self) -> list[tuple[str, dict]]:
-        return _parse_conditions(self.cleaned_data["conditions"])
+    def clean_built(self) -> list[BuiltCondition]:
+        return _parse_built(self.cleaned_data["built"])
+
+    def clean_conditions(self) -> list[BuiltCondition]:
+        conditions = self.cleaned_data.get("built", []) + _parse_conditions(
+            self.cleaned_data["conditions"]
+        )
+        names = [c.name for c in conditions]
+        if len(conditions) < 2:
+            raise forms.ValidationError("A study needs at least two conditions.")
+        if len(set(names)) != len(names):
+            raise forms.ValidationError("Condition names must be different.")
+        return conditions
 
     def clean_criteria(self) -> list[tuple[str, str]]:
         return _parse_criteria(self.cleaned_data["criteria"])

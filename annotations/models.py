@@ -13,6 +13,8 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.db.models import Q
 
+from annotations.conditions import policy_summary
+
 RATIONALE_MAX_CHARS = 1000
 PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 PROFILE_LABEL_MAX_CHARS = 200
@@ -165,6 +167,12 @@ class Study(models.Model):
         return bool(self.gold_block_after) and gold_failures >= self.gold_block_after
 
 
+class ConditionQuerySet(models.QuerySet):
+    def ready(self) -> ConditionQuerySet:
+        """Conditions whose policy is complete: no calibration, or a finished one."""
+        return self.filter(Q(calibration__isnull=True) | Q(calibration__status="done"))
+
+
 class Condition(models.Model):
     """One arm of the study: a threshold policy, stored as the engine's JSON."""
 
@@ -173,6 +181,8 @@ class Condition(models.Model):
     policy = models.JSONField(help_text='Engine policy, e.g. {"kind": "static", "threshold": 0.05}')
     # Fixed order used to code pairwise choices (never the screen side).
     position = models.PositiveSmallIntegerField(default=0)
+
+    objects = ConditionQuerySet.as_manager()
 
     class Meta:
         ordering = ["study", "position", "id"]
@@ -185,6 +195,74 @@ class Condition(models.Model):
 
     def policy_text(self) -> str:
         return json.dumps(self.policy, sort_keys=True)
+
+    def summary(self) -> str:
+        """The policy in a few words, e.g. "static t=0.05 · calibrated to 50 % sparsity"."""
+        calibration = getattr(self, "calibration", None) if self.pk else None
+        target = calibration.target_sparsity if calibration is not None else None
+        return policy_summary(self.policy, target_sparsity=target)
+
+
+class CalibrationQuerySet(models.QuerySet):
+    def claimable(self, now: datetime) -> CalibrationQuerySet:
+        """Calibrations a worker may take: waiting, or running under a lease that has passed."""
+        return self.filter(
+            Q(status=Calibration.Status.PENDING)
+            | Q(status=Calibration.Status.RUNNING, lease_until__lt=now)
+        )
+
+
+class Calibration(models.Model):
+    """The background job that chooses a condition's thresholds for a target sparsity.
+
+    A worker on the generation queue profiles the model on a prompt set and writes the
+    thresholds into the condition's policy; until then the condition has no generations and
+    the study cannot launch."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Profiling"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class PromptSet(models.TextChoices):
+        ITEMS = "items", "The study's own items"
+        HUMANEVAL = "humaneval", "HumanEval prompts"
+
+    condition = models.OneToOneField(
+        Condition, on_delete=models.CASCADE, related_name="calibration"
+    )
+    target_sparsity = models.FloatField(help_text="Share of MLP activations to zero, 0 to <1.")
+    prompt_set = models.CharField(
+        max_length=16, choices=PromptSet.choices, default=PromptSet.ITEMS
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Share of the profiling prompts done, 0 to 1, for the setup page's progress bar.
+    progress = models.FloatField(default=0.0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # A running calibration whose lease has passed belongs to a dead worker.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # Sparsity the chosen thresholds give on the profiling prompts (the job's own check).
+    expected_sparsity = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CalibrationQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(target_sparsity__gte=0) & Q(target_sparsity__lt=1),
+                name="calibration_target_share",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"calibration of {self.condition} to {self.target_sparsity:.0%}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
 class Problem(models.Model):

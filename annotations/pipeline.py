@@ -35,6 +35,7 @@ def generations_create(*, study: Study) -> int:
     """Create the missing (item × condition × sample) generations of a study.
 
     Sample i is decoded with seed i, so every output can be reproduced from its row.
+    A condition still being calibrated gets its rows when its calibration is done.
     Returns how many rows were created; existing rows are left as they are."""
     existing = set(
         Generation.objects.filter(item__study=study).values_list(
@@ -44,7 +45,7 @@ def generations_create(*, study: Study) -> int:
     rows = [
         Generation(item=item, condition=condition, sample_index=sample, seed=sample)
         for item in study.items.all()
-        for condition in study.conditions.all()
+        for condition in study.conditions.ready()
         for sample in range(study.samples_per_item)
         if (item.id, condition.id, sample, sample) not in existing
     ]

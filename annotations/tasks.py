@@ -1,5 +1,6 @@
 """Celery tasks: thin shells that take ids, call the pipeline and return a word; and the
-functions that send them (`generations_enqueue`, `executions_enqueue`), so that the
+functions that send them (`generations_enqueue`, `calibrations_enqueue`,
+`executions_enqueue`), so that the
 pipeline never imports its tasks.
 
 Delivery is at least once (acks_late); every task is safe to run twice because the
@@ -7,6 +8,7 @@ database row, not the message, says what is done."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -15,8 +17,8 @@ from django.db import OperationalError, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from annotations import pipeline
-from annotations.models import Generation, Study
+from annotations import calibration, pipeline
+from annotations.models import Calibration, Generation, Study
 from evaluation.code_extraction import extract_code
 from evaluation.sandbox import check_candidate
 
@@ -106,6 +108,50 @@ def execute(generation_id: int) -> str:
     return execution.status
 
 
+@shared_task(queue="generation", **_RETRY)
+def calibrate(study_id: int) -> str:
+    """Profile the model for the study's waiting calibrations and store their thresholds;
+    then generate those conditions if the study's generations were already started."""
+    claimed = calibration.calibrations_claim(study_id=study_id)
+    if not claimed:
+        return "skipped"
+    study = claimed[0].condition.study
+    by_set: dict[str, list] = {}
+    for row in claimed:
+        by_set.setdefault(row.prompt_set, []).append(row)
+    stored = 0
+    for prompt_set, rows in by_set.items():
+        try:
+            # Imported here so the web process, which only enqueues, never loads torch.
+            from annotations.engine import calibrated_policy_for, calibration_profile, loaded_model
+
+            prompts = calibration.calibration_prompts(study=study, prompt_set=prompt_set)
+            profile = calibration_profile(
+                loaded_model(), prompts,
+                progress=functools.partial(_calibration_progress, rows),
+            )
+            chosen = [
+                calibrated_policy_for(profile, row.condition.policy, row.target_sparsity)
+                for row in rows
+            ]
+        except Exception as exc:  # a permanent error: recorded and shown on the setup page
+            log.exception("calibration of study %s failed", study_id)
+            calibration.calibrations_fail(calibrations=rows, error=f"{type(exc).__name__}: {exc}")
+            continue
+        for row, (policy, expected) in zip(rows, chosen, strict=True):
+            stored += calibration.calibration_finish(
+                calibration=row, policy=policy, expected_sparsity=expected
+            )
+    if stored and Generation.objects.filter(item__study=study).exists():
+        pipeline.generations_create(study=study)
+        generations_enqueue(study=study)
+    return f"calibrated {stored}"
+
+
+def _calibration_progress(rows: list, share: float) -> None:
+    calibration.calibrations_progress(calibrations=rows, progress=share)
+
+
 @shared_task(queue="generation")
 def reap_generations() -> int:
     """Periodic: re-send generations whose worker died, or whose message the broker
@@ -121,6 +167,15 @@ def generations_enqueue(*, study: Study) -> int:
     live worker, does nothing. Returns the number of tasks sent."""
     ids = Generation.objects.claimable(timezone.now()).filter(item__study=study)
     return _send(generate, ids.values_list("id", flat=True))
+
+
+def calibrations_enqueue(*, study: Study) -> bool:
+    """Send the study's calibration job, once the current transaction commits, if any of
+    its calibrations waits (safe to repeat: a second job finds nothing to claim)."""
+    if not Calibration.objects.claimable(timezone.now()).filter(condition__study=study).exists():
+        return False
+    calibrate.delay_on_commit(study.id)
+    return True
 
 
 def executions_enqueue(*, study: Study) -> int:

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotations.views import auth, rater, setup, staff
+from annotations.views import auth, conditions, rater, setup, staff
 
 urlpatterns = [
     path("", rater.home, name="home"),
@@ -16,7 +16,21 @@ urlpatterns = [
     path("invite/<slug:token>/", rater.invite_entry, name="invite_entry"),
     path("staff/studies/", staff.study_list, name="study_list"),
     path("staff/studies/new/", setup.study_new, name="study_new"),
+    path("staff/conditions/fields/", conditions.condition_fields, name="condition_fields"),
+    path("staff/conditions/add/", conditions.condition_add, name="condition_add"),
+    path("staff/conditions/sweep/", conditions.condition_sweep, name="condition_sweep"),
+    path("staff/conditions/count/", conditions.condition_count, name="condition_count"),
     path("staff/studies/<int:study_id>/setup/", setup.study_setup, name="study_setup"),
+    path(
+        "staff/studies/<int:study_id>/calibration/",
+        setup.study_calibration,
+        name="study_calibration",
+    ),
+    path(
+        "staff/studies/<int:study_id>/calibration/retry/",
+        setup.study_calibration_retry,
+        name="study_calibration_retry",
+    ),
     path("staff/studies/<int:study_id>/launch/", setup.study_launch, name="study_launch"),
     path("staff/studies/<int:study_id>/pause/", setup.study_pause, name="study_pause"),
     path("staff/studies/<int:study_id>/close/", setup.study_close, name="study_close"),

@@ -293,6 +293,7 @@ LOGGING = {
 CELERY_TASK_ROUTES = {
     "annotations.tasks.generate": {"queue": "generation"},
     "annotations.tasks.reap_generations": {"queue": "generation"},
+    "annotations.tasks.calibrate": {"queue": "generation"},
     "annotations.tasks.execute": {"queue": "execution"},
 }
 # The database is the record; this sweep re-sends work whose worker died.

@@ -6,6 +6,7 @@ import random
 
 from django.db import transaction
 
+from annotations.calibration import calibration_state
 from annotations.models import Condition, Criterion, GoldAnswer, Item, Problem, Study
 from annotations.selectors import study_progress
 
@@ -60,8 +61,9 @@ def study_create(
 def study_launch(*, study: Study) -> list[str]:
     """Open the study for rating, or return why not (and change nothing).
 
-    Refuses while generations are missing, waiting, running or awaiting their Pass@1
-    check, when there are no pairs, or when gold items are asked for but none exist."""
+    Refuses while a condition is being calibrated, while generations are missing, waiting,
+    running or awaiting their Pass@1 check, when there are no pairs, or when gold items are
+    asked for but none exist."""
     if study.status == Study.Status.CLOSED:
         return ["The study is closed."]
     reasons = []
@@ -69,6 +71,7 @@ def study_launch(*, study: Study) -> list[str]:
         reasons.append("It needs at least two conditions.")
     if not study.items.exists():
         reasons.append("It has no items.")
+    reasons += calibration_state(study).launch_blockers()
     progress = study_progress(study)
     if progress.total == 0:
         reasons.append("Generations have not been started (use Generate on the study page).")

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 
 from django.contrib.admin.views.decorators import staff_member_required
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
 
-from annotations import selectors, services
+from annotations import calibration, selectors, services, tasks
+from annotations.conditions import PairCount
 from annotations.forms import StudySetupForm
 from annotations.models import Study
+from annotations.views.conditions import builder_context
 from annotations.views.staff_actions import study_action
 
 _ITEM_FIELDS = ["dataset", "task_contains", "prompt_contains", "item_count", "seed", "prompts"]
@@ -24,30 +28,60 @@ def study_new(request: HttpRequest) -> HttpResponse:
     form = StudySetupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        study = services.study_create(
-            fields={name: data[name] for name in StudySetupForm.Meta.fields},
-            conditions=data["conditions"],
-            criteria=data["criteria"],
-            **{name: data[name] for name in _ITEM_FIELDS},
-        )
+        with transaction.atomic():
+            study = services.study_create(
+                fields={name: data[name] for name in StudySetupForm.Meta.fields},
+                conditions=[(c.name, c.policy) for c in data["conditions"]],
+                criteria=data["criteria"],
+                **{name: data[name] for name in _ITEM_FIELDS},
+            )
+            calibration.calibrations_create(study=study, built=data["conditions"])
+            tasks.calibrations_enqueue(study=study)
         return redirect("study_setup", study_id=study.id)
-    return render(request, "annotations/setup_new.html", {"form": form})
+    return render(request, "annotations/setup_new.html", builder_context(form))
 
 
 def _setup_page(request: HttpRequest, study: Study, *, reasons=(), status: int = 200):
+    conditions = list(study.conditions.select_related("calibration"))
+    n_items = study.items.count()
     context = {
         "study": study,
         "reasons": reasons,
-        "conditions": study.conditions.all(),
+        "conditions": conditions,
         "criteria": study.criteria.all(),
-        "n_items": study.items.count(),
+        "n_items": n_items,
         "n_pairs": study.pairs.count(),
         "invites": study.invites.select_related("rater").order_by("-created_at")[:50],
         "prolific_url": request.build_absolute_uri(reverse("prolific_entry", args=[study.id]))
         + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
         "quality": selectors.rater_quality(study),
+        "calibration": calibration.calibration_state(study),
+        "pair_count": PairCount(
+            conditions=len(conditions), items=n_items, design=study.pair_design,
+            overlap=study.overlap,
+        ),
     }
     return render(request, "annotations/setup_study.html", context, status=status)
+
+
+@staff_member_required
+@require_GET
+def study_calibration(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The calibration progress fragment; polling stops once every calibration finished."""
+    study = get_object_or_404(Study, id=study_id)
+    state = calibration.calibration_state(study)
+    response = render(
+        request, "annotations/setup_study.html#calibration", {"study": study, "calibration": state}
+    )
+    if state.finished:
+        response = HttpResponseStopPolling(response.content)
+    return response
+
+
+@study_action(then="study_setup")
+def study_calibration_retry(study: Study) -> None:
+    calibration.calibrations_retry(study=study)
+    tasks.calibrations_enqueue(study=study)
 
 
 @staff_member_required

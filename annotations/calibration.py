@@ -1,0 +1,166 @@
+"""Writes of the calibration job: a condition asks for a target sparsity, a worker on the
+generation queue profiles the model and writes the thresholds into the condition's policy.
+
+The profiling itself (torch) is `annotations.engine.calibrated_policies`; this module only
+moves rows, so the web process can import it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotations.conditions import BuiltCondition
+from annotations.models import Calibration, Condition, Problem, Study
+
+CALIBRATION_LEASE = timedelta(seconds=settings.GENERATION_LEASE_S)
+MAX_CALIBRATION_ATTEMPTS = 2
+# Prompts profiled per calibration: enough for stable quantiles of |h| (every token of every
+# layer counts), few enough to finish in a minute or two on a CPU.
+MAX_PROMPTS = 16
+
+
+def calibrations_create(*, study: Study, built: Iterable[BuiltCondition]) -> int:
+    """A pending calibration for each built condition that needs one (matched by name).
+    Returns how many were created; `tasks.calibrations_enqueue` sends the job."""
+    targets = {b.name: b for b in built if b.needs_calibration}
+    conditions = study.conditions.filter(name__in=targets)
+    rows = [
+        Calibration(
+            condition=c,
+            target_sparsity=targets[c.name].target_sparsity,
+            prompt_set=targets[c.name].calibration_set,
+        )
+        for c in conditions
+    ]
+    Calibration.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def calibrations_retry(*, study: Study) -> int:
+    """Failed calibrations of a study back to pending (then send the job again)."""
+    return Calibration.objects.filter(
+        condition__study=study, status=Calibration.Status.FAILED
+    ).update(status=Calibration.Status.PENDING, attempts=0, error="", progress=0.0)
+
+
+def calibrations_claim(*, study_id: int) -> list[Calibration]:
+    """Take the study's waiting calibrations for this worker (a guarded update: a second
+    worker, or a repeated message, gets none). A calibration whose worker died is taken
+    over; one tried `MAX_CALIBRATION_ATTEMPTS` times is marked failed."""
+    now = timezone.now()
+    mine = now + CALIBRATION_LEASE
+    waiting = Calibration.objects.claimable(now).filter(condition__study_id=study_id)
+    waiting.filter(attempts__gte=MAX_CALIBRATION_ATTEMPTS).update(
+        status=Calibration.Status.FAILED,
+        error=f"gave up after {MAX_CALIBRATION_ATTEMPTS} tries (the worker stopped each time)",
+    )
+    ids = list(waiting.filter(attempts__lt=MAX_CALIBRATION_ATTEMPTS).values_list("id", flat=True))
+    with transaction.atomic():
+        for calibration_id in ids:
+            Calibration.objects.claimable(now).filter(id=calibration_id).update(
+                status=Calibration.Status.RUNNING, lease_until=mine, progress=0.0,
+                attempts=F("attempts") + 1,
+            )
+    return list(
+        Calibration.objects.filter(
+            id__in=ids, status=Calibration.Status.RUNNING, lease_until=mine
+        ).select_related("condition__study")
+    )
+
+
+def calibration_prompts(*, study: Study, prompt_set: str) -> list[str]:
+    """The prompts a calibration profiles: the study's items, or HumanEval's from the
+    problem library (the same draw every time)."""
+    if prompt_set == Calibration.PromptSet.HUMANEVAL:
+        prompts = list(
+            Problem.objects.filter(dataset="humaneval").order_by("id").values_list(
+                "prompt", flat=True
+            )[:MAX_PROMPTS]
+        )
+    else:
+        prompts = list(study.items.order_by("id").values_list("prompt", flat=True)[:MAX_PROMPTS])
+    if not prompts:
+        raise ValueError(
+            f"no prompts to calibrate on ({Calibration.PromptSet(prompt_set).label}: none; "
+            "import the data set or add items)"
+        )
+    return prompts
+
+
+def calibrations_progress(*, calibrations: list[Calibration], progress: float) -> None:
+    Calibration.objects.filter(
+        id__in=[c.id for c in calibrations], status=Calibration.Status.RUNNING
+    ).update(progress=progress)
+
+
+def calibration_finish(*, calibration: Calibration, policy: dict, expected_sparsity: float) -> bool:
+    """Store the chosen policy on the condition; False if the lease was lost meanwhile."""
+    with transaction.atomic():
+        done = Calibration.objects.filter(
+            id=calibration.id, status=Calibration.Status.RUNNING,
+            lease_until=calibration.lease_until,
+        ).update(
+            status=Calibration.Status.DONE, progress=1.0, expected_sparsity=expected_sparsity,
+            lease_until=None, error="",
+        )
+        if done:
+            Condition.objects.filter(id=calibration.condition_id).update(policy=policy)
+    return bool(done)
+
+
+def calibrations_fail(*, calibrations: list[Calibration], error: str) -> None:
+    Calibration.objects.filter(
+        id__in=[c.id for c in calibrations], status=Calibration.Status.RUNNING
+    ).update(status=Calibration.Status.FAILED, error=error[:2000], lease_until=None)
+
+
+@dataclass(frozen=True)
+class CalibrationState:
+    """A study's calibrations, for the setup page and the launch rule."""
+
+    rows: list[Calibration]
+
+    @property
+    def unfinished(self) -> int:
+        return sum(not c.finished for c in self.rows)
+
+    @property
+    def failed(self) -> int:
+        return sum(c.status == Calibration.Status.FAILED for c in self.rows)
+
+    @property
+    def finished(self) -> bool:
+        return self.unfinished == 0
+
+    @property
+    def percent(self) -> int:
+        if not self.rows:
+            return 100
+        return round(100 * sum(c.progress for c in self.rows) / len(self.rows))
+
+    def launch_blockers(self) -> list[str]:
+        reasons = []
+        if self.unfinished:
+            reasons.append(
+                f"{self.unfinished} condition(s) are still being calibrated "
+                f"({self.percent} % done)."
+            )
+        if self.failed:
+            reasons.append(f"{self.failed} calibration(s) failed: retry them on the setup page.")
+        return reasons
+
+
+def calibration_state(study: Study) -> CalibrationState:
+    return CalibrationState(
+        rows=list(
+            Calibration.objects.filter(condition__study=study)
+            .select_related("condition")
+            .order_by("condition__position", "condition_id")
+        )
+    )

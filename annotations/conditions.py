@@ -1,0 +1,346 @@
+"""Conditions without JSON: what the setup page's condition builder offers, read from the
+engine's policy dataclasses, and how a built condition or a sweep becomes rows.
+
+Every family's fields, defaults, units and one-line meanings come from
+``inference.policies`` itself (``dataclasses.fields`` and their ``metadata``), so a field the
+engine adds appears in the builder without a change here. Fields a calibration job fills in
+(per-layer thresholds, a profile fingerprint) are not asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from inference.policies import (
+    BudgetPolicy,
+    CalibratedPolicy,
+    DensePolicy,
+    DynamicPolicy,
+    Policy,
+    PredictorPolicy,
+    StaticPolicy,
+)
+
+# The builder's order: the baseline first, then by how much machinery a family needs.
+FAMILIES: dict[str, type[Policy]] = {
+    cls.kind: cls
+    for cls in (
+        DensePolicy,
+        StaticPolicy,
+        CalibratedPolicy,
+        DynamicPolicy,
+        BudgetPolicy,
+        PredictorPolicy,
+    )
+}
+# Filled in by calibration (inference.profile), never typed.
+DERIVED = {
+    "calibrated": {"thresholds", "profile", "target_sparsity"},
+    "predictor": {"thresholds", "target_recall"},
+}
+# Families whose magnitude threshold a calibration job can choose for a target sparsity:
+# static/dynamic get one threshold for all layers, calibrated one per layer.
+CALIBRATABLE = ("static", "dynamic", "calibrated")
+# A sweep over target sparsities: the calibratable families and the budget controller,
+# whose active-fraction target is the sparsity itself.
+SWEEPABLE = (*CALIBRATABLE, "budget")
+# What stands in for the thresholds a calibration will choose, to validate the other fields.
+_STAND_IN = {
+    "static": {"threshold": 0.0},
+    "dynamic": {"threshold": 0.0},
+    "calibrated": {"target_sparsity": 0.0, "thresholds": [0.0]},
+}
+CALIBRATION_SETS = {
+    "items": "the study's own items",
+    "humaneval": "HumanEval prompts",
+}
+# Conditions past which the all-pairs design is called out (n·(n−1)/2 pairs per item).
+PAIR_WARNING_CONDITIONS = 5
+PAIR_WARNING_JUDGMENTS = 2000
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One policy field as the builder shows it."""
+
+    name: str
+    label: str
+    required: bool
+    default: Any  # None when required, or when the engine derives it (e.g. budget gains)
+    help: str
+    unit: str
+    choices: tuple[str, ...] = ()
+
+    @property
+    def is_number(self) -> bool:
+        return not self.choices and not isinstance(self.default, str)
+
+
+def _default(field: dataclasses.Field) -> tuple[bool, Any]:
+    """(required, default) of a dataclass field."""
+    if field.default is not dataclasses.MISSING:
+        return False, field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return False, field.default_factory()
+    return True, None
+
+
+def family_fields(kind: str) -> list[FieldSpec]:
+    """The fields the builder asks for in family `kind`, in the dataclass's order."""
+    cls = FAMILIES[kind]
+    derived = DERIVED.get(kind, set())
+    specs = []
+    for field in dataclasses.fields(cls):
+        if field.name in derived:
+            continue
+        meta = field.metadata
+        choices = tuple(meta.get("choices", ()))
+        required, default = _default(field)
+        specs.append(
+            FieldSpec(
+                name=field.name,
+                label=field.name.replace("_", " "),
+                required=required,
+                default=default,
+                help=meta.get("help", ""),
+                unit=meta.get("unit", ""),
+                choices=choices,
+            )
+        )
+    return specs
+
+
+def family_help(kind: str) -> str:
+    """The family's one-line meaning: the first line of its docstring."""
+    return (FAMILIES[kind].__doc__ or kind).strip().splitlines()[0]
+
+
+def _fraction(value: float) -> str:
+    return f"{value * 100:g} %"
+
+
+def policy_summary(policy: dict, *, target_sparsity: float | None = None) -> str:
+    """A condition's policy in a few words (never the raw JSON): the engine's label, the
+    site where it is not the default, and a calibration target."""
+    kind = policy.get("kind", "?")
+    try:
+        label = Policy.from_json(policy).label()
+    except ValueError:  # awaiting calibration: the thresholds are not there yet
+        label = str(kind)
+    parts = [label]
+    site = policy.get("site")
+    if site and site != _site_default(kind):
+        parts.append(f"on {site}")
+    if target_sparsity is not None and kind != "calibrated":
+        parts.append(f"calibrated to {_fraction(target_sparsity)} sparsity")
+    return " · ".join(parts)
+
+
+def _site_default(kind: str) -> str | None:
+    for spec in family_fields(kind) if kind in FAMILIES else ():
+        if spec.name == "site":
+            return spec.default
+    return None
+
+
+@dataclass(frozen=True)
+class BuiltCondition:
+    """A condition from the builder: its name, its policy JSON (without the thresholds a
+    calibration fills in), the target sparsity to calibrate to (None: no calibration) and
+    the prompts to calibrate on."""
+
+    name: str
+    policy: dict
+    target_sparsity: float | None = None
+    calibration_set: str = "items"
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.target_sparsity is not None and self.policy["kind"] in CALIBRATABLE and (
+            self.target_sparsity > 0 or self.policy["kind"] == "calibrated"
+        )
+
+    @property
+    def summary(self) -> str:
+        return policy_summary(self.policy, target_sparsity=self.target_sparsity)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "policy": self.policy,
+                "target_sparsity": self.target_sparsity,
+                "calibration_set": self.calibration_set,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BuiltCondition:
+        """Parse and re-check one hidden builder row (it came back from the browser)."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError("a built condition is not valid JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("policy"), dict):
+            raise ValueError("a built condition needs a name and a policy")
+        values = {k: str(v) for k, v in data["policy"].items() if k != "kind"}
+        target = data.get("target_sparsity")
+        if target is not None:
+            values["target_sparsity_percent"] = str(float(target) * 100)
+        return build_condition(
+            kind=str(data["policy"].get("kind")),
+            values=values,
+            name=str(data.get("name", "")),
+            calibration_set=str(data.get("calibration_set", "items")),
+        )
+
+
+def _parse_number(spec: FieldSpec, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{spec.label}: “{text}” is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{spec.label}: must be a finite number")
+    return value
+
+
+def _target(text: str) -> float | None:
+    text = text.strip().rstrip("%").strip()
+    if not text:
+        return None
+    try:
+        percent = float(text)
+    except ValueError:
+        raise ValueError(f"target sparsity: “{text}” is not a percentage") from None
+    if not 0 <= percent < 100:
+        raise ValueError(f"target sparsity must be from 0 to under 100 %, got {percent:g}")
+    return percent / 100
+
+
+def build_condition(
+    *, kind: str, values: dict[str, str], name: str = "", calibration_set: str = "items"
+) -> BuiltCondition:
+    """One condition from the builder's fields (text as typed; empty = the default).
+
+    For static and dynamic, a target sparsity (``target_sparsity_percent``) instead of a
+    threshold asks a calibration job for the threshold; calibrated always needs one.
+    Raises ``ValueError`` with a message for the researcher."""
+    if kind not in FAMILIES:
+        raise ValueError(f"unknown family “{kind}”")
+    if calibration_set not in CALIBRATION_SETS:
+        raise ValueError(f"unknown calibration set “{calibration_set}”")
+    target = _target(values.get("target_sparsity_percent", ""))
+    if kind == "calibrated" and target is None:
+        raise ValueError("calibrated: give a target sparsity in %")
+    if target is not None and kind not in CALIBRATABLE:
+        target = None  # a sweep's budget row carries the target in its own field
+    policy: dict[str, Any] = {"kind": kind}
+    for spec in family_fields(kind):
+        text = str(values.get(spec.name, "")).strip()
+        if text in ("", "None"):
+            if spec.name == "threshold" and target is not None:
+                continue  # calibration chooses it
+            if spec.required:
+                raise ValueError(
+                    f"{kind}: {spec.label} is required"
+                    + (" (or give a target sparsity to calibrate it)" if kind in CALIBRATABLE
+                       else "")
+                )
+            continue
+        if spec.choices:
+            if text not in spec.choices:
+                raise ValueError(f"{spec.label}: choose one of {', '.join(spec.choices)}")
+            policy[spec.name] = text
+        elif isinstance(spec.default, str):
+            policy[spec.name] = text
+        else:
+            policy[spec.name] = _parse_number(spec, text)
+    if target is not None and "threshold" in policy and kind != "calibrated":
+        raise ValueError(f"{kind}: give a threshold or a target sparsity, not both")
+    built = BuiltCondition(
+        name="", policy=policy, target_sparsity=target, calibration_set=calibration_set
+    )
+    if built.needs_calibration:  # the engine checks the rest with a stand-in threshold
+        Policy.from_json({**policy, **_STAND_IN[kind]})
+    else:
+        if target == 0 and kind in ("static", "dynamic"):
+            policy["threshold"] = 0.0  # 0 % sparsity: threshold 0, nothing to calibrate
+        policy = Policy.from_json(policy).to_json()  # the engine's own validation
+    name = name.strip()[:100] or policy_summary(policy, target_sparsity=target)
+    return BuiltCondition(
+        name=name[:100], policy=policy, target_sparsity=target, calibration_set=calibration_set
+    )
+
+
+def parse_sparsities(text: str) -> list[float]:
+    """`0, 25, 40 %` -> [0.0, 0.25, 0.4] (percentages, comma or space separated)."""
+    parts = [p for p in text.replace("%", " ").replace(",", " ").split() if p]
+    if not parts:
+        raise ValueError("give target sparsities in %, e.g. 0, 25, 40, 50, 65")
+    targets = [_target(p) for p in parts]
+    if len(set(targets)) != len(targets):
+        raise ValueError("each target sparsity once, please")
+    return sorted(t for t in targets if t is not None)
+
+
+def build_sweep(
+    *, kind: str, values: dict[str, str], sparsities: str, calibration_set: str = "items"
+) -> list[BuiltCondition]:
+    """One condition per target sparsity for family `kind`: static/dynamic/calibrated are
+    calibrated to reach it, budget holds an active fraction of 1 − target."""
+    if kind not in SWEEPABLE:
+        raise ValueError(f"a sweep needs one of {', '.join(SWEEPABLE)}, not “{kind}”")
+    site = values.get("site", "")
+    out = []
+    for target in parse_sparsities(sparsities):
+        row = {k: v for k, v in values.items() if k not in ("threshold", "target_active_fraction")}
+        if kind == "budget":
+            if target == 0:
+                raise ValueError("budget: a 0 % target leaves nothing to hold; start at > 0 %")
+            row["target_active_fraction"] = f"{1 - target:g}"
+        else:
+            row["target_sparsity_percent"] = f"{target * 100:g}"
+        name = f"{kind} {target * 100:g}%" + (f" {site}" if site and site != _site_default(kind)
+                                              else "")
+        out.append(build_condition(kind=kind, values=row, name=name,
+                                   calibration_set=calibration_set))
+    return out
+
+
+@dataclass(frozen=True)
+class PairCount:
+    """How many pairs and judgments a design asks for, and whether that is a lot."""
+
+    conditions: int
+    items: int
+    design: str
+    overlap: int
+
+    @property
+    def pairs_per_item(self) -> int:
+        n = self.conditions
+        return n * (n - 1) // 2 if self.design == "all_pairs" else max(n - 1, 0)
+
+    @property
+    def pairs(self) -> int:
+        return self.pairs_per_item * self.items
+
+    @property
+    def judgments(self) -> int:
+        return self.pairs * self.overlap
+
+    @property
+    def vs_first_pairs(self) -> int:
+        return max(self.conditions - 1, 0) * self.items
+
+    @property
+    def explodes(self) -> bool:
+        return self.judgments > PAIR_WARNING_JUDGMENTS or (
+            self.design == "all_pairs" and self.conditions > PAIR_WARNING_CONDITIONS
+        )

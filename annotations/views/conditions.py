@@ -1,0 +1,157 @@
+"""The condition builder on the new-study page: fields per family, add a condition or a
+sweep, and the pair count of the design. htmx fragments; the study form posts the rows."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.forms import BaseForm
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget, trigger_client_event
+
+from annotations.conditions import (
+    CALIBRATABLE,
+    CALIBRATION_SETS,
+    FAMILIES,
+    SWEEPABLE,
+    BuiltCondition,
+    PairCount,
+    build_condition,
+    build_sweep,
+    family_fields,
+    family_help,
+)
+
+DEFAULT_FAMILY = "static"
+_PREFIX = "p_"  # policy fields, apart from the study form's own names
+# The study form's fields the pair count reads.
+_COUNTED = ("conditions", "overlap", "pair_design", "dataset", "item_count", "prompts")
+
+
+def _family(request_data) -> str:
+    family = request_data.get("b_family", DEFAULT_FAMILY)
+    return family if family in FAMILIES else DEFAULT_FAMILY
+
+
+def _fields_context(family: str) -> dict:
+    return {
+        "family": family,
+        "family_help": family_help(family),
+        "fields": family_fields(family),
+        "calibratable": family in CALIBRATABLE,
+        "sweepable": family in SWEEPABLE,
+        "calibration_sets": CALIBRATION_SETS.items(),
+    }
+
+
+def _rows(form: BaseForm) -> list[BuiltCondition]:
+    """The builder's rows to show: what was posted (re-checked; a bad row is dropped, the
+    form error says why), or the dense baseline on a fresh page."""
+    if not form.is_bound:
+        return [BuiltCondition(name="dense", policy={"kind": "dense"})]
+    rows = []
+    for text in form.data.getlist("built"):
+        try:
+            rows.append(BuiltCondition.from_json(text))
+        except ValueError:
+            continue
+    return rows
+
+
+def builder_context(form: BaseForm) -> dict:
+    """The new-study page's context: the form and the builder."""
+    rows = _rows(form)
+    data = form.data if form.is_bound else QueryDict(mutable=True)
+    if not form.is_bound:
+        data.update({name: form[name].value() or "" for name in _COUNTED})
+    return {
+        "form": form,
+        "families": [(kind, family_help(kind)) for kind in FAMILIES],
+        "built_rows": rows,
+        "count": _pair_count(data, built=len(rows)),
+        **_fields_context(DEFAULT_FAMILY),
+    }
+
+
+@staff_member_required
+@require_GET
+def condition_fields(request: HttpRequest) -> HttpResponse:
+    return render(request, "annotations/_condition_fields.html", _fields_context(_family(
+        request.GET)))
+
+
+def _values(request: HttpRequest) -> dict[str, str]:
+    values = {
+        key.removeprefix(_PREFIX): value
+        for key, value in request.POST.items()
+        if key.startswith(_PREFIX)
+    }
+    values["target_sparsity_percent"] = request.POST.get("b_target", "")
+    return values
+
+
+def _build(request: HttpRequest, make: Callable[..., list[BuiltCondition]]) -> HttpResponse:
+    """Rows from the builder's fields for the list, or the builder's error message."""
+    try:
+        rows = make(
+            kind=_family(request.POST),
+            values=_values(request),
+            calibration_set=request.POST.get("b_set", "items"),
+        )
+    except ValueError as error:
+        response = render(request, "annotations/_builder_error.html", {"message": str(error)})
+        return reswap(retarget(response, "#builder-error"), "innerHTML")
+    response = render(request, "annotations/_condition_rows.html", {"built_rows": rows})
+    return trigger_client_event(response, "conditions-changed", after="settle")
+
+
+@staff_member_required
+@require_POST
+def condition_add(request: HttpRequest) -> HttpResponse:
+    """One condition from the builder's fields, as a row for the list (or why not)."""
+    name = request.POST.get("b_name", "")
+    return _build(request, lambda **fields: [build_condition(name=name, **fields)])
+
+
+@staff_member_required
+@require_POST
+def condition_sweep(request: HttpRequest) -> HttpResponse:
+    """One condition per target sparsity of the chosen family, as rows for the list."""
+    sparsities = request.POST.get("b_sparsities", "")
+    return _build(request, functools.partial(build_sweep, sparsities=sparsities))
+
+
+def _count_items(data) -> int:
+    try:
+        drawn = int(data.get("item_count") or 0) if data.get("dataset") else 0
+    except ValueError:
+        drawn = 0
+    text = data.get("prompts", "").replace("\r\n", "\n")
+    typed = sum(1 for block in text.split("\n---\n") if block.strip())
+    return max(drawn, 0) + typed
+
+
+@staff_member_required
+@require_POST
+def condition_count(request: HttpRequest) -> HttpResponse:
+    """How many pairs and judgments the design on the form asks for (at most: a data set
+    may hold fewer problems than asked for)."""
+    return render(request, "annotations/_pair_count.html", {"count": _pair_count(request.POST)})
+
+
+def _pair_count(data, *, built: int | None = None) -> PairCount:
+    lines = [line for line in data.get("conditions", "").splitlines() if line.strip()]
+    try:
+        overlap = max(int(data.get("overlap") or 1), 1)
+    except ValueError:
+        overlap = 1
+    return PairCount(
+        conditions=(len(data.getlist("built")) if built is None else built) + len(lines),
+        items=_count_items(data),
+        design=data.get("pair_design") or "all_pairs",
+        overlap=overlap,
+    )

@@ -1,0 +1,135 @@
+"""The new-study page's condition builder (annotations/views/conditions.py) and the study it
+creates: rows instead of JSON, calibrations that block launch until done."""
+
+import html as html_module
+import json
+import re
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotations import calibration, services
+from annotations.models import Calibration, Study
+from tests.annotations.test_setup import BASE
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(users) -> Client:
+    client = Client()
+    client.force_login(users[0])
+    return client
+
+
+def _rows(html: str) -> list[dict]:
+    values = re.findall(r'name="built" value="([^"]*)"', html)
+    return [json.loads(html_module.unescape(v)) for v in values]
+
+
+def test_the_page_offers_every_family_and_starts_with_dense(staff):
+    html = staff.get(reverse("study_new")).content.decode()
+    for kind in ("dense", "static", "calibrated", "dynamic", "budget", "predictor"):
+        assert f'<option value="{kind}"' in html, kind
+    assert [r["name"] for r in _rows(html)] == ["dense"]
+    assert 'name="p_threshold"' in html, "the default family's fields are on the page"
+
+
+def test_fields_of_a_family_with_defaults_and_meanings(staff):
+    html = staff.get(reverse("condition_fields"), {"b_family": "dynamic"}).content.decode()
+    assert 'name="p_entropy_scale"' in html and 'placeholder="default 2.0"' in html
+    assert "follows the model" in html, "the family's one-line meaning"
+    assert 'name="b_sparsities"' in html, "dynamic can be swept"
+    html = staff.get(reverse("condition_fields"), {"b_family": "predictor"}).content.decode()
+    assert 'name="b_sparsities"' not in html and 'name="p_predictor"' in html
+
+
+def test_add_a_condition_and_a_sweep(staff):
+    response = staff.post(reverse("condition_add"),
+                          {"b_family": "static", "p_threshold": "0.05", "b_name": ""})
+    assert response.status_code == 200
+    assert "conditions-changed" in response.headers["HX-Trigger-After-Settle"]
+    [row] = _rows(response.content.decode())
+    assert row["policy"] == {"kind": "static", "threshold": 0.05}
+    response = staff.post(reverse("condition_sweep"), {
+        "b_family": "calibrated", "b_sparsities": "25, 50", "b_set": "items"})
+    rows = _rows(response.content.decode())
+    assert [r["target_sparsity"] for r in rows] == [0.25, 0.5]
+
+
+def test_a_bad_field_is_shown_in_the_builder_not_the_list(staff):
+    response = staff.post(reverse("condition_add"), {"b_family": "static", "p_threshold": "x"})
+    assert response.headers["HX-Retarget"] == "#builder-error"
+    assert "not a number" in response.content.decode() and not _rows(response.content.decode())
+
+
+def test_the_pair_count_warns_and_shows_the_numbers(staff):
+    data = {"built": ["a"] * 9, "pair_design": "all_pairs", "overlap": "3", "dataset": "x",
+            "item_count": "20", "prompts": ""}
+    html = staff.post(reverse("condition_count"), data).content.decode()
+    assert "720 pairs" in html and "2160 judgments" in html and "160 pairs" in html
+    assert "alert warning" in html
+    html = staff.post(reverse("condition_count"), {**data, "pair_design": "vs_first"}).content
+    assert b"alert warning" not in html
+
+
+def test_create_a_study_from_built_rows_then_launch_waits_for_calibration(staff):
+    rows = [
+        {"name": "dense", "policy": {"kind": "dense"}},
+        {"name": "static 40%", "policy": {"kind": "static"}, "target_sparsity": 0.4,
+         "calibration_set": "items"},
+        {"name": "static 0%", "policy": {"kind": "static"}, "target_sparsity": 0.0},
+    ]
+    data = {**BASE, "conditions": "", "prompts": "Write fizzbuzz.",
+            "built": [json.dumps(r) for r in rows]}
+    response = staff.post(reverse("study_new"), data)
+    study = Study.objects.get(name=BASE["name"])
+    assert response.status_code == 302
+    assert list(study.conditions.values_list("name", flat=True)) == [r["name"] for r in rows]
+    assert study.conditions.get(name="static 0%").policy == {"kind": "static", "threshold": 0.0}
+    [cal] = Calibration.objects.all()
+    assert (cal.condition.name, cal.target_sparsity, cal.status) == ("static 40%", 0.4, "pending")
+    assert "still being calibrated" in " ".join(services.study_launch(study=study))
+    page = staff.get(reverse("study_setup", args=[study.id])).content.decode()
+    assert 'id="calibration"' in page and "every 2s" in page
+    assert "calibrated to 40 % sparsity" in page and '{"kind"' not in page
+    # The condition waits: no generations for it until its thresholds exist.
+    from annotations import pipeline
+
+    pipeline.generations_create(study=study)
+    assert not study.conditions.get(name="static 40%").generations.exists()
+
+
+def test_tampered_rows_are_refused_with_nothing_created(staff):
+    data = {**BASE, "conditions": "", "prompts": "x",
+            "built": [json.dumps({"name": "d", "policy": {"kind": "dense"}}),
+                      json.dumps({"name": "s", "policy": {"kind": "static", "threshold": -1}})]}
+    response = staff.post(reverse("study_new"), data)
+    assert response.status_code == 200 and "Built condition 2" in response.content.decode()
+    assert not Study.objects.exists()
+
+
+def test_an_expert_line_may_leave_a_calibrated_policy_to_the_job(staff):
+    data = {**BASE, "built": [], "prompts": "x", "conditions":
+            'dense = {"kind": "dense"}\ncal = {"kind": "calibrated", "target_sparsity": 0.5}\n'
+            'dyn = {"kind": "dynamic", "threshold": 0.05, "entropy_scale": 1}'}
+    staff.post(reverse("study_new"), data)
+    study = Study.objects.get()
+    assert Calibration.objects.get().condition.name == "cal"
+    state = calibration.calibration_state(study)
+    assert state.unfinished == 1 and not state.finished
+
+
+def test_calibration_progress_stops_polling_when_done(staff):
+    data = {**BASE, "built": [], "prompts": "x", "conditions":
+            'dense = {"kind": "dense"}\ncal = {"kind": "calibrated", "target_sparsity": 0.5}'}
+    staff.post(reverse("study_new"), data)
+    study = Study.objects.get()
+    url = reverse("study_calibration", args=[study.id])
+    assert staff.get(url).status_code == 200
+    Calibration.objects.update(status="failed", error="boom")
+    response = staff.get(url)
+    assert response.status_code == 286 and "boom" in response.content.decode()
+    staff.post(reverse("study_calibration_retry", args=[study.id]))
+    assert Calibration.objects.get().status == "pending"

@@ -1,0 +1,114 @@
+"""The condition builder's model of the policies: fields read from the engine's dataclasses,
+built conditions, sweeps, summaries and the pair count."""
+
+import dataclasses
+import json
+
+import pytest
+
+from annotations.conditions import (
+    FAMILIES,
+    BuiltCondition,
+    PairCount,
+    build_condition,
+    build_sweep,
+    family_fields,
+    family_help,
+    parse_sparsities,
+    policy_summary,
+)
+from inference.policies import DynamicPolicy, Policy
+
+
+def test_every_family_is_offered_with_a_one_line_meaning():
+    assert list(FAMILIES) == ["dense", "static", "calibrated", "dynamic", "budget", "predictor"]
+    for kind in FAMILIES:
+        assert family_help(kind) and "\n" not in family_help(kind), kind
+
+
+def test_fields_come_from_the_dataclass_with_their_defaults():
+    names = [f.name for f in family_fields("dynamic")]
+    expected = [f.name for f in dataclasses.fields(DynamicPolicy)]
+    assert names == expected, "the builder must list the engine's fields in the engine's order"
+    defaults = {f.name: f.default for f in family_fields("dynamic")}
+    assert defaults["reference_entropy"] == 2.0 and defaults["max_factor"] == 4.0
+    assert family_fields("dense") == []
+
+
+def test_fields_a_calibration_fills_in_are_not_asked_for():
+    assert "thresholds" not in {f.name for f in family_fields("calibrated")}
+    assert "thresholds" not in {f.name for f in family_fields("predictor")}
+
+
+def test_empty_fields_take_the_defaults_and_the_engine_validates():
+    built = build_condition(kind="dynamic", values={"threshold": "0.05", "entropy_scale": "1"})
+    assert built.policy == DynamicPolicy(threshold=0.05, entropy_scale=1.0).to_json()
+    assert not built.needs_calibration
+    assert built.name == "dynamic t=0.05 s=1", "an unnamed condition is named by its summary"
+    with pytest.raises(ValueError, match="max_factor"):
+        build_condition(kind="dynamic", values={"threshold": "0.05", "entropy_scale": "1",
+                                                "max_factor": "0.5"})
+    with pytest.raises(ValueError, match="not a number"):
+        build_condition(kind="static", values={"threshold": "abc"})
+    with pytest.raises(ValueError, match="threshold is required"):
+        build_condition(kind="static", values={})
+
+
+def test_a_target_sparsity_asks_for_calibration_instead_of_a_threshold():
+    built = build_condition(kind="static", values={"target_sparsity_percent": "40"})
+    assert built.needs_calibration and built.target_sparsity == 0.4
+    assert built.policy == {"kind": "static"}
+    assert "40 % sparsity" in built.summary
+    with pytest.raises(ValueError, match="not both"):
+        build_condition(kind="static", values={"threshold": "0.1", "target_sparsity_percent": "4"})
+    zero = build_condition(kind="static", values={"target_sparsity_percent": "0"})
+    assert not zero.needs_calibration and zero.policy["threshold"] == 0.0
+    with pytest.raises(ValueError, match="target sparsity"):
+        build_condition(kind="calibrated", values={})
+
+
+def test_a_built_row_survives_the_round_trip_through_the_browser():
+    built = build_condition(kind="calibrated", values={"target_sparsity_percent": "50"},
+                            name="cal 50", calibration_set="humaneval")
+    again = BuiltCondition.from_json(built.to_json())
+    assert again == built
+    tampered = json.loads(built.to_json())
+    tampered["policy"]["kind"] = "magic"
+    with pytest.raises(ValueError, match="unknown family"):
+        BuiltCondition.from_json(json.dumps(tampered))
+
+
+def test_a_sweep_makes_one_condition_per_target():
+    rows = build_sweep(kind="dynamic", values={"entropy_scale": "0.5"},
+                       sparsities="0, 25, 40 %, 65")
+    assert [r.name for r in rows] == ["dynamic 0%", "dynamic 25%", "dynamic 40%", "dynamic 65%"]
+    assert [r.target_sparsity for r in rows] == [0.0, 0.25, 0.4, 0.65]
+    assert [r.needs_calibration for r in rows] == [False, True, True, True]
+    assert all(r.policy["entropy_scale"] == 0.5 for r in rows)
+    budget = build_sweep(kind="budget", values={}, sparsities="25 50")
+    assert [r.policy["target_active_fraction"] for r in budget] == [0.75, 0.5]
+    assert not any(r.needs_calibration for r in budget)
+    for bad, message in [("", "give target"), ("10, 10", "once"), ("120", "under 100")]:
+        with pytest.raises(ValueError, match=message):
+            parse_sparsities(bad)
+    with pytest.raises(ValueError, match="sweep needs"):
+        build_sweep(kind="dense", values={}, sparsities="10")
+
+
+def test_summaries_never_show_the_raw_policy():
+    thresholds = [0.01 * i for i in range(30)]
+    summary = policy_summary({"kind": "calibrated", "target_sparsity": 0.5,
+                              "thresholds": thresholds, "profile": "x"})
+    assert summary == "calibrated s=0.5" and "[" not in summary
+    assert policy_summary({"kind": "dense"}) == "dense"
+    assert Policy.from_json({"kind": "static", "threshold": 0.05}).label() in policy_summary(
+        {"kind": "static", "threshold": 0.05})
+
+
+def test_the_pair_count_warns_when_all_pairs_explode():
+    small = PairCount(conditions=3, items=10, design="all_pairs", overlap=3)
+    assert (small.pairs, small.judgments, small.explodes) == (30, 90, False)
+    sweep = PairCount(conditions=9, items=20, design="all_pairs", overlap=3)
+    assert sweep.pairs_per_item == 36 and sweep.pairs == 720 and sweep.explodes
+    assert sweep.vs_first_pairs == 160
+    assert not PairCount(conditions=9, items=20, design="vs_first", overlap=3).explodes
