@@ -4,9 +4,9 @@ once, retried after a dead worker at most twice, and run by a real worker with t
 import pytest
 
 from annotations import calibration, pipeline
-from annotations.tasks import generations_enqueue
 from annotations.conditions import build_condition
 from annotations.models import Calibration, Condition, Generation
+from annotations.tasks import generations_enqueue
 from inference.policies import Policy
 from tests.annotations.conftest import make_study
 from tests.support.worker import celery_worker, wait_for
