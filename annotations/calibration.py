@@ -78,11 +78,9 @@ def calibration_prompts(*, study: Study, prompt_set: str) -> list[str]:
     """The prompts a calibration profiles: the study's items, or HumanEval's from the
     problem library (the same draw every time)."""
     if prompt_set == Calibration.PromptSet.HUMANEVAL:
-        prompts = list(
-            Problem.objects.filter(dataset="humaneval").order_by("id").values_list(
-                "prompt", flat=True
-            )[:MAX_PROMPTS]
-        )
+        # Asked as a study item would be, so the profile sees the prompts it will serve.
+        library = Problem.objects.filter(dataset="humaneval").order_by("id")[:MAX_PROMPTS]
+        prompts = [problem.model_prompt() for problem in library]
     else:
         prompts = list(study.items.order_by("id").values_list("prompt", flat=True)[:MAX_PROMPTS])
     if not prompts:

@@ -10,7 +10,6 @@ from django.db import transaction
 from annotations import pipeline
 from annotations.models import Condition, Item, Problem, Study
 from evaluation import datasets
-from evaluation.prompts import item_prompt
 
 DEMO_STUDY_NAME = "Demo: HumanEval under hot-neuron thresholds"
 DEMO_CONDITIONS = [
@@ -73,7 +72,7 @@ def demo_seed(*, n_items: int = 8, max_new_tokens: int = 128) -> Study:
                 problem=problem,
                 dataset=problem.dataset,
                 task_id=problem.task_id,
-                prompt=item_prompt(pipeline.problem_task(problem)),
+                prompt=problem.model_prompt(),
             )
             for problem in humaneval_problems(n_items)
         )

@@ -14,6 +14,8 @@ from django.db import models
 from django.db.models import Q
 
 from annotations.conditions import policy_summary
+from evaluation.datasets import Task
+from evaluation.prompts import task_prompt
 
 RATIONALE_MAX_CHARS = 1000
 PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -289,6 +291,23 @@ class Problem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset}/{self.task_id}"
+
+    def as_task(self) -> Task:
+        """This row as the plain `evaluation` task that prompts and the sandbox take."""
+        return Task(
+            dataset=self.dataset,
+            task_id=self.task_id,
+            prompt=self.prompt,
+            entry_point=self.entry_point or None,
+            tests=self.tests,
+            reference=self.reference,
+            metadata=self.metadata,
+            unavailable_reason=self.unavailable_reason or None,
+        )
+
+    def model_prompt(self) -> str:
+        """What the model is asked for this problem: its data set's prompt (evaluation.prompts)."""
+        return task_prompt(self.as_task())
 
 
 class Item(models.Model):

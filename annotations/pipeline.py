@@ -178,21 +178,7 @@ def problems_import(
 
 def item_task(item: Item) -> datasets.Task | None:
     """The scoring view of an item: its library problem as a task, or None when it has no tests."""
-    return None if item.problem is None else problem_task(item.problem)
-
-
-def problem_task(problem: Problem) -> datasets.Task:
-    """A library row as the plain `datasets.Task` that prompts and the sandbox take."""
-    return datasets.Task(
-        dataset=problem.dataset,
-        task_id=problem.task_id,
-        prompt=problem.prompt,
-        entry_point=problem.entry_point or None,
-        tests=problem.tests,
-        reference=problem.reference,
-        metadata=problem.metadata,
-        unavailable_reason=problem.unavailable_reason or None,
-    )
+    return None if item.problem is None else item.problem.as_task()
 
 
 def execution_record(

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from annotations import calibration, pipeline
 from annotations.models import Calibration, Generation, Study
-from evaluation.code_extraction import extract_code
+from evaluation.code_extraction import extract_answer_code
 from evaluation.sandbox import check_candidate
 
 log = logging.getLogger(__name__)
@@ -97,12 +97,7 @@ def execute(generation_id: int) -> str:
     task = pipeline.item_task(generation.item)
     if task is None:
         return "not-scorable"
-    as_continuation = task.dataset == "humaneval"
-    code = extract_code(
-        generation.text,
-        prompt=task.prompt if as_continuation else None,
-        entry_point=task.entry_point,
-    )
+    code = extract_answer_code(task, generation.text)
     result = check_candidate(task, code)
     execution, _ = pipeline.execution_record(generation=generation, code=code, result=result)
     return execution.status

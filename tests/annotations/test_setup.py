@@ -1,5 +1,6 @@
 """Staff study setup: create from the library or free text, launch rules, invites, export."""
 
+import html
 import json
 import re
 
@@ -9,6 +10,8 @@ from django.urls import reverse
 
 from annotations import pipeline, services
 from annotations.models import Condition, Item, Judgment, Problem, Study
+from evaluation import datasets
+from evaluation.prompts import task_prompt
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
@@ -51,6 +54,32 @@ def test_create_study_from_the_problem_library_with_a_seed(users):
     client.post(reverse("study_new"), {**BASE, "name": "again", "dataset": "humaneval"})
     again = sorted(Study.objects.get(name="again").items.values_list("task_id", flat=True))
     assert again == first, "the same seed must draw the same problems"
+
+
+def test_library_items_get_their_data_sets_prompt_shown_before_launch(users):
+    """MBPP as in its paper (task text, the test asserts, the function's name), HumanEval as an
+    instruction over its stub: the item's prompt is what the model is asked, never the bare
+    task text (which names no function: every check would fail with NameError)."""
+    mbpp = [t for t in datasets.load_mbpp() if t.task_id in ("mbpp/11", "mbpp/12")]
+    pipeline.problems_import(tasks=[*mbpp, datasets.load_humaneval()[0]])
+    client = staff_client(users)
+    client.post(reverse("study_new"), {**BASE, "name": "mbpp", "dataset": "mbpp"})
+    study = Study.objects.get(name="mbpp")
+    item = study.items.get(task_id="mbpp/11")
+    task = item.problem.as_task()
+    assert item.prompt == task_prompt(task)
+    assert item.prompt.startswith("You are an expert Python programmer")
+    for test in task.metadata["test_list"]:
+        assert test in item.prompt
+    assert "Write the function `remove_Occ`" in item.prompt
+    page = client.get(reverse("study_setup", args=[study.id])).content.decode()
+    shown = re.search(r'id="item-prompts">(.*?)</section>', page, re.S).group(1)
+    assert html.escape('assert remove_Occ("hello","l") == "heo"', quote=True) in shown
+
+    client.post(reverse("study_new"), {**BASE, "name": "he", "dataset": "humaneval"})
+    item = Study.objects.get(name="he").items.get()
+    assert item.prompt == task_prompt(item.problem.as_task())
+    assert item.prompt.startswith("Complete this Python function")
 
 
 def test_create_study_from_free_text_prompts(users):

@@ -225,8 +225,6 @@ def test_execution_worker_contains_hostile_code_and_keeps_serving(tmp_path):
 
 
 def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
-    from evaluation.prompts import item_prompt
-
     problems = [
         _problem("humaneval", "HumanEval/2"),
         _problem("mbpp", "mbpp/11"),
@@ -237,7 +235,7 @@ def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
     study.save()
     for p in problems:
         Item.objects.create(study=study, problem=p, dataset=p.dataset, task_id=p.task_id,
-                            prompt=item_prompt(pipeline.problem_task(p)))
+                            prompt=p.model_prompt())
     pipeline.generations_create(study=study)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.code_extraction import extract_code
+from evaluation.code_extraction import extract_answer_code, extract_code
 from evaluation.datasets import load_tasks
 from evaluation.sandbox import check_candidate
 
@@ -180,3 +180,45 @@ def test_real_smollm2_completions_extract_to_the_models_function(row):
     assert ast.parse((prompt or "") + code)
     assert "print(" not in code and "```" not in code and "This function" not in code
     assert check_candidate(problem, code).status == row["expected_status"]
+
+
+REMOVE_OCC = (
+    "def remove_Occ(s, ch):\n    s = s.replace(ch, '', 1)\n"
+    "    i = s.rfind(ch)\n    return s if i < 0 else s[:i] + s[i + 1:]\n"
+)
+# The shapes of issue 17: each answer defines the entry point somewhere; extraction keeps it.
+FAILURE_SHAPES = {
+    "definition outside the fence, only the usage fenced": (
+        "Here is the function:\n\n" + REMOVE_OCC + "\nExample usage:\n```python\n"
+        "print(remove_Occ('hello', 'l'))\n```\n"
+    ),
+    "definition followed by usage, one block": (
+        "```python\n" + REMOVE_OCC + "\nresult = remove_Occ('hello', 'l')\nprint(result)\n```"
+    ),
+    "several fenced blocks, the definition in the middle": (
+        "First import nothing:\n```python\n# no imports needed\n```\nThen:\n```python\n"
+        + REMOVE_OCC
+        + "```\nAnd try it:\n```python\nassert remove_Occ('PHP', 'P') == 'H'\n```"
+    ),
+    "definition indented inside a list item, outside any fence": (
+        "1. Define it:\n\n"
+        + "".join("    " + line + "\n" for line in REMOVE_OCC.splitlines())
+        + "\n2. Call it:\n```python\nremove_Occ('abcda', 'a')\n```"
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", FAILURE_SHAPES.values(), ids=FAILURE_SHAPES.keys())
+def test_the_entry_points_def_is_never_dropped(answer):
+    task = MBPP["mbpp/11"]
+    code = extract_answer_code(task, answer)
+    assert code.startswith("def remove_Occ(s, ch):"), code
+    assert "print(" not in code
+    assert check_candidate(task, code).status == "passed"
+
+
+def test_an_indented_continuation_of_the_humaneval_stub_is_scored_after_the_prompt():
+    answer = "    return [s for s in strings if s.startswith(prefix)]\n\nprint('done')\n"
+    code = extract_answer_code(PREFIX, answer)
+    assert code == "    return [s for s in strings if s.startswith(prefix)]\n"
+    assert check_candidate(PREFIX, code).status == "passed"
