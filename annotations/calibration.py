@@ -80,7 +80,7 @@ def calibration_prompts(*, study: Study, prompt_set: str) -> list[str]:
     if prompt_set == Calibration.PromptSet.HUMANEVAL:
         # Asked as a study item would be, so the profile sees the prompts it will serve.
         library = Problem.objects.filter(dataset="humaneval").order_by("id")[:MAX_PROMPTS]
-        prompts = [problem.model_prompt() for problem in library]
+        prompts = [problem.new_item(study).prompt for problem in library]
     else:
         prompts = list(study.items.order_by("id").values_list("prompt", flat=True)[:MAX_PROMPTS])
     if not prompts:

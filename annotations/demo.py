@@ -67,13 +67,6 @@ def demo_seed(*, n_items: int = 8, max_new_tokens: int = 128) -> Study:
         for position, (name, policy) in enumerate(DEMO_CONDITIONS):
             Condition.objects.create(study=study, name=name, policy=policy, position=position)
         Item.objects.bulk_create(
-            Item(
-                study=study,
-                problem=problem,
-                dataset=problem.dataset,
-                task_id=problem.task_id,
-                prompt=problem.model_prompt(),
-            )
-            for problem in humaneval_problems(n_items)
+            problem.new_item(study) for problem in humaneval_problems(n_items)
         )
     return study

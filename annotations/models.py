@@ -305,9 +305,16 @@ class Problem(models.Model):
             unavailable_reason=self.unavailable_reason or None,
         )
 
-    def model_prompt(self) -> str:
-        """What the model is asked for this problem: its data set's prompt (evaluation.prompts)."""
-        return task_prompt(self.as_task())
+    def new_item(self, study: Study) -> Item:
+        """An (unsaved) item of `study` asking this problem in its data set's prompt
+        (evaluation.prompts): every item drawn from the library is made here."""
+        return Item(
+            study=study,
+            problem=self,
+            dataset=self.dataset,
+            task_id=self.task_id,
+            prompt=task_prompt(self.as_task()),
+        )
 
 
 class Item(models.Model):

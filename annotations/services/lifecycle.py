@@ -48,14 +48,7 @@ def study_create(
             ids = sorted(problems.values_list("id", flat=True))
             chosen = random.Random(seed).sample(ids, min(item_count, len(ids)))
             items += [
-                Item(
-                    study=study,
-                    problem=p,
-                    dataset=p.dataset,
-                    task_id=p.task_id,
-                    prompt=p.model_prompt(),
-                )
-                for p in Problem.objects.filter(id__in=chosen).order_by("id")
+                p.new_item(study) for p in Problem.objects.filter(id__in=chosen).order_by("id")
             ]
         items += [
             Item(study=study, dataset="custom", task_id=f"custom/{i}", prompt=prompt)

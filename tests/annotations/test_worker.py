@@ -233,9 +233,7 @@ def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
     study = make_study(n_items=0, conditions=[("dense", {"kind": "dense"})])
     study.max_new_tokens = 48
     study.save()
-    for p in problems:
-        Item.objects.create(study=study, problem=p, dataset=p.dataset, task_id=p.task_id,
-                            prompt=p.model_prompt())
+    Item.objects.bulk_create(p.new_item(study) for p in problems)
     pipeline.generations_create(study=study)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
