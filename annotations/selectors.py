@@ -403,22 +403,75 @@ def rater_quality(study: Study) -> list[RaterQuality]:
     ]
 
 
-def judgments_for_analysis(study: Study) -> QuerySet[Judgment]:
-    """The study's judgments that count: not on gold (attention-check) pairs, and not by
-    raters the study's exclusion rules blocked. Analyses should read these."""
-    blocked = Enrolment.objects.filter(study=study, blocked_at__isnull=False).values("rater_id")
-    return Judgment.objects.filter(
-        assignment__pair__study=study, assignment__pair__gold__isnull=True
-    ).exclude(assignment__rater_id__in=blocked)
+# The one rule for which judgments count: the study page, the report and its exports, and
+# the preference pairs all read `judgments_for_analysis`, so they cannot disagree.
+COUNTING_RULE = (
+    "Judgments on gold (attention-check) pairs test the rater: they feed the gold accuracy "
+    "only. Every judgment of a rater the study blocked (after its number of failed attention "
+    "checks) is left out, gold checks included; every other judgment counts."
+)
+
+
+@dataclass(frozen=True)
+class ExcludedRater:
+    rater_id: int
+    judgments: int  # their judgments on ordinary pairs, all left out
+    gold_failures: int
+
+    @property
+    def reason(self) -> str:
+        return f"blocked after {self.gold_failures} failed attention check(s)"
+
+
+@dataclass(frozen=True)
+class JudgmentsForAnalysis:
+    """A study's judgments split by `COUNTING_RULE`: `counted` feed every statistic, `gold`
+    (the kept raters' attention checks) only the gold accuracy; `excluded` says who was left
+    out, with how many judgments and why."""
+
+    counted: QuerySet[Judgment]
+    gold: QuerySet[Judgment]
+    excluded: list[ExcludedRater]
+
+    @property
+    def excluded_judgments(self) -> int:
+        return sum(rater.judgments for rater in self.excluded)
+
+
+def judgments_for_analysis(study: Study) -> JudgmentsForAnalysis:
+    """Which of the study's judgments count (`COUNTING_RULE`), and what the rule left out."""
+    blocked = dict(
+        Enrolment.objects.filter(study=study, blocked_at__isnull=False).values_list(
+            "rater_id", "gold_failures"
+        )
+    )
+    judgments = Judgment.objects.filter(assignment__pair__study=study)
+    kept = judgments.exclude(assignment__rater_id__in=list(blocked))
+    ordinary = Q(assignment__pair__gold__isnull=True)
+    # Per blocked rater who judged at all: their ordinary judgments, all left out.
+    left_out = dict(
+        judgments.filter(assignment__rater_id__in=list(blocked))
+        .order_by()
+        .values_list("assignment__rater_id")
+        .annotate(n=Count("id", filter=ordinary))
+    )
+    return JudgmentsForAnalysis(
+        counted=kept.filter(ordinary),
+        gold=kept.exclude(ordinary),
+        excluded=[
+            ExcludedRater(rater_id=rater_id, judgments=n, gold_failures=blocked[rater_id])
+            for rater_id, n in sorted(left_out.items())
+        ],
+    )
 
 
 def preference_pairs(study: Study) -> Iterator[dict]:
     """Judgments as DPO preference records: prompt, chosen, rejected, plus ids.
 
-    Ties, "both bad", gold pairs and raters blocked by attention checks are left out."""
+    Ties, "both bad" and every judgment `COUNTING_RULE` leaves out are left out."""
     judgments = (
         judgments_for_analysis(study)
-        .filter(winner__in=[Judgment.Winner.A, Judgment.Winner.B])
+        .counted.filter(winner__in=[Judgment.Winner.A, Judgment.Winner.B])
         .select_related(
             "assignment__pair__item",
             "assignment__pair__generation_a__condition",

@@ -26,10 +26,12 @@ from django.utils import timezone
 from analysis.export import write_csv
 from analysis.pluralism import PERMUTATIONS
 from analysis.report import build_report, report_figures
+from annotations import selectors
 from annotations.models import CriterionRating, Execution, Generation, GoldAnswer, Judgment, Study
 from reports.tables import (
     GENERATION_EXPORT,
     JUDGMENT_EXPORT,
+    counting_summary,
     criterion_ratings_table,
     example_outputs,
     generation_rows,
@@ -77,9 +79,10 @@ class StudyReport:
 
 
 def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -> StudyReport:
-    """The full report of a study: the one function the command and the page both call,
-    so their numbers are identical for the same `bootstrap` (default `REPORT_BOOTSTRAP`)
-    and `seed`."""
+    """The full report of a study: the one function the command, the report page and the
+    study page all read (through `cached_report_files`), so their numbers are identical for
+    the same `bootstrap` (default `REPORT_BOOTSTRAP`) and `seed`. Which judgments count is
+    `selectors.judgments_for_analysis`'s rule; summary ``counting`` says what it left out."""
     if bootstrap is None:
         bootstrap = REPORT_BOOTSTRAP
     names = rater_pseudonyms(
@@ -87,7 +90,14 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
             "assignment__rater_id", flat=True
         )
     )
-    judgments = judgment_rows(study, names)
+    selection = selectors.judgments_for_analysis(study)
+    counted = set(selection.counted.values_list("id", flat=True))
+    # The statistics read the counted judgments and the kept raters' gold checks; the
+    # exports hold every judgment, with ``counted``.
+    read = counted | set(selection.gold.values_list("id", flat=True))
+    excluded = {r.rater_id for r in selection.excluded}
+    kept_names = {rid: name for rid, name in names.items() if rid not in excluded}
+    judgments = judgment_rows(study, names, counted=counted)
     generations = generation_rows(study)
     done = pd.DataFrame(
         [g for g in generations if g["status"] == Generation.Status.DONE],
@@ -97,16 +107,22 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         {"name": c.name, "policy": c.policy} for c in study.conditions.order_by("position", "id")
     ]
     summary = build_report(
-        pd.DataFrame(judgments, columns=JUDGMENT_EXPORT),
+        pd.DataFrame([j for j in judgments if j["judgment"] in read], columns=JUDGMENT_EXPORT),
         done,
         conditions,
         criterion_ratings=criterion_ratings_table(study),
-        profiles=profile_table(study, names),
+        profiles=profile_table(study, kept_names),
         profile_questions=study.profile_questions,
         bootstrap=bootstrap,
         seed=seed,
     )
-    summary = _json_ready({"study": {"id": study.id, "name": study.name}, **summary})
+    summary = _json_ready(
+        {
+            "study": {"id": study.id, "name": study.name},
+            "counting": counting_summary(selection, names, counted=len(counted)),
+            **summary,
+        }
+    )
     return StudyReport(
         study=study,
         summary=summary,
@@ -269,7 +285,11 @@ def report_fingerprint(study: Study, *, bootstrap: int, seed: int) -> str:
             .order_by("id")
             .values_list("pair_id", "winner")
         ),
-        "enrolments": list(study.enrolments.order_by("id").values_list("rater_id", "profile")),
+        "enrolments": list(
+            study.enrolments.order_by("id").values_list(
+                "rater_id", "profile", "blocked_at", "gold_failures"
+            )
+        ),
         "judgments": judgments,
         "ratings": ratings,
         "generations": generations,

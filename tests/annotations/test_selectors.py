@@ -3,7 +3,7 @@
 
 import pytest
 
-from annotations import services
+from annotations import selectors, services
 from tests.annotations.conftest import finish_generations, make_gold, make_study
 
 pytestmark = pytest.mark.django_db
@@ -28,8 +28,6 @@ def test_rater_quality_scores_gold_accuracy_and_blocking(users):
 
 
 def test_judgments_for_analysis_leave_out_gold_and_blocked_raters(users):
-    from annotations.selectors import judgments_for_analysis
-
     _, alice, bob = users
     study = make_study(n_items=1, overlap=2, raters=[alice, bob])
     finish_generations(study)
@@ -41,7 +39,14 @@ def test_judgments_for_analysis_leave_out_gold_and_blocked_raters(users):
                 services.judgment_submit(assignment=a, choice=b_side if rater == bob else a_side)
             except services.JudgmentRejected:
                 break
-    counted = judgments_for_analysis(study)
+    selection = selectors.judgments_for_analysis(study)
+    counted = selection.counted
     assert counted.exists()
     assert not counted.filter(assignment__pair__gold__isnull=False).exists()
     assert not counted.filter(assignment__rater=bob).exists()
+    assert list(selection.gold.values_list("assignment__rater__username", flat=True)) == [
+        "alice"
+    ], "the gold accuracy must read the kept raters' checks only"
+    assert selection.excluded == [
+        selectors.ExcludedRater(rater_id=bob.id, judgments=0, gold_failures=1)
+    ], selection.excluded

@@ -45,3 +45,16 @@ def test_results_fragment_is_closed_to_raters_and_anonymous(users):
     rater.force_login(alice)
     assert rater.get(url).status_code == 302, "a rater reached the study's results"
     assert Client().get(url).status_code == 302, "an anonymous visitor reached the results"
+
+
+def test_results_fragment_of_a_study_without_judgments_says_why(users):
+    staff, _, _ = users
+    study = make_study(n_items=1)
+    finish_generations(study)
+    client = Client()
+    client.force_login(staff)
+    response = client.get(reverse("study_results", args=[study.id]), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200, html
+    assert "not yet computable — no judgments yet" in html
+    assert "0 judgments counted" in html and "No rater left out" in html
