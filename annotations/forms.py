@@ -218,9 +218,9 @@ class StudySetupForm(forms.ModelForm):
         model = Study
         fields = [
             "name", "description", "instructions", "consent_text", "pair_design", "overlap",
-            "items_per_rater", "gold_rate", "gold_block_after", "min_response_ms",
-            "lease_minutes", "completion_code", "completion_url", "max_new_tokens",
-            "samples_per_item", "temperature", "profile_questions",
+            "adaptive_assignment", "items_per_rater", "gold_rate", "gold_block_after",
+            "min_response_ms", "lease_minutes", "completion_code", "completion_url",
+            "max_new_tokens", "samples_per_item", "temperature", "profile_questions",
         ]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),

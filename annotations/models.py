@@ -108,6 +108,12 @@ class Study(models.Model):
     pair_design = models.CharField(
         max_length=16, choices=PairDesign.choices, default=PairDesign.ALL_PAIRS
     )
+    # Off: pairs fill in balanced order. On: the next pair goes to the condition pair whose
+    # win-rate CI is widest (analysis.adaptive), within the same overlap, cap and lease rules.
+    adaptive_assignment = models.BooleanField(
+        default=False,
+        help_text="Send the next pair to the condition pair whose win rate is least certain.",
+    )
     items_per_rater = models.PositiveIntegerField(
         null=True, blank=True, help_text="Most pairs one rater judges (gold items not counted)."
     )

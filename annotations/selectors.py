@@ -189,6 +189,36 @@ WHERE p.study_id = %s
 """
 
 
+class ConditionPairScores(NamedTuple):
+    """A condition pair's judgments so far, scored 1 / ½ (tie) / 0 for its first
+    condition: how many, their sum and their sum of squares."""
+
+    n: int
+    total: float
+    squares: float
+
+
+def condition_pair_scores(study: Study) -> dict[tuple[int, int], ConditionPairScores]:
+    """Every judged condition pair's scores (gold pairs left out), keyed like
+    `OpenPair.conditions`; one grouped query."""
+    rows = (
+        Judgment.objects.filter(assignment__pair__study=study, gold_correct=None)
+        .values_list(
+            "assignment__pair__generation_a__condition_id",
+            "assignment__pair__generation_b__condition_id",
+        )
+        .annotate(
+            n=Count("id"),
+            wins=Count("id", filter=Q(winner=Judgment.Winner.A)),
+            ties=Count("id", filter=Q(winner=Judgment.Winner.TIE)),
+        )
+    )
+    return {
+        (a, b): ConditionPairScores(n, wins + ties / 2, wins + ties / 4)
+        for a, b, n, wins, ties in rows
+    }
+
+
 def pairs_open_to(study: Study, rater: AbstractBaseUser, *, now=None) -> list[OpenPair]:
     """Ordinary (not gold) pairs the rater has never had that still have room below the
     study's overlap, with their live assignments; unordered."""

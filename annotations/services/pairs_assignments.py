@@ -7,15 +7,18 @@ from __future__ import annotations
 import logging
 import random
 
+import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from analysis.adaptive import pair_priorities, score_variance
 from annotations.highlight import pairs_warm
 from annotations.models import Assignment, Generation, GoldAnswer, Item, Pair, Study
 from annotations.selectors import (
     PAIR_TAKEN_SQL,
     RaterProgress,
+    condition_pair_scores,
     pair_taken,
     pairs_open_to,
     rater_history,
@@ -132,8 +135,10 @@ def assignment_next_counted(
     - An open assignment is resumed (its lease renewed) while its pair still needs it;
       an expired one whose pair got its judgments from others is released.
     - New work: with probability `study.gold_rate` an unseen gold pair; otherwise the pair
-      with the fewest live raters (judged or leased) below `study.overlap`, ties broken by
-      the condition pair this rater has seen least (balance), then at random.
+      with the fewest live raters (judged or leased) below `study.overlap`, ties broken
+      (with `study.adaptive_assignment`) by the condition pair whose win rate is least
+      certain, then by the condition pair this rater has seen least (balance), then at
+      random.
     - Never a pair this rater has had; never more than `study.items_per_rater` ordinary pairs.
     - The side is randomized and stored. Safe under concurrent raters (see `pair_lock`).
 
@@ -171,7 +176,10 @@ def assignment_next_counted(
         candidates = pairs_open_to(study, rater, now=now)
         seen = history.seen_by_conditions()
         rng.shuffle(candidates)
-        candidates.sort(key=lambda row: (row.n_raters, seen[row.conditions]))
+        widest = _ci_widths(study, candidates) if study.adaptive_assignment else {}
+        candidates.sort(
+            key=lambda row: (row.n_raters, -widest.get(row.conditions, 0), seen[row.conditions])
+        )
         ids = [row.pair_id for row in candidates]
         made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now)
         if made is not None or not ids:
@@ -189,6 +197,19 @@ def assignment_next_counted(
     if made is not None:
         history = history.with_new(made.id, gold=gold)
     return made, rater_progress(study, rater, history=history, available=available)
+
+
+def _ci_widths(study: Study, candidates: list) -> dict[tuple[int, int], float]:
+    """Adaptive assignment: each candidate condition pair's priority under
+    `analysis.adaptive`'s widest-CI rule (a pair's current win-rate standard error)."""
+    scores = condition_pair_scores(study)
+    pairs = sorted({row.conditions for row in candidates})
+    n, total, squares = (
+        np.array([getattr(scores.get(pair), field, 0) for pair in pairs], float)
+        for field in ("n", "total", "squares")
+    )
+    priorities = pair_priorities(n, score_variance(n, total, squares), "widest")
+    return dict(zip(pairs, priorities.tolist(), strict=True))
 
 
 def _assignment_first(

@@ -212,3 +212,40 @@ def test_assignment_goes_to_least_annotated_pair(users):
 def test_open_assignment_is_resumed_not_replaced(leased):
     first = leased
     assert services.assignment_next(study=first.pair.study, rater=first.rater) == first
+
+
+def _judged_history(study: Study, rater) -> None:
+    """`rater` has judged items 0–9: condition pair (0, 1) lopsided (condition 0 always
+    won), (0, 2) and (1, 2) split evenly. Items 10 and 11 are left open."""
+    conditions = list(study.conditions.order_by("position").values_list("id", flat=True))
+    pairs = Pair.objects.filter(study=study, item__task_id__in=[f"HumanEval/{i}" for i in
+                                                                 range(10)])
+    for k, pair in enumerate(pairs.select_related("generation_a", "generation_b")):
+        lopsided = (pair.generation_a.condition_id, pair.generation_b.condition_id) == (
+            conditions[0], conditions[1])
+        held = Assignment.objects.create(pair=pair, rater=rater, a_on_left=True,
+                                         lease_until=timezone.now() + timedelta(hours=1))
+        services.judgment_submit(assignment=held,
+                                 choice="left" if lopsided or k % 2 else "right")
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_adaptive_assignment_sends_raters_to_the_least_certain_condition_pairs(users, adaptive):
+    _, alice, bob = users
+    study = make_study(n_items=12, overlap=1, raters=[alice, bob])
+    Study.objects.filter(id=study.id).update(adaptive_assignment=adaptive)
+    study.refresh_from_db()
+    finish_generations(study)
+    _judged_history(study, bob)
+    first = list(study.conditions.order_by("position").values_list("id", flat=True))[:2]
+    rng, given = random.Random(0), []
+    for _ in range(4):
+        held = services.assignment_next(study=study, rater=alice, rng=rng)
+        pair = Pair.objects.select_related("generation_a", "generation_b").get(id=held.pair_id)
+        given.append([pair.generation_a.condition_id, pair.generation_b.condition_id])
+        services.judgment_submit(assignment=held, choice="tie")
+    if adaptive:  # the two split condition pairs' four open pairs come first
+        assert first not in given, f"adaptive gave the settled condition pair: {given}"
+    else:  # balance per rater: all three condition pairs within the first three
+        assert first in given[:3], given
+    assert services.assignment_next(study=study, rater=alice, rng=rng) is not None

@@ -266,3 +266,18 @@ def test_the_model_validates_profile_questions_too(value, message):
     study = Study(name="s", consent_text="ok", profile_questions=value)
     with pytest.raises(ValidationError, match=re.escape(message)):
         study.full_clean()
+
+
+def test_adaptive_assignment_is_off_unless_ticked(users):
+    client = staff_client(users)
+    client.post(reverse("study_new"), {**BASE, "name": "plain", "prompts": "x"})
+    client.post(
+        reverse("study_new"),
+        {**BASE, "name": "adaptive", "prompts": "x", "adaptive_assignment": "on"},
+    )
+    chosen = dict(Study.objects.values_list("name", "adaptive_assignment"))
+    assert chosen == {"plain": False, "adaptive": True}
+    page = client.get(reverse("study_setup", args=[Study.objects.get(name="adaptive").id]))
+    assert "adaptive: the condition pair whose win rate is least certain first" in (
+        page.content.decode()
+    )
