@@ -1,10 +1,13 @@
 """The engine's benchmarks behind one command (results and commands: docs/benchmarks.md).
 
-    python -m inference bench {ffn,decode,quality} [...]   (or python -m benchmarks.bench_engine)
+    python -m inference bench {ffn,decode,quality,e2e} [...]
+    python -m benchmarks.bench_engine {ffn,decode,quality,e2e} [...]   (the same)
 
 - ``ffn`` (``bench_ffn``): one FFN layer, dense vs the gathered active neurons.
 - ``decode`` (``bench_decode``): tokens/s of ``transformers`` against the engine per policy.
 - ``quality`` (``bench_quality``): teacher-forced agreement, KL and perplexity against dense.
+- ``e2e`` (``bench_e2e``): decode tokens/s and bytes per token of each threshold site against
+  dense on a random model of a named shape (default ``tinyllama-1.1b``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_decode, bench_ffn, bench_quality
+from benchmarks import bench_decode, bench_e2e, bench_ffn, bench_quality
 from inference.policies import DensePolicy, policy_argument
 
 
@@ -23,11 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m inference bench",
         description="benchmarks: one FFN layer, decoding, or quality against dense",
     )
-    bench.add_argument("what", choices=["ffn", "decode", "quality"])
-    bench.add_argument("--shape", default="llama-70b", help="ffn: a name from config.SHAPES")
+    bench.add_argument("what", choices=["ffn", "decode", "quality", "e2e"])
+    bench.add_argument(
+        "--shape", default=None,
+        help="ffn (default llama-70b), e2e (default tinyllama-1.1b): a name from config.SHAPES",
+    )
+    bench.add_argument("--sparsity", type=float, default=0.5, help="e2e: target sparsity")
+    bench.add_argument("--tokens", type=int, default=32, help="e2e: new tokens per run")
+    bench.add_argument("--rounds", type=int, default=3, help="e2e: alternating rounds")
     bench.add_argument("--active", default="0.5,0.3,0.1", help="ffn: active neuron fractions")
     bench.add_argument("--reps", type=int, default=None, help="repetitions (ffn 5, decode 1)")
-    bench.add_argument("--threads", type=int, default=None, help="ffn: torch threads")
+    bench.add_argument("--threads", type=int, default=None, help="ffn, e2e (2): torch threads")
     bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     bench.add_argument("--model", type=Path, default=None, help="decode: .gguf or HF dir")
     bench.add_argument("--cache-dir", type=Path, default=None)
@@ -58,11 +67,18 @@ def run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
         )
         text = bench_quality.format_quality(result)
+    elif args.what == "e2e":
+        result = bench_e2e.bench_e2e(
+            args.shape or "tinyllama-1.1b", args.sparsity, tokens=args.tokens,
+            rounds=args.rounds, threads=args.threads or 2,
+        )  # fmt: skip
+        text = bench_e2e.format_e2e(result)
     elif args.what == "ffn":
         active = [float(a) for a in args.active.split(",")]
         result = bench_ffn.bench_ffn(
-            args.shape, active, reps=args.reps, dtype=args.dtype, threads=args.threads
-        )
+            args.shape or "llama-70b", active, reps=args.reps, dtype=args.dtype,
+            threads=args.threads,
+        )  # fmt: skip
         text = bench_ffn.format_ffn(result)
     else:
         result = bench_decode.bench_decode(

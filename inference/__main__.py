@@ -14,7 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from inference.policies import policy_argument  # noqa: E402  (after the offline switch)
+from inference.policies import SITES, policy_argument  # noqa: E402  (after the offline switch)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -176,8 +176,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.target_sparsity is None:
         raise ValueError("--profile needs --target-sparsity, e.g. 0.5")
     profile = Profile.load(args.profile)
-    policy = calibrated_policy(profile, args.target_sparsity)
-    expected = profile.active_fraction(list(policy.thresholds))
+    policy = calibrated_policy(profile, args.target_sparsity, args.site)
+    expected = profile.active_fraction(list(policy.thresholds), args.site)
     sparsity = 1.0 - sum(expected) / len(expected)
     print(
         f"target sparsity {args.target_sparsity:.1%}, achieved on the calibration set "
@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--profile", type=Path, default=None, help="profile: magnitude thresholds")
     cal.add_argument("--target-sparsity", type=float, default=None, help="e.g. 0.5")
+    cal.add_argument(
+        "--site", default="h", choices=SITES,
+        help="where the threshold applies: h, gate (CATS) or input (TEAL, per projection)",
+    )
     cal.add_argument("--predictor", type=Path, default=None, help="predictor file (`predict`)")
     cal.add_argument("--target-recall", type=float, default=None, help="e.g. 0.95")
     cal.set_defaults(func=_cmd_calibrate)

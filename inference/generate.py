@@ -37,8 +37,15 @@ class GenerationResult:
     finish_reason: str
     prefill_s: float = 0.0
     token_ids: list[int] = field(default_factory=list)
-    # Work a hot/cold MLP really skipped per decode step (0 for masking-only SparseMLP): weight
-    # bytes not read, multiply-adds not done (2 FLOPs per weight), share of dense MLP bytes.
+    # Weight bytes read per decode step, from the modules' actual active counts (a step that
+    # reads every weight: dense_weight_bytes_per_token): MLP, attention projections, and in
+    # total (with the LM head; embedding rows and norms are left out).
+    weight_bytes_read_per_token: float = 0.0
+    mlp_weight_bytes_read_per_token: float = 0.0
+    attention_weight_bytes_read_per_token: float = 0.0
+    dense_weight_bytes_per_token: float = 0.0
+    # Work the MLPs skipped per decode step: weight bytes not read, multiply-adds not done
+    # (2 FLOPs per weight), share of dense MLP bytes (negative if a predictor costs more).
     mlp_bytes_skipped_per_token: float = 0.0
     mlp_flops_skipped_per_token: float = 0.0
     mlp_bytes_skipped_fraction: float = 0.0
@@ -158,7 +165,7 @@ def generate(
         factor = controller(
             entropy_nats(logits), telemetry.last_active_fraction(), telemetry.last_step_s
         )
-        set_thresholds(model, [t * factor for t in base_thresholds])
+        set_thresholds(model, base_thresholds, factor)
         logits = decode_one_token(model, token.to(telemetry.device), cache)
         token = sample(logits.cpu(), temperature, generator)  # .cpu() waits for a GPU
         tokens.append(int(token))

@@ -183,6 +183,7 @@ class HotColdMLP(SparseMLP):
         read += self.predictor_weights if predicting else 0
         self.active_fractions.append((hot + cold) / (tokens * self.num_neurons))
         self.skipped_weights.append(self.dense_weights - read if tokens == 1 else 0)
+        self.read_weights.append(read if tokens == 1 else self.dense_weights)
         self.hot_active.append(hot)
         self.all_active.append(hot + cold)
 

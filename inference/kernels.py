@@ -1,9 +1,14 @@
-"""The gathered FFN for one token: only the active neurons' weights are read.
+"""Kernels for one decoded token that read only the weights of active neurons or kept inputs.
 
-``gathered_ffn`` is the one implementation used by ``PredictorMLP`` (all neurons) and by the cold
-block of ``HotColdMLP`` (the hybrid device path). It calls the compiled CPU kernel
-(``csrc/gathered_ffn.cpp``) where that applies and a pure-PyTorch path otherwise, which gives the
-same numbers more slowly.
+- ``gathered_ffn``: gate, up and down rows of the active neurons (``PredictorMLP``, the cold
+  block of ``HotColdMLP``);
+- ``gated_ffn``: up and down rows of the active neurons, gate given (CATS, the ``gate`` site);
+- ``rows_matvec``: ``sum_i coef_i * rows[idx_i]`` over a weight stored transposed (TEAL, the
+  ``input`` site; the down rows of the ``h`` site).
+
+Each calls the compiled CPU kernel (``csrc/gathered_ffn.cpp``) where that applies (fp32 on the
+CPU) and a PyTorch path otherwise (other dtypes, CUDA: gathered rows with torch ops), which gives
+the same numbers.
 
 ``torch.utils.cpp_extension.load`` compiles the project's own C++ file with the system compiler
 (~40 s once; cached under ``~/.cache/torch_extensions``). Where it cannot be built (no compiler),
@@ -24,29 +29,35 @@ _SOURCE = Path(__file__).parent / "csrc" / "gathered_ffn.cpp"
 _state: dict = {}
 
 
-def compiled_gathered_ffn():
-    """The kernel function ``(gu [F,2,D], down_t [F,D], x [D], idx [n]) -> out [D]``, or None."""
-    if "fn" in _state:
-        return _state["fn"]
-    _state["fn"] = None
+def compiled_kernels():
+    """The compiled extension module (``gathered_ffn``, ``gated_ffn``, ``rows_matvec``), or None."""
+    if "module" in _state:
+        return _state["module"]
+    _state["module"] = None
     if os.environ.get("INFERENCE_GATHER_KERNEL", "1") == "0":
         return None
     try:
         from torch.utils.cpp_extension import load
 
         module = load(
-            name="inference_gathered_ffn",
+            name="inference_sparse_kernels",
             sources=[str(_SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
-        _state["fn"] = module.gathered_ffn
+        _state["module"] = module
     except Exception as exc:  # noqa: BLE001  (no compiler, headers, ninja...): fall back
         warnings.warn(
             f"gathered FFN kernel not built ({exc}); using the PyTorch path", stacklevel=2
         )
-    return _state["fn"]
+    return _state["module"]
+
+
+def compiled_gathered_ffn():
+    """The kernel function ``(gu [F,2,D], down_t [F,D], x [D], idx [n]) -> out [D]``, or None."""
+    module = compiled_kernels()
+    return None if module is None else module.gathered_ffn
 
 
 def bag_sum(rows: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -94,3 +105,43 @@ def gathered_ffn(
     if x1.device.type == "cpu":
         return bag_sum(down_t, active, h), buffer
     return torch.mv(down_t.index_select(0, active).t(), h), buffer
+
+
+def _cpu_fp32(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+def rows_matvec(
+    rows: torch.Tensor, index: torch.Tensor, coef: torch.Tensor, *, use_kernel: bool = True
+) -> torch.Tensor:
+    """``sum_i coef[i] * rows[index[i]]`` reading only the indexed rows. ``rows: [R, C]``
+    (contiguous), ``index: [n]`` int64, ``coef: [n]``. -> ``[C]``"""
+    if index.numel() == 0:
+        return rows.new_zeros(rows.shape[1])
+    module = compiled_kernels() if use_kernel and _cpu_fp32(rows, coef) else None
+    if module is not None:
+        return module.rows_matvec(rows, index, coef.contiguous())
+    if rows.device.type == "cpu":
+        return bag_sum(rows, index, coef)
+    return coef @ rows.index_select(0, index)
+
+
+def gated_ffn(
+    up: torch.Tensor,
+    down_t: torch.Tensor,
+    x1: torch.Tensor,
+    active: torch.Tensor,
+    a: torch.Tensor,
+    *,
+    use_kernel: bool = True,
+) -> torch.Tensor:
+    """CATS for one token: ``sum_i a[i] * (up[active[i]] . x1) * down_t[active[i]]``, where ``a``
+    is ``act(gate . x1)`` of the ``active`` neurons (gate was read whole). ``up, down_t: [F, D]``,
+    ``x1: [D]``. Reads ``2 * n * D`` weights. -> ``[D]``"""
+    if active.numel() == 0:
+        return x1.new_zeros(down_t.shape[1])
+    module = compiled_kernels() if use_kernel and _cpu_fp32(up, x1) else None
+    if module is not None:
+        return module.gated_ffn(up, down_t, x1.contiguous(), active, a.contiguous())
+    h = a * torch.mv(up.index_select(0, active), x1)  # [n]
+    return rows_matvec(down_t, active, h, use_kernel=False)

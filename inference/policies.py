@@ -31,13 +31,50 @@ def _number(data: dict, key: str, *, minimum: float = 0.0, default: float | None
     return float(value)
 
 
+SITES = ("h", "gate", "input")
+# What a threshold at each site lets the engine skip reading (``Policy.skipped_weights``).
+SKIPPED_WEIGHTS = {
+    "h": ("down",),
+    "gate": ("up", "down"),
+    "input": ("q", "k", "v", "o", "gate", "up", "down"),
+}
+_SITE_HELP = (
+    "where the magnitude threshold applies: h = |silu(gate x) * up x| (reads gate and up whole, "
+    "down only for kept neurons), gate = |silu(gate x)| (CATS: reads up and down only for kept "
+    "neurons), input = the input of every projection (TEAL: reads only the weight columns of "
+    "kept inputs)"
+)
+
+
+def _field(default: Any = dataclasses.MISSING, *, help: str, unit: str = "",
+           minimum: float | None = None) -> Any:
+    """A policy field with its meaning and unit (``dataclasses.fields(cls)[i].metadata``), read by
+    the CLI's help and by forms built from the dataclasses; ``minimum`` marks a number field."""
+    metadata = {"help": help, "unit": unit}
+    if minimum is not None:
+        metadata["minimum"] = minimum
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def site_field() -> Any:
+    return _field("h", help=_SITE_HELP, unit="one of h, gate, input")
+
+
+def _site(data: dict) -> str:
+    site = data.get("site", "h")  # conditions stored before sites existed mean "h"
+    if site not in SITES:
+        raise ValueError(f"policy field 'site' must be one of {list(SITES)}, got {site!r}")
+    return site
+
+
 class Policy:
     """Base class. ``kind`` names the policy in JSON; ``layer_thresholds`` and ``step_factor``
-    give the threshold on |h| of each layer at each decode step."""
+    give the threshold of each layer at each decode step (at the policy's ``site``).
+
+    Subclasses are frozen dataclasses whose fields carry ``help`` and ``unit`` metadata; number
+    fields also carry their ``minimum`` and are validated on construction."""
 
     kind: ClassVar[str]
-    # Field name -> (minimum, default or None when required); validated on construction.
-    _spec: ClassVar[dict[str, tuple[float, float | None]]] = {}
 
     def __post_init__(self) -> None:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -45,20 +82,50 @@ class Policy:
             object.__setattr__(self, name, value)  # normalise ints to floats on frozen dataclasses
 
     @classmethod
-    def _validate(cls, data: dict) -> dict[str, float]:
-        return {
-            name: _number(data, name, minimum=minimum, default=default)
-            for name, (minimum, default) in cls._spec.items()
-        }
+    def _validate(cls, data: dict) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if "minimum" in f.metadata:
+                default = None if f.default is dataclasses.MISSING else f.default
+                values[f.name] = _number(
+                    data, f.name, minimum=f.metadata["minimum"], default=default
+                )
+            elif f.name == "site":
+                values["site"] = _site(data)
+        return values
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, **{name: getattr(self, name) for name in self._spec}}
+        """The condition's whole description; ``site`` only when it is not ``h`` (so conditions
+        stored before sites existed keep their JSON)."""
+        data = {"kind": self.kind, **self._validate(dataclasses.asdict(self) | {"kind": self.kind})}
+        if data.get("site") == "h":
+            del data["site"]
+        return data
+
+    @property
+    def site(self) -> str | None:
+        """Where the threshold applies (``SITES``); None for a policy without a magnitude one."""
+        return None
+
+    @property
+    def skipped_weights(self) -> tuple[str, ...]:
+        """The weight matrices whose bytes this policy skips reading for inactive neurons or
+        inputs (``()``: it skips none). Machine-readable, for the study page and the report."""
+        return SKIPPED_WEIGHTS.get(self.site, ()) if self.site else ()
+
+    @property
+    def skips_weight_bytes(self) -> bool:
+        return bool(self.skipped_weights)
+
+    def _site_label(self) -> str:
+        return "" if self.site in (None, "h") else f" @{self.site}"
 
     def label(self) -> str:
         raise NotImplementedError
 
-    def layer_thresholds(self, num_layers: int) -> list[float]:
-        """Threshold on |h| per layer for the prompt (prefill) and the first generated token."""
+    def layer_thresholds(self, num_layers: int) -> list[float | tuple[float, ...]]:
+        """Threshold per layer for the prompt (prefill) and the first generated token: a number,
+        or for the ``input`` site of a calibrated policy one per ``sparse_mlp.INPUT_GROUPS``."""
         raise NotImplementedError
 
     def step_factor(self, previous_entropy_nats: float) -> float:
@@ -75,21 +142,12 @@ class Policy:
 
     @staticmethod
     def from_json(data: dict) -> Policy:
-        """Build a policy from its JSON form; raises ``ValueError`` naming what is wrong."""
+        """Build a policy from its JSON form; raises ``ValueError`` naming what is wrong. Fields
+        with a default may be left out."""
         if not isinstance(data, dict):
             raise ValueError(f"a policy must be a JSON object, got {type(data).__name__}")
         kind = data.get("kind")
-        classes = {
-            cls.kind: cls
-            for cls in (
-                DensePolicy,
-                StaticPolicy,
-                DynamicPolicy,
-                CalibratedPolicy,
-                BudgetPolicy,
-                PredictorPolicy,
-            )
-        }
+        classes = {cls.kind: cls for cls in POLICY_CLASSES}
         if kind not in classes:
             raise ValueError(f"unknown policy kind {kind!r}; expected one of {sorted(classes)}")
         cls = classes[kind]
@@ -114,14 +172,16 @@ class DensePolicy(Policy):
 
 @dataclass(frozen=True)
 class StaticPolicy(Policy):
-    """Zero every MLP activation with ``|h| < threshold``, in every layer and step."""
+    """Zero every activation with magnitude below ``threshold`` at ``site``, in every layer and
+    step."""
 
-    threshold: float
+    threshold: float = _field(help="magnitude threshold at the site", unit="activation",
+                              minimum=0.0)
+    site: str = site_field()
     kind: ClassVar[str] = "static"
-    _spec: ClassVar[dict[str, tuple[float, float | None]]] = {"threshold": (0.0, None)}
 
     def label(self) -> str:
-        return f"static t={self.threshold:g}"
+        return f"static t={self.threshold:g}{self._site_label()}"
 
     def layer_thresholds(self, num_layers: int) -> list[float]:
         return [self.threshold] * num_layers
@@ -143,20 +203,19 @@ class DynamicPolicy(Policy):
     prompt (prefill), whose logits give the first generated token, uses ``threshold`` itself.
     """
 
-    threshold: float
-    entropy_scale: float
-    reference_entropy: float = 2.0
-    max_factor: float = 4.0
+    threshold: float = _field(help="base magnitude threshold at the site", unit="activation",
+                              minimum=0.0)
+    entropy_scale: float = _field(help="how strongly the threshold follows the previous "
+                                  "token's entropy (0: static)", unit="1/nat", minimum=0.0)
+    reference_entropy: float = _field(2.0, help="entropy at which the base threshold applies",
+                                      unit="nat", minimum=0.0)
+    max_factor: float = _field(4.0, help="largest factor on the base threshold, either way",
+                               unit="ratio", minimum=1.0)
+    site: str = site_field()
     kind: ClassVar[str] = "dynamic"
-    _spec: ClassVar[dict[str, tuple[float, float | None]]] = {
-        "threshold": (0.0, None),
-        "entropy_scale": (0.0, None),
-        "reference_entropy": (0.0, 2.0),
-        "max_factor": (1.0, 4.0),
-    }
 
     def label(self) -> str:
-        return f"dynamic t={self.threshold:g} s={self.entropy_scale:g}"
+        return f"dynamic t={self.threshold:g} s={self.entropy_scale:g}{self._site_label()}"
 
     def layer_thresholds(self, num_layers: int) -> list[float]:
         return [self.threshold] * num_layers
@@ -175,9 +234,13 @@ class CalibratedPolicy(Policy):
     again; ``profile`` is the fingerprint of the model the profile was taken on.
     """
 
-    target_sparsity: float
-    thresholds: tuple[float, ...]
-    profile: str = ""
+    target_sparsity: float = _field(help="share of activations at the site to zero, per layer "
+                                    "(on the calibration prompts)", unit="fraction")
+    thresholds: tuple = _field(help="per layer: the threshold (h, gate), or the four thresholds "
+                               "of the inputs of q/k/v, o, gate/up and down (input)",
+                               unit="activation")
+    profile: str = _field("", help="fingerprint of the model the profile was taken on")
+    site: str = site_field()
     kind: ClassVar[str] = "calibrated"
 
     @classmethod
@@ -185,30 +248,44 @@ class CalibratedPolicy(Policy):
         target = _number(data, "target_sparsity")
         if target >= 1.0:
             raise ValueError(f"policy field 'target_sparsity' must be < 1, got {target!r}")
+        site = _site(data)
         thresholds = data.get("thresholds")
         if not isinstance(thresholds, list | tuple) or not thresholds:
             raise ValueError("policy 'calibrated' needs 'thresholds', a non-empty list")
-        values = tuple(
-            _number({"kind": cls.kind, f"thresholds[{i}]": t}, f"thresholds[{i}]")
-            for i, t in enumerate(thresholds)
-        )
+        values = tuple(cls._layer(site, i, t) for i, t in enumerate(thresholds))
         profile = data.get("profile", "")
         if not isinstance(profile, str):
             raise ValueError(f"policy field 'profile' must be a string, got {profile!r}")
-        return {"target_sparsity": target, "thresholds": values, "profile": profile}
+        return {"target_sparsity": target, "thresholds": values, "profile": profile, "site": site}
+
+    @classmethod
+    def _layer(cls, site: str, i: int, value: Any) -> float | tuple[float, ...]:
+        if site != "input":
+            return _number({"kind": cls.kind, f"thresholds[{i}]": value}, f"thresholds[{i}]")
+        if not isinstance(value, list | tuple) or len(value) != 4:
+            raise ValueError(
+                f"policy field 'thresholds[{i}]' must be 4 numbers for the input site "
+                "(the inputs of q/k/v, o, gate/up, down)"
+            )
+        return tuple(
+            _number({f"thresholds[{i}][{j}]": t}, f"thresholds[{i}][{j}]")
+            for j, t in enumerate(value)
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        thresholds = [list(t) if isinstance(t, tuple) else t for t in self.thresholds]
+        data = {
             "kind": self.kind,
             "target_sparsity": self.target_sparsity,
-            "thresholds": list(self.thresholds),
+            "thresholds": thresholds,
             "profile": self.profile,
         }
+        return data if self.site == "h" else {**data, "site": self.site}
 
     def label(self) -> str:
-        return f"calibrated s={self.target_sparsity:g}"
+        return f"calibrated s={self.target_sparsity:g}{self._site_label()}"
 
-    def layer_thresholds(self, num_layers: int) -> list[float]:
+    def layer_thresholds(self, num_layers: int) -> list[float | tuple[float, ...]]:
         if num_layers != len(self.thresholds):
             raise ValueError(
                 f"calibrated policy has {len(self.thresholds)} layer thresholds, "
@@ -239,24 +316,28 @@ class BudgetPolicy(Policy):
     1/a times as much as the active fraction a, so the same gains would oscillate).
     """
 
-    target_active_fraction: float = 0.0
-    threshold: float = 0.05
-    kp: float | None = None  # None: the target's default (see above)
-    ki: float | None = None
-    max_factor: float = 100.0
-    target_latency_s_per_token: float = 0.0
-    warmup_steps: float = 2.0
+    target_active_fraction: float = _field(
+        0.0, help="share of activations to keep, held by feedback (0: hold a latency instead)",
+        unit="fraction", minimum=0.0)
+    threshold: float = _field(0.05, help="base magnitude threshold at the site (the prompt's)",
+                              unit="activation", minimum=0.0)
+    # None: the target's default (see above)
+    kp: float | None = _field(None, help="proportional gain (default 2, or 0.5 for latency)",
+                              unit="1/error")
+    ki: float | None = _field(None, help="integral gain (default 1, or 0.5 for latency)",
+                              unit="1/error")
+    max_factor: float = _field(100.0, help="largest factor on the base threshold, either way",
+                               unit="ratio", minimum=1.0)
+    target_latency_s_per_token: float = _field(
+        0.0, help="decode time per token to hold (0: hold an active fraction instead)",
+        unit="s", minimum=0.0)
+    warmup_steps: float = _field(2.0, help="first decode steps not fed back (latency target)",
+                                 unit="steps", minimum=0.0)
+    site: str = site_field()
     kind: ClassVar[str] = "budget"
-    _spec: ClassVar[dict[str, tuple[float, float | None]]] = {
-        "target_active_fraction": (0.0, 0.0),
-        "threshold": (0.0, 0.05),
-        "max_factor": (1.0, 100.0),
-        "target_latency_s_per_token": (0.0, 0.0),
-        "warmup_steps": (0.0, 2.0),
-    }
 
     @classmethod
-    def _validate(cls, data: dict) -> dict[str, float]:
+    def _validate(cls, data: dict) -> dict[str, Any]:
         data = {k: v for k, v in data.items() if v is not None}  # None: the default
         values = super()._validate(data)
         gains = (0.5, 0.5) if values["target_latency_s_per_token"] > 0.0 else (2.0, 1.0)
@@ -294,12 +375,14 @@ class BudgetPolicy(Policy):
             unused = {"target_active_fraction"}
         else:
             unused = {"target_latency_s_per_token", "warmup_steps"}
+        if self.site == "h":
+            unused.add("site")
         return {k: v for k, v in data.items() if k not in unused}
 
     def label(self) -> str:
         if self.holds_latency:
-            return f"budget {self.target_latency_s_per_token * 1e3:g} ms/token"
-        return f"budget a={self.target_active_fraction:g}"
+            return f"budget {self.target_latency_s_per_token * 1e3:g} ms/token{self._site_label()}"
+        return f"budget a={self.target_active_fraction:g}{self._site_label()}"
 
     def layer_thresholds(self, num_layers: int) -> list[float]:
         return [self.threshold] * num_layers
@@ -341,11 +424,18 @@ class PredictorPolicy(Policy):
     they are part of the JSON, like a calibrated policy's.
     """
 
-    threshold: float = 0.5
-    predictor: str = ""
-    thresholds: tuple[float, ...] = ()
-    target_recall: float = 0.0  # what ``thresholds`` were chosen for (a label); 0: not given
+    threshold: float = _field(0.5, help="a neuron is active where sigmoid(logit) >= this",
+                              unit="probability")
+    predictor: str = _field("", help="path of the predictor file (`python -m inference predict`)")
+    thresholds: tuple[float, ...] = _field((), help="per layer instead of one threshold",
+                                           unit="probability")
+    target_recall: float = _field(0.0, help="what `thresholds` were chosen for (a label; 0: not "
+                                  "given)", unit="fraction")
     kind: ClassVar[str] = "predictor"
+
+    @property
+    def skipped_weights(self) -> tuple[str, ...]:
+        return ("gate", "up", "down")
 
     @classmethod
     def _validate(cls, data: dict) -> dict[str, Any]:
@@ -400,6 +490,16 @@ class PredictorPolicy(Policy):
                 f"the model has {num_layers} layers"
             )
         return list(self.thresholds)
+
+
+POLICY_CLASSES: tuple[type[Policy], ...] = (
+    DensePolicy,
+    StaticPolicy,
+    DynamicPolicy,
+    CalibratedPolicy,
+    BudgetPolicy,
+    PredictorPolicy,
+)
 
 
 def policy_argument(text: str) -> Policy:

@@ -164,7 +164,7 @@ class PredictorMLP(SparseMLP):
         if x.shape[:-1].numel() != 1:  # a prompt: dense h, masked by the predictor
             h = swiglu(self.gu, x, self.act_fn)
             keep = self.predict(x)
-            self._record(keep.float().mean().item(), 0, 0)
+            self._record(keep.float().mean().item(), self.dense_weights, 0)
             return F.linear(h * keep, self.down_t.t())
         x1 = x.reshape(-1)  # [D]
         active = self.predict(x1).nonzero().squeeze(1)  # [n]
@@ -192,9 +192,9 @@ class PredictorMLP(SparseMLP):
         if self.threshold > 0.0:
             keep = h.abs() >= self.threshold
             h = h * keep
-            self._record(keep.float().mean().item(), 0, 0)
+            self._record(keep.float().mean().item(), self.dense_weights, 0)
         else:
-            self._record(1.0, 0, 0)
+            self._record(1.0, self.dense_weights, 0)
         return F.linear(h, self.down_t.t())
 
     def _record(self, active_fraction: float, read: int, skipped: int) -> None:

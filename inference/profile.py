@@ -10,7 +10,7 @@ A profile is saved as safetensors with the model fingerprint in its metadata.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from inference.generate import generate
 from inference.loading import LoadedModel
 from inference.policies import CalibratedPolicy, DensePolicy
-from inference.sparse_mlp import SparseMLP
+from inference.sparse_mlp import INPUT_GROUPS, SparseMLP
 from inference.sparsify import sparsify
 
 THRESHOLDS = (0.001, 0.01, 0.02, 0.05, 0.1)
@@ -47,6 +47,10 @@ class Profile:
     prompts: int
     counts: torch.Tensor  # [L, F, T] int64
     hist: torch.Tensor  # [L, B] int64, bins of EDGES
+    # The other sites' histograms over EDGES: |silu(gate x)| [L, B] ("gate") and the magnitude
+    # of each projection input [L, 4, B] in INPUT_GROUPS order ("input"). Empty in profiles
+    # taken before sites existed.
+    site_hist: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -62,33 +66,38 @@ class Profile:
             raise ValueError(f"threshold {threshold} not profiled; have {list(self.thresholds)}")
         return self.counts[:, :, self.thresholds.index(threshold)].double() / max(self.tokens, 1)
 
-    def quantiles(self, q: float) -> list[float]:
-        """Per layer, the value ``v`` with a share ``q`` of ``|h|`` below it (log-interpolated)."""
-        if not 0.0 <= q < 1.0:
-            raise ValueError(f"quantile must be in [0, 1), got {q}")
-        cdf = self.hist.double().cumsum(dim=1)
-        cdf = cdf / cdf[:, -1:].clamp(min=1)
-        values = []
-        for layer_cdf in cdf:
-            b = int(torch.searchsorted(layer_cdf, torch.tensor([q], dtype=torch.float64)))
-            lo, hi = float(EDGES[b]), float(EDGES[b + 1])
-            below = float(layer_cdf[b - 1]) if b > 0 else 0.0
-            share = (q - below) / max(float(layer_cdf[b]) - below, 1e-12)
-            if lo == 0.0:  # the bin below 1e-6: linear
-                values.append(hi * share)
-            elif hi == float("inf"):
-                values.append(lo)
-            else:
-                values.append(lo * (hi / lo) ** share)
-        return values
+    def site_histogram(self, site: str) -> torch.Tensor:
+        """``[L, B]`` (``h``, ``gate``) or ``[L, 4, B]`` (``input``) histogram over ``EDGES``."""
+        if site == "h":
+            return self.hist
+        if site not in self.site_hist:
+            raise ValueError(
+                f"this profile has no {site!r}-site histograms (taken before sites existed): "
+                "run `python -m inference profile` again"
+            )
+        return self.site_hist[site]
 
-    def active_fraction(self, thresholds: list[float]) -> list[float]:
-        """Per layer, the expected share of ``|h| >= thresholds[layer]`` on the calibration set."""
-        result = []
-        for layer_hist, t in zip(self.hist.double(), thresholds, strict=True):
-            b = int(torch.searchsorted(EDGES, torch.tensor([t], dtype=torch.float64), right=True))
-            result.append(float(layer_hist[b - 1 :].sum() / layer_hist.sum().clamp(min=1)))
-        return result
+    def quantiles(self, q: float, site: str = "h") -> list[float | tuple[float, ...]]:
+        """Per layer, the value with a share ``q`` of the activation magnitudes at ``site``
+        below it (log-interpolated): a number, or for ``input`` one per ``INPUT_GROUPS``."""
+        hist = self.site_histogram(site)
+        if site != "input":
+            return _quantiles(hist, q)
+        per_group = [_quantiles(hist[:, g], q) for g in range(hist.shape[1])]
+        return [tuple(values) for values in zip(*per_group, strict=True)]
+
+    def active_fraction(
+        self, thresholds: list[float | tuple[float, ...]], site: str = "h"
+    ) -> list[float]:
+        """Per layer, the expected share of activations at ``site`` kept by ``thresholds`` on
+        the calibration set (``input``: the mean over the four projection inputs)."""
+        hist = self.site_histogram(site)
+        if site != "input":
+            return _active_fraction(hist, thresholds)
+        groups = [
+            _active_fraction(hist[:, g], [t[g] for t in thresholds]) for g in range(hist.shape[1])
+        ]
+        return [sum(values) / len(values) for values in zip(*groups, strict=True)]
 
     def concentration(self, threshold: float) -> dict[int, float]:
         """Share of all activations (``|h| > threshold``) that the top k % most frequently
@@ -125,7 +134,9 @@ class Profile:
             "prompts": str(self.prompts),
         }
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_file({"counts": self.counts, "hist": self.hist}, str(path), metadata=metadata)
+        tensors = {"counts": self.counts, "hist": self.hist}
+        tensors.update({f"hist_{site}": h for site, h in self.site_hist.items()})
+        save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
     def load(cls, path: Path) -> Profile:
@@ -140,7 +151,41 @@ class Profile:
                 prompts=int(meta["prompts"]),
                 counts=f.get_tensor("counts"),
                 hist=f.get_tensor("hist"),
+                site_hist={
+                    key.removeprefix("hist_"): f.get_tensor(key)
+                    for key in f.keys()  # noqa: SIM118  (safe_open is not a dict)
+                    if key.startswith("hist_")
+                },
             )
+
+def _quantiles(hist: torch.Tensor, q: float) -> list[float]:
+    """Per row of ``hist`` ([L, B] over EDGES), the value with a share ``q`` below it."""
+    if not 0.0 <= q < 1.0:
+        raise ValueError(f"quantile must be in [0, 1), got {q}")
+    cdf = hist.double().cumsum(dim=1)
+    cdf = cdf / cdf[:, -1:].clamp(min=1)
+    values = []
+    for layer_cdf in cdf:
+        b = int(torch.searchsorted(layer_cdf, torch.tensor([q], dtype=torch.float64)))
+        lo, hi = float(EDGES[b]), float(EDGES[b + 1])
+        below = float(layer_cdf[b - 1]) if b > 0 else 0.0
+        share = (q - below) / max(float(layer_cdf[b]) - below, 1e-12)
+        if lo == 0.0:  # the bin below 1e-6: linear
+            values.append(hi * share)
+        elif hi == float("inf"):
+            values.append(lo)
+        else:
+            values.append(lo * (hi / lo) ** share)
+    return values
+
+
+def _active_fraction(hist: torch.Tensor, thresholds: list[float]) -> list[float]:
+    """Per row of ``hist`` ([L, B] over EDGES), the share of values >= its threshold."""
+    result = []
+    for layer_hist, t in zip(hist.double(), thresholds, strict=True):
+        b = int(torch.searchsorted(EDGES, torch.tensor([t], dtype=torch.float64), right=True))
+        result.append(float(layer_hist[b - 1 :].sum() / layer_hist.sum().clamp(min=1)))
+    return result
 
 
 def humaneval_prompts(limit: int | None = None) -> list[str]:
@@ -168,6 +213,10 @@ def profile_model(
     eps = torch.tensor(thresholds, dtype=torch.float32)
     counts = torch.zeros(len(mlps), num_neurons, len(thresholds), dtype=torch.int64)
     hist = torch.zeros(len(mlps), len(EDGES) - 1, dtype=torch.int64)
+    site_hist = {
+        "gate": torch.zeros_like(hist),
+        "input": torch.zeros(len(mlps), len(INPUT_GROUPS), hist.shape[1], dtype=torch.int64),
+    }
     tokens = [0]
 
     def recorder(layer: int):
@@ -181,7 +230,23 @@ def profile_model(
 
         return hook
 
+    def histogram(into: torch.Tensor, *, of_output=None):
+        def hook(module, args, output=None):
+            a = (args[0] if of_output is None else of_output(output)).detach().abs().float()
+            bins = torch.bucketize(a.flatten(), _EDGES_F32, right=True) - 1
+            into.add_(torch.bincount(bins, minlength=into.shape[-1]))
+
+        return hook
+
     handles = [mlp.down_proj.register_forward_pre_hook(recorder(i)) for i, mlp in enumerate(mlps)]
+    for i, (layer, mlp) in enumerate(zip(model.model.layers, mlps, strict=True)):
+        gate = histogram(site_hist["gate"][i], of_output=mlp.act_fn)
+        handles.append(mlp.gate_proj.register_forward_hook(gate))
+        inputs = site_hist["input"][i]
+        for group, module in enumerate(
+            (layer.self_attn.q_proj, layer.self_attn.o_proj, mlp.gate_proj, mlp.down_proj)
+        ):
+            handles.append(module.register_forward_pre_hook(histogram(inputs[group])))
     try:
         for prompt in prompts:
             generate(loaded, prompt, DensePolicy(), max_new_tokens=max_new_tokens)
@@ -195,18 +260,25 @@ def profile_model(
         prompts=len(prompts),
         counts=counts,
         hist=hist,
+        site_hist=site_hist,
     )
 
 
-def calibrated_policy(profile: Profile, target_sparsity: float) -> CalibratedPolicy:
-    """Per-layer thresholds at the ``target_sparsity`` quantile of the profiled ``|h|``."""
+def calibrated_policy(
+    profile: Profile, target_sparsity: float, site: str = "h"
+) -> CalibratedPolicy:
+    """Per-layer thresholds at the ``target_sparsity`` quantile of the profiled magnitudes at
+    ``site`` (for ``input``, one per layer and projection input, TEAL's uniform allocation)."""
     if not 0.0 <= target_sparsity < 1.0:
         raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
-    thresholds = (
-        profile.quantiles(target_sparsity) if target_sparsity > 0 else [0.0] * profile.num_layers
-    )
+    if target_sparsity > 0:
+        thresholds = profile.quantiles(target_sparsity, site)
+    else:
+        zero = (0.0,) * len(INPUT_GROUPS) if site == "input" else 0.0
+        thresholds = [zero] * profile.num_layers
     return CalibratedPolicy(
         target_sparsity=target_sparsity,
         thresholds=tuple(thresholds),
         profile=profile.fingerprint,
+        site=site,
     )

@@ -1,48 +1,138 @@
-"""Threshold activation sparsity as a drop-in replacement of a LLaMA MLP (TEAL/CATS style).
+"""Threshold activation sparsity as drop-in modules of a LLaMA layer, at one of three sites.
 
-``inference.sparsify.sparsify(model, policy)`` swaps each layer's ``LlamaMLP`` for a ``SparseMLP``
-that shares the same ``nn.Linear`` modules (no weight copies, identical state-dict keys), so the
-rest of the code sees an ordinary ``transformers`` model.
+- ``h`` (today's): threshold ``|h| = |act(gate·x) · up·x|``; gate and up are read whole, then
+  only the down rows of the kept neurons.
+- ``gate`` (CATS): threshold ``|act(gate·x)|``; gate is read whole, up and down only for the
+  kept neurons (``kernels.gated_ffn``).
+- ``input`` (TEAL): threshold the input of every projection (x before q/k/v and gate/up, the
+  attention output before o, h before down); each projection is a ``SparseLinear`` that reads
+  only the rows of its transposed weight (its columns) for the kept inputs.
+
+``inference.sparsify.sparsify(model, policy)`` swaps them in. Weights are re-laid out once, in
+place (down transposed; for ``input`` every projection transposed), never copied: each module's
+``weight`` stays a view, so state-dict keys and values are unchanged. One decoded token (batch 1)
+takes the skipping path; a prompt, or ``skipping = False`` (the reference), computes the same
+output by masking densely. At threshold 0 nothing is masked: the dense computation.
+
+While ``recording``, each call appends the share of kept activations to ``active_fractions``
+(for ``input``: of the layer's projection weights, attention included) and the weights it read
+to ``read_weights`` (MLP); a ``SparseLinear`` records its own ``read_weights``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from inference.kernels import gated_ffn, rows_matvec
+from inference.policies import SITES
+
+# Input-site thresholds per layer, in this order: the inputs of q/k/v, o, gate/up and down.
+INPUT_GROUPS = ("qkv", "o", "gate_up", "down")
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+def _transposed_view(linear: nn.Linear) -> None:
+    """Store ``linear.weight`` transposed (``[in, out]`` contiguous) in place, keeping ``weight``
+    a ``[out, in]`` view of it: a column of the matrix becomes a contiguous row."""
+    weight = linear.weight
+    if weight.t().is_contiguous():
+        return
+    with torch.no_grad():
+        weight_t = weight.t().contiguous()
+    linear.weight = nn.Parameter(weight_t.t(), requires_grad=False)
+
+
+def _row_major(linear: nn.Linear) -> None:
+    """Undo ``_transposed_view``: ``weight`` contiguous ``[out, in]`` again."""
+    if not linear.weight.is_contiguous():
+        with torch.no_grad():
+            linear.weight = nn.Parameter(linear.weight.contiguous(), requires_grad=False)
+
+
+class SparseLinear(nn.Linear):
+    """TEAL's projection: ``W · (x masked to |x| >= threshold)``. The weight is stored transposed,
+    so for one token only the rows of ``weight.t()`` of the kept inputs are read
+    (``kernels.rows_matvec``). ``part`` is ``"attention"`` or ``"mlp"`` (for telemetry)."""
+
+    def __init__(self, linear: nn.Linear, part: str) -> None:
+        nn.Module.__init__(self)
+        assert linear.bias is None, "LLaMA projections have no biases"
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        _transposed_view(linear)
+        self.weight = linear.weight
+        self.register_parameter("bias", None)
+        self.part = part
+        self.threshold = 0.0
+        self.skipping = True
+        self.use_kernel = True
+        self.recording = False
+        self.read_weights: list[int] = []
+        self.last_kept = 0.0  # inputs kept in the last call (mean over its tokens)
+        self.last_read_rows = 0  # rows of weight.t() read in the last call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, in] -> [B, S, out]
+        read_rows = self.in_features
+        if self.threshold <= 0.0:
+            out, kept = F.linear(x, self.weight), float(self.in_features)
+        elif x.shape[:-1].numel() == 1 and self.skipping:
+            x1 = x.reshape(-1)
+            idx = (x1.abs() >= self.threshold).nonzero().squeeze(1)  # [n]
+            weight_t = self.weight.t()  # [in, out], contiguous
+            out = rows_matvec(weight_t, idx, x1[idx], use_kernel=self.use_kernel).view(
+                *x.shape[:-1], -1
+            )
+            kept = read_rows = idx.numel()
+        else:  # a prompt, or the masked reference: every weight is read
+            keep = x.abs() >= self.threshold
+            out = F.linear(x * keep, self.weight)
+            kept = keep.float().sum(-1).mean().item()
+        self.last_kept, self.last_read_rows = kept, read_rows
+        if self.recording:
+            self.read_weights.append(read_rows * self.out_features)
+        return out
+
+    def to_linear(self, *, row_major: bool = True) -> nn.Linear:
+        """An ``nn.Linear`` holding the same weight (row-major again unless told otherwise)."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=False, device="meta")
+        linear.weight = self.weight
+        if row_major:
+            _row_major(linear)
+        return linear
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, {self.part}, threshold={self.threshold:g}"
 
 
 class SparseMLP(nn.Module):
-    """``down_proj(mask(act_fn(gate_proj(x)) * up_proj(x)))``, ``mask`` zeroing ``|h| < threshold``.
+    """A LLaMA MLP thresholded at ``site`` (``SITES``), sharing the wrapped module's projections.
 
-    At ``threshold == 0`` no mask is computed, so the output is bit-identical to the dense module.
-    Each call appends the fraction of kept entries of ``h`` to ``active_fractions`` while
-    ``recording`` is true (1.0 at threshold 0).
+    ``threshold`` is one number for ``h``/``gate``; for ``input`` it is the four thresholds of
+    ``INPUT_GROUPS`` (``set_threshold`` hands them to the projections, the attention ones of the
+    same layer included, which ``attach_attention`` gives).
     """
 
     def __init__(self, mlp: nn.Module, threshold: float = 0.0) -> None:
         super().__init__()
-        for name in ("gate_proj", "up_proj", "down_proj", "act_fn"):
+        for name in (*MLP_PROJECTIONS, "act_fn"):
             if not hasattr(mlp, name):
                 raise TypeError(f"{type(mlp).__name__} has no {name}; expected a LLaMA-style MLP")
         self.gate_proj = mlp.gate_proj
         self.up_proj = mlp.up_proj
         self.down_proj = mlp.down_proj
         self.act_fn = mlp.act_fn
-        self.threshold = float(threshold)
+        _transposed_view(self.down_proj)  # a neuron's down column as a contiguous row
+        self.site = "h"
+        self.threshold: float | tuple[float, ...] = float(threshold)
+        self.skipping = True
+        self.use_kernel = True
         self.recording = False
         self.active_fractions: list[float] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, S, D] -> h: [B, S, F] -> out: [B, S, D]
-        h = self.act_fn(self.gate_proj(x)) * self.up_proj(x)
-        if self.threshold > 0.0:
-            keep = h.abs() >= self.threshold
-            h = h * keep
-            if self.recording:
-                self.active_fractions.append(keep.float().mean().item())
-        elif self.recording:
-            self.active_fractions.append(1.0)
-        return self.down_proj(h)
+        self.read_weights: list[int] = []
+        self._attention: tuple[SparseLinear, ...] = ()
 
     @property
     def num_neurons(self) -> int:
@@ -53,8 +143,105 @@ class SparseMLP(nn.Module):
         """Weights one dense call reads: gate, up and down."""
         return 3 * self.down_proj.weight.numel()
 
+    def set_site(self, site: str, attention: nn.Module | None = None) -> None:
+        """Re-lay out for ``site`` (in place; nothing to do when it is already laid out so).
+        ``attention``: the layer's attention module, whose projections the ``input`` site swaps
+        for ``SparseLinear`` (and any other site swaps back)."""
+        if site not in SITES:
+            raise ValueError(f"site must be one of {SITES}, got {site!r}")
+        sparse = site == "input"
+        for name in MLP_PROJECTIONS:
+            self._swap(self, name, sparse, "mlp")
+        if attention is not None:
+            for name in ATTENTION_PROJECTIONS:
+                self._swap(attention, name, sparse, "attention")
+            linears = (getattr(attention, name) for name in ATTENTION_PROJECTIONS)
+            self._attention = tuple(linears) if sparse else ()
+        self.site = site
+        self.set_threshold(0.0)
+
+    @staticmethod
+    def _swap(owner: nn.Module, name: str, sparse: bool, part: str) -> None:
+        linear = getattr(owner, name)
+        if sparse and not isinstance(linear, SparseLinear):
+            setattr(owner, name, SparseLinear(linear, part))
+        elif not sparse and isinstance(linear, SparseLinear):  # down stays transposed
+            setattr(owner, name, linear.to_linear(row_major=name != "down_proj"))
+
+    def set_threshold(self, threshold: float | tuple[float, ...]) -> None:
+        """One threshold (``h``, ``gate``), or one per ``INPUT_GROUPS`` (``input``; a single
+        number applies to all four)."""
+        if self.site != "input":
+            self.threshold = float(threshold)
+            return
+        groups = tuple(threshold) if isinstance(threshold, tuple | list) else (threshold,) * 4
+        if len(groups) != len(INPUT_GROUPS):
+            raise ValueError(f"the input site takes {len(INPUT_GROUPS)} thresholds: {INPUT_GROUPS}")
+        self.threshold = tuple(float(t) for t in groups)
+        qkv, o, gate_up, down = self.threshold
+        for linear, t in zip(self._attention, (qkv, qkv, qkv, o), strict=False):
+            linear.threshold = t
+        self.gate_proj.threshold = self.up_proj.threshold = gate_up
+        self.down_proj.threshold = down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, D] -> out: [B, S, D]
+        if self.site == "input":
+            return self._input(x)
+        one_token = x.shape[:-1].numel() == 1 and self.skipping
+        if self.threshold <= 0.0:
+            h = self.act_fn(self.gate_proj(x)) * self.up_proj(x)
+            self._record(1.0, self.dense_weights)
+            return self.down_proj(h)
+        if one_token:
+            return self._skipping(x)
+        a = self.act_fn(self.gate_proj(x))
+        h = a * self.up_proj(x)
+        keep = (h if self.site == "h" else a).abs() >= self.threshold
+        self._record(keep.float().mean().item(), self.dense_weights)
+        return self.down_proj(h * keep)
+
+    def _skipping(self, x: torch.Tensor) -> torch.Tensor:
+        """One token, reading only the kept neurons' rows (down; and up at the gate site)."""
+        x1 = x.reshape(-1)
+        d, f = x1.numel(), self.num_neurons
+        down_t = self.down_proj.weight.t()  # [F, D]
+        a = self.act_fn(F.linear(x1, self.gate_proj.weight))  # [F]
+        if self.site == "h":
+            h = a * F.linear(x1, self.up_proj.weight)
+            idx = (h.abs() >= self.threshold).nonzero().squeeze(1)
+            out = rows_matvec(down_t, idx, h[idx], use_kernel=self.use_kernel)
+            read = 2 * f * d + idx.numel() * d
+        else:
+            idx = (a.abs() >= self.threshold).nonzero().squeeze(1)
+            out = gated_ffn(
+                self.up_proj.weight, down_t, x1, idx, a[idx], use_kernel=self.use_kernel
+            )
+            read = f * d + 2 * idx.numel() * d
+        self._record(idx.numel() / f, read)
+        return out.view(x.shape)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        linears = (*self._attention, self.gate_proj, self.up_proj, self.down_proj)
+        for linear in linears:
+            linear.skipping, linear.use_kernel = self.skipping, self.use_kernel
+        out = self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        if self.recording:
+            # kept inputs x outputs = weights used; over all the layer's projection weights
+            used = sum(lin.last_kept * lin.out_features for lin in linears)
+            total = sum(lin.in_features * lin.out_features for lin in linears)
+            mlp = (self.gate_proj, self.up_proj, self.down_proj)
+            read = sum(lin.last_read_rows * lin.out_features for lin in mlp)
+            self._record(used / total, read)
+        return out
+
+    def _record(self, active_fraction: float, read: int) -> None:
+        if self.recording:
+            self.active_fractions.append(active_fraction)
+            self.read_weights.append(read)
+
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold:g}"
+        return f"site={self.site}, threshold={self.threshold}"
 
 
 def sparse_mlps(model: nn.Module) -> list[SparseMLP]:
@@ -62,10 +249,21 @@ def sparse_mlps(model: nn.Module) -> list[SparseMLP]:
     return [layer.mlp for layer in model.model.layers if isinstance(layer.mlp, SparseMLP)]
 
 
-def set_thresholds(model: nn.Module, thresholds: list[float]) -> None:
-    """Set each layer's threshold on an already sparsified model (used per decode step)."""
+def attention_linears(model: nn.Module) -> list[SparseLinear]:
+    """The attention projections swapped for ``SparseLinear`` (the ``input`` site), all layers."""
+    return [m for m in model.modules() if isinstance(m, SparseLinear) and m.part == "attention"]
+
+
+def set_thresholds(
+    model: nn.Module, thresholds: list[float | tuple[float, ...]], factor: float = 1.0
+) -> None:
+    """Set each layer's threshold (times ``factor``) on an already sparsified model (used per
+    decode step). A layer's threshold is a number, or a tuple for the ``input`` site."""
     mlps = sparse_mlps(model)
     if len(mlps) != len(thresholds):
         raise ValueError(f"{len(thresholds)} thresholds for {len(mlps)} sparse MLP layers")
     for mlp, threshold in zip(mlps, thresholds, strict=True):
-        mlp.threshold = threshold
+        if isinstance(threshold, tuple | list):
+            mlp.set_threshold(tuple(t * factor for t in threshold))
+        else:
+            mlp.set_threshold(threshold * factor)

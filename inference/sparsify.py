@@ -17,13 +17,29 @@ from inference.sparse_mlp import SparseMLP
 def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -> nn.Module:
     """Swap each decoder layer's MLP for a ``SparseMLP`` configured by ``policy``; return ``model``.
 
-    Idempotent: layers already wrapped are only re-configured with the policy's thresholds.
+    Idempotent: layers already wrapped are only re-configured with the policy's thresholds. The
+    weights are re-laid out in place for the policy's site when it differs from the last one
+    (``SparseMLP.set_site``: the ``input`` site swaps every projection for a ``SparseLinear``);
+    a dense policy keeps whatever layout the model has.
     A ``predictor`` policy swaps in ``PredictorMLP`` (once; a hot/cold split model keeps its
     ``HotColdMLP``) and attaches its predictor file, refusing one trained on a model whose
     fingerprint differs from ``fingerprint``; any other policy turns the predictors off again.
     """
     layers = model.model.layers
-    if policy.kind == "predictor":
+    predicting = policy.kind == "predictor"
+    site = "h" if predicting else policy.site
+    if site not in (None, "h") and any(hasattr(layer.mlp, "order") for layer in layers):
+        raise ValueError(f"a hot/cold split model runs the h site and predictors, not {site!r}")
+    for layer in layers:
+        if not isinstance(layer.mlp, SparseMLP):
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                assert isinstance(getattr(layer.mlp, name, None), nn.Linear), (
+                    f"{type(layer.mlp).__name__}.{name} is not an nn.Linear"
+                )
+            layer.mlp = SparseMLP(layer.mlp)
+        if site is not None and site != layer.mlp.site:  # a dense policy keeps any layout
+            layer.mlp.set_site(site, layer.self_attn)
+    if predicting:
         source = getattr(model, "_predictor_source", None)
         if getattr(model, "_predictor_path", None) != policy.predictor or source is None:
             attach_predictors(model, Predictors.load(policy.predictor), fingerprint)
@@ -31,18 +47,11 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
     thresholds = policy.layer_thresholds(len(layers))
     if len(thresholds) != len(layers):
         raise ValueError(f"policy gives {len(thresholds)} thresholds for {len(layers)} layers")
-    predicting = policy.kind == "predictor"
     predict_thresholds = policy.predict_thresholds(len(layers)) if predicting else thresholds
     for layer, threshold, predict_threshold in zip(
         layers, thresholds, predict_thresholds, strict=True
     ):
-        if not isinstance(layer.mlp, SparseMLP):
-            for name in ("gate_proj", "up_proj", "down_proj"):
-                assert isinstance(getattr(layer.mlp, name, None), nn.Linear), (
-                    f"{type(layer.mlp).__name__}.{name} is not an nn.Linear"
-                )
-            layer.mlp = SparseMLP(layer.mlp)
-        layer.mlp.threshold = float(threshold)
+        layer.mlp.set_threshold(threshold)
         if hasattr(layer.mlp, "predict_threshold"):
             layer.mlp.predict_threshold = float(predict_threshold) if predicting else None
     return model

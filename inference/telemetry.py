@@ -3,7 +3,8 @@
 ``Telemetry`` is started before the prompt and told when the prefill, the first token and each
 decode step end; the sparse MLPs record what they kept while ``recording`` is on. ``finish``
 returns the telemetry fields of ``GenerationResult`` (latency, tokens/s, peak memory, active
-fraction, work skipped, per-device weight bytes).
+fraction, weight bytes read per token (MLP, attention, total) from the modules' records of what
+they read, per-device weight bytes).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inference.sparse_mlp import attention_linears
+
 
 class Telemetry:
     """Timing, memory and activation records of one generation on ``model``'s ``mlps``."""
@@ -25,7 +28,10 @@ class Telemetry:
         _reset_peak_rss()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        _set_recording(mlps, True)
+        # Modules that record the weights they read: the MLPs, and the attention projections
+        # under the input site (otherwise attention is read whole).
+        self.readers = [*mlps, *attention_linears(model)]
+        _set_recording(self.readers, True)
         self.start = clock()
         self.prefill_s = self.ttft_s = 0.0
         self.step_latencies_s: list[float] = []  # one whole decode step each: what a reader waits
@@ -34,7 +40,7 @@ class Telemetry:
     def prefill_done(self) -> None:
         self.prefill_s = self.clock() - self.start
         self.prefill_fractions = _take_fractions(self.mlps)
-        _take_skipped(self.mlps)
+        _take_reads(self.readers)
         self.prefill_share = _take_hot_share(self.mlps)
 
     def first_token(self) -> None:
@@ -60,9 +66,9 @@ class Telemetry:
 
     def finish(self, new_tokens: int) -> dict:
         """Stop recording; the telemetry fields of ``GenerationResult``."""
-        _set_recording(self.mlps, False)
+        _set_recording(self.readers, False)
         decode_fractions = _take_fractions(self.mlps)
-        skipped = _skipped_work(self.mlps, _take_skipped(self.mlps))
+        read = bytes_read_per_token(self.model, self.mlps, _take_reads(self.readers))
         decode_share = _take_hot_share(self.mlps)
         latency_s = self.clock() - self.start
         decoded = bool(decode_fractions[0])
@@ -86,7 +92,7 @@ class Telemetry:
             "weight_bytes_per_device": weight_bytes_per_device(self.model),
             "hot_activation_share": decode_share if decoded else self.prefill_share,
             "decode_latency_s_per_token": sum(steps) / len(steps) if steps else 0.0,
-            **skipped,
+            **read,
         }
 
 
@@ -111,13 +117,12 @@ def _take_fractions(mlps: list) -> list[list[float]]:
     return fractions
 
 
-def _take_skipped(mlps: list) -> list[list[int]]:
-    """Per layer, weights skipped in each recorded call (only skipping MLPs record them)."""
-    skipped = [getattr(mlp, "skipped_weights", []) for mlp in mlps]
-    for mlp in mlps:
-        if hasattr(mlp, "skipped_weights"):
-            mlp.skipped_weights = []
-    return skipped
+def _take_reads(readers: list) -> list[list[int]]:
+    """Per module, the weights it read in each recorded call (and forget them)."""
+    reads = [reader.read_weights for reader in readers]
+    for reader in readers:
+        reader.read_weights = []
+    return reads
 
 
 def _take_hot_share(mlps: list) -> float:
@@ -130,17 +135,35 @@ def _take_hot_share(mlps: list) -> float:
     return hot / total if total else 1.0
 
 
-def _skipped_work(mlps: list, skipped: list[list[int]]) -> dict[str, float]:
-    steps = max((len(s) for s in skipped), default=0)
-    if steps == 0:
-        return {}
-    weights_per_token = sum(sum(s) for s in skipped) / steps
-    element_bytes = next(mlps[0].parameters()).element_size()
-    dense_weights = sum(mlp.dense_weights for mlp in mlps)
+def bytes_read_per_token(model: nn.Module, mlps: list, reads: list[list[int]]) -> dict:
+    """Weight bytes one decode step read, from the modules' records (``reads``: per module of
+    ``mlps`` then of ``attention_linears(model)``, the weights read per call), as the
+    ``GenerationResult`` fields. Steps: the calls each MLP recorded; none (only a prompt): the
+    dense figures, which a prompt reads."""
+    element = next(mlps[0].parameters()).element_size()
+    layers = model.model.layers
+    dense_mlp = sum(mlp.dense_weights for mlp in mlps)
+    dense_attention = sum(
+        getattr(layer.self_attn, name).weight.numel()
+        for layer in layers
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+    )
+    head = model.lm_head.weight.numel()
+    steps = min(len(r) for r in reads[: len(mlps)])
+    mlp, attention = float(dense_mlp), float(dense_attention)
+    if steps:
+        mlp = sum(sum(r[:steps]) for r in reads[: len(mlps)]) / steps
+        if len(reads) > len(mlps):
+            attention = sum(sum(r[:steps]) for r in reads[len(mlps) :]) / steps
+    skipped = dense_mlp - mlp
     return {
-        "mlp_bytes_skipped_per_token": weights_per_token * element_bytes,
-        "mlp_flops_skipped_per_token": 2 * weights_per_token,
-        "mlp_bytes_skipped_fraction": weights_per_token / dense_weights,
+        "weight_bytes_read_per_token": (mlp + attention + head) * element,
+        "mlp_weight_bytes_read_per_token": mlp * element,
+        "attention_weight_bytes_read_per_token": attention * element,
+        "dense_weight_bytes_per_token": float(dense_mlp + dense_attention + head) * element,
+        "mlp_bytes_skipped_per_token": skipped * element,
+        "mlp_flops_skipped_per_token": 2 * skipped,
+        "mlp_bytes_skipped_fraction": skipped / dense_mlp,
     }
 
 

@@ -1,4 +1,8 @@
-// Gathered SwiGLU FFN for one token (CPU, fp32): reads only the active neurons' weights.
+// Kernels for one decoded token (CPU, fp32) that read only the weights of active neurons or of
+// kept inputs: gathered_ffn (predictor), gated_ffn (CATS, gate site), rows_matvec (TEAL input
+// site, and the down rows of the h site).
+//
+// gathered_ffn: reads only the active neurons' weights.
 //
 //   gu:     [F, 2, D]  gate and up rows of each neuron side by side (one contiguous 2*D block)
 //   down_t: [F, D]     down_proj.weight transposed (a neuron's down column as a row)
@@ -93,6 +97,90 @@ torch::Tensor gathered_ffn(torch::Tensor gu, torch::Tensor down_t, torch::Tensor
   return chunks == 1 ? partial[0] : partial.sum(0);
 }
 
+// Sparse input times transposed weights, for one token: out [C] = sum_i coef_i * rows[idx_i].
+//
+//   rows:  [R, C]  a weight stored transposed (W.t(): the column of input i as row i), or down_t
+//   idx:   [n]     int64, kept inputs (TEAL) or active neurons
+//   coef:  [n]     the kept input values (or h of the active neurons)
+//
+// The active rows are split into one contiguous chunk per thread, each summed into its own
+// partial output; the partials are added at the end (no atomics, one parallel region).
+torch::Tensor rows_matvec(torch::Tensor rows, torch::Tensor idx, torch::Tensor coef) {
+  TORCH_CHECK(rows.dim() == 2 && rows.is_contiguous() && rows.scalar_type() == torch::kFloat32,
+              "rows must be a contiguous fp32 [R, C]");
+  TORCH_CHECK(idx.scalar_type() == torch::kInt64 && idx.is_contiguous(), "idx must be int64");
+  TORCH_CHECK(coef.is_contiguous() && coef.numel() == idx.numel() &&
+                  coef.scalar_type() == torch::kFloat32, "coef must be fp32 [n]");
+  const int64_t n = idx.numel(), c = rows.size(1), r = rows.size(0);
+  const float* rows_p = rows.data_ptr<float>();
+  const float* coef_p = coef.data_ptr<float>();
+  const int64_t* idx_p = idx.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(idx_p[i] >= 0 && idx_p[i] < r, "index out of range");
+  // Small rows: fewer threads, so each reads enough to cover its start-up.
+  const int64_t chunks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n * c / 16384));
+  auto partial = torch::zeros({chunks, c}, rows.options());
+  float* partial_p = partial.data_ptr<float>();
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      float* acc = partial_p + k * c;
+      const int64_t stop = n * (k + 1) / chunks;
+      for (int64_t i = n * k / chunks; i < stop; ++i) {
+        if (i + 1 < stop) __builtin_prefetch(rows_p + idx_p[i + 1] * c);
+        axpy(coef_p[i], rows_p + idx_p[i] * c, acc, c);
+      }
+    }
+  });
+  return chunks == 1 ? partial[0] : partial.sum(0);
+}
+
+// CATS for one token: out [D] = sum_i a_i * (up_i . x) * down_t[idx_i], where a = silu(gate x)
+// of the active neurons was computed densely (gate is read whole). Reads 2 * n * D weights.
+torch::Tensor gated_ffn(torch::Tensor up, torch::Tensor down_t, torch::Tensor x,
+                        torch::Tensor idx, torch::Tensor a) {
+  TORCH_CHECK(up.dim() == 2 && up.is_contiguous() && up.scalar_type() == torch::kFloat32,
+              "up must be a contiguous fp32 [F, D]");
+  TORCH_CHECK(down_t.is_contiguous() && down_t.sizes() == up.sizes(), "down_t must be [F, D]");
+  TORCH_CHECK(x.is_contiguous() && x.numel() == up.size(1), "x must be [D]");
+  TORCH_CHECK(idx.scalar_type() == torch::kInt64 && idx.is_contiguous(), "idx must be int64");
+  TORCH_CHECK(a.is_contiguous() && a.numel() == idx.numel(), "a must be [n]");
+  const int64_t n = idx.numel(), d = up.size(1), f = up.size(0);
+  const float* up_p = up.data_ptr<float>();
+  const float* down_p = down_t.data_ptr<float>();
+  const float* x_p = x.data_ptr<float>();
+  const float* a_p = a.data_ptr<float>();
+  const int64_t* idx_p = idx.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(idx_p[i] >= 0 && idx_p[i] < f, "index out of range");
+  const int64_t chunks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n * d / 8192));
+  auto partial = torch::zeros({chunks, d}, x.options());
+  float* partial_p = partial.data_ptr<float>();
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      float* acc = partial_p + k * d;
+      const int64_t stop = n * (k + 1) / chunks;
+      for (int64_t i = n * k / chunks; i < stop; ++i) {
+        if (i + 1 < stop) {
+          __builtin_prefetch(up_p + idx_p[i + 1] * d);
+          __builtin_prefetch(down_p + idx_p[i + 1] * d);
+        }
+        const float* u = up_p + idx_p[i] * d;
+        float au = 0.f;
+        for (int64_t p = 0; p < d; p += kPage) {
+          const int64_t e = std::min(d, p + kPage);
+          prefetch_next_page(u + p, u + d);
+#pragma omp simd reduction(+ : au)
+          for (int64_t q = p; q < e; ++q) au += u[q] * x_p[q];
+        }
+        axpy(a_p[i] * au, down_p + idx_p[i] * d, acc, d);
+      }
+    }
+  });
+  return chunks == 1 ? partial[0] : partial.sum(0);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gathered_ffn", &gathered_ffn, "gathered SwiGLU FFN for one token (fp32, CPU)");
+  m.def("rows_matvec", &rows_matvec, "sum of coef_i * rows[idx_i] (fp32, CPU)");
+  m.def("gated_ffn", &gated_ffn, "CATS FFN for one token, gate given (fp32, CPU)");
 }

@@ -56,3 +56,18 @@ def test_bench_quality_on_tiny(tiny_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv, "--policy", '{"kind": "budget", "target_active_fraction": 0.5}'])
     assert "changes per decode step" in capsys.readouterr().err
+
+
+def test_bench_e2e_json_contract(capsys):
+    argv = ["bench", "e2e", "--shape", "tiny", "--sparsity", "0.5", "--tokens", "4"]
+    assert main([*argv, "--rounds", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["dense"]) >= {"tokens_per_s", "weight_bytes_read_per_token"}
+    assert [p["site"] for p in out["policies"]] == ["h", "gate", "input"]
+    for p in out["policies"]:
+        assert set(p) >= {
+            "site", "achieved_sparsity", "tokens_per_s", "weight_bytes_read_per_token", "speedup"
+        }
+        assert p["speedup"] == pytest.approx(p["tokens_per_s"] / out["dense"]["tokens_per_s"])
+        assert p["weight_bytes_read_per_token"] < out["dense"]["weight_bytes_read_per_token"]
+        assert 0.2 < p["achieved_sparsity"] < 0.8, f"{p['site']}: calibration missed 50 %"

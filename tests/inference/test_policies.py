@@ -1,10 +1,20 @@
+import dataclasses
 import json
 import math
 import re
 
 import pytest
 
-from inference.policies import BudgetPolicy, DensePolicy, DynamicPolicy, Policy, StaticPolicy
+from inference.policies import (
+    POLICY_CLASSES,
+    BudgetPolicy,
+    CalibratedPolicy,
+    DensePolicy,
+    DynamicPolicy,
+    Policy,
+    PredictorPolicy,
+    StaticPolicy,
+)
 
 
 @pytest.mark.parametrize(
@@ -171,3 +181,48 @@ def test_latency_budget_warm_up_and_clamp():
     assert controller(2.0, 1.0, 10.0) == 1.0  # second warm-up step: not fed back
     factors = [controller(2.0, 1.0, 10.0) for _ in range(50)]  # hopelessly slow
     assert factors[0] > 1.0 and factors[-1] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        StaticPolicy(0.05, site="gate"),
+        DynamicPolicy(0.05, 1.0, site="input"),
+        BudgetPolicy(0.5, site="gate"),
+        CalibratedPolicy(0.5, ((0.1, 0.2, 0.3, 0.4), (0.5, 0.6, 0.7, 0.8)), site="input"),
+        CalibratedPolicy(0.5, (0.1, 0.2), site="gate"),
+    ],
+)
+def test_sites_round_trip_through_json(policy):
+    data = json.loads(json.dumps(policy.to_json()))
+    assert data["site"] == policy.site
+    assert Policy.from_json(data) == policy
+
+
+def test_a_condition_without_site_means_h_and_keeps_its_json():
+    old = {"kind": "calibrated", "target_sparsity": 0.5, "thresholds": [0.1], "profile": "m"}
+    policy = Policy.from_json(old)
+    assert policy.site == "h" and policy.to_json() == old
+    assert StaticPolicy(0.05).label() == "static t=0.05"
+    assert StaticPolicy(0.05, site="input").label() == "static t=0.05 @input"
+    with pytest.raises(ValueError, match="'site' must be one of"):
+        Policy.from_json({"kind": "static", "threshold": 0.1, "site": "x"})
+    with pytest.raises(ValueError, match=re.escape("'thresholds[0]' must be 4 numbers")):
+        Policy.from_json({**old, "site": "input"})
+
+
+def test_each_policy_says_which_weights_it_skips():
+    assert DensePolicy().skipped_weights == () and not DensePolicy().skips_weight_bytes
+    assert StaticPolicy(0.1).skipped_weights == ("down",)
+    assert StaticPolicy(0.1, site="gate").skipped_weights == ("up", "down")
+    assert "o" in BudgetPolicy(0.5, site="input").skipped_weights
+    assert PredictorPolicy(0.5, "p").skipped_weights == ("gate", "up", "down")
+
+
+def test_every_field_says_what_it_means_and_defaults_are_optional():
+    for cls in POLICY_CLASSES:
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+            assert "unit" in f.metadata, f"{cls.__name__}.{f.name} has no unit"
+    assert Policy.from_json({"kind": "static", "threshold": 0.1}).site == "h"
+    assert Policy.from_json({"kind": "budget", "target_active_fraction": 0.4}).threshold == 0.05

@@ -63,6 +63,8 @@ def test_save_load_round_trip(profile, tmp_path):
     assert again.tokens == profile.tokens
     assert torch.equal(again.counts, profile.counts)
     assert torch.equal(again.hist, profile.hist)
+    assert again.site_hist.keys() == {"gate", "input"}
+    assert torch.equal(again.site_hist["input"], profile.site_hist["input"])
     assert "3 layers x 96 neurons" in again.summary()
 
 
@@ -75,6 +77,28 @@ def test_calibrated_policy_hits_target_sparsity(tiny, profile):
     # Measured on decode steps of one prompt: near the calibration target.
     assert result.active_fraction == pytest.approx(0.5, abs=0.2)
     assert calibrated_policy(profile, 0.0).layer_thresholds(3) == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("site", ["gate", "input"])
+def test_calibrated_policy_per_site_hits_target_sparsity(tiny, profile, site):
+    assert profile.site_hist["input"].shape == (3, 4, profile.hist.shape[1])
+    # down's input is h: the input site's last group is the h histogram
+    assert torch.equal(profile.site_hist["input"][:, 3], profile.hist)
+    policy = calibrated_policy(profile, 0.5, site)
+    assert policy.site == site and len(policy.thresholds) == 3
+    assert all(isinstance(t, tuple) and len(t) == 4 for t in policy.thresholds) == (
+        site == "input"
+    )
+    expected = profile.active_fraction(list(policy.thresholds), site)
+    assert expected == pytest.approx([0.5] * 3, abs=0.02)
+    result = generate(tiny, PROMPTS[1], policy, max_new_tokens=6)
+    assert result.active_fraction == pytest.approx(0.5, abs=0.2)
+
+
+def test_an_old_profile_cannot_calibrate_the_new_sites(profile):
+    old = Profile(**{**profile.__dict__, "site_hist": {}})
+    with pytest.raises(ValueError, match="run `python -m inference profile` again"):
+        calibrated_policy(old, 0.5, "gate")
 
 
 def test_calibrated_policy_rejects_wrong_layer_count():
@@ -99,3 +123,7 @@ def test_cli_calibrate(profile, tmp_path, capsys):
     policy = Policy.from_json(json.loads(out.out))
     assert policy.target_sparsity == 0.4
     assert "achieved on the calibration set" in out.err
+    argv = ["calibrate", "--profile", str(path), "--target-sparsity", "0.4", "--site", "input"]
+    assert main(argv) == 0
+    policy = Policy.from_json(json.loads(capsys.readouterr().out))
+    assert policy.site == "input" and len(policy.thresholds[0]) == 4

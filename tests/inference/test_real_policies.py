@@ -11,6 +11,7 @@ from inference.loading import load_model
 from inference.policies import BudgetPolicy, DensePolicy, PredictorPolicy
 from inference.predictor_training import train_predictors
 from inference.profile import calibrated_policy, humaneval_prompts, profile_model
+from inference.sparse_mlp import sparse_mlps
 
 pytestmark = pytest.mark.model
 
@@ -60,3 +61,24 @@ def test_predictor_on_real_model(loaded, tmp_path):
     assert everything.token_ids == dense.token_ids
     sparse = generate(loaded, "Name a colour.", PredictorPolicy(0.5, str(path)), max_new_tokens=6)
     assert sparse.active_fraction < 1.0 and sparse.mlp_bytes_skipped_fraction > 0.0
+
+
+@pytest.mark.parametrize("site", ["h", "gate", "input"])
+def test_each_site_skips_bytes_and_decodes_like_its_masked_reference(loaded, site):
+    profile = profile_model(loaded, humaneval_prompts(2), max_new_tokens=2)
+    policy = calibrated_policy(profile, 0.4, site)
+    prompt = HELD_OUT[0]
+    skipping = generate(loaded, prompt, policy, max_new_tokens=16)
+    for mlp in sparse_mlps(loaded.model):
+        mlp.skipping = False
+    try:
+        reference = generate(loaded, prompt, policy, max_new_tokens=16)
+    finally:
+        for mlp in sparse_mlps(loaded.model):
+            mlp.skipping = True
+    assert skipping.token_ids == reference.token_ids, f"site {site}: greedy tokens differ"
+    assert skipping.weight_bytes_read_per_token < reference.weight_bytes_read_per_token
+    assert reference.weight_bytes_read_per_token == reference.dense_weight_bytes_per_token
+    zero = generate(loaded, prompt, calibrated_policy(profile, 0.0, site), max_new_tokens=16)
+    dense = generate(loaded, prompt, DensePolicy(), max_new_tokens=16)
+    assert zero.token_ids == dense.token_ids

@@ -1,9 +1,11 @@
 import pytest
 import torch
 from torch import nn
+from transformers import DynamicCache
 
-from inference.policies import DensePolicy, StaticPolicy
-from inference.sparse_mlp import SparseMLP, set_thresholds, sparse_mlps
+from inference.generate import generate
+from inference.policies import CalibratedPolicy, DensePolicy, StaticPolicy
+from inference.sparse_mlp import SparseLinear, SparseMLP, set_thresholds, sparse_mlps
 from inference.sparsify import sparsify
 from tests.inference.conftest import tiny_model
 
@@ -99,3 +101,101 @@ def test_set_thresholds_checks_layer_count():
     model = sparsify(tiny_model(), StaticPolicy(0.1))
     with pytest.raises(ValueError, match="3 sparse MLP layers"):
         set_thresholds(model, [0.1])
+
+
+SITES = ("h", "gate", "input")
+
+
+def _one_token_logits(model: nn.Module, ids: list[int]) -> torch.Tensor:
+    """Prompt then one decoded token through the cache: the decode step takes the skipping path."""
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids[:-1]]), past_key_values=cache, use_cache=True)
+        return model(input_ids=torch.tensor([ids[-1:]]), past_key_values=cache).logits
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("use_kernel", [False, True])
+def test_skipping_path_equals_the_masked_reference(site, use_kernel):
+    model = tiny_model()
+    sparsify(model, StaticPolicy(0.3, site=site))
+    for mlp in sparse_mlps(model):
+        mlp.use_kernel = use_kernel
+    ids = [1, 9, 17, 30, 41, 5]
+    skipping = _one_token_logits(model, ids)
+    for mlp in sparse_mlps(model):
+        mlp.skipping = False
+    reference = _one_token_logits(model, ids)
+    torch.testing.assert_close(skipping, reference, rtol=1e-5, atol=1e-5)
+    dense = _one_token_logits(sparsify(tiny_model(), DensePolicy()), ids)
+    assert not torch.allclose(skipping, dense, atol=1e-3), f"site {site}: threshold had no effect"
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_threshold_zero_is_bit_identical_to_dense_at_every_site(site):
+    model = tiny_model()
+    ids = [1, 9, 17, 30, 41, 5]
+    sparsify(model, StaticPolicy(0.3, site=site))  # lay the weights out for the site
+    sparsify(model, StaticPolicy(0.0, site=site))
+    zero = _one_token_logits(model, ids)
+    sparsify(model, DensePolicy())  # keeps the layout
+    torch.testing.assert_close(zero, _one_token_logits(model, ids), rtol=0, atol=0)
+    torch.testing.assert_close(logits(model), logits(tiny_model()), rtol=1e-5, atol=1e-5)
+
+
+def test_sites_switch_in_place_without_copying_the_model():
+    model = tiny_model()
+    keys = {k: v.clone() for k, v in model.state_dict().items()}
+    sparsify(model, StaticPolicy(0.2, site="input"))
+    attention = model.model.layers[0].self_attn
+    assert isinstance(attention.q_proj, SparseLinear) and isinstance(attention.o_proj, SparseLinear)
+    assert attention.q_proj.weight.t().is_contiguous(), "columns are stored as rows"
+    assert set(model.state_dict()) == set(keys)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, keys[name]), f"{name} changed value when laid out"
+    params_bytes = sum(p.numel() for p in model.parameters())
+    sparsify(model, StaticPolicy(0.2, site="gate"))
+    assert not isinstance(model.model.layers[0].self_attn.q_proj, SparseLinear)
+    assert model.model.layers[0].mlp.gate_proj.weight.is_contiguous()
+    assert sum(p.numel() for p in model.parameters()) == params_bytes
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, keys[name]), f"{name} changed value switching back"
+
+
+def test_input_site_takes_four_thresholds_per_layer():
+    model = tiny_model()
+    policy = CalibratedPolicy(0.5, ((0.1, 0.2, 0.3, 0.4),) * 3, site="input")
+    sparsify(model, policy)
+    layer = model.model.layers[1]
+    assert [layer.self_attn.k_proj.threshold, layer.self_attn.o_proj.threshold] == [0.1, 0.2]
+    assert [layer.mlp.up_proj.threshold, layer.mlp.down_proj.threshold] == [0.3, 0.4]
+    set_thresholds(model, policy.layer_thresholds(3), 2.0)
+    assert layer.mlp.down_proj.threshold == 0.8
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_generate_records_the_bytes_each_site_reads(tiny, site):
+    dense = generate(tiny, "w1 w2 w3", DensePolicy(), max_new_tokens=5)
+    sparse = generate(tiny, "w1 w2 w3", StaticPolicy(0.4, site=site), max_new_tokens=5)
+    assert dense.weight_bytes_read_per_token == dense.dense_weight_bytes_per_token
+    assert dense.mlp_bytes_skipped_fraction == 0.0
+    assert sparse.dense_weight_bytes_per_token == dense.dense_weight_bytes_per_token
+    assert sparse.weight_bytes_read_per_token < dense.weight_bytes_read_per_token
+    total = (
+        sparse.mlp_weight_bytes_read_per_token
+        + sparse.attention_weight_bytes_read_per_token
+        + 4 * tiny.model.lm_head.weight.numel()
+    )
+    assert sparse.weight_bytes_read_per_token == pytest.approx(total)
+    skipped_attention = (
+        sparse.attention_weight_bytes_read_per_token < dense.attention_weight_bytes_read_per_token
+    )
+    assert skipped_attention == (site == "input"), "only the input site skips attention bytes"
+    mlp = sparse.mlp_weight_bytes_read_per_token / dense.mlp_weight_bytes_read_per_token
+    kept = sparse.active_fraction
+    if site == "h":  # gate and up whole, down for kept neurons
+        assert mlp == pytest.approx((2 + kept) / 3)
+    elif site == "gate":  # gate whole, up and down for kept neurons
+        assert mlp == pytest.approx((1 + 2 * kept) / 3)
+    else:
+        assert mlp < 1.0

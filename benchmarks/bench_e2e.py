@@ -1,0 +1,139 @@
+"""End-to-end decode speed of each threshold site against dense, on one model in one run.
+
+    python -m inference bench e2e --shape tinyllama-1.1b --sparsity 0.5 [--tokens N] [--json]
+
+The model is a LLaMA of the named shape (``config.SHAPES``) with seeded random weights built in
+memory, fp32, batch 1, on the threads torch has (``--threads``, default 2). Thresholds for each
+site are calibrated on the model's own activations (a profile of a few prompts, ``calibrate``'s
+per-layer quantiles). Dense and each site then decode the same prompt greedily in alternating
+rounds (dense, h, gate, input, dense, ...), so drift on a shared machine hits all alike; each
+figure is the median over rounds and ``speedup`` is over dense in the same run. ``tokens_per_s``
+counts decode steps only (the prompt is 8 words). ``transformers_tokens_per_s`` is plain
+``transformers`` ``generate`` on the same weights before the engine touches them, timed the same
+way (decode steps only), once, first. Results: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from inference.generate import generate, prompt_ids
+from inference.loading import LoadedModel
+from inference.policies import DensePolicy, Policy, StaticPolicy
+from inference.profile import calibrated_policy, profile_model
+from inference.random_model import random_llama, word_tokenizer
+from inference.sparsify import sparsify
+
+PROMPT = " ".join(f"w{i}" for i in range(1, 9))
+CALIBRATION_PROMPTS = [" ".join(f"w{i}" for i in range(j, j + 24)) for j in (20, 200, 2000)]
+SITES = ("h", "gate", "input")
+
+
+def _transformers_tokens_per_s(loaded: LoadedModel, tokens: int) -> float:
+    """Plain ``generate`` for 1 and for ``tokens`` new tokens: decode steps per second."""
+    ids = prompt_ids(loaded.tokenizer, PROMPT)
+    seconds = []
+    with torch.inference_mode():
+        for new in (1, tokens):
+            start = time.perf_counter()
+            loaded.model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                min_new_tokens=new, do_sample=False, pad_token_id=0,
+            )  # fmt: skip
+            seconds.append(time.perf_counter() - start)
+    return (tokens - 1) / (seconds[1] - seconds[0])
+
+
+def _decode(loaded: LoadedModel, policy: Policy, tokens: int) -> dict:
+    if isinstance(policy, DensePolicy):  # the plain layout: attention row-major
+        sparsify(loaded.model, StaticPolicy(0.0))
+    result = generate(loaded, PROMPT, policy, max_new_tokens=tokens)
+    return {
+        "tokens_per_s": 1.0 / result.decode_latency_s_per_token,
+        "weight_bytes_read_per_token": result.weight_bytes_read_per_token,
+        "achieved_sparsity": result.achieved_sparsity,
+        "new_tokens": result.new_tokens,
+    }
+
+
+def bench_e2e(
+    shape: str = "tinyllama-1.1b",
+    sparsity: float = 0.5,
+    *,
+    tokens: int = 32,
+    rounds: int = 3,
+    threads: int | None = 2,
+    seed: int = 0,
+) -> dict:
+    """Dense vs each site at ``sparsity`` on a random model of ``shape`` (see the module)."""
+    if not 0.0 < sparsity < 1.0:
+        raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
+    if tokens < 2:
+        raise ValueError("--tokens must be at least 2 (one decode step)")
+    if threads:
+        torch.set_num_threads(threads)
+    model = random_llama(shape, seed=seed)
+    loaded = LoadedModel(model, word_tokenizer(model.config.vocab_size), f"{shape}-s{seed}", "")
+    transformers_tps = _transformers_tokens_per_s(loaded, tokens)
+    profile = profile_model(loaded, CALIBRATION_PROMPTS, max_new_tokens=2)
+    policies: dict[str, Policy] = {"dense": DensePolicy()}
+    policies.update({site: calibrated_policy(profile, sparsity, site) for site in SITES})
+    runs: dict[str, list[dict]] = {name: [] for name in policies}
+    for policy in policies.values():  # warm-up: layouts, kernels, page faults
+        _decode(loaded, policy, 2)
+    for _ in range(rounds):
+        for name, policy in policies.items():
+            runs[name].append(_decode(loaded, policy, tokens))
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[name])
+
+    dense_tps = median("dense", "tokens_per_s")
+    dense_bytes = median("dense", "weight_bytes_read_per_token")
+    return {
+        "shape": shape,
+        "threads": torch.get_num_threads(),
+        "tokens": tokens,
+        "rounds": rounds,
+        "target_sparsity": sparsity,
+        "transformers_tokens_per_s": transformers_tps,
+        "dense": {
+            "tokens_per_s": dense_tps,
+            "weight_bytes_read_per_token": dense_bytes,
+            "relative_to_transformers": dense_tps / transformers_tps,
+        },
+        "policies": [
+            {
+                "site": site,
+                "achieved_sparsity": median(site, "achieved_sparsity"),
+                "tokens_per_s": median(site, "tokens_per_s"),
+                "weight_bytes_read_per_token": median(site, "weight_bytes_read_per_token"),
+                "speedup": median(site, "tokens_per_s") / dense_tps,
+                "byte_ratio": dense_bytes / median(site, "weight_bytes_read_per_token"),
+            }
+            for site in SITES
+        ],
+    }
+
+
+def format_e2e(r: dict) -> str:
+    dense = r["dense"]
+    lines = [
+        f"{r['shape']} (random weights, fp32, batch 1, {r['threads']} threads): {r['tokens']} "
+        f"tokens, medians of {r['rounds']} alternating rounds, target sparsity "
+        f"{r['target_sparsity']:.0%}",
+        f"transformers generate {r['transformers_tokens_per_s']:.2f} tok/s; engine dense "
+        f"{dense['tokens_per_s']:.2f} tok/s ({dense['relative_to_transformers']:.2f}x), "
+        f"{dense['weight_bytes_read_per_token'] / 1e9:.3f} GB/token",
+        "site   sparsity  tok/s  speed-up  GB/token  byte ratio  of byte ratio",
+    ]
+    for p in r["policies"]:
+        lines.append(
+            f"{p['site']:6s} {p['achieved_sparsity']:8.1%}  {p['tokens_per_s']:5.2f}  "
+            f"{p['speedup']:7.2f}x  {p['weight_bytes_read_per_token'] / 1e9:8.3f}  "
+            f"{p['byte_ratio']:9.2f}x  {p['speedup'] / p['byte_ratio']:13.2f}"
+        )
+    return "\n".join(lines)
