@@ -47,13 +47,7 @@ def calibration_profile(
     total: Profile | None = None
     for done, prompt in enumerate(prompts, start=1):
         one = profile_model(loaded, [prompt], max_new_tokens=CALIBRATION_NEW_TOKENS)
-        total = one if total is None else dataclasses.replace(
-            total,
-            tokens=total.tokens + one.tokens,
-            prompts=total.prompts + one.prompts,
-            counts=total.counts + one.counts,
-            hist=total.hist + one.hist,
-        )
+        total = one if total is None else total.plus(one)
         progress(done / len(prompts))
     assert total is not None, "no prompts to profile"
     return total

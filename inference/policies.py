@@ -57,7 +57,8 @@ def _field(default: Any = dataclasses.MISSING, *, help: str, unit: str = "",
 
 
 def site_field() -> Any:
-    return _field("h", help=_SITE_HELP, unit="one of h, gate, input")
+    field = _field("h", help=_SITE_HELP, unit="")
+    return dataclasses.field(default="h", metadata={**field.metadata, "choices": SITES})
 
 
 def _site(data: dict) -> str:

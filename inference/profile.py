@@ -66,6 +66,25 @@ class Profile:
             raise ValueError(f"threshold {threshold} not profiled; have {list(self.thresholds)}")
         return self.counts[:, :, self.thresholds.index(threshold)].double() / max(self.tokens, 1)
 
+    def plus(self, other: Profile) -> Profile:
+        """Both profiles' statistics together (same model and thresholds), e.g. one prompt at a
+        time."""
+        if (other.fingerprint, other.thresholds) != (self.fingerprint, self.thresholds):
+            raise ValueError("profiles of different models or thresholds do not add up")
+        return Profile(
+            fingerprint=self.fingerprint,
+            thresholds=self.thresholds,
+            tokens=self.tokens + other.tokens,
+            prompts=self.prompts + other.prompts,
+            counts=self.counts + other.counts,
+            hist=self.hist + other.hist,
+            site_hist={
+                site: h + other.site_hist[site]
+                for site, h in self.site_hist.items()
+                if site in other.site_hist
+            },
+        )
+
     def site_histogram(self, site: str) -> torch.Tensor:
         """``[L, B]`` (``h``, ``gate``) or ``[L, 4, B]`` (``input``) histogram over ``EDGES``."""
         if site == "h":

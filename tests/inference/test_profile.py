@@ -127,3 +127,10 @@ def test_cli_calibrate(profile, tmp_path, capsys):
     assert main(argv) == 0
     policy = Policy.from_json(json.loads(capsys.readouterr().out))
     assert policy.site == "input" and len(policy.thresholds[0]) == 4
+
+
+def test_profiles_add_up_prompt_by_prompt(tiny, profile):
+    parts = [profile_model(tiny, [prompt], max_new_tokens=3) for prompt in PROMPTS]
+    total = parts[0].plus(parts[1]).plus(parts[2])
+    assert total.tokens == profile.tokens and torch.equal(total.hist, profile.hist)
+    assert torch.equal(total.site_hist["input"], profile.site_hist["input"])
