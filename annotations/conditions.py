@@ -15,28 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from inference.policies import (
-    BudgetPolicy,
-    CalibratedPolicy,
-    DensePolicy,
-    DynamicPolicy,
-    Policy,
-    PredictorPolicy,
-    StaticPolicy,
-)
+from inference.policies import POLICY_CLASSES, Policy
 
-# The builder's order: the baseline first, then by how much machinery a family needs.
-FAMILIES: dict[str, type[Policy]] = {
-    cls.kind: cls
-    for cls in (
-        DensePolicy,
-        StaticPolicy,
-        CalibratedPolicy,
-        DynamicPolicy,
-        BudgetPolicy,
-        PredictorPolicy,
-    )
-}
+# The builder's order: the engine's (the baseline first, then by how much machinery it needs).
+FAMILIES: dict[str, type[Policy]] = {cls.kind: cls for cls in POLICY_CLASSES}
 # Filled in by calibration (inference.profile), never typed.
 DERIVED = {
     "calibrated": {"thresholds", "profile", "target_sparsity"},

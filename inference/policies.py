@@ -493,11 +493,12 @@ class PredictorPolicy(Policy):
         return list(self.thresholds)
 
 
+# Every kind, the baseline first, then by how much machinery a kind needs.
 POLICY_CLASSES: tuple[type[Policy], ...] = (
     DensePolicy,
     StaticPolicy,
-    DynamicPolicy,
     CalibratedPolicy,
+    DynamicPolicy,
     BudgetPolicy,
     PredictorPolicy,
 )

@@ -57,6 +57,36 @@ inline void axpy(float h, const float* row, float* acc, int64_t d) {
   }
 }
 
+// The active items split into one contiguous chunk per thread (at most one per `min_work`
+// items); `body(i, next, acc)` adds item i into its chunk's partial output `acc` [width] and may
+// prefetch item `next` (-1 at a chunk's end). The partials are summed at the end: no atomics,
+// one parallel region.
+template <typename Body>
+torch::Tensor sum_over_active(int64_t n, int64_t width, int64_t min_work,
+                              const torch::TensorOptions& options, Body body) {
+  const int64_t chunks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / min_work));
+  auto partial = torch::zeros({chunks, width}, options);
+  float* partial_p = partial.data_ptr<float>();
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t stop = n * (c + 1) / chunks;
+      for (int64_t i = n * c / chunks; i < stop; ++i) {
+        body(i, i + 1 < stop ? i + 1 : -1, partial_p + c * width);
+      }
+    }
+  });
+  return chunks == 1 ? partial[0] : partial.sum(0);
+}
+
+void check_indices(const torch::Tensor& idx, int64_t rows) {
+  TORCH_CHECK(idx.scalar_type() == torch::kInt64 && idx.is_contiguous(), "idx must be int64");
+  const int64_t* p = idx.data_ptr<int64_t>();
+  for (int64_t i = 0; i < idx.numel(); ++i) {
+    TORCH_CHECK(p[i] >= 0 && p[i] < rows, "index out of range");
+  }
+}
+
 }  // namespace
 
 torch::Tensor gathered_ffn(torch::Tensor gu, torch::Tensor down_t, torch::Tensor x,
@@ -66,35 +96,24 @@ torch::Tensor gathered_ffn(torch::Tensor gu, torch::Tensor down_t, torch::Tensor
   TORCH_CHECK(down_t.is_contiguous() && down_t.size(0) == gu.size(0) &&
                   down_t.size(1) == gu.size(2), "down_t must be [F, D]");
   TORCH_CHECK(x.is_contiguous() && x.numel() == gu.size(2), "x must be [D]");
-  TORCH_CHECK(idx.scalar_type() == torch::kInt64 && idx.is_contiguous(), "idx must be int64");
-  const int64_t n = idx.numel(), d = gu.size(2), f = gu.size(0);
+  check_indices(idx, gu.size(0));
+  const int64_t d = gu.size(2);
   const float* gu_p = gu.data_ptr<float>();
   const float* down_p = down_t.data_ptr<float>();
   const float* x_p = x.data_ptr<float>();
   const int64_t* idx_p = idx.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(idx_p[i] >= 0 && idx_p[i] < f, "index out of range");
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
-  auto partial = torch::zeros({chunks, d}, x.options());
-  float* partial_p = partial.data_ptr<float>();
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      float* acc = partial_p + c * d;
-      const int64_t stop = n * (c + 1) / chunks;
-      for (int64_t i = n * c / chunks; i < stop; ++i) {
-        const float* g = gu_p + idx_p[i] * 2 * d;
-        if (i + 1 < stop) {  // the next neuron's rows start at unrelated addresses
-          const float* g_next = gu_p + idx_p[i + 1] * 2 * d;
-          __builtin_prefetch(g_next);
-          __builtin_prefetch(g_next + d);
-          __builtin_prefetch(down_p + idx_p[i + 1] * d);
-        }
-        float au;
-        const float ag = dot2(g, g + d, x_p, d, &au);
-        axpy(ag / (1.f + std::exp(-ag)) * au, down_p + idx_p[i] * d, acc, d);
-      }
+  return sum_over_active(idx.numel(), d, 1, x.options(), [&](int64_t i, int64_t next, float* acc) {
+    if (next >= 0) {  // the next neuron's rows start at unrelated addresses
+      const float* g_next = gu_p + idx_p[next] * 2 * d;
+      __builtin_prefetch(g_next);
+      __builtin_prefetch(g_next + d);
+      __builtin_prefetch(down_p + idx_p[next] * d);
     }
+    const float* g = gu_p + idx_p[i] * 2 * d;
+    float au;
+    const float ag = dot2(g, g + d, x_p, d, &au);
+    axpy(ag / (1.f + std::exp(-ag)) * au, down_p + idx_p[i] * d, acc, d);
   });
-  return chunks == 1 ? partial[0] : partial.sum(0);
 }
 
 // Sparse input times transposed weights, for one token: out [C] = sum_i coef_i * rows[idx_i].
@@ -102,36 +121,23 @@ torch::Tensor gathered_ffn(torch::Tensor gu, torch::Tensor down_t, torch::Tensor
 //   rows:  [R, C]  a weight stored transposed (W.t(): the column of input i as row i), or down_t
 //   idx:   [n]     int64, kept inputs (TEAL) or active neurons
 //   coef:  [n]     the kept input values (or h of the active neurons)
-//
-// The active rows are split into one contiguous chunk per thread, each summed into its own
-// partial output; the partials are added at the end (no atomics, one parallel region).
 torch::Tensor rows_matvec(torch::Tensor rows, torch::Tensor idx, torch::Tensor coef) {
   TORCH_CHECK(rows.dim() == 2 && rows.is_contiguous() && rows.scalar_type() == torch::kFloat32,
               "rows must be a contiguous fp32 [R, C]");
-  TORCH_CHECK(idx.scalar_type() == torch::kInt64 && idx.is_contiguous(), "idx must be int64");
   TORCH_CHECK(coef.is_contiguous() && coef.numel() == idx.numel() &&
                   coef.scalar_type() == torch::kFloat32, "coef must be fp32 [n]");
-  const int64_t n = idx.numel(), c = rows.size(1), r = rows.size(0);
+  check_indices(idx, rows.size(0));
+  const int64_t c = rows.size(1);
   const float* rows_p = rows.data_ptr<float>();
   const float* coef_p = coef.data_ptr<float>();
   const int64_t* idx_p = idx.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(idx_p[i] >= 0 && idx_p[i] < r, "index out of range");
-  // Small rows: fewer threads, so each reads enough to cover its start-up.
-  const int64_t chunks =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n * c / 16384));
-  auto partial = torch::zeros({chunks, c}, rows.options());
-  float* partial_p = partial.data_ptr<float>();
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      float* acc = partial_p + k * c;
-      const int64_t stop = n * (k + 1) / chunks;
-      for (int64_t i = n * k / chunks; i < stop; ++i) {
-        if (i + 1 < stop) __builtin_prefetch(rows_p + idx_p[i + 1] * c);
-        axpy(coef_p[i], rows_p + idx_p[i] * c, acc, c);
-      }
-    }
+  // Short rows: fewer threads, so that each reads enough to pay for its start.
+  const int64_t min_rows = std::max<int64_t>(1, 16384 / c);
+  return sum_over_active(idx.numel(), c, min_rows, rows.options(),
+                         [&](int64_t i, int64_t next, float* acc) {
+    if (next >= 0) __builtin_prefetch(rows_p + idx_p[next] * c);
+    axpy(coef_p[i], rows_p + idx_p[i] * c, acc, c);
   });
-  return chunks == 1 ? partial[0] : partial.sum(0);
 }
 
 // CATS for one token: out [D] = sum_i a_i * (up_i . x) * down_t[idx_i], where a = silu(gate x)
@@ -142,41 +148,31 @@ torch::Tensor gated_ffn(torch::Tensor up, torch::Tensor down_t, torch::Tensor x,
               "up must be a contiguous fp32 [F, D]");
   TORCH_CHECK(down_t.is_contiguous() && down_t.sizes() == up.sizes(), "down_t must be [F, D]");
   TORCH_CHECK(x.is_contiguous() && x.numel() == up.size(1), "x must be [D]");
-  TORCH_CHECK(idx.scalar_type() == torch::kInt64 && idx.is_contiguous(), "idx must be int64");
   TORCH_CHECK(a.is_contiguous() && a.numel() == idx.numel(), "a must be [n]");
-  const int64_t n = idx.numel(), d = up.size(1), f = up.size(0);
+  check_indices(idx, up.size(0));
+  const int64_t d = up.size(1);
   const float* up_p = up.data_ptr<float>();
   const float* down_p = down_t.data_ptr<float>();
   const float* x_p = x.data_ptr<float>();
   const float* a_p = a.data_ptr<float>();
   const int64_t* idx_p = idx.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(idx_p[i] >= 0 && idx_p[i] < f, "index out of range");
-  const int64_t chunks =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n * d / 8192));
-  auto partial = torch::zeros({chunks, d}, x.options());
-  float* partial_p = partial.data_ptr<float>();
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      float* acc = partial_p + k * d;
-      const int64_t stop = n * (k + 1) / chunks;
-      for (int64_t i = n * k / chunks; i < stop; ++i) {
-        if (i + 1 < stop) {
-          __builtin_prefetch(up_p + idx_p[i + 1] * d);
-          __builtin_prefetch(down_p + idx_p[i + 1] * d);
-        }
-        const float* u = up_p + idx_p[i] * d;
-        float au = 0.f;
-        for (int64_t p = 0; p < d; p += kPage) {
-          const int64_t e = std::min(d, p + kPage);
-          prefetch_next_page(u + p, u + d);
-#pragma omp simd reduction(+ : au)
-          for (int64_t q = p; q < e; ++q) au += u[q] * x_p[q];
-        }
-        axpy(a_p[i] * au, down_p + idx_p[i] * d, acc, d);
-      }
+  const int64_t min_neurons = std::max<int64_t>(1, 8192 / d);
+  return sum_over_active(idx.numel(), d, min_neurons, x.options(),
+                         [&](int64_t i, int64_t next, float* acc) {
+    if (next >= 0) {
+      __builtin_prefetch(up_p + idx_p[next] * d);
+      __builtin_prefetch(down_p + idx_p[next] * d);
     }
+    const float* u = up_p + idx_p[i] * d;
+    float au = 0.f;
+    for (int64_t p = 0; p < d; p += kPage) {
+      const int64_t e = std::min(d, p + kPage);
+      prefetch_next_page(u + p, u + d);
+#pragma omp simd reduction(+ : au)
+      for (int64_t q = p; q < e; ++q) au += u[q] * x_p[q];
+    }
+    axpy(a_p[i] * au, down_p + idx_p[i] * d, acc, d);
   });
-  return chunks == 1 ? partial[0] : partial.sum(0);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
