@@ -24,6 +24,7 @@ from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subg
 from analysis.pluralism import PERMUTATIONS, rater_directions, subgroup_analysis
 from analysis.preference import preference_summary
 from analysis.quality import criterion_agreement, exclusion_effect, gold_accuracy
+from analysis.style import style_columns
 from analysis.tables import InputError
 
 
@@ -54,7 +55,7 @@ def build_report(
         notes.append(f"the study has {len(conditions)} condition(s): nothing to compare")
     if judgments.empty:
         notes.append("no judgments yet: agreement, preference and the mixed model need some")
-    preference, preference_note = _preference(judgments, bootstrap, seed)
+    preference, preference_note = _preference(judgments, generations, order, bootstrap, seed)
     rows = condition_table(conditions, generations, preference)
     quality = quality_measure(rows)
     return {
@@ -100,14 +101,27 @@ def build_report(
 
 
 def _preference(
-    judgments: pd.DataFrame, bootstrap: int, seed: int
+    judgments: pd.DataFrame,
+    generations: pd.DataFrame,
+    order: Sequence[str],
+    bootstrap: int,
+    seed: int,
 ) -> tuple[dict | None, str | None]:
+    """`preference_summary`, style-controlled on whatever style the outputs let us measure
+    (length, code blocks, markdown, tests passed), the sentence about the first (dense)
+    condition."""
     if judgments.empty:
         return None, "no judgments yet"
+    styled, controls = style_columns(judgments, generations)
+    judged = set(judgments["condition_a"]) | set(judgments["condition_b"])
+    focus = order[0] if order and order[0] in judged else None
     try:
-        return preference_summary(judgments, bootstrap=bootstrap, seed=seed), None
+        summary = preference_summary(
+            styled, bootstrap=bootstrap, seed=seed, controls=controls, focus=focus
+        )
     except InputError as error:
         return None, str(error)
+    return summary, None
 
 
 def agreement_section(
@@ -189,12 +203,22 @@ METHODS = (
     "and alpha and Bradley–Terry ratings recomputed without raters below 80 % gold accuracy. "
     "Preference: per condition pair wins / ties / losses, win rate with ties as half (Wilson "
     "and item-cluster bootstrap 95 % CIs) and with ties excluded (Wilson), two-sided exact "
-    "sign test with ties excluded and Holm correction across pairs; Bradley–Terry strengths "
+    "sign test with ties excluded and Holm correction across pairs, and an item-cluster t "
+    "test of the win rate (cluster-robust standard error under the null, items − 1 degrees "
+    "of freedom; Holm) that does not take raters of the same item as independent; "
+    "Bradley–Terry strengths "
     "by maximum likelihood (choix ILSR, regularisation 0.01, a tie counts half a win each "
     "way) with 95 % percentile CIs from a cluster bootstrap resampling items, ranked as in "
     "Chatbot Arena (1 + conditions whose lower bound exceeds this one's upper bound); online "
-    "Elo (K = 4) for comparison only; position bias as a two-sided exact binomial test of "
-    "P(left chosen) = 0.5 on decisive verdicts, overall and per rater with Holm correction. "
+    "Elo (K = 4) for comparison only; ties modelled by Davidson's (1970) Bradley–Terry "
+    "model with a tie parameter ν (maximum likelihood, item-bootstrap CIs); style control as "
+    "in Chatbot Arena: Bradley–Terry with covariates for the pair's difference in output "
+    "length (log ratio of tokens), fenced code blocks, markdown elements and share of tests "
+    "passed (those the outputs let us measure), its ratings at equal style on the same "
+    "scale and its coefficients with CIs from the same item bootstrap, and the share of the "
+    "first condition's advantage over the others the covariates explain; position bias as "
+    "a two-sided exact binomial test of P(left chosen) = 0.5 on decisive verdicts, overall "
+    "and per rater with Holm correction. "
     "Mixed model: a Bayesian mixed-effects logistic regression (statsmodels "
     "BinomialBayesMixedGLM, variational Bayes) of choosing the sparser output on the "
     "sparsity gap (achieved sparsity = 1 − mean active fraction of each generation) with "

@@ -58,6 +58,44 @@ def style_features(text: str) -> dict[str, int]:
     return {"code_blocks": fences // 2, "markdown": len(_MARKDOWN.findall(prose))}
 
 
+def style_columns(
+    judgments: pd.DataFrame, generations: pd.DataFrame
+) -> tuple[pd.DataFrame, list[str]]:
+    """The judgments with each side's style columns (``length_a``, ``length_b``, …) read
+    from their generations, and the controls the study can use.
+
+    In: judgments with ``generation_a`` / ``generation_b``; generations with
+    ``generation`` and any of ``new_tokens`` (length; at least 1 token counted),
+    ``text`` (code blocks, markdown) and ``passed`` (True / False / None: unscored). A
+    control is used when every judged output has its value (``passed``: at least one)
+    and the pair differences are not all zero."""
+    out = judgments.copy()
+    if out.empty or "generation_a" not in out or "generation" not in generations:
+        return out, []
+    by_id = generations.set_index("generation")
+    sides = {}
+    if "new_tokens" in by_id:
+        sides["length"] = pd.to_numeric(by_id["new_tokens"], errors="coerce").clip(lower=1)
+    if "text" in by_id:
+        counted = by_id["text"].fillna("").map(style_features)
+        sides["code_blocks"] = counted.map(lambda f: f["code_blocks"]).astype(float)
+        sides["markdown"] = counted.map(lambda f: f["markdown"]).astype(float)
+    if "passed" in by_id:
+        sides["passed"] = by_id["passed"].map(
+            lambda v: float(v) if isinstance(v, bool | int | float) and v == v else np.nan
+        )
+    controls = []
+    for control, values in sides.items():
+        a = out["generation_a"].map(values).astype(float)
+        b = out["generation_b"].map(values).astype(float)
+        known = a.notna() & b.notna()
+        usable = known.any() if control == "passed" else known.all()
+        if usable and ((a - b)[known] != 0).any():
+            out[f"{control}_a"], out[f"{control}_b"] = a, b
+            controls.append(control)
+    return out, controls
+
+
 def parse_controls(text: str) -> list[str]:
     """``"length,code_blocks"`` → ``["length", "code_blocks"]``; raises InputError
     naming an unknown control."""

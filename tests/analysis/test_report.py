@@ -178,3 +178,25 @@ def test_criterion_alpha_is_ordinal_over_responses_in_pairs():
     assert correct["criterion"] == "correct" and correct["alpha"] == pytest.approx(1.0)
     assert correct["n_units"] == 4 * 3 * 2
     assert style["alpha"] is None and "more than one value" in style["alpha_note"]
+
+
+def test_preference_is_style_controlled_on_what_the_outputs_show():
+    # Sparser outputs run longer and raters reward length: the report controls for it.
+    rng = np.random.default_rng(0)
+    tokens = {"dense": 80, "static": 120, "dynamic": 180}
+    g = generations(n_items=30)
+    g["new_tokens"] = [int(tokens[c] * rng.lognormal(0, 0.3)) for c in g["condition"]]
+    g["text"] = ["```py\nx\n```" if k % 3 else "- a\n- b" for k in range(len(g))]
+    length = dict(zip(g["generation"], g["new_tokens"], strict=True))
+
+    def longer_wins(i, r, a, b):
+        ratio = np.log(length[f"{i}/{a}"] / length[f"{i}/{b}"])
+        return "a" if rng.random() < 1 / (1 + np.exp(-1.5 * ratio)) else "b"
+
+    j = full_design(longer_wins, n_items=30)
+    style = report(j, g)["preference"]["style_control"]
+    assert style["controls"] == ["length", "code_blocks", "markdown", "passed"]
+    assert style["coefficients_ci"]["length"][0] > 0, style["coefficients_ci"]
+    assert style["focus"] == "dense" and "dense's" in style["sentence"]
+    plain = report(j, g.drop(columns=["new_tokens", "text"]).assign(passed=None))["preference"]
+    assert plain["style_control"] is None and plain["ties_model"]["model"].startswith("Davidson")

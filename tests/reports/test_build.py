@@ -129,6 +129,12 @@ def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
     assert summary["mixed_model"]["fixed"] is not None
     assert {r["condition"] for r in summary["conditions"]} == set(CONDITIONS)
     assert summary["matched_sparsity"][0]["static"] == "static t=0.05"
+    # Ties modelled and style control (tests passed: the outputs' only measured style)
+    # beside the raw ratings, the sentence about the dense condition.
+    style = summary["preference"]["style_control"]
+    assert style["controls"] == ["passed"] and style["focus"] == "dense"
+    assert 'id="ties-model"' in html and "Davidson (1970)" in html
+    assert 'id="style-sentence"' in html and "dense&#x27;s" in html
 
 
 def test_exports_are_pseudonymized_and_formula_safe(tmp_path):
