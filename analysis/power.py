@@ -20,6 +20,7 @@ tests the report uses (`analysis.preference`):
   bisection on the simulated power.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -202,6 +203,7 @@ def simulated_power(
     return float(detected.mean() / simulations)
 
 
+@functools.lru_cache(maxsize=256)  # seeded, so a design's line never changes: the page reuses it
 def power_statement(design: StudyDesign, items: int, power: float | None = None) -> str:
     """One line for the setup page, e.g. "40 items × overlap 3 detect a 60/40 preference
     with 80 % power", and what reaching `power` (default 0.8) needs when short of it."""

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from analysis.power import StudyDesign, power_statement
 from annotations import calibration, selectors, services, tasks
 from annotations.conditions import PairCount
 from annotations.forms import StudySetupForm
@@ -63,8 +64,23 @@ def _setup_page(request: HttpRequest, study: Study, *, reasons=(), status: int =
             conditions=len(conditions), items=n_items, design=study.pair_design,
             overlap=study.overlap,
         ),
+        "power": _power_line(study, n_conditions=len(conditions), n_items=n_items),
     }
     return render(request, "annotations/setup_study.html", context, status=status)
+
+
+def _power_line(study: Study, *, n_conditions: int, n_items: int) -> str | None:
+    """What the design can detect: a 60/40 preference of the first condition over each
+    other one, independent verdicts, no ties (`analysis.power`); None with nothing to plan."""
+    if n_conditions < 2 or n_items < 1:
+        return None
+    design = StudyDesign(
+        conditions=n_conditions,
+        raters_per_pair=study.overlap,
+        design="vs-first" if study.pair_design == Study.PairDesign.VS_FIRST else "all-pairs",
+        items_per_rater=study.items_per_rater,
+    )
+    return power_statement(design, n_items)
 
 
 @staff_member_required

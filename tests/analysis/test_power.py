@@ -101,7 +101,7 @@ def test_cluster_test_on_small_cases():
 def test_power_statement_reads_as_one_line():
     line = power_statement(StudyDesign(raters_per_pair=3), 40)
     assert line.startswith("40 items × overlap 3 detect a 60/40 preference with ")
-    assert line.endswith("80 % needs 65 items.")
+    assert line.endswith("80 % needs 65 items.") and " 54 % power" in line  # exact sign test
     enough = power_statement(StudyDesign(raters_per_pair=3), 80)
     assert "needs" not in enough and int(enough.split(" with ")[1].split(" %")[0]) >= 80
 

@@ -281,3 +281,17 @@ def test_adaptive_assignment_is_off_unless_ticked(users):
     assert "adaptive: the condition pair whose win rate is least certain first" in (
         page.content.decode()
     )
+
+
+def test_setup_page_states_what_the_design_can_detect(users):
+    study = make_study(
+        n_items=40, overlap=3, conditions=[("dense", {"kind": "dense"}), ("s", {"kind": "dense"})]
+    )
+    html = staff_client(users).get(reverse("study_setup", args=[study.id])).content.decode()
+    # Two conditions, 120 independent verdicts: the sign test's exact power (analysis.power).
+    assert "40 items × overlap 3 detect a 60/40 preference with 54 % power; 80 % needs 65 " \
+        "items." in html
+    three = make_study(n_items=10, overlap=2, name="three")
+    html = staff_client(users).get(reverse("study_setup", args=[three.id])).content.decode()
+    assert re.search(r"10 items × overlap 2 detect a 60/40 preference with \d+ % power per "
+                     r"comparison \(Holm across 3\); 80 % needs \d+ items\.", html)
