@@ -67,15 +67,17 @@ def bench_e2e(
     rounds: int = 3,
     threads: int | None = 2,
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict:
-    """Dense vs each site at ``sparsity`` on a random model of ``shape`` (see the module)."""
+    """Dense vs each site at ``sparsity`` on a random model of ``shape`` (see the module), on
+    ``device`` (``cuda``: the skipping paths gather rows with torch ops)."""
     if not 0.0 < sparsity < 1.0:
         raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
     if tokens < 2:
         raise ValueError("--tokens must be at least 2 (one decode step)")
     if threads:
         torch.set_num_threads(threads)
-    model = random_llama(shape, seed=seed)
+    model = random_llama(shape, seed=seed).to(device)
     loaded = LoadedModel(model, word_tokenizer(model.config.vocab_size), f"{shape}-s{seed}", "")
     transformers_tps = _transformers_tokens_per_s(loaded, tokens)
     profile = profile_model(loaded, CALIBRATION_PROMPTS, max_new_tokens=2)
@@ -95,6 +97,7 @@ def bench_e2e(
     dense_bytes = median("dense", "weight_bytes_read_per_token")
     return {
         "shape": shape,
+        "device": device,
         "threads": torch.get_num_threads(),
         "tokens": tokens,
         "rounds": rounds,

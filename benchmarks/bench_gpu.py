@@ -10,6 +10,10 @@
 3. The hybrid device path: the tiny model split hot on ``cuda`` / cold on ``cpu`` against the
    same split on the CPU (static and predictor policies): same tokens, bytes per device, the
    share of activations the GPU served.
+4. The threshold sites (issue 19) on CUDA: the tiny model per site (h, gate, input) against its
+   masked reference on the CPU (same greedy tokens, bytes read per token), and ``bench e2e`` on
+   a random TinyLlama-1.1B on the GPU (fp32, dense vs each site at 50 %: tokens/s, bytes,
+   speed-up over dense in the same run).
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import statistics
 
 import torch
 
+from benchmarks.bench_e2e import bench_e2e
 from inference.generate import generate
 from inference.hot_cold import split_hot_cold
 from inference.loading import LoadedModel
 from inference.policies import BudgetPolicy, DensePolicy, PredictorPolicy, StaticPolicy
 from inference.predictor import Predictors
 from inference.random_model import tiny_llama, word_tokenizer
+from inference.sparse_mlp import sparse_mlps
+from inference.sparsify import sparsify
 
 
 def _tiny_checks(tmp: str) -> dict:
@@ -148,6 +155,27 @@ def _hybrid_checks(tmp: str) -> dict:
     return out
 
 
+def _sites_checks() -> dict:
+    prompt = "w1 w2 w3 w4"
+    out = {}
+    for site in ("h", "gate", "input"):
+        policy = StaticPolicy(0.3, site=site)
+        cpu = LoadedModel(tiny_llama(), word_tokenizer(64), "tiny", "")
+        sparsify(cpu.model, policy)
+        for mlp in sparse_mlps(cpu.model):
+            mlp.skipping = False  # the masked reference
+        expected = generate(cpu, prompt, policy, max_new_tokens=12)
+        gpu = LoadedModel(tiny_llama().to("cuda"), word_tokenizer(64), "tiny", "")
+        r = generate(gpu, prompt, policy, max_new_tokens=12)
+        out[site] = {
+            "same_tokens_as_cpu_reference": r.token_ids == expected.token_ids,
+            "weight_bytes_read_per_token": r.weight_bytes_read_per_token,
+            "dense_weight_bytes_per_token": r.dense_weight_bytes_per_token,
+            "achieved_sparsity": r.achieved_sparsity,
+        }
+    return out
+
+
 def main() -> None:
     import tempfile
 
@@ -162,6 +190,8 @@ def main() -> None:
             "tiny": _tiny_checks(tmp),
             "hybrid": _hybrid_checks(tmp),
             "ffn": _ffn_70b(),
+            "sites": _sites_checks(),
+            "e2e_tinyllama": bench_e2e("tinyllama-1.1b", 0.5, tokens=32, device="cuda"),
         }
     print(json.dumps(result, indent=None if args.json else 1))
 

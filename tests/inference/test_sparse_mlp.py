@@ -199,3 +199,18 @@ def test_generate_records_the_bytes_each_site_reads(tiny, site):
         assert mlp == pytest.approx((1 + 2 * kept) / 3)
     else:
         assert mlp < 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("site", SITES)
+def test_each_site_on_cuda_equals_the_cpu_masked_reference(site):
+    ids = [1, 9, 17, 30, 41, 5]
+    cpu = sparsify(tiny_model(), StaticPolicy(0.3, site=site))
+    for mlp in sparse_mlps(cpu):
+        mlp.skipping = False
+    gpu = sparsify(tiny_model().to("cuda"), StaticPolicy(0.3, site=site))
+    cache = DynamicCache(config=gpu.config)
+    with torch.no_grad():
+        gpu(input_ids=torch.tensor([ids[:-1]], device="cuda"), past_key_values=cache)
+        out = gpu(input_ids=torch.tensor([ids[-1:]], device="cuda"), past_key_values=cache)
+    torch.testing.assert_close(out.logits.cpu(), _one_token_logits(cpu, ids), rtol=1e-4, atol=1e-4)
