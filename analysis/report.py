@@ -24,6 +24,7 @@ from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subg
 from analysis.pluralism import PERMUTATIONS, rater_directions, subgroup_analysis
 from analysis.preference import preference_summary
 from analysis.quality import criterion_agreement, exclusion_effect, gold_accuracy
+from analysis.sequential import STOPPING_RULE, sequential_section
 from analysis.style import style_columns
 from analysis.tables import InputError
 
@@ -76,6 +77,7 @@ def build_report(
         "exclusion": exclusion_effect(judgments, gold, order, seed=seed),
         "preference": preference,
         "preference_note": preference_note,
+        "sequential": sequential_section(judgments, order),
         "mixed_model": sparsity_preference_model(judgments, generations, seed=seed),
         "rater_directions": rater_directions(judgments, generations),
         "subgroups": subgroup_analysis(
@@ -248,5 +250,6 @@ METHODS = (
     "(differences, and their head-to-head win rate with a Wilson CI when judged directly); "
     "the Pareto front keeps conditions that no other beats on both quality (Pass@1, else BT "
     "rating) and tokens/s. Bootstrap resamples, permutations and seed are stated at the top of "
-    "the report."
+    "the report. "
+    "Sequential monitoring: " + STOPPING_RULE
 )

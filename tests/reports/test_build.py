@@ -135,6 +135,11 @@ def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
     assert style["controls"] == ["passed"] and style["focus"] == "dense"
     assert 'id="ties-model"' in html and "Davidson (1970)" in html
     assert 'id="style-sentence"' in html and "dense&#x27;s" in html
+    # The stopping rule, and each comparison with the dense condition where it stands.
+    sequential = summary["sequential"]["comparisons"]
+    assert [c["condition_b"] for c in sequential] == ["static t=0.05", "dynamic t=0.05"]
+    assert all(c["n_items"] == 6 and c["ci"][0] <= c["estimate"] <= c["ci"][1] for c in sequential)
+    assert 'id="stopping-rule"' in html and "always-valid" in html
 
 
 def test_exports_are_pseudonymized_and_formula_safe(tmp_path):
