@@ -430,6 +430,8 @@ class Execution(models.Model):
     code = models.TextField(help_text="The code extracted from the output and run.")
     stderr = models.TextField(blank=True)
     duration_s = models.FloatField()
+    # "namespaces" or "guard" (guard-only: not fit for untrusted code); blank before it was kept.
+    containment = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -192,6 +192,7 @@ def execution_record(
             "code": code,
             "stderr": result.stderr[-4000:],
             "duration_s": result.duration_s,
+            "containment": result.containment or "",
         },
     )
 

@@ -17,6 +17,7 @@ from annotations.models import (
     Assignment,
     Condition,
     Enrolment,
+    Execution,
     Generation,
     GoldAnswer,
     Item,
@@ -527,3 +528,8 @@ def preference_pairs(study: Study) -> Iterator[dict]:
             "chosen_condition": chosen.condition.name,
             "rejected_condition": rejected.condition.name,
         }
+
+
+def guard_only_checks(study: Study) -> int:
+    """How many of the study's Pass@1 checks ran in the guard-only sandbox (no namespaces)."""
+    return Execution.objects.filter(generation__item__study=study, containment="guard").count()

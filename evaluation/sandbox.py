@@ -15,7 +15,9 @@ the limits.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
+import logging
 import os
 import resource
 import secrets
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from evaluation.datasets import Task
+
+log = logging.getLogger(__name__)
 
 Status = Literal["passed", "failed", "timeout", "error"]
 
@@ -52,24 +56,45 @@ SANDBOX_UID_SPAN = 100_000_000
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the forked child
 
+# Directories the program gets as private, empty tmpfs mounts: nothing of the host's shows there
+# (PostgreSQL's and MySQL's sockets live in /run, /var/run is a link to it, /var/lock to
+# /run/lock), and what the program leaves there goes with its mount namespace. /run is not
+# writable for the program; the others are world-writable, like the host's.
+PRIVATE_DIRS = {"/tmp": "1777", "/var/tmp": "1777", "/dev/shm": "1777", "/run": "0755"}
+PRIVATE_DIR_BYTES = 64 * 1024**2
+
 # Run by root inside the new mount namespace: "$1" is mount, then paths to hide, "--", the command.
-# A directory is covered by an empty read-only tmpfs with mode 000, a file by /dev/null.
-_HIDE_SCRIPT = """
+# A directory is covered by an empty read-only tmpfs with mode 000, a file (a host unix socket)
+# by /dev/null. Then the private dirs; the run's working dir, made in the host's /tmp, is
+# bound back into the private /tmp under the same path: `.` still names it once /tmp is covered,
+# as long as mount does not canonicalize it into the new /tmp.
+_HIDE_SCRIPT = f"""
 mount_cmd=$1; shift
 while [ "$1" != "--" ]; do
     if [ -d "$1" ]; then
         "$mount_cmd" -t tmpfs -o ro,size=4k,mode=000 sandbox-hidden "$1" || exit 125
-    else
+    elif [ -e "$1" ]; then
         "$mount_cmd" --bind /dev/null "$1" || exit 125
     fi
     shift
 done
 shift
+work=$(pwd -P)
+{"".join(
+    f'"$mount_cmd" -t tmpfs -o nosuid,nodev,size={PRIVATE_DIR_BYTES},mode={mode} '
+    f'sandbox-private {path} || exit 125{chr(10)}'
+    for path, mode in PRIVATE_DIRS.items()
+)}
+case "$work" in
+    {"|".join(f"{path}/*" for path in PRIVATE_DIRS)})
+        mkdir -p "$work" && "$mount_cmd" --no-canonicalize --bind . "$work" && cd "$work" \
+            || exit 125 ;;
+esac
 exec "$@"
 """
 
-# World-writable places a sandboxed uid can write to; swept for its files after each run.
-WORLD_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+# Where a sandboxed uid without namespaces can write; swept for its files after each run.
+WORLD_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -84,18 +109,20 @@ _SAFE_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
 }
 
-# Fallback when no network namespace can be made: best effort only (ctypes or _socket get round it).
+# Fallback when no network namespace can be made: best effort only (ctypes or _socket get round
+# it). Unix sockets are refused too: the host's (PostgreSQL's, Redis's) would be in reach.
 _NETWORK_GUARD = """
 def _guard_network():
     import socket
-    blocked = (-1, socket.AF_INET, socket.AF_INET6)
+    blocked = (-1, socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
     def refuse(*args, **kwargs):
-        raise OSError(101, "network access is disabled in the sandbox")
+        raise OSError(101, "network and unix sockets are disabled in the sandbox")
     class NoNetworkSocket(socket.socket):
-        def __init__(self, family=-1, *args, **kwargs):
-            if family in blocked:
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            # A socket wrapping an fd it already has (socketpair) reaches nobody else.
+            if family in blocked and fileno is None:
                 refuse()
-            super().__init__(family, *args, **kwargs)
+            super().__init__(family, type, proto, fileno)
     socket.socket = NoNetworkSocket
     socket.create_connection = socket.getaddrinfo = refuse
 _guard_network()
@@ -149,6 +176,8 @@ class ExecutionResult:
     stdout: str
     stderr: str
     duration_s: float
+    # How the run was contained: "namespaces", or "guard" (see Containment.warning).
+    containment: Literal["namespaces", "guard"] | None = None
 
     @property
     def passed(self) -> bool:
@@ -166,6 +195,25 @@ class Containment:
     # process takes all others down with it; "guard": only an in-process socket guard.
     network: Literal["namespaces", "guard"]
     hidden_paths: tuple[str, ...] = ()  # covered inside the mount namespace ("namespaces" only)
+
+    @property
+    def warning(self) -> str | None:
+        """What is not contained here, loudly; None with the full set of namespaces."""
+        if self.network == "namespaces":
+            return None
+        return (
+            "GUARD-ONLY SANDBOX: no namespaces (the worker is not root or has no `unshare`). "
+            "Candidate programs see the host's /tmp, /run and SysV IPC, can reach host unix "
+            "sockets through ctypes, and the network guard is in-process only. Do not score "
+            "untrusted code here; see docs/sandbox.md."
+        )
+
+    def __str__(self) -> str:
+        text = (
+            f"Containment(interpreter={self.interpreter!r}, separate_uid={self.separate_uid}, "
+            f"network={self.network!r}, hidden_paths={self.hidden_paths!r})"
+        )
+        return f"{text}\n{self.warning}" if self.warning else text
 
 
 def run_program(
@@ -196,7 +244,8 @@ def run_program(
             # Same uid as the worker: RLIMIT_NPROC counts all of its tasks, so allow ours on top.
             max_processes += _task_count_of_uid(os.getuid())
         limits = _Limits(int(timeout_s) + 1, memory_bytes, max_processes, max_file_bytes)
-        return _supervise(argv, workdir, env, limits, timeout_s, max_output_bytes)
+        result = _supervise(argv, workdir, env, limits, timeout_s, max_output_bytes)
+        return dataclasses.replace(result, containment=box.network)
     finally:
         if uid is not None:
             _kill_uid(uid)
@@ -259,7 +308,10 @@ def containment() -> Containment:
             if child_path is None:
                 continue
             extra = _parent_site_packages(child_path)
-            return Containment(interpreter, extra, as_root, network, hidden)
+            box = Containment(interpreter, extra, as_root, network, hidden)
+            if box.warning:
+                log.warning(box.warning)
+            return box
     raise RuntimeError("no Python interpreter can run in the sandbox (set SANDBOX_PYTHON)")
 
 
@@ -435,11 +487,28 @@ def _command(box: Containment, uid: int | None, bootstrap: str) -> list[str]:
     if box.network == "namespaces":
         # Still root inside the new mount namespace: cover the hidden paths, then drop to the uid.
         hide = ["/bin/sh", "-c", _HIDE_SCRIPT, "sh", shutil.which("mount") or "mount"]
-        argv = [*hide, *box.hidden_paths, "--", *argv]
+        argv = [*hide, *box.hidden_paths, *_host_unix_sockets(), "--", *argv]
         # --fork makes the program PID 1 of its namespace: when it exits the kernel kills all it
         # left behind, setsid() or not. A new mount namespace is private: mounts stay inside.
-        argv = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--", *argv]
+        # A new IPC namespace: SysV shared memory and queues die with the run.
+        argv = ["unshare", "--net", "--pid", "--ipc", "--fork", "--mount-proc", "--", *argv]
     return argv
+
+
+def _host_unix_sockets() -> list[str]:
+    """Listening unix sockets of the host outside the private dirs, to cover with /dev/null.
+
+    Read at each run (a service may start later). Abstract sockets need no cover: they belong
+    to the network namespace, and the program has a new, empty one."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    paths = {fields[7] for fields in map(str.split, lines) if len(fields) > 7}
+    private = tuple(f"{d}/" for d in PRIVATE_DIRS)
+    return sorted(
+        p for p in paths if p.startswith("/") and not os.path.realpath(p).startswith(private)
+    )
 
 
 def _hidden_paths() -> tuple[str, ...]:

@@ -25,7 +25,11 @@ def study_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
     study = get_object_or_404(Study, id=study_id)
-    context = {"study": study, "progress": selectors.study_progress(study)}
+    context = {
+        "study": study,
+        "progress": selectors.study_progress(study),
+        "guard_only_checks": selectors.guard_only_checks(study),
+    }
     return render(request, "annotations/study_detail.html", context)
 
 

@@ -3,7 +3,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotations import services
-from annotations.models import Assignment, Judgment
+from annotations.models import Assignment, Execution, Generation, Judgment
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
@@ -101,3 +101,21 @@ def test_progress_fragment_stops_polling_when_finished(users):
     finish_generations(study)
     response = login(staff).get(reverse("study_progress", args=[study.id]), HTTP_HX_REQUEST="true")
     assert response.status_code == 286
+
+
+def test_study_page_warns_loudly_when_checks_ran_in_the_guard_only_sandbox(users):
+    staff, _, _ = users
+    study = make_study(n_items=1)
+    finish_generations(study)
+    generations = list(Generation.objects.filter(item__study=study))
+    Execution.objects.create(
+        generation=generations[0], status="passed", code="", duration_s=0.1,
+        containment="namespaces",
+    )  # fmt: skip
+    page = login(staff).get(reverse("study_detail", args=[study.id])).content.decode()
+    assert 'id="guard-only"' not in page
+    Execution.objects.create(
+        generation=generations[1], status="passed", code="", duration_s=0.1, containment="guard"
+    )
+    page = login(staff).get(reverse("study_detail", args=[study.id])).content.decode()
+    assert 'id="guard-only"' in page and "1 Pass@1 check of this study ran without" in page

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -70,7 +71,8 @@ def still_works():
 
 def test_ordinary_program_passes_with_its_output():
     result = run_program("import sys\nprint('out')\nprint('err', file=sys.stderr)")
-    assert result == ExecutionResult("passed", 0, "out\n", "err\n", result.duration_s)
+    box = containment().network
+    assert result == ExecutionResult("passed", 0, "out\n", "err\n", result.duration_s, box)
     assert 0 < result.duration_s < 10
 
 
@@ -349,9 +351,9 @@ def test_fallback_guard_blocks_sockets(guard_only):
     code = "import socket\nsocket.create_connection(('127.0.0.1', 9))"
     result = run_program(code)
     assert result.status == "failed"
-    assert "network access is disabled in the sandbox" in result.stderr
+    assert "disabled in the sandbox" in result.stderr
     raw = run_program("import socket\nsocket.socket().connect(('127.0.0.1', 9))")
-    assert "network access is disabled in the sandbox" in raw.stderr
+    assert "disabled in the sandbox" in raw.stderr
 
 
 def test_fallback_timeout_kills_the_process_group(guard_only):
@@ -404,7 +406,8 @@ def test_killing_the_worker_mid_run_takes_the_sandbox_down_with_it():
 
 @pytest.mark.skipif(containment().network != "namespaces", reason="needs a mount namespace")
 def test_hidden_paths_cannot_be_read_though_world_readable(monkeypatch):
-    secret_dir = Path(tempfile.mkdtemp())
+    # Outside the private /tmp, which hides the host's /tmp as a whole.
+    secret_dir = Path(tempfile.mkdtemp(prefix=".sandbox-secret-", dir=REPO))
     try:
         secret_dir.chmod(0o755)
         (secret_dir / "secret_key").write_text("s3cr3t")
@@ -479,3 +482,155 @@ def test_a_thread_left_running_does_not_hold_the_verdict_back():
     code = "import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n"
     result = run_program(code, timeout_s=10)
     assert result.status == "passed" and result.duration_s < 10
+
+
+# The host side (issue 17): what a program can reach or leave behind, checked from outside,
+# during the run and after it. The attacks were reproduced before the fix (docs/sandbox.md).
+
+namespaces_only = pytest.mark.skipif(
+    containment().network != "namespaces", reason="needs root and unshare (namespaces)"
+)
+
+
+@pytest.fixture
+def host_socket():
+    """A listening unix socket of the host, world-connectable, outside every private dir;
+    yields (path, accepted) where `accepted` lists the connections it got."""
+    directory = Path(tempfile.mkdtemp(prefix=".sandbox-socket-", dir=REPO))
+    directory.chmod(0o755)
+    path = directory / "service.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    path.chmod(0o777)
+    server.listen()
+    server.settimeout(0.1)
+    accepted, stop = [], []
+
+    def serve():
+        while not stop:
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    yield str(path), accepted
+    stop.append(True)
+    thread.join()
+    server.close()
+    shutil.rmtree(directory)
+
+
+def _connect_code(path: str) -> str:
+    return (
+        "import socket\ns = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({path!r})\nprint('CONNECTED')\n"
+    )
+
+
+@namespaces_only
+def test_no_host_unix_socket_is_reachable(host_socket, still_works):
+    path, accepted = host_socket
+    # Control: the host itself can connect.
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(path)
+    assert _wait_for(lambda: len(accepted) == 1, 5)
+    result = run_program(_connect_code(path))
+    assert result.status == "failed" and "CONNECTED" not in result.stdout
+    assert len(accepted) == 1, "the sandboxed program reached the host's socket"
+
+
+@namespaces_only
+@pytest.mark.skipif(
+    not Path("/var/run/postgresql/.s.PGSQL.5432").exists(), reason="no local PostgreSQL socket"
+)
+def test_postgresql_socket_cannot_be_used_to_run_commands_on_the_host(still_works):
+    flag = Path(f"/var/tmp/sandbox-pg-{uuid.uuid4().hex}")
+    code = textwrap.dedent(
+        f"""
+        import psycopg
+        dsn = "host=/var/run/postgresql user=postgres dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute("COPY (SELECT 1) TO PROGRAM 'id > {flag}'")
+        print("CONNECTED")
+        """
+    )
+    result = run_program(code)
+    assert result.status == "failed" and "CONNECTED" not in result.stdout
+    assert not flag.exists(), "a shell ran on the host through PostgreSQL"
+
+
+@pytest.mark.parametrize("directory", ["/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock"])
+@namespaces_only
+def test_files_written_in_world_writable_dirs_never_reach_the_host(directory, still_works):
+    name = f"sandbox-left-{uuid.uuid4().hex}"
+    host_path = Path(directory) / name
+    code = (
+        f"import os, time\nos.makedirs({directory!r}, exist_ok=True)\n"
+        f"open({str(host_path)!r}, 'w').write('x')\nprint('WROTE', flush=True)\ntime.sleep(2)\n"
+    )
+    seen_during = []
+    watcher = threading.Thread(
+        target=lambda: seen_during.append(_wait_for(host_path.exists, 3))
+    )
+    watcher.start()
+    result = run_program(code)
+    watcher.join()
+    assert seen_during == [False], f"the host saw {host_path} while the program ran"
+    assert not host_path.exists(), f"{host_path} outlived the run"
+    assert result.status in {"passed", "failed"}
+
+
+@namespaces_only
+def test_sysv_shared_memory_and_queues_stay_in_the_run(still_works):
+    key = 0x5A000000 + int(uuid.uuid4().hex[:5], 16)
+    code = textwrap.dedent(
+        f"""
+        import ctypes, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.shmget({key}, 4096, 0o1666) >= 0 and libc.msgget({key}, 0o1666) >= 0
+        print("MADE", flush=True)
+        time.sleep(2)
+        """
+    )
+    hex_key = f"0x{key:08x}"
+
+    def on_host() -> bool:
+        listing = subprocess.run(["ipcs", "-m", "-q"], capture_output=True, text=True).stdout
+        return hex_key in listing
+
+    seen_during = []
+    watcher = threading.Thread(target=lambda: seen_during.append(_wait_for(on_host, 3)))
+    watcher.start()
+    result = run_program(code)
+    watcher.join()
+    assert result.status == "passed" and "MADE" in result.stdout, result.stderr
+    assert seen_during == [False] and not on_host(), "SysV IPC objects reached the host"
+
+
+@namespaces_only
+def test_the_hosts_tmp_is_out_of_sight(still_works):
+    marker = Path(tempfile.gettempdir()) / f"sandbox-host-{uuid.uuid4().hex}"
+    marker.write_text("host secret")
+    marker.chmod(0o644)
+    try:
+        code = f"import os\nprint(sorted(os.listdir('/tmp')))\nprint(open({str(marker)!r}).read())"
+        result = run_program(code)
+    finally:
+        marker.unlink()
+    assert result.status == "failed" and "host secret" not in result.stdout
+    listing = result.stdout.splitlines()[0]
+    assert listing.startswith("['sandbox-") and listing.count(",") == 0, listing
+
+
+def test_guard_only_mode_refuses_unix_sockets_and_says_so_loudly(guard_only, host_socket):
+    path, accepted = host_socket
+    result = run_program(_connect_code(path))
+    assert result.status == "failed" and "disabled in the sandbox" in result.stderr
+    assert accepted == []
+    from evaluation import sandbox
+
+    assert "GUARD-ONLY" in sandbox.containment().warning
+    assert "GUARD-ONLY" in str(sandbox.containment())
+    assert run_program("import socket\na, b = socket.socketpair()\nprint('ok')").passed
