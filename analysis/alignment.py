@@ -4,7 +4,8 @@ Plain tables in, plain rows out (no Django). A *condition* is a name and its pol
 (``{"kind": "static", "threshold": 0.05}``, ``{"kind": "dense"}``, ``{"kind": "dynamic",
 ...}``, ``{"kind": "calibrated", "target_sparsity": ...}``); *generations* is one row per
 finished output with ``condition, item, active_fraction, tokens_per_s, latency_s,
-peak_rss_bytes, passed`` (True / False / None when not checked).
+peak_rss_bytes, passed`` (True / False / None when not checked) and optionally ``outcome``
+(why a check ended as it did, `evaluation.sandbox.OUTCOME_KINDS`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.preference import wilson_interval
+from evaluation.passk import pass_at_k_over_problems
 
 METRICS = ("tokens_per_s", "latency_s", "peak_rss_mib", "active_fraction")
 
@@ -88,15 +90,29 @@ def _telemetry(own: pd.DataFrame) -> dict:
 
 def _pass_at_1(own: pd.DataFrame) -> dict:
     """Pass@1 = mean over problems of the share of checked samples that passed (the
-    unbiased estimator with k = 1), with the counts it rests on."""
+    unbiased estimator with k = 1), its Wilson 95 % interval (over the checked samples: exact
+    with one sample per problem, which ignores the clustering when there are several), pass@k
+    by the unbiased estimator when every problem has k > 1 samples, and the checks counted by
+    outcome (`evaluation.sandbox.OUTCOME_KINDS`) so that a 0 can be read."""
     checked = own[own["passed"].notna()] if not own.empty else own
     if checked.empty:
-        return {"pass_at_1": None, "n_checked": 0, "n_passed": 0}
+        return {
+            "pass_at_1": None, "pass_at_1_ci": None, "pass_at_k": None, "k": None,
+            "n_checked": 0, "n_passed": 0, "outcomes": {},
+        }  # fmt: skip
     passed = checked["passed"].astype(bool)
+    per_item = passed.groupby(checked["item"])
+    k = int(per_item.size().min())
+    outcomes = zip(checked["item"], passed, strict=True)
+    outcome_counts = checked["outcome"].value_counts() if "outcome" in checked else {}
     return {
-        "pass_at_1": float(passed.groupby(checked["item"]).mean().mean()),
+        "pass_at_1": float(per_item.mean().mean()),
+        "pass_at_1_ci": wilson_interval(int(passed.sum()), len(checked)),
+        "pass_at_k": pass_at_k_over_problems(outcomes, k).pass_at_k if k > 1 else None,
+        "k": k if k > 1 else None,
         "n_checked": len(checked),
         "n_passed": int(passed.sum()),
+        "outcomes": {kind: int(n) for kind, n in outcome_counts.items() if kind != "passed"},
     }
 
 

@@ -106,6 +106,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     )
     for k, value in estimates.items():
         print(f"pass@{k} = {value:.4f}")
+    kinds = Counter(r.kind for r in results if not r.passed)
+    if kinds:
+        print("failures by kind: " + ", ".join(f"{kind} {n}" for kind, n in kinds.most_common()))
     return 0
 
 

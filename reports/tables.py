@@ -7,6 +7,7 @@ import pandas as pd
 
 from annotations.models import CriterionRating, Enrolment, Generation, Judgment, Study
 from annotations.selectors import COUNTING_RULE, JudgmentsForAnalysis
+from evaluation.sandbox import outcome_kind
 
 JUDGMENT_EXPORT = [
     "judgment",
@@ -41,6 +42,7 @@ GENERATION_EXPORT = [
     "active_fraction",
     "execution_status",
     "passed",
+    "outcome",
 ]
 def rater_pseudonyms(rater_ids) -> dict:
     """rater id → ``rater-1`` … ``rater-n`` in id order: stable within one report, and no
@@ -123,6 +125,11 @@ def generation_rows(study: Study) -> list[dict]:
                 "active_fraction": g.active_fraction,
                 "execution_status": execution.status if execution else None,
                 "passed": execution.passed if execution else None,
+                "outcome": (
+                    outcome_kind(execution.status, execution.stderr, execution.code)
+                    if execution
+                    else None
+                ),
             }
         )
     return rows

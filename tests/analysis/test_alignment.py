@@ -107,3 +107,43 @@ def test_pareto_front_keeps_the_undominated():
     assert pareto_front(rows, "pass_at_1") == ["b", "c"]
     assert quality_measure(rows) is None  # e has no Pass@1 and nobody a BT rating
     assert quality_measure(rows[:4]) == "pass_at_1"
+
+
+def test_pass_at_1_carries_its_wilson_interval_pass_at_k_and_failures_by_kind():
+    conditions = [{"name": "dense", "policy": {"kind": "dense"}}]
+    generations = pd.DataFrame(
+        {
+            "condition": ["dense"] * 6,
+            "item": ["q1", "q1", "q2", "q2", "q3", "q3"],
+            "active_fraction": [1.0] * 6,
+            "tokens_per_s": [10] * 6,
+            "latency_s": [1] * 6,
+            "peak_rss_bytes": [2**30] * 6,
+            "passed": [True, False, False, False, True, True],
+            "outcome": [
+                "passed", "wrong answer", "timeout", "no code", "passed", "passed",
+            ],
+        }
+    )  # fmt: skip
+    (row,) = condition_table(conditions, generations, None)
+    assert row["pass_at_1"] == pytest.approx((0.5 + 0 + 1) / 3)
+    low, high = row["pass_at_1_ci"]
+    assert low == pytest.approx(0.1876, abs=1e-3) and high == pytest.approx(0.8124, abs=1e-3)
+    # two samples per problem: pass@2 = mean(1 - C(n-c,2)/C(n,2)) = (1 + 0 + 1) / 3
+    assert (row["k"], row["pass_at_k"]) == (2, pytest.approx(2 / 3))
+    assert row["outcomes"] == {"wrong answer": 1, "timeout": 1, "no code": 1}
+
+
+def test_one_sample_per_problem_has_no_pass_at_k_and_an_all_zero_row_says_why():
+    conditions = [{"name": "dense", "policy": {"kind": "dense"}}]
+    generations = pd.DataFrame(
+        {
+            "condition": ["dense"] * 2, "item": ["q1", "q2"], "active_fraction": [1.0] * 2,
+            "tokens_per_s": [10] * 2, "latency_s": [1] * 2, "peak_rss_bytes": [1] * 2,
+            "passed": [False, False], "outcome": ["name error", "name error"],
+        }
+    )  # fmt: skip
+    (row,) = condition_table(conditions, generations, None)
+    assert row["pass_at_1"] == 0 and row["pass_at_1_ci"][0] == 0 and row["pass_at_1_ci"][1] > 0.5
+    assert row["k"] is None and row["pass_at_k"] is None
+    assert row["outcomes"] == {"name error": 2}

@@ -58,6 +58,7 @@ def test_score_text_reports_pass_at_k_when_every_task_has_k_samples(tmp_path, ca
     assert "humaneval: 3/10 samples pass (1 tasks; failed 7, passed 3)" in out
     assert "pass@1 = 0.3000" in out
     assert "pass@10 = 1.0000" in out, "10 samples with 3 correct: pass@10 is certain"
+    assert "failures by kind: wrong answer 7" in out
 
 
 def test_score_accepts_mbpp_numbers_and_evalplus_ids(tmp_path, capsys):

@@ -128,6 +128,13 @@ def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
     assert summary["agreement"]["overall"]["alpha"] is not None
     assert summary["mixed_model"]["fixed"] is not None
     assert {r["condition"] for r in summary["conditions"]} == set(CONDITIONS)
+    # Pass@1 with its Wilson interval and the failures by kind (code="" here: "no code").
+    for row in summary["conditions"]:
+        low, high = row["pass_at_1_ci"]
+        assert low <= row["n_passed"] / row["n_checked"] <= high
+        assert set(row["outcomes"]) <= {"no code"}
+        assert sum(row["outcomes"].values()) == row["n_checked"] - row["n_passed"]
+    assert html.count('class="pass-at-1"') == len(CONDITIONS) and "no code " in html
     assert summary["matched_sparsity"][0]["static"] == "static t=0.05"
     # Ties modelled and style control (tests passed: the outputs' only measured style)
     # beside the raw ratings, the sentence about the dense condition.
