@@ -26,6 +26,7 @@ from django.utils import timezone
 from analysis.export import write_csv
 from analysis.pluralism import PERMUTATIONS
 from analysis.report import build_report, report_figures
+from analysis.style import style_columns
 from annotations import selectors
 from annotations.models import CriterionRating, Execution, Generation, GoldAnswer, Judgment, Study
 from reports.tables import (
@@ -99,6 +100,7 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     kept_names = {rid: name for rid, name in names.items() if rid not in excluded}
     judgments = judgment_rows(study, names, counted=counted)
     generations = generation_rows(study)
+    _add_style_columns(judgments, generations)
     done = pd.DataFrame(
         [g for g in generations if g["status"] == Generation.Status.DONE],
         columns=GENERATION_EXPORT,
@@ -133,6 +135,20 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     )
 
 
+def _add_style_columns(judgments: list[dict], generations: list[dict]) -> None:
+    """Each judgment's ``CONTROL_a`` / ``CONTROL_b`` style values (`style_columns`: length,
+    code blocks, markdown, tests passed, those the outputs let us measure), so the export
+    reproduces the style control with ``python -m analysis preference --control``."""
+    styled, controls = style_columns(
+        pd.DataFrame(judgments, columns=JUDGMENT_EXPORT),
+        pd.DataFrame(generations, columns=GENERATION_EXPORT),
+    )
+    fields = [f"{control}_{side}" for control in controls for side in ("a", "b")]
+    values = styled[fields].astype(object).where(styled[fields].notna(), None)
+    for row, extra in zip(judgments, values.to_dict("records"), strict=True):
+        row.update(extra)
+
+
 def _json_ready(value):
     """Plain JSON types throughout: numpy scalars to Python, nan / inf to None."""
     if isinstance(value, dict):
@@ -161,12 +177,17 @@ def render_report_html(report: StudyReport) -> str:
     )
 
 
+def _style_fields(report: StudyReport) -> list[str]:
+    return [key for key in (report.judgments[0] if report.judgments else {}) if key not in
+            JUDGMENT_EXPORT]
+
+
 def report_files(report: StudyReport) -> dict[str, bytes]:
     """The report's files by name (`REPORT_FILES`): the HTML report, the raw judgments and
     generations as formula-safe CSV, the judgments as JSON and every number as JSON."""
     files = {"report.html": render_report_html(report).encode()}
     for name, rows, fields in (
-        ("judgments.csv", report.judgments, JUDGMENT_EXPORT),
+        ("judgments.csv", report.judgments, [*JUDGMENT_EXPORT, *_style_fields(report)]),
         ("generations.csv", report.generations, GENERATION_EXPORT),
     ):
         text = io.StringIO(newline="")

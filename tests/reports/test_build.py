@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
+from analysis.__main__ import main as analysis_cli
 from annotations import services
 from annotations.models import Enrolment, Execution, Generation, Judgment, Study
 from reports import build as report_build
@@ -147,6 +148,29 @@ def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
     assert [c["condition_b"] for c in sequential] == ["static t=0.05", "dynamic t=0.05"]
     assert all(c["n_items"] == 6 and c["ci"][0] <= c["estimate"] <= c["ci"][1] for c in sequential)
     assert 'id="stopping-rule"' in html and "always-valid" in html
+
+
+def test_exported_judgments_reproduce_the_style_control_from_the_cli(tmp_path, capsys):
+    study, _ = rated_study(n_items=4)
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "40")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "judgments.csv").open()))
+    assert {"passed_a", "passed_b"} <= set(rows[0])
+    counted = tmp_path / "counted.csv"
+    with counted.open("w", newline="") as fp:
+        writer = csv.DictWriter(fp, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["counted"] == "True")
+    capsys.readouterr()
+    argv = ["preference", str(counted), "--control", "passed", "--focus", "dense"]
+    assert analysis_cli([*argv, "--bootstrap", "40", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    report_style = summary["preference"]["style_control"]
+    assert cli["style_control"]["coefficients"] == pytest.approx(report_style["coefficients"])
+    assert cli["style_control"]["coefficients_ci"]["passed"] == pytest.approx(
+        report_style["coefficients_ci"]["passed"]
+    )
+    assert cli["style_control"]["sentence"] == report_style["sentence"]
 
 
 def test_exports_are_pseudonymized_and_formula_safe(tmp_path):

@@ -32,9 +32,12 @@ def test_study_page_shows_progress_alpha_and_win_rates(users):
     html = client.get(fragment, HTTP_HX_REQUEST="true").content.decode()
     assert 'id="alpha">1.000<' in html, "perfect agreement must give alpha 1"
     assert "dense" in html and "static t=0.05" in html
-    table = html[html.index('id="win-rates"'):]
+    table = html[html.index('id="win-rates"'):].split("</table>")[0]
     # Each condition pair: 1 win, 1 tie, 1 loss per rater -> win rate 0.5 with 6 judgments.
     assert table.count("<td>0.500</td>") == 3, table
+    # The always-valid sequences of the comparisons with dense: 3 items, no answer yet.
+    monitored = html[html.index('id="sequential"'):].split("</table>")[0]
+    assert monitored.count("<td>3</td><td>0.500</td>") == 2 and "continue" in monitored
 
 
 def test_results_fragment_is_closed_to_raters_and_anonymous(users):
