@@ -5,7 +5,8 @@ Plain tables in, plain rows out (no Django). A *condition* is a name and its pol
 ...}``, ``{"kind": "calibrated", "target_sparsity": ...}``); *generations* is one row per
 finished output with ``condition, item, active_fraction, tokens_per_s, latency_s,
 peak_rss_bytes, passed`` (True / False / None when not checked) and optionally ``outcome``
-(why a check ended as it did, `evaluation.sandbox.OUTCOME_KINDS`).
+(why a check ended as it did, `evaluation.sandbox.OUTCOME_KINDS`) and
+``weight_bytes_read_per_token``. Everything is put on one axis: the achieved sparsity.
 """
 
 from __future__ import annotations
@@ -18,15 +19,23 @@ import pandas as pd
 from analysis.preference import wilson_interval
 from evaluation.passk import pass_at_k_over_problems
 
-METRICS = ("tokens_per_s", "latency_s", "peak_rss_mib", "active_fraction")
+# Telemetry means with a 95 % interval: (row key, generations column, scale).
+_TELEMETRY = (
+    ("tokens_per_s", "tokens_per_s", 1.0),
+    ("latency_s", "latency_s", 1.0),
+    ("peak_rss_mib", "peak_rss_bytes", 1 / 2**20),
+    ("active_fraction", "active_fraction", 1.0),
+    ("bytes_read_per_token", "weight_bytes_read_per_token", 1.0),
+)
+# Two conditions are "at equal sparsity" only this close (absolute, in achieved sparsity).
+MATCH_TOLERANCE = 0.05
+_Z95 = 1.959963984540054
 
 
 def policy_axis(policy: dict) -> tuple[str, float | None]:
-    """The family of a policy and its position on the threshold axis.
-
-    Static and dynamic policies sit at their base ``threshold``; a calibrated one at its
-    ``target_sparsity`` (its thresholds differ per layer); dense at 0, the anchor of every
-    family's curve."""
+    """The family of a policy and its setting: a static or dynamic policy's base
+    ``threshold``, a calibrated one's ``target_sparsity``, dense 0. Settings of different
+    families are in different units; plots and matching use the achieved sparsity instead."""
     kind = str(policy.get("kind", "unknown"))
     if kind == "dense":
         return kind, 0.0
@@ -35,15 +44,26 @@ def policy_axis(policy: dict) -> tuple[str, float | None]:
     return kind, float(value) if isinstance(value, int | float) else None
 
 
+def series_of(policy: dict) -> str:
+    """The curve a condition belongs to: its family, and its site when not the default h."""
+    kind = str(policy.get("kind", "unknown"))
+    site = policy.get("site")
+    return f"{kind} @{site}" if site and site != "h" else kind
+
+
 def condition_table(
     conditions: Sequence[dict], generations: pd.DataFrame, preference: dict | None
 ) -> list[dict]:
-    """One row per condition (study order): family, threshold, mean telemetry, achieved
-    sparsity (1 - mean active_fraction), Pass@1, Bradley–Terry rating with its CI and the
-    win rate (ties ½) against the dense condition with Wilson and bootstrap CIs.
+    """One row per condition (study order): family, series (family and site), setting,
+    achieved sparsity (1 − mean active_fraction), telemetry means, Pass@1, Bradley–Terry
+    rating with its CI and the win rate (ties ½) against the dense condition, each with a
+    95 % interval (``<key>_ci``: telemetry a normal interval of the mean over generations,
+    Pass@1 Wilson, BT item bootstrap, win rate bootstrap or Wilson).
 
-    In: conditions as ``{"name", "policy"}``, the generations table, and
-    `preference_summary`'s output (or None). Missing values are None."""
+    In: conditions as ``{"name", "policy"}`` (optionally ``"summary"``, a short text, and
+    ``"skips_bytes"``: whether the engine skips reading weights for it, None when unknown),
+    the generations table, and `preference_summary`'s output (or None). Missing values are
+    None."""
     bt = {}
     if preference:
         bt = {row["condition"]: row for row in preference["bradley_terry"]["conditions"]}
@@ -56,6 +76,9 @@ def condition_table(
         row = {
             "condition": name,
             "family": family,
+            "series": series_of(condition["policy"]),
+            "summary": condition.get("summary") or name,
+            "skips_bytes": condition.get("skips_bytes"),
             "threshold": threshold,
             "n_generations": len(own),
             **_telemetry(own),
@@ -69,23 +92,32 @@ def condition_table(
     return rows
 
 
-def _mean(values: pd.Series) -> float | None:
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    return float(values.mean()) if len(values) else None
+def _values(own: pd.DataFrame, column: str) -> pd.Series:
+    if own.empty or column not in own:
+        return pd.Series(dtype=float)
+    return pd.to_numeric(own[column], errors="coerce").dropna()
+
+
+def mean_interval(values: pd.Series) -> tuple[float | None, list[float] | None]:
+    """The mean and its normal 95 % interval (mean ± 1.96 SE); no interval from one value."""
+    if not len(values):
+        return None, None
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, None
+    half = _Z95 * float(values.std(ddof=1)) / np.sqrt(len(values))
+    return mean, [mean - half, mean + half]
 
 
 def _telemetry(own: pd.DataFrame) -> dict:
-    if own.empty:
-        return {key: None for key in (*METRICS, "sparsity")}
-    active = _mean(own["active_fraction"])
-    rss = _mean(own["peak_rss_bytes"])
-    return {
-        "tokens_per_s": _mean(own["tokens_per_s"]),
-        "latency_s": _mean(own["latency_s"]),
-        "peak_rss_mib": rss / 2**20 if rss is not None else None,
-        "active_fraction": active,
-        "sparsity": 1 - active if active is not None else None,
-    }
+    out = {}
+    for key, column, scale in _TELEMETRY:
+        mean, ci = mean_interval(_values(own, column) * scale)
+        out[key], out[f"{key}_ci"] = mean, ci
+    active, active_ci = out["active_fraction"], out["active_fraction_ci"]
+    out["sparsity"] = 1 - active if active is not None else None
+    out["sparsity_ci"] = [1 - active_ci[1], 1 - active_ci[0]] if active_ci else None
+    return out
 
 
 def _pass_at_1(own: pd.DataFrame) -> dict:
@@ -135,29 +167,39 @@ def _versus(name: str, dense: str | None, preference: dict | None) -> dict:
     return empty
 
 
-def matched_sparsity(rows: Sequence[dict], preference: dict | None) -> list[dict]:
-    """Each non-static, non-dense condition against the static condition whose achieved
-    sparsity is nearest: both sparsities, their gap, and the differences (other − static)
-    in BT rating, Pass@1, tokens/s, latency and peak memory; plus their head-to-head win
-    rate (ties ½, Wilson CI) when raters compared them directly."""
+def matched_sparsity(
+    rows: Sequence[dict], preference: dict | None, *, tolerance: float = MATCH_TOLERANCE
+) -> list[dict]:
+    """Each non-static, non-dense condition against the static condition (any site) whose
+    achieved sparsity is nearest, when that is within `tolerance`: both sparsities, their
+    gap, and the differences (other − static) in BT rating, Pass@1, tokens/s, latency and
+    peak memory, plus their head-to-head win rate (ties ½, Wilson CI) when raters compared
+    them directly. Beyond the tolerance the row says ``matched: False`` (no match) and has
+    no differences: conditions at different sparsity are not compared."""
     static = [r for r in rows if r["family"] == "static" and r["sparsity"] is not None]
     out = []
     for row in rows:
-        if row["family"] in ("static", "dense") or row["sparsity"] is None or not static:
+        if row["family"] in ("static", "dense") or row["sparsity"] is None:
             continue
-        match = min(static, key=lambda s: abs(s["sparsity"] - row["sparsity"]))
+        match = min(static, key=lambda s: abs(s["sparsity"] - row["sparsity"]), default=None)
+        matched = match is not None and abs(match["sparsity"] - row["sparsity"]) <= tolerance
         compared = {
             "condition": row["condition"],
             "family": row["family"],
-            "static": match["condition"],
             "sparsity": row["sparsity"],
-            "static_sparsity": match["sparsity"],
-            "sparsity_gap": row["sparsity"] - match["sparsity"],
+            "tolerance": tolerance,
+            "matched": matched,
+            "static": match["condition"] if match else None,
+            "static_sparsity": match["sparsity"] if match else None,
+            "sparsity_gap": row["sparsity"] - match["sparsity"] if match else None,
         }
         for key in ("bt_rating", "pass_at_1", "tokens_per_s", "latency_s", "peak_rss_mib"):
-            both = row[key] is not None and match[key] is not None
+            both = matched and row[key] is not None and match[key] is not None
             compared[f"{key}_difference"] = row[key] - match[key] if both else None
-        compared.update(_head_to_head(row["condition"], match["condition"], preference))
+        if matched:
+            compared.update(_head_to_head(row["condition"], match["condition"], preference))
+        else:
+            compared.update(head_to_head_win_rate=None, head_to_head_ci=None, head_to_head_n=0)
         out.append(compared)
     return out
 

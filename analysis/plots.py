@@ -17,12 +17,11 @@ CURVES = (
     ("bt_rating", "Bradley–Terry rating"),
     ("win_rate_vs_dense", "Win rate vs dense (ties ½)"),
     ("pass_at_1", "Pass@1"),
-    ("sparsity", "Achieved sparsity (1 − active)"),
     ("tokens_per_s", "Tokens / s"),
     ("latency_s", "Latency (s)"),
+    ("bytes_read_per_token", "Weight bytes read / token"),
     ("peak_rss_mib", "Peak RSS (MiB)"),
 )
-CI_KEYS = {"bt_rating": "bt_rating_ci", "win_rate_vs_dense": "win_rate_vs_dense_ci"}
 
 
 def _plain_text(draw: Callable[..., str]) -> Callable[..., str]:
@@ -31,7 +30,8 @@ def _plain_text(draw: Callable[..., str]) -> Callable[..., str]:
 
     @functools.wraps(draw)
     def wrapper(*args, **kwargs) -> str:
-        with plt.rc_context({"text.parse_math": False}):
+        # No offset axes: "+1.22e3" above a panel drew a 0.15 MiB difference as a cliff.
+        with plt.rc_context({"text.parse_math": False, "axes.formatter.useoffset": False}):
             return draw(*args, **kwargs)
 
     return wrapper
@@ -44,40 +44,68 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _errors(points: Sequence[dict], key: str) -> list[list[float]] | None:
+    """Error bar lengths below and above each value from its ``<key>_ci``, or None when any
+    point has no interval (matplotlib needs all or none)."""
+    ci_key = f"{key}_ci"
+    if not all(p.get(ci_key) for p in points):
+        return None
+    return [
+        [max(0.0, p[key] - p[ci_key][0]) for p in points],
+        [max(0.0, p[ci_key][1] - p[key]) for p in points],
+    ]
+
+
 @_plain_text
 def alignment_figure(rows: Sequence[dict]) -> str:
-    """Every metric against the threshold, one line per policy family; the dense condition
-    (threshold 0) starts every family's line. Bars are 95 % CIs where there are some."""
-    dense = [r for r in rows if r["family"] == "dense"]
-    families = sorted({r["family"] for r in rows} - {"dense"}) or ["dense"]
-    figure, axes = plt.subplots(2, 4, figsize=(14, 6.5))
+    """Every metric against the achieved sparsity (1 − mean active fraction), one colour
+    and legend entry per series (policy family and site), dense as its own point. Bars are
+    95 % intervals on both axes wherever there are some; a series with one point is drawn
+    as a point, not a line."""
+    series = list(dict.fromkeys(r["series"] for r in rows if r["family"] != "dense"))
+    colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(series)}
+    groups = [("dense", [r for r in rows if r["family"] == "dense"], "black", "*")]
+    groups += [(name, [r for r in rows if r["series"] == name], colours[name], "o")
+               for name in series]
+    figure, axes = plt.subplots(2, 4, figsize=(15, 7))
     for ax, (key, title) in zip(axes.flat, CURVES, strict=False):
-        for family in families:
-            points = [
-                r
-                for r in dense + [r for r in rows if r["family"] == family]
-                if r["threshold"] is not None and r[key] is not None
-            ]
-            points.sort(key=lambda r: r["threshold"])
+        for name, members, colour, marker in groups:
+            points = sorted(
+                (r for r in members if r["sparsity"] is not None and r.get(key) is not None),
+                key=lambda r: r["sparsity"],
+            )
             if not points:
                 continue
-            x = [r["threshold"] for r in points]
-            y = [r[key] for r in points]
-            ci_key = CI_KEYS.get(key)
-            errors = None
-            if ci_key and all(r[ci_key] for r in points):
-                errors = [
-                    [v - r[ci_key][0] for v, r in zip(y, points, strict=True)],
-                    [r[ci_key][1] - v for v, r in zip(y, points, strict=True)],
-                ]
-            ax.errorbar(x, y, yerr=errors, marker="o", capsize=3, label=family)
+            ax.errorbar(
+                [p["sparsity"] for p in points],
+                [p[key] for p in points],
+                xerr=_errors(points, "sparsity"),
+                yerr=_errors(points, key),
+                color=colour,
+                marker=marker,
+                markersize=9 if marker == "*" else 6,
+                linestyle="-" if len(points) > 1 else "none",
+                capsize=3,
+                label=name,
+            )
+        if key == "win_rate_vs_dense":  # ½: as good as dense
+            ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("threshold (calibrated: target sparsity)", fontsize=8)
+        ax.set_xlabel("achieved sparsity (1 − active fraction)", fontsize=8)
         ax.grid(alpha=0.3)
-    axes.flat[-1].axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        axes.flat[-1].legend(handles, labels, title="policy family", loc="center")
+        if not ax.has_data():
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
+    legend = axes.flat[-1]
+    legend.axis("off")
+    handles = {}
+    for ax in axes.flat[:-1]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    labels = list(handles)
+    if labels:
+        legend.legend([handles[k] for k in labels], labels, title="policy family · site",
+                      loc="center")
     figure.tight_layout()
     return _png(figure)
 

@@ -6,7 +6,8 @@ renders the result.
 In (`build_report`): *judgments* ``item, rater, condition_a, condition_b, winner``
 (+ ``side_a``, ``generation_a``, ``generation_b``); *generations* ``generation, item,
 condition, active_fraction, tokens_per_s, latency_s, peak_rss_bytes, passed``;
-*conditions* ``[{"name", "policy"}]`` in study order; optionally *profiles* ``rater,
+*conditions* ``[{"name", "policy"}]`` in study order (optionally ``summary`` and
+``skips_bytes``, see `condition_table`); optionally *profiles* ``rater,
 question, answer`` and the study's *profile_questions* for the subgroup analysis. Out: a
 JSON-ready dict; every statistic that cannot be computed is None with a note saying why.
 """
@@ -18,7 +19,14 @@ from collections.abc import Sequence
 import pandas as pd
 
 from analysis.agreement import agreement_summary, choice_agreement, choice_codes
-from analysis.alignment import condition_table, matched_sparsity, pareto_front, quality_measure
+from analysis.alignment import (
+    MATCH_TOLERANCE,
+    condition_table,
+    matched_sparsity,
+    pareto_front,
+    quality_measure,
+)
+from analysis.findings import findings
 from analysis.mixed import sparsity_preference_model
 from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subgroup_figure
 from analysis.pluralism import PERMUTATIONS, rater_directions, subgroup_analysis
@@ -59,6 +67,7 @@ def build_report(
     preference, preference_note = _preference(judgments, generations, order, bootstrap, seed)
     rows = condition_table(conditions, generations, preference)
     quality = quality_measure(rows)
+    agreement = agreement_section(judgments, order, bootstrap=bootstrap, seed=seed)
     return {
         "counts": {
             "judgments": len(judgments),
@@ -71,7 +80,8 @@ def build_report(
         "permutations": permutations,
         "seed": seed,
         "notes": notes,
-        "agreement": agreement_section(judgments, order, bootstrap=bootstrap, seed=seed),
+        "findings": findings(rows, agreement, preference),
+        "agreement": agreement,
         "criteria": criterion_agreement(judgments, ratings, bootstrap=bootstrap, seed=seed),
         "gold": gold,
         "exclusion": exclusion_effect(judgments, gold, order, seed=seed),
@@ -91,6 +101,7 @@ def build_report(
         ),
         "conditions": rows,
         "matched_sparsity": matched_sparsity(rows, preference),
+        "match_tolerance": MATCH_TOLERANCE,
         "pareto": {
             "quality": quality,
             "front": pareto_front(rows, quality) if quality else [],
@@ -244,10 +255,15 @@ METHODS = (
     "(1 + exceedances) / (1 + permutations). The cluster test is exploratory only: clusters "
     "formed from the same judgments inflate its significance. "
     "Alignment: per condition, Pass@1 (mean over problems of the share of sandbox checks "
-    "passed), mean tokens/s, latency and peak resident memory of finished generations and "
-    "the achieved sparsity, against the policy threshold per policy family (dense at 0); "
+    "passed, Wilson 95 % CI), mean tokens/s, latency, weight bytes read per token and peak "
+    "resident memory of finished generations (each with a normal 95 % CI of the mean over "
+    "generations), all against one axis, the achieved sparsity (1 − mean active fraction, "
+    "with its CI), one curve per policy family and site; "
     "each non-static policy is compared with the static policy of nearest achieved sparsity "
+    "when the two are within the stated tolerance, else reported as no match "
     "(differences, and their head-to-head win rate with a Wilson CI when judged directly); "
+    "the opening summary calls a difference from dense only where the two 95 % intervals do "
+    "not overlap (a conservative reading); "
     "the Pareto front keeps conditions that no other beats on both quality (Pass@1, else BT "
     "rating) and tokens/s. Bootstrap resamples, permutations and seed are stated at the top of "
     "the report. "

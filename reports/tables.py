@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from annotations.conditions import WEIGHT_BYTES_READ
 from annotations.models import CriterionRating, Enrolment, Generation, Judgment, Study
 from annotations.selectors import COUNTING_RULE, JudgmentsForAnalysis
 from evaluation.sandbox import outcome_kind
@@ -21,11 +22,23 @@ JUDGMENT_EXPORT = [
     "choice",
     "winner",
     "both_bad",
+    "rationale",
     "gold",
     "gold_correct",
     "time_on_task_ms",
     "created_at",
     "counted",
+]
+# The Likert ratings in long format: one row per judgment, criterion and response.
+RATING_EXPORT = [
+    "judgment",
+    "rater",
+    "item",
+    "criterion",
+    "side",
+    "condition",
+    "screen_side",
+    "value",
 ]
 GENERATION_EXPORT = [
     "generation",
@@ -40,6 +53,7 @@ GENERATION_EXPORT = [
     "tokens_per_s",
     "peak_rss_bytes",
     "active_fraction",
+    "weight_bytes_read_per_token",
     "execution_status",
     "passed",
     "outcome",
@@ -62,6 +76,7 @@ def judgment_rows(study: Study, names: dict, *, counted: set[int]) -> list[dict]
             "choice",
             "winner",
             "both_bad",
+            "rationale",
             "gold_correct",
             "time_on_task_ms",
             "created_at",
@@ -88,6 +103,7 @@ def judgment_rows(study: Study, names: dict, *, counted: set[int]) -> list[dict]
             "choice": r["choice"],
             "winner": r["winner"],
             "both_bad": r["both_bad"],
+            "rationale": r["rationale"],
             "gold": r["assignment__pair__gold"] is not None,
             "gold_correct": r["gold_correct"],
             "time_on_task_ms": r["time_on_task_ms"],
@@ -96,6 +112,34 @@ def judgment_rows(study: Study, names: dict, *, counted: set[int]) -> list[dict]
         }
         for r in rows
     ]
+
+
+def rating_rows(study: Study, judgments: list[dict]) -> list[dict]:
+    """Every Likert rating of the study in `RATING_EXPORT`'s long format: per judgment
+    (rows of `judgment_rows`, whose pseudonyms and sides it reuses), criterion and side
+    (``a``/``b`` in condition order, and the screen side the rater saw it on)."""
+    by_id = {j["judgment"]: j for j in judgments}
+    other = {"left": "right", "right": "left"}
+    rows = []
+    for judgment_id, criterion, value_a, value_b in (
+        CriterionRating.objects.filter(judgment__assignment__pair__study=study)
+        .order_by("judgment_id", "criterion__position", "criterion_id")
+        .values_list("judgment_id", "criterion__name", "value_a", "value_b")
+    ):
+        judgment = by_id[judgment_id]
+        for side, value in (("a", value_a), ("b", value_b)):
+            screen = judgment["side_a"] if side == "a" else other[judgment["side_a"]]
+            rows.append({
+                "judgment": judgment_id,
+                "rater": judgment["rater"],
+                "item": judgment["item"],
+                "criterion": criterion,
+                "side": side,
+                "condition": judgment[f"condition_{side}"],
+                "screen_side": screen,
+                "value": value,
+            })
+    return rows
 
 
 def generation_rows(study: Study) -> list[dict]:
@@ -123,6 +167,7 @@ def generation_rows(study: Study) -> list[dict]:
                 "tokens_per_s": g.tokens_per_s,
                 "peak_rss_bytes": g.peak_rss_bytes,
                 "active_fraction": g.active_fraction,
+                "weight_bytes_read_per_token": g.telemetry.get(WEIGHT_BYTES_READ),
                 "execution_status": execution.status if execution else None,
                 "passed": execution.passed if execution else None,
                 "outcome": (

@@ -89,11 +89,53 @@ def test_matched_sparsity_picks_the_nearest_static():
         row("d", "dynamic", 0.45, 14, 0.45),
     ]
     (match,) = matched_sparsity(rows, None)
-    assert match["static"] == "s2"
+    assert match["static"] == "s2" and match["matched"] is True
     assert match["sparsity_gap"] == pytest.approx(-0.05)
     assert match["pass_at_1_difference"] == pytest.approx(0.05)
     assert match["bt_rating_difference"] is None
     assert match["head_to_head_win_rate"] is None
+
+
+def test_at_equal_sparsity_only_within_the_tolerance():
+    rows = [
+        row("dense", "dense", 0.0, 10, 0.5),
+        row("s", "static", 0.382, 15, 0.4),
+        row("d", "dynamic", 0.584, 14, 0.45),
+    ]
+    (far,) = matched_sparsity(rows, None)
+    assert far["matched"] is False and far["static"] == "s", "0.584 is not 0.382"
+    assert far["pass_at_1_difference"] is None and far["head_to_head_win_rate"] is None
+    (near,) = matched_sparsity(rows, None, tolerance=0.25)
+    assert near["matched"] is True and near["pass_at_1_difference"] == pytest.approx(0.05)
+
+
+def test_every_point_has_a_95_percent_interval_and_a_series_by_site():
+    conditions = [
+        {"name": "dense", "policy": {"kind": "dense"}},
+        {"name": "in", "policy": {"kind": "static", "threshold": 0.1, "site": "input"},
+         "summary": "static t=0.1 @input", "skips_bytes": True},
+    ]
+    generations = pd.DataFrame({
+        "condition": ["dense"] * 3 + ["in"] * 3,
+        "item": ["q1", "q2", "q3"] * 2,
+        "active_fraction": [1.0, 1.0, 1.0, 0.5, 0.6, 0.7],
+        "tokens_per_s": [10, 11, 12, 20, 20, 20],
+        "latency_s": [1, 1, 1, 0.5, 0.5, 0.5],
+        "peak_rss_bytes": [2**30] * 6,
+        "weight_bytes_read_per_token": [100, 100, 100, 40, 50, 60],
+        "passed": [True, True, False, True, False, False],
+    })
+    dense, sparse = condition_table(conditions, generations, None)
+    assert sparse["series"] == "static @input" and dense["series"] == "dense"
+    assert sparse["summary"] == "static t=0.1 @input" and sparse["skips_bytes"] is True
+    assert sparse["sparsity"] == pytest.approx(0.4)
+    low, high = sparse["sparsity_ci"]
+    assert low < 0.4 < high and high - low == pytest.approx(2 * 1.96 * 0.1 / 3**0.5, rel=1e-3)
+    assert dense["tokens_per_s_ci"][0] < 11 < dense["tokens_per_s_ci"][1]
+    assert sparse["tokens_per_s_ci"] == pytest.approx([20, 20]), "no spread, no width"
+    assert sparse["bytes_read_per_token"] == pytest.approx(50)
+    assert sparse["pass_at_1_ci"][0] < 1 / 3 < sparse["pass_at_1_ci"][1]
+    assert dense["peak_rss_mib_ci"] == pytest.approx([1024, 1024])
 
 
 def test_pareto_front_keeps_the_undominated():

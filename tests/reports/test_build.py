@@ -38,29 +38,25 @@ CONDITIONS = {
         0.55,
     ),
 }
-SWEEP = {  # a threshold sweep for the screenshot
-    "dense": ({"kind": "dense"}, 1.0, 10.0, 0.0, 0.62),
-    "static t=0.02": ({"kind": "static", "threshold": 0.02}, 0.78, 12.0, -0.05, 0.6),
-    "static t=0.05": ({"kind": "static", "threshold": 0.05}, 0.6, 14.5, -0.3, 0.52),
-    "static t=0.1": ({"kind": "static", "threshold": 0.1}, 0.4, 17.0, -0.9, 0.35),
-    "dynamic t=0.02": (
-        {"kind": "dynamic", "threshold": 0.02, "entropy_scale": 1.0},
-        0.75,
-        12.3,
-        0.0,
-        0.61,
+SWEEP = {  # a planted sweep: static loses preference and Pass@1 as it speeds up; dynamic holds
+    "dense": ({"kind": "dense"}, 1.0, 10.0, 0.0, 0.95),
+    "static 20%": ({"kind": "static", "threshold": 0.01}, 0.8, 10.5, 0.0, 0.9),
+    "static 40%": ({"kind": "static", "threshold": 0.03}, 0.6, 12.0, -0.5, 0.8),
+    "static 55%": ({"kind": "static", "threshold": 0.06}, 0.45, 15.0, -1.5, 0.4),
+    "static 65%": ({"kind": "static", "threshold": 0.1}, 0.35, 18.0, -3.0, 0.05),
+    "dynamic 22%": (
+        {"kind": "dynamic", "threshold": 0.01, "entropy_scale": 1.0}, 0.78, 10.2, 0.0, 0.95,
     ),
-    "dynamic t=0.05": (
-        {"kind": "dynamic", "threshold": 0.05, "entropy_scale": 1.0},
-        0.57,
-        14.2,
-        -0.15,
-        0.57,
+    "dynamic 42%": (
+        {"kind": "dynamic", "threshold": 0.03, "entropy_scale": 1.0}, 0.58, 10.1, 0.0, 0.95,
     ),
 }
 
 
-def rated_study(n_items: int = 6, n_raters: int = 4, name: str = XSS_NAME, conditions=CONDITIONS):
+def rated_study(
+    n_items: int = 6, n_raters: int = 4, name: str = XSS_NAME, conditions=CONDITIONS,
+    design: str = "all_pairs",
+):
     """A study whose every pair was judged by `n_raters` raters through the services:
     telemetry and sandbox results per condition, verdicts drawn under Bradley–Terry with
     the planted strengths (15 % ties), one output an XSS payload, one a formula."""
@@ -75,6 +71,8 @@ def rated_study(n_items: int = 6, n_raters: int = 4, name: str = XSS_NAME, condi
         name=name,
         conditions=[(cname, spec[0]) for cname, spec in conditions.items()],
     )
+    Study.objects.filter(id=study.id).update(pair_design=design)
+    study.refresh_from_db()
     finish_generations(study)
     rng = random.Random(3)
     generations = Generation.objects.filter(item__study=study).select_related("condition")
@@ -112,6 +110,7 @@ def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
         "report.html",
         "judgments.csv",
         "generations.csv",
+        "ratings.csv",
         "subgroups.csv",
         "judgments.json",
         "summary.json",
@@ -171,6 +170,87 @@ def test_exported_judgments_reproduce_the_style_control_from_the_cli(tmp_path, c
         report_style["coefficients_ci"]["passed"]
     )
     assert cli["style_control"]["sentence"] == report_style["sentence"]
+
+
+def test_the_answer_reads_the_planted_effects(tmp_path):
+    study, _ = rated_study(n_items=8, name="planted", conditions=SWEEP, design="vs_first")
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "200")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    families = {
+        f["series"]: {s["metric"]: s for s in f["sentences"]}
+        for f in summary["findings"]["families"]
+    }
+    assert set(families) == {"static", "dynamic"}
+    static, dynamic = families["static"], families["dynamic"]
+    # Planted: static loses preference and Pass@1 and gains speed as sparsity grows.
+    assert static["win_rate_vs_dense"]["direction"] == "down", static["win_rate_vs_dense"]
+    assert static["pass_at_1"]["direction"] == "down", static["pass_at_1"]
+    assert static["tokens_per_s"]["direction"] == "up", static["tokens_per_s"]
+    # Planted: dynamic is as good as dense and no faster.
+    assert dynamic["win_rate_vs_dense"]["direction"] == "none", dynamic["win_rate_vs_dense"]
+    assert "no difference was detected" in dynamic["win_rate_vs_dense"]["text"]
+    assert dynamic["pass_at_1"]["direction"] == "none"
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="findings"' in html and 'data-direction="down"' in html
+    assert all(f'href="{name}"' in html for name in report_build.FILE_NOTES), "a file unlinked"
+    matched = {m["condition"]: m for m in summary["matched_sparsity"]}
+    assert matched["dynamic 22%"]["matched"] and matched["dynamic 22%"]["static"] == "static 20%"
+
+
+def test_exports_hold_every_field_the_rater_page_collects(tmp_path):
+    from annotations.forms import JudgmentForm
+    from annotations.models import Criterion, CriterionRating
+
+    User = get_user_model()
+    raters = [
+        User.objects.create_user(f"exporter-{i}-kestrel", password="pw-123-rater")
+        for i in range(2)
+    ]
+    study = make_study(n_items=2, overlap=2, raters=raters, name="exports")
+    finish_generations(study)
+    criteria = [
+        Criterion.objects.create(study=study, name=name, question=f"{name}?", position=i)
+        for i, name in enumerate(["correct", "readable"])
+    ]
+    rng = random.Random(5)
+    for rater in raters:
+        while (a := services.assignment_next(study=study, rater=rater, rng=rng)) is not None:
+            services.judgment_submit(
+                assignment=a, choice=rng.choice(["left", "right", "tie", "both_bad"]),
+                rationale=f"=cmd|' /C calc'!A{a.id}", time_on_task_ms=1000 + a.id,
+                ratings={c.id: (rng.randint(1, 5), rng.randint(1, 5)) for c in criteria},
+            )
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
+    judgments = {int(r["judgment"]): r for r in csv.DictReader((tmp_path / "judgments.csv").open())}
+    # What the rater page collects: the form's fields, a Likert value per criterion and side,
+    # and the time on task; plus the pseudonym and the gold flag.
+    assert set(JudgmentForm(criteria=[]).fields) == {"choice", "rationale"}
+    for judgment in Judgment.objects.select_related("assignment"):
+        row = judgments[judgment.id]
+        assert row["choice"] == judgment.choice
+        assert row["rationale"] == "'" + judgment.rationale, "formula-safe"
+        assert int(row["time_on_task_ms"]) == judgment.time_on_task_ms
+        assert row["rater"].startswith("rater-") and row["gold"] == "False"
+    ratings = list(csv.DictReader((tmp_path / "ratings.csv").open()))
+    assert len(ratings) == Judgment.objects.count() * len(criteria) * 2
+    for stored in CriterionRating.objects.select_related("judgment__assignment", "criterion"):
+        mine = {r["side"]: r for r in ratings
+                if int(r["judgment"]) == stored.judgment_id
+                and r["criterion"] == stored.criterion.name}
+        assert (int(mine["a"]["value"]), int(mine["b"]["value"])) == (stored.value_a,
+                                                                     stored.value_b)
+        a_on_left = stored.judgment.assignment.a_on_left
+        assert mine["a"]["screen_side"] == ("left" if a_on_left else "right")
+        assert mine["a"]["rater"] == judgments[stored.judgment_id]["rater"]
+    nested = json.loads((tmp_path / "judgments.json").read_text())
+    first = next(j for j in nested if j["judgment"] == stored.judgment_id)
+    assert first["ratings"][stored.criterion.name] == {"a": stored.value_a, "b": stored.value_b}
+    assert first["rationale"] == stored.judgment.rationale, "JSON keeps the text as written"
+    archive = zipfile.ZipFile(io.BytesIO(report_build.report_zip(
+        {p.name: p.read_bytes() for p in tmp_path.iterdir()})))
+    assert "ratings.csv" in archive.namelist()
+    everything = "".join(p.read_text() for p in tmp_path.iterdir())
+    assert all(r.username not in everything for r in raters)
 
 
 def test_exports_are_pseudonymized_and_formula_safe(tmp_path):
