@@ -30,12 +30,6 @@ CALIBRATABLE = ("static", "dynamic", "calibrated")
 # A sweep over target sparsities: the calibratable families and the budget controller,
 # whose active-fraction target is the sparsity itself.
 SWEEPABLE = (*CALIBRATABLE, "budget")
-# What stands in for the thresholds a calibration will choose, to validate the other fields.
-_STAND_IN = {
-    "static": {"threshold": 0.0},
-    "dynamic": {"threshold": 0.0},
-    "calibrated": {"target_sparsity": 0.0, "thresholds": [0.0]},
-}
 CALIBRATION_SETS = {
     "items": "the study's own items",
     "humaneval": "HumanEval prompts",
@@ -117,8 +111,8 @@ def policy_summary(policy: dict, *, target_sparsity: float | None = None) -> str
         label = str(kind)
     parts = [label]
     site = policy.get("site")
-    if site and site != _site_default(kind):
-        parts.append(f"on {site}")
+    if site and site != _site_default(kind) and f"@{site}" not in label:
+        parts.append(f"@{site}")
     if target_sparsity is not None and kind != "calibrated":
         parts.append(f"calibrated to {_fraction(target_sparsity)} sparsity")
     return " · ".join(parts)
@@ -193,6 +187,16 @@ class BuiltCondition:
         )
 
 
+def _stand_in(kind: str, site: str | None) -> dict:
+    """What stands in for the thresholds a calibration will choose, so that the engine can
+    validate the other fields now (an ``input``-site calibrated policy has one threshold per
+    projection input: the four groups the engine names)."""
+    if kind != "calibrated":
+        return {"threshold": 0.0}
+    layer = [0.0] * 4 if site == "input" else 0.0
+    return {"target_sparsity": 0.0, "thresholds": [layer]}
+
+
 def _parse_number(spec: FieldSpec, text: str) -> float:
     try:
         value = float(text)
@@ -260,7 +264,7 @@ def build_condition(
         name="", policy=policy, target_sparsity=target, calibration_set=calibration_set
     )
     if built.needs_calibration:  # the engine checks the rest with a stand-in threshold
-        Policy.from_json({**policy, **_STAND_IN[kind]})
+        Policy.from_json({**policy, **_stand_in(kind, policy.get("site"))})
     else:
         if target == 0 and kind in ("static", "dynamic"):
             policy["threshold"] = 0.0  # 0 % sparsity: threshold 0, nothing to calibrate
@@ -299,7 +303,7 @@ def build_sweep(
             row["target_active_fraction"] = f"{1 - target:g}"
         else:
             row["target_sparsity_percent"] = f"{target * 100:g}"
-        name = f"{kind} {target * 100:g}%" + (f" {site}" if site and site != _site_default(kind)
+        name = f"{kind} {target * 100:g}%" + (f" @{site}" if site and site != _site_default(kind)
                                               else "")
         out.append(build_condition(kind=kind, values=row, name=name,
                                    calibration_set=calibration_set))

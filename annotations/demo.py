@@ -18,8 +18,8 @@ DEMO_STUDY_NAME = "Demo: HumanEval and MBPP under hot-neuron thresholds"
 # generations within about ten minutes on two CPU cores.
 DEMO_SPARSITIES = "25, 50"
 DEMO_SWEEPS = [
-    ("static", {}),  # one threshold for every layer
-    ("calibrated", {}),  # one threshold per layer (TEAL)
+    ("static", {}),  # one threshold on the MLP activation h, every layer
+    ("static", {"site": "input"}),  # on every projection's input (TEAL's site)
 ]
 
 

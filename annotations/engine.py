@@ -57,26 +57,26 @@ def calibrated_policy_for(
     profile: Profile, policy: dict, target_sparsity: float
 ) -> tuple[dict, float]:
     """`policy` (a calibratable family, without its thresholds) with thresholds that zero a
-    `target_sparsity` share of |h| on the profile, and the sparsity they give there.
+    `target_sparsity` share of the activation magnitudes at its site on the profile, and the
+    sparsity they give there.
 
     Static and dynamic get one threshold for every layer (the quantile of all layers'
-    |h| pooled); calibrated gets each layer's own quantile (TEAL)."""
-    kind = policy["kind"]
-    if policy.get("site", "h") != "h":
-        raise ValueError(
-            f"calibration profiles the MLP activation h; site {policy['site']!r} is not "
-            "supported by the calibration job yet"
-        )
+    magnitudes pooled); calibrated gets each layer's own quantile (TEAL; at the ``input``
+    site one per layer and projection input)."""
+    kind, site = policy["kind"], policy.get("site", "h")
     if kind == "calibrated":
-        calibrated = calibrated_policy(profile, target_sparsity)
+        calibrated = calibrated_policy(profile, target_sparsity, site)
         thresholds = list(calibrated.thresholds)
         chosen = {**policy, **calibrated.to_json()}
     elif kind in ("static", "dynamic"):
-        pooled = dataclasses.replace(profile, hist=profile.hist.sum(dim=0, keepdim=True))
+        hist = profile.site_histogram(site)
+        pooled = dataclasses.replace(profile, hist=hist.reshape(-1, hist.shape[-1]).sum(
+            dim=0, keepdim=True))
         threshold = pooled.quantiles(target_sparsity)[0] if target_sparsity > 0 else 0.0
-        thresholds = [threshold] * profile.num_layers
+        per_layer = (threshold,) * hist.shape[1] if hist.dim() == 3 else threshold
+        thresholds = [per_layer] * profile.num_layers
         chosen = {**policy, "threshold": threshold}
     else:
         raise ValueError(f"policy {kind!r} is not calibrated to a sparsity")
-    active = profile.active_fraction(thresholds)
+    active = profile.active_fraction(thresholds, site)
     return Policy.from_json(chosen).to_json(), 1.0 - sum(active) / len(active)

@@ -12,9 +12,15 @@ from tests.annotations.conftest import make_study
 from tests.support.worker import celery_worker, wait_for
 
 
-def _calibrating_study(targets=(("static 40%", "static", 0.4), ("cal 50%", "calibrated", 0.5))):
-    built = [build_condition(kind=kind, values={"target_sparsity_percent": str(t * 100)},
-                             name=name) for name, kind, t in targets]
+def _calibrating_study(
+    targets=(("static 40%", "static", 0.4, "h"), ("cal 50% @input", "calibrated", 0.5, "input")),
+):
+    built = [
+        build_condition(
+            kind=kind, values={"target_sparsity_percent": str(t * 100), "site": site}, name=name
+        )
+        for name, kind, t, site in targets
+    ]
     study = make_study(n_items=2, conditions=[("dense", {"kind": "dense"})]
                        + [(b.name, b.policy) for b in built])
     calibration.calibrations_create(study=study, built=built)
@@ -37,7 +43,7 @@ def test_a_calibration_is_claimed_once_and_given_up_after_two_dead_workers():
 
 @pytest.mark.django_db
 def test_a_finished_calibration_writes_the_policy_only_while_it_holds_the_lease():
-    study = _calibrating_study(targets=(("static 40%", "static", 0.4),))
+    study = _calibrating_study(targets=(("static 40%", "static", 0.4, "h"),))
     [claimed] = calibration.calibrations_claim(study_id=study.id)
     policy = {"kind": "static", "threshold": 0.123}
     assert calibration.calibration_finish(calibration=claimed, policy=policy,
@@ -76,8 +82,9 @@ def test_a_real_worker_calibrates_then_generates_the_waiting_conditions(tmp_path
                  what="the repeated calibration to be skipped", log_path=log_path,
                  process=worker)
     static = Policy.from_json(study.conditions.get(name="static 40%").policy)
-    per_layer = Policy.from_json(study.conditions.get(name="cal 50%").policy)
+    per_layer = Policy.from_json(study.conditions.get(name="cal 50% @input").policy)
     assert static.threshold > 0 and len(per_layer.thresholds) == 30
+    assert per_layer.site == "input" and len(per_layer.thresholds[0]) == 4, "per projection"
     assert {c.name: c.policy for c in study.conditions.all()} == before, "idempotent"
     for row in calibration.calibration_state(study).rows:
         assert abs(row.expected_sparsity - row.target_sparsity) < 0.02, (
@@ -85,8 +92,36 @@ def test_a_real_worker_calibrates_then_generates_the_waiting_conditions(tmp_path
     achieved = {
         name: 1 - sum(g.active_fraction for g in Generation.objects.filter(condition__name=name,
                                                                              item__study=study)) / 2
-        for name in ("static 40%", "cal 50%")
+        for name in ("static 40%", "cal 50% @input")
     }
     # The same prompts, decoded a little longer than profiled: near the target, not on it.
     assert 0.25 < achieved["static 40%"] < 0.55, achieved
-    assert 0.35 < achieved["cal 50%"] < 0.65, achieved
+    assert 0.35 < achieved["cal 50% @input"] < 0.65, achieved
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic", "calibrated"])
+@pytest.mark.parametrize("site", ["h", "gate", "input"])
+def test_thresholds_reach_the_target_at_every_site(kind, site):
+    import torch
+
+    from annotations.engine import calibrated_policy_for
+    from inference.profile import EDGES, Profile
+
+    layers, bins = 3, len(EDGES) - 1
+    generator = torch.Generator().manual_seed(0)
+
+    def histogram(*shape):  # magnitudes spread over bins 2000..3000, more in later layers
+        hist = torch.zeros(*shape, bins, dtype=torch.int64)
+        hist[..., 2000:3000] = torch.randint(1, 50, (*shape, 1000), generator=generator)
+        return hist
+
+    profile = Profile(
+        fingerprint="synthetic", thresholds=(0.01,), tokens=100, prompts=1,
+        counts=torch.zeros(layers, 8, 1, dtype=torch.int64), hist=histogram(layers),
+        site_hist={"gate": histogram(layers), "input": histogram(layers, 4)},
+    )
+    extra = {"entropy_scale": 1.0} if kind == "dynamic" else {}
+    policy, expected = calibrated_policy_for(profile, {"kind": kind, "site": site, **extra}, 0.4)
+    assert expected == pytest.approx(0.4, abs=0.01), f"{kind} @{site}: {expected}"
+    assert Policy.from_json(policy).to_json() == policy
+    assert policy.get("site", "h") == site

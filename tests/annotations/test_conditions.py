@@ -112,3 +112,15 @@ def test_the_pair_count_warns_when_all_pairs_explode():
     assert sweep.pairs_per_item == 36 and sweep.pairs == 720 and sweep.explodes
     assert sweep.vs_first_pairs == 160
     assert not PairCount(conditions=9, items=20, design="vs_first", overlap=3).explodes
+
+
+def test_the_site_is_a_choice_and_reaches_names_and_summaries():
+    [site] = [f for f in family_fields("static") if f.name == "site"]
+    assert site.choices == ("h", "gate", "input") and site.default == "h"
+    built = build_condition(kind="calibrated", values={"target_sparsity_percent": "50",
+                                                       "site": "input"})
+    assert built.needs_calibration and built.policy == {"kind": "calibrated", "site": "input"}
+    [row] = build_sweep(kind="static", values={"site": "gate"}, sparsities="30")
+    assert row.name == "static 30% @gate" and "@gate" in row.summary
+    with pytest.raises(ValueError, match="choose one of"):
+        build_condition(kind="static", values={"threshold": "0.1", "site": "elsewhere"})

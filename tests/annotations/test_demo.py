@@ -17,10 +17,11 @@ def test_the_demo_is_dense_and_a_sweep_on_humaneval_and_mbpp():
     assert names[0] == "dense" and len(names) == 5
     assert {i.dataset for i in study.items.all()} == {"humaneval", "mbpp"}
     assert study.items.count() == 6 and study.pair_design == "vs_first"
-    targets = sorted(Calibration.objects.filter(condition__study=study)
-                     .values_list("condition__policy__kind", "target_sparsity"))
-    assert targets == [("calibrated", 0.25), ("calibrated", 0.5), ("static", 0.25),
-                       ("static", 0.5)]
+    targets = sorted(
+        (c.condition.policy.get("site", "h"), c.target_sparsity)
+        for c in Calibration.objects.filter(condition__study=study).select_related("condition")
+    )
+    assert targets == [("h", 0.25), ("h", 0.5), ("input", 0.25), ("input", 0.5)]
     again = demo_seed(n_items=6, max_new_tokens=16)
     assert again.id == study.id and again.conditions.count() == 5, "a second seed adds nothing"
 
