@@ -220,6 +220,7 @@ class StudySetupForm(forms.ModelForm):
             "name", "description", "instructions", "consent_text", "pair_design", "overlap",
             "adaptive_assignment", "items_per_rater", "gold_rate", "gold_block_after",
             "min_response_ms", "lease_minutes", "completion_code", "completion_url",
+            "min_judgments",
             "max_new_tokens", "samples_per_item", "temperature", "profile_questions",
         ]
         widgets = {
@@ -234,6 +235,7 @@ class StudySetupForm(forms.ModelForm):
         self.fields["dataset"].choices = [("", "— none —")] + [(d, d) for d in datasets]
         self.fields["samples_per_item"].required = False
         self.fields["temperature"].required = False
+        self.fields["min_judgments"].required = False
 
     def clean_built(self) -> list[BuiltCondition]:
         return _parse_built(self.cleaned_data["built"])
@@ -273,6 +275,8 @@ class StudySetupForm(forms.ModelForm):
             data["samples_per_item"] = 1
         if data.get("temperature") is None:
             data["temperature"] = 0.0
+        if data.get("min_judgments") is None and not self.has_error("min_judgments"):
+            data["min_judgments"] = 1
         if data["samples_per_item"] > 1 and not data["temperature"] > 0:
             self.add_error(
                 "temperature", "Several samples per item need sampling: set a temperature > 0."

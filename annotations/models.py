@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -83,7 +84,7 @@ class Study(models.Model):
     # Raters enrolled in the study; only they are offered its pairs.
     raters = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="studies")
     overlap = models.PositiveSmallIntegerField(
-        default=3, help_text="How many raters judge each pair."
+        default=3, validators=[MinValueValidator(1)], help_text="How many raters judge each pair."
     )
     max_new_tokens = models.PositiveIntegerField(default=128)
     # n > 1 samples per (item, condition) give the unbiased pass@k; they need sampling.
@@ -103,6 +104,14 @@ class Study(models.Model):
     completion_code = models.CharField(max_length=64, blank=True)
     completion_url = models.URLField(
         blank=True, help_text="e.g. https://app.prolific.com/submissions/complete?cc=CODE"
+    )
+    # The completion code is a rater's proof of work on a crowd platform: never for less.
+    min_judgments = models.PositiveIntegerField(
+        "minimum judgments",
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text="Judged pairs (attention checks not counted) a rater needs before the "
+        "completion code is shown.",
     )
     # Design and assignment rules.
     pair_design = models.CharField(
@@ -150,6 +159,9 @@ class Study(models.Model):
                 condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="study_gold_rate_share"
             ),
             models.CheckConstraint(condition=Q(lease_minutes__gte=1), name="study_lease_positive"),
+            models.CheckConstraint(
+                condition=Q(min_judgments__gte=1), name="study_min_judgments_positive"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -493,6 +505,9 @@ class Assignment(models.Model):
     """A pair handed to one rater, with the side each output was shown on."""
 
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
+    # The pair's study, kept on the row so the database can hold a rater to one open
+    # assignment per study (`assignment_one_open_per_rater`).
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
     rater = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
     )
@@ -511,10 +526,21 @@ class Assignment(models.Model):
         ordering = ["created_at", "id"]
         constraints = [
             models.UniqueConstraint(fields=["pair", "rater"], name="assignment_once_per_rater"),
+            # One pair at a time: parallel requests of one rater cannot hoard leases.
+            models.UniqueConstraint(
+                fields=["study", "rater"],
+                condition=Q(completed_at__isnull=True, released_at__isnull=True),
+                name="assignment_one_open_per_rater",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.pair} → {self.rater}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.study_id is None and self.pair_id is not None:
+            self.study_id = Pair.objects.values_list("study_id", flat=True).get(id=self.pair_id)
+        super().save(*args, **kwargs)
 
     def lease_expired(self, now: datetime) -> bool:
         """Whether the rater's hold on the pair has run out (a lease without an end never does)."""

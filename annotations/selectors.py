@@ -311,6 +311,25 @@ def rater_history(study: Study, rater: AbstractBaseUser) -> RaterHistory:
     ))
 
 
+def rater_may_get_more(study: Study, rater: AbstractBaseUser, *, history: RaterHistory) -> bool:
+    """Whether pairs may still come to a rater who has none right now: below the study's
+    per-rater cap, and either generations are still running (new pairs will form) or a
+    pair the rater has not had has fewer judgments than the overlap (another rater's
+    lease on it may run out). Read only when no pair was free."""
+    if study.items_per_rater is not None and history.ordinary_kept >= study.items_per_rater:
+        return False
+    unfinished = [Generation.Status.PENDING, Generation.Status.RUNNING]
+    if Generation.objects.filter(item__study=study, status__in=unfinished).exists():
+        return True
+    return (
+        Pair.objects.filter(study=study, gold__isnull=True)
+        .exclude(assignments__rater=rater)
+        .annotate(judged=Count("assignments", filter=Q(assignments__completed_at__isnull=False)))
+        .filter(judged__lt=study.overlap)
+        .exists()
+    )
+
+
 def rater_progress(
     study: Study, rater: AbstractBaseUser, *, history: RaterHistory | None = None,
     available: int | None = None,
@@ -361,6 +380,20 @@ def pair_shown(assignment_id: int) -> ShownPair:
     a_on_left, prompt, a, b = row
     left, right = (a, b) if a_on_left else (b, a)
     return ShownPair(assignment_id, prompt=prompt, left=left, right=right)
+
+
+def pair_previewed(study: Study, index: int) -> tuple[ShownPair | None, int]:
+    """The study's pair number `index` (wrapping around, in id order) as a rater would see
+    it, for the staff preview, and how many pairs there are. The sides alternate with the
+    index; no assignment exists (`assignment_id` 0)."""
+    pairs = Pair.objects.filter(study=study).order_by("id")
+    total = pairs.count()
+    if not total:
+        return None, 0
+    pair = pairs.select_related("item", "generation_a", "generation_b")[index % total]
+    a, b = pair.generation_a.text, pair.generation_b.text
+    left, right = (a, b) if index % 2 == 0 else (b, a)
+    return ShownPair(0, prompt=pair.item.prompt, left=left, right=right), total
 
 
 def enrolments_in(study_id: int, rater: AbstractBaseUser) -> QuerySet[Enrolment]:

@@ -32,6 +32,7 @@ urlpatterns = [
         name="study_calibration_retry",
     ),
     path("staff/studies/<int:study_id>/launch/", setup.study_launch, name="study_launch"),
+    path("staff/studies/<int:study_id>/preview/", setup.study_preview, name="study_preview"),
     path("staff/studies/<int:study_id>/pause/", setup.study_pause, name="study_pause"),
     path("staff/studies/<int:study_id>/close/", setup.study_close, name="study_close"),
     path("staff/studies/<int:study_id>/invites/", setup.invite_new, name="invite_new"),

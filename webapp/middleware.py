@@ -1,10 +1,12 @@
-"""Answer a database or task-queue outage with a clear 503 page instead of a 500 traceback."""
+"""Answer a database or task-queue outage with a clear 503 page instead of a 500 traceback;
+send every page with its Content-Security-Policy."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -56,3 +58,23 @@ class ServiceUnavailableMiddleware:
             # a refresh shows them this page instead (htmx reads the header on any status).
             response["HX-Refresh"] = "true"
         return response
+
+
+class ContentSecurityPolicyMiddleware:
+    """Add `settings.CONTENT_SECURITY_POLICY` to every response: no inline script, and
+    nothing loaded from elsewhere, so injected markup cannot run or phone home.
+
+    A view may loosen one directive for its response by setting `response.csp_update`
+    (e.g. the standalone report file, whose styles are inline by design)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        policy = {**settings.CONTENT_SECURITY_POLICY, **getattr(response, "csp_update", {})}
+        response.headers.setdefault(
+            "Content-Security-Policy", "; ".join(f"{k} {v}" for k, v in policy.items())
+        )
+        return response
+

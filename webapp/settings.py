@@ -83,6 +83,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # A database or broker outage answers 503 with a page that says so (docs/reliability.md).
     "webapp.middleware.ServiceUnavailableMiddleware",
+    "webapp.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 # --- Security: on by default outside DEBUG (`manage.py check --deploy` is clean) ---
@@ -100,6 +101,18 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Scripts and styles only from our own static files, never inline (htmx is told not to
+# add its indicator style, base.html); images also as data: URIs (the report's plots).
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
 if envbool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -11,9 +11,11 @@ reads `services.judgment_submit(...)`. The generation pipeline's writes are in
 `annotations.pipeline`."""
 
 from annotations.services.enrolment import (
+    OutOfPairs,
     enrolment_complete,
     enrolment_consent,
     enrolment_get,
+    enrolment_out_of_pairs,
     invite_create,
     invite_redeem,
     prolific_rater_get,
@@ -31,12 +33,14 @@ from annotations.services.rater_data import RaterDataDeletion, rater_data_delete
 
 __all__ = [
     "JudgmentRejected",
+    "OutOfPairs",
     "RaterDataDeletion",
     "assignment_next",
     "assignment_next_counted",
     "enrolment_complete",
     "enrolment_consent",
     "enrolment_get",
+    "enrolment_out_of_pairs",
     "invite_create",
     "invite_redeem",
     "judgment_submit",

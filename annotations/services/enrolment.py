@@ -3,6 +3,7 @@ two ways in (Prolific links and invite links)."""
 
 from __future__ import annotations
 
+import enum
 import re
 import secrets
 
@@ -12,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import Enrolment, Invite, Study
-from annotations.selectors import enrolments_in
+from annotations.selectors import enrolments_in, rater_history, rater_may_get_more
 
 
 def enrolment_get(*, study: Study, rater: AbstractBaseUser) -> Enrolment:
@@ -33,6 +34,30 @@ def enrolment_consent(*, enrolment: Enrolment, profile: dict[str, str] | None = 
         consented_at=timezone.now(), profile=profile or {}
     )
     enrolment.refresh_from_db()
+
+
+class OutOfPairs(enum.Enum):
+    """Where a rater stands when no pair is free for them."""
+
+    WAITING = "waiting"  # pairs may still come (leases run out, outputs still generating)
+    COMPLETE = "complete"  # nothing more for them, and enough judged: the completion code
+    SHORT = "short"  # nothing more for them, but fewer judged than the study's minimum
+
+
+def enrolment_out_of_pairs(
+    *, study: Study, enrolment: Enrolment, rater: AbstractBaseUser
+) -> OutOfPairs:
+    """Decide, for a rater who was just given no pair, whether to wait, complete or stop
+    short; records the completion (once) when they have judged the study's
+    `min_judgments` ordinary pairs. The completion code is a rater's proof of work on a
+    crowd platform: never for a rater who merely found every pair leased to others."""
+    history = rater_history(study, rater)
+    if rater_may_get_more(study, rater, history=history):
+        return OutOfPairs.WAITING
+    if history.ordinary_judged < study.min_judgments:
+        return OutOfPairs.SHORT
+    enrolment_complete(enrolment=enrolment)
+    return OutOfPairs.COMPLETE
 
 
 def enrolment_complete(*, enrolment: Enrolment) -> None:

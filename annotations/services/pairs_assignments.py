@@ -89,31 +89,33 @@ def pair_lock(pair_id: int, *, wait: bool = False) -> bool:
 
 # A lease, inserted only while the pair has room below the bound (the count in the same
 # statement as the insert, after `pair_lock`, so it reads what was committed before the
-# lock was granted); gold pairs pass no bound. Parameters: pair, rater, a_on_left,
+# lock was granted); gold pairs pass no bound. Parameters: pair, study, rater, a_on_left,
 # created_at, lease_until, then `selectors.PAIR_TAKEN_SQL`'s (pair, 0, now), the bound.
 _LEASE_SQL = f"""
-INSERT INTO {Assignment._meta.db_table} (pair_id, rater_id, a_on_left, created_at, lease_until)
-SELECT %s, %s, %s, %s, %s
+INSERT INTO {Assignment._meta.db_table}
+    (pair_id, study_id, rater_id, a_on_left, created_at, lease_until)
+SELECT %s, %s, %s, %s, %s, %s
 WHERE CAST(%s AS INTEGER) IS NULL OR ({PAIR_TAKEN_SQL}) < %s
 RETURNING id
 """
 
 
 def _lease_insert(
-    *, pair_id: int, rater: AbstractBaseUser, a_on_left: bool, now, lease_until,
+    *, pair_id: int, study: Study, rater: AbstractBaseUser, a_on_left: bool, now,
     bound: int | None,
 ) -> Assignment | None:
     """Insert the rater's lease on the pair if fewer than `bound` places are taken
     (`None`: no bound); the new row, or None. Call with the pair locked."""
     adapt = connection.ops.adapt_datetimefield_value
+    lease_until = study.lease_end(now)
     with connection.cursor() as cursor:
-        cursor.execute(_LEASE_SQL, [pair_id, rater.pk, a_on_left, adapt(now),
+        cursor.execute(_LEASE_SQL, [pair_id, study.id, rater.pk, a_on_left, adapt(now),
                                     adapt(lease_until), bound, pair_id, 0, adapt(now), bound])
         row = cursor.fetchone()
     if row is None:
         return None
-    made = Assignment(id=row[0], pair_id=pair_id, rater=rater, a_on_left=a_on_left,
-                      created_at=now, lease_until=lease_until)
+    made = Assignment(id=row[0], pair_id=pair_id, study=study, rater=rater,
+                      a_on_left=a_on_left, created_at=now, lease_until=lease_until)
     made._state.adding, made._state.db = False, connection.alias
     return made
 
@@ -124,6 +126,15 @@ def assignment_next(
     """The rater's open assignment in this study, or a new one, or None when done
     (`assignment_next_counted` without the progress)."""
     return assignment_next_counted(study=study, rater=rater, rng=rng)[0]
+
+
+class _RaterGotOneMeanwhile(Exception):
+    """A parallel request of the same rater was given a pair while this one chose."""
+
+
+# Each retry reads the rater's history again and finds the pair the parallel request got;
+# only a rater who judges it within the same instant would need a second retry.
+_RETRIES = 3
 
 
 def assignment_next_counted(
@@ -142,9 +153,23 @@ def assignment_next_counted(
     - Never a pair this rater has had; never more than `study.items_per_rater` ordinary pairs.
     - The side is randomized and stored. Safe under concurrent raters (see `pair_lock`).
 
+    - A rater holds one open assignment per study at a time (the database's
+      `assignment_one_open_per_rater`): parallel requests of one rater all get the same.
+
     A new assignment is returned bare (related rows read when asked for; the rate page
     reads what it shows with `selectors.pair_shown`)."""
     rng = rng or random.SystemRandom()
+    for _ in range(_RETRIES):
+        try:
+            return _assignment_next_once(study=study, rater=rater, rng=rng)
+        except _RaterGotOneMeanwhile:
+            continue
+    return _assignment_next_once(study=study, rater=rater, rng=rng)
+
+
+def _assignment_next_once(
+    *, study: Study, rater: AbstractBaseUser, rng: random.Random
+) -> tuple[Assignment | None, RaterProgress]:
     now = timezone.now()
     history = rater_history(study, rater)
     made, available, gold = None, None, False
@@ -239,12 +264,14 @@ def _assignment_try(
                 return None  # another rater is being given this pair right now
             return _lease_insert(
                 pair_id=pair_id,
+                study=study,
                 rater=rater,
                 a_on_left=rng.random() < 0.5,
                 now=now,
-                lease_until=study.lease_end(now),
                 bound=None if gold else study.overlap,
             )
     except IntegrityError:
-        # A second tab of the same rater took this pair a moment ago.
-        return None
+        # Another request of the same rater (a second tab, a double click) was just given
+        # a pair: this pair (`assignment_once_per_rater`) or another one
+        # (`assignment_one_open_per_rater`). That one is theirs to resume.
+        raise _RaterGotOneMeanwhile from None

@@ -9,15 +9,18 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from analysis.power import StudyDesign, power_statement
 from annotations import calibration, selectors, services, tasks
 from annotations.conditions import PairCount
-from annotations.forms import StudySetupForm
+from annotations.forms import JudgmentForm, StudySetupForm
+from annotations.highlight import shown_html
 from annotations.models import Study
 from annotations.views.conditions import builder_context
+from annotations.views.rater import criteria_shown
 from annotations.views.staff_actions import study_action
 
 # Prompts shown on the setup page, so staff read what the model will be asked before launch.
@@ -117,6 +120,46 @@ def study_launch(request: HttpRequest, study_id: int) -> HttpResponse:
     if reasons:
         return _setup_page(request, study, reasons=reasons, status=409)
     return redirect("study_setup", study_id=study.id)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+@never_cache
+def study_preview(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The rater flow on the study's real pairs, for staff, in any state; nothing is
+    stored (no assignment, no judgment, no enrolment). A valid answer moves on to the
+    next pair; an invalid one shows the form errors as a rater would see them."""
+    study = get_object_or_404(Study, id=study_id)
+    index = _preview_index(request.GET.get("n"))
+    criteria = list(study.criteria.all())
+    form = None
+    if request.method == "POST":
+        form = JudgmentForm(request.POST, criteria=criteria)
+        if form.is_valid():
+            return redirect(f"{reverse('study_preview', args=[study.id])}?n={index + 1}")
+    shown, total = selectors.pair_previewed(study, index)
+    context = {
+        "study": study,
+        "preview": True,
+        "criteria": criteria_shown(criteria, request.POST if form else {}),
+        "rationale": request.POST.get("rationale", "") if form else "",
+        "form": form,
+        "progress": selectors.RaterProgress(judged=index % total if total else 0,
+                                            remaining=total - index % total if total else 0),
+        "judge_url": f"{reverse('study_preview', args=[study.id])}?n={index}",
+    }
+    if shown is not None:
+        left_html, right_html, diff = shown_html(shown.left, shown.right)
+        context.update(shown=shown, left_html=left_html, right_html=right_html, diff_html=diff)
+    template = "annotations/rate.html#pair" if request.htmx else "annotations/rate.html"
+    return render(request, template, context)
+
+
+def _preview_index(value: str | None) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        return 0
 
 
 @study_action(then="study_setup")

@@ -392,7 +392,8 @@ def test_expired_lease_goes_to_another_rater_and_the_late_submit_is_refused_with
     rate = reverse("rate", args=[study.id])
     alice_client.get(rate)
     held = Assignment.objects.get(rater=alice)
-    assert "All done" in bob_client.get(rate).content.decode(), "the lease holds the pair"
+    assert "No pair for you right now" in bob_client.get(rate).content.decode(), \
+        "the lease holds the pair: bob waits"
     _expire(held.id)
     bob_client.get(rate)
     bobs = Assignment.objects.get(rater=bob)

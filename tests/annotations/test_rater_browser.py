@@ -2,8 +2,9 @@
 
 import pytest
 
+from annotations import services
 from annotations.models import Assignment, Generation, Judgment, Study
-from tests.annotations.conftest import finish_generations, make_study
+from tests.annotations.conftest import expire, finish_generations, make_study
 from tests.support.browser import browser_page, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -13,8 +14,11 @@ def wait_for_next_pair(page, judged: int) -> None:
     """Wait until the fragment for the next pair is swapped in *and* settled: htmx wires
     up new content during settle, and a click before that would submit the form natively."""
     page.wait_for_selector(f"text={judged} judged")
+    # A function, not an expression: Playwright would eval() an expression, which the
+    # page's Content-Security-Policy forbids.
     page.wait_for_function(
-        "!document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping, .htmx-added')"
+        "() => !document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping, "
+        ".htmx-added')"
     )
 
 
@@ -122,6 +126,7 @@ def test_prolific_rater_consents_rates_by_keyboard_resumes_after_reload_and_fini
                 .get_by_label("3").check()
             page.get_by_role("radiogroup", name="How readable is it?: response 2 (right)") \
                 .get_by_label("3").check()
+            page.keyboard.press("Escape")  # a focused radio takes no voting key
             page.keyboard.press("3" if judged == 2 else "0")
             wait_for_next_pair(page, judged)
         page.wait_for_selector("text=CC-7731")
@@ -153,3 +158,158 @@ def test_staff_sets_up_a_study_and_launch_says_why_it_waits(live_server, users):
         screenshot(page, "setup-study")
     study = Study.objects.get(name="Browser study")
     assert study.status == "draft" and study.items.count() == 2
+
+
+def csp_violations(page) -> list[str]:
+    """Collect the console's Content-Security-Policy complaints for the page's lifetime."""
+    seen: list[str] = []
+    page.on("console", lambda m: seen.append(f"{m.text} ({m.location['url']})")
+            if "Content Security Policy" in m.text
+            else None)
+    return seen
+
+
+def likert(page, side: str) -> str | None:
+    return page.evaluate(
+        f"(document.querySelector('fieldset.criterion input[name$=\"_{side}\"]:checked')"
+        " || {}).value || null")
+
+
+def test_keys_never_misfire_and_likert_has_its_own(live_server, users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice], overlap=1)
+    study.criteria.create(name="readability", question="How readable is it?")
+    finish_generations(study)
+    with browser_page(live_server.url) as page:
+        violations = csp_violations(page)
+        log_in(page, "alice", "pw-alice-123")
+        page.goto(f"/studies/{study.id}/rate/")
+        page.wait_for_selector("#pair .choices")
+        left = page.get_by_role("radiogroup", name="How readable is it?: response 1 (left)")
+        left.get_by_label("3").click()
+        # A focused radio: arrows move it, digits do nothing; nothing is submitted.
+        page.keyboard.press("ArrowRight")
+        assert likert(page, "left") == "4", "the arrow moves the Likert radio"
+        page.keyboard.press("3")
+        page.keyboard.press("1")
+        page.wait_for_timeout(300)
+        assert not Judgment.objects.exists(), "a key in a radio group voted"
+        # Likert keys: q–t response 1, y–p response 2, on the focused question.
+        page.keyboard.press("w")
+        page.keyboard.press("o")
+        assert (likert(page, "left"), likert(page, "right")) == ("2", "4")
+        # Typing in the comment box never votes or rates.
+        page.fill("#rationale", "")
+        page.type("#rationale", "1 2 3 q p tie")
+        assert page.input_value("#rationale") == "1 2 3 q p tie"
+        assert (likert(page, "left"), likert(page, "right")) == ("2", "4")
+        assert not Judgment.objects.exists()
+        screenshot(page, "rater-keys")
+        page.keyboard.press("Escape")
+        page.keyboard.press("2")
+        wait_for_next_pair(page, 1)
+        judgment = Judgment.objects.get()
+        assert judgment.choice == "right" and judgment.rationale == "1 2 3 q p tie"
+        rating = judgment.ratings.get()
+        a_on_left = judgment.assignment.a_on_left
+        assert (rating.value_a, rating.value_b) == ((2, 4) if a_on_left else (4, 2))
+        # Without focus in a field, the Likert keys go to the first question unanswered.
+        page.keyboard.press("e")
+        page.keyboard.press("y")
+        assert (likert(page, "left"), likert(page, "right")) == ("3", "1")
+        assert not violations, violations
+
+
+def test_drafts_survive_reload_and_back_forward_and_go_on_submit(live_server, users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice], overlap=1)
+    study.criteria.create(name="readability", question="How readable is it?")
+    finish_generations(study)
+    with browser_page(live_server.url) as page:
+        violations = csp_violations(page)
+        log_in(page, "alice", "pw-alice-123")
+        page.goto(f"/studies/{study.id}/rate/")
+        page.wait_for_selector("#pair .choices")
+        first = Assignment.objects.get(rater=alice)
+        page.keyboard.press("r")
+        page.keyboard.press("u")
+        page.fill("#rationale", "Right handles the empty list.")
+        page.reload()
+        page.wait_for_selector("#pair .choices")
+        assert page.input_value("#rationale") == "Right handles the empty list."
+        assert (likert(page, "left"), likert(page, "right")) == ("4", "2")
+        # Away and back: the page is asked for again (no-store), the draft restored.
+        page.goto("/")
+        page.go_back()
+        page.wait_for_selector("#pair .choices")
+        assert page.input_value("#rationale") == "Right handles the empty list."
+        assert f"/assignments/{first.id}/judge/" in page.content()
+        page.keyboard.press("Escape")
+        page.keyboard.press("1")
+        wait_for_next_pair(page, 1)
+        assert page.input_value("#rationale") == "", "the next pair starts empty"
+        assert page.evaluate("Object.keys(sessionStorage).filter(k => k.startsWith('draft:'))"
+                             ) == [], "the submitted pair's draft was cleared"
+        # Away and back again: no stale page of the judged pair, but the current one.
+        page.goto("/")
+        page.go_back()
+        page.wait_for_selector("#pair")
+        assert f"/assignments/{first.id}/judge/" not in page.content()
+        assert "1 judged" in page.inner_text("#pair")
+        assert Judgment.objects.get().rationale == "Right handles the empty list."
+        assert not violations, violations
+
+
+def test_a_waiting_rater_gets_the_pair_when_it_frees_up(live_server, users):
+    _, alice, bob = users
+    study = make_study(n_items=1, overlap=1, raters=[alice, bob],
+                       conditions=[("dense", {"kind": "dense"}), ("s", {"kind": "dense"})])
+    Study.objects.filter(id=study.id).update(completion_code="NOT-YET")
+    finish_generations(study)
+    held = services.assignment_next(study=study, rater=alice)
+    with browser_page(live_server.url) as page:
+        violations = csp_violations(page)
+        log_in(page, "bob", "pw-bob-123")
+        page.goto(f"/studies/{study.id}/rate/")
+        page.wait_for_selector("#waiting")
+        assert "NOT-YET" not in page.content()
+        screenshot(page, "rater-waiting")
+        expire(held)
+        page.wait_for_selector("#pair .choices", timeout=15_000)  # the poll hands it out
+        assert Assignment.objects.get(rater=bob).pair_id == held.pair_id
+        assert not violations, violations
+
+
+def test_draft_links_preview_and_the_error_summary(live_server, users):
+    study = make_study(n_items=1, overlap=1)
+    study.criteria.create(name="readability", question="How readable is it?")
+    finish_generations(study)
+    Study.objects.filter(id=study.id).update(status=Study.Status.DRAFT)
+    with browser_page(live_server.url) as page:
+        violations = csp_violations(page)
+        page.goto(f"/p/{study.id}/?PROLIFIC_PID=abc&STUDY_ID=s&SESSION_ID=x")
+        page.wait_for_selector("#not-started")
+        screenshot(page, "rater-not-started")
+        log_in(page, "staff", "pw-staff-123")
+        page.goto(f"/staff/studies/{study.id}/setup/")
+        page.click("#preview-link")
+        page.wait_for_selector("#preview-banner")
+        page.keyboard.press("1")  # the scale is required: the browser focuses it instead
+        assert page.evaluate("document.activeElement.name").endswith("_left")
+        page.keyboard.press("q")
+        page.keyboard.press("p")
+        screenshot(page, "staff-preview")
+        page.keyboard.press("Escape")
+        page.keyboard.press("1")
+        page.wait_for_selector("text=1 judged")  # the next pair, nothing stored
+        page.goto("/staff/studies/new/")
+        page.fill("#id_name", "Zero overlap")
+        page.fill("#id_overlap", "0")
+        page.fill("#id_prompts", "Write fizzbuzz.")
+        page.get_by_role("button", name="Create draft study").click()
+        page.wait_for_selector("#error-summary")
+        page.click("#error-summary a[href='#id_overlap']")
+        assert page.evaluate("location.hash") == "#id_overlap"
+        screenshot(page, "setup-error-summary")
+        assert not violations, violations
+    assert not Assignment.objects.exists() and not Judgment.objects.exists()

@@ -373,3 +373,89 @@ def test_outputs_are_highlighted_when_paired_not_on_a_raters_clock(users):
     assert highlight.pairs_warm(pairs) == 0, "warming twice must build nothing"
     html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
     assert '<span class="k">def</span>' in html
+
+
+def test_a_refused_submit_keeps_what_was_typed(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    criterion = study.criteria.create(name="readability", question="How readable?")
+    configure(study, min_response_ms=60_000)
+    finish_generations(study)
+    a = services.assignment_next(study=study, rater=alice)
+    form = {"choice": "tie", "rationale": "Left <b>misses</b> the edge case",
+            f"c{criterion.id}_left": "4", f"c{criterion.id}_right": "2"}
+    html = login(alice).post(reverse("judge", args=[a.id]), form,
+                             HTTP_HX_REQUEST="true").content.decode()
+    assert "very quick" in html
+    assert ">Left &lt;b&gt;misses&lt;/b&gt; the edge case</textarea>" in html
+    assert f'name="c{criterion.id}_left" value="4" data-likert-key="r" required checked' in html
+    assert f'name="c{criterion.id}_right" value="2" data-likert-key="u" required checked' in html
+
+
+def test_a_submit_refused_for_a_lost_lease_shows_the_rationale(users):
+    _, alice, bob = users
+    study = make_study(n_items=1, overlap=1, raters=[alice, bob],
+                       conditions=[("dense", {"kind": "dense"}), ("s", {"kind": "dense"})])
+    finish_generations(study)
+    held = services.assignment_next(study=study, rater=alice)
+    Assignment.objects.filter(id=held.id).update(lease_until=timezone.now())
+    services.judgment_submit(assignment=services.assignment_next(study=study, rater=bob),
+                             choice="tie")
+    html = login(alice).post(reverse("judge", args=[held.id]),
+                             {"choice": "left", "rationale": "careful reading"},
+                             HTTP_HX_REQUEST="true").content.decode()
+    assert "ran out" in html and "careful reading" in html
+
+
+@pytest.mark.parametrize("htmx", [True, False])
+def test_a_resubmit_of_a_judged_pair_says_so(users, htmx):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    a = services.assignment_next(study=study, rater=alice)
+    client = login(alice)
+    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+    client.post(reverse("judge", args=[a.id]), {"choice": "left"}, **headers)
+    again = client.post(reverse("judge", args=[a.id]), {"choice": "right"}, **headers,
+                        follow=not htmx)
+    html = again.content.decode()
+    assert "You had already answered that pair; your first answer stands." in html
+    assert Judgment.objects.get(assignment=a).choice == "left"
+    if not htmx:  # said once, not on every later page
+        later = client.get(reverse("rate", args=[study.id])).content.decode()
+        assert "already answered" not in later
+
+
+def test_rate_pages_are_never_cached(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    client = login(alice)
+    rate = client.get(reverse("rate", args=[study.id]))
+    a = Assignment.objects.get(rater=alice)
+    judge = client.post(reverse("judge", args=[a.id]), {"choice": "left"},
+                        HTTP_HX_REQUEST="true")
+    complete = client.get(reverse("complete", args=[study.id]))
+    for response in (rate, judge, complete):
+        assert "no-store" in response["Cache-Control"], response.request["PATH_INFO"]
+
+
+def test_get_on_the_judge_url_goes_back_to_the_pair(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    finish_generations(study)
+    a = services.assignment_next(study=study, rater=alice)
+    response = login(alice).get(reverse("judge", args=[a.id]))
+    assert response.status_code == 302 and response["Location"] == reverse("rate",
+                                                                            args=[study.id])
+
+
+def test_likert_keys_are_shown_beside_the_scales(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice])
+    study.criteria.create(name="readability", question="How readable?")
+    study.criteria.create(name="ten", question="Ten points?", scale_points=10)
+    finish_generations(study)
+    html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
+    assert "<kbd>q</kbd>" in html and "<kbd>p</kbd>" in html and 'id="shortcuts"' in html
+    assert html.count("data-likert-key=") == 10, "keys only on scales of up to 5 points"

@@ -75,7 +75,7 @@ def test_open_pairs_and_taken_places_follow_the_live_rule_in_every_state(users):
     (`Assignment.is_live`, `Assignment.objects.live`) says."""
     _, alice, bob = users
     User = get_user_model()
-    others = [User.objects.create_user(f"other-{i}", password="pw-other-123") for i in range(6)]
+    others = [User.objects.create_user(f"other-{i}", password="pw-other-123") for i in range(16)]
     study = make_study(n_items=4, overlap=2, raters=[alice, bob, *others])
     finish_generations(study)
     make_gold(study, rate=0.0, block_after=9)
@@ -90,14 +90,19 @@ def test_open_pairs_and_taken_places_follow_the_live_rule_in_every_state(users):
         "released": dict(released_at=now - timedelta(minutes=1),
                          lease_until=now + timedelta(minutes=5)),
     }
+    closed = {"judged", "released"}  # the database allows a rater one open assignment
     rng = random.Random(7)
     pairs = list(Pair.objects.filter(study=study).order_by("id"))
+    holding = set()
     for pair in pairs:
         for rater in rng.sample([bob, *others], rng.randint(0, 4)):
-            Assignment.objects.create(pair=pair, rater=rater, a_on_left=True,
-                                      **states[rng.choice(sorted(states))])
-    for pair in pairs[::3]:
-        Assignment.objects.create(pair=pair, rater=alice, a_on_left=True, **states["expired"])
+            state = rng.choice(sorted(states if rater.id not in holding else closed))
+            if state not in closed:
+                holding.add(rater.id)
+            Assignment.objects.create(pair=pair, rater=rater, a_on_left=True, **states[state])
+    for n, pair in enumerate(pairs[::3]):
+        Assignment.objects.create(pair=pair, rater=alice, a_on_left=True,
+                                  **states["judged" if n else "expired"])
 
     got = {row.pair_id: row for row in selectors.pairs_open_to(study, alice, now=now)}
     expected = {}

@@ -295,3 +295,35 @@ def test_setup_page_states_what_the_design_can_detect(users):
     html = staff_client(users).get(reverse("study_setup", args=[three.id])).content.decode()
     assert re.search(r"10 items × overlap 2 detect a 60/40 preference with \d+ % power per "
                      r"comparison \(Holm across 3\); 80 % needs \d+ items\.", html)
+
+
+def test_overlap_zero_is_a_form_error_on_the_field_with_a_summary_on_top(users):
+    response = staff_client(users).post(reverse("study_new"),
+                                        {**BASE, "prompts": "x", "overlap": "0"})
+    html = response.content.decode()
+    assert response.status_code == 200 and not Study.objects.exists()
+    assert 'id="error-summary"' in html and 'href="#id_overlap"' in html
+    assert "greater than or equal to 1" in html
+    assert html.index('id="error-summary"') < html.index('id="id_name"'), "summary on top"
+
+
+def test_minimum_judgments_is_set_on_the_setup_page(users):
+    client = staff_client(users)
+    client.post(reverse("study_new"), {**BASE, "prompts": "x", "min_judgments": "5"})
+    study = Study.objects.get()
+    assert study.min_judgments == 5
+    assert "after at least 5 judged pairs" in client.get(
+        reverse("study_setup", args=[study.id])).content.decode()
+    Study.objects.all().delete()
+    client.post(reverse("study_new"), {**BASE, "prompts": "x"})
+    assert Study.objects.get().min_judgments == 1, "at least 1 by default"
+    response = client.post(reverse("study_new"),
+                           {**BASE, "name": "zero", "prompts": "x", "min_judgments": "0"})
+    assert 'href="#id_min_judgments"' in response.content.decode()
+
+
+def test_study_page_counts_with_plurals(users):
+    _, alice, _ = users
+    study = make_study(n_items=1, overlap=1, raters=[alice])
+    html = staff_client(users).get(reverse("study_detail", args=[study.id])).content.decode()
+    assert "1 item · 3 conditions · overlap 1 rater per pair · 1 rater enrolled" in html

@@ -52,3 +52,16 @@ def test_other_errors_are_left_alone():
     request = RequestFactory().get("/")
     assert middleware.process_exception(request, IntegrityError("duplicate key")) is None
     assert middleware.process_exception(request, ValueError("bug")) is None
+
+
+@pytest.mark.django_db
+def test_every_page_has_a_content_security_policy_without_inline_script(client):
+    response = client.get("/login/")
+    policy = dict(
+        part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";")
+    )
+    assert policy["script-src"] == "'self'" and policy["default-src"] == "'self'"
+    assert "unsafe-inline" not in response["Content-Security-Policy"]
+    assert policy["frame-ancestors"] == "'none'"
+    html = response.content.decode()
+    assert "<script>" not in html and " style=" not in html, "nothing inline to allow"
