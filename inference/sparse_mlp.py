@@ -45,7 +45,7 @@ def _transposed_view(linear: nn.Linear) -> None:
     linear.weight = nn.Parameter(weight_t.t(), requires_grad=False)
 
 
-def _row_major(linear: nn.Linear) -> None:
+def row_major(linear: nn.Linear) -> None:
     """Undo ``_transposed_view``: ``weight`` contiguous ``[out, in]`` again."""
     if not linear.weight.is_contiguous():
         with torch.no_grad():
@@ -95,12 +95,12 @@ class SparseLinear(nn.Linear):
             self.read_weights.append(read_rows * self.out_features)
         return out
 
-    def to_linear(self, *, row_major: bool = True) -> nn.Linear:
-        """An ``nn.Linear`` holding the same weight (row-major again unless told otherwise)."""
+    def to_linear(self, *, transposed: bool = False) -> nn.Linear:
+        """An ``nn.Linear`` holding the same weight, row-major again unless ``transposed``."""
         linear = nn.Linear(self.in_features, self.out_features, bias=False, device="meta")
         linear.weight = self.weight
-        if row_major:
-            _row_major(linear)
+        if not transposed:
+            row_major(linear)
         return linear
 
     def extra_repr(self) -> str:
@@ -166,7 +166,7 @@ class SparseMLP(nn.Module):
         if sparse and not isinstance(linear, SparseLinear):
             setattr(owner, name, SparseLinear(linear, part))
         elif not sparse and isinstance(linear, SparseLinear):  # down stays transposed
-            setattr(owner, name, linear.to_linear(row_major=name != "down_proj"))
+            setattr(owner, name, linear.to_linear(transposed=name == "down_proj"))
 
     def set_threshold(self, threshold: float | tuple[float, ...]) -> None:
         """One threshold (``h``, ``gate``), or one per ``INPUT_GROUPS`` (``input``; a single

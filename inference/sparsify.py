@@ -10,8 +10,8 @@ from __future__ import annotations
 from torch import nn
 
 from inference.policies import Policy
-from inference.predictor import Predictors, attach_predictors
-from inference.sparse_mlp import SparseMLP
+from inference.predictor import PredictorMLP, Predictors, attach_predictors
+from inference.sparse_mlp import SparseMLP, row_major
 
 
 def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -> nn.Module:
@@ -37,6 +37,13 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
                     f"{type(layer.mlp).__name__}.{name} is not an nn.Linear"
                 )
             layer.mlp = SparseMLP(layer.mlp)
+        elif isinstance(layer.mlp, PredictorMLP) and not predicting and site is not None:
+            # A magnitude policy after a predictor: back to a SparseMLP, gate and up row-major
+            # again (the predictor's [F, 2, D] block is freed), so that it skips as it should.
+            layer.mlp = SparseMLP(layer.mlp)
+            row_major(layer.mlp.gate_proj)
+            row_major(layer.mlp.up_proj)
+            model._predictor_path = None
         if site is not None and site != layer.mlp.site:  # a dense policy keeps any layout
             layer.mlp.set_site(site, layer.self_attn)
     if predicting:

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from inference.generate import generate
-from inference.policies import DensePolicy, Policy, PredictorPolicy
+from inference.loading import LoadedModel
+from inference.policies import DensePolicy, Policy, PredictorPolicy, StaticPolicy
 from inference.predictor import (
     PredictorMLP,
     Predictors,
@@ -166,3 +167,21 @@ def test_per_layer_predictor_thresholds(tiny, tmp_path):
         Policy.from_json(
             {"kind": "predictor", "predictor": "p", "threshold": 0.3, "thresholds": [0.1]}
         )
+
+
+@pytest.mark.parametrize("site", ["h", "gate", "input"])
+def test_a_magnitude_policy_after_a_predictor_skips_as_on_a_fresh_model(tmp_path, site):
+    fresh, used = tiny_model(), tiny_model()
+    path = tmp_path / "pred.safetensors"
+    _predictors(LoadedModel(used, None, "tiny", "")).save(path)
+    sparsify(used, PredictorPolicy(0.5, str(path)), "tiny")
+    policy = StaticPolicy(0.3, site=site)
+    sparsify(used, policy)
+    assert not any(isinstance(m, PredictorMLP) for m in sparse_mlps(used))
+    assert all(m.gate_proj.weight.is_contiguous() == (site != "input") for m in sparse_mlps(used))
+    ids = torch.tensor([[1, 9, 17, 30]])
+    with torch.no_grad():
+        expected = sparsify(fresh, policy)(input_ids=ids).logits
+        torch.testing.assert_close(used(input_ids=ids).logits, expected, **TOL)
+    sparsify(used, PredictorPolicy(0.5, str(path)), "tiny")  # and back: attached again
+    assert all(isinstance(m, PredictorMLP) for m in sparse_mlps(used))
