@@ -64,9 +64,11 @@ def condition_table(
     ``"skips_bytes"``: whether the engine skips reading weights for it, None when unknown),
     the generations table, and `preference_summary`'s output (or None). Missing values are
     None."""
-    bt = {}
+    bt, controlled = {}, {}
     if preference:
         bt = {row["condition"]: row for row in preference["bradley_terry"]["conditions"]}
+        style = preference.get("style_control") or {"conditions": []}
+        controlled = {row["condition"]: row for row in style["conditions"]}
     dense = [c["name"] for c in conditions if c["policy"].get("kind") == "dense"]
     rows = []
     for condition in conditions:
@@ -86,6 +88,11 @@ def condition_table(
             "bt_rating": bt[name]["rating"] if name in bt else None,
             "bt_rating_ci": bt[name]["rating_ci"] if name in bt else None,
             "bt_rank": bt[name]["rank"] if name in bt else None,
+            # Style control (`analysis.style`): the rating at equal length and formatting.
+            "bt_rating_controlled": controlled[name]["rating"] if name in controlled else None,
+            "bt_rating_controlled_ci": (
+                controlled[name]["rating_ci"] if name in controlled else None
+            ),
         }
         row.update(_versus(name, dense[0] if dense else None, preference))
         rows.append(row)

@@ -61,7 +61,8 @@ def alignment_figure(rows: Sequence[dict]) -> str:
     """Every metric against the achieved sparsity (1 − mean active fraction), one colour
     and legend entry per series (policy family and site), dense as its own point. Bars are
     95 % intervals on both axes wherever there are some; a series with one point is drawn
-    as a point, not a line."""
+    as a point, not a line. The Bradley–Terry panel adds each series' style-controlled
+    ratings, dashed, when the report has them."""
     series = list(dict.fromkeys(r["series"] for r in rows if r["family"] != "dense"))
     colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(series)}
     groups = [("dense", [r for r in rows if r["family"] == "dense"], "black", "*")]
@@ -88,6 +89,11 @@ def alignment_figure(rows: Sequence[dict]) -> str:
                 capsize=3,
                 label=name,
             )
+            controlled = [p.get("bt_rating_controlled") for p in points]
+            if key == "bt_rating" and None not in controlled:
+                # The same series at equal output style (length, formatting, tests passed).
+                ax.plot([p["sparsity"] for p in points], controlled, linestyle="--",
+                        marker="x", color=colour, label=f"{name}, style-controlled")
         if key == "win_rate_vs_dense":  # ½: as good as dense
             ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
         ax.set_title(title, fontsize=10)

@@ -194,7 +194,12 @@ def test_preference_is_style_controlled_on_what_the_outputs_show():
         return "a" if rng.random() < 1 / (1 + np.exp(-1.5 * ratio)) else "b"
 
     j = full_design(longer_wins, n_items=30)
-    style = report(j, g)["preference"]["style_control"]
+    result = report(j, g)
+    style = result["preference"]["style_control"]
+    # The alignment rows (and the BT panel of their figure) carry the controlled ratings.
+    controlled = {r["condition"]: r["bt_rating_controlled"] for r in result["conditions"]}
+    assert controlled == {r["condition"]: r["rating"] for r in style["conditions"]}
+    assert report_figures(result)["alignment"]
     assert style["controls"] == ["length", "code_blocks", "markdown", "passed"]
     assert style["coefficients_ci"]["length"][0] > 0, style["coefficients_ci"]
     assert style["focus"] == "dense" and "dense's" in style["sentence"]
