@@ -64,7 +64,7 @@ def library_problems(dataset: str, n: int) -> list[Problem]:
 
 
 @transaction.atomic
-def demo_seed(*, n_items: int = 6, max_new_tokens: int = 128) -> Study:
+def demo_seed(*, n_items: int = 4, max_new_tokens: int = 128) -> Study:
     """Create (or find) the demo accounts and study: `n_items` prompts, half HumanEval and
     half MBPP, and `demo_conditions` (their calibrations waiting for the worker; send
     them with `tasks.calibrations_enqueue`). Running it again changes nothing."""

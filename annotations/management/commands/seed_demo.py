@@ -9,7 +9,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--items", type=int, default=6, help="prompts, half HumanEval, half MBPP (default 6)"
+            "--items", type=int, default=4, help="prompts, half HumanEval, half MBPP (default 4)"
         )
         parser.add_argument("--max-new-tokens", type=int, default=128)
         parser.add_argument("--no-enqueue", action="store_true", help="Only create the rows.")
