@@ -251,7 +251,8 @@ def load_jsonl(path: Path | str, schema: JsonlSchema) -> list[Task]:
         required + optional,
         key=lambda row: row[schema.task_id],
         str_fields=tuple(f for f in (schema.prompt, *optional) if f),
-        check=lambda row: _tests_field_error(row[schema.tests]),
+        check=lambda row: _empty_prompt_error(row[schema.prompt])
+        or _tests_field_error(row[schema.tests]),
     )
     tasks = []
     for row in rows:
@@ -283,11 +284,19 @@ def _humaneval_path() -> Path:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, parsed row or None, parse error or None) for each non-blank line."""
+    """(line number, parsed row or None, parse error or None) for each non-blank line.
+
+    Lines are decoded one by one, so a line that is not UTF-8 is one error among the
+    others instead of hiding them all."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
+        with opener(path, "rb") as raw_lines:
+            for number, raw in enumerate(raw_lines, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield number, None, f"not UTF-8 text (byte {exc.start + 1} of the line)"
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -296,7 +305,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                     yield number, None, f"malformed JSON ({exc.msg} at column {exc.colno})"
                 except RecursionError:
                     yield number, None, "malformed JSON (nested too deeply)"
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise DatasetError(path, [(0, f"cannot read the file: {exc}")]) from exc
 
 
@@ -373,6 +382,10 @@ def _ds1000_row_errors(row: dict[str, Any]) -> str | None:
 
 def _task_id(row: dict[str, Any]) -> Any:
     return row["task_id"]
+
+
+def _empty_prompt_error(prompt: str) -> str | None:
+    return "the prompt is empty" if not prompt.strip() else None
 
 
 def _tests_field_error(tests: Any) -> str | None:

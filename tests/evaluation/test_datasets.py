@@ -202,3 +202,24 @@ def test_custom_jsonl_duplicate_ids_and_bad_tests_are_listed_together(tmp_path):
         (2, "duplicate task id 1 (first on line 1)"),
         (3, "the tests field must be a string or a list of strings"),
     ]
+
+
+def test_custom_jsonl_reports_every_error_an_invalid_utf8_line_among_them(tmp_path):
+    schema = JsonlSchema(name="mini", task_id="id", prompt="question", tests="checks")
+    path = tmp_path / "mini.jsonl"
+    path.write_bytes(
+        b'{"id": 1, "question": "caf\xe9?", "checks": "assert True"}\n'  # Latin-1, not UTF-8
+        b'{"id": 2, "question": "   ", "checks": "assert True"}\n'
+        b'{"id": 3, "question": "fine", "checks": "assert True"}\n'
+        b'{"id": 4, "question": "broken"\n'
+        b'{"id": 5, "question": "", "checks": "assert True"}\n'
+    )
+    with pytest.raises(DatasetError) as raised:
+        load_tasks("jsonl", path, schema=schema)
+    assert raised.value.errors == [
+        (1, "not UTF-8 text (byte 27 of the line)"),
+        (2, "the prompt is empty"),
+        (4, "malformed JSON (Expecting ',' delimiter at column 1)"),
+        (5, "the prompt is empty"),
+    ]
+    assert "4 problem(s)" in str(raised.value)
