@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from annotations.models import Execution, Generation, Item, Problem, Study
@@ -103,6 +104,15 @@ def generation_complete(
         if stored:
             pairs_create(item=generation.item)
     return bool(stored)
+
+
+def generation_release(*, generation_id: int) -> bool:
+    """Give a running generation back at once (its worker stops cold): pending again, no
+    lease, the attempt not counted. False if it was no longer running."""
+    return bool(Generation.objects.filter(
+        id=generation_id, status=Generation.Status.RUNNING
+    ).update(status=Generation.Status.PENDING, lease_until=None,
+             attempts=Greatest(F("attempts") - 1, 0)))
 
 
 def generation_fail(*, generation: Generation, error: str) -> None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
+import threading
 import time
 
+from billiard.process import current_process
 from celery import current_app, shared_task
 from django.db import OperationalError, connection
 from django.db.models import Q
@@ -30,12 +34,57 @@ _RETRY = {"autoretry_for": _TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 
           "max_retries": 8}
 
 
+class WorkerStopping(BaseException):
+    """The output being written is cancelled (a second Ctrl-C on `make run`). A
+    BaseException, so no `except Exception` records it as the generation's failure."""
+
+
+# The generation this worker process is writing, if any (read by the SIGTERM handler).
+_writing: int | None = None
+
+
+def _on_sigterm(signum: int, frame) -> None:
+    if _writing is not None:
+        raise WorkerStopping
+    _end_process()
+
+
+def _end_process() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @shared_task(queue="generation", **_RETRY)
 def generate(generation_id: int) -> str:
     """Run the model for one generation row, unless it is done or held elsewhere."""
+    global _writing
     generation = pipeline.generation_claim(generation_id=generation_id)
     if generation is None:
         return "skipped"
+    _writing = generation_id
+    # SIGTERM (scripts/run.sh's second Ctrl-C) while the output is written becomes
+    # `WorkerStopping` here, which puts the row back to pending at once, not after its
+    # lease. Set in the task, in the pool process that runs it (celery resets those
+    # processes' handlers after they start); never in a worker's main process (solo pool),
+    # whose SIGTERM stays celery's warm shutdown.
+    if current_process().name != "MainProcess" and (
+        threading.current_thread() is threading.main_thread()
+    ):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _generate(generation)
+    except WorkerStopping:
+        pipeline.generation_release(generation_id=generation_id)
+        log.warning("generation %s cancelled (worker stopping): pending again", generation_id)
+        # End this process as the signal asked: interrupted mid-import or mid-decode, it
+        # must not take another task (its message is requeued: reject_on_worker_lost).
+        _end_process()
+    finally:
+        _writing = None
+
+
+def _generate(generation: Generation) -> str:
+    generation_id = generation.id
     try:
         # Imported here so the web process, which only enqueues, never loads torch.
         from annotations.engine import loaded_model

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 from django.conf import settings
@@ -279,3 +280,44 @@ def test_worker_runs_the_model_split_by_a_placement_plan(tmp_path):
     plain = generate(load_model(), g.item.prompt, DensePolicy(), max_new_tokens=8,
                      seed=g.seed, temperature=study.temperature)
     assert g.text == plain.text, "a hot/cold split must not change the dense output"
+
+
+def _group_gone(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("ctrl_c", ["once", "twice"])
+def test_ctrl_c_once_stores_the_output_twice_puts_it_back_and_leaves_no_process(
+    tmp_path, ctrl_c
+):
+    """scripts/run.sh's signals to a prefork worker like `make run`'s: the first Ctrl-C
+    (SIGTERM to the main process) is a warm shutdown, the output being written finishes
+    and is stored; a second (SIGTERM to the worker's process group) cancels it and its row
+    is pending again at once, not after its lease. Either way no process is left."""
+    study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
+    study.max_new_tokens = 48 if ctrl_c == "once" else 2000
+    study.save()
+    pipeline.generations_create(study=study)
+    g = Generation.objects.get(item__study=study)
+    log_path = tmp_path / "worker.log"
+    with celery_worker(log_path, pool="prefork") as worker:
+        tasks.generations_enqueue(study=study)
+        wait_for(lambda: Generation.objects.get(id=g.id).status == "running", timeout_s=300,
+                 what="the worker to start generating", log_path=log_path, process=worker)
+        os.kill(worker.pid, signal.SIGTERM)
+        if ctrl_c == "twice":
+            time.sleep(2)
+            os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=600)
+        time.sleep(1)
+        assert _group_gone(worker.pid), "a process of the worker was left behind"
+    row = Generation.objects.get(id=g.id)
+    if ctrl_c == "once":
+        assert row.status == "done" and row.text and row.new_tokens, log_path.read_text()[-3000:]
+    else:
+        assert (row.status, row.lease_until, row.attempts) == ("pending", None, 0), \
+            log_path.read_text()[-3000:]

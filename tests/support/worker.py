@@ -36,10 +36,12 @@ def celery_worker(
     env: dict[str, str] | None = None,
     beat: bool = False,
     purge: bool = True,
+    pool: str = "solo",
 ) -> Iterator[subprocess.Popen]:
     """Run `celery worker` in its own process group; stop it (warm, then hard) on exit.
 
-    `env` adds settings for the worker only; `beat` embeds the periodic scheduler."""
+    `env` adds settings for the worker only; `beat` embeds the periodic scheduler;
+    `pool="prefork"` runs one pool process, as `make run` does."""
     from webapp.celery import app
 
     if purge:  # messages left by an earlier run name rows that no longer exist
@@ -53,7 +55,9 @@ def celery_worker(
         **(env or {}),
     }
     command = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
-               "--pool", "solo", "-l", "info", "--without-gossip", "--without-mingle"]
+               "--pool", pool, "-l", "info", "--without-gossip", "--without-mingle"]
+    if pool == "prefork":
+        command += ["-c", "1"]
     if beat:
         command += ["-B", "-s", str(log_path.with_suffix(".beat-schedule"))]
     log = open(log_path, "a")  # noqa: SIM115 - closed below

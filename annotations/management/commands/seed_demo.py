@@ -21,11 +21,11 @@ class Command(BaseCommand):
         calibrating = not no_enqueue and tasks.calibrations_enqueue(study=study)
         created = pipeline.generations_create(study=study)
         sent = 0 if no_enqueue else tasks.generations_enqueue(study=study)
+        work = (f"{sent} generation{'' if sent == 1 else 's'} sent to the worker"
+                + (", calibration of the sweep sent first" if calibrating else "")
+                if sent or calibrating else "nothing to generate: its outputs are done")
         self.stdout.write(
-            f"Demo study #{study.id} '{study.name}': {created} generations created, "
-            f"{sent} sent to the worker"
-            + (", calibration of the sweep sent first" if calibrating else "")
-            + ".\n"
+            f"Demo study #{study.id} '{study.name}': {created} generations created, {work}.\n"
             f"  admin: {DEMO_ADMIN.username} / {DEMO_ADMIN.password}\n"
             f"  rater: {DEMO_RATER.username} / {DEMO_RATER.password}"
         )
