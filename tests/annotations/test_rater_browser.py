@@ -175,16 +175,25 @@ def likert(page, side: str) -> str | None:
         " || {}).value || null")
 
 
-def test_keys_never_misfire_and_likert_has_its_own(live_server, users):
-    _, alice, _ = users
-    study = make_study(n_items=1, raters=[alice], overlap=1)
+def study_with_a_scale(rater) -> Study:
+    study = make_study(n_items=1, raters=[rater], overlap=1)
     study.criteria.create(name="readability", question="How readable is it?")
     finish_generations(study)
+    return study
+
+
+def open_as_alice(page, study: Study) -> None:
+    log_in(page, "alice", "pw-alice-123")
+    page.goto(f"/studies/{study.id}/rate/")
+    page.wait_for_selector("#pair .choices")
+
+
+def test_keys_never_misfire_and_likert_has_its_own(live_server, users):
+    _, alice, _ = users
+    study = study_with_a_scale(alice)
     with browser_page(live_server.url) as page:
         violations = csp_violations(page)
-        log_in(page, "alice", "pw-alice-123")
-        page.goto(f"/studies/{study.id}/rate/")
-        page.wait_for_selector("#pair .choices")
+        open_as_alice(page, study)
         left = page.get_by_role("radiogroup", name="How readable is it?: response 1 (left)")
         left.get_by_label("3").click()
         # A focused radio: arrows move it, digits do nothing; nothing is submitted.
@@ -222,14 +231,10 @@ def test_keys_never_misfire_and_likert_has_its_own(live_server, users):
 
 def test_drafts_survive_reload_and_back_forward_and_go_on_submit(live_server, users):
     _, alice, _ = users
-    study = make_study(n_items=1, raters=[alice], overlap=1)
-    study.criteria.create(name="readability", question="How readable is it?")
-    finish_generations(study)
+    study = study_with_a_scale(alice)
     with browser_page(live_server.url) as page:
         violations = csp_violations(page)
-        log_in(page, "alice", "pw-alice-123")
-        page.goto(f"/studies/{study.id}/rate/")
-        page.wait_for_selector("#pair .choices")
+        open_as_alice(page, study)
         first = Assignment.objects.get(rater=alice)
         page.keyboard.press("r")
         page.keyboard.press("u")
