@@ -282,6 +282,10 @@ async def rater_rate(
             if 'id="done"' in html:
                 run.finished = True
                 return run
+            if 'id="waiting"' in html:  # every open pair is leased by others: poll as the page does
+                await asyncio.sleep(min(think_s, 1.0))
+                html = None
+                continue
             form = _form_fields(html, rng)
             if form is None:
                 run.errors.append("the rate page has neither a pair nor the done message")

@@ -63,13 +63,45 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the fo
 PRIVATE_DIRS = {"/tmp": "1777", "/var/tmp": "1777", "/dev/shm": "1777", "/run": "0755"}
 PRIVATE_DIR_BYTES = 64 * 1024**2
 
-# Run by root inside the new mount namespace: "$1" is mount, then paths to hide, "--", the command.
-# A directory is covered by an empty read-only tmpfs with mode 000, a file (a host unix socket)
-# by /dev/null. Then the private dirs; the run's working dir, made in the host's /tmp, is
-# bound back into the private /tmp under the same path: `.` still names it once /tmp is covered,
-# as long as mount does not canonicalize it into the new /tmp.
+# Run by root inside the new mount namespace: "$1" is mount, then the host paths to keep that lie
+# inside a private dir (the project and its interpreter, when checked out under /tmp), "--", the
+# paths to hide, "--", the command. Kept paths are bound to a staging tmpfs first (the private
+# dirs then cover the host's), bound back to their own paths, and the staging is detached. The
+# run's working dir, made in the host's /tmp, is bound back the same way through `.`, as long
+# as mount does not canonicalize it into the new /tmp. Last, a directory to hide is covered by
+# an empty read-only tmpfs with mode 000, a file (a host unix socket) by /dev/null.
 _HIDE_SCRIPT = f"""
 mount_cmd=$1; shift
+keep=""
+while [ "$1" != "--" ]; do keep="$keep$1
+"; shift; done
+shift
+work=$(pwd -P)
+IFS='
+'
+n=0
+for p in $keep; do
+    if [ $n -eq 0 ]; then "$mount_cmd" -t tmpfs -o size=64k sandbox-stage /mnt || exit 125; fi
+    mkdir /mnt/$n && "$mount_cmd" --bind "$p" /mnt/$n || exit 125
+    n=$((n+1))
+done
+{"".join(
+    f'"$mount_cmd" -t tmpfs -o nosuid,nodev,size={PRIVATE_DIR_BYTES},mode={mode} '
+    f'sandbox-private {path} || exit 125{chr(10)}'
+    for path, mode in PRIVATE_DIRS.items()
+)}
+n=0
+for p in $keep; do
+    mkdir -p "$p" && "$mount_cmd" --no-canonicalize --bind /mnt/$n "$p" || exit 125
+    n=$((n+1))
+done
+if [ $n -gt 0 ]; then "${{mount_cmd%mount}}umount" -l /mnt || exit 125; fi
+unset IFS
+case "$work" in
+    {"|".join(f"{path}/*" for path in PRIVATE_DIRS)})
+        mkdir -p "$work" && "$mount_cmd" --no-canonicalize --bind . "$work" && cd "$work" \\
+            || exit 125 ;;
+esac
 while [ "$1" != "--" ]; do
     if [ -d "$1" ]; then
         "$mount_cmd" -t tmpfs -o ro,size=4k,mode=000 sandbox-hidden "$1" || exit 125
@@ -79,17 +111,6 @@ while [ "$1" != "--" ]; do
     shift
 done
 shift
-work=$(pwd -P)
-{"".join(
-    f'"$mount_cmd" -t tmpfs -o nosuid,nodev,size={PRIVATE_DIR_BYTES},mode={mode} '
-    f'sandbox-private {path} || exit 125{chr(10)}'
-    for path, mode in PRIVATE_DIRS.items()
-)}
-case "$work" in
-    {"|".join(f"{path}/*" for path in PRIVATE_DIRS)})
-        mkdir -p "$work" && "$mount_cmd" --no-canonicalize --bind . "$work" && cd "$work" \
-            || exit 125 ;;
-esac
 exec "$@"
 """
 
@@ -538,7 +559,8 @@ def _command(box: Containment, uid: int | None, bootstrap: str) -> list[str]:
     if box.network == "namespaces":
         # Still root inside the new mount namespace: cover the hidden paths, then drop to the uid.
         hide = ["/bin/sh", "-c", _HIDE_SCRIPT, "sh", shutil.which("mount") or "mount"]
-        argv = [*hide, *box.hidden_paths, *_host_unix_sockets(), "--", *argv]
+        argv = [*hide, *_kept_paths(), "--", *box.hidden_paths, *_host_unix_sockets(), "--",
+                *argv]
         # --fork makes the program PID 1 of its namespace: when it exits the kernel kills all it
         # left behind, setsid() or not. A new mount namespace is private: mounts stay inside.
         # A new IPC namespace: SysV shared memory and queues die with the run.
@@ -560,6 +582,15 @@ def _host_unix_sockets() -> list[str]:
     return sorted(
         p for p in paths if p.startswith("/") and not os.path.realpath(p).startswith(private)
     )
+
+
+def _kept_paths() -> list[str]:
+    """The project and the interpreter's prefix where they lie inside a private dir (a checkout
+    under /tmp): the program needs them, and the private tmpfs would cover them."""
+    paths = {os.path.realpath(p) for p in
+             (Path(__file__).resolve().parent.parent, sys.prefix, sys.base_prefix)}
+    inside = [p for p in paths if any(p.startswith(d + "/") for d in PRIVATE_DIRS)]
+    return sorted(p for p in inside if not any(p.startswith(q + "/") for q in inside))
 
 
 def _hidden_paths() -> tuple[str, ...]:

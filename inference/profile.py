@@ -184,7 +184,9 @@ def _quantiles(hist: torch.Tensor, q: float) -> list[float]:
     cdf = hist.double().cumsum(dim=1)
     cdf = cdf / cdf[:, -1:].clamp(min=1)
     values = []
-    for layer_cdf in cdf:
+    for layer, layer_cdf in enumerate(cdf):
+        if layer_cdf[-1] == 0:
+            raise ValueError(f"the profile holds no activations for layer {layer} at this site")
         b = int(torch.searchsorted(layer_cdf, torch.tensor([q], dtype=torch.float64)))
         lo, hi = float(EDGES[b]), float(EDGES[b + 1])
         below = float(layer_cdf[b - 1]) if b > 0 else 0.0

@@ -204,11 +204,14 @@ def celery_broker(url: str) -> Iterator[None]:
 
     The environment variable wins over the app's setting in Celery, so both change; the
     cached connection pools are dropped so that the next message opens a new one."""
+    from kombu import pools
+
     from webapp.celery import app
 
     def repoint(broker_url: str | None, env_url: str | None) -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # kombu keeps one pool per broker URL in a process-wide registry: closing only the
+        # app's pool would leave that closed pool to be handed back for the same URL later.
+        pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
         app.conf.broker_url = broker_url
