@@ -569,7 +569,7 @@ def _command(box: Containment, uid: int | None, bootstrap: str) -> list[str]:
 
 
 def _host_unix_sockets() -> list[str]:
-    """Listening unix sockets of the host outside the private dirs, to cover with /dev/null.
+    """Listening unix sockets of the host, to cover with /dev/null where the program sees them.
 
     Read at each run (a service may start later). Abstract sockets need no cover: they belong
     to the network namespace, and the program has a new, empty one."""
@@ -578,10 +578,9 @@ def _host_unix_sockets() -> list[str]:
     except OSError:
         return []
     paths = {fields[7] for fields in map(str.split, lines) if len(fields) > 7}
-    private = tuple(f"{d}/" for d in PRIVATE_DIRS)
-    return sorted(
-        p for p in paths if p.startswith("/") and not os.path.realpath(p).startswith(private)
-    )
+    # Those in a private dir are gone once it is covered, unless a kept path brings them back:
+    # the script covers whichever still exist.
+    return sorted(p for p in paths if p.startswith("/"))
 
 
 def _kept_paths() -> list[str]:
