@@ -1,13 +1,14 @@
 """Quality of each threshold site at equal sparsity on the shipped model (issue 19, item 5).
 
     .venv/bin/python -m benchmarks.bench_sites_quality [--sparsities 0.25,0.4,0.5,0.65]
-        [--problems 4] [--max-new-tokens 160] [--json]
+        [--pass-sparsities 0.5] [--problems 3] [--max-new-tokens 160] [--json]
 
 1. A profile of the model on HumanEval 0-7 (8 greedy tokens each), calibrated per layer (and per
    projection input for ``input``) to each target sparsity at each site (h, gate, input).
 2. ``bench quality`` (teacher-forced on HumanEval 100-107: top-1 agreement with dense, KL from
    dense, reply perplexity, achieved sparsity) for dense and every (site, sparsity).
-3. Pass@1 (greedy) on a fixed subset: the first ``--problems`` HumanEval tasks from 120 and MBPP
+3. Pass@1 (greedy), for dense and each site at ``--pass-sparsities``, on a fixed subset: the
+   first ``--problems`` HumanEval tasks from 120 and MBPP
    tasks from 11 (none among the calibration or quality prompts), each reply scored in the
    sandbox after code extraction, as the study's pipeline does. The subset is small (2 cores
    shared), so a Pass@1 difference of one problem is ``1 / (2 * problems)``.
@@ -50,7 +51,8 @@ def pass_at_1(loaded, policy: Policy, tasks: list, max_new_tokens: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sparsities", default="0.25,0.4,0.5,0.65")
-    parser.add_argument("--problems", type=int, default=4, help="per data set, for Pass@1")
+    parser.add_argument("--pass-sparsities", default="0.5", help="the sparsities Pass@1 runs at")
+    parser.add_argument("--problems", type=int, default=3, help="per data set, for Pass@1")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -66,12 +68,14 @@ def main() -> None:
         load_tasks("humaneval")[120 : 120 + args.problems]
         + load_tasks("mbpp")[11 : 11 + args.problems]
     )
-    rows = {}
-    for name, policy in policies.items():
-        rows[name] = {
-            **{k: v for k, v in teacher_forced[name].items() if k != "policy"},
-            **pass_at_1(loaded, policy, tasks, args.max_new_tokens),
-        }
+    scored = {"dense", *(f"{site} {float(s):g}" for s in args.pass_sparsities.split(",")
+                         for site in SITES)}
+    rows = {name: {k: v for k, v in row.items() if k != "policy"}
+            for name, row in teacher_forced.items()}
+    if not args.json:
+        print(json.dumps({"teacher_forced": rows}), flush=True)
+    for name in sorted(scored, key=list(policies).index):
+        rows[name].update(pass_at_1(loaded, policies[name], tasks, args.max_new_tokens))
         if not args.json:
             print(name, json.dumps(rows[name]), flush=True)
     result = {"model": loaded.fingerprint, "tasks": [t.task_id for t in tasks], "rows": rows}
