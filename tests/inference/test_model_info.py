@@ -1,0 +1,66 @@
+"""What is read about a model without its weights: context length and prompt sizes."""
+
+import json
+import subprocess
+import sys
+
+from inference.generate import prompt_ids
+from inference.model_info import (
+    PromptSize,
+    context_length,
+    context_overflow,
+    default_model_path,
+    prompt_sizes,
+)
+from tests.inference.conftest import tiny_tokenizer
+
+
+def test_context_length_of_the_shipped_gguf_and_of_a_directory(tiny_dir):
+    assert context_length(default_model_path()) == 8192
+    assert context_length(tiny_dir) == 256
+    config = json.loads((tiny_dir / "config.json").read_text())
+    config["max_position_embeddings"] = 64
+    (tiny_dir / "config.json").write_text(json.dumps(config))
+    assert context_length(tiny_dir) == 64  # memoised by mtime: a rewrite is read again
+
+
+def test_a_directory_counts_exactly_as_the_engine_does(tiny_dir, tmp_path):
+    prompts = ["w1 w2 w3", " ".join(["w7"] * 300)]
+    sizes = prompt_sizes(prompts, path=tiny_dir, cache_root=tmp_path)
+    assert [s.tokens for s in sizes] == [prompt_ids(tiny_tokenizer(), p).shape[1] for p in prompts]
+    assert all(s.exact for s in sizes)
+
+
+def test_an_unconverted_gguf_gives_a_lower_bound_that_refuses_a_huge_prompt(tmp_path):
+    # No converted tokenizer in an empty cache: characters / the longest token (81 for SmolLM2).
+    huge, short = prompt_sizes(
+        ["x" * 960_000, "hello"], path=default_model_path(), cache_root=tmp_path
+    )
+    assert (huge.tokens, huge.exact, huge.longest_token_chars) == (11852, False, 81)
+    assert short.tokens == 1
+    assert context_overflow(huge, max_new_tokens=128, context=8192) == (
+        "the prompt is too long for the model: at least 11852 prompt tokens (960000 characters, "
+        "none of the model's tokens covers more than 81) + 128 new tokens (max_new_tokens) = "
+        "11980 > 8192, the model's context length"
+    )
+    assert context_overflow(short, max_new_tokens=128, context=8192) is None
+
+
+def test_the_rule_counts_prompt_and_reply():
+    assert context_overflow(PromptSize(100, 0), max_new_tokens=156, context=256) is None
+    assert "= 257 > 256" in context_overflow(PromptSize(101, 0), max_new_tokens=156, context=256)
+
+
+def test_reading_sizes_loads_no_torch(tiny_dir, tmp_path):
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from inference.model_info import context_length, default_model_path, prompt_sizes\n"
+        f"prompt_sizes(['w1 w2'], path={str(tiny_dir)!r}, cache_root=Path({str(tmp_path)!r}))\n"
+        "context_length(default_model_path())\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "False"
