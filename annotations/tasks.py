@@ -25,6 +25,7 @@ from annotations import calibration, pipeline
 from annotations.models import Calibration, Generation, Study
 from evaluation.code_extraction import extract_answer_code
 from evaluation.sandbox import check_candidate
+from inference.model_info import PromptTooLong
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,10 @@ def _generate(generation: Generation) -> str:
             seed=generation.seed,
             temperature=generation.item.study.temperature,
         )
+    except PromptTooLong as exc:  # the study's input, not our fault: no traceback in the log
+        log.warning("generation %s refused: %s", generation_id, exc)
+        pipeline.generation_fail(generation=generation, error=f"Refused: {exc}")
+        return "failed"
     except Exception as exc:  # a permanent error: recorded and shown on the study page
         log.exception("generation %s failed", generation_id)
         pipeline.generation_fail(generation=generation, error=f"{type(exc).__name__}: {exc}")
