@@ -58,7 +58,10 @@ def calibrations_claim(*, study_id: int) -> list[Calibration]:
     waiting = Calibration.objects.claimable(now).filter(condition__study_id=study_id)
     waiting.filter(attempts__gte=MAX_CALIBRATION_ATTEMPTS).update(
         status=Calibration.Status.FAILED,
-        error=f"gave up after {MAX_CALIBRATION_ATTEMPTS} tries (the worker stopped each time)",
+        error=(
+            f"gave up after {MAX_CALIBRATION_ATTEMPTS} tries: the worker stopped (crashed or "
+            "was killed) during each one. Retry when the worker runs again."
+        ),
     )
     ids = list(waiting.filter(attempts__lt=MAX_CALIBRATION_ATTEMPTS).values_list("id", flat=True))
     with transaction.atomic():

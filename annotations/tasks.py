@@ -18,7 +18,7 @@ import time
 from billiard.process import current_process
 from celery import current_app, shared_task
 from django.db import OperationalError, connection
-from django.db.models import Q
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotations import calibration, pipeline
@@ -202,10 +202,15 @@ def _calibration_progress(rows: list, share: float) -> None:
 
 
 @shared_task(queue="generation")
-def reap_generations() -> int:
-    """Periodic: re-send generations whose worker died, or whose message the broker
-    lost. Returns how many were sent."""
-    return generations_reap(queue_empty=_queue_empty("generation"))
+def reap() -> dict[str, int]:
+    """Periodic (celery beat): re-send the generations and the calibration jobs whose
+    worker died, or whose message the broker lost. Returns how many of each were sent."""
+    # Both kinds travel on the generation queue: one look at it serves both.
+    queue_empty = _queue_empty("generation")
+    return {
+        "generations": generations_reap(queue_empty=queue_empty),
+        "calibrations": calibrations_reap(queue_empty=queue_empty),
+    }
 
 
 def generations_enqueue(*, study: Study) -> int:
@@ -246,10 +251,32 @@ def generations_reap(*, queue_empty: bool = False) -> int:
     message of a killed worker, so the database rows decide what is redone. A pending
     row with nothing in the queue has lost its message: a broker restarted without
     persistence forgets every queue, and one that was down at enqueue never got it."""
-    lost = Q(status=Generation.Status.RUNNING, lease_until__lt=timezone.now())
+    lost = _lost(Generation.objects.all(), queue_empty=queue_empty)
+    return _send(generate, lost.values_list("id", flat=True))
+
+
+def calibrations_reap(*, queue_empty: bool = False) -> int:
+    """Re-send the calibration job of every study with a calibration whose worker died,
+    or, when `queue_empty`, one still waiting: the same rule as `generations_reap`.
+
+    The job redoes a dead worker's calibration once; on the next death it marks it failed
+    with the reason (`calibration.calibrations_claim`), and the setup page offers a retry.
+    Returns how many jobs were sent."""
+    lost = _lost(Calibration.objects.all(), queue_empty=queue_empty)
+    study_ids = list(lost.values_list("condition__study_id", flat=True).distinct())
+    for study_id in study_ids:
+        calibrate.delay_on_commit(study_id)
+    return len(study_ids)
+
+
+def _lost(rows: QuerySet, *, queue_empty: bool) -> QuerySet:
+    """The rows (generations or calibrations: the same statuses and lease) whose work was
+    lost: running past their lease (the worker died) and, when no message waits in the
+    queue, pending (the message was lost or never sent)."""
+    claimable = rows.claimable(timezone.now())
     if queue_empty:
-        lost |= Q(status=Generation.Status.PENDING)
-    return _send(generate, Generation.objects.filter(lost).values_list("id", flat=True))
+        return claimable
+    return claimable.filter(status=rows.model.Status.RUNNING)
 
 
 def _send(task, generation_ids) -> int:

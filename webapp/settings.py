@@ -305,15 +305,16 @@ LOGGING = {
 # Generation (model, GPU-bound) and code execution (sandbox, CPU) scale separately.
 CELERY_TASK_ROUTES = {
     "annotations.tasks.generate": {"queue": "generation"},
-    "annotations.tasks.reap_generations": {"queue": "generation"},
+    "annotations.tasks.reap": {"queue": "generation"},
     "annotations.tasks.calibrate": {"queue": "generation"},
     "annotations.tasks.execute": {"queue": "execution"},
 }
-# The database is the record; this sweep re-sends work whose worker died.
+# The database is the record; this sweep re-sends generations and calibrations whose
+# worker died or whose message was lost.
 # https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
 CELERY_BEAT_SCHEDULE = {
-    "reap-generations": {
-        "task": "annotations.tasks.reap_generations",
+    "reap": {
+        "task": "annotations.tasks.reap",
         "schedule": envint("REAP_INTERVAL_S", 60),
     },
 }

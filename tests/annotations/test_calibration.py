@@ -1,12 +1,19 @@
 """Calibration as a background job (annotations/calibration.py, tasks.calibrate): claimed
-once, retried after a dead worker at most twice, and run by a real worker with the real model."""
+once, retried after a dead worker at most twice, sent again by beat's sweep when its
+message or its worker was lost, and run by a real worker with the real model."""
+
+from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
 
 from annotations import calibration, pipeline
 from annotations.conditions import build_condition
 from annotations.models import Calibration, Condition, Generation
-from annotations.tasks import generations_enqueue
+from annotations.tasks import calibrations_reap, generations_enqueue
 from inference.policies import Policy
 from tests.annotations.conftest import make_study
 from tests.support.worker import celery_worker, wait_for
@@ -14,6 +21,7 @@ from tests.support.worker import celery_worker, wait_for
 
 def _calibrating_study(
     targets=(("static 40%", "static", 0.4, "h"), ("cal 50% @input", "calibrated", 0.5, "input")),
+    name="Study",
 ):
     built = [
         build_condition(
@@ -22,7 +30,7 @@ def _calibrating_study(
         for name, kind, t, site in targets
     ]
     study = make_study(n_items=2, conditions=[("dense", {"kind": "dense"})]
-                       + [(b.name, b.policy) for b in built])
+                       + [(b.name, b.policy) for b in built], name=name)
     calibration.calibrations_create(study=study, built=built)
     return study
 
@@ -39,6 +47,25 @@ def test_a_calibration_is_claimed_once_and_given_up_after_two_dead_workers():
     assert calibration.calibrations_claim(study_id=study.id) == []
     assert set(Calibration.objects.values_list("status", flat=True)) == {"failed"}
     assert "gave up after 2 tries" in Calibration.objects.first().error
+
+
+@pytest.mark.django_db
+def test_the_sweep_sends_a_job_for_a_dead_worker_and_for_a_lost_message_once_per_study(
+    django_capture_on_commit_callbacks,
+):
+    study = _calibrating_study()  # two pending calibrations
+    with django_capture_on_commit_callbacks() as sent:
+        assert calibrations_reap(queue_empty=False) == 0, "their message may still be queued"
+        assert calibrations_reap(queue_empty=True) == 1, "lost: one job for the study"
+    assert len(sent) == 1
+    calibration.calibrations_claim(study_id=study.id)
+    assert calibrations_reap(queue_empty=True) == 0, "a live worker holds them"
+    Calibration.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks() as sent:
+        assert calibrations_reap(queue_empty=False) == 1, "the worker died"
+    assert len(sent) == 1
+    Calibration.objects.update(status=Calibration.Status.DONE)
+    assert calibrations_reap(queue_empty=True) == 0
 
 
 @pytest.mark.django_db
@@ -97,6 +124,42 @@ def test_a_real_worker_calibrates_then_generates_the_waiting_conditions(tmp_path
     # The same prompts, decoded a little longer than profiled: near the target, not on it.
     assert 0.25 < achieved["static 40%"] < 0.55, achieved
     assert 0.35 < achieved["cal 50% @input"] < 0.65, achieved
+
+
+@pytest.mark.worker
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+def test_beat_resends_lost_and_dead_calibrations_redoes_a_dead_one_once_then_fails_it(tmp_path):
+    """Nobody sends a job: one study's calibration lost its message; another's died once
+    (kill -9 leaves it running past its lease) and a third died twice. Beat's sweep sends
+    both jobs: the first two are calibrated, the third is failed with the reason, which
+    the setup page shows beside its retry button."""
+    lost = _calibrating_study(targets=(("static 40%", "static", 0.4, "h"),), name="Lost")
+    dead = _calibrating_study(
+        targets=(("static 30%", "static", 0.3, "h"), ("static 60%", "static", 0.6, "h")),
+        name="Dead",
+    )
+    passed = timezone.now() - timedelta(seconds=1)
+    rows = Calibration.objects.filter(condition__study=dead)
+    rows.update(status=Calibration.Status.RUNNING, lease_until=passed, attempts=1)
+    rows.filter(condition__name="static 60%").update(attempts=2)
+    log_path = tmp_path / "worker.log"
+    with celery_worker(log_path, queues="generation", env={"REAP_INTERVAL_S": "2"},
+                       beat=True) as worker:
+        wait_for(lambda: calibration.calibration_state(lost).finished
+                 and calibration.calibration_state(dead).finished, timeout_s=300,
+                 what="the sweep to send both calibration jobs", log_path=log_path,
+                 process=worker)
+    by_name = {c.condition.name: c for c in Calibration.objects.select_related("condition")}
+    assert (by_name["static 40%"].status, by_name["static 40%"].attempts) == ("done", 1)
+    assert (by_name["static 30%"].status, by_name["static 30%"].attempts) == ("done", 2)
+    assert by_name["static 60%"].status == "failed"
+    assert Policy.from_json(Condition.objects.get(name="static 40%").policy).threshold > 0
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_user("staff-reap", is_staff=True))
+    page = staff.get(reverse("study_setup", args=[dead.id])).content.decode()
+    assert "gave up after 2 tries: the worker stopped (crashed or was killed)" in page
+    assert "Retry failed calibrations" in page
 
 
 @pytest.mark.parametrize("kind", ["static", "dynamic", "calibrated"])
