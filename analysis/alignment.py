@@ -60,8 +60,9 @@ def condition_table(
     95 % interval (``<key>_ci``: telemetry a normal interval of the mean over generations,
     Pass@1 Wilson, BT item bootstrap, win rate bootstrap or Wilson).
 
-    In: conditions as ``{"name", "policy"}`` (optionally ``"summary"``, a short text, and
-    ``"skips_bytes"``: whether the engine skips reading weights for it, None when unknown),
+    In: conditions as ``{"name", "policy"}`` (optionally ``"summary"``, a short text,
+    ``"skips_bytes"``: whether the engine skips reading weights for it, None when unknown, and
+    ``"bytes_note"``: which weight bytes it can skip, in words),
     the generations table, and `preference_summary`'s output (or None). Missing values are
     None."""
     bt, controlled = {}, {}
@@ -81,6 +82,7 @@ def condition_table(
             "series": series_of(condition["policy"]),
             "summary": condition.get("summary") or name,
             "skips_bytes": condition.get("skips_bytes"),
+            "bytes_note": condition.get("bytes_note") or "",
             "threshold": threshold,
             "n_generations": len(own),
             **_telemetry(own),

@@ -88,6 +88,16 @@ def _metric_sentence(key: str, dense: dict | None, points: list[dict]) -> dict |
     return {"metric": key, "direction": direction, "text": text}
 
 
+# Said once under the answer: what the speed numbers are, and what their intervals miss.
+SPEED_CAVEAT = (
+    "Tokens/s and latency are wall-clock times on the worker's machine, so other work on it "
+    "moves them. Their 95 % intervals cover the variation between generations: a difference "
+    "inside them is noise, and one outside them can still come from load that changed while "
+    "a condition ran. A speed-up is only possible where a policy skips weight bytes, and at "
+    "most in proportion to the bytes its site can skip."
+)
+
+
 def _speed_sentence(dense: dict | None, points: list[dict]) -> dict | None:
     if points and all(p.get("skips_bytes") is False for p in points):
         sentence = _metric_sentence("tokens_per_s", dense, points)
@@ -95,10 +105,20 @@ def _speed_sentence(dense: dict | None, points: list[dict]) -> dict | None:
         return {
             "metric": "tokens_per_s",
             "direction": "none",
-            "text": "Masking-only condition: the engine zeroes activations but still reads "
-            "every weight, so no speed-up is possible; tokens/s differences are noise" + tail,
+            "text": "Masking-only condition: the engine reads every weight (its thresholds "
+            "are 0), so no speed-up is possible; tokens/s differences are noise" + tail,
         }
     return _metric_sentence("tokens_per_s", dense, points)
+
+
+def _bytes_sentence(points: list[dict]) -> dict | None:
+    """Which bytes the series can skip, when its skipping settings agree (the bound on
+    its speed-up)."""
+    notes = {p.get("bytes_note") for p in points if p.get("skips_bytes")}
+    if len(notes) != 1 or not (note := notes.pop()):
+        return None
+    return {"metric": "bytes_skippable", "direction": "none",
+            "text": f"This policy {note}, which bounds its speed-up."}
 
 
 def family_findings(rows: Sequence[dict]) -> list[dict]:
@@ -119,6 +139,7 @@ def family_findings(rows: Sequence[dict]) -> list[dict]:
             _metric_sentence("win_rate_vs_dense", dense, points),
             _metric_sentence("pass_at_1", dense, points),
             _speed_sentence(dense, points),
+            _bytes_sentence(points),
             _metric_sentence("bytes_read_per_token", dense, points),
             _metric_sentence("peak_rss_mib", dense, points),
         ]
@@ -176,10 +197,11 @@ def agreement_caveat(agreement: dict, preference: dict | None) -> str | None:
 
 
 def findings(rows: Sequence[dict], agreement: dict, preference: dict | None) -> dict:
-    """The report's opening: ``families`` (`family_findings`), ``shared_ranks`` and the
-    ``agreement_caveat`` (or None)."""
+    """The report's opening: ``families`` (`family_findings`), ``shared_ranks``, the
+    ``agreement_caveat`` (or None) and the ``speed_caveat``."""
     return {
         "families": family_findings(rows),
+        "speed_caveat": SPEED_CAVEAT,
         "shared_ranks": shared_ranks(preference["bradley_terry"] if preference else None),
         "agreement_caveat": agreement_caveat(agreement, preference),
     }

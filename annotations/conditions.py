@@ -120,11 +120,20 @@ def policy_summary(policy: dict, *, target_sparsity: float | None = None) -> str
 
 def policy_skips_bytes(policy: dict) -> bool | None:
     """Whether the engine skips reading weights for this policy (a real speed-up is
-    possible), from the engine's own flag; None when it cannot say."""
+    possible), from the engine's own flag; None when it cannot say (awaiting calibration)."""
     try:
-        return getattr(Policy.from_json(policy), "skips_weight_bytes", None)
+        return Policy.from_json(policy).skips_weight_bytes
     except ValueError:
         return None
+
+
+def policy_bytes_note(policy: dict) -> str:
+    """Which weight bytes the policy can skip, in words (`Policy.skipped_bytes_note`); empty
+    when the engine cannot say yet (awaiting calibration)."""
+    try:
+        return Policy.from_json(policy).skipped_bytes_note()
+    except ValueError:
+        return ""
 
 
 def _site_default(kind: str) -> str | None:

@@ -14,7 +14,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from annotations.conditions import policy_summary
+from annotations.conditions import policy_bytes_note, policy_summary
 from evaluation.datasets import Task
 from evaluation.prompts import task_prompt
 
@@ -221,6 +221,10 @@ class Condition(models.Model):
         calibration = getattr(self, "calibration", None) if self.pk else None
         target = calibration.target_sparsity if calibration is not None else None
         return policy_summary(self.policy, target_sparsity=target)
+
+    def bytes_note(self) -> str:
+        """Which weight bytes the policy can skip (so whether its speed can move at all)."""
+        return policy_bytes_note(self.policy)
 
 
 class CalibrationQuerySet(models.QuerySet):

@@ -128,6 +128,7 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
             "policy": c.policy,
             "summary": c.summary(),
             "skips_bytes": policy_skips_bytes(c.policy),
+            "bytes_note": c.bytes_note(),
         }
         for c in study.conditions.select_related("calibration").order_by("position", "id")
     ]

@@ -1,15 +1,22 @@
 """The report's opening answer (analysis/findings.py): directions only where intervals are
 apart, plain caveats, shared ranks and low alpha explained."""
 
-from analysis.findings import agreement_caveat, compare, family_findings, shared_ranks
+from analysis.findings import (
+    SPEED_CAVEAT,
+    agreement_caveat,
+    compare,
+    family_findings,
+    findings,
+    shared_ranks,
+)
 
 
 def point(name, series, sparsity, *, win=None, pass_at_1=0.6, speed=10.0, rss=500.0,
-          skips=True, width=0.05):
+          skips=True, width=0.05, note="can skip only the down_proj rows of inactive neurons"):
     family = series.split(" ")[0]
     return {
         "condition": name, "family": family, "series": series, "sparsity": sparsity,
-        "skips_bytes": skips,
+        "skips_bytes": skips, "bytes_note": note if skips else "masking-only",
         "win_rate_vs_dense": win, "win_rate_vs_dense_ci": [win - width, win + width]
         if win is not None else None,
         "pass_at_1": pass_at_1, "pass_at_1_ci": [pass_at_1 - width, pass_at_1 + width],
@@ -54,6 +61,27 @@ def test_a_planted_decline_reads_as_lower_and_a_flat_family_as_no_difference():
     assert "intervals overlap" in d["win_rate_vs_dense"]["text"]
     assert d["tokens_per_s"]["text"].startswith("Masking-only condition")
     assert d["tokens_per_s"]["direction"] == "none"
+
+
+def test_a_skipping_series_says_which_bytes_bound_its_speed_and_the_speed_caveat_stands():
+    rows = [
+        point("dense", "dense", 0.0, skips=False),
+        point("s25", "static", 0.25, win=0.5),
+        point("s50", "static", 0.5, win=0.5),
+        point("i40", "static @input", 0.4, win=0.5, note="can skip the weight columns"),
+        point("s0", "static @gate", 0.0, win=0.5, skips=False),
+    ]
+    static, at_input, at_gate = family_findings(rows)
+    assert by_metric(static)["bytes_skippable"]["text"] == (
+        "This policy can skip only the down_proj rows of inactive neurons, which bounds its "
+        "speed-up.")
+    assert "can skip the weight columns" in by_metric(at_input)["bytes_skippable"]["text"]
+    assert "bytes_skippable" not in by_metric(at_gate), "a masking-only series skips nothing"
+    assert by_metric(at_gate)["tokens_per_s"]["text"].startswith("Masking-only condition")
+    assert not by_metric(static)["tokens_per_s"]["text"].startswith("Masking-only")
+    opening = findings(rows, {"overall": {"alpha": 0.8}}, None)
+    assert opening["speed_caveat"] == SPEED_CAVEAT
+    assert "wall-clock" in SPEED_CAVEAT and "a difference inside them is noise" in SPEED_CAVEAT
 
 
 def test_a_single_setting_is_called_a_point():

@@ -197,6 +197,39 @@ def test_the_answer_reads_the_planted_effects(tmp_path):
     assert matched["dynamic 22%"]["matched"] and matched["dynamic 22%"]["static"] == "static 20%"
 
 
+SITES = {  # masking-only (a threshold of 0) and each site's skippable bytes
+    "dense": ({"kind": "dense"}, 1.0, 10.0, 0.0, 0.6),
+    "static 0%": ({"kind": "static", "threshold": 0.0}, 1.0, 10.0, 0.0, 0.6),
+    "static 40%": ({"kind": "static", "threshold": 0.05}, 0.6, 11.0, 0.0, 0.6),
+    "gate 40%": ({"kind": "static", "threshold": 0.05, "site": "gate"}, 0.6, 12.0, 0.0, 0.6),
+    "input 40%": ({"kind": "static", "threshold": 0.05, "site": "input"}, 0.6, 13.0, 0.0, 0.6),
+}
+
+
+def test_report_and_study_page_say_which_bytes_each_condition_can_skip(tmp_path, users):
+    study, _ = rated_study(n_items=3, n_raters=2, name="sites", conditions=SITES,
+                           design="vs_first")
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "50")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = {r["condition"]: r for r in summary["conditions"]}
+    assert [rows[n]["skips_bytes"] for n in SITES] == [False, False, True, True, True]
+    assert rows["static 0%"]["bytes_note"].startswith("masking-only: reads every weight")
+    assert "only the down_proj rows" in rows["static 40%"]["bytes_note"]
+    assert "at most 2/3" in rows["gate 40%"]["bytes_note"]
+    assert "all seven projections" in rows["input 40%"]["bytes_note"]
+    html = (tmp_path / "report.html").read_text()
+    conditions = html[html.index('id="conditions"'):].split("</table>")[0]
+    assert conditions.count('class="muted bytes-note"') == len(SITES)
+    assert "at most 1/3 of the MLP&#x27;s weight bytes" in conditions
+    assert 'id="speed-caveat"' in html and "wall-clock times" in html
+    staff = Client()
+    staff.force_login(users[0])
+    page = staff.get(reverse("study_detail", args=[study.id])).content.decode()
+    progress = page[page.index('id="progress"'):].split("</table>")[0]
+    assert "masking-only: reads every weight" in progress
+    assert "at most 2/3 of the MLP&#x27;s weight bytes" in progress
+
+
 def test_exports_hold_every_field_the_rater_page_collects(tmp_path):
     from annotations.forms import JudgmentForm
     from annotations.models import Criterion, CriterionRating
