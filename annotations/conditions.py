@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,21 +102,30 @@ def _fraction(value: float) -> str:
     return f"{value * 100:g} %"
 
 
-def policy_summary(policy: dict, *, target_sparsity: float | None = None) -> str:
+def policy_summary(policy: dict, *, target_sparsity: float | None = None, name: str = "") -> str:
     """A condition's policy in a few words (never the raw JSON): the engine's label, the
-    site where it is not the default, and a calibration target."""
+    site where it is not the default, and a calibration target, e.g. "static t=0.05 @input ·
+    calibrated to 50 % sparsity".
+
+    The site is shown once: left out here when the condition's `name` already shows it
+    ("static 50% @input"), unless the name is the whole summary (pages then show the name
+    alone)."""
     kind = policy.get("kind", "?")
+    site = policy.get("site")
+    site_text = f"@{site}" if site and site != _site_default(kind) else ""
     try:
-        label = Policy.from_json(policy).label()
+        label = Policy.from_json(policy).label().removesuffix(f" {site_text}")
     except ValueError:  # awaiting calibration: the thresholds are not there yet
         label = str(kind)
-    parts = [label]
-    site = policy.get("site")
-    if site and site != _site_default(kind) and f"@{site}" not in label:
-        parts.append(f"@{site}")
-    if target_sparsity is not None and kind != "calibrated":
-        parts.append(f"calibrated to {_fraction(target_sparsity)} sparsity")
-    return " · ".join(parts)
+    target = (
+        f" · calibrated to {_fraction(target_sparsity)} sparsity"
+        if target_sparsity is not None and kind != "calibrated"
+        else ""
+    )
+    full = f"{label} {site_text}".strip() + target
+    if site_text and name != full and re.search(rf"{re.escape(site_text)}\b", name):
+        return label + target
+    return full
 
 
 def policy_skips_bytes(policy: dict) -> bool | None:
@@ -162,7 +172,7 @@ class BuiltCondition:
 
     @property
     def summary(self) -> str:
-        return policy_summary(self.policy, target_sparsity=self.target_sparsity)
+        return policy_summary(self.policy, target_sparsity=self.target_sparsity, name=self.name)
 
     def to_json(self) -> str:
         return json.dumps(

@@ -220,7 +220,7 @@ class Condition(models.Model):
         """The policy in a few words, e.g. "static t=0.05 · calibrated to 50 % sparsity"."""
         calibration = getattr(self, "calibration", None) if self.pk else None
         target = calibration.target_sparsity if calibration is not None else None
-        return policy_summary(self.policy, target_sparsity=target)
+        return policy_summary(self.policy, target_sparsity=target, name=self.name)
 
     def bytes_note(self) -> str:
         """Which weight bytes the policy can skip (so whether its speed can move at all)."""

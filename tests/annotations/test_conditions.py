@@ -121,6 +121,21 @@ def test_the_site_is_a_choice_and_reaches_names_and_summaries():
                                                        "site": "input"})
     assert built.needs_calibration and built.policy == {"kind": "calibrated", "site": "input"}
     [row] = build_sweep(kind="static", values={"site": "gate"}, sparsities="30")
-    assert row.name == "static 30% @gate" and "@gate" in row.summary
+    assert row.name == "static 30% @gate" and row.summary == "static · calibrated to 30 % sparsity"
     with pytest.raises(ValueError, match="choose one of"):
         build_condition(kind="static", values={"threshold": "0.1", "site": "elsewhere"})
+
+
+def test_the_site_shows_once_across_a_name_and_its_summary():
+    calibrated_input = {"kind": "static", "threshold": 0.0123, "site": "input"}
+    # A sweep's name shows the site: the summary does not repeat it.
+    assert policy_summary(calibrated_input, target_sparsity=0.5, name="static 50% @input") == (
+        "static t=0.0123 · calibrated to 50 % sparsity")
+    # A name without it: the summary says where.
+    assert policy_summary(calibrated_input, name="fast") == "static t=0.0123 @input"
+    assert policy_summary(calibrated_input, name="x @inputs") == "static t=0.0123 @input"
+    # A condition named by its summary keeps it whole (the pages then show the name alone).
+    built = build_condition(kind="static", values={"threshold": "0.05", "site": "gate"})
+    assert built.name == built.summary == "static t=0.05 @gate"
+    # The default site is never spelled out.
+    assert policy_summary({"kind": "static", "threshold": 0.05}, name="s") == "static t=0.05"

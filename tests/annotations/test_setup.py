@@ -327,3 +327,20 @@ def test_study_page_counts_with_plurals(users):
     study = make_study(n_items=1, overlap=1, raters=[alice])
     html = staff_client(users).get(reverse("study_detail", args=[study.id])).content.decode()
     assert "1 item · 3 conditions · overlap 1 rater per pair · 1 rater enrolled" in html
+
+
+def test_a_condition_named_with_its_site_shows_the_site_once(users):
+    staff, _, _ = users
+    study = make_study(n_items=1, conditions=[
+        ("dense", {"kind": "dense"}),
+        ("static 50% @input", {"kind": "static", "threshold": 0.0123, "site": "input"}),
+        ("fast", {"kind": "static", "threshold": 0.05, "site": "gate"}),
+    ])
+    client = Client()
+    client.force_login(staff)
+    setup = client.get(reverse("study_setup", args=[study.id])).content.decode()
+    summaries = setup[setup.index('id="condition-summaries"'):].split("</td>")[0]
+    assert summaries.count("@input") == 1 and summaries.count("@gate") == 1, summaries
+    page = client.get(reverse("study_detail", args=[study.id])).content.decode()
+    progress = page[page.index('id="progress"'):].split("</table>")[0]
+    assert progress.count("@input") == 1 and progress.count("@gate") == 1, progress

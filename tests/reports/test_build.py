@@ -202,7 +202,9 @@ SITES = {  # masking-only (a threshold of 0) and each site's skippable bytes
     "static 0%": ({"kind": "static", "threshold": 0.0}, 1.0, 10.0, 0.0, 0.6),
     "static 40%": ({"kind": "static", "threshold": 0.05}, 0.6, 11.0, 0.0, 0.6),
     "gate 40%": ({"kind": "static", "threshold": 0.05, "site": "gate"}, 0.6, 12.0, 0.0, 0.6),
-    "input 40%": ({"kind": "static", "threshold": 0.05, "site": "input"}, 0.6, 13.0, 0.0, 0.6),
+    "static 40% @input": (
+        {"kind": "static", "threshold": 0.05, "site": "input"}, 0.6, 13.0, 0.0, 0.6,
+    ),
 }
 
 
@@ -216,11 +218,15 @@ def test_report_and_study_page_say_which_bytes_each_condition_can_skip(tmp_path,
     assert rows["static 0%"]["bytes_note"].startswith("masking-only: reads every weight")
     assert "only the down_proj rows" in rows["static 40%"]["bytes_note"]
     assert "at most 2/3" in rows["gate 40%"]["bytes_note"]
-    assert "all seven projections" in rows["input 40%"]["bytes_note"]
+    assert "all seven projections" in rows["static 40% @input"]["bytes_note"]
+    assert rows["static 40% @input"]["summary"] == "static t=0.05", "the name shows the site"
+    assert rows["gate 40%"]["summary"] == "static t=0.05 @gate"
     html = (tmp_path / "report.html").read_text()
     conditions = html[html.index('id="conditions"'):].split("</table>")[0]
     assert conditions.count('class="muted bytes-note"') == len(SITES)
     assert "at most 1/3 of the MLP&#x27;s weight bytes" in conditions
+    [row] = [r for r in conditions.split("<tr>") if "static 40% @input" in r]
+    assert row.split("bytes-note")[0].count("@input") == 1, "the site shown twice"
     assert 'id="speed-caveat"' in html and "wall-clock times" in html
     staff = Client()
     staff.force_login(users[0])
