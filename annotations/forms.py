@@ -6,6 +6,7 @@ import json
 
 from django import forms
 
+from annotations import context_limit
 from annotations.conditions import BuiltCondition, build_condition
 from annotations.models import (
     RATIONALE_MAX_CHARS,
@@ -15,9 +16,13 @@ from annotations.models import (
     Study,
     profile_question_problem,
 )
+from annotations.selectors import problems_drawn
+from evaluation.prompts import task_prompt
 from inference.policies import Policy
 
 PREFER_NOT_TO_SAY = "Prefer not to say"
+# Prompts too long for the model named one by one on the setup form; the rest are counted.
+_PROMPT_ERRORS_SHOWN = 10
 
 
 class JudgmentForm(forms.Form):
@@ -283,4 +288,32 @@ class StudySetupForm(forms.ModelForm):
             )
         if not data.get("dataset") and not data.get("prompts") and not self.has_error("prompts"):
             raise forms.ValidationError("Pick a data set or give free-text prompts.")
+        if not self.errors:
+            self._refuse_prompts_past_the_context(data)
         return data
+
+    def _refuse_prompts_past_the_context(self, data: dict) -> None:
+        """Each prompt, as the study will ask it, must leave room for `max_new_tokens` in the
+        model's context (`annotations.context_limit`): a form error naming the prompt."""
+        drawn = problems_drawn(
+            dataset=data["dataset"], task_contains=data["task_contains"],
+            prompt_contains=data["prompt_contains"], item_count=data["item_count"],
+            seed=data["seed"],
+        ) if data.get("dataset") else []
+        free = data.get("prompts") or []
+        try:
+            refused = context_limit.prompts_overflow(
+                free + [task_prompt(p.as_task()) for p in drawn],
+                max_new_tokens=data["max_new_tokens"],
+            )
+        except OSError as error:
+            self.add_error(None, f"The prompts cannot be checked against the model: {error}")
+            return
+        named = [f"Prompt {n}" for n in range(1, len(free) + 1)] + [p.task_id for p in drawn]
+        errors = [(name, why) for name, why in zip(named, refused, strict=True) if why]
+        for name, why in errors[:_PROMPT_ERRORS_SHOWN]:
+            self.add_error("prompts" if name.startswith("Prompt ") else "dataset",
+                           f"{name}: {why}.")
+        if len(errors) > _PROMPT_ERRORS_SHOWN:
+            self.add_error(None, f"{len(errors)} prompts are too long for the model; the first "
+                                 f"{_PROMPT_ERRORS_SHOWN} are named at their fields.")

@@ -16,9 +16,11 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from annotations import context_limit
 from annotations.models import Execution, Generation, Item, Problem, Study
 from annotations.services.pairs_assignments import pairs_create
 from evaluation import datasets
+from evaluation.prompts import task_prompt
 from evaluation.sandbox import ExecutionResult
 
 if TYPE_CHECKING:  # the web process never loads torch
@@ -146,13 +148,18 @@ def _row(task: datasets.Task) -> dict:
 
 
 def problems_import(
-    *, tasks: list[datasets.Task], progress: Callable[[int], None] | None = None
+    *,
+    tasks: list[datasets.Task],
+    progress: Callable[[int], None] | None = None,
+    max_new_tokens: int | None = None,
 ) -> ImportSummary:
     """Add a loaded data set's tasks to the library as `Problem` rows, all or nothing.
 
     Problems already there with the same content are left alone, so importing a file
     twice changes nothing. A problem already there with *different* content aborts the
-    whole import (studies may rest on the stored version): `datasets.DatasetError`.
+    whole import (studies may rest on the stored version): `datasets.DatasetError`, which
+    also lists each new problem whose prompt, as a study asks it, and `max_new_tokens`
+    (default: a new study's) do not fit the model's context, by line.
     `progress(n)` is called as each batch of n problems is written."""
     if not tasks:
         raise datasets.DatasetError("(empty)", [(0, "the data set has no problems")])
@@ -160,7 +167,7 @@ def problems_import(
     existing = {
         (p.dataset, p.task_id): p for p in Problem.objects.filter(dataset__in=names)
     }
-    new_rows, unchanged, conflicts = [], 0, []
+    new_rows, unchanged, errors = [], 0, []
     for task in tasks:
         stored = existing.get((task.dataset, task.task_id))
         row = _row(task)
@@ -169,9 +176,15 @@ def problems_import(
         elif all(getattr(stored, f) == row[f] for f in _PROBLEM_FIELDS):
             unchanged += 1
         else:
-            conflicts.append((0, f"{task.task_id}: already imported with different content"))
-    if conflicts:
-        raise datasets.DatasetError(", ".join(sorted(names)), conflicts)
+            errors.append(
+                (task.line, f"{task.task_id}: already imported with different content")
+            )
+    errors += _too_long(
+        [t for t in tasks if (t.dataset, t.task_id) not in existing and not t.unavailable_reason],
+        max_new_tokens or Study._meta.get_field("max_new_tokens").default,
+    )
+    if errors:
+        raise datasets.DatasetError(", ".join(sorted(names)), sorted(errors))
     with transaction.atomic():
         for start in range(0, len(new_rows), _IMPORT_BATCH):
             batch = new_rows[start : start + _IMPORT_BATCH]
@@ -184,6 +197,14 @@ def problems_import(
         unchanged=unchanged,
         unavailable=sum(1 for t in tasks if t.unavailable_reason),
     )
+
+
+def _too_long(tasks: list[datasets.Task], max_new_tokens: int) -> list[tuple[int, str]]:
+    """(line, reason) for each task whose prompt does not fit the model's context."""
+    refused = context_limit.prompts_overflow(
+        [task_prompt(t) for t in tasks], max_new_tokens=max_new_tokens
+    )
+    return [(t.line, f"{t.task_id}: {why}") for t, why in zip(tasks, refused, strict=True) if why]
 
 
 def item_task(item: Item) -> datasets.Task | None:

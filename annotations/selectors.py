@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections import Counter
 from collections.abc import Iterator
@@ -23,8 +24,25 @@ from annotations.models import (
     Item,
     Judgment,
     Pair,
+    Problem,
     Study,
 )
+
+
+def problems_drawn(
+    *, dataset: str, task_contains: str = "", prompt_contains: str = "", item_count: int,
+    seed: int,
+) -> list[Problem]:
+    """`item_count` available problems of `dataset` matching the filters, drawn with `seed`
+    (the same seed draws the same problems), in id order: a study's library items."""
+    problems = Problem.objects.filter(dataset=dataset, unavailable_reason="")
+    if task_contains:
+        problems = problems.filter(task_id__icontains=task_contains)
+    if prompt_contains:
+        problems = problems.filter(prompt__icontains=prompt_contains)
+    ids = sorted(problems.values_list("id", flat=True))
+    chosen = random.Random(seed).sample(ids, min(item_count, len(ids)))
+    return list(Problem.objects.filter(id__in=chosen).order_by("id"))
 
 
 @dataclass(frozen=True)

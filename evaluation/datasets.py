@@ -62,6 +62,8 @@ class Task:
     reference: str
     metadata: dict[str, Any] = field(default_factory=dict)
     unavailable_reason: str | None = None  # e.g. DS-1000 library not installed
+    # Where it is in its file (the line; the index in a JSON array), for messages; 0: unknown.
+    line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,9 @@ def load_humaneval(path: Path | str | None = None) -> list[Task]:
             entry_point=row["entry_point"],
             tests=f"{row['test']}\n\ncheck({row['entry_point']})\n",
             reference=row["canonical_solution"],
+            line=line,
         )
-        for row in rows
+        for line, row in rows
     ]
 
 
@@ -154,8 +157,9 @@ def load_mbpp(path: Path | str = MBPP_PATH) -> list[Task]:
             prompt=row["text"],
             setup=[row.get("test_setup_code", "")],
             challenge_test_list=row.get("challenge_test_list", []),
+            line=line,
         )
-        for row in rows
+        for line, row in rows
     ]
 
 
@@ -181,14 +185,16 @@ def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Task]:
     )
     return [
         _mbpp_task(
-            "mbpp-sanitized", row, prompt=row["prompt"], setup=row.get("test_imports", [])
+            "mbpp-sanitized", row, prompt=row["prompt"], setup=row.get("test_imports", []),
+            line=line,
         )
-        for row in rows
+        for line, row in rows
     ]
 
 
 def _mbpp_task(
-    dataset: str, row: dict[str, Any], *, prompt: str, setup: list[str], **metadata: Any
+    dataset: str, row: dict[str, Any], *, prompt: str, setup: list[str], line: int,
+    **metadata: Any,
 ) -> Task:
     """An MBPP row of either release: tests are the setup code, then the asserts."""
     return Task(
@@ -199,6 +205,7 @@ def _mbpp_task(
         tests=_join(*setup, *row["test_list"]),
         reference=row["code"],
         metadata={"split": _mbpp_split(row["task_id"]), "test_list": row["test_list"], **metadata},
+        line=line,
     )
 
 
@@ -218,7 +225,7 @@ def load_ds1000(path: Path | str) -> list[Task]:
         check=_ds1000_row_errors,
     )
     tasks = []
-    for row in rows:
+    for line, row in rows:
         meta = row["metadata"]
         module = DS1000_MODULES.get(meta["library"], str(meta["library"]).lower())
         installed = importlib.util.find_spec(module) is not None
@@ -232,6 +239,7 @@ def load_ds1000(path: Path | str) -> list[Task]:
                 reference=row["reference_code"],
                 metadata=dict(meta),
                 unavailable_reason=None if installed else f"library {module!r} is not installed",
+                line=line,
             )
         )
     return tasks
@@ -255,7 +263,7 @@ def load_jsonl(path: Path | str, schema: JsonlSchema) -> list[Task]:
         or _tests_field_error(row[schema.tests]),
     )
     tasks = []
-    for row in rows:
+    for line, row in rows:
         tests = row[schema.tests]
         tasks.append(
             Task(
@@ -266,6 +274,7 @@ def load_jsonl(path: Path | str, schema: JsonlSchema) -> list[Task]:
                 tests=_join(*tests) if isinstance(tests, list) else tests,
                 reference=row[schema.reference] if schema.reference else "",
                 metadata={k: v for k, v in row.items() if k not in required + optional},
+                line=line,
             )
         )
     return tasks
@@ -318,8 +327,9 @@ def _validated(
     str_fields: tuple[str, ...] = (),
     list_fields: tuple[str, ...] = (),
     check: Callable[[dict[str, Any]], str | None] | None = None,
-) -> list[dict[str, Any]]:
-    """All rows, or DatasetError listing every bad row: the all-or-nothing rule in one place.
+) -> list[tuple[int, dict[str, Any]]]:
+    """All rows with their line numbers, or DatasetError listing every bad row: the
+    all-or-nothing rule in one place.
 
     `fields` must be present and not null, `str_fields` strings, `list_fields` lists of strings;
     `key` gives the task id (unique), `check` any further reason to refuse a row.
@@ -335,7 +345,7 @@ def _validated(
         if reason:
             errors.append((number, reason))
         else:
-            good.append(row)
+            good.append((number, row))
     if errors:
         raise DatasetError(path, errors)
     if not good:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import random
-
 from django.db import transaction
 
 from annotations.calibration import calibration_state
-from annotations.models import Condition, Criterion, GoldAnswer, Item, Problem, Study
-from annotations.selectors import study_progress
+from annotations.models import Condition, Criterion, GoldAnswer, Item, Study
+from annotations.selectors import problems_drawn, study_progress
 
 
 def study_create(
@@ -38,18 +36,13 @@ def study_create(
             Criterion(study=study, name=name, question=question, position=position)
             for position, (name, question) in enumerate(criteria)
         )
-        items = []
-        if dataset:
-            problems = Problem.objects.filter(dataset=dataset, unavailable_reason="")
-            if task_contains:
-                problems = problems.filter(task_id__icontains=task_contains)
-            if prompt_contains:
-                problems = problems.filter(prompt__icontains=prompt_contains)
-            ids = sorted(problems.values_list("id", flat=True))
-            chosen = random.Random(seed).sample(ids, min(item_count, len(ids)))
-            items += [
-                p.new_item(study) for p in Problem.objects.filter(id__in=chosen).order_by("id")
-            ]
+        items = [
+            p.new_item(study)
+            for p in problems_drawn(
+                dataset=dataset, task_contains=task_contains, prompt_contains=prompt_contains,
+                item_count=item_count, seed=seed,
+            )
+        ] if dataset else []
         items += [
             Item(study=study, dataset="custom", task_id=f"custom/{i}", prompt=prompt)
             for i, prompt in enumerate(prompts or [])

@@ -57,6 +57,20 @@ def expire(assignment: Assignment) -> None:
 
 
 @pytest.fixture
+def tiny_model_configured(settings, tmp_path):
+    """The configured model is the tiny random LLaMA (context 256 tokens, a word tokenizer),
+    saved as a Hugging Face directory."""
+    from tests.inference.conftest import tiny_model, tiny_tokenizer
+
+    path = tmp_path / "tiny-llama"
+    tiny_model().save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    settings.MODEL_PATH = str(path)
+    settings.MODEL_CACHE_DIR = tmp_path / "cache"
+    return path
+
+
+@pytest.fixture
 def users(db):
     User = get_user_model()
     staff = User.objects.create_user("staff", password="pw-staff-123", is_staff=True)

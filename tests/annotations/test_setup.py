@@ -344,3 +344,52 @@ def test_a_condition_named_with_its_site_shows_the_site_once(users):
     page = client.get(reverse("study_detail", args=[study.id])).content.decode()
     progress = page[page.index('id="progress"'):].split("</table>")[0]
     assert progress.count("@input") == 1 and progress.count("@gate") == 1, progress
+
+
+def test_free_text_prompts_past_the_context_are_form_errors_with_the_numbers(
+    users, tiny_model_configured
+):
+    # The tiny model: context 256; its template adds 5 tokens to a prompt's words.
+    long = " ".join(["w7"] * 198)  # 203 tokens: fits with 53 new tokens, not with 54
+    prompts = f"w1 w2\n---\n{long}\n---\nw3"
+    client = staff_client(users)
+    response = client.post(reverse("study_new"),
+                           {**BASE, "prompts": prompts, "max_new_tokens": "54"})
+    assert response.status_code == 200 and not Study.objects.exists()
+    message = (
+        "Prompt 2: the prompt is too long for the model: 203 prompt tokens + 54 new tokens "
+        "(max_new_tokens) = 257 > 256, the model's context length."
+    )
+    assert response.context["form"].errors["prompts"] == [message]
+    assert html.escape(message) in response.content.decode()
+    client.post(reverse("study_new"), {**BASE, "prompts": prompts, "max_new_tokens": "53"})
+    assert Study.objects.get().items.count() == 3
+
+
+def test_library_prompts_are_checked_as_the_study_asks_them(users, tiny_model_configured):
+    # As asked, a custom data set's prompt is the prompt itself (evaluation.prompts).
+    for i, words in enumerate([3, 250, 4]):
+        Problem.objects.create(dataset="mine", task_id=f"mine/{i}", tests="",
+                               prompt=" ".join(["w9"] * words))
+    response = staff_client(users).post(
+        reverse("study_new"), {**BASE, "dataset": "mine", "max_new_tokens": "16"}
+    )
+    assert not Study.objects.exists()
+    assert response.context["form"].errors["dataset"] == [
+        "mine/1: the prompt is too long for the model: 255 prompt tokens + 16 new tokens "
+        "(max_new_tokens) = 271 > 256, the model's context length."
+    ]
+
+
+def test_a_960k_character_prompt_is_refused_before_the_gguf_was_ever_converted(
+    users, settings, tmp_path
+):
+    # The shipped model, no converted tokenizer yet: the bound from its vocabulary refuses it.
+    settings.MODEL_PATH, settings.MODEL_CACHE_DIR = "", tmp_path / "empty-cache"
+    response = staff_client(users).post(reverse("study_new"), {**BASE, "prompts": "x" * 960_000})
+    assert not Study.objects.exists()
+    assert response.context["form"].errors["prompts"] == [
+        "Prompt 1: the prompt is too long for the model: at least 11852 prompt tokens (960000 "
+        "characters, none of the model's tokens covers more than 81) + 128 new tokens "
+        "(max_new_tokens) = 11980 > 8192, the model's context length."
+    ]

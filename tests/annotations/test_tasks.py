@@ -11,20 +11,8 @@ from annotations.engine import loaded_model
 from annotations.models import Generation
 from inference.generate import prompt_ids
 from tests.annotations.conftest import make_study
-from tests.inference.conftest import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def tiny_model_configured(settings, tmp_path):
-    """The worker's model is the tiny random LLaMA (context 256 tokens), saved as a directory."""
-    path = tmp_path / "tiny-llama"
-    tiny_model().save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    settings.MODEL_PATH = str(path)
-    settings.MODEL_CACHE_DIR = tmp_path / "cache"
-    return path
 
 
 def test_a_prompt_past_the_context_fails_its_row_with_the_numbers_once(

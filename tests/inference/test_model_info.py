@@ -6,10 +6,12 @@ import sys
 
 from inference.generate import prompt_ids
 from inference.model_info import (
+    CACHE_FORMAT,
     PromptSize,
     context_length,
     context_overflow,
     default_model_path,
+    fingerprint_file,
     prompt_sizes,
 )
 from tests.inference.conftest import tiny_tokenizer
@@ -29,6 +31,19 @@ def test_a_directory_counts_exactly_as_the_engine_does(tiny_dir, tmp_path):
     sizes = prompt_sizes(prompts, path=tiny_dir, cache_root=tmp_path)
     assert [s.tokens for s in sizes] == [prompt_ids(tiny_tokenizer(), p).shape[1] for p in prompts]
     assert all(s.exact for s in sizes)
+
+
+def test_a_converted_gguf_counts_with_the_tokenizer_its_cache_entry_holds(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"not read: the cache entry answers")
+    cache = tmp_path / "cache"
+    entry = cache / fingerprint_file(gguf, cache)
+    tiny_tokenizer().save_pretrained(entry)
+    (entry / "converted.json").write_text(json.dumps({"format": CACHE_FORMAT}))
+    (size,) = prompt_sizes(["w1 w2 w3"], path=gguf, cache_root=cache)
+    assert size == PromptSize(
+        tokens=prompt_ids(tiny_tokenizer(), "w1 w2 w3").shape[1], characters=8
+    )
 
 
 def test_an_unconverted_gguf_gives_a_lower_bound_that_refuses_a_huge_prompt(tmp_path):
