@@ -208,10 +208,18 @@ class StudySetupForm(forms.ModelForm):
         "name | question | choice; choice; …  Raters may always prefer not to say. Answers "
         "are personal data: reports show only group statistics.",
     )
-    dataset = forms.ChoiceField(required=False, help_text="Draw items from the problem library.")
+    datasets = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Data sets",
+        help_text="Draw items from the problem library: tick one or more (e.g. HumanEval and "
+        "MBPP for a mixed study); each gives “How many” problems.",
+    )
     task_contains = forms.CharField(required=False, max_length=100, label="Task id contains")
     prompt_contains = forms.CharField(required=False, max_length=100, label="Prompt contains")
-    item_count = forms.IntegerField(min_value=1, max_value=5000, initial=20, label="How many")
+    item_count = forms.IntegerField(
+        min_value=1, max_value=5000, initial=20, label="How many (per data set)"
+    )
     seed = forms.IntegerField(initial=0, label="Random seed")
     prompts = forms.CharField(
         required=False,
@@ -237,7 +245,7 @@ class StudySetupForm(forms.ModelForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         datasets = Problem.objects.order_by("dataset").values_list("dataset", flat=True).distinct()
-        self.fields["dataset"].choices = [("", "— none —")] + [(d, d) for d in datasets]
+        self.fields["datasets"].choices = [(d, d) for d in datasets]
         self.fields["samples_per_item"].required = False
         self.fields["temperature"].required = False
         self.fields["min_judgments"].required = False
@@ -286,20 +294,38 @@ class StudySetupForm(forms.ModelForm):
             self.add_error(
                 "temperature", "Several samples per item need sampling: set a temperature > 0."
             )
-        if not data.get("dataset") and not data.get("prompts") and not self.has_error("prompts"):
+        if not data.get("datasets") and not data.get("prompts") and not self.has_error("prompts"):
             raise forms.ValidationError("Pick a data set or give free-text prompts.")
         if not self.errors:
-            self._refuse_prompts_past_the_context(data)
+            drawn = self._drawn(data)
+            if not self.errors:
+                self._refuse_prompts_past_the_context(data, drawn)
         return data
 
-    def _refuse_prompts_past_the_context(self, data: dict) -> None:
+    def _drawn(self, data: dict) -> list[Problem]:
+        """The problems the study will draw from every ticked data set. One that draws none
+        is an error, not a study quietly missing it: every chosen data set, or no study."""
+        drawn, empty = [], []
+        for dataset in data.get("datasets", []):
+            problems = problems_drawn(
+                dataset=dataset, task_contains=data["task_contains"],
+                prompt_contains=data["prompt_contains"], item_count=data["item_count"],
+                seed=data["seed"],
+            )
+            drawn += problems
+            if not problems:
+                empty.append(dataset)
+        if empty:
+            self.add_error(
+                "datasets",
+                f"No problem of {', '.join(empty)} matches the filters (or can be scored "
+                "here): untick it or change the filters.",
+            )
+        return drawn
+
+    def _refuse_prompts_past_the_context(self, data: dict, drawn: list[Problem]) -> None:
         """Each prompt, as the study will ask it, must leave room for `max_new_tokens` in the
         model's context (`annotations.context_limit`): a form error naming the prompt."""
-        drawn = problems_drawn(
-            dataset=data["dataset"], task_contains=data["task_contains"],
-            prompt_contains=data["prompt_contains"], item_count=data["item_count"],
-            seed=data["seed"],
-        ) if data.get("dataset") else []
         free = data.get("prompts") or []
         try:
             refused = context_limit.prompts_overflow(
@@ -312,7 +338,7 @@ class StudySetupForm(forms.ModelForm):
         named = [f"Prompt {n}" for n in range(1, len(free) + 1)] + [p.task_id for p in drawn]
         errors = [(name, why) for name, why in zip(named, refused, strict=True) if why]
         for name, why in errors[:_PROMPT_ERRORS_SHOWN]:
-            self.add_error("prompts" if name.startswith("Prompt ") else "dataset",
+            self.add_error("prompts" if name.startswith("Prompt ") else "datasets",
                            f"{name}: {why}.")
         if len(errors) > _PROMPT_ERRORS_SHOWN:
             self.add_error(None, f"{len(errors)} prompts are too long for the model; the first "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.db import transaction
 
 from annotations.calibration import calibration_state
@@ -14,7 +16,7 @@ def study_create(
     fields: dict,
     conditions: list[tuple[str, dict]],
     criteria: list[tuple[str, str]],
-    dataset: str = "",
+    datasets: Sequence[str] = (),
     task_contains: str = "",
     prompt_contains: str = "",
     item_count: int = 0,
@@ -23,9 +25,9 @@ def study_create(
 ) -> Study:
     """A draft study with its conditions (in the given order), criteria and items.
 
-    Items: `item_count` problems of `dataset` matching the filters, drawn with `seed`
-    (the same seed draws the same problems), each asked in its data set's prompt, plus any
-    free-text `prompts`, asked as written."""
+    Items: from each of `datasets`, `item_count` problems matching the filters, drawn with
+    `seed` (the same seed draws the same problems), each asked in its data set's prompt, plus
+    any free-text `prompts`, asked as written. All of it, or nothing (one transaction)."""
     with transaction.atomic():
         study = Study.objects.create(status=Study.Status.DRAFT, **fields)
         Condition.objects.bulk_create(
@@ -38,11 +40,12 @@ def study_create(
         )
         items = [
             p.new_item(study)
+            for dataset in datasets
             for p in problems_drawn(
                 dataset=dataset, task_contains=task_contains, prompt_contains=prompt_contains,
                 item_count=item_count, seed=seed,
             )
-        ] if dataset else []
+        ]
         items += [
             Item(study=study, dataset="custom", task_id=f"custom/{i}", prompt=prompt)
             for i, prompt in enumerate(prompts or [])

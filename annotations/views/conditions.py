@@ -29,7 +29,7 @@ from annotations.conditions import (
 DEFAULT_FAMILY = "static"
 _PREFIX = "p_"  # policy fields, apart from the study form's own names
 # The study form's fields the pair count reads.
-_COUNTED = ("conditions", "overlap", "pair_design", "dataset", "item_count", "prompts")
+_COUNTED = ("conditions", "overlap", "pair_design", "datasets", "item_count", "prompts")
 
 
 def _family(request_data) -> str:
@@ -127,7 +127,8 @@ def condition_sweep(request: HttpRequest) -> HttpResponse:
 
 def _count_items(data) -> int:
     try:
-        drawn = int(data.get("item_count") or 0) if data.get("dataset") else 0
+        datasets = [d for d in data.getlist("datasets") if d]
+        drawn = int(data.get("item_count") or 0) * len(datasets)
     except ValueError:
         drawn = 0
     text = data.get("prompts", "").replace("\r\n", "\n")

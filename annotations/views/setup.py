@@ -25,7 +25,7 @@ from annotations.views.staff_actions import study_action
 
 # Prompts shown on the setup page, so staff read what the model will be asked before launch.
 _SHOWN_PROMPTS = 5
-_ITEM_FIELDS = ["dataset", "task_contains", "prompt_contains", "item_count", "seed", "prompts"]
+_ITEM_FIELDS = ["datasets", "task_contains", "prompt_contains", "item_count", "seed", "prompts"]
 
 
 @staff_member_required

@@ -65,7 +65,7 @@ def test_a_bad_field_is_shown_in_the_builder_not_the_list(staff):
 
 
 def test_the_pair_count_warns_and_shows_the_numbers(staff):
-    data = {"built": ["a"] * 9, "pair_design": "all_pairs", "overlap": "3", "dataset": "x",
+    data = {"built": ["a"] * 9, "pair_design": "all_pairs", "overlap": "3", "datasets": "x",
             "item_count": "20", "prompts": ""}
     html = staff.post(reverse("condition_count"), data).content.decode()
     assert "720 pairs" in html and "2160 judgments" in html and "160 pairs" in html

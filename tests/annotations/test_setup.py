@@ -43,7 +43,7 @@ def test_create_study_from_the_problem_library_with_a_seed(users):
         Problem.objects.create(dataset="humaneval", task_id=f"HumanEval/{i}", prompt=f"p{i}",
                                tests="")
     client = staff_client(users)
-    response = client.post(reverse("study_new"), {**BASE, "dataset": "humaneval"})
+    response = client.post(reverse("study_new"), {**BASE, "datasets": "humaneval"})
     study = Study.objects.get(name="Sparse vs dense")
     assert response.url == reverse("study_setup", args=[study.id])
     assert study.status == "draft" and study.pair_design == "vs_first"
@@ -51,7 +51,7 @@ def test_create_study_from_the_problem_library_with_a_seed(users):
     assert study.criteria.get().question == "How readable?"
     first = sorted(study.items.values_list("task_id", flat=True))
     assert len(first) == 3
-    client.post(reverse("study_new"), {**BASE, "name": "again", "dataset": "humaneval"})
+    client.post(reverse("study_new"), {**BASE, "name": "again", "datasets": "humaneval"})
     again = sorted(Study.objects.get(name="again").items.values_list("task_id", flat=True))
     assert again == first, "the same seed must draw the same problems"
 
@@ -63,7 +63,7 @@ def test_library_items_get_their_data_sets_prompt_shown_before_launch(users):
     mbpp = [t for t in datasets.load_mbpp() if t.task_id in ("mbpp/11", "mbpp/12")]
     pipeline.problems_import(tasks=[*mbpp, datasets.load_humaneval()[0]])
     client = staff_client(users)
-    client.post(reverse("study_new"), {**BASE, "name": "mbpp", "dataset": "mbpp"})
+    client.post(reverse("study_new"), {**BASE, "name": "mbpp", "datasets": "mbpp"})
     study = Study.objects.get(name="mbpp")
     item = study.items.get(task_id="mbpp/11")
     task = item.problem.as_task()
@@ -76,10 +76,53 @@ def test_library_items_get_their_data_sets_prompt_shown_before_launch(users):
     shown = re.search(r'id="item-prompts">(.*?)</section>', page, re.S).group(1)
     assert html.escape('assert remove_Occ("hello","l") == "heo"', quote=True) in shown
 
-    client.post(reverse("study_new"), {**BASE, "name": "he", "dataset": "humaneval"})
+    client.post(reverse("study_new"), {**BASE, "name": "he", "datasets": "humaneval"})
     item = Study.objects.get(name="he").items.get()
     assert item.prompt == task_prompt(item.problem.as_task())
     assert item.prompt.startswith("Complete this Python function")
+
+
+def _library(n: int = 5) -> None:
+    for i in range(n):
+        Problem.objects.create(dataset="humaneval", task_id=f"HumanEval/{i}", prompt=f"p{i}",
+                               tests="")
+        Problem.objects.create(dataset="mbpp", task_id=f"mbpp/{i}", prompt=f"m{i}", tests="")
+
+
+def test_a_mixed_study_draws_its_count_from_each_ticked_data_set(users):
+    _library()
+    client = staff_client(users)
+    page = client.get(reverse("study_new")).content.decode()
+    assert 'type="checkbox" name="datasets" value="humaneval"' in page
+    assert 'type="checkbox" name="datasets" value="mbpp"' in page
+    client.post(reverse("study_new"),
+                {**BASE, "name": "mixed", "datasets": ["humaneval", "mbpp"], "item_count": "2"})
+    items = Study.objects.get(name="mixed").items
+    assert sorted(items.values_list("dataset", flat=True)) == ["humaneval"] * 2 + ["mbpp"] * 2
+    client.post(reverse("study_new"), {**BASE, "name": "he only", "datasets": "humaneval",
+                                       "item_count": "2"})
+    alone = Study.objects.get(name="he only").items.values_list("task_id", flat=True)
+    mixed = items.filter(dataset="humaneval").values_list("task_id", flat=True)
+    assert sorted(alone) == sorted(mixed), "the same seed draws the same problems"
+
+
+def test_a_ticked_data_set_that_draws_nothing_is_an_error_and_no_study_is_made(users):
+    _library()
+    response = staff_client(users).post(reverse("study_new"), {
+        **BASE, "name": "half", "datasets": ["humaneval", "mbpp"], "task_contains": "HumanEval",
+    })
+    assert response.status_code == 200
+    assert "No problem of mbpp matches the filters" in response.content.decode()
+    assert not Study.objects.filter(name="half").exists() and not Item.objects.exists()
+
+
+def test_the_pair_count_counts_each_data_set(users):
+    data = {"pair_design": "vs_first", "overlap": "1", "item_count": "10", "prompts": "",
+            "conditions": 'a = {"kind": "dense"}\nb = {"kind": "dense"}'}
+    client = staff_client(users)
+    one = client.post(reverse("condition_count"), {**data, "datasets": ["humaneval"]})
+    two = client.post(reverse("condition_count"), {**data, "datasets": ["humaneval", "mbpp"]})
+    assert "10 pairs" in one.content.decode() and "20 pairs" in two.content.decode()
 
 
 def test_create_study_from_free_text_prompts(users):
@@ -372,10 +415,10 @@ def test_library_prompts_are_checked_as_the_study_asks_them(users, tiny_model_co
         Problem.objects.create(dataset="mine", task_id=f"mine/{i}", tests="",
                                prompt=" ".join(["w9"] * words))
     response = staff_client(users).post(
-        reverse("study_new"), {**BASE, "dataset": "mine", "max_new_tokens": "16"}
+        reverse("study_new"), {**BASE, "datasets": "mine", "max_new_tokens": "16"}
     )
     assert not Study.objects.exists()
-    assert response.context["form"].errors["dataset"] == [
+    assert response.context["form"].errors["datasets"] == [
         "mine/1: the prompt is too long for the model: 255 prompt tokens + 16 new tokens "
         "(max_new_tokens) = 271 > 256, the model's context length."
     ]
