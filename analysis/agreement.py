@@ -198,7 +198,7 @@ def _fleiss(matrix: np.ndarray) -> dict:
         counts = sorted({int(n) for n in per_unit})
         note = (
             "needs the same number (at least 2) of raters on every unit; "
-            f"units here have {', '.join(map(str, counts))} raters"
+            f"units here have {', '.join(map(str, counts))} rater{'' if counts == [1] else 's'}"
         )
         return {"fleiss_kappa": None, "fleiss_kappa_note": note}
     categories = np.unique(matrix[~np.isnan(matrix)])

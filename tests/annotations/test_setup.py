@@ -372,6 +372,14 @@ def test_study_page_counts_with_plurals(users):
     assert "1 item · 3 conditions · overlap 1 rater per pair · 1 rater enrolled" in html
 
 
+def test_setup_page_counts_of_one_read_in_the_singular(users):
+    study = make_study(n_items=1, overlap=1, conditions=[
+        ("dense", {"kind": "dense"}), ("static", {"kind": "static", "threshold": 0.05}),
+    ])
+    page = staff_client(users).get(reverse("study_setup", args=[study.id])).content.decode()
+    assert "the design asks for 1 (1 per item), 1 judgment at 1 per pair" in page
+
+
 def test_a_condition_named_with_its_site_shows_the_site_once(users):
     staff, _, _ = users
     study = make_study(n_items=1, conditions=[

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import random
+import re
 import zipfile
 
 import pytest
@@ -467,3 +468,33 @@ def test_the_page_is_built_once_per_state_of_the_data(users, monkeypatch, report
     client.get(url)
     call_command("study_report", study.id, "--out", str(report_cache.parent / "out"))
     assert len(builds) == 4, "the command reuses the page's build"
+
+
+@pytest.mark.parametrize("n_raters", [1, 2])
+def test_counts_of_one_read_in_the_singular(users, n_raters):
+    """A pilot with one rater (or one rater pair) on one item: "1 rater", never "1 raters"."""
+    staff, alice, bob = users
+    raters = [alice, bob][:n_raters]
+    study = make_study(n_items=1, overlap=n_raters, raters=raters, conditions=[
+        ("dense", {"kind": "dense"}), ("static", {"kind": "static", "threshold": 0.05}),
+    ])
+    finish_generations(study)
+    for rater in raters:
+        assignment = services.assignment_next(study=study, rater=rater)
+        services.judgment_submit(assignment=assignment, choice="left")
+    client = Client()
+    client.force_login(staff)
+    page = client.get(reverse("study_report", args=[study.id])).content.decode()
+    results = client.get(reverse("study_results", args=[study.id]),
+                         HTTP_HX_REQUEST="true").content.decode()
+    if n_raters == 1:
+        assert "1 judgment · 1 rater · 1 item · 2 conditions · 2 finished generations" in page
+        assert "units here have 1 rater)" in page
+        assert "in 1 of 1 decisive verdict (" in page
+        assert "1 judgment from 1 rater." in results
+    else:
+        assert "2 judgments · 2 raters · 1 item" in page
+        assert "over 1 unit rated at least twice" in page and "(1 verdict pair)" in page
+        assert "over 1 unit rated at least twice" in results
+    for text in (page, results):
+        assert not re.search(r"\b1 (judgments|raters|items|units|verdicts|rater pairs)\b", text)
