@@ -1,7 +1,10 @@
 from django.core.management.base import BaseCommand
 
 from annotations import pipeline, tasks
+from annotations.calibration import calibration_state
 from annotations.demo import DEMO_ADMIN, DEMO_RATER, demo_seed
+from annotations.models import Study
+from annotations.selectors import study_progress
 
 
 class Command(BaseCommand):
@@ -21,11 +24,35 @@ class Command(BaseCommand):
         calibrating = not no_enqueue and tasks.calibrations_enqueue(study=study)
         created = pipeline.generations_create(study=study)
         sent = 0 if no_enqueue else tasks.generations_enqueue(study=study)
-        work = (f"{sent} generation{'' if sent == 1 else 's'} sent to the worker"
-                + (", calibration of the sweep sent first" if calibrating else "")
-                if sent or calibrating else "nothing to generate: its outputs are done")
+        # A restart may find finished outputs whose Pass@1 check never ran (safe to repeat).
+        checks = 0 if no_enqueue else tasks.executions_enqueue(study=study)
+        work = _work(study, sent=sent, checks=checks, calibrating=calibrating,
+                     no_enqueue=no_enqueue)
         self.stdout.write(
-            f"Demo study #{study.id} '{study.name}': {created} generations created, {work}.\n"
+            f"Demo study #{study.id} '{study.name}': {created} generation"
+            f"{'' if created == 1 else 's'} created, {work}.\n"
             f"  admin: {DEMO_ADMIN.username} / {DEMO_ADMIN.password}\n"
             f"  rater: {DEMO_RATER.username} / {DEMO_RATER.password}"
         )
+
+
+def _work(study: Study, *, sent: int, checks: int, calibrating: bool, no_enqueue: bool) -> str:
+    """What the worker was given for the demo, as `make run`'s banner says it: on a restart
+    often nothing, or work that an earlier run's worker still holds a lease on."""
+    if no_enqueue:
+        return "nothing sent (--no-enqueue)"
+    given = [f"{n} {noun}{'' if n == 1 else 's'}"
+             for n, noun in ((sent, "generation"), (checks, "Pass@1 check")) if n]
+    if given:
+        return (" and ".join(given) + " sent to the worker"
+                + (", calibration of the sweep sent first" if calibrating else ""))
+    if calibrating:
+        return "calibration of the sweep sent to the worker"
+    progress = study_progress(study)
+    held = progress.total - progress.done - progress.failed - progress.cancelled
+    if held or not calibration_state(study).finished:
+        what = f"{held} output{'' if held == 1 else 's'}" if held else "the sweep's calibration"
+        return (f"nothing sent now: {what} still leased by an earlier run's worker, "
+                "taken over when the lease ends")
+    failed = f", {progress.failed} failed" if progress.failed else ""
+    return f"nothing to generate: its {progress.done} outputs are done{failed}"
