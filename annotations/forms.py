@@ -335,11 +335,12 @@ class StudySetupForm(forms.ModelForm):
         except OSError as error:
             self.add_error(None, f"The prompts cannot be checked against the model: {error}")
             return
-        named = [f"Prompt {n}" for n in range(1, len(free) + 1)] + [p.task_id for p in drawn]
-        errors = [(name, why) for name, why in zip(named, refused, strict=True) if why]
-        for name, why in errors[:_PROMPT_ERRORS_SHOWN]:
-            self.add_error("prompts" if name.startswith("Prompt ") else "datasets",
-                           f"{name}: {why}.")
+        named = [("prompts", f"Prompt {n}") for n in range(1, len(free) + 1)] + [
+            ("datasets", p.task_id) for p in drawn
+        ]
+        errors = [(*at, why) for at, why in zip(named, refused, strict=True) if why]
+        for field, name, why in errors[:_PROMPT_ERRORS_SHOWN]:
+            self.add_error(field, f"{name}: {why}.")
         if len(errors) > _PROMPT_ERRORS_SHOWN:
             self.add_error(None, f"{len(errors)} prompts are too long for the model; the first "
                                  f"{_PROMPT_ERRORS_SHOWN} are named at their fields.")

@@ -432,6 +432,19 @@ def test_library_prompts_are_checked_as_the_study_asks_them(users, tiny_model_co
     ]
 
 
+def test_many_prompts_past_the_context_are_named_up_to_ten_and_counted(
+    users, tiny_model_configured
+):
+    prompts = "\n---\n".join(" ".join(["w9"] * 300) for _ in range(12))
+    response = staff_client(users).post(reverse("study_new"), {**BASE, "prompts": prompts})
+    errors = response.context["form"].errors
+    assert [e.split(":")[0] for e in errors["prompts"]] == [f"Prompt {n}" for n in range(1, 11)]
+    assert errors["__all__"] == [
+        "12 prompts are too long for the model; the first 10 are named at their fields."
+    ]
+    assert not Study.objects.exists()
+
+
 def test_a_960k_character_prompt_is_refused_before_the_gguf_was_ever_converted(
     users, settings, tmp_path
 ):
