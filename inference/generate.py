@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from transformers import DynamicCache
 
+from inference.decoder import decoder_for
 from inference.loading import LoadedModel
 from inference.model_info import PromptSize, PromptTooLong, chat_token_ids, context_overflow
 from inference.policies import Policy
@@ -95,18 +95,6 @@ def stop_token_ids(loaded: LoadedModel) -> set[int]:
     return ids
 
 
-def prefill(model: nn.Module, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-    # input_ids: [1, S] -> logits of the last position: [1, V]
-    return model(
-        input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1
-    ).logits[:, -1]
-
-
-def decode_one_token(model: nn.Module, token: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-    # token: [1, 1] -> logits: [1, V]
-    return model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1]
-
-
 def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
     """Greedy at ``temperature == 0``, else a draw from softmax(logits / temperature). -> [1, 1]"""
     if temperature == 0.0:
@@ -163,8 +151,8 @@ def generate(
 
     telemetry = Telemetry(model, mlps, clock)
     input_ids = input_ids.to(telemetry.device)
-    cache = DynamicCache(config=model.config)
-    logits = prefill(model, input_ids, cache)
+    decoder = decoder_for(model, input_ids.shape[1] + max_new_tokens)
+    logits = decoder.prefill(input_ids)
     telemetry.prefill_done()
     token = sample(logits.cpu(), temperature, generator)
     tokens = [int(token)]
@@ -176,7 +164,7 @@ def generate(
             entropy_nats(logits), telemetry.last_active_fraction(), telemetry.last_step_s
         )
         set_thresholds(model, base_thresholds, factor)
-        logits = decode_one_token(model, token.to(telemetry.device), cache)
+        logits = decoder.step(token.to(telemetry.device))
         token = sample(logits.cpu(), temperature, generator)  # .cpu() waits for a GPU
         tokens.append(int(token))
         streamer.push(tokens)

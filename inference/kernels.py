@@ -3,8 +3,10 @@
 - ``gathered_ffn``: gate, up and down rows of the active neurons (``PredictorMLP``, the cold
   block of ``HotColdMLP``);
 - ``gated_ffn``: up and down rows of the active neurons, gate given (CATS, the ``gate`` site);
-- ``rows_matvec``: ``sum_i coef_i * rows[idx_i]`` over a weight stored transposed (TEAL, the
-  ``input`` site; the down rows of the ``h`` site).
+- ``rows_matvec``: ``sum_i coef_i * rows[idx_i]`` over a weight stored transposed;
+- the threshold sites, selection included (one call each, returning the output and how many
+  rows were kept): ``input_matvec`` (TEAL: a projection's kept inputs), ``h_ffn`` (threshold on
+  ``|h|``: down rows of kept neurons) and ``gate_ffn`` (CATS: up and down rows of kept neurons).
 
 Each calls the compiled CPU kernel (``csrc/gathered_ffn.cpp``) where that applies (fp32 on the
 CPU) and a PyTorch path otherwise (other dtypes, CUDA: gathered rows with torch ops), which gives
@@ -145,3 +147,66 @@ def gated_ffn(
         return module.gated_ffn(up, down_t, x1.contiguous(), active, a.contiguous())
     h = a * torch.mv(up.index_select(0, active), x1)  # [n]
     return rows_matvec(down_t, active, h, use_kernel=False)
+
+
+def _ffn_kernels(use_kernel: bool, act_fn: nn.Module, *tensors: torch.Tensor):
+    """The compiled module where it computes this FFN exactly (SiLU, fp32 on the CPU), else None."""
+    return compiled_kernels() if use_kernel and _is_silu(act_fn) and _cpu_fp32(*tensors) else None
+
+
+def _kept_index(values: torch.Tensor, threshold: float) -> torch.Tensor:
+    return (values.abs() >= threshold).nonzero().squeeze(1)  # [n] int64
+
+
+def input_matvec(
+    rows: torch.Tensor, x1: torch.Tensor, threshold: float, *, use_kernel: bool = True
+) -> tuple[torch.Tensor, int]:
+    """TEAL for one token: ``sum over |x1[i]| >= threshold of x1[i] * rows[i]``, reading only
+    those rows. ``rows: [R, C]`` (``W.t()``, contiguous), ``x1: [R]``. -> (``[C]``, kept)"""
+    module = compiled_kernels() if use_kernel and _cpu_fp32(rows, x1) else None
+    if module is not None:
+        return module.input_matvec(rows, x1.contiguous(), float(threshold))
+    index = _kept_index(x1, threshold)
+    return rows_matvec(rows, index, x1[index], use_kernel=False), index.numel()
+
+
+def h_ffn(
+    gate: torch.Tensor,
+    up: torch.Tensor,
+    down_t: torch.Tensor,
+    x1: torch.Tensor,
+    threshold: float,
+    act_fn: nn.Module,
+    *,
+    use_kernel: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """The ``h`` site for one token: ``h = act(gate x1) * (up x1)`` (gate and up read
+    whole), then ``sum over |h_i| >= threshold of h_i * down_t[i]``. ``gate, up, down_t:
+    [F, D]``, ``x1: [D]``. -> (``[D]``, kept neurons)"""
+    module = _ffn_kernels(use_kernel, act_fn, gate, up, down_t, x1)
+    if module is not None:
+        return module.h_ffn(gate, up, down_t, x1.contiguous(), float(threshold))
+    h = act_fn(F.linear(x1, gate)) * F.linear(x1, up)
+    index = _kept_index(h, threshold)
+    return rows_matvec(down_t, index, h[index], use_kernel=False), index.numel()
+
+
+def gate_ffn(
+    gate: torch.Tensor,
+    up: torch.Tensor,
+    down_t: torch.Tensor,
+    x1: torch.Tensor,
+    threshold: float,
+    act_fn: nn.Module,
+    *,
+    use_kernel: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """CATS for one token: ``a = act(gate x1)`` (gate read whole), then ``sum over
+    |a_i| >= threshold of a_i * (up_i . x1) * down_t[i]``, reading up and down rows of those
+    neurons only. ``gate, up, down_t: [F, D]``, ``x1: [D]``. -> (``[D]``, kept neurons)"""
+    module = _ffn_kernels(use_kernel, act_fn, gate, up, down_t, x1)
+    if module is not None:
+        return module.gate_ffn(gate, up, down_t, x1.contiguous(), float(threshold))
+    a = act_fn(F.linear(x1, gate))
+    index = _kept_index(a, threshold)
+    return gated_ffn(up, down_t, x1, index, a[index], use_kernel=False), index.numel()

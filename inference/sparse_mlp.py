@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inference.kernels import gated_ffn, rows_matvec
+from inference.kernels import gate_ffn, h_ffn, input_matvec
 from inference.policies import SITES
 
 # Input-site thresholds per layer, in this order: the inputs of q/k/v, o, gate/up and down.
@@ -79,13 +79,11 @@ class SparseLinear(nn.Linear):
         if self.threshold <= 0.0:
             out, kept = F.linear(x, self.weight), float(self.in_features)
         elif x.shape[:-1].numel() == 1 and self.skipping:
-            x1 = x.reshape(-1)
-            idx = (x1.abs() >= self.threshold).nonzero().squeeze(1)  # [n]
             weight_t = self.weight.t()  # [in, out], contiguous
-            out = rows_matvec(weight_t, idx, x1[idx], use_kernel=self.use_kernel).view(
-                *x.shape[:-1], -1
+            out, kept = input_matvec(
+                weight_t, x.reshape(-1), self.threshold, use_kernel=self.use_kernel
             )
-            kept = read_rows = idx.numel()
+            out, read_rows = out.view(*x.shape[:-1], -1), kept
         else:  # a prompt, or the masked reference: every weight is read
             keep = x.abs() >= self.threshold
             out = F.linear(x * keep, self.weight)
@@ -205,20 +203,11 @@ class SparseMLP(nn.Module):
         """One token, reading only the kept neurons' rows (down; and up at the gate site)."""
         x1 = x.reshape(-1)
         d, f = x1.numel(), self.num_neurons
-        down_t = self.down_proj.weight.t()  # [F, D]
-        a = self.act_fn(F.linear(x1, self.gate_proj.weight))  # [F]
-        if self.site == "h":
-            h = a * F.linear(x1, self.up_proj.weight)
-            idx = (h.abs() >= self.threshold).nonzero().squeeze(1)
-            out = rows_matvec(down_t, idx, h[idx], use_kernel=self.use_kernel)
-            read = 2 * f * d + idx.numel() * d
-        else:
-            idx = (a.abs() >= self.threshold).nonzero().squeeze(1)
-            out = gated_ffn(
-                self.up_proj.weight, down_t, x1, idx, a[idx], use_kernel=self.use_kernel
-            )
-            read = f * d + 2 * idx.numel() * d
-        self._record(idx.numel() / f, read)
+        weights = (self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight.t())
+        kernel = h_ffn if self.site == "h" else gate_ffn
+        out, kept = kernel(*weights, x1, self.threshold, self.act_fn, use_kernel=self.use_kernel)
+        read = (2 * f * d + kept * d) if self.site == "h" else (f * d + 2 * kept * d)
+        self._record(kept / f, read)
         return out.view(x.shape)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,19 @@
 // adds h_i * down_row into its own partial output; the partials are summed at the end (no
 // atomics, one parallel region). Rows sit at scattered addresses, and hardware prefetchers stop
 // at page boundaries, so the next page of the stream is prefetched in software a page ahead.
+//
+// The threshold kernels (input_matvec, h_ffn, gate_ffn) take the input and the threshold and
+// do the selection themselves: one call per projection or MLP instead of the five or six small
+// torch ops (abs, compare, nonzero, gather, ...) that would otherwise surround each kernel and
+// cost as much as the bytes they save at 135M. Each returns its output and how many rows it
+// kept (|value| >= threshold), for the telemetry.
 // Built on first use by torch.utils.cpp_extension.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <tuple>
+#include <vector>
 
 namespace {
 
@@ -79,6 +87,71 @@ torch::Tensor sum_over_active(int64_t n, int64_t width, int64_t min_work,
   return chunks == 1 ? partial[0] : partial.sum(0);
 }
 
+
+// acc += c[0]*r[0] + c[1]*r[1] + c[2]*r[2] + c[3]*r[3]: four rows per pass over the accumulator,
+// so that it is loaded and stored once per four rows read.
+inline void axpy4(const float* c, const float* const* r, float* acc, int64_t d) {
+  const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+  for (int64_t p = 0; p < d; p += kPage) {
+    const int64_t e = std::min(d, p + kPage);
+    prefetch_next_page(r0 + p, r0 + d);
+    prefetch_next_page(r1 + p, r1 + d);
+    prefetch_next_page(r2 + p, r2 + d);
+    prefetch_next_page(r3 + p, r3 + d);
+#pragma omp simd
+    for (int64_t k = p; k < e; ++k) acc[k] += c0 * r0[k] + c1 * r1[k] + c2 * r2[k] + c3 * r3[k];
+  }
+}
+
+// acc += sum_j coef[j] * (base + index[j] * d)[0:d] over n rows, four at a time.
+inline void axpy_rows(const float* base, const int64_t* index, const float* coef, int64_t n,
+                      float* acc, int64_t d) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* r[4] = {base + index[j] * d, base + index[j + 1] * d, base + index[j + 2] * d,
+                         base + index[j + 3] * d};
+    if (j + 4 < n) __builtin_prefetch(base + index[j + 4] * d);
+    axpy4(coef + j, r, acc, d);
+  }
+  for (; j < n; ++j) axpy(coef[j], base + index[j] * d, acc, d);
+}
+
+inline float dot(const float* a, const float* x, int64_t d) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t k = 0; k < d; ++k) s += a[k] * x[k];
+  return s;
+}
+
+inline float silu(float v) { return v / (1.f + std::exp(-v)); }
+
+// `chunks` contiguous ranges of [0, n) run in parallel (at most one per `min_work` items);
+// `body(begin, end, acc)` adds its range's contribution into its partial output `acc` [width]
+// and returns how many rows it kept. Returns the summed output and the total kept.
+template <typename Body>
+std::tuple<torch::Tensor, int64_t> chunked(int64_t n, int64_t width, int64_t min_work,
+                                           const torch::TensorOptions& options, Body body) {
+  const int64_t chunks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / min_work));
+  auto partial = torch::zeros({chunks, width}, options);
+  float* partial_p = partial.data_ptr<float>();
+  std::vector<int64_t> kept(chunks, 0);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      kept[c] = body(n * c / chunks, n * (c + 1) / chunks, partial_p + c * width);
+    }
+  });
+  int64_t total = 0;
+  for (int64_t k : kept) total += k;
+  return {chunks == 1 ? partial[0] : partial.sum(0), total};
+}
+
+void check_fp32_rows(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 2 && t.is_contiguous() && t.scalar_type() == torch::kFloat32, name,
+              " must be a contiguous fp32 matrix");
+}
+
 void check_indices(const torch::Tensor& idx, int64_t rows) {
   TORCH_CHECK(idx.scalar_type() == torch::kInt64 && idx.is_contiguous(), "idx must be int64");
   const int64_t* p = idx.data_ptr<int64_t>();
@@ -132,12 +205,13 @@ torch::Tensor rows_matvec(torch::Tensor rows, torch::Tensor idx, torch::Tensor c
   const float* coef_p = coef.data_ptr<float>();
   const int64_t* idx_p = idx.data_ptr<int64_t>();
   // Short rows: fewer threads, so that each reads enough to pay for its start.
-  const int64_t min_rows = std::max<int64_t>(1, 16384 / c);
-  return sum_over_active(idx.numel(), c, min_rows, rows.options(),
-                         [&](int64_t i, int64_t next, float* acc) {
-    if (next >= 0) __builtin_prefetch(rows_p + idx_p[next] * c);
-    axpy(coef_p[i], rows_p + idx_p[i] * c, acc, c);
+  const int64_t min_rows = std::max<int64_t>(16, 16384 / c);
+  auto [out, n] = chunked(idx.numel(), c, min_rows, rows.options(),
+                          [&](int64_t begin, int64_t end, float* acc) {
+    axpy_rows(rows_p, idx_p + begin, coef_p + begin, end - begin, acc, c);
+    return end - begin;
   });
+  return out;
 }
 
 // CATS for one token: out [D] = sum_i a_i * (up_i . x) * down_t[idx_i], where a = silu(gate x)
@@ -175,8 +249,108 @@ torch::Tensor gated_ffn(torch::Tensor up, torch::Tensor down_t, torch::Tensor x,
   });
 }
 
+// TEAL for one token: out [C] = sum over inputs i with |x_i| >= threshold of x_i * rows[i],
+// rows = W.t() [R, C] (the column of input i stored as row i). Returns (out, kept inputs).
+std::tuple<torch::Tensor, int64_t> input_matvec(torch::Tensor rows, torch::Tensor x,
+                                                double threshold) {
+  check_fp32_rows(rows, "rows");
+  TORCH_CHECK(x.is_contiguous() && x.numel() == rows.size(0) &&
+                  x.scalar_type() == torch::kFloat32, "x must be fp32 [R]");
+  const int64_t r = rows.size(0), c = rows.size(1);
+  const float* rows_p = rows.data_ptr<float>();
+  const float* x_p = x.data_ptr<float>();
+  const float t = static_cast<float>(threshold);
+  const int64_t min_rows = std::max<int64_t>(16, 16384 / c);
+  return chunked(r, c, min_rows, rows.options(), [&](int64_t begin, int64_t end, float* acc) {
+    std::vector<int64_t> index;
+    std::vector<float> coef;
+    index.reserve(end - begin);
+    coef.reserve(end - begin);
+    for (int64_t i = begin; i < end; ++i) {
+      if (std::fabs(x_p[i]) >= t) {
+        index.push_back(i);
+        coef.push_back(x_p[i]);
+      }
+    }
+    axpy_rows(rows_p, index.data(), coef.data(), static_cast<int64_t>(index.size()), acc, c);
+    return static_cast<int64_t>(index.size());
+  });
+}
+
+// The h site for one token: h_i = silu(gate_i . x) * (up_i . x) for every neuron (gate and up
+// read whole), then out [D] = sum over |h_i| >= threshold of h_i * down_t[i]. Returns
+// (out, kept neurons).
+std::tuple<torch::Tensor, int64_t> h_ffn(torch::Tensor gate, torch::Tensor up,
+                                         torch::Tensor down_t, torch::Tensor x,
+                                         double threshold) {
+  check_fp32_rows(gate, "gate");
+  check_fp32_rows(up, "up");
+  check_fp32_rows(down_t, "down_t");
+  TORCH_CHECK(up.sizes() == gate.sizes() && down_t.sizes() == gate.sizes(),
+              "gate, up and down_t must all be [F, D]");
+  TORCH_CHECK(x.is_contiguous() && x.numel() == gate.size(1), "x must be [D]");
+  const int64_t f = gate.size(0), d = gate.size(1);
+  const float *g_p = gate.data_ptr<float>(), *u_p = up.data_ptr<float>();
+  const float *down_p = down_t.data_ptr<float>(), *x_p = x.data_ptr<float>();
+  const float t = static_cast<float>(threshold);
+  const int64_t min_neurons = std::max<int64_t>(16, 16384 / d);
+  return chunked(f, d, min_neurons, x.options(), [&](int64_t begin, int64_t end, float* acc) {
+    std::vector<int64_t> index;
+    std::vector<float> coef;
+    for (int64_t i = begin; i < end; ++i) {
+      const float h = silu(dot(g_p + i * d, x_p, d)) * dot(u_p + i * d, x_p, d);
+      if (std::fabs(h) >= t) {
+        index.push_back(i);
+        coef.push_back(h);
+      }
+    }
+    axpy_rows(down_p, index.data(), coef.data(), static_cast<int64_t>(index.size()), acc, d);
+    return static_cast<int64_t>(index.size());
+  });
+}
+
+// CATS for one token: a_i = silu(gate_i . x) for every neuron (gate read whole); for |a_i| >=
+// threshold, out [D] += a_i * (up_i . x) * down_t[i] (up and down read for those only).
+// Returns (out, kept neurons).
+std::tuple<torch::Tensor, int64_t> gate_ffn(torch::Tensor gate, torch::Tensor up,
+                                            torch::Tensor down_t, torch::Tensor x,
+                                            double threshold) {
+  check_fp32_rows(gate, "gate");
+  check_fp32_rows(up, "up");
+  check_fp32_rows(down_t, "down_t");
+  TORCH_CHECK(up.sizes() == gate.sizes() && down_t.sizes() == gate.sizes(),
+              "gate, up and down_t must all be [F, D]");
+  TORCH_CHECK(x.is_contiguous() && x.numel() == gate.size(1), "x must be [D]");
+  const int64_t f = gate.size(0), d = gate.size(1);
+  const float *g_p = gate.data_ptr<float>(), *u_p = up.data_ptr<float>();
+  const float *down_p = down_t.data_ptr<float>(), *x_p = x.data_ptr<float>();
+  const float t = static_cast<float>(threshold);
+  const int64_t min_neurons = std::max<int64_t>(16, 16384 / d);
+  return chunked(f, d, min_neurons, x.options(), [&](int64_t begin, int64_t end, float* acc) {
+    std::vector<int64_t> index;
+    std::vector<float> coef;
+    for (int64_t i = begin; i < end; ++i) {
+      const float a = silu(dot(g_p + i * d, x_p, d));
+      if (std::fabs(a) >= t) {
+        index.push_back(i);
+        coef.push_back(a);
+      }
+    }
+    const int64_t n = static_cast<int64_t>(index.size());
+    for (int64_t j = 0; j < n; ++j) {
+      if (j + 1 < n) __builtin_prefetch(u_p + index[j + 1] * d);
+      coef[j] *= dot(u_p + index[j] * d, x_p, d);
+    }
+    axpy_rows(down_p, index.data(), coef.data(), n, acc, d);
+    return n;
+  });
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gathered_ffn", &gathered_ffn, "gathered SwiGLU FFN for one token (fp32, CPU)");
   m.def("rows_matvec", &rows_matvec, "sum of coef_i * rows[idx_i] (fp32, CPU)");
   m.def("gated_ffn", &gated_ffn, "CATS FFN for one token, gate given (fp32, CPU)");
+  m.def("input_matvec", &input_matvec, "TEAL: thresholded input times W.t() rows (fp32, CPU)");
+  m.def("h_ffn", &h_ffn, "SwiGLU FFN thresholded on |h| for one token (fp32, CPU)");
+  m.def("gate_ffn", &gate_ffn, "SwiGLU FFN thresholded on |silu(gate x)| (fp32, CPU)");
 }

@@ -214,3 +214,28 @@ def test_each_site_on_cuda_equals_the_cpu_masked_reference(site):
         gpu(input_ids=torch.tensor([ids[:-1]], device="cuda"), past_key_values=cache)
         out = gpu(input_ids=torch.tensor([ids[-1:]], device="cuda"), past_key_values=cache)
     torch.testing.assert_close(out.logits.cpu(), _one_token_logits(cpu, ids), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.4, 0.8, 1000.0])
+def test_threshold_kernels_equal_their_pytorch_paths(threshold):
+    from inference.kernels import compiled_kernels, gate_ffn, h_ffn, input_matvec
+
+    if compiled_kernels() is None:
+        pytest.skip("the compiled kernel could not be built here")
+    g = torch.Generator().manual_seed(1)
+    f, d = 300, 64
+    gate, up, down_t = (torch.randn(f, d, generator=g) / 8 for _ in range(3))
+    x = torch.randn(d, generator=g)
+    rows = torch.randn(d, 96, generator=g)
+    for name, call in [
+        ("input_matvec", lambda k: input_matvec(rows, x, threshold, use_kernel=k)),
+        ("h_ffn", lambda k: h_ffn(gate, up, down_t, x, threshold / 8, nn.SiLU(), use_kernel=k)),
+        ("gate_ffn", lambda k: gate_ffn(gate, up, down_t, x, threshold, nn.SiLU(), use_kernel=k)),
+    ]:
+        (out, kept), (ref, ref_kept) = call(True), call(False)
+        assert kept == ref_kept, f"{name}: kept {kept} rows, the PyTorch path {ref_kept}"
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=f"{name} differs")
+        if threshold == 0.0:
+            assert kept == rows.shape[0] if name == "input_matvec" else kept == f
+        if threshold == 1000.0:
+            assert kept == 0 and not out.any(), f"{name}: nothing passes, yet it kept rows"

@@ -1,0 +1,198 @@
+"""The forward passes of one generation: the prompt, then one token at a time.
+
+``decoder_for(model, max_tokens)`` picks one of two implementations of the same computation:
+
+- ``LeanDecoder`` (the default where it applies): the LLaMA layer written out for batch 1 over
+  the model's own modules, with a KV cache allocated once for the whole generation and the
+  rotary table computed once. The projections and MLPs are called as modules, so every
+  threshold site, predictor and hot/cold split runs exactly as under ``transformers``; what goes
+  is the per-token bookkeeping around them (masks, cache objects, output classes, hooks), which
+  on the shipped 135M model cost about as much as reading its weights.
+- ``HFDecoder``: ``transformers``' own forward with a ``DynamicCache``: the reference, and what
+  runs for anything the lean path does not cover (``lean_unsupported`` says why).
+
+Both return the last position's logits ``[1, V]``. ``tests/inference/test_decoder.py`` holds
+them to equal logits and equal greedy tokens.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache
+
+LEAN_ENV = "INFERENCE_LEAN_DECODER"  # "0": always transformers' forward (the reference)
+_LEAN_MODEL_TYPES = ("llama",)
+
+
+class HFDecoder:
+    """``transformers``' forward with a ``DynamicCache`` (the reference)."""
+
+    name = "transformers"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.cache = DynamicCache(config=model.config)
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # input_ids: [1, S] -> logits of the last position: [1, V]
+        out = self.model(
+            input_ids=input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1
+        )
+        return out.logits[:, -1]
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        # token: [1, 1] -> logits: [1, V]
+        return self.model(input_ids=token, past_key_values=self.cache, use_cache=True).logits[:, -1]
+
+
+def lean_unsupported(model: nn.Module) -> str | None:
+    """Why ``LeanDecoder`` cannot run ``model`` (None when it can)."""
+    config = model.config
+    if getattr(config, "model_type", None) not in _LEAN_MODEL_TYPES:
+        return f"model type {getattr(config, 'model_type', None)!r} is not LLaMA"
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return "projections with biases"
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return "pretraining_tp > 1"
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if "dynamic" in str(rope.get("rope_type", rope.get("type", "default"))):
+        return "a dynamic RoPE (its frequencies depend on the sequence length)"
+    if any(hasattr(m, "_hf_hook") for m in model.modules()):
+        return "accelerate hooks (a device_map placement)"
+    devices = {
+        p.device
+        for name, p in model.named_parameters()
+        if ".mlp." not in name  # a hot/cold split MLP moves its own tensors
+    }
+    if len(devices) != 1:
+        return f"attention and embeddings over several devices ({sorted(map(str, devices))})"
+    return None
+
+
+def decoder_for(model: nn.Module, max_tokens: int):
+    """The decoder for one generation of at most ``max_tokens`` positions (prompt included):
+    ``LeanDecoder`` where ``lean_unsupported`` finds nothing and ``INFERENCE_LEAN_DECODER`` is not
+    ``0``, else ``HFDecoder``."""
+    if os.environ.get(LEAN_ENV, "1") != "0" and lean_unsupported(model) is None:
+        return LeanDecoder(model, max_tokens)
+    return HFDecoder(model)
+
+
+class LeanDecoder:
+    """Batch-1 LLaMA forward over the model's modules with a preallocated KV cache.
+
+    ``max_tokens``: the most positions this generation holds (prompt + new tokens); the cache is
+    ``[layers, 2, kv_heads, max_tokens, head_dim]`` in the model's dtype on its device.
+    """
+
+    name = "lean"
+
+    def __init__(self, model: nn.Module, max_tokens: int) -> None:
+        config = model.config
+        self.model = model
+        self.layers = list(model.model.layers[: config.num_hidden_layers])
+        attn = self.layers[0].self_attn
+        self.head_dim = attn.head_dim
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.scaling = attn.scaling
+        weight = model.model.embed_tokens.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        self.max_tokens = max_tokens
+        self.cache = torch.zeros(
+            len(self.layers), 2, self.kv_heads, max_tokens, self.head_dim,
+            device=self.device, dtype=self.dtype,
+        )  # fmt: skip
+        positions = torch.arange(max_tokens, device=self.device).unsqueeze(0)
+        cos, sin = model.model.rotary_emb(weight[:1], positions)  # [1, T, hd] each
+        self.cos, self.sin = cos[0], sin[0]
+        self.rotation = _rotation_matrix(self.head_dim, self.device, self.dtype)
+        self.length = 0  # positions filled
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # input_ids: [1, S] -> logits of the last position: [1, V]
+        if self.length:
+            raise RuntimeError("prefill once per decoder")
+        return self._forward(input_ids)
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        # token: [1, 1] -> logits: [1, V]
+        return self._forward(token)
+
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        s = ids.shape[1]
+        start, end = self.length, self.length + s
+        if end > self.max_tokens:
+            raise ValueError(f"{end} positions exceed this decoder's {self.max_tokens}")
+        model = self.model.model
+        h = model.embed_tokens(ids)  # [1, S, D]
+        rope = self._rope(start, end)
+        for i, layer in enumerate(self.layers):
+            h = h + self._attention(layer.self_attn, layer.input_layernorm(h), i, rope)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        self.length = end
+        last = model.norm(h[:, -1:])  # [1, 1, D]
+        return self.model.lm_head(last)[:, -1]
+
+    def _rope(self, start: int, end: int):
+        """What ``_attention`` needs to rotate positions ``start:end``: for one token, the
+        ``[hd, hd]`` matrix ``diag(cos) + R diag(sin)`` (R: rotate the halves), one matmul for
+        all heads; for a prompt, the ``cos, sin`` rows."""
+        cos, sin = self.cos[start:end], self.sin[start:end]  # [S, hd]
+        if end - start == 1:
+            return torch.diag(cos[0]) + self.rotation * sin[0]
+        return cos, sin
+
+    def _attention(self, attn: nn.Module, x: torch.Tensor, i: int, rope) -> torch.Tensor:
+        # x: [1, S, D] -> [1, S, D]
+        s, hd = x.shape[1], self.head_dim
+        q = attn.q_proj(x)
+        k = attn.k_proj(x)
+        v = attn.v_proj(x).view(s, self.kv_heads, hd).transpose(0, 1)  # [KV, S, hd]
+        if s == 1:  # both rotated by one matmul
+            qk = torch.cat((q, k), dim=-1).view(-1, hd) @ rope  # [H + KV, hd]
+            q, k = qk[: self.heads].unsqueeze(1), qk[self.heads :].unsqueeze(1)
+        else:
+            q = _rotate(q.view(s, self.heads, hd).transpose(0, 1), *rope)  # [H, S, hd]
+            k = _rotate(k.view(s, self.kv_heads, hd).transpose(0, 1), *rope)  # [KV, S, hd]
+        start, end = self.length, self.length + s
+        keys, values = self.cache[i, 0], self.cache[i, 1]  # [KV, T, hd]
+        keys[:, start:end] = k
+        values[:, start:end] = v
+        out = F.scaled_dot_product_attention(
+            q.unsqueeze(0),
+            keys[:, :end].unsqueeze(0),
+            values[:, :end].unsqueeze(0),
+            is_causal=s > 1 and start == 0,
+            attn_mask=_prefix_causal_mask(s, start, x.device) if s > 1 and start else None,
+            scale=self.scaling,
+            enable_gqa=self.heads != self.kv_heads,
+        )  # [1, H, S, hd]
+        return attn.o_proj(out.transpose(1, 2).reshape(1, s, self.heads * hd))
+
+
+def _rotation_matrix(hd: int, device, dtype) -> torch.Tensor:
+    """``R`` with ``x @ R == cat(-x[hd/2:], x[:hd/2])`` (``transformers``' ``rotate_half``)."""
+    half = hd // 2
+    r = torch.zeros(hd, hd, device=device, dtype=dtype)
+    r[torch.arange(half, hd), torch.arange(half)] = -1.0
+    r[torch.arange(half), torch.arange(half, hd)] = 1.0
+    return r
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE as ``transformers`` applies it (halves rotated). ``x: [heads, S, hd]``,
+    ``cos, sin: [S, hd]``."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _prefix_causal_mask(s: int, start: int, device) -> torch.Tensor:
+    """Boolean mask ``[S, start + S]`` for S new positions after ``start`` cached ones."""
+    rows = torch.arange(s, device=device).unsqueeze(1) + start
+    return torch.arange(start + s, device=device).unsqueeze(0) <= rows
