@@ -111,6 +111,12 @@ class LeanDecoder:
         cos, sin = model.model.rotary_emb(weight[:1], positions)  # [1, T, hd] each
         self.cos, self.sin = cos[0], sin[0]
         self.rotation = _rotation_matrix(self.head_dim, self.device, self.dtype)
+        norms = [
+            n
+            for layer in self.layers
+            for n in (layer.input_layernorm, layer.post_attention_layernorm)
+        ]
+        self.norm = _rms_norm if all(map(_plain_fp32_rms_norm, norms)) else _call
         self.length = 0  # positions filled
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -131,9 +137,10 @@ class LeanDecoder:
         model = self.model.model
         h = model.embed_tokens(ids)  # [1, S, D]
         rope = self._rope(start, end)
+        norm = self.norm
         for i, layer in enumerate(self.layers):
-            h = h + self._attention(layer.self_attn, layer.input_layernorm(h), i, rope)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = h + self._attention(layer.self_attn, norm(layer.input_layernorm, h), i, rope)
+            h = h + layer.mlp(norm(layer.post_attention_layernorm, h))
         self.length = end
         last = model.norm(h[:, -1:])  # [1, 1, D]
         return self.model.lm_head(last)[:, -1]
@@ -182,6 +189,24 @@ def _rotation_matrix(hd: int, device, dtype) -> torch.Tensor:
     r[torch.arange(half, hd), torch.arange(half)] = -1.0
     r[torch.arange(half), torch.arange(half, hd)] = 1.0
     return r
+
+
+def _plain_fp32_rms_norm(norm: nn.Module) -> bool:
+    """A LLaMA RMSNorm on fp32 (no hooks), which ``_rms_norm`` computes bit for bit."""
+    return (
+        type(norm).__name__ == "LlamaRMSNorm"
+        and norm.weight.dtype == torch.float32
+        and not (norm._forward_hooks or norm._forward_pre_hooks)
+    )
+
+
+def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``LlamaRMSNorm`` on fp32 in the same operations, less its two dtype casts."""
+    return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon))
+
+
+def _call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

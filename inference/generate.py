@@ -148,6 +148,7 @@ def generate(
     controller = policy.controller()
     streamer = _TextStreamer(loaded.tokenizer, stop_ids, on_text)
     set_thresholds(model, base_thresholds)
+    factor = 1.0  # on base_thresholds; an adaptive policy's controller moves it per step
 
     telemetry = Telemetry(model, mlps, clock)
     input_ids = input_ids.to(telemetry.device)
@@ -160,10 +161,12 @@ def generate(
     streamer.push(tokens)
     while tokens[-1] not in stop_ids and len(tokens) < max_new_tokens:
         telemetry.step_start()
-        factor = controller(
-            entropy_nats(logits), telemetry.last_active_fraction(), telemetry.last_step_s
-        )
-        set_thresholds(model, base_thresholds, factor)
+        if policy.adapts:
+            entropy = entropy_nats(logits)
+            previous = factor
+            factor = controller(entropy, telemetry.last_active_fraction(), telemetry.last_step_s)
+            if factor != previous:
+                set_thresholds(model, base_thresholds, factor)
         logits = decoder.step(token.to(telemetry.device))
         token = sample(logits.cpu(), temperature, generator)  # .cpu() waits for a GPU
         tokens.append(int(token))

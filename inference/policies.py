@@ -178,6 +178,13 @@ class Policy:
         distribution the step's input token was drawn from. 1.0 unless the policy adapts."""
         return 1.0
 
+    @property
+    def adapts(self) -> bool:
+        """Whether the thresholds can change between decode steps (a policy that overrides
+        ``step_factor`` or ``controller``); the decode loop skips the controller otherwise."""
+        cls = type(self)
+        return cls.step_factor is not Policy.step_factor or cls.controller is not Policy.controller
+
     def controller(self) -> Callable[[float, float, float | None], float]:
         """A fresh per-generation rule ``(previous_entropy_nats, previous_active_fraction,
         previous_step_latency_s) -> factor`` on ``layer_thresholds`` for the next decode step

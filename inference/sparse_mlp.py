@@ -88,7 +88,9 @@ class SparseLinear(nn.Linear):
             keep = x.abs() >= self.threshold
             out = F.linear(x * keep, self.weight)
             kept = keep.float().sum(-1).mean().item()
-        self.last_kept, self.last_read_rows = kept, read_rows
+        # Plain attributes, set past nn.Module.__setattr__ (its checks cost ~5 us a call, 420
+        # calls a token on the shipped model).
+        self.__dict__.update(last_kept=kept, last_read_rows=read_rows)
         if self.recording:
             self.read_weights.append(read_rows * self.out_features)
         return out
@@ -212,8 +214,9 @@ class SparseMLP(nn.Module):
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         linears = (*self._attention, self.gate_proj, self.up_proj, self.down_proj)
-        for linear in linears:
-            linear.skipping, linear.use_kernel = self.skipping, self.use_kernel
+        for linear in linears:  # set only on a change: nn.Module.__setattr__ is slow
+            if (linear.skipping, linear.use_kernel) != (self.skipping, self.use_kernel):
+                linear.skipping, linear.use_kernel = self.skipping, self.use_kernel
         out = self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
         if self.recording:
             # kept inputs x outputs = weights used; over all the layer's projection weights

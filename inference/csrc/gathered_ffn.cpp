@@ -104,14 +104,23 @@ inline void axpy4(const float* c, const float* const* r, float* acc, int64_t d) 
   }
 }
 
-// acc += sum_j coef[j] * (base + index[j] * d)[0:d] over n rows, four at a time.
+// Prefetch a row's first page (a longer row's later pages are prefetched as it is read).
+inline void prefetch_row(const float* row, int64_t d) {
+  const int64_t end = std::min(d, kPage);
+  for (int64_t k = 0; k < end; k += kLine) __builtin_prefetch(row + k, 0, 2);
+}
+
+// acc += sum_j coef[j] * (base + index[j] * d)[0:d] over n rows, four at a time. The rows sit
+// at scattered addresses and are short (a few KiB), too short for the hardware prefetcher to
+// get going, so each group's rows are prefetched whole while the group before is summed.
 inline void axpy_rows(const float* base, const int64_t* index, const float* coef, int64_t n,
                       float* acc, int64_t d) {
+  for (int64_t j = 0; j < std::min<int64_t>(n, 8); ++j) prefetch_row(base + index[j] * d, d);
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {
     const float* r[4] = {base + index[j] * d, base + index[j + 1] * d, base + index[j + 2] * d,
                          base + index[j + 3] * d};
-    if (j + 4 < n) __builtin_prefetch(base + index[j + 4] * d);
+    for (int64_t p = j + 8; p < std::min(n, j + 12); ++p) prefetch_row(base + index[p] * d, d);
     axpy4(coef + j, r, acc, d);
   }
   for (; j < n; ++j) axpy(coef[j], base + index[j] * d, acc, d);
@@ -338,7 +347,7 @@ std::tuple<torch::Tensor, int64_t> gate_ffn(torch::Tensor gate, torch::Tensor up
     }
     const int64_t n = static_cast<int64_t>(index.size());
     for (int64_t j = 0; j < n; ++j) {
-      if (j + 1 < n) __builtin_prefetch(u_p + index[j + 1] * d);
+      if (j + 1 < n) prefetch_row(u_p + index[j + 1] * d, d);
       coef[j] *= dot(u_p + index[j] * d, x_p, d);
     }
     axpy_rows(down_p, index.data(), coef.data(), n, acc, d);
