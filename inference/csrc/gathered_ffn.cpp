@@ -269,20 +269,23 @@ std::tuple<torch::Tensor, int64_t> input_matvec(torch::Tensor rows, torch::Tenso
   const float* rows_p = rows.data_ptr<float>();
   const float* x_p = x.data_ptr<float>();
   const float t = static_cast<float>(threshold);
-  const int64_t min_rows = std::max<int64_t>(16, 16384 / c);
-  return chunked(r, c, min_rows, rows.options(), [&](int64_t begin, int64_t end, float* acc) {
-    std::vector<int64_t> index;
-    std::vector<float> coef;
-    index.reserve(end - begin);
-    coef.reserve(end - begin);
-    for (int64_t i = begin; i < end; ++i) {
-      if (std::fabs(x_p[i]) >= t) {
-        index.push_back(i);
-        coef.push_back(x_p[i]);
-      }
+  // Select first (R comparisons), then split the kept rows evenly over the threads: a split of
+  // the input range would give one thread more rows to read wherever the kept ones cluster.
+  std::vector<int64_t> index;
+  std::vector<float> coef;
+  index.reserve(r);
+  coef.reserve(r);
+  for (int64_t i = 0; i < r; ++i) {
+    if (std::fabs(x_p[i]) >= t) {
+      index.push_back(i);
+      coef.push_back(x_p[i]);
     }
-    axpy_rows(rows_p, index.data(), coef.data(), static_cast<int64_t>(index.size()), acc, c);
-    return static_cast<int64_t>(index.size());
+  }
+  const int64_t n = static_cast<int64_t>(index.size());
+  const int64_t min_rows = std::max<int64_t>(16, 16384 / c);
+  return chunked(n, c, min_rows, rows.options(), [&](int64_t begin, int64_t end, float* acc) {
+    axpy_rows(rows_p, index.data() + begin, coef.data() + begin, end - begin, acc, c);
+    return end - begin;
   });
 }
 
@@ -303,18 +306,26 @@ std::tuple<torch::Tensor, int64_t> h_ffn(torch::Tensor gate, torch::Tensor up,
   const float *down_p = down_t.data_ptr<float>(), *x_p = x.data_ptr<float>();
   const float t = static_cast<float>(threshold);
   const int64_t min_neurons = std::max<int64_t>(16, 16384 / d);
-  return chunked(f, d, min_neurons, x.options(), [&](int64_t begin, int64_t end, float* acc) {
-    std::vector<int64_t> index;
-    std::vector<float> coef;
+  // Gate and up are read whole, split by neurons; then the kept neurons' down rows, split
+  // evenly by kept neuron (where the kept ones cluster, a split by neurons would not be even).
+  std::vector<float> h(f);
+  at::parallel_for(0, f, min_neurons, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const float h = silu(dot(g_p + i * d, x_p, d)) * dot(u_p + i * d, x_p, d);
-      if (std::fabs(h) >= t) {
-        index.push_back(i);
-        coef.push_back(h);
-      }
+      h[i] = silu(dot(g_p + i * d, x_p, d)) * dot(u_p + i * d, x_p, d);
     }
-    axpy_rows(down_p, index.data(), coef.data(), static_cast<int64_t>(index.size()), acc, d);
-    return static_cast<int64_t>(index.size());
+  });
+  std::vector<int64_t> index;
+  std::vector<float> coef;
+  for (int64_t i = 0; i < f; ++i) {
+    if (std::fabs(h[i]) >= t) {
+      index.push_back(i);
+      coef.push_back(h[i]);
+    }
+  }
+  return chunked(static_cast<int64_t>(index.size()), d, min_neurons, x.options(),
+                 [&](int64_t begin, int64_t end, float* acc) {
+    axpy_rows(down_p, index.data() + begin, coef.data() + begin, end - begin, acc, d);
+    return end - begin;
   });
 }
 
@@ -335,23 +346,28 @@ std::tuple<torch::Tensor, int64_t> gate_ffn(torch::Tensor gate, torch::Tensor up
   const float *down_p = down_t.data_ptr<float>(), *x_p = x.data_ptr<float>();
   const float t = static_cast<float>(threshold);
   const int64_t min_neurons = std::max<int64_t>(16, 16384 / d);
-  return chunked(f, d, min_neurons, x.options(), [&](int64_t begin, int64_t end, float* acc) {
-    std::vector<int64_t> index;
-    std::vector<float> coef;
-    for (int64_t i = begin; i < end; ++i) {
-      const float a = silu(dot(g_p + i * d, x_p, d));
-      if (std::fabs(a) >= t) {
-        index.push_back(i);
-        coef.push_back(a);
-      }
+  // Gate is read whole, split by neurons; then the kept neurons' up and down rows, split evenly
+  // by kept neuron.
+  std::vector<float> a(f);
+  at::parallel_for(0, f, min_neurons, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) a[i] = silu(dot(g_p + i * d, x_p, d));
+  });
+  std::vector<int64_t> index;
+  std::vector<float> coef;
+  for (int64_t i = 0; i < f; ++i) {
+    if (std::fabs(a[i]) >= t) {
+      index.push_back(i);
+      coef.push_back(a[i]);
     }
-    const int64_t n = static_cast<int64_t>(index.size());
-    for (int64_t j = 0; j < n; ++j) {
-      if (j + 1 < n) prefetch_row(u_p + index[j + 1] * d, d);
+  }
+  return chunked(static_cast<int64_t>(index.size()), d, min_neurons, x.options(),
+                 [&](int64_t begin, int64_t end, float* acc) {
+    for (int64_t j = begin; j < end; ++j) {
+      if (j + 1 < end) prefetch_row(u_p + index[j + 1] * d, d);
       coef[j] *= dot(u_p + index[j] * d, x_p, d);
     }
-    axpy_rows(down_p, index.data(), coef.data(), n, acc, d);
-    return n;
+    axpy_rows(down_p, index.data() + begin, coef.data() + begin, end - begin, acc, d);
+    return end - begin;
   });
 }
 

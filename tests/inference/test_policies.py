@@ -252,3 +252,10 @@ def test_every_field_says_what_it_means_and_defaults_are_optional():
             assert "unit" in f.metadata, f"{cls.__name__}.{f.name} has no unit"
     assert Policy.from_json({"kind": "static", "threshold": 0.1}).site == "h"
     assert Policy.from_json({"kind": "budget", "target_active_fraction": 0.4}).threshold == 0.05
+
+
+def test_only_policies_that_move_their_thresholds_run_a_controller():
+    steady = [DensePolicy(), StaticPolicy(0.1, site="input"), PredictorPolicy(0.5, "p.safetensors")]
+    moving = [DynamicPolicy(0.05, entropy_scale=0.5), BudgetPolicy(target_active_fraction=0.5)]
+    assert [p.adapts for p in steady] == [False] * len(steady)
+    assert [p.adapts for p in moving] == [True] * len(moving)
