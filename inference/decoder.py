@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
+from inference.sparse_mlp import project
+
 LEAN_ENV = "INFERENCE_LEAN_DECODER"  # "0": always transformers' forward (the reference)
 _LEAN_MODEL_TYPES = ("llama",)
 
@@ -157,9 +159,8 @@ class LeanDecoder:
     def _attention(self, attn: nn.Module, x: torch.Tensor, i: int, rope) -> torch.Tensor:
         # x: [1, S, D] -> [1, S, D]
         s, hd = x.shape[1], self.head_dim
-        q = attn.q_proj(x)
-        k = attn.k_proj(x)
-        v = attn.v_proj(x).view(s, self.kv_heads, hd).transpose(0, 1)  # [KV, S, hd]
+        q, k, v = (project(attn.q_proj, x), project(attn.k_proj, x), project(attn.v_proj, x))
+        v = v.view(s, self.kv_heads, hd).transpose(0, 1)  # [KV, S, hd]
         if s == 1:  # both rotated by one matmul
             qk = torch.cat((q, k), dim=-1).view(-1, hd) @ rope  # [H + KV, hd]
             q, k = qk[: self.heads].unsqueeze(1), qk[self.heads :].unsqueeze(1)
@@ -179,7 +180,7 @@ class LeanDecoder:
             scale=self.scaling,
             enable_gqa=self.heads != self.kv_heads,
         )  # [1, H, S, hd]
-        return attn.o_proj(out.transpose(1, 2).reshape(1, s, self.heads * hd))
+        return project(attn.o_proj, out.transpose(1, 2).reshape(1, s, self.heads * hd))
 
 
 def _rotation_matrix(hd: int, device, dtype) -> torch.Tensor:
