@@ -150,9 +150,10 @@ class LeanDecoder:
     def _rope(self, start: int, end: int):
         """What ``_attention`` needs to rotate positions ``start:end``: for one token, the
         ``[hd, hd]`` matrix ``diag(cos) + R diag(sin)`` (R: rotate the halves), one matmul for
-        all heads; for a prompt, the ``cos, sin`` rows."""
+        all heads; for a prompt, or in bf16/fp16 (where a matmul would round differently from
+        ``transformers``' elementwise rotation), the ``cos, sin`` rows."""
         cos, sin = self.cos[start:end], self.sin[start:end]  # [S, hd]
-        if end - start == 1:
+        if end - start == 1 and self.dtype == torch.float32:
             return torch.diag(cos[0]) + self.rotation * sin[0]
         return cos, sin
 
@@ -161,7 +162,7 @@ class LeanDecoder:
         s, hd = x.shape[1], self.head_dim
         q, k, v = (project(attn.q_proj, x), project(attn.k_proj, x), project(attn.v_proj, x))
         v = v.view(s, self.kv_heads, hd).transpose(0, 1)  # [KV, S, hd]
-        if s == 1:  # both rotated by one matmul
+        if not isinstance(rope, tuple):  # one fp32 token: q and k rotated by one matmul
             qk = torch.cat((q, k), dim=-1).view(-1, hd) @ rope  # [H + KV, hd]
             q, k = qk[: self.heads].unsqueeze(1), qk[self.heads :].unsqueeze(1)
         else:

@@ -88,3 +88,11 @@ def test_real_model_greedy_tokens_equal_on_both_decoders(monkeypatch):
         monkeypatch.setenv("INFERENCE_LEAN_DECODER", "0")
         reference = generate(loaded, prompt, policy, max_new_tokens=16)
         assert lean.token_ids == reference.token_ids, f"site {site}: greedy tokens differ"
+
+
+def test_lean_decoder_in_bfloat16_rotates_as_transformers_does():
+    model = sparsify(tiny_model().to(torch.bfloat16), StaticPolicy(0.3, site="input"))
+    lean = _logits(LeanDecoder(model, len(PROMPT) + len(STEPS)))
+    reference = _logits(HFDecoder(model))
+    for i, (a, b) in enumerate(zip(lean, reference, strict=True)):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2, msg=f"position {i} differs")
