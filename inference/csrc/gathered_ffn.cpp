@@ -161,6 +161,38 @@ void check_fp32_rows(const torch::Tensor& t, const char* name) {
               " must be a contiguous fp32 matrix");
 }
 
+// Where |values[i]| >= t, in order: the kept rows and their values.
+void select_kept(const float* values, int64_t n, float t, std::vector<int64_t>* index,
+                 std::vector<float>* coef) {
+  index->reserve(n);
+  coef->reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::fabs(values[i]) >= t) {
+      index->push_back(i);
+      coef->push_back(values[i]);
+    }
+  }
+}
+
+// A SwiGLU FFN's operands for one token, checked: gate, up, down_t [F, D] fp32, x [D].
+struct Ffn {
+  int64_t f, d;
+  const float *gate, *up, *down, *x;
+};
+
+Ffn checked_ffn(const torch::Tensor& gate, const torch::Tensor& up, const torch::Tensor& down_t,
+                const torch::Tensor& x) {
+  check_fp32_rows(gate, "gate");
+  check_fp32_rows(up, "up");
+  check_fp32_rows(down_t, "down_t");
+  TORCH_CHECK(up.sizes() == gate.sizes() && down_t.sizes() == gate.sizes(),
+              "gate, up and down_t must all be [F, D]");
+  TORCH_CHECK(x.is_contiguous() && x.numel() == gate.size(1) &&
+                  x.scalar_type() == torch::kFloat32, "x must be fp32 [D]");
+  return {gate.size(0), gate.size(1), gate.data_ptr<float>(), up.data_ptr<float>(),
+          down_t.data_ptr<float>(), x.data_ptr<float>()};
+}
+
 void check_indices(const torch::Tensor& idx, int64_t rows) {
   TORCH_CHECK(idx.scalar_type() == torch::kInt64 && idx.is_contiguous(), "idx must be int64");
   const int64_t* p = idx.data_ptr<int64_t>();
@@ -273,14 +305,7 @@ std::tuple<torch::Tensor, int64_t> input_matvec(torch::Tensor rows, torch::Tenso
   // the input range would give one thread more rows to read wherever the kept ones cluster.
   std::vector<int64_t> index;
   std::vector<float> coef;
-  index.reserve(r);
-  coef.reserve(r);
-  for (int64_t i = 0; i < r; ++i) {
-    if (std::fabs(x_p[i]) >= t) {
-      index.push_back(i);
-      coef.push_back(x_p[i]);
-    }
-  }
+  select_kept(x_p, r, t, &index, &coef);
   const int64_t n = static_cast<int64_t>(index.size());
   const int64_t min_rows = std::max<int64_t>(16, 16384 / c);
   return chunked(n, c, min_rows, rows.options(), [&](int64_t begin, int64_t end, float* acc) {
@@ -295,36 +320,23 @@ std::tuple<torch::Tensor, int64_t> input_matvec(torch::Tensor rows, torch::Tenso
 std::tuple<torch::Tensor, int64_t> h_ffn(torch::Tensor gate, torch::Tensor up,
                                          torch::Tensor down_t, torch::Tensor x,
                                          double threshold) {
-  check_fp32_rows(gate, "gate");
-  check_fp32_rows(up, "up");
-  check_fp32_rows(down_t, "down_t");
-  TORCH_CHECK(up.sizes() == gate.sizes() && down_t.sizes() == gate.sizes(),
-              "gate, up and down_t must all be [F, D]");
-  TORCH_CHECK(x.is_contiguous() && x.numel() == gate.size(1), "x must be [D]");
-  const int64_t f = gate.size(0), d = gate.size(1);
-  const float *g_p = gate.data_ptr<float>(), *u_p = up.data_ptr<float>();
-  const float *down_p = down_t.data_ptr<float>(), *x_p = x.data_ptr<float>();
-  const float t = static_cast<float>(threshold);
+  const Ffn w = checked_ffn(gate, up, down_t, x);
+  const int64_t f = w.f, d = w.d;
   const int64_t min_neurons = std::max<int64_t>(16, 16384 / d);
   // Gate and up are read whole, split by neurons; then the kept neurons' down rows, split
   // evenly by kept neuron (where the kept ones cluster, a split by neurons would not be even).
   std::vector<float> h(f);
   at::parallel_for(0, f, min_neurons, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      h[i] = silu(dot(g_p + i * d, x_p, d)) * dot(u_p + i * d, x_p, d);
+      h[i] = silu(dot(w.gate + i * d, w.x, d)) * dot(w.up + i * d, w.x, d);
     }
   });
   std::vector<int64_t> index;
   std::vector<float> coef;
-  for (int64_t i = 0; i < f; ++i) {
-    if (std::fabs(h[i]) >= t) {
-      index.push_back(i);
-      coef.push_back(h[i]);
-    }
-  }
+  select_kept(h.data(), f, static_cast<float>(threshold), &index, &coef);
   return chunked(static_cast<int64_t>(index.size()), d, min_neurons, x.options(),
                  [&](int64_t begin, int64_t end, float* acc) {
-    axpy_rows(down_p, index.data() + begin, coef.data() + begin, end - begin, acc, d);
+    axpy_rows(w.down, index.data() + begin, coef.data() + begin, end - begin, acc, d);
     return end - begin;
   });
 }
@@ -335,38 +347,25 @@ std::tuple<torch::Tensor, int64_t> h_ffn(torch::Tensor gate, torch::Tensor up,
 std::tuple<torch::Tensor, int64_t> gate_ffn(torch::Tensor gate, torch::Tensor up,
                                             torch::Tensor down_t, torch::Tensor x,
                                             double threshold) {
-  check_fp32_rows(gate, "gate");
-  check_fp32_rows(up, "up");
-  check_fp32_rows(down_t, "down_t");
-  TORCH_CHECK(up.sizes() == gate.sizes() && down_t.sizes() == gate.sizes(),
-              "gate, up and down_t must all be [F, D]");
-  TORCH_CHECK(x.is_contiguous() && x.numel() == gate.size(1), "x must be [D]");
-  const int64_t f = gate.size(0), d = gate.size(1);
-  const float *g_p = gate.data_ptr<float>(), *u_p = up.data_ptr<float>();
-  const float *down_p = down_t.data_ptr<float>(), *x_p = x.data_ptr<float>();
-  const float t = static_cast<float>(threshold);
+  const Ffn w = checked_ffn(gate, up, down_t, x);
+  const int64_t f = w.f, d = w.d;
   const int64_t min_neurons = std::max<int64_t>(16, 16384 / d);
   // Gate is read whole, split by neurons; then the kept neurons' up and down rows, split evenly
   // by kept neuron.
   std::vector<float> a(f);
   at::parallel_for(0, f, min_neurons, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) a[i] = silu(dot(g_p + i * d, x_p, d));
+    for (int64_t i = begin; i < end; ++i) a[i] = silu(dot(w.gate + i * d, w.x, d));
   });
   std::vector<int64_t> index;
   std::vector<float> coef;
-  for (int64_t i = 0; i < f; ++i) {
-    if (std::fabs(a[i]) >= t) {
-      index.push_back(i);
-      coef.push_back(a[i]);
-    }
-  }
+  select_kept(a.data(), f, static_cast<float>(threshold), &index, &coef);
   return chunked(static_cast<int64_t>(index.size()), d, min_neurons, x.options(),
                  [&](int64_t begin, int64_t end, float* acc) {
     for (int64_t j = begin; j < end; ++j) {
-      if (j + 1 < end) prefetch_row(u_p + index[j + 1] * d, d);
-      coef[j] *= dot(u_p + index[j] * d, x_p, d);
+      if (j + 1 < end) prefetch_row(w.up + index[j + 1] * d, d);
+      coef[j] *= dot(w.up + index[j] * d, w.x, d);
     }
-    axpy_rows(down_p, index.data() + begin, coef.data() + begin, end - begin, acc, d);
+    axpy_rows(w.down, index.data() + begin, coef.data() + begin, end - begin, acc, d);
     return end - begin;
   });
 }
