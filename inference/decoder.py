@@ -105,7 +105,7 @@ class LeanDecoder:
         weight = model.model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
         self.max_tokens = max_tokens
-        self.cache = torch.zeros(
+        self.cache = torch.empty(  # a position is written before attention reads it
             len(self.layers), 2, self.kv_heads, max_tokens, self.head_dim,
             device=self.device, dtype=self.dtype,
         )  # fmt: skip
