@@ -94,8 +94,11 @@ def family_fields(kind: str) -> list[FieldSpec]:
 
 
 def family_help(kind: str) -> str:
-    """The family's one-line meaning: the first line of its docstring."""
-    return (FAMILIES[kind].__doc__ or kind).strip().splitlines()[0]
+    """The family's one-line meaning: the first sentence of its docstring, as plain text (a
+    docstring's first line stops mid-sentence, and its ``literals`` are reST, not prose)."""
+    paragraph = " ".join((FAMILIES[kind].__doc__ or kind).strip().split("\n\n")[0].split())
+    sentence = re.split(r"(?<=\.)\s", paragraph, maxsplit=1)[0]
+    return sentence.replace("``", "")
 
 
 def _fraction(value: float) -> str:

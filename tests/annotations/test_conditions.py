@@ -26,6 +26,17 @@ def test_every_family_is_offered_with_a_one_line_meaning():
         assert family_help(kind) and "\n" not in family_help(kind), kind
 
 
+def test_a_family_meaning_is_a_whole_sentence_in_plain_text():
+    # The docstrings' first lines stop mid-sentence ("… in every layer and") and hold reST.
+    for kind in FAMILIES:
+        help_text = family_help(kind)
+        assert help_text.endswith("."), (kind, help_text)
+        assert "``" not in help_text, (kind, help_text)
+    assert family_help("static") == (
+        "Zero every activation with magnitude below threshold at site, in every layer and step."
+    )
+
+
 def test_fields_come_from_the_dataclass_with_their_defaults():
     names = [f.name for f in family_fields("dynamic")]
     expected = [f.name for f in dataclasses.fields(DynamicPolicy)]
