@@ -11,6 +11,7 @@ peak_rss_bytes, passed`` (True / False / None when not checked) and optionally `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,12 +21,13 @@ from analysis.preference import wilson_interval
 from evaluation.passk import pass_at_k_over_problems
 
 # Telemetry means with a 95 % interval: (row key, generations column, scale).
+# (key, generations column, scale, largest possible value); none is below 0.
 _TELEMETRY = (
-    ("tokens_per_s", "tokens_per_s", 1.0),
-    ("latency_s", "latency_s", 1.0),
-    ("peak_rss_mib", "peak_rss_bytes", 1 / 2**20),
-    ("active_fraction", "active_fraction", 1.0),
-    ("bytes_read_per_token", "weight_bytes_read_per_token", 1.0),
+    ("tokens_per_s", "tokens_per_s", 1.0, math.inf),
+    ("latency_s", "latency_s", 1.0, math.inf),
+    ("peak_rss_mib", "peak_rss_bytes", 1 / 2**20, math.inf),
+    ("active_fraction", "active_fraction", 1.0, 1.0),
+    ("bytes_read_per_token", "weight_bytes_read_per_token", 1.0, math.inf),
 )
 # Two conditions are "at equal sparsity" only this close (absolute, in achieved sparsity).
 MATCH_TOLERANCE = 0.05
@@ -107,21 +109,25 @@ def _values(own: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(own[column], errors="coerce").dropna()
 
 
-def mean_interval(values: pd.Series) -> tuple[float | None, list[float] | None]:
-    """The mean and its normal 95 % interval (mean ± 1.96 SE); no interval from one value."""
+def mean_interval(
+    values: pd.Series, *, least: float = 0.0, most: float = math.inf
+) -> tuple[float | None, list[float] | None]:
+    """The mean and its normal 95 % interval (mean ± 1.96 SE) cut to the values' possible
+    range [`least`, `most`] (a latency's interval never goes below 0 s: the mean cannot);
+    no interval from one value."""
     if not len(values):
         return None, None
     mean = float(values.mean())
     if len(values) < 2:
         return mean, None
     half = _Z95 * float(values.std(ddof=1)) / np.sqrt(len(values))
-    return mean, [mean - half, mean + half]
+    return mean, [max(mean - half, least), min(mean + half, most)]
 
 
 def _telemetry(own: pd.DataFrame) -> dict:
     out = {}
-    for key, column, scale in _TELEMETRY:
-        mean, ci = mean_interval(_values(own, column) * scale)
+    for key, column, scale, most in _TELEMETRY:
+        mean, ci = mean_interval(_values(own, column) * scale, most=most)
         out[key], out[f"{key}_ci"] = mean, ci
     active, active_ci = out["active_fraction"], out["active_fraction_ci"]
     out["sparsity"] = 1 - active if active is not None else None

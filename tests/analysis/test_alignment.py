@@ -189,3 +189,24 @@ def test_one_sample_per_problem_has_no_pass_at_k_and_an_all_zero_row_says_why():
     assert row["pass_at_1"] == 0 and row["pass_at_1_ci"][0] == 0 and row["pass_at_1_ci"][1] > 0.5
     assert row["k"] is None and row["pass_at_k"] is None
     assert row["outcomes"] == {"name error": 2}
+
+
+def test_telemetry_intervals_stay_inside_the_values_possible_range():
+    # Seen on a real study: four latencies, one slow, gave "5.17 [-0.55, 10.88]" s.
+    conditions = [{"name": "s", "policy": {"kind": "static", "threshold": 0.1}}]
+    generations = pd.DataFrame(
+        {
+            "condition": ["s"] * 4,
+            "item": ["q1", "q2", "q3", "q4"],
+            "active_fraction": [0.2, 0.99, 0.99, 0.99],
+            "tokens_per_s": [30.0, 30.0, 30.0, 1.0],
+            "latency_s": [2.0, 2.0, 2.0, 14.7],
+            "peak_rss_bytes": [2**30] * 4,
+            "passed": [None] * 4,
+        }
+    )
+    (row,) = condition_table(conditions, generations, None)
+    assert row["latency_s"] == pytest.approx(5.175)
+    assert row["latency_s_ci"][0] == 0.0 and row["latency_s_ci"][1] > 10
+    assert row["tokens_per_s_ci"][0] > 0  # inside the range: untouched
+    assert row["active_fraction_ci"][1] == 1.0 and row["sparsity_ci"][0] == 0.0
