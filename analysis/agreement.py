@@ -109,7 +109,7 @@ def _alpha_with_ci(matrix: np.ndarray, level: str, *, bootstrap: int, seed: int)
     try:
         result["alpha"] = krippendorff_alpha(matrix, level)
     except ValueError as error:
-        result["alpha_note"] = f"alpha is undefined: {error}"
+        result["alpha_note"] = _alpha_undefined(matrix, error)
         return result
     replicates = alpha_bootstrap(matrix, level, bootstrap=bootstrap, seed=seed)
     # A resample with no variation or no pairable unit has no alpha (nan): skipped.
@@ -119,6 +119,17 @@ def _alpha_with_ci(matrix: np.ndarray, level: str, *, bootstrap: int, seed: int)
         low, high = np.percentile(replicates, [2.5, 97.5])
         result["alpha_ci"] = [float(low), float(high)]
     return result
+
+
+def _alpha_undefined(matrix: np.ndarray, error: ValueError) -> str:
+    """Why alpha is undefined, in the study's words (the `krippendorff` package's messages
+    speak of coders and value domains, and reached the study page verbatim)."""
+    rated = ~np.isnan(matrix)
+    if not (rated.sum(axis=0) >= 2).any():
+        return "alpha is undefined: no unit has been rated by two raters yet"
+    if len(np.unique(matrix[rated])) <= 1:
+        return "alpha is undefined: every rating has the same value, so there is no variation"
+    return f"alpha is undefined: {error}"
 
 
 def unit_coincidences(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -114,7 +114,7 @@ def test_one_rater():
 
 def test_all_identical_values():
     result = report(full_design(lambda *_: "a"))
-    assert "more than one value" in result["agreement"]["note"]
+    assert "every rating has the same value" in result["agreement"]["note"]
     assert result["agreement"]["overall"]["alpha_ci"] is None
     assert "(separation)" in result["mixed_model"]["note"]
 
@@ -123,7 +123,7 @@ def test_no_unit_with_two_raters():
     single = full_design(mixed_winner, raters=("r1",))
     single["rater"] = [f"r{i}" for i in range(len(single))]
     result = report(single)
-    assert "at least two coders" in result["agreement"]["note"]
+    assert "no unit has been rated by two raters yet" in result["agreement"]["note"]
     assert result["agreement"]["choice"]["percent_agreement_with_ties"] is None
 
 
@@ -177,7 +177,7 @@ def test_criterion_alpha_is_ordinal_over_responses_in_pairs():
     correct, style = result["criteria"]
     assert correct["criterion"] == "correct" and correct["alpha"] == pytest.approx(1.0)
     assert correct["n_units"] == 4 * 3 * 2
-    assert style["alpha"] is None and "more than one value" in style["alpha_note"]
+    assert style["alpha"] is None and "every rating has the same value" in style["alpha_note"]
 
 
 def test_preference_is_style_controlled_on_what_the_outputs_show():
