@@ -72,7 +72,9 @@ def build_report(
         "counts": {
             "judgments": len(judgments),
             "raters": int(judgments["rater"].nunique()) if len(judgments) else 0,
-            "items": int(judgments["item"].nunique()) if len(judgments) else 0,
+            # The study's items with an output or a verdict, not only the judged ones: a
+            # report before any judgment said "0 items · 20 finished generations".
+            "items": _items(judgments, generations),
             "conditions": len(conditions),
             "generations": len(generations),
         },
@@ -165,6 +167,12 @@ def agreement_section(
         "per_pair": per_pair,
         "note": note,
     }
+
+
+def _items(judgments: pd.DataFrame, generations: pd.DataFrame) -> int:
+    """How many distinct items the judgments and the finished generations cover."""
+    frames = [table["item"] for table in (judgments, generations) if "item" in table]
+    return int(pd.concat(frames).nunique()) if frames else 0
 
 
 def _no_agreement(note: str) -> dict:

@@ -100,6 +100,13 @@ def test_empty_study():
     assert set(report_figures(result)) == {"alignment"}
 
 
+def test_items_are_counted_before_any_judgment():
+    # The demo's report said "0 items · 20 finished generations" until someone rated.
+    assert report(judgments([]))["counts"]["items"] == 4
+    assert report(full_design(mixed_winner, n_items=2))["counts"]["items"] == 4
+    assert report(judgments([]), g=generations().iloc[:0])["counts"]["items"] == 0
+
+
 def test_one_condition():
     result = report(judgments([]), conditions=CONDITIONS[:1])
     assert "1 condition(s): nothing to compare" in result["notes"][0]
