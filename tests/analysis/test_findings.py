@@ -106,3 +106,14 @@ def test_low_alpha_from_ties_is_explained_and_otherwise_not():
     assert "Alpha is low (0.00)" in text and "85% ties" in text and "83%" in text
     assert agreement_caveat({"overall": {"alpha": 0.6}}, preference) is None
     assert agreement_caveat(agreement, {"pairs": [{"n": 10, "ties": 2}]}) is None
+
+
+def test_bytes_read_are_written_in_megabytes():
+    # The demo's report read "goes from 5.38e+08 [5.38e+08, 5.38e+08] (dense, 0 %)".
+    rows = [point("dense", "dense", 0.0, skips=False), point("s50", "static", 0.5, win=0.5)]
+    for row, read in zip(rows, (537_919_488.0, 486_000_000.0), strict=True):
+        row["bytes_read_per_token"], row["bytes_read_per_token_ci"] = read, [read - 1e6, read]
+    [static] = family_findings(rows)
+    text = by_metric(static)["bytes_read_per_token"]["text"]
+    assert "from 537.9 MB [536.9 MB, 537.9 MB] (dense, 0 %) to 486.0 MB" in text, text
+    assert "e+08" not in text
