@@ -31,6 +31,8 @@ def test_a_two_family_sweep_is_built_with_clicks(live_server, users):
         page.select_option("#b_family", "dynamic")
         page.wait_for_selector("#p_entropy_scale")
         assert "follows the model" in page.inner_text("#family-help")
+        # The family options are whole sentences: the builder must not widen the page.
+        assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
         page.fill("#p_entropy_scale", "0.5")
         page.fill("#b_sparsities", TARGETS)
         page.click("#add-sweep")
