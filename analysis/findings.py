@@ -113,6 +113,22 @@ def _speed_sentence(dense: dict | None, points: list[dict]) -> dict | None:
     return _metric_sentence("tokens_per_s", dense, points)
 
 
+MEMORY_CAVEAT = (
+    " Peak memory is the worker process's resident set, which holds every weight under every "
+    "condition (skipped weights are not read, but stay loaded); a difference between "
+    "conditions can come from the order one worker ran them in (allocator state, weight "
+    "layouts), not from the threshold."
+)
+
+
+def _memory_sentence(dense: dict | None, points: list[dict]) -> dict | None:
+    """Peak memory against dense, with what a difference in it can and cannot mean."""
+    sentence = _metric_sentence("peak_rss_mib", dense, points)
+    if sentence and sentence["direction"] != "none":
+        sentence["text"] += MEMORY_CAVEAT
+    return sentence
+
+
 def _bytes_sentence(points: list[dict]) -> dict | None:
     """Which bytes the series can skip, when its skipping settings agree (the bound on
     its speed-up)."""
@@ -143,7 +159,7 @@ def family_findings(rows: Sequence[dict]) -> list[dict]:
             _speed_sentence(dense, points),
             _bytes_sentence(points),
             _metric_sentence("bytes_read_per_token", dense, points),
-            _metric_sentence("peak_rss_mib", dense, points),
+            _memory_sentence(dense, points),
         ]
         sentences = [s for s in sentences if s]
         if len(points) == 1:

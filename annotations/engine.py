@@ -8,9 +8,11 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from inference.generate import generate
 from inference.hot_cold import model_place
+from inference.kernels import compiled_kernels
 from inference.loading import LoadedModel, load_model
-from inference.policies import Policy
+from inference.policies import DensePolicy, Policy
 from inference.profile import Profile, calibrated_policy, profile_model
 
 
@@ -23,7 +25,17 @@ def _load(
         loaded.model, fingerprint=loaded.fingerprint, device=device, plan=plan or None,
         hot_device=hot_device, cold_device=cold_device,
     )
+    warm(loaded)
     return loaded
+
+
+def warm(loaded: LoadedModel) -> None:
+    """Build the compiled kernels and read every weight once before any generation is timed:
+    otherwise the first sparse output of a worker pays the kernel build (~40 s on a new
+    machine) and the first output of all pays the weights' page faults, and both land in that
+    condition's latency."""
+    compiled_kernels()
+    generate(loaded, "Hello.", DensePolicy(), max_new_tokens=2)
 
 
 def loaded_model() -> LoadedModel:

@@ -117,3 +117,15 @@ def test_bytes_read_are_written_in_megabytes():
     text = by_metric(static)["bytes_read_per_token"]["text"]
     assert "from 537.9 MB [536.9 MB, 537.9 MB] (dense, 0 %) to 486.0 MB" in text, text
     assert "e+08" not in text
+
+
+def test_a_memory_difference_says_it_may_come_from_run_order_not_the_threshold():
+    rows = [
+        point("dense", "dense", 0.0, rss=1299.0),
+        point("s25", "static", 0.25, win=0.5, rss=1540.0),
+        point("s50", "static", 0.5, win=0.5, rss=1619.0),
+    ]
+    (static,) = family_findings(rows)
+    memory = by_metric(static)["peak_rss_mib"]
+    assert memory["direction"] == "up"
+    assert "order one worker ran them in" in memory["text"], memory["text"]
