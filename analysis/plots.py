@@ -19,9 +19,26 @@ CURVES = (
     ("pass_at_1", "Pass@1"),
     ("tokens_per_s", "Tokens / s"),
     ("latency_s", "Latency (s)"),
-    ("bytes_read_per_token", "Weight bytes read / token"),
+    ("bytes_read_per_token", "Weight MB read / token"),
     ("peak_rss_mib", "Peak RSS (MiB)"),
 )
+
+
+# Drawn in other units than the rows hold: bytes as MB (no "1e8" scale above the panel).
+_SCALE = {"bytes_read_per_token": 1e-6}
+
+
+def _scaled(points: Sequence[dict], key: str) -> list[dict]:
+    """``points`` with ``key`` and its interval in the panel's unit."""
+    factor = _SCALE.get(key)
+    if factor is None:
+        return list(points)
+    ci_key = f"{key}_ci"
+    return [
+        {**p, key: p[key] * factor,
+         ci_key: [v * factor for v in p[ci_key]] if p.get(ci_key) else p.get(ci_key)}
+        for p in points
+    ]  # fmt: skip
 
 
 def _plain_text(draw: Callable[..., str]) -> Callable[..., str]:
@@ -69,12 +86,16 @@ def alignment_figure(rows: Sequence[dict]) -> str:
     groups += [(name, [r for r in rows if r["series"] == name], colours[name], "o")
                for name in series]
     figure, axes = plt.subplots(2, 4, figsize=(15, 7))
+    # One sparsity range on every panel, so that a point sits at the same x on each.
+    reach = [v for r in rows if r["sparsity"] is not None
+             for v in (r["sparsity"], *(r.get("sparsity_ci") or ()))]
+    x_range = (-0.03, max(reach, default=1.0) * 1.05 + 0.03)
     for ax, (key, title) in zip(axes.flat, CURVES, strict=False):
         for name, members, colour, marker in groups:
-            points = sorted(
+            points = _scaled(sorted(
                 (r for r in members if r["sparsity"] is not None and r.get(key) is not None),
                 key=lambda r: r["sparsity"],
-            )
+            ), key)  # fmt: skip
             if not points:
                 continue
             ax.errorbar(
@@ -96,6 +117,7 @@ def alignment_figure(rows: Sequence[dict]) -> str:
                         marker="x", color=colour, label=f"{name}, style-controlled")
         if key == "win_rate_vs_dense":  # ½: as good as dense
             ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+        ax.set_xlim(*x_range)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("achieved sparsity (1 − active fraction)", fontsize=8)
         ax.grid(alpha=0.3)
