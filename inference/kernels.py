@@ -2,8 +2,6 @@
 
 - ``gathered_ffn``: gate, up and down rows of the active neurons (``PredictorMLP``, the cold
   block of ``HotColdMLP``);
-- ``gated_ffn``: up and down rows of the active neurons, gate given (CATS, the ``gate`` site);
-- ``rows_matvec``: ``sum_i coef_i * rows[idx_i]`` over a weight stored transposed;
 - the threshold sites, selection included (one call each, returning the output and how many
   rows were kept): ``input_matvec`` (TEAL: a projection's kept inputs), ``h_ffn`` (threshold on
   ``|h|``: down rows of kept neurons) and ``gate_ffn`` (CATS: up and down rows of kept neurons).
@@ -32,7 +30,8 @@ _state: dict = {}
 
 
 def compiled_kernels():
-    """The compiled extension module (``gathered_ffn``, ``gated_ffn``, ``rows_matvec``), or None."""
+    """The compiled extension module (``gathered_ffn``, ``input_matvec``, ``h_ffn``, ``gate_ffn``),
+    or None."""
     if "module" in _state:
         return _state["module"]
     _state["module"] = None
@@ -113,40 +112,15 @@ def _cpu_fp32(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
 
 
-def rows_matvec(
-    rows: torch.Tensor, index: torch.Tensor, coef: torch.Tensor, *, use_kernel: bool = True
-) -> torch.Tensor:
-    """``sum_i coef[i] * rows[index[i]]`` reading only the indexed rows. ``rows: [R, C]``
+def rows_matvec(rows: torch.Tensor, index: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``sum_i coef[i] * rows[index[i]]`` reading only the indexed rows, with torch ops (the
+    threshold kernels' path where the compiled one does not apply). ``rows: [R, C]``
     (contiguous), ``index: [n]`` int64, ``coef: [n]``. -> ``[C]``"""
     if index.numel() == 0:
         return rows.new_zeros(rows.shape[1])
-    module = compiled_kernels() if use_kernel and _cpu_fp32(rows, coef) else None
-    if module is not None:
-        return module.rows_matvec(rows, index, coef.contiguous())
     if rows.device.type == "cpu":
         return bag_sum(rows, index, coef)
     return coef @ rows.index_select(0, index)
-
-
-def gated_ffn(
-    up: torch.Tensor,
-    down_t: torch.Tensor,
-    x1: torch.Tensor,
-    active: torch.Tensor,
-    a: torch.Tensor,
-    *,
-    use_kernel: bool = True,
-) -> torch.Tensor:
-    """CATS for one token: ``sum_i a[i] * (up[active[i]] . x1) * down_t[active[i]]``, where ``a``
-    is ``act(gate . x1)`` of the ``active`` neurons (gate was read whole). ``up, down_t: [F, D]``,
-    ``x1: [D]``. Reads ``2 * n * D`` weights. -> ``[D]``"""
-    if active.numel() == 0:
-        return x1.new_zeros(down_t.shape[1])
-    module = compiled_kernels() if use_kernel and _cpu_fp32(up, x1) else None
-    if module is not None:
-        return module.gated_ffn(up, down_t, x1.contiguous(), active, a.contiguous())
-    h = a * torch.mv(up.index_select(0, active), x1)  # [n]
-    return rows_matvec(down_t, active, h, use_kernel=False)
 
 
 def _ffn_kernels(use_kernel: bool, act_fn: nn.Module, *tensors: torch.Tensor):
@@ -167,7 +141,7 @@ def input_matvec(
     if module is not None:
         return module.input_matvec(rows, x1.contiguous(), float(threshold))
     index = _kept_index(x1, threshold)
-    return rows_matvec(rows, index, x1[index], use_kernel=False), index.numel()
+    return rows_matvec(rows, index, x1[index]), index.numel()
 
 
 def h_ffn(
@@ -188,7 +162,7 @@ def h_ffn(
         return module.h_ffn(gate, up, down_t, x1.contiguous(), float(threshold))
     h = act_fn(F.linear(x1, gate)) * F.linear(x1, up)
     index = _kept_index(h, threshold)
-    return rows_matvec(down_t, index, h[index], use_kernel=False), index.numel()
+    return rows_matvec(down_t, index, h[index]), index.numel()
 
 
 def gate_ffn(
@@ -209,4 +183,5 @@ def gate_ffn(
         return module.gate_ffn(gate, up, down_t, x1.contiguous(), float(threshold))
     a = act_fn(F.linear(x1, gate))
     index = _kept_index(a, threshold)
-    return gated_ffn(up, down_t, x1, index, a[index], use_kernel=False), index.numel()
+    h = a[index] * torch.mv(up.index_select(0, index), x1)  # [n]: up rows of kept neurons only
+    return rows_matvec(down_t, index, h), index.numel()

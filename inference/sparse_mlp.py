@@ -3,7 +3,7 @@
 - ``h`` (today's): threshold ``|h| = |act(gate·x) · up·x|``; gate and up are read whole, then
   only the down rows of the kept neurons.
 - ``gate`` (CATS): threshold ``|act(gate·x)|``; gate is read whole, up and down only for the
-  kept neurons (``kernels.gated_ffn``).
+  kept neurons (``kernels.gate_ffn``).
 - ``input`` (TEAL): threshold the input of every projection (x before q/k/v and gate/up, the
   attention output before o, h before down); each projection is a ``SparseLinear`` that reads
   only the rows of its transposed weight (its columns) for the kept inputs.
@@ -64,7 +64,7 @@ def project(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class SparseLinear(nn.Linear):
     """TEAL's projection: ``W · (x masked to |x| >= threshold)``. The weight is stored transposed,
     so for one token only the rows of ``weight.t()`` of the kept inputs are read
-    (``kernels.rows_matvec``). ``part`` is ``"attention"`` or ``"mlp"`` (for telemetry)."""
+    (``kernels.input_matvec``). ``part`` is ``"attention"`` or ``"mlp"`` (for telemetry)."""
 
     def __init__(self, linear: nn.Linear, part: str) -> None:
         nn.Module.__init__(self)

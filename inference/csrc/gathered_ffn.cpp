@@ -1,6 +1,6 @@
 // Kernels for one decoded token (CPU, fp32) that read only the weights of active neurons or of
-// kept inputs: gathered_ffn (predictor), gated_ffn (CATS, gate site), rows_matvec (TEAL input
-// site, and the down rows of the h site).
+// kept inputs: gathered_ffn (predictor), input_matvec (TEAL, input site), h_ffn (h site),
+// gate_ffn (CATS, gate site).
 //
 // gathered_ffn: reads only the active neurons' weights.
 //
@@ -64,29 +64,6 @@ inline void axpy(float h, const float* row, float* acc, int64_t d) {
     for (int64_t k = p; k < e; ++k) acc[k] += h * row[k];
   }
 }
-
-// The active items split into one contiguous chunk per thread (at most one per `min_work`
-// items); `body(i, next, acc)` adds item i into its chunk's partial output `acc` [width] and may
-// prefetch item `next` (-1 at a chunk's end). The partials are summed at the end: no atomics,
-// one parallel region.
-template <typename Body>
-torch::Tensor sum_over_active(int64_t n, int64_t width, int64_t min_work,
-                              const torch::TensorOptions& options, Body body) {
-  const int64_t chunks =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / min_work));
-  auto partial = torch::zeros({chunks, width}, options);
-  float* partial_p = partial.data_ptr<float>();
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      const int64_t stop = n * (c + 1) / chunks;
-      for (int64_t i = n * c / chunks; i < stop; ++i) {
-        body(i, i + 1 < stop ? i + 1 : -1, partial_p + c * width);
-      }
-    }
-  });
-  return chunks == 1 ? partial[0] : partial.sum(0);
-}
-
 
 // acc += c[0]*r[0] + c[1]*r[1] + c[2]*r[2] + c[3]*r[3]: four rows per pass over the accumulator,
 // so that it is loaded and stored once per four rows read.
@@ -216,78 +193,22 @@ torch::Tensor gathered_ffn(torch::Tensor gu, torch::Tensor down_t, torch::Tensor
   const float* down_p = down_t.data_ptr<float>();
   const float* x_p = x.data_ptr<float>();
   const int64_t* idx_p = idx.data_ptr<int64_t>();
-  return sum_over_active(idx.numel(), d, 1, x.options(), [&](int64_t i, int64_t next, float* acc) {
-    if (next >= 0) {  // the next neuron's rows start at unrelated addresses
-      const float* g_next = gu_p + idx_p[next] * 2 * d;
-      __builtin_prefetch(g_next);
-      __builtin_prefetch(g_next + d);
-      __builtin_prefetch(down_p + idx_p[next] * d);
+  return std::get<0>(chunked(idx.numel(), d, 1, x.options(),
+                             [&](int64_t begin, int64_t end, float* acc) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (i + 1 < end) {  // the next neuron's rows start at unrelated addresses
+        const float* g_next = gu_p + idx_p[i + 1] * 2 * d;
+        __builtin_prefetch(g_next);
+        __builtin_prefetch(g_next + d);
+        __builtin_prefetch(down_p + idx_p[i + 1] * d);
+      }
+      const float* g = gu_p + idx_p[i] * 2 * d;
+      float au;
+      const float ag = dot2(g, g + d, x_p, d, &au);
+      axpy(silu(ag) * au, down_p + idx_p[i] * d, acc, d);
     }
-    const float* g = gu_p + idx_p[i] * 2 * d;
-    float au;
-    const float ag = dot2(g, g + d, x_p, d, &au);
-    axpy(ag / (1.f + std::exp(-ag)) * au, down_p + idx_p[i] * d, acc, d);
-  });
-}
-
-// Sparse input times transposed weights, for one token: out [C] = sum_i coef_i * rows[idx_i].
-//
-//   rows:  [R, C]  a weight stored transposed (W.t(): the column of input i as row i), or down_t
-//   idx:   [n]     int64, kept inputs (TEAL) or active neurons
-//   coef:  [n]     the kept input values (or h of the active neurons)
-torch::Tensor rows_matvec(torch::Tensor rows, torch::Tensor idx, torch::Tensor coef) {
-  TORCH_CHECK(rows.dim() == 2 && rows.is_contiguous() && rows.scalar_type() == torch::kFloat32,
-              "rows must be a contiguous fp32 [R, C]");
-  TORCH_CHECK(coef.is_contiguous() && coef.numel() == idx.numel() &&
-                  coef.scalar_type() == torch::kFloat32, "coef must be fp32 [n]");
-  check_indices(idx, rows.size(0));
-  const int64_t c = rows.size(1);
-  const float* rows_p = rows.data_ptr<float>();
-  const float* coef_p = coef.data_ptr<float>();
-  const int64_t* idx_p = idx.data_ptr<int64_t>();
-  // Short rows: fewer threads, so that each reads enough to pay for its start.
-  const int64_t min_rows = std::max<int64_t>(16, 16384 / c);
-  auto [out, n] = chunked(idx.numel(), c, min_rows, rows.options(),
-                          [&](int64_t begin, int64_t end, float* acc) {
-    axpy_rows(rows_p, idx_p + begin, coef_p + begin, end - begin, acc, c);
     return end - begin;
-  });
-  return out;
-}
-
-// CATS for one token: out [D] = sum_i a_i * (up_i . x) * down_t[idx_i], where a = silu(gate x)
-// of the active neurons was computed densely (gate is read whole). Reads 2 * n * D weights.
-torch::Tensor gated_ffn(torch::Tensor up, torch::Tensor down_t, torch::Tensor x,
-                        torch::Tensor idx, torch::Tensor a) {
-  TORCH_CHECK(up.dim() == 2 && up.is_contiguous() && up.scalar_type() == torch::kFloat32,
-              "up must be a contiguous fp32 [F, D]");
-  TORCH_CHECK(down_t.is_contiguous() && down_t.sizes() == up.sizes(), "down_t must be [F, D]");
-  TORCH_CHECK(x.is_contiguous() && x.numel() == up.size(1), "x must be [D]");
-  TORCH_CHECK(a.is_contiguous() && a.numel() == idx.numel(), "a must be [n]");
-  check_indices(idx, up.size(0));
-  const int64_t d = up.size(1);
-  const float* up_p = up.data_ptr<float>();
-  const float* down_p = down_t.data_ptr<float>();
-  const float* x_p = x.data_ptr<float>();
-  const float* a_p = a.data_ptr<float>();
-  const int64_t* idx_p = idx.data_ptr<int64_t>();
-  const int64_t min_neurons = std::max<int64_t>(1, 8192 / d);
-  return sum_over_active(idx.numel(), d, min_neurons, x.options(),
-                         [&](int64_t i, int64_t next, float* acc) {
-    if (next >= 0) {
-      __builtin_prefetch(up_p + idx_p[next] * d);
-      __builtin_prefetch(down_p + idx_p[next] * d);
-    }
-    const float* u = up_p + idx_p[i] * d;
-    float au = 0.f;
-    for (int64_t p = 0; p < d; p += kPage) {
-      const int64_t e = std::min(d, p + kPage);
-      prefetch_next_page(u + p, u + d);
-#pragma omp simd reduction(+ : au)
-      for (int64_t q = p; q < e; ++q) au += u[q] * x_p[q];
-    }
-    axpy(a_p[i] * au, down_p + idx_p[i] * d, acc, d);
-  });
+  }));
 }
 
 // TEAL for one token: out [C] = sum over inputs i with |x_i| >= threshold of x_i * rows[i],
@@ -314,66 +235,60 @@ std::tuple<torch::Tensor, int64_t> input_matvec(torch::Tensor rows, torch::Tenso
   });
 }
 
+// The two FFN sites, one shape: `value(i)` for every neuron from rows read whole (split by
+// neurons over the threads), the neurons with |value| >= threshold kept, then each kept
+// neuron's `coef(i, value)` times its down row (split evenly by kept neuron: where the kept
+// ones cluster, a split by neurons would not be even). Returns (out [D], kept neurons).
+template <typename Value, typename Coef>
+std::tuple<torch::Tensor, int64_t> threshold_ffn(const Ffn& w, double threshold,
+                                                 const torch::TensorOptions& options,
+                                                 Value value, Coef coef_of) {
+  const int64_t min_neurons = std::max<int64_t>(16, 16384 / w.d);
+  std::vector<float> values(w.f);
+  at::parallel_for(0, w.f, min_neurons, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) values[i] = value(i);
+  });
+  std::vector<int64_t> index;
+  std::vector<float> coef;
+  select_kept(values.data(), w.f, static_cast<float>(threshold), &index, &coef);
+  return chunked(static_cast<int64_t>(index.size()), w.d, min_neurons, options,
+                 [&](int64_t begin, int64_t end, float* acc) {
+    for (int64_t j = begin; j < end; ++j) coef[j] = coef_of(index, j, end, coef[j]);
+    axpy_rows(w.down, index.data() + begin, coef.data() + begin, end - begin, acc, w.d);
+    return end - begin;
+  });
+}
+
 // The h site for one token: h_i = silu(gate_i . x) * (up_i . x) for every neuron (gate and up
-// read whole), then out [D] = sum over |h_i| >= threshold of h_i * down_t[i]. Returns
-// (out, kept neurons).
+// read whole), then out [D] = sum over |h_i| >= threshold of h_i * down_t[i].
 std::tuple<torch::Tensor, int64_t> h_ffn(torch::Tensor gate, torch::Tensor up,
                                          torch::Tensor down_t, torch::Tensor x,
                                          double threshold) {
   const Ffn w = checked_ffn(gate, up, down_t, x);
-  const int64_t f = w.f, d = w.d;
-  const int64_t min_neurons = std::max<int64_t>(16, 16384 / d);
-  // Gate and up are read whole, split by neurons; then the kept neurons' down rows, split
-  // evenly by kept neuron (where the kept ones cluster, a split by neurons would not be even).
-  std::vector<float> h(f);
-  at::parallel_for(0, f, min_neurons, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      h[i] = silu(dot(w.gate + i * d, w.x, d)) * dot(w.up + i * d, w.x, d);
-    }
-  });
-  std::vector<int64_t> index;
-  std::vector<float> coef;
-  select_kept(h.data(), f, static_cast<float>(threshold), &index, &coef);
-  return chunked(static_cast<int64_t>(index.size()), d, min_neurons, x.options(),
-                 [&](int64_t begin, int64_t end, float* acc) {
-    axpy_rows(w.down, index.data() + begin, coef.data() + begin, end - begin, acc, d);
-    return end - begin;
-  });
+  const int64_t d = w.d;
+  return threshold_ffn(
+      w, threshold, x.options(),
+      [&](int64_t i) { return silu(dot(w.gate + i * d, w.x, d)) * dot(w.up + i * d, w.x, d); },
+      [](const std::vector<int64_t>&, int64_t, int64_t, float h) { return h; });
 }
 
 // CATS for one token: a_i = silu(gate_i . x) for every neuron (gate read whole); for |a_i| >=
 // threshold, out [D] += a_i * (up_i . x) * down_t[i] (up and down read for those only).
-// Returns (out, kept neurons).
 std::tuple<torch::Tensor, int64_t> gate_ffn(torch::Tensor gate, torch::Tensor up,
                                             torch::Tensor down_t, torch::Tensor x,
                                             double threshold) {
   const Ffn w = checked_ffn(gate, up, down_t, x);
-  const int64_t f = w.f, d = w.d;
-  const int64_t min_neurons = std::max<int64_t>(16, 16384 / d);
-  // Gate is read whole, split by neurons; then the kept neurons' up and down rows, split evenly
-  // by kept neuron.
-  std::vector<float> a(f);
-  at::parallel_for(0, f, min_neurons, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) a[i] = silu(dot(w.gate + i * d, w.x, d));
-  });
-  std::vector<int64_t> index;
-  std::vector<float> coef;
-  select_kept(a.data(), f, static_cast<float>(threshold), &index, &coef);
-  return chunked(static_cast<int64_t>(index.size()), d, min_neurons, x.options(),
-                 [&](int64_t begin, int64_t end, float* acc) {
-    for (int64_t j = begin; j < end; ++j) {
-      if (j + 1 < end) prefetch_row(w.up + index[j + 1] * d, d);
-      coef[j] *= dot(w.up + index[j] * d, w.x, d);
-    }
-    axpy_rows(w.down, index.data() + begin, coef.data() + begin, end - begin, acc, d);
-    return end - begin;
-  });
+  const int64_t d = w.d;
+  return threshold_ffn(
+      w, threshold, x.options(), [&](int64_t i) { return silu(dot(w.gate + i * d, w.x, d)); },
+      [&](const std::vector<int64_t>& index, int64_t j, int64_t end, float a) {
+        if (j + 1 < end) prefetch_row(w.up + index[j + 1] * d, d);
+        return a * dot(w.up + index[j] * d, w.x, d);
+      });
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gathered_ffn", &gathered_ffn, "gathered SwiGLU FFN for one token (fp32, CPU)");
-  m.def("rows_matvec", &rows_matvec, "sum of coef_i * rows[idx_i] (fp32, CPU)");
-  m.def("gated_ffn", &gated_ffn, "CATS FFN for one token, gate given (fp32, CPU)");
   m.def("input_matvec", &input_matvec, "TEAL: thresholded input times W.t() rows (fp32, CPU)");
   m.def("h_ffn", &h_ffn, "SwiGLU FFN thresholded on |h| for one token (fp32, CPU)");
   m.def("gate_ffn", &gate_ffn, "SwiGLU FFN thresholded on |silu(gate x)| (fp32, CPU)");
