@@ -33,8 +33,6 @@ _LEAN_MODEL_TYPES = ("llama",)
 class HFDecoder:
     """``transformers``' forward with a ``DynamicCache`` (the reference)."""
 
-    name = "transformers"
-
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.cache = DynamicCache(config=model.config)
@@ -90,8 +88,6 @@ class LeanDecoder:
     ``max_tokens``: the most positions this generation holds (prompt + new tokens); the cache is
     ``[layers, 2, kv_heads, max_tokens, head_dim]`` in the model's dtype on its device.
     """
-
-    name = "lean"
 
     def __init__(self, model: nn.Module, max_tokens: int) -> None:
         config = model.config
@@ -176,8 +172,7 @@ class LeanDecoder:
             q.unsqueeze(0),
             keys[:, :end].unsqueeze(0),
             values[:, :end].unsqueeze(0),
-            is_causal=s > 1 and start == 0,
-            attn_mask=_prefix_causal_mask(s, start, x.device) if s > 1 and start else None,
+            is_causal=s > 1,  # several positions only in the prompt, which comes first
             scale=self.scaling,
             enable_gqa=self.heads != self.kv_heads,
         )  # [1, H, S, hd]
@@ -217,9 +212,3 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
-
-
-def _prefix_causal_mask(s: int, start: int, device) -> torch.Tensor:
-    """Boolean mask ``[S, start + S]`` for S new positions after ``start`` cached ones."""
-    rows = torch.arange(s, device=device).unsqueeze(1) + start
-    return torch.arange(start + s, device=device).unsqueeze(0) <= rows
