@@ -301,9 +301,11 @@ def test_draft_links_preview_and_the_error_summary(live_server, users):
         page.wait_for_selector("#preview-banner")
         page.keyboard.press("1")  # the scale is required: the browser focuses it instead
         # The browser moves the focus after its validation pass; on a loaded machine that
-        # lands after the key press returns, so wait for it (fails after the timeout).
+        # lands after the key press returns, so wait for it (fails after the timeout). A
+        # function, not an expression: the page's CSP forbids the eval() of an expression.
         page.wait_for_function(
-            "(document.activeElement && document.activeElement.name || '').endsWith('_left')"
+            "() => (document.activeElement && document.activeElement.name || '')"
+            ".endsWith('_left')"
         )
         page.keyboard.press("q")
         page.keyboard.press("p")
