@@ -14,6 +14,8 @@ from annotations.models import Condition, Item, Problem, Study
 from evaluation import datasets
 
 DEMO_STUDY_NAME = "Demo: HumanEval and MBPP under hot-neuron thresholds"
+# What raters see instead of the name, which says what the study varies.
+DEMO_RATER_TITLE = "Compare two answers to a programming task"
 # Target sparsities of the demo's sweep: two points per family keep `make run`'s
 # generations within about ten minutes on two CPU cores.
 DEMO_SPARSITIES = "25, 50"
@@ -73,6 +75,7 @@ def demo_seed(*, n_items: int = 4, max_new_tokens: int = 128) -> Study:
     study, created = Study.objects.get_or_create(
         name=DEMO_STUDY_NAME,
         defaults={
+            "rater_title": DEMO_RATER_TITLE,
             "description": "Which output do raters prefer as cold neurons are skipped?",
             "status": Study.Status.OPEN,
             "overlap": 1,

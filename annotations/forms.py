@@ -9,6 +9,7 @@ from django import forms
 from annotations import context_limit
 from annotations.conditions import BuiltCondition, build_condition
 from annotations.models import (
+    RATER_TITLE_DEFAULT,
     RATIONALE_MAX_CHARS,
     Criterion,
     Judgment,
@@ -172,6 +173,14 @@ def _parse_profile_questions(text: str) -> list[dict]:
     return questions
 
 
+class RaterTitleForm(forms.ModelForm):
+    """The title raters see, which may change at any time (it is no part of the design)."""
+
+    class Meta:
+        model = Study
+        fields = ["rater_title"]
+
+
 class BuiltConditionsField(forms.Field):
     """The condition builder's rows: a list of hidden inputs named `built`."""
 
@@ -230,8 +239,8 @@ class StudySetupForm(forms.ModelForm):
     class Meta:
         model = Study
         fields = [
-            "name", "description", "instructions", "consent_text", "pair_design", "overlap",
-            "adaptive_assignment", "items_per_rater", "gold_rate", "gold_block_after",
+            "name", "rater_title", "description", "instructions", "consent_text", "pair_design",
+            "overlap", "adaptive_assignment", "items_per_rater", "gold_rate", "gold_block_after",
             "min_response_ms", "lease_minutes", "completion_code", "completion_url",
             "min_judgments",
             "max_new_tokens", "samples_per_item", "temperature", "profile_questions",
@@ -249,6 +258,7 @@ class StudySetupForm(forms.ModelForm):
         self.fields["samples_per_item"].required = False
         self.fields["temperature"].required = False
         self.fields["min_judgments"].required = False
+        self.fields["rater_title"].required = False
 
     def clean_built(self) -> list[BuiltCondition]:
         return _parse_built(self.cleaned_data["built"])
@@ -290,6 +300,8 @@ class StudySetupForm(forms.ModelForm):
             data["temperature"] = 0.0
         if data.get("min_judgments") is None and not self.has_error("min_judgments"):
             data["min_judgments"] = 1
+        if not data.get("rater_title") and not self.has_error("rater_title"):
+            data["rater_title"] = RATER_TITLE_DEFAULT
         if data["samples_per_item"] > 1 and not data["temperature"] > 0:
             self.add_error(
                 "temperature", "Several samples per item need sampling: set a temperature > 0."

@@ -19,6 +19,7 @@ from evaluation.datasets import Task
 from evaluation.prompts import task_prompt
 
 RATIONALE_MAX_CHARS = 1000
+RATER_TITLE_DEFAULT = "Compare two answers"
 PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 PROFILE_LABEL_MAX_CHARS = 200
 PROFILE_CHOICE_MAX_CHARS = 100
@@ -79,6 +80,14 @@ class Study(models.Model):
         VS_FIRST = "vs_first", "Each condition against the first (dense)"
 
     name = models.CharField(max_length=200, unique=True)
+    # Raters never see `name`, which may say what the study varies: blinding.
+    rater_title = models.CharField(
+        "title raters see",
+        max_length=200,
+        default=RATER_TITLE_DEFAULT,
+        help_text="Shown to raters instead of the study's name. Keep it neutral: no "
+        "condition, and nothing about what the study varies.",
+    )
     description = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     # Raters enrolled in the study; only they are offered its pairs.

@@ -31,6 +31,11 @@ urlpatterns = [
         setup.study_calibration_retry,
         name="study_calibration_retry",
     ),
+    path(
+        "staff/studies/<int:study_id>/rater-title/",
+        setup.study_rater_title,
+        name="study_rater_title",
+    ),
     path("staff/studies/<int:study_id>/launch/", setup.study_launch, name="study_launch"),
     path("staff/studies/<int:study_id>/preview/", setup.study_preview, name="study_preview"),
     path("staff/studies/<int:study_id>/pause/", setup.study_pause, name="study_pause"),

@@ -16,7 +16,7 @@ from django_htmx.http import HttpResponseStopPolling
 from analysis.power import StudyDesign, power_statement
 from annotations import calibration, selectors, services, tasks
 from annotations.conditions import PairCount
-from annotations.forms import JudgmentForm, StudySetupForm
+from annotations.forms import JudgmentForm, RaterTitleForm, StudySetupForm
 from annotations.highlight import shown_html
 from annotations.models import Study
 from annotations.views.conditions import builder_context
@@ -47,12 +47,20 @@ def study_new(request: HttpRequest) -> HttpResponse:
     return render(request, "annotations/setup_new.html", builder_context(form))
 
 
-def _setup_page(request: HttpRequest, study: Study, *, reasons=(), status: int = 200):
+def _setup_page(
+    request: HttpRequest,
+    study: Study,
+    *,
+    reasons=(),
+    title_form: RaterTitleForm | None = None,
+    status: int = 200,
+):
     conditions = list(study.conditions.select_related("calibration"))
     n_items = study.items.count()
     context = {
         "study": study,
         "reasons": reasons,
+        "title_form": title_form or RaterTitleForm(instance=study),
         "conditions": conditions,
         "criteria": study.criteria.all(),
         "n_items": n_items,
@@ -110,6 +118,19 @@ def study_calibration_retry(study: Study) -> None:
 @require_GET
 def study_setup(request: HttpRequest, study_id: int) -> HttpResponse:
     return _setup_page(request, get_object_or_404(Study, id=study_id))
+
+
+@staff_member_required
+@require_POST
+def study_rater_title(request: HttpRequest, study_id: int) -> HttpResponse:
+    """Change the title raters see, in any state (it is not part of the design)."""
+    study = get_object_or_404(Study, id=study_id)
+    form = RaterTitleForm(request.POST, instance=study)
+    if not form.is_valid():
+        return _setup_page(request, study, title_form=form, status=400)
+    # Only this column: a whole-row save could undo a launch or pause made meanwhile.
+    form.save(commit=False).save(update_fields=["rater_title"])
+    return redirect("study_setup", study_id=study.id)
 
 
 @staff_member_required

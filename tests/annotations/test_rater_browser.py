@@ -24,14 +24,19 @@ def wait_for_next_pair(page, judged: int) -> None:
 
 def test_rater_judges_pairs_with_keys_and_clicks_without_reload(live_server, users):
     staff, alice, _ = users
-    study = make_study(n_items=2, raters=[alice], overlap=1)
+    study = make_study(n_items=2, raters=[alice], overlap=1, name="Static h at 25 %")
+    Study.objects.filter(id=study.id).update(rater_title="Compare two answers to a task")
     finish_generations(study)
     with browser_page(live_server.url) as page:
         log_in(page, "alice", "pw-alice-123")
-        page.get_by_role("link", name=study.name, exact=True).click()
+        page.get_by_role("link", name="Compare two answers to a task", exact=True).click()
         page.wait_for_selector("#pair .choices")
         screenshot(page, "rater-pair")
+        # Blind: the title the researcher set for raters, never the study's name or the lab's.
+        assert page.title() == "Compare two answers to a task"
+        assert page.inner_text(".topbar .brand") == "Compare two answers to a task"
         html = page.content()
+        assert study.name not in html and "Sparsity" not in html
         for condition in study.conditions.all():
             assert condition.name not in html, f"condition {condition.name!r} visible to rater"
         # A marker on window survives only if htmx swaps the fragment (no full reload).
@@ -141,6 +146,7 @@ def test_staff_sets_up_a_study_and_launch_says_why_it_waits(live_server, users):
         log_in(page, "staff", "pw-staff-123")
         page.goto("/staff/studies/new/")
         page.fill("#id_name", "Browser study")
+        page.fill("#id_rater_title", "Which answer is better?")
         page.fill("#id_instructions", "Pick the more correct answer.")
         page.fill("#id_prompts", "Write fizzbuzz.\n---\nReverse a string.")
         page.fill("#id_completion_code", "DONE-1")
@@ -155,6 +161,9 @@ def test_staff_sets_up_a_study_and_launch_says_why_it_waits(live_server, users):
         assert "Generations have not been started" in page.inner_text("#launch-refused")
         page.get_by_role("button", name="New invite link").click()
         page.wait_for_selector("#invites li")
+        assert page.input_value("#rater-title input[name=rater_title]") == (
+            "Which answer is better?"
+        )
         screenshot(page, "setup-study")
     study = Study.objects.get(name="Browser study")
     assert study.status == "draft" and study.items.count() == 2

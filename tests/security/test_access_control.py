@@ -43,6 +43,7 @@ URLS = {
     "condition_sweep": (STAFF, {"POST"}),
     "condition_count": (STAFF, {"POST"}),
     "study_preview": (STAFF, {"GET", "POST"}),
+    "study_rater_title": (STAFF, {"POST"}),
     "study_launch": (STAFF, {"POST"}),
     "study_pause": (STAFF, {"POST"}),
     "study_close": (STAFF, {"POST"}),
@@ -64,6 +65,7 @@ POST_DATA = {
     "login": {"username": "nobody-walk", "password": "not-the-password"},
     "judge": {"choice": "tie"},
     "consent": {"accept": "yes"},
+    "study_rater_title": {"rater_title": "Compare two answers"},
 }
 ROLES = ["anonymous", "rater_a", "rater_b", "staff"]
 

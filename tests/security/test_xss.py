@@ -125,6 +125,7 @@ def hostile_study(rater_a, rater_b) -> Study:
     profile questions, a failed generation's error, a javascript: completion URL."""
     study = Study.objects.create(
         name=PAYLOADS[0],
+        rater_title=PAYLOADS[0],
         description=TEXT,
         instructions=TEXT,
         consent_text=TEXT,
@@ -236,8 +237,9 @@ def test_staff_pages_and_report_show_payloads_as_text(hostile, tmp_path):
     pages["study_new with errors"] = client.post(
         reverse("study_new"),
         {
-            **{field: PAYLOADS[4] for field in ("name", "description", "instructions",
-                                                "consent_text", "completion_code", "prompts",
+            **{field: PAYLOADS[4] for field in ("name", "rater_title", "description",
+                                                "instructions", "consent_text",
+                                                "completion_code", "prompts",
                                                 "task_contains", "prompt_contains")},
             "completion_url": PAYLOADS[5],
             "overlap": PAYLOADS[0],
