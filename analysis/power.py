@@ -212,7 +212,7 @@ def power_statement(design: StudyDesign, items: int, power: float | None = None)
     share = round(100 * max(design.win_rate, 1 - design.win_rate))
     line = (
         f"{items} items × overlap {design.raters_per_pair} detect a {share}/{100 - share} "
-        f"preference with {100 * achieved:.0f} % power"
+        f"preference with {power_percent(achieved)} power"
     )
     if design.conditions > 2:
         line += f" per comparison (Holm across {len(design.pairs)})"
@@ -220,6 +220,17 @@ def power_statement(design: StudyDesign, items: int, power: float | None = None)
         needed = sample_size(design, target, simulations=400)["items_needed"]
         line += f"; {100 * target:.0f} % needs {needed} items"
     return line + "."
+
+
+def power_percent(power: float) -> str:
+    """A power in words: rounded to a whole percent ("2 %"), but "<1 %" below 0.5 % and
+    ">99 %" from 99.5 % up, where rounding would claim a certainty ("0 %", "100 %") that
+    a simulation of a few hundred studies cannot give."""
+    if power < 0.005:
+        return "<1 %"
+    if power >= 0.995:
+        return ">99 %"
+    return f"{math.floor(100 * power + 0.5)} %"  # half up: round() would give 0.5 % "0 %"
 
 
 def holm_adjusted(p: np.ndarray) -> np.ndarray:

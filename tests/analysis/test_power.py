@@ -8,6 +8,7 @@ import pytest
 from analysis.power import (
     StudyDesign,
     holm_adjusted,
+    power_percent,
     power_statement,
     sample_size,
     sign_test_p,
@@ -104,6 +105,23 @@ def test_power_statement_reads_as_one_line():
     assert line.endswith("80 % needs 65 items.") and " 54 % power" in line  # exact sign test
     enough = power_statement(StudyDesign(raters_per_pair=3), 80)
     assert "needs" not in enough and int(enough.split(" with ")[1].split(" %")[0]) >= 80
+
+
+@pytest.mark.parametrize(
+    ("power", "words"),
+    [(0, "<1 %"), (0.003, "<1 %"), (0.005, "1 %"), (0.02, "2 %"), (0.025, "3 %"),
+     (0.5, "50 %"), (0.994, "99 %"), (0.999, ">99 %"), (1, ">99 %")],
+)
+def test_power_percent_never_rounds_to_a_certainty(power, words):
+    assert power_percent(power) == words
+
+
+def test_a_small_studys_power_is_its_rounded_share_not_zero():
+    """The demo's shape, 20 items: about 2 % per comparison (a brute-force simulation of
+    20 000 such studies gave 1.6 %); 4 items cannot reach significance under Holm."""
+    demo = StudyDesign(conditions=5, raters_per_pair=1, design="vs-first")
+    assert " with 2 % power per comparison (Holm across 4)" in power_statement(demo, 20)
+    assert " with <1 % power per comparison" in power_statement(demo, 4)
 
 
 @pytest.mark.parametrize(

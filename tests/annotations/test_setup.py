@@ -336,8 +336,23 @@ def test_setup_page_states_what_the_design_can_detect(users):
         "items." in html
     three = make_study(n_items=10, overlap=2, name="three")
     html = staff_client(users).get(reverse("study_setup", args=[three.id])).content.decode()
-    assert re.search(r"10 items × overlap 2 detect a 60/40 preference with \d+ % power per "
+    assert re.search(r"10 items × overlap 2 detect a 60/40 preference with (&lt;1|\d+) % power per "
                      r"comparison \(Holm across 3\); 80 % needs \d+ items\.", html)
+
+
+def test_setup_page_names_the_pair_design_in_a_phrase(users):
+    """'0 made so far (Each condition against the first (dense))' read as a riddle."""
+    study = make_study(n_items=2, conditions=[("baseline h", {"kind": "dense"}),
+                                              ("s", {"kind": "dense"})])
+    Study.objects.filter(id=study.id).update(pair_design="vs_first")
+    html = staff_client(users).get(reverse("study_setup", args=[study.id])).content.decode()
+    design = html[html.index('id="pair-design"'):].split("</td>")[0]
+    assert design.endswith(">Each condition against the first, baseline h")
+    assert "0 made so far; the design asks for 2 (1 per item)" in html
+    assert "((" not in html and "))" not in html
+    Study.objects.filter(id=study.id).update(pair_design="all_pairs")
+    html = staff_client(users).get(reverse("study_setup", args=[study.id])).content.decode()
+    assert 'id="pair-design">All condition pairs<' in html
 
 
 def test_overlap_zero_is_a_form_error_on_the_field_with_a_summary_on_top(users):
