@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from annotations.models import (
     Assignment,
+    Calibration,
     Condition,
     Enrolment,
     Execution,
@@ -57,6 +58,15 @@ class ConditionProgress:
     def percent(self) -> int:
         return round(100 * self.done / self.total) if self.total else 0
 
+    @property
+    def calibration(self) -> Calibration | None:
+        """The condition's calibration while its outputs wait for it (none exist and it is
+        not done: waiting, running or failed), else None."""
+        calibration = getattr(self.condition, "calibration", None)
+        if self.total or calibration is None or calibration.status == Calibration.Status.DONE:
+            return None
+        return calibration
+
 
 @dataclass(frozen=True)
 class StudyProgress:
@@ -68,11 +78,18 @@ class StudyProgress:
     cancelled: int = 0
     eta_s: float | None = None
     checks_pending: int = 0
+    # Conditions whose calibration is waiting or running: their outputs are still to come.
+    calibrating: int = 0
 
     @property
     def finished(self) -> bool:
-        """No generation is waiting or running any more, and no Pass@1 check is due."""
-        return self.done + self.failed + self.cancelled >= self.total and not self.checks_pending
+        """No generation is waiting or running any more, no Pass@1 check is due, and no
+        calibration will add generations."""
+        return (
+            self.done + self.failed + self.cancelled >= self.total
+            and not self.checks_pending
+            and not self.calibrating
+        )
 
     @property
     def percent(self) -> int:
@@ -81,7 +98,7 @@ class StudyProgress:
 
 def study_progress(study: Study) -> StudyProgress:
     """Generation counts per condition, plus the failed rows with their reasons."""
-    per_condition = study.conditions.annotate(
+    per_condition = study.conditions.select_related("calibration").annotate(
         total=Count("generations"),
         done=Count("generations", filter=Q(generations__status=Generation.Status.DONE)),
         running=Count("generations", filter=Q(generations__status=Generation.Status.RUNNING)),
@@ -119,6 +136,9 @@ def study_progress(study: Study) -> StudyProgress:
         cancelled=cancelled,
         eta_s=_eta_s(study, remaining=total - done - failed - cancelled),
         checks_pending=checks_pending,
+        calibrating=sum(
+            r.calibration is not None and not r.calibration.finished for r in rows
+        ),
     )
 
 

@@ -2,8 +2,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotations import services
-from annotations.models import Assignment, Execution, Generation, Judgment
+from annotations import pipeline, services
+from annotations.models import Assignment, Calibration, Execution, Generation, Judgment
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
@@ -101,6 +101,49 @@ def test_progress_fragment_stops_polling_when_finished(users):
     finish_generations(study)
     response = login(staff).get(reverse("study_progress", args=[study.id]), HTTP_HX_REQUEST="true")
     assert response.status_code == 286
+
+
+def test_a_condition_being_calibrated_shows_its_state_not_zero_of_zero(users):
+    """Its outputs do not exist until its thresholds do: 'waiting for calibration',
+    'calibrating… 40 %' or why it failed, and the fragment polls until calibration ends."""
+    staff, _, _ = users
+    study = make_study(n_items=1, conditions=[
+        ("dense", {"kind": "dense"}), ("s25", {"kind": "static"}), ("s50", {"kind": "static"}),
+    ])
+    calibrations = [
+        Calibration.objects.create(condition=study.conditions.get(name=name), target_sparsity=t)
+        for name, t in (("s25", 0.25), ("s50", 0.5))
+    ]
+    pipeline.generations_create(study=study)  # dense only: the others are not ready
+    Generation.objects.filter(item__study=study).update(status=Generation.Status.DONE)
+    progress = reverse("study_progress", args=[study.id])
+
+    def fragment() -> tuple[int, dict[str, str]]:
+        """The fragment's status and each condition's "Done" cell."""
+        response = login(staff).get(progress, HTTP_HX_REQUEST="true")
+        rows = [row.split("</td>") for row in response.content.decode().split("<tr>")[2:]]
+        done = {row[0].removeprefix("<td>"): " ".join(row[2].removeprefix("<td>").split())
+                for row in rows}
+        return response.status_code, done
+
+    status, done = fragment()
+    assert done == {"dense": "1 / 1", "s25": "waiting for calibration",
+                    "s50": "waiting for calibration"}
+    assert status == 200, "polling stopped while conditions wait for their outputs"
+    Calibration.objects.filter(id=calibrations[0].id).update(status="running", progress=0.4)
+    Calibration.objects.filter(id=calibrations[1].id).update(
+        status="failed", error="the profiled prompts gave no activations"
+    )
+    status, done = fragment()
+    assert status == 200 and done["s25"] == "calibrating… 40 %"
+    assert done["s50"] == (
+        '<div class="error">calibration failed: the profiled prompts gave no activations</div>'
+    )
+    page = login(staff).get(reverse("study_detail", args=[study.id])).content.decode()
+    assert "0 / 0" not in page and "1 condition being calibrated" in page
+    Calibration.objects.filter(id=calibrations[0].id).update(status="failed")
+    status, done = fragment()
+    assert status == 286, "every calibration ended (failed): nothing more will come"
 
 
 def test_study_page_warns_loudly_when_checks_ran_in_the_guard_only_sandbox(users):
