@@ -77,6 +77,16 @@ def test_holm_adjusts_only_real_tests():
     assert holm([None]) == [None]
 
 
+def test_holm_is_statsmodels_holm():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 5, 12):
+        p = rng.uniform(0, 0.2, size)
+        p[: size // 2] = p[0]  # ties
+        assert holm(list(p)) == pytest.approx(list(multipletests(p, method="holm")[1]))
+
+
 def test_pairs_are_canonical_with_counts_and_win_rates():
     data = judgments(
         [
