@@ -140,11 +140,9 @@ def preference_summary(
     Raises `analysis.tables.InputError` for a malformed table."""
     validated = validate_judgments(df)
     covariates = style_covariates(df, controls) if controls else None
-    judgments = canonical_judgments(validated)
+    judgments, item_codes, items, draws = _resampled(validated, bootstrap, seed)
     conditions = sorted(set(judgments["condition_a"]) | set(judgments["condition_b"]))
     index = {name: i for i, name in enumerate(conditions)}
-    item_codes, items = pd.factorize(judgments["item"], sort=True)
-    draws = item_bootstrap_counts(len(items), bootstrap, seed)
     elo = elo_ratings(judgments)
     return {
         "n_judgments": len(judgments),
@@ -173,6 +171,27 @@ def preference_summary(
         ],
         "position_bias": position_bias(judgments),
     }
+
+
+def pair_table(df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """`preference_summary`'s ``pairs`` alone (the same numbers for the same `bootstrap`
+    and `seed`): wins, ties and losses, win rates with their intervals and the Holm-adjusted
+    tests per condition pair, without the models, which take seconds. For a page that
+    shows the win rates.
+
+    Raises `analysis.tables.InputError` for a malformed table."""
+    judgments, item_codes, _, draws = _resampled(validate_judgments(df), bootstrap, seed)
+    return _pairs(judgments, item_codes, draws)
+
+
+def _resampled(
+    validated: pd.DataFrame, bootstrap: int, seed: int
+) -> tuple[pd.DataFrame, np.ndarray, pd.Index, np.ndarray]:
+    """The judgments in canonical order, each one's item code, the items, and the item
+    bootstrap's draws (`item_bootstrap_counts`)."""
+    judgments = canonical_judgments(validated)
+    item_codes, items = pd.factorize(judgments["item"], sort=True)
+    return judgments, item_codes, items, item_bootstrap_counts(len(items), bootstrap, seed)
 
 
 def _flipped(

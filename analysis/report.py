@@ -30,7 +30,7 @@ from analysis.findings import findings
 from analysis.mixed import sparsity_preference_model
 from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subgroup_figure
 from analysis.pluralism import PERMUTATIONS, rater_directions, subgroup_analysis
-from analysis.preference import preference_summary
+from analysis.preference import pair_table, preference_summary
 from analysis.quality import criterion_agreement, exclusion_effect, gold_accuracy
 from analysis.sequential import STOPPING_RULE, sequential_section
 from analysis.style import style_columns
@@ -55,8 +55,7 @@ def build_report(
     vectors; `profiles` and `profile_questions` the subgroups (`subgroup_analysis`, whose
     tests use `permutations`). No profile answer of a single rater reaches the output."""
     order = [c["name"] for c in conditions]
-    gold_rows = judgments[judgments["gold"].astype(bool)] if "gold" in judgments else judgments[:0]
-    judgments = judgments.drop(index=gold_rows.index)
+    judgments, gold_rows = _split_gold(judgments)
     gold = gold_accuracy(gold_rows)
     ratings = criterion_ratings if criterion_ratings is not None else pd.DataFrame()
     notes = []
@@ -69,15 +68,7 @@ def build_report(
     quality = quality_measure(rows)
     agreement = agreement_section(judgments, order, bootstrap=bootstrap, seed=seed)
     return {
-        "counts": {
-            "judgments": len(judgments),
-            "raters": int(judgments["rater"].nunique()) if len(judgments) else 0,
-            # The study's items with an output or a verdict, not only the judged ones: a
-            # report before any judgment said "0 items · 20 finished generations".
-            "items": _items(judgments, generations),
-            "conditions": len(conditions),
-            "generations": len(generations),
-        },
+        "counts": _counts(judgments, generations, conditions),
         "bootstrap": bootstrap,
         "permutations": permutations,
         "seed": seed,
@@ -112,6 +103,61 @@ def build_report(
             else "needs Pass@1 or a BT rating and tokens/s for every condition",
         },
         "methods": METHODS,
+    }
+
+
+def study_page_summary(
+    judgments: pd.DataFrame,
+    generations: pd.DataFrame,
+    conditions: Sequence[dict],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """What a study page shows of `build_report`, computed by the same functions on the
+    same tables and settings, so these are the report's numbers: ``counts``, ``conditions``
+    (telemetry and Pass@1; their Bradley–Terry and win-rate columns are None, those need
+    the models), ``agreement``, ``preference`` (only its ``pairs``), ``preference_note``
+    and ``sequential``. Without the models, plots and subgroups, which take seconds."""
+    order = [c["name"] for c in conditions]
+    judgments, _ = _split_gold(judgments)
+    preference, preference_note = None, "no judgments yet"
+    if not judgments.empty:
+        try:
+            preference = {"pairs": pair_table(judgments, bootstrap=bootstrap, seed=seed)}
+            preference_note = None
+        except InputError as error:
+            preference_note = str(error)
+    return {
+        "counts": _counts(judgments, generations, conditions),
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "agreement": agreement_section(judgments, order, bootstrap=bootstrap, seed=seed),
+        "preference": preference,
+        "preference_note": preference_note,
+        "sequential": sequential_section(judgments, order),
+        "conditions": condition_table(conditions, generations, None),
+    }
+
+
+def _split_gold(judgments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ordinary judgments and the attention checks (``gold``), which only feed the
+    gold accuracy."""
+    gold = judgments[judgments["gold"].astype(bool)] if "gold" in judgments else judgments[:0]
+    return judgments.drop(index=gold.index), gold
+
+
+def _counts(
+    judgments: pd.DataFrame, generations: pd.DataFrame, conditions: Sequence[dict]
+) -> dict:
+    return {
+        "judgments": len(judgments),
+        "raters": int(judgments["rater"].nunique()) if len(judgments) else 0,
+        # The study's items with an output or a verdict, not only the judged ones: a
+        # report before any judgment said "0 items · 20 finished generations".
+        "items": _items(judgments, generations),
+        "conditions": len(conditions),
+        "generations": len(generations),
     }
 
 

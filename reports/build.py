@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from analysis.export import write_csv
 from analysis.pluralism import PERMUTATIONS
-from analysis.report import build_report, report_figures
+from analysis.report import build_report, report_figures, study_page_summary
 from analysis.style import style_columns
 from annotations import selectors
 from annotations.conditions import policy_skips_bytes
@@ -96,13 +96,40 @@ class StudyReport:
     examples: list[dict]
 
 
-def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -> StudyReport:
-    """The full report of a study: the one function the command, the report page and the
-    study page all read (through `cached_report_files`), so their numbers are identical for
-    the same `bootstrap` (default `REPORT_BOOTSTRAP`) and `seed`. Which judgments count is
-    `selectors.judgments_for_analysis`'s rule; summary ``counting`` says what it left out."""
-    if bootstrap is None:
-        bootstrap = REPORT_BOOTSTRAP
+@dataclass
+class _Tables:
+    """What the statistics of a study read: every judgment (raters pseudonymized, with
+    ``counted``) and generation as export rows, the counting rule's outcome, and the
+    conditions in study order."""
+
+    names: dict[int, str]
+    selection: selectors.JudgmentsForAnalysis
+    counted: set[int]
+    read: set[int]
+    judgments: list[dict]
+    generations: list[dict]
+    conditions: list[dict]
+
+    def judgments_read(self) -> pd.DataFrame:
+        """The counted judgments and the kept raters' gold checks: what the statistics
+        read (the exports hold every judgment, with ``counted``)."""
+        return pd.DataFrame(
+            [j for j in self.judgments if j["judgment"] in self.read], columns=JUDGMENT_EXPORT
+        )
+
+    def generations_done(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [g for g in self.generations if g["status"] == Generation.Status.DONE],
+            columns=GENERATION_EXPORT,
+        )
+
+    def counting(self) -> dict:
+        return counting_summary(self.selection, self.names, counted=len(self.counted))
+
+
+def _tables(study: Study) -> _Tables:
+    """Read a study's `_Tables`: which judgments count is
+    `selectors.judgments_for_analysis`'s rule."""
     names = rater_pseudonyms(
         Judgment.objects.filter(assignment__pair__study=study).values_list(
             "assignment__rater_id", flat=True
@@ -110,18 +137,6 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     )
     selection = selectors.judgments_for_analysis(study)
     counted = set(selection.counted.values_list("id", flat=True))
-    # The statistics read the counted judgments and the kept raters' gold checks; the
-    # exports hold every judgment, with ``counted``.
-    read = counted | set(selection.gold.values_list("id", flat=True))
-    excluded = {r.rater_id for r in selection.excluded}
-    kept_names = {rid: name for rid, name in names.items() if rid not in excluded}
-    judgments = judgment_rows(study, names, counted=counted)
-    generations = generation_rows(study)
-    _add_style_columns(judgments, generations)
-    done = pd.DataFrame(
-        [g for g in generations if g["status"] == Generation.Status.DONE],
-        columns=GENERATION_EXPORT,
-    )
     conditions = [
         {
             "name": c.name,
@@ -132,10 +147,33 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         }
         for c in study.conditions.select_related("calibration").order_by("position", "id")
     ]
+    return _Tables(
+        names=names,
+        selection=selection,
+        counted=counted,
+        read=counted | set(selection.gold.values_list("id", flat=True)),
+        judgments=judgment_rows(study, names, counted=counted),
+        generations=generation_rows(study),
+        conditions=conditions,
+    )
+
+
+def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -> StudyReport:
+    """The full report of a study: the one function the command and the report page read
+    (through `cached_report_files`), so their numbers are identical for the same
+    `bootstrap` (default `REPORT_BOOTSTRAP`) and `seed`; the study page's numbers
+    (`study_page_numbers`) are its figures by the same functions. Summary ``counting``
+    says what the counting rule left out."""
+    if bootstrap is None:
+        bootstrap = REPORT_BOOTSTRAP
+    tables = _tables(study)
+    excluded = {r.rater_id for r in tables.selection.excluded}
+    kept_names = {rid: name for rid, name in tables.names.items() if rid not in excluded}
+    _add_style_columns(tables.judgments, tables.generations)
     summary = build_report(
-        pd.DataFrame([j for j in judgments if j["judgment"] in read], columns=JUDGMENT_EXPORT),
-        done,
-        conditions,
+        tables.judgments_read(),
+        tables.generations_done(),
+        tables.conditions,
         criterion_ratings=criterion_ratings_table(study),
         profiles=profile_table(study, kept_names),
         profile_questions=study.profile_questions,
@@ -145,7 +183,7 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     summary = _json_ready(
         {
             "study": {"id": study.id, "name": study.name},
-            "counting": counting_summary(selection, names, counted=len(counted)),
+            "counting": tables.counting(),
             **summary,
         }
     )
@@ -153,11 +191,29 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         study=study,
         summary=summary,
         figures=report_figures(summary),
-        judgments=judgments,
-        ratings=rating_rows(study, judgments),
-        generations=generations,
-        examples=example_outputs(study, generations),
+        judgments=tables.judgments,
+        ratings=rating_rows(study, tables.judgments),
+        generations=tables.generations,
+        examples=example_outputs(study, tables.generations),
     )
+
+
+def study_page_numbers(study: Study, *, bootstrap: int | None = None, seed: int = 0) -> dict:
+    """The figures the study page shows (`analysis.report.study_page_summary`, with
+    ``counting``), computed now from the same tables and settings as the report: the
+    report's numbers in a fraction of a second, never stale (the report itself builds the
+    models, plots and subgroups too, seconds to minutes)."""
+    if bootstrap is None:
+        bootstrap = REPORT_BOOTSTRAP
+    tables = _tables(study)
+    summary = study_page_summary(
+        tables.judgments_read(),
+        tables.generations_done(),
+        tables.conditions,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    return _json_ready({"counting": tables.counting(), **summary})
 
 
 def _add_style_columns(judgments: list[dict], generations: list[dict]) -> None:

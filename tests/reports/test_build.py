@@ -504,3 +504,30 @@ def test_counts_of_one_read_in_the_singular(users, n_raters):
         assert "over 1 unit rated at least twice" in results
     for text in (page, results):
         assert not re.search(r"\b1 (judgments|raters|items|units|verdicts|rater pairs)\b", text)
+
+
+def test_the_study_page_computes_the_reports_figures_without_building_the_report(
+    users, report_cache
+):
+    """The study page's fragment built the whole report (models, plots, subgroups: 6.9 s
+    for 20 items) on every visit after new data; it computes its figures alone now, by the
+    report's functions, so they are the report's numbers."""
+    staff, _, _ = users
+    study, _ = rated_study(n_items=4, n_raters=2, name="page numbers")  # Pass@1 checked
+    client = Client()
+    client.force_login(staff)
+    html = client.get(reverse("study_results", args=[study.id]), HTTP_HX_REQUEST="true")
+    assert html.status_code == 200 and 'id="win-rates"' in html.content.decode()
+    assert not report_cache.exists(), "the study page built the whole report"
+
+    summary = json.loads(
+        client.get(reverse("study_report_file", args=[study.id, "summary.json"])).content
+    )
+    numbers = report_build.study_page_numbers(study)
+    for key in ("counts", "counting", "agreement", "preference_note", "sequential"):
+        assert numbers[key] == summary[key], key
+    assert numbers["preference"]["pairs"] == summary["preference"]["pairs"]
+    shown = ["condition", "n_generations", "active_fraction", "tokens_per_s", "latency_s",
+             "peak_rss_mib", "pass_at_1", "pass_at_1_ci", "n_passed", "n_checked", "outcomes"]
+    for page_row, report_row in zip(numbers["conditions"], summary["conditions"], strict=True):
+        assert {k: page_row[k] for k in shown} == {k: report_row[k] for k in shown}
