@@ -351,13 +351,17 @@ def rater_history(study: Study, rater: AbstractBaseUser) -> RaterHistory:
 
 def rater_may_get_more(study: Study, rater: AbstractBaseUser, *, history: RaterHistory) -> bool:
     """Whether pairs may still come to a rater who has none right now: below the study's
-    per-rater cap, and either generations are still running (new pairs will form) or a
-    pair the rater has not had has fewer judgments than the overlap (another rater's
-    lease on it may run out). Read only when no pair was free."""
+    per-rater cap, and either generations are still running or a condition is still being
+    calibrated (its generations come after: new pairs will form), or a pair the rater has
+    not had has fewer judgments than the overlap (another rater's lease on it may run
+    out). Read only when no pair was free."""
     if study.items_per_rater is not None and history.ordinary_kept >= study.items_per_rater:
         return False
     unfinished = [Generation.Status.PENDING, Generation.Status.RUNNING]
     if Generation.objects.filter(item__study=study, status__in=unfinished).exists():
+        return True
+    calibrating = [Calibration.Status.PENDING, Calibration.Status.RUNNING]
+    if Calibration.objects.filter(condition__study=study, status__in=calibrating).exists():
         return True
     return (
         Pair.objects.filter(study=study, gold__isnull=True)

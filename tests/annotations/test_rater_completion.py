@@ -13,7 +13,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations import services
-from annotations.models import Assignment, Enrolment, Generation, Invite, Judgment, Study
+from annotations.models import (
+    Assignment,
+    Calibration,
+    Enrolment,
+    Generation,
+    Invite,
+    Judgment,
+    Study,
+)
 from annotations.services import pairs_assignments
 from tests.annotations.conftest import expire, finish_generations, make_study
 
@@ -79,6 +87,26 @@ def test_while_outputs_are_still_generating_the_rater_waits(users):
     html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
     assert "No pair for you right now" in html and CODE not in html
     assert Enrolment.objects.get(study=study, rater=alice).completed_at is None
+
+
+def test_while_a_condition_is_being_calibrated_the_rater_waits(users):
+    """The demo opens while its sweep is calibrated: dense's outputs alone make no pair, and
+    the rater was told "No more pairs for you … contact the researchers"."""
+    _, alice, _ = users
+    study = two_condition_study(raters=[alice])
+    calibration = Calibration.objects.create(
+        condition=study.conditions.get(name="s"), target_sparsity=0.5
+    )
+    finish_generations(study)  # dense's output only: "s" waits for its thresholds
+    assert not study.pairs.exists()
+    client = login(alice)
+    for status in ("pending", "running"):
+        Calibration.objects.filter(id=calibration.id).update(status=status)
+        html = client.get(reverse("rate", args=[study.id])).content.decode()
+        assert "No pair for you right now" in html, status
+    Calibration.objects.filter(id=calibration.id).update(status="failed")
+    html = client.get(reverse("rate", args=[study.id])).content.decode()
+    assert "No more pairs for you" in html, "a failed calibration brings no pair"
 
 
 def test_the_code_needs_the_studys_minimum_of_judgments(users):
