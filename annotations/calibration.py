@@ -12,14 +12,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from annotations.conditions import BuiltCondition
 from annotations.models import Calibration, Condition, Problem, Study
 
 CALIBRATION_LEASE = timedelta(seconds=settings.GENERATION_LEASE_S)
-MAX_CALIBRATION_ATTEMPTS = 2
 # Prompts profiled per calibration: enough for stable quantiles of |h| (every token of every
 # layer counts), few enough to finish in a minute or two on a CPU.
 MAX_PROMPTS = 16
@@ -52,29 +50,12 @@ def calibrations_retry(*, study: Study) -> int:
 def calibrations_claim(*, study_id: int) -> list[Calibration]:
     """Take the study's waiting calibrations for this worker (a guarded update: a second
     worker, or a repeated message, gets none). A calibration whose worker died is taken
-    over; one tried `MAX_CALIBRATION_ATTEMPTS` times is marked failed."""
+    over once; on its worker's second death it is marked failed (`LeasedJobQuerySet.claim`)."""
     now = timezone.now()
-    mine = now + CALIBRATION_LEASE
-    waiting = Calibration.objects.claimable(now).filter(condition__study_id=study_id)
-    waiting.filter(attempts__gte=MAX_CALIBRATION_ATTEMPTS).update(
-        status=Calibration.Status.FAILED,
-        error=(
-            f"gave up after {MAX_CALIBRATION_ATTEMPTS} tries: the worker stopped (crashed or "
-            "was killed) during each one. Retry when the worker runs again."
-        ),
+    ids = Calibration.objects.filter(condition__study_id=study_id).claim(
+        now=now, lease_until=now + CALIBRATION_LEASE, progress=0.0
     )
-    ids = list(waiting.filter(attempts__lt=MAX_CALIBRATION_ATTEMPTS).values_list("id", flat=True))
-    with transaction.atomic():
-        for calibration_id in ids:
-            Calibration.objects.claimable(now).filter(id=calibration_id).update(
-                status=Calibration.Status.RUNNING, lease_until=mine, progress=0.0,
-                attempts=F("attempts") + 1,
-            )
-    return list(
-        Calibration.objects.filter(
-            id__in=ids, status=Calibration.Status.RUNNING, lease_until=mine
-        ).select_related("condition__study")
-    )
+    return list(Calibration.objects.filter(id__in=ids).select_related("condition__study"))
 
 
 def calibration_prompts(*, study: Study, prompt_set: str) -> list[str]:

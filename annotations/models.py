@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
-from django.db.models import Q
+from django.db import models, transaction
+from django.db.models import F, Q
 
 from annotations.conditions import policy_bytes_note, policy_summary
 from evaluation.datasets import Task
@@ -196,6 +196,55 @@ class Study(models.Model):
         return bool(self.gold_block_after) and gold_failures >= self.gold_block_after
 
 
+# A job whose worker died (crashed, killed, lost its machine) is redone once; the second
+# death fails it with this reason, shown on the study or setup page.
+MAX_JOB_ATTEMPTS = 2
+JOB_GAVE_UP = (
+    f"gave up after {MAX_JOB_ATTEMPTS} tries: the worker stopped (crashed or was killed) "
+    "during each one"
+)
+
+
+class LeasedJobQuerySet(models.QuerySet):
+    """The rule every worker job shares (generations, calibrations, Pass@1 checks: rows with
+    `status` pending / running / done / failed, `attempts`, `lease_until` and `error`)."""
+
+    def claimable(self, now: datetime) -> LeasedJobQuerySet:
+        """Rows a worker may take: waiting, or running under a lease that has passed
+        (their worker died)."""
+        status = self.model.Status
+        return self.filter(
+            Q(status=status.PENDING) | Q(status=status.RUNNING, lease_until__lt=now)
+        )
+
+    def lost(self, now: datetime, *, queue_empty: bool) -> LeasedJobQuerySet:
+        """Rows whose work was lost, for beat's sweep to send again: running past their
+        lease (the worker died) and, when no message waits in their queue, pending (the
+        message was lost, or never sent)."""
+        if queue_empty:
+            return self.claimable(now)
+        return self.claimable(now).filter(status=self.model.Status.RUNNING)
+
+    def claim(self, *, now: datetime, lease_until: datetime, **also) -> list[int]:
+        """Take this queryset's claimable rows for one worker until `lease_until`, setting
+        `also` on them too; a row already tried `MAX_JOB_ATTEMPTS` times is failed with
+        `JOB_GAVE_UP` instead. Each row is taken by a guarded update, so a second worker, or
+        a repeated message, gets none of them. Returns the ids taken."""
+        waiting = self.claimable(now)
+        waiting.filter(attempts__gte=MAX_JOB_ATTEMPTS).update(
+            status=self.model.Status.FAILED, error=JOB_GAVE_UP, lease_until=None
+        )
+        ids = list(waiting.filter(attempts__lt=MAX_JOB_ATTEMPTS).values_list("id", flat=True))
+        with transaction.atomic():
+            return [
+                row_id for row_id in ids
+                if self.model.objects.claimable(now).filter(id=row_id).update(
+                    status=self.model.Status.RUNNING, lease_until=lease_until,
+                    attempts=F("attempts") + 1, **also,
+                )
+            ]
+
+
 class ConditionQuerySet(models.QuerySet):
     def ready(self) -> ConditionQuerySet:
         """Conditions whose policy is complete: no calibration, or a finished one."""
@@ -236,15 +285,6 @@ class Condition(models.Model):
         return policy_bytes_note(self.policy)
 
 
-class CalibrationQuerySet(models.QuerySet):
-    def claimable(self, now: datetime) -> CalibrationQuerySet:
-        """Calibrations a worker may take: waiting, or running under a lease that has passed."""
-        return self.filter(
-            Q(status=Calibration.Status.PENDING)
-            | Q(status=Calibration.Status.RUNNING, lease_until__lt=now)
-        )
-
-
 class Calibration(models.Model):
     """The background job that chooses a condition's thresholds for a target sparsity.
 
@@ -280,7 +320,7 @@ class Calibration(models.Model):
     expected_sparsity = models.FloatField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = CalibrationQuerySet.as_manager()
+    objects = LeasedJobQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -381,16 +421,6 @@ def _related_or_none(instance: models.Model, name: str):
         return None
 
 
-class GenerationQuerySet(models.QuerySet):
-    def claimable(self, now: datetime) -> GenerationQuerySet:
-        """Rows a worker may take: waiting, or running under a lease that has passed
-        (their worker died)."""
-        return self.filter(
-            Q(status=Generation.Status.PENDING)
-            | Q(status=Generation.Status.RUNNING, lease_until__lt=now)
-        )
-
-
 class Generation(models.Model):
     """One model output for (item, condition, sample). The worker fills it in."""
 
@@ -424,7 +454,7 @@ class Generation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = GenerationQuerySet.as_manager()
+    objects = LeasedJobQuerySet.as_manager()
 
     class Meta:
         ordering = ["item", "condition__position", "sample_index"]
@@ -437,6 +467,34 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.item} × {self.condition.name} #{self.sample_index}"
+
+
+class ExecutionJob(models.Model):
+    """The worker job that runs one finished generation's Pass@1 check (`tasks.execute`, on
+    the execution queue), leased, retried and swept like a generation; its verdict, once
+    the check has run, is the generation's `Execution`."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    generation = models.OneToOneField(
+        Generation, on_delete=models.CASCADE, related_name="execution_job"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # A running check whose lease has passed belongs to a dead worker.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # Why the check could not run (not the candidate's failure: that is the Execution's).
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LeasedJobQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"Pass@1 check of {self.generation}: {self.status}"
 
 
 class Execution(models.Model):

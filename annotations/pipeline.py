@@ -17,7 +17,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from annotations import context_limit
-from annotations.models import Execution, Generation, Item, Problem, Study
+from annotations.models import Execution, ExecutionJob, Generation, Item, Problem, Study
 from annotations.services.pairs_assignments import pairs_create
 from evaluation import datasets
 from evaluation.prompts import task_prompt
@@ -28,10 +28,9 @@ if TYPE_CHECKING:  # the web process never loads torch
 
 log = logging.getLogger(__name__)
 
-# How long a worker may hold a generation before another may take it over.
+# How long a worker may hold a generation (or a Pass@1 check, under the same task time
+# limit) before another may take it over.
 GENERATION_LEASE = timedelta(seconds=settings.GENERATION_LEASE_S)
-# A generation whose worker died this many times is marked failed, not retried.
-MAX_GENERATION_ATTEMPTS = 2
 
 
 def generations_create(*, study: Study) -> int:
@@ -57,23 +56,13 @@ def generations_create(*, study: Study) -> int:
 
 
 def generation_claim(*, generation_id: int) -> Generation | None:
-    """Take a generation for this worker, or None if it is done or held elsewhere.
-
-    A guarded update, so two workers handed the same task cannot both run it."""
+    """Take a generation for this worker, or None if it is done or held elsewhere (or its
+    workers died too often: then it is failed with the reason). A guarded update, so two
+    workers handed the same task cannot both run it."""
     now = timezone.now()
-    claimed = Generation.objects.claimable(now).filter(
-        id=generation_id, attempts__lt=MAX_GENERATION_ATTEMPTS
-    ).update(
-        status=Generation.Status.RUNNING,
-        lease_until=now + GENERATION_LEASE,
-        attempts=F("attempts") + 1,
-    )
-    if claimed == 0:
-        # Still claimable but out of attempts: its workers kept dying; say so.
-        Generation.objects.claimable(now).filter(id=generation_id).update(
-            status=Generation.Status.FAILED,
-            error=f"gave up: {MAX_GENERATION_ATTEMPTS} attempts did not finish (worker lost)",
-        )
+    if not Generation.objects.filter(id=generation_id).claim(
+        now=now, lease_until=now + GENERATION_LEASE
+    ):
         return None
     return Generation.objects.select_related("item", "condition", "item__study").get(
         id=generation_id
@@ -105,6 +94,8 @@ def generation_complete(
         )
         if stored:
             pairs_create(item=generation.item)
+            if generation.item.problem_id is not None:
+                ExecutionJob.objects.get_or_create(generation_id=generation.id)
     return bool(stored)
 
 
@@ -212,20 +203,64 @@ def item_task(item: Item) -> datasets.Task | None:
     return None if item.problem is None else item.problem.as_task()
 
 
+def execution_jobs_create(*, study: Study) -> int:
+    """A pending Pass@1 check for every finished, scorable generation of the study that
+    has neither a check nor a verdict (`generation_complete` makes them as outputs are
+    stored; this catches up rows stored otherwise). Returns how many were created."""
+    unchecked = Generation.objects.filter(
+        item__study=study,
+        status=Generation.Status.DONE,
+        item__problem__isnull=False,
+        execution__isnull=True,
+        execution_job__isnull=True,
+    )
+    jobs = [ExecutionJob(generation_id=g) for g in unchecked.values_list("id", flat=True)]
+    ExecutionJob.objects.bulk_create(jobs, ignore_conflicts=True)
+    return len(jobs)
+
+
+def execution_claim(*, generation_id: int) -> Generation | None:
+    """Take the Pass@1 check of a finished, scorable generation for this worker (the rule
+    of `generation_claim`); the generation with its problem, or None."""
+    now = timezone.now()
+    job = ExecutionJob.objects.filter(
+        generation_id=generation_id,
+        generation__status=Generation.Status.DONE,
+        generation__item__problem__isnull=False,
+    )
+    if not job.claim(now=now, lease_until=now + GENERATION_LEASE):
+        return None
+    return Generation.objects.select_related("item__problem", "condition").get(id=generation_id)
+
+
 def execution_record(
     *, generation: Generation, code: str, result: ExecutionResult
 ) -> tuple[Execution, bool]:
-    """Store the Pass@1 check of a generation once; a repeat returns the first record."""
-    return Execution.objects.get_or_create(
-        generation=generation,
-        defaults={
-            "status": result.status,
-            "code": code,
-            "stderr": result.stderr[-4000:],
-            "duration_s": result.duration_s,
-            "containment": result.containment or "",
-        },
-    )
+    """Store the Pass@1 check of a generation once, its job done with it; a repeat returns
+    the first record."""
+    with transaction.atomic():
+        execution, created = Execution.objects.get_or_create(
+            generation=generation,
+            defaults={
+                "status": result.status,
+                "code": code,
+                "stderr": result.stderr[-4000:],
+                "duration_s": result.duration_s,
+                "containment": result.containment or "",
+            },
+        )
+        # Done whoever held it: a verdict is stored, so nothing is left to run.
+        ExecutionJob.objects.filter(generation_id=generation.id).update(
+            status=ExecutionJob.Status.DONE, lease_until=None, error=""
+        )
+    return execution, created
+
+
+def execution_fail(*, generation_id: int, error: str) -> None:
+    """Record why a Pass@1 check could not run (shown on the study page); not retried."""
+    ExecutionJob.objects.filter(
+        generation_id=generation_id, status=ExecutionJob.Status.RUNNING
+    ).update(status=ExecutionJob.Status.FAILED, error=error[:2000], lease_until=None)
 
 
 def generations_cancel(*, study: Study) -> int:

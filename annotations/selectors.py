@@ -6,7 +6,7 @@ import random
 import statistics
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -20,6 +20,7 @@ from annotations.models import (
     Condition,
     Enrolment,
     Execution,
+    ExecutionJob,
     Generation,
     GoldAnswer,
     Item,
@@ -80,6 +81,8 @@ class StudyProgress:
     checks_pending: int = 0
     # Conditions whose calibration is waiting or running: their outputs are still to come.
     calibrating: int = 0
+    # Pass@1 checks that could not run (their worker died twice, or our code failed).
+    check_failures: list[ExecutionJob] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -121,12 +124,20 @@ def study_progress(study: Study) -> StudyProgress:
         .select_related("item", "condition")
         .order_by("id")[:50]
     )
+    # Unchecked outputs are waiting for their check, unless it failed (its reason is listed).
     checks_pending = Generation.objects.filter(
         item__study=study,
         status=Generation.Status.DONE,
         item__problem__isnull=False,
         execution__isnull=True,
-    ).count()
+    ).exclude(execution_job__status=ExecutionJob.Status.FAILED).count()
+    check_failures = list(
+        ExecutionJob.objects.filter(
+            generation__item__study=study, status=ExecutionJob.Status.FAILED
+        )
+        .select_related("generation__item", "generation__condition")
+        .order_by("id")[:50]
+    )
     return StudyProgress(
         conditions=rows,
         failures=failures,
@@ -139,6 +150,7 @@ def study_progress(study: Study) -> StudyProgress:
         calibrating=sum(
             r.calibration is not None and not r.calibration.finished for r in rows
         ),
+        check_failures=check_failures,
     )
 
 

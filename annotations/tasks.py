@@ -1,7 +1,6 @@
 """Celery tasks: thin shells that take ids, call the pipeline and return a word; and the
 functions that send them (`generations_enqueue`, `calibrations_enqueue`,
-`executions_enqueue`), so that the
-pipeline never imports its tasks.
+`executions_enqueue`, and beat's sweep `reap`), so that the pipeline never imports its tasks.
 
 Delivery is at least once (acks_late); every task is safe to run twice because the
 database row, not the message, says what is done."""
@@ -18,11 +17,10 @@ import time
 from billiard.process import current_process
 from celery import current_app, shared_task
 from django.db import OperationalError, connection
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotations import calibration, pipeline
-from annotations.models import Calibration, Generation, Study
+from annotations.models import Calibration, ExecutionJob, Generation, Study
 from evaluation.code_extraction import extract_answer_code
 from evaluation.sandbox import check_candidate
 from inference.model_info import PromptTooLong
@@ -140,19 +138,19 @@ def _complete(generation: Generation, result, model_fingerprint: str) -> bool:
 
 @shared_task(queue="execution", **_RETRY)
 def execute(generation_id: int) -> str:
-    """Extract the code of a finished generation and score it in the sandbox, once."""
-    generation = (
-        Generation.objects.select_related("item__problem")
-        .filter(id=generation_id, status=Generation.Status.DONE, execution__isnull=True)
-        .first()
-    )
+    """Extract the code of a finished generation and score it in the sandbox, once (its
+    check is claimed like a generation: a dead worker's check is redone once)."""
+    generation = pipeline.execution_claim(generation_id=generation_id)
     if generation is None:
         return "skipped"
-    task = pipeline.item_task(generation.item)
-    if task is None:
-        return "not-scorable"
-    code = extract_answer_code(task, generation.text)
-    result = check_candidate(task, code)
+    try:
+        task = pipeline.item_task(generation.item)
+        code = extract_answer_code(task, generation.text)
+        result = check_candidate(task, code)
+    except Exception as exc:  # ours, not the candidate's: recorded and shown on the study page
+        log.exception("Pass@1 check of generation %s failed", generation_id)
+        pipeline.execution_fail(generation_id=generation_id, error=f"{type(exc).__name__}: {exc}")
+        return "failed"
     execution, _ = pipeline.execution_record(generation=generation, code=code, result=result)
     return execution.status
 
@@ -203,13 +201,14 @@ def _calibration_progress(rows: list, share: float) -> None:
 
 @shared_task(queue="generation")
 def reap() -> dict[str, int]:
-    """Periodic (celery beat): re-send the generations and the calibration jobs whose
-    worker died, or whose message the broker lost. Returns how many of each were sent."""
-    # Both kinds travel on the generation queue: one look at it serves both.
+    """Periodic (celery beat): re-send the generations, calibration jobs and Pass@1 checks
+    whose worker died, or whose message the broker lost. Returns how many of each were sent."""
+    # Generations and calibrations travel on the generation queue: one look serves both.
     queue_empty = _queue_empty("generation")
     return {
         "generations": generations_reap(queue_empty=queue_empty),
         "calibrations": calibrations_reap(queue_empty=queue_empty),
+        "executions": executions_reap(queue_empty=_queue_empty("execution")),
     }
 
 
@@ -233,14 +232,14 @@ def calibrations_enqueue(*, study: Study) -> bool:
 
 
 def executions_enqueue(*, study: Study) -> int:
-    """Queue the Pass@1 check of every finished, scorable, unchecked generation."""
-    ids = Generation.objects.filter(
-        item__study=study,
-        status=Generation.Status.DONE,
-        item__problem__isnull=False,
-        execution__isnull=True,
-    ).values_list("id", flat=True)
-    return _send(execute, ids)
+    """Queue the Pass@1 check of every finished, scorable, unchecked generation (safe to
+    repeat: a check that is done, or held by a live worker, does nothing). Returns how many
+    were sent."""
+    pipeline.execution_jobs_create(study=study)
+    checks = ExecutionJob.objects.claimable(timezone.now()).filter(
+        generation__item__study=study
+    )
+    return _send(execute, checks.values_list("generation_id", flat=True))
 
 
 def generations_reap(*, queue_empty: bool = False) -> int:
@@ -251,7 +250,7 @@ def generations_reap(*, queue_empty: bool = False) -> int:
     message of a killed worker, so the database rows decide what is redone. A pending
     row with nothing in the queue has lost its message: a broker restarted without
     persistence forgets every queue, and one that was down at enqueue never got it."""
-    lost = _lost(Generation.objects.all(), queue_empty=queue_empty)
+    lost = Generation.objects.lost(timezone.now(), queue_empty=queue_empty)
     return _send(generate, lost.values_list("id", flat=True))
 
 
@@ -262,21 +261,20 @@ def calibrations_reap(*, queue_empty: bool = False) -> int:
     The job redoes a dead worker's calibration once; on the next death it marks it failed
     with the reason (`calibration.calibrations_claim`), and the setup page offers a retry.
     Returns how many jobs were sent."""
-    lost = _lost(Calibration.objects.all(), queue_empty=queue_empty)
+    lost = Calibration.objects.lost(timezone.now(), queue_empty=queue_empty)
     study_ids = list(lost.values_list("condition__study_id", flat=True).distinct())
     for study_id in study_ids:
         calibrate.delay_on_commit(study_id)
     return len(study_ids)
 
 
-def _lost(rows: QuerySet, *, queue_empty: bool) -> QuerySet:
-    """The rows (generations or calibrations: the same statuses and lease) whose work was
-    lost: running past their lease (the worker died) and, when no message waits in the
-    queue, pending (the message was lost or never sent)."""
-    claimable = rows.claimable(timezone.now())
-    if queue_empty:
-        return claimable
-    return claimable.filter(status=rows.model.Status.RUNNING)
+def executions_reap(*, queue_empty: bool = False) -> int:
+    """Re-send the Pass@1 check of every generation whose check's worker died, or, when
+    `queue_empty` (no message waits on the execution queue), whose check still waits: the
+    rule of `generations_reap`. A dead worker's check is redone once; on the next death it
+    is failed with the reason, which the study page lists. Returns how many were sent."""
+    lost = ExecutionJob.objects.lost(timezone.now(), queue_empty=queue_empty)
+    return _send(execute, lost.values_list("generation_id", flat=True))
 
 
 def _send(task, generation_ids) -> int:

@@ -309,8 +309,8 @@ CELERY_TASK_ROUTES = {
     "annotations.tasks.calibrate": {"queue": "generation"},
     "annotations.tasks.execute": {"queue": "execution"},
 }
-# The database is the record; this sweep re-sends generations and calibrations whose
-# worker died or whose message was lost.
+# The database is the record; this sweep re-sends generations, calibrations and Pass@1
+# checks whose worker died or whose message was lost.
 # https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
 CELERY_BEAT_SCHEDULE = {
     "reap": {

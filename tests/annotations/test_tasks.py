@@ -1,15 +1,19 @@
-"""The generate task's body, run in this process on a real (tiny) model: what it records."""
+"""The task bodies, run in this process: generate on a real (tiny) model, execute on the real
+sandbox; what they record, and what beat's sweep sends again."""
 
 import html
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from annotations import pipeline, tasks
 from annotations.engine import loaded_model
-from annotations.models import Generation
-from inference.generate import prompt_ids
+from annotations.models import ExecutionJob, Generation, Problem
+from annotations.selectors import study_progress
+from inference.generate import GenerationResult, prompt_ids
 from tests.annotations.conftest import make_study
 
 pytestmark = pytest.mark.django_db
@@ -50,3 +54,90 @@ def test_a_prompt_past_the_context_fails_its_row_with_the_numbers_once(
     client.force_login(users[0])
     page = client.get(reverse("study_detail", args=[study.id])).content.decode()
     assert f"{long} × dense: {html.escape(expected)}" in page
+
+
+def _scorable_study(name="Checked"):
+    """A one-item, two-condition study on a tiny HumanEval-style problem, its outputs stored
+    as the worker stores them (so each has a waiting Pass@1 check)."""
+    problem = Problem.objects.create(
+        dataset="humaneval", task_id="Tiny/0", prompt="def one():\n    \"\"\"One.\"\"\"\n",
+        entry_point="one",
+        tests="def check(candidate):\n    assert candidate() == 1\n",
+    )
+    study = make_study(n_items=1, name=name, conditions=[
+        ("dense", {"kind": "dense"}), ("static", {"kind": "static", "threshold": 0.1})])
+    study.items.update(problem=problem)
+    pipeline.generations_create(study=study)
+    texts = {"dense": "```python\ndef one():\n    return 1\n```", "static": "    return 2\n"}
+    for g in Generation.objects.filter(item__study=study).select_related("item", "condition"):
+        pipeline.generation_claim(generation_id=g.id)
+        result = GenerationResult(
+            text=texts[g.condition.name], prompt_tokens=3, new_tokens=5, latency_s=0.1,
+            tokens_per_s=50.0, peak_rss_bytes=1, active_fraction=1.0,
+            active_fraction_per_layer=[1.0], finish_reason="stop",
+        )
+        assert pipeline.generation_complete(generation=g, result=result, model_fingerprint="t")
+    return study
+
+
+def test_a_stored_output_gets_one_check_which_runs_once(django_capture_on_commit_callbacks):
+    study = _scorable_study()
+    jobs = ExecutionJob.objects.filter(generation__item__study=study)
+    assert set(jobs.values_list("status", "attempts")) == {("pending", 0)}
+    with django_capture_on_commit_callbacks() as sent:
+        assert tasks.executions_enqueue(study=study) == 2
+    assert len(sent) == 2
+    verdicts = {g.condition.name: tasks.execute(g.id)
+                for g in Generation.objects.filter(item__study=study)}
+    assert verdicts == {"dense": "passed", "static": "failed"}
+    assert set(jobs.values_list("status", "attempts", "lease_until")) == {("done", 1, None)}
+    assert {tasks.execute(g.generation_id) for g in jobs} == {"skipped"}, "checked once"
+    assert tasks.executions_enqueue(study=study) == 0
+    assert tasks.executions_reap(queue_empty=True) == 0
+    assert study_progress(study).finished
+
+
+def test_the_sweep_resends_a_lost_check_and_a_dead_workers_check(
+    django_capture_on_commit_callbacks,
+):
+    study = _scorable_study()
+    jobs = ExecutionJob.objects.filter(generation__item__study=study)
+    with django_capture_on_commit_callbacks() as sent:
+        assert tasks.executions_reap(queue_empty=False) == 0, "their messages may be queued"
+        assert tasks.executions_reap(queue_empty=True) == 2, "nothing queued: both lost"
+    assert len(sent) == 2
+    held = jobs.first()
+    assert pipeline.execution_claim(generation_id=held.generation_id) is not None
+    assert tasks.executions_reap(queue_empty=False) == 0, "a live worker holds it"
+    jobs.filter(id=held.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks() as sent:
+        assert tasks.executions_reap(queue_empty=False) == 1, "its worker died"
+    assert len(sent) == 1
+
+
+def test_a_check_our_code_cannot_run_is_failed_with_its_reason_not_retried(
+    monkeypatch, users
+):
+    study = _scorable_study()
+    progress = study_progress(study)
+    assert (progress.checks_pending, progress.finished) == (2, False)
+
+    def broken(task, code):
+        raise RuntimeError("the sandbox has no interpreter")
+
+    monkeypatch.setattr(tasks, "check_candidate", broken)
+    assert {tasks.execute(g.id) for g in Generation.objects.filter(item__study=study)} == {
+        "failed"}
+    jobs = ExecutionJob.objects.filter(generation__item__study=study)
+    assert set(jobs.values_list("status", "error")) == {
+        ("failed", "RuntimeError: the sandbox has no interpreter")}
+    assert tasks.executions_reap(queue_empty=True) == 0, "not retried"
+    progress = study_progress(study)
+    assert (progress.checks_pending, len(progress.check_failures), progress.finished) == (
+        0, 2, True), "a check that cannot run does not hold the study up"
+    client = Client()
+    client.force_login(users[0])
+    page = client.get(reverse("study_detail", args=[study.id])).content.decode()
+    assert "2 Pass@1 checks could not run" in page
+    assert ("HumanEval/0 × static: the Pass@1 check could not run: RuntimeError: the sandbox has "
+            "no interpreter") in page

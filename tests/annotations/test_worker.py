@@ -3,12 +3,24 @@
 import os
 import signal
 import time
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
 
 from annotations import pipeline, tasks
-from annotations.models import Execution, Generation, Item, Pair, Problem
+from annotations.models import (
+    JOB_GAVE_UP,
+    Execution,
+    ExecutionJob,
+    Generation,
+    Item,
+    Pair,
+    Problem,
+)
 from evaluation import datasets
 from reports.build import study_report
 from tests.annotations.conftest import make_study
@@ -321,3 +333,46 @@ def test_ctrl_c_once_stores_the_output_twice_puts_it_back_and_leaves_no_process(
     else:
         assert (row.status, row.lease_until, row.attempts) == ("pending", None, 0), \
             log_path.read_text()[-3000:]
+
+
+def test_beat_resends_lost_and_dead_checks_redoes_a_dead_one_once_then_fails_it(
+    tmp_path, users
+):
+    """Nobody sends a check: one lost its message, one's worker died once (kill -9 leaves it
+    running past its lease), one's died twice. Beat's sweep sends them: the first two are
+    scored, the third is failed with the reason, which the study page lists."""
+    humaneval = _problem("humaneval", "HumanEval/0")
+    study = make_study(n_items=1, conditions=[
+        (name, {"kind": "dense"}) for name in ("lost", "died once", "died twice")
+    ])
+    Item.objects.filter(study=study).update(problem=humaneval, prompt=humaneval.prompt)
+    pipeline.generations_create(study=study)
+    Generation.objects.filter(item__study=study).update(
+        status=Generation.Status.DONE, text="```python\ndef has_close_elements(numbers, "
+        f"threshold):\n{humaneval.reference}\n```",
+    )
+    assert pipeline.execution_jobs_create(study=study) == 3
+    jobs = ExecutionJob.objects.filter(generation__item__study=study)
+    passed = timezone.now() - timedelta(seconds=1)
+    jobs.exclude(generation__condition__name="lost").update(
+        status=ExecutionJob.Status.RUNNING, lease_until=passed, attempts=1
+    )
+    jobs.filter(generation__condition__name="died twice").update(attempts=2)
+    log_path = tmp_path / "worker.log"
+    with celery_worker(log_path, env={"REAP_INTERVAL_S": "2"}, beat=True) as worker:
+        wait_for(lambda: not jobs.filter(status__in=["pending", "running"]).exists(),
+                 timeout_s=180, what="the sweep to send the three checks", log_path=log_path,
+                 process=worker)
+    by_name = {j.generation.condition.name: j for j in jobs.select_related("generation__condition")}
+    assert (by_name["lost"].status, by_name["lost"].attempts) == ("done", 1)
+    assert (by_name["died once"].status, by_name["died once"].attempts) == ("done", 2)
+    assert (by_name["died twice"].status, by_name["died twice"].error) == ("failed", JOB_GAVE_UP)
+    verdicts = dict(Execution.objects.filter(generation__item__study=study)
+                    .values_list("generation__condition__name", "status"))
+    assert verdicts == {"lost": "passed", "died once": "passed"}
+    staff = Client()
+    staff.force_login(users[0])
+    page = staff.get(reverse("study_detail", args=[study.id])).content.decode()
+    assert ("HumanEval/0 × died twice: the Pass@1 check could not run: gave up after 2 tries: "
+            "the worker stopped (crashed or was killed) during each one") in page
+    assert "1 Pass@1 check could not run" in page
