@@ -15,7 +15,9 @@ from evaluation.datasets import Task
 
 # Where a completion is over even if the model went on (chat end tokens, DS-1000's markers).
 _STOP_MARKERS = ("<|im_end|>", "<|endoftext|>", "</code>", "END SOLUTION", "<|end|>")
-_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
+# A fenced block: its language tag, its body, and its closing fence (empty when the answer
+# was cut off inside the block by the token limit: it then runs to the end).
+_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(\n[ \t]*```|\Z)", re.S)
 _PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
 _CODE_START = re.compile(
     r"^(?:(?:async\s+)?def |class |import |from \S+ import |@\w|if __name__|"
@@ -51,7 +53,9 @@ def extract_code(
     blocks = _fenced_blocks(text)
     if blocks:
         code = _choose_block(blocks, entry_point)
-        if not _is_body_continuation(code, entry_point) and not _parses(textwrap.dedent(code)):
+        if _cut_inside_fence(code, blocks):
+            code = _completed_cut(code.split("\n"))
+        elif not _is_body_continuation(code, entry_point) and not _parses(textwrap.dedent(code)):
             code = _longest_parsing_prefix(textwrap.dedent(code).split("\n"))  # cut off mid-code
     else:
         code = _unfenced_code(text, prompt)
@@ -85,19 +89,52 @@ def _cut_at_stop_marker(text: str) -> str:
     return text
 
 
-def _fenced_blocks(text: str) -> list[tuple[str, str]]:
-    """(language tag, body) of each ``` block; an unclosed last block runs to the end."""
-    return [(tag.lower(), body) for tag, body in _FENCE.findall(text) if body.strip()]
+def _fenced_blocks(text: str) -> list[tuple[str, str, bool]]:
+    """(language tag, body, closed) of each ``` block; an unclosed last block runs to the end."""
+    return [
+        (tag.lower(), body, bool(closing))
+        for tag, body, closing in _FENCE.findall(text)
+        if body.strip()
+    ]
 
 
-def _choose_block(blocks: list[tuple[str, str]], entry_point: str | None) -> str:
+def _choose_block(blocks: list[tuple[str, str, bool]], entry_point: str | None) -> str:
     """The block defining `entry_point`, else the longest Python block, else the first block."""
-    python = [body for tag, body in blocks if tag in _PYTHON_TAGS] or [b for _, b in blocks]
+    python = [body for tag, body, _ in blocks if tag in _PYTHON_TAGS] or [b for _, b, _ in blocks]
     if entry_point is not None:
         for body in python:
             if _defines(body, entry_point) or _defines(textwrap.dedent(body), entry_point):
                 return body
     return max(python, key=len)  # max() keeps the first of equally long blocks
+
+
+def _cut_inside_fence(code: str, blocks: list[tuple[str, str, bool]]) -> bool:
+    """Whether `code` is the body of a fence the token limit cut off (it never closes and
+    does not parse) while no closed fence holds code to score instead."""
+    unclosed = [body for _, body, closed in blocks if not closed]
+    return (
+        code in unclosed
+        and not _parses(textwrap.dedent(code))
+        and not any(closed and _parses(textwrap.dedent(body)) for _, body, closed in blocks)
+    )
+
+
+def _completed_cut(lines: list[str]) -> str:
+    """Code cut off mid-way, made to run as far as it was written: whole lines up to the last
+    one that leaves it parsing, a block the cut left open (``for …:``, ``def …:``) given a
+    ``pass``. The tests then fail it for what it does, not as code that is not Python."""
+    for end in range(len(lines), 0, -1):
+        kept = lines[:end]
+        if not kept[-1].strip():
+            continue
+        code = "\n".join(kept)
+        if _parses(textwrap.dedent(code)):
+            return code
+        indent = len(kept[-1]) - len(kept[-1].lstrip())
+        closed = f"{code}\n{' ' * (indent + 4)}pass"
+        if _parses(textwrap.dedent(closed)):
+            return closed
+    return "\n".join(lines)
 
 
 def _unfenced_code(text: str, prompt: str | None) -> str:
@@ -106,13 +143,30 @@ def _unfenced_code(text: str, prompt: str | None) -> str:
     first = next((line for line in lines if line.strip()), "")
     if prompt is not None and first[:1] in (" ", "\t"):
         return text  # continues the prompt's function body
+    span = _code_span(lines)
+    return "\n".join(lines[span[0] : span[1]]) if span else text
+
+
+def unfenced_code_lines(answer: str) -> tuple[int, int] | None:
+    """Where the code is in an answer written without ``` fences: the lines [start, end) of
+    ``answer.split("\\n")`` that the Pass@1 check takes for code (every line when the whole
+    answer parses), or None when none of it parses: then it is all prose. Pages highlight
+    these lines and show the rest as plain text."""
+    lines = answer.split("\n")
+    if answer.strip() and _parses(textwrap.dedent(answer)):
+        return 0, len(lines)
+    return _code_span(lines)
+
+
+def _code_span(lines: list[str]) -> tuple[int, int] | None:
+    """The first run of lines, from a likely code start, that parses as Python."""
     # Prose can look like code ("return the strings that ..."): try the first few likely starts.
     starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)][:_MAX_STARTS]
     for start in starts:
-        code = _longest_parsing_prefix(lines[start:])
-        if _parses(code):
-            return code
-    return text
+        length = _parsing_prefix_length(lines[start:])
+        if length:
+            return start, start + length
+    return None
 
 
 def _definition_anywhere(text: str, entry_point: str) -> str | None:
@@ -141,11 +195,16 @@ def _definition_anywhere(text: str, entry_point: str) -> str | None:
 
 
 def _longest_parsing_prefix(lines: list[str]) -> str:
+    return "\n".join(lines[: _parsing_prefix_length(lines) or len(lines)])
+
+
+def _parsing_prefix_length(lines: list[str]) -> int:
+    """How many of the first lines make the longest prefix that parses (0: none does)."""
     for end in range(len(lines), 0, -1):
         candidate = "\n".join(lines[:end])
         if candidate.strip() and _parses(candidate):
-            return candidate
-    return "\n".join(lines)
+            return end
+    return 0
 
 
 def _is_body_continuation(code: str, entry_point: str | None) -> bool:

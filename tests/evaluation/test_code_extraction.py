@@ -7,13 +7,14 @@ then explanations, example calls and repeated text until the token limit).
 
 import ast
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from evaluation.code_extraction import extract_answer_code, extract_code
 from evaluation.datasets import load_tasks
-from evaluation.sandbox import check_candidate
+from evaluation.sandbox import check_candidate, outcome_kind
 
 PROBLEMS = {p.task_id: p for p in load_tasks("humaneval")}
 PREFIX = PROBLEMS["HumanEval/29"]  # filter_by_prefix(strings, prefix)
@@ -221,4 +222,51 @@ def test_an_indented_continuation_of_the_humaneval_stub_is_scored_after_the_prom
     answer = "    return [s for s in strings if s.startswith(prefix)]\n\nprint('done')\n"
     code = extract_answer_code(PREFIX, answer)
     assert code == "    return [s for s in strings if s.startswith(prefix)]\n"
+    assert check_candidate(PREFIX, code).status == "passed"
+
+
+# Answers the token limit cut off inside a ```python fence that never closes.
+CUT_INSIDE_FENCE = {
+    "inside the docstring": (
+        "Here is the function:\n\n```python\nfrom typing import List\n\n\n"
+        "def filter_by_prefix(strings: List[str], prefix: str) -> List[str]:\n"
+        '    """ Filter an input list of strings only for ones that start'
+    ),
+    "inside a nested loop": (
+        "```python\ndef filter_by_prefix(strings, prefix):\n    out = []\n"
+        "    for s in strings:\n        if s.startswith(pre"
+    ),
+    "right after a block opens": (
+        "```python\ndef filter_by_prefix(strings, prefix):\n    for s in strings:\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", CUT_INSIDE_FENCE.values(), ids=CUT_INSIDE_FENCE.keys())
+@pytest.mark.parametrize("dataset", ["humaneval", "mbpp"])
+def test_an_answer_cut_inside_an_unclosed_fence_runs_what_was_written(answer, dataset):
+    """It is code, cut short: it runs and fails the tests ("wrong answer"), it is not
+    scored as "no code"."""
+    prompt = PREFIX.prompt if dataset == "humaneval" else None
+    code = extract_code(answer, prompt=prompt, entry_point=PREFIX.entry_point)
+    assert "def filter_by_prefix(" in code and "```" not in code, code
+    assert ast.parse((prompt or "") + code)
+    task = PREFIX if dataset == "humaneval" else replace(PREFIX, dataset="mbpp", tests=(
+        "assert filter_by_prefix(['abc', 'b'], 'a') == ['abc']\n"))
+    result = check_candidate(task, code)
+    assert outcome_kind(result.status, result.stderr, code) == "wrong answer", result.stderr
+
+
+def test_a_cut_body_continuation_in_an_unclosed_fence_runs_after_the_prompt():
+    answer = "```python\n    out = []\n    for s in strings:\n        if s.startswith(pre"
+    code = extract_answer_code(PREFIX, answer)
+    assert code == "    out = []\n    for s in strings:\n        pass\n"
+    assert check_candidate(PREFIX, code).status == "failed"
+
+
+def test_a_closed_fence_with_code_wins_over_an_unclosed_one_after_it():
+    answer = ("```python\n" + PREFIX_FUNCTION + "\n```\n\nExample:\n```python\n"
+              "print(filter_by_prefix(['abc', 'b'], 'a'")
+    code = extract_answer_code(PREFIX, answer)
+    assert "print(" not in code and "pass" not in code
     assert check_candidate(PREFIX, code).status == "passed"
