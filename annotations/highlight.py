@@ -4,8 +4,8 @@ Each output is shown to several raters and never changes, so highlighting it (th
 step of a rate page) is done once: the HTML is kept in the shared "html" cache (Redis, or
 files under VAR_DIR), and `pairs_warm` builds it, with the diffs, when the output's pairs
 are made, before any rater asks; a rate page reads its pair's three pieces in one round
-trip. Pygments escapes every character it emits and the prose around fenced code is
-escaped, so the HTML is safe to mark safe."""
+trip. Pygments escapes every character it emits and the prose around the code is escaped,
+so the HTML is safe to mark safe."""
 
 from __future__ import annotations
 
@@ -19,17 +19,20 @@ from html import escape
 from django.core.cache import caches
 from django.utils.safestring import SafeString, mark_safe
 from pygments import highlight
+from pygments.filter import simplefilter
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer, TextLexer, get_lexer_by_name
+from pygments.token import Error, Text
 from pygments.util import ClassNotFound
 
+from evaluation.code_extraction import unfenced_code_lines
 from webapp.sessions import CACHE_DOWN
 
 _FORMATTER = HtmlFormatter(nowrap=True)
 # Longer than a study runs between its outputs' pairing and the last rater.
 _CACHE_S = 14 * 24 * 3600
 # The cache kind of a rendered output; a new name whenever `_response` renders differently.
-_OUTPUT = "out2"
+_OUTPUT = "out3"
 
 
 def _key(kind: str, source: str) -> str:
@@ -69,13 +72,24 @@ def _shared(wanted: list[tuple[str, Callable[[], str]]]) -> list[SafeString]:
 _FENCE = re.compile(r"^(```[ \t]*([\w+#.-]*)[^\n]*)\n(.*?)(^```[ \t]*$|\Z)", re.M | re.S)
 
 
+@simplefilter
+def _errors_as_text(self, lexer, stream, options):
+    """Code the model cut off mid-way lexes into `Error` tokens: shown as plain text, not
+    in the style's red boxes (a rater would read them as our error, or as a hint)."""
+    for token, value in stream:
+        yield (Text if token in Error else token), value
+
+
 def _lexer(language: str):
     if language.lower() in ("", "python", "py", "python3"):
-        return PythonLexer(stripnl=False, ensurenl=False)
-    try:
-        return get_lexer_by_name(language, stripnl=False, ensurenl=False)
-    except ClassNotFound:
-        return TextLexer(stripnl=False, ensurenl=False)
+        lexer = PythonLexer(stripnl=False, ensurenl=False)
+    else:
+        try:
+            lexer = get_lexer_by_name(language, stripnl=False, ensurenl=False)
+        except ClassNotFound:
+            lexer = TextLexer(stripnl=False, ensurenl=False)
+    lexer.add_filter(_errors_as_text())
+    return lexer
 
 
 def _code(text: str, language: str = "python") -> str:
@@ -86,9 +100,10 @@ def _code(text: str, language: str = "python") -> str:
 
 def _response(text: str) -> str:
     """The output exactly as the model wrote it: fenced blocks highlighted in their language,
-    the fences muted, the prose around them plain; an output without fences is all code."""
+    the fences muted, the prose around them plain; in an output without fences, the lines
+    the Pass@1 check takes for code highlighted as Python, the prose around them plain."""
     if not _FENCE.search(text):
-        return _code(text)
+        return _unfenced(text)
     parts, pos = [], 0
     for match in _FENCE.finditer(text):
         opening, language, code, closing = match.groups()
@@ -99,6 +114,17 @@ def _response(text: str) -> str:
         pos = match.end()
     parts.append(escape(text[pos:]))
     return "".join(parts)
+
+
+def _unfenced(text: str) -> str:
+    span = unfenced_code_lines(text)
+    if span is None:
+        return escape(text)
+    lines = text.split("\n")
+    start, end = span
+    before = "".join(line + "\n" for line in lines[:start])
+    after = "".join("\n" + line for line in lines[end:])
+    return escape(before) + _code("\n".join(lines[start:end])) + escape(after)
 
 
 def _output(text: str) -> tuple[str, Callable[[], str]]:

@@ -46,6 +46,54 @@ def test_an_output_without_fences_is_all_code_and_diffs_escape():
     assert "<svg" not in diff and "&lt;svg" in diff and "&lt;img" in diff
 
 
+def _spans(rendered: str) -> list[str]:
+    return re.findall(r'<span class="[^"]*">', rendered)
+
+
+def test_prose_without_fences_is_plain_escaped_text():
+    prose = "I can't solve this: it's <b>too</b> hard & the list isn't sorted (sorry)."
+    rendered = _response(prose)
+    assert _text(rendered) == prose
+    assert _spans(rendered) == [], "prose must not be highlighted as Python"
+    assert "<b>" not in rendered and "&lt;b&gt;too&lt;/b&gt;" in rendered
+
+
+def test_code_without_fences_is_highlighted_and_the_prose_around_it_is_not():
+    answer = (
+        "Here's the function, it's short:\n\ndef f(xs):\n    return [x for x in xs if x < 3]\n"
+        "\nIt doesn't sort <i>anything</i>; that's all."
+    )
+    rendered = _response(answer)
+    assert _text(rendered) == answer
+    start, end = rendered.index('<span class="k">def</span>'), rendered.rindex("</span>")
+    assert _spans(rendered[:start]) == [] and _spans(rendered[end:]) == [], rendered
+    assert "&lt;" in rendered[start:end] and "<i>" not in rendered
+
+
+def test_code_cut_mid_way_shows_no_error_boxes():
+    cut = "```python\ndef f(xs):\n    return $xs ? 1"
+    rendered = _response(cut)
+    assert _text(rendered) == cut and '<span class="k">def</span>' in rendered
+    assert 'class="err"' not in rendered, rendered
+    # Without a fence, code that does not parse is not told from prose: plain, no boxes.
+    unfenced = "def f(xs):\n    return xs ?"
+    assert _response(unfenced) == html.escape(unfenced)
+
+
+def test_hostile_markup_in_prose_and_code_is_escaped_everywhere():
+    payload = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    answers = [
+        payload,
+        f"Note {payload}\n\ndef f():\n    return '{payload}'\n\nbye {payload}",
+        f"```python\nx = '{payload}'\n```\n{payload}\n```html\n{payload}",
+        f"```python\ndef f():\n    return $ {payload}",
+    ]
+    for answer in answers:
+        rendered = _response(answer)
+        assert _text(rendered) == answer
+        assert "<script" not in rendered and "<img" not in rendered, rendered
+
+
 def _reads(url: str) -> int:
     """GET and MGET commands the Redis server has answered so far."""
     return _commands(url, ("get", "mget"))
