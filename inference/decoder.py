@@ -13,6 +13,11 @@
 
 Both return the last position's logits ``[1, V]``. ``tests/inference/test_decoder.py`` holds
 them to equal logits and equal greedy tokens.
+
+On fp32 CPU models whose MLPs are ``SparseMLP`` at any site, ``LeanDecoder`` runs each decoded
+token through all layers in one compiled call (``DecodeStep``, ``csrc/decode_step.cpp``): the
+same operations and kernels in the same order, so the same numbers bit for bit, without the
+Python around each of them; ``compiled_step_unsupported`` says why it does not apply.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
-from inference.sparse_mlp import project
+from inference.kernels import compiled_kernels
+from inference.sparse_mlp import SparseLinear, SparseMLP, project
 
 LEAN_ENV = "INFERENCE_LEAN_DECODER"  # "0": always transformers' forward (the reference)
+COMPILED_ENV = "INFERENCE_COMPILED_STEP"  # "0": the lean decoder's Python layer loop
 _LEAN_MODEL_TYPES = ("llama",)
 
 
@@ -76,9 +83,11 @@ def lean_unsupported(model: nn.Module) -> str | None:
 def decoder_for(model: nn.Module, max_tokens: int):
     """The decoder for one generation of at most ``max_tokens`` positions (prompt included):
     ``LeanDecoder`` where ``lean_unsupported`` finds nothing and ``INFERENCE_LEAN_DECODER`` is not
-    ``0``, else ``HFDecoder``."""
+    ``0`` (with its compiled step unless ``INFERENCE_COMPILED_STEP`` is ``0``), else
+    ``HFDecoder``."""
     if os.environ.get(LEAN_ENV, "1") != "0" and lean_unsupported(model) is None:
-        return LeanDecoder(model, max_tokens)
+        compiled = os.environ.get(COMPILED_ENV, "1") != "0"
+        return LeanDecoder(model, max_tokens, compiled_step=compiled)
     return HFDecoder(model)
 
 
@@ -87,9 +96,11 @@ class LeanDecoder:
 
     ``max_tokens``: the most positions this generation holds (prompt + new tokens); the cache is
     ``[layers, 2, kv_heads, max_tokens, head_dim]`` in the model's dtype on its device.
+    ``compiled_step``: decode tokens with ``DecodeStep`` where it applies (False: the Python
+    layer loop, its reference).
     """
 
-    def __init__(self, model: nn.Module, max_tokens: int) -> None:
+    def __init__(self, model: nn.Module, max_tokens: int, *, compiled_step: bool = True) -> None:
         config = model.config
         self.model = model
         self.layers = list(model.model.layers[: config.num_hidden_layers])
@@ -116,6 +127,10 @@ class LeanDecoder:
         ]
         self.norm = _rms_norm if all(map(_plain_fp32_rms_norm, norms)) else _call
         self.length = 0  # positions filled
+        self.mlps = [layer.mlp for layer in self.layers]
+        self.compiled = None
+        if compiled_step and compiled_step_unsupported(self) is None:
+            self.compiled = _decode_step(self)
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         # input_ids: [1, S] -> logits of the last position: [1, V]
@@ -125,7 +140,31 @@ class LeanDecoder:
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         # token: [1, 1] -> logits: [1, V]
-        return self._forward(token)
+        if self.compiled is None or not all(m.skipping and m.use_kernel for m in self.mlps):
+            return self._forward(token)
+        if self.length >= self.max_tokens:
+            raise ValueError(f"{self.length + 1} positions exceed this decoder's {self.max_tokens}")
+        model = self.model.model
+        thresholds = []
+        for mlp in self.mlps:
+            t = mlp.threshold
+            thresholds.extend(t if isinstance(t, tuple) else (t, 0.0, 0.0, 0.0))
+        h, kept = self.compiled(model.embed_tokens(token), self.length, thresholds)
+        self.length += 1
+        self._note(kept)
+        return self.model.lm_head(model.norm(h))[:, -1]
+
+    def _note(self, kept: list[int]) -> None:
+        """Hand each module the kept counts of the compiled step, as its own call would record
+        them (``DecodeStep``: seven per layer)."""
+        for i, mlp in enumerate(self.mlps):
+            counts = kept[7 * i : 7 * i + 7]
+            if mlp.site != "input":
+                mlp.note_kept(counts[0])
+                continue
+            for linear, n in zip(mlp.input_linears, counts, strict=True):
+                linear.note(n, n)
+            mlp.note_input()
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         s = ids.shape[1]
@@ -177,6 +216,71 @@ class LeanDecoder:
             enable_gqa=self.heads != self.kv_heads,
         )  # [1, H, S, hd]
         return project(attn.o_proj, out.transpose(1, 2).reshape(1, s, self.heads * hd))
+
+
+def compiled_step_unsupported(decoder: LeanDecoder) -> str | None:
+    """Why ``decoder`` cannot decode with ``DecodeStep`` (None when it can): it computes what the
+    Python loop computes only for fp32 on the CPU, plain RMSNorms, ``SparseMLP`` layers (not a
+    predictor's or a hot/cold split's) with SiLU, attention projections that are plain
+    ``nn.Linear`` (``SparseLinear`` at the input site), and no hooks (a profiler's would not see
+    the call)."""
+    if decoder.dtype != torch.float32 or decoder.device.type != "cpu":
+        return "not fp32 on the CPU"
+    if decoder.norm is not _rms_norm:
+        return "norms other than a plain fp32 LlamaRMSNorm"
+    if compiled_kernels() is None:
+        return "the compiled kernels are not built"
+    for layer, mlp in zip(decoder.layers, decoder.mlps, strict=True):
+        if type(mlp) is not SparseMLP or type(mlp.act_fn).__name__ not in (
+            "SiLU",
+            "SiLUActivation",
+        ):
+            return f"{type(mlp).__name__} layers (only SparseMLP with SiLU)"
+        attention = [
+            getattr(layer.self_attn, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ]
+        wanted = SparseLinear if mlp.site == "input" else nn.Linear
+        if any(type(linear) is not wanted for linear in attention):
+            return f"attention projections other than {wanted.__name__} at the {mlp.site} site"
+        if mlp.site == "input" and tuple(mlp.input_linears[:4]) != tuple(attention):
+            return "input-site projections not attached to their layer"
+    if _hooked(decoder.model):
+        return "forward hooks"
+    return None
+
+
+def _hooked(model: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.model.layers.modules())
+
+
+def _decode_step(decoder: LeanDecoder):
+    """The compiled ``DecodeStep`` over ``decoder``'s layers (their weights as the modules hold
+    them; built once per generation, after ``sparsify`` laid them out)."""
+    weights, sites = [], []
+    for layer, mlp in zip(decoder.layers, decoder.mlps, strict=True):
+        attn = layer.self_attn
+        weights += [
+            layer.input_layernorm.weight, attn.q_proj.weight, attn.k_proj.weight,
+            attn.v_proj.weight, attn.o_proj.weight, layer.post_attention_layernorm.weight,
+            mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight,
+        ]  # fmt: skip
+        sites.append(("h", "gate", "input").index(mlp.site))
+    eps = decoder.layers[0].input_layernorm.variance_epsilon
+    norms = (
+        n
+        for layer in decoder.layers
+        for n in (layer.input_layernorm, layer.post_attention_layernorm)
+    )
+    if any(n.variance_epsilon != eps for n in norms):
+        return None
+    return compiled_kernels().DecodeStep(
+        weights, sites, decoder.cache, decoder.cos, decoder.sin, decoder.rotation, float(eps),
+        float(decoder.scaling), decoder.heads, decoder.kv_heads,
+    )  # fmt: skip
 
 
 def _rotation_matrix(hd: int, device, dtype) -> torch.Tensor:

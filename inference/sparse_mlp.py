@@ -97,12 +97,17 @@ class SparseLinear(nn.Linear):
             keep = x.abs() >= self.threshold
             out = F.linear(x * keep, self.weight)
             kept = keep.float().sum(-1).mean().item()
+        self.note(kept, read_rows)
+        return out
+
+    def note(self, kept: float, read_rows: int) -> None:
+        """Record one call: ``kept`` inputs (mean over its tokens), ``read_rows`` rows of
+        ``weight.t()`` read (also for the compiled decode step, which computes the call)."""
         # Plain attributes, set past nn.Module.__setattr__ (its checks cost ~5 us a call, 420
         # calls a token on the shipped model).
         self.__dict__.update(last_kept=kept, last_read_rows=read_rows)
         if self.recording:
             self.read_weights.append(read_rows * self.out_features)
-        return out
 
     def to_linear(self, *, transposed: bool = False) -> nn.Linear:
         """An ``nn.Linear`` holding the same weight, row-major again unless ``transposed``."""
@@ -200,7 +205,7 @@ class SparseMLP(nn.Module):
         one_token = x.shape[:-1].numel() == 1 and self.skipping
         if self.threshold <= 0.0:
             h = self.act_fn(project(self.gate_proj, x)) * project(self.up_proj, x)
-            self._record(1.0, self.dense_weights)
+            self.note_kept(-1)
             return project(self.down_proj, h)
         if one_token:
             return self._skipping(x)
@@ -213,28 +218,45 @@ class SparseMLP(nn.Module):
     def _skipping(self, x: torch.Tensor) -> torch.Tensor:
         """One token, reading only the kept neurons' rows (down; and up at the gate site)."""
         x1 = x.reshape(-1)
-        d, f = x1.numel(), self.num_neurons
         weights = (self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight.t())
         kernel = h_ffn if self.site == "h" else gate_ffn
         out, kept = kernel(*weights, x1, self.threshold, self.act_fn, use_kernel=self.use_kernel)
-        read = (2 * f * d + kept * d) if self.site == "h" else (f * d + 2 * kept * d)
-        self._record(kept / f, read)
+        self.note_kept(kept)
         return out.view(x.shape)
 
+    def note_kept(self, kept: int) -> None:
+        """Record one token at the ``h`` or ``gate`` site that kept ``kept`` neurons (-1: its
+        threshold was 0 and the MLP ran dense)."""
+        if kept < 0:
+            self._record(1.0, self.dense_weights)
+            return
+        d, f = self.down_proj.out_features, self.num_neurons
+        read = (2 * f * d + kept * d) if self.site == "h" else (f * d + 2 * kept * d)
+        self._record(kept / f, read)
+
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        linears = (*self._attention, self.gate_proj, self.up_proj, self.down_proj)
-        for linear in linears:  # set only on a change: nn.Module.__setattr__ is slow
+        for linear in self.input_linears:  # set only on a change: nn.Module.__setattr__ is slow
             if (linear.skipping, linear.use_kernel) != (self.skipping, self.use_kernel):
                 linear.skipping, linear.use_kernel = self.skipping, self.use_kernel
         out = self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        self.note_input()
+        return out
+
+    @property
+    def input_linears(self) -> tuple[SparseLinear, ...]:
+        """At the ``input`` site, the layer's seven projections: q, k, v, o, gate, up, down."""
+        return (*self._attention, self.gate_proj, self.up_proj, self.down_proj)
+
+    def note_input(self) -> None:
+        """Record one call at the ``input`` site from its projections' last calls."""
         if self.recording:
+            linears = self.input_linears
             # kept inputs x outputs = weights used; over all the layer's projection weights
             used = sum(lin.last_kept * lin.out_features for lin in linears)
             total = sum(lin.in_features * lin.out_features for lin in linears)
             mlp = (self.gate_proj, self.up_proj, self.down_proj)
             read = sum(lin.last_read_rows * lin.out_features for lin in mlp)
             self._record(used / total, read)
-        return out
 
     def _record(self, active_fraction: float, read: int) -> None:
         if self.recording:

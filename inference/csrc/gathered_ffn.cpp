@@ -21,8 +21,10 @@
 // torch ops (abs, compare, nonzero, gather, ...) that would otherwise surround each kernel and
 // cost as much as the bytes they save at 135M. Each returns its output and how many rows it
 // kept (|value| >= threshold), for the telemetry.
+// decode_step.cpp runs one token through every layer with these kernels in one call.
 // Built on first use by torch.utils.cpp_extension.
-#include <torch/extension.h>
+#include "kernels.h"
+
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
@@ -292,4 +294,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("input_matvec", &input_matvec, "TEAL: thresholded input times W.t() rows (fp32, CPU)");
   m.def("h_ffn", &h_ffn, "SwiGLU FFN thresholded on |h| for one token (fp32, CPU)");
   m.def("gate_ffn", &gate_ffn, "SwiGLU FFN thresholded on |silu(gate x)| (fp32, CPU)");
+  bind_decode_step(m);
 }
