@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.bootstrap import item_bootstrap_counts, percentile_ci
 from analysis.preference import wilson_interval
 from evaluation.passk import pass_at_k_over_problems
 
@@ -32,6 +33,10 @@ _TELEMETRY = (
 # Two conditions are "at equal sparsity" only this close (absolute, in achieved sparsity).
 MATCH_TOLERANCE = 0.05
 _Z95 = 1.959963984540054
+# The Pass@1 interval's bootstrap over problems (several samples per problem): fixed, so a
+# report and the study page show the same interval.
+PASS_AT_1_BOOTSTRAP = 2000
+PASS_AT_1_SEED = 0
 
 
 def policy_axis(policy: dict) -> tuple[str, float | None]:
@@ -135,12 +140,37 @@ def _telemetry(own: pd.DataFrame) -> dict:
     return out
 
 
+def pass_at_1_interval(items: Sequence, passed: Sequence[bool]) -> list[float] | None:
+    """The 95 % interval of Pass@1 (the mean over problems of each problem's share of passing
+    samples) from one (problem, passed) pair per checked sample; None without samples.
+
+    One sample per problem: the Wilson interval over the samples, which are the problems.
+    Several samples of a problem are not independent (a problem is easy or hard for all of
+    them), so when any problem has more than one the interval is a percentile bootstrap over
+    problems: `PASS_AT_1_BOOTSTRAP` replicates (seed `PASS_AT_1_SEED`) each drawing the
+    problems with replacement, of the mean per-problem rate. Where that has no width (one
+    problem, or every problem at the same rate, e.g. all passed) it is the Wilson interval
+    over the problems, their rates summed as the successes."""
+    outcomes = pd.DataFrame({"item": list(items), "passed": list(passed)})
+    if outcomes.empty:
+        return None
+    per_problem = outcomes.groupby("item")["passed"]
+    if per_problem.size().max() == 1:
+        return wilson_interval(int(outcomes["passed"].sum()), len(outcomes))
+    rates = per_problem.mean().to_numpy(dtype=float)
+    draws = item_bootstrap_counts(len(rates), PASS_AT_1_BOOTSTRAP, PASS_AT_1_SEED)
+    interval = percentile_ci(draws @ rates / len(rates))
+    if interval is None or interval[0] == interval[1]:
+        return wilson_interval(float(rates.sum()), len(rates))
+    return interval
+
+
 def _pass_at_1(own: pd.DataFrame) -> dict:
     """Pass@1 = mean over problems of the share of checked samples that passed (the
-    unbiased estimator with k = 1), its Wilson 95 % interval (over the checked samples: exact
-    with one sample per problem, which ignores the clustering when there are several), pass@k
-    by the unbiased estimator when every problem has k > 1 samples, and the checks counted by
-    outcome (`evaluation.sandbox.OUTCOME_KINDS`) so that a 0 can be read."""
+    unbiased estimator with k = 1), its 95 % interval (`pass_at_1_interval`: Wilson with one
+    sample per problem, over problems with several), pass@k by the unbiased estimator when
+    every problem has k > 1 samples, and the checks counted by outcome
+    (`evaluation.sandbox.OUTCOME_KINDS`) so that a 0 can be read."""
     checked = own[own["passed"].notna()] if not own.empty else own
     if checked.empty:
         return {
@@ -154,7 +184,7 @@ def _pass_at_1(own: pd.DataFrame) -> dict:
     outcome_counts = checked["outcome"].value_counts() if "outcome" in checked else {}
     return {
         "pass_at_1": float(per_item.mean().mean()),
-        "pass_at_1_ci": wilson_interval(int(passed.sum()), len(checked)),
+        "pass_at_1_ci": pass_at_1_interval(checked["item"], passed),
         "pass_at_k": pass_at_k_over_problems(outcomes, k).pass_at_k if k > 1 else None,
         "k": k if k > 1 else None,
         "n_checked": len(checked),

@@ -5,9 +5,11 @@ from analysis.alignment import (
     condition_table,
     matched_sparsity,
     pareto_front,
+    pass_at_1_interval,
     policy_axis,
     quality_measure,
 )
+from analysis.preference import wilson_interval
 
 
 def test_policy_axis_per_family():
@@ -151,7 +153,7 @@ def test_pareto_front_keeps_the_undominated():
     assert quality_measure(rows[:4]) == "pass_at_1"
 
 
-def test_pass_at_1_carries_its_wilson_interval_pass_at_k_and_failures_by_kind():
+def test_pass_at_1_carries_its_interval_pass_at_k_and_failures_by_kind():
     conditions = [{"name": "dense", "policy": {"kind": "dense"}}]
     generations = pd.DataFrame(
         {
@@ -169,8 +171,13 @@ def test_pass_at_1_carries_its_wilson_interval_pass_at_k_and_failures_by_kind():
     )  # fmt: skip
     (row,) = condition_table(conditions, generations, None)
     assert row["pass_at_1"] == pytest.approx((0.5 + 0 + 1) / 3)
+    # Two samples per problem: the interval is over the problems, wider than the Wilson
+    # interval of the six samples ([0.19, 0.81]) as if they were independent.
+    assert row["pass_at_1_ci"] == pass_at_1_interval(
+        generations["item"], generations["passed"]
+    )
     low, high = row["pass_at_1_ci"]
-    assert low == pytest.approx(0.1876, abs=1e-3) and high == pytest.approx(0.8124, abs=1e-3)
+    assert low < 0.1876 and high > 0.8124
     # two samples per problem: pass@2 = mean(1 - C(n-c,2)/C(n,2)) = (1 + 0 + 1) / 3
     assert (row["k"], row["pass_at_k"]) == (2, pytest.approx(2 / 3))
     assert row["outcomes"] == {"wrong answer": 1, "timeout": 1, "no code": 1}
@@ -210,3 +217,43 @@ def test_telemetry_intervals_stay_inside_the_values_possible_range():
     assert row["latency_s_ci"][0] == 0.0 and row["latency_s_ci"][1] > 10
     assert row["tokens_per_s_ci"][0] > 0  # inside the range: untouched
     assert row["active_fraction_ci"][1] == 1.0 and row["sparsity_ci"][0] == 0.0
+
+
+def _width(interval: list[float]) -> float:
+    return interval[1] - interval[0]
+
+
+TASKS = [f"t{i}" for i in range(10)]
+
+
+def test_several_samples_per_problem_widen_the_pass_at_1_interval_to_the_problems():
+    """10 problems × 5 samples, each problem passed by all its samples or by none: 50
+    samples, but only 10 independent results. The interval is about as wide as the Wilson
+    interval of 10, not that of 50."""
+    for n_passing in (3, 5, 7):
+        items = [task for task in TASKS for _ in range(5)]
+        passed = [int(task[1:]) < n_passing for task in items]
+        interval = pass_at_1_interval(items, passed)
+        over_problems = wilson_interval(n_passing, 10)
+        over_samples = wilson_interval(5 * n_passing, 50)
+        assert interval[0] <= n_passing / 10 <= interval[1]
+        assert _width(interval) == pytest.approx(_width(over_problems), abs=0.12), interval
+        assert _width(interval) > 1.8 * _width(over_samples), interval
+    everything = pass_at_1_interval([t for t in TASKS for _ in range(5)], [True] * 50)
+    assert everything == wilson_interval(10, 10), "no width to bootstrap: Wilson over problems"
+
+
+def test_independent_samples_keep_a_narrow_pass_at_1_interval():
+    """Problems of equal difficulty (2 or 3 of 5 samples pass each): the spread between
+    problems is small, and so is the interval, narrower than 10 all-or-nothing results."""
+    items = [task for task in TASKS for _ in range(5)]
+    passed = [j < 2 + i % 2 for i in range(10) for j in range(5)]
+    interval = pass_at_1_interval(items, passed)
+    assert interval[0] < 0.5 < interval[1]
+    assert _width(interval) < 0.5 * _width(wilson_interval(5, 10))
+
+
+def test_one_sample_per_problem_keeps_the_wilson_interval():
+    passed = [True, False, True, True, False, False, True, False, False, False]
+    assert pass_at_1_interval(TASKS, passed) == wilson_interval(4, 10)
+    assert pass_at_1_interval([], []) is None
