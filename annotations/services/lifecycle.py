@@ -70,7 +70,10 @@ def study_launch(*, study: Study) -> list[str]:
     reasons += calibration_state(study).launch_blockers()
     progress = study_progress(study)
     if progress.total == 0:
-        reasons.append("Generations have not been started (use Generate on the study page).")
+        reasons.append(
+            "Generations have not been started (use “Create and enqueue missing generations” "
+            "on the study page)."
+        )
     elif not progress.finished:
         waiting = progress.total - progress.done - progress.failed - progress.cancelled
         reasons.append(

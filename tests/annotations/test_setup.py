@@ -160,7 +160,11 @@ def test_launch_refuses_until_generations_are_complete(users):
     client = staff_client(users)
     response = client.post(reverse("study_launch", args=[study.id]))
     assert response.status_code == 409
-    assert "Generations have not been started" in response.content.decode()
+    # It names the study page's button by its label, so a researcher can find it.
+    assert (
+        "Generations have not been started (use “Create and enqueue missing generations” "
+        "on the study page)." in response.content.decode()
+    )
     pipeline.generations_create(study=study)
     response = client.post(reverse("study_launch", args=[study.id]))
     assert "Generations are not complete: 0 of 3 done" in response.content.decode()
