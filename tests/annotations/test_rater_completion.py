@@ -280,3 +280,15 @@ def test_preview_is_staff_only(users):
     study = make_study(n_items=1, raters=[alice])
     response = login(alice).get(reverse("study_preview", args=[study.id]))
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_preview_without_pairs_shows_no_full_progress_bar_and_names_the_button(users):
+    """Before generation the preview read '0 judged · 0 to go' under a full progress bar and
+    sent the researcher to a 'Generate' button the study page does not have."""
+    staff, _, _ = users
+    study = make_study(n_items=1)
+    Study.objects.filter(id=study.id).update(status=Study.Status.DRAFT)
+    html = login(staff).get(reverse("study_preview", args=[study.id])).content.decode()
+    assert "No pairs to preview yet" in html
+    assert "<progress" not in html and "0 to go" not in html
+    assert "“Create and enqueue missing generations”" in html
