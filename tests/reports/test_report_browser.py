@@ -22,6 +22,12 @@ def test_report_opens_in_chromium_with_its_plots_and_no_script(tmp_path):
         widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
         assert len(widths) == 3 and all(w > 100 for w in widths), "a plot did not decode"
         assert page.title() == "Report: Threshold sweep <demo>"
+        # The policy column is prose (label and bytes note): right-aligned like the numbers
+        # it read as a ragged column several times taller than its row needed.
+        aligns = page.eval_on_selector_all(
+            "#conditions td:nth-child(2)", "cells => cells.map(c => getComputedStyle(c).textAlign)"
+        )
+        assert aligns and set(aligns) == {"left"}, aligns
         screenshot(page, "report")
     assert dialogs == [], "a payload in the data ran as script"
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
