@@ -39,7 +39,9 @@ def wilson_interval(successes: float, n: int) -> list[float] | None:
     if n == 0:
         return None
     low, high = proportion_confint(successes, n, alpha=1 - CI_LEVEL, method="wilson")
-    return [float(low), float(high)]
+    # The bounds are exactly 0 and 1 there; statsmodels' arithmetic leaves 5.6e-17 or
+    # 0.9999999999999999, an upper bound below its own estimate of 1.
+    return [0.0 if successes == 0 else float(low), 1.0 if successes == n else float(high)]
 
 
 def sign_test(wins: int, losses: int) -> float | None:

@@ -66,6 +66,14 @@ def test_wilson_interval_of_nothing_is_none():
     assert wilson_interval(0, 0) is None
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 10, 13, 20, 50, 100])
+def test_wilson_interval_reaches_the_bounds_exactly_at_none_and_all(n):
+    """statsmodels' bounds carry rounding: 0 of 3 gave a low of 5.6e-17 and 10 of 10 a high
+    of 0.9999999999999999, below its own estimate of 1, in summary.json."""
+    assert wilson_interval(0, n)[0] == 0.0
+    assert wilson_interval(n, n)[1] == 1.0
+
+
 def test_sign_test_is_exact_binomial():
     assert sign_test(9, 1) == pytest.approx(22 / 1024)  # 2 * (C(10,0) + C(10,1)) / 2^10
     assert sign_test(5, 5) == pytest.approx(1.0)
