@@ -245,6 +245,8 @@ LOGOUT_REDIRECT_URL = "login"
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's, but a message is never seen half-written (webapp/broker.py, celery/kombu#1551).
+    CELERY_BROKER_TRANSPORT = "webapp.broker:Transport"
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
