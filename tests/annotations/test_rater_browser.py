@@ -238,6 +238,24 @@ def test_keys_never_misfire_and_likert_has_its_own(live_server, users):
         assert not violations, violations
 
 
+def test_likert_keys_fill_each_question_in_turn_for_each_response(live_server, users):
+    """With two questions, r then w rated response 1 of the first question twice: a question
+    counted as unanswered until both responses had a value, so the second key overwrote the
+    first instead of going on to the next question's response 1."""
+    _, alice, _ = users
+    study = study_with_a_scale(alice)
+    study.criteria.create(name="correctness", question="How correct is it?")
+    with browser_page(live_server.url) as page:
+        open_as_alice(page, study)
+        for key in ("r", "w", "u", "i"):
+            page.keyboard.press(key)
+        values = page.evaluate(
+            "() => Array.from(document.querySelectorAll('#pair fieldset.criterion'))"
+            ".map(f => Array.from(f.querySelectorAll('input:checked')).map(i => i.value))"
+        )
+        assert values == [["4", "2"], ["2", "3"]], values
+
+
 def test_drafts_survive_reload_and_back_forward_and_go_on_submit(live_server, users):
     _, alice, _ = users
     study = study_with_a_scale(alice)

@@ -99,9 +99,12 @@
   }
   function likertPress(key, target) {
     const focused = target && target.closest && target.closest("#pair fieldset.criterion");
+    // Unanswered for this key's response (the radio group the key belongs to), not for the
+    // question as a whole: r then w rates response 1 of the first question, then of the next.
     const fieldsets = focused ? [focused]
       : Array.from(document.querySelectorAll("#pair fieldset.criterion")).filter(function (f) {
-        return f.querySelectorAll("input:checked").length < 2;
+        const radio = f.querySelector(`input[data-likert-key="${key}"]`);
+        return radio && !f.querySelector(`input[name="${radio.name}"]:checked`);
       });
     for (const fieldset of fieldsets) {
       const radio = fieldset.querySelector(`input[data-likert-key="${key}"]`);
