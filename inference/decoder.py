@@ -152,7 +152,7 @@ class LeanDecoder:
         h, kept = self.compiled(model.embed_tokens(token), self.length, thresholds)
         self.length += 1
         self._note(kept)
-        return self.model.lm_head(model.norm(h))[:, -1]
+        return project(self.model.lm_head, model.norm(h))[:, -1]
 
     def _note(self, kept: list[int]) -> None:
         """Hand each module the kept counts of the compiled step, as its own call would record
@@ -180,7 +180,7 @@ class LeanDecoder:
             h = h + layer.mlp(norm(layer.post_attention_layernorm, h))
         self.length = end
         last = model.norm(h[:, -1:])  # [1, 1, D]
-        return self.model.lm_head(last)[:, -1]
+        return project(self.model.lm_head, last)[:, -1]
 
     def _rope(self, start: int, end: int):
         """What ``_attention`` needs to rotate positions ``start:end``: for one token, the

@@ -17,6 +17,7 @@ or with ``INFERENCE_GATHER_KERNEL=0``, ``compiled_gathered_ffn()`` returns ``Non
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -25,12 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# decode_step.cpp includes csrc/kernels.h, which the build does not hash: a change there alone
-# needs a touch of a source to rebuild.
-_SOURCES = [
-    Path(__file__).parent / "csrc" / name for name in ("gathered_ffn.cpp", "decode_step.cpp")
-]
+_CSRC = Path(__file__).parent / "csrc"
+_SOURCES = [_CSRC / "gathered_ffn.cpp", _CSRC / "decode_step.cpp"]
 _state: dict = {}
+
+
+def _build_name() -> str:
+    """The extension's name, with a digest of its sources and header: each version of the code
+    gets its own build in the cache (checkouts of two versions on one machine, e.g. git
+    worktrees, would otherwise rebuild over each other, and a header change alone would not
+    rebuild)."""
+    digest = hashlib.sha256()
+    for path in (*_SOURCES, _CSRC / "kernels.h"):
+        digest.update(path.read_bytes())
+    return f"inference_sparse_kernels_{digest.hexdigest()[:12]}"
 
 
 def compiled_kernels():
@@ -45,7 +54,7 @@ def compiled_kernels():
         from torch.utils.cpp_extension import load
 
         module = load(
-            name="inference_sparse_kernels",
+            name=_build_name(),
             sources=[str(source) for source in _SOURCES],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
@@ -130,6 +139,19 @@ def rows_matvec(rows: torch.Tensor, index: torch.Tensor, coef: torch.Tensor) -> 
 def _ffn_kernels(use_kernel: bool, act_fn: nn.Module, *tensors: torch.Tensor):
     """The compiled module where it computes this FFN exactly (SiLU, fp32 on the CPU), else None."""
     return compiled_kernels() if use_kernel and _is_silu(act_fn) and _cpu_fp32(*tensors) else None
+
+
+def dense_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight)`` without a bias. One token (``x`` holds one row) in fp32 on the
+    CPU, with ``weight`` row-major or a transposed contiguous view, runs the compiled dense GEMV
+    (``dense_matvec``: faster than ATen's on the shipped model's small matrices, and the one the
+    compiled decode step calls, so both decode paths give the same numbers)."""
+    if x.shape[:-1].numel() == 1 and _cpu_fp32(x, weight) and weight.dim() == 2:
+        module = compiled_kernels()
+        if module is not None and (weight.is_contiguous() or weight.t().is_contiguous()):
+            out = module.dense_matvec(weight, x.reshape(-1).contiguous())
+            return out.view(*x.shape[:-1], weight.shape[0])
+    return F.linear(x, weight)
 
 
 def _kept_index(values: torch.Tensor, threshold: float) -> torch.Tensor:

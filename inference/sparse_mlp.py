@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inference.kernels import gate_ffn, h_ffn, input_matvec
+from inference.kernels import dense_linear, gate_ffn, h_ffn, input_matvec
 from inference.policies import SITES
 
 # Input-site thresholds per layer, in this order: the inputs of q/k/v, o, gate/up and down.
@@ -52,13 +52,15 @@ def row_major(linear: nn.Linear) -> None:
             linear.weight = nn.Parameter(linear.weight.contiguous(), requires_grad=False)
 
 
-def project(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``linear(x)``; a plain ``nn.Linear`` without hooks as ``F.linear`` on its weight (a module
-    call costs a few microseconds, ~200 of them a token on the shipped model). Hooks (the
-    profiler's) keep the module call."""
-    if type(linear) is nn.Linear and not (linear._forward_hooks or linear._forward_pre_hooks):
-        return F.linear(x, linear.weight, linear.bias)
-    return linear(x)
+def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``; a plain ``nn.Linear`` without hooks as ``kernels.dense_linear`` on its
+    weight (a module call costs a few microseconds, ~200 of them a token on the shipped model;
+    one token takes the compiled GEMV). Hooks (the profiler's) keep the module call."""
+    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks):
+        if module.bias is None:
+            return dense_linear(x, module.weight)
+        return F.linear(x, module.weight, module.bias)
+    return module(x)
 
 
 class SparseLinear(nn.Linear):
@@ -86,7 +88,7 @@ class SparseLinear(nn.Linear):
         # x: [B, S, in] -> [B, S, out]
         read_rows = self.in_features
         if self.threshold <= 0.0:
-            out, kept = F.linear(x, self.weight), float(self.in_features)
+            out, kept = dense_linear(x, self.weight), float(self.in_features)
         elif x.shape[:-1].numel() == 1 and self.skipping:
             weight_t = self.weight.t()  # [in, out], contiguous
             out, kept = input_matvec(

@@ -37,12 +37,17 @@ torch::Tensor rms_norm(const torch::Tensor& weight, const torch::Tensor& x, doub
   return weight * (x * at::rsqrt(x.pow(2).mean(-1, true) + eps));
 }
 
+// W x for x [1, 1, in], as kernels.dense_linear computes it for one token.
+torch::Tensor matvec(const torch::Tensor& x, const torch::Tensor& weight) {
+  return dense_matvec(weight, x.reshape(-1).contiguous()).view({1, 1, -1});
+}
+
 // A projection of x [1, 1, in] as nn.Linear / SparseLinear computes it for one token.
 torch::Tensor project(const Projection& p, const torch::Tensor& x, double threshold,
                       int64_t* kept) {
   if (!p.rows.defined() || threshold <= 0.0) {
     *kept = p.weight.size(1);
-    return at::linear(x, p.weight);
+    return matvec(x, p.weight);
   }
   auto [out, n] = input_matvec(p.rows, x.reshape(-1), threshold);
   *kept = n;
@@ -132,8 +137,8 @@ class DecodeStep {
                                                                           counts + 5);
         h = h + project(l.down, a, t[3], counts + 6);
       } else if (t[0] <= 0.0) {
-        auto a = at::silu(at::linear(x, l.gate.weight)) * at::linear(x, l.up.weight);
-        h = h + at::linear(a, l.down.weight);
+        auto a = at::silu(matvec(x, l.gate.weight)) * matvec(x, l.up.weight);
+        h = h + matvec(a, l.down.weight);
         counts[0] = -1;
       } else {
         auto x1 = x.reshape(-1);

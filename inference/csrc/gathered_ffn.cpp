@@ -26,6 +26,9 @@
 #include "kernels.h"
 
 #include <ATen/Parallel.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -113,6 +116,64 @@ inline float dot(const float* a, const float* x, int64_t d) {
 }
 
 inline float silu(float v) { return v / (1.f + std::exp(-v)); }
+
+// out[r] = w[r] . x for rows [begin, end) of a row-major [O, D] matrix, four rows at a time
+// (x loaded once per four rows), the next group's lines prefetched while this one is summed.
+void rows_dot(const float* w, const float* x, float* out, int64_t begin, int64_t end,
+              int64_t d) {
+  int64_t r = begin;
+  for (; r + 4 <= end; r += 4) {
+    const float* w0 = w + r * d;
+    const float *w1 = w0 + d, *w2 = w1 + d, *w3 = w2 + d;
+    float s[4];
+#ifdef __AVX512F__
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t k = 0;
+    for (; k + 16 <= d; k += 16) {
+      __builtin_prefetch(w0 + 4 * d + k);
+      __builtin_prefetch(w1 + 4 * d + k);
+      __builtin_prefetch(w2 + 4 * d + k);
+      __builtin_prefetch(w3 + 4 * d + k);
+      const __m512 xv = _mm512_loadu_ps(x + k);
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xv, a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xv, a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), xv, a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), xv, a3);
+    }
+    s[0] = _mm512_reduce_add_ps(a0);
+    s[1] = _mm512_reduce_add_ps(a1);
+    s[2] = _mm512_reduce_add_ps(a2);
+    s[3] = _mm512_reduce_add_ps(a3);
+#else
+    int64_t k = 0;
+    s[0] = s[1] = s[2] = s[3] = 0.f;
+#endif
+    for (; k < d; ++k) {
+      s[0] += w0[k] * x[k];
+      s[1] += w1[k] * x[k];
+      s[2] += w2[k] * x[k];
+      s[3] += w3[k] * x[k];
+    }
+    std::copy(s, s + 4, out + r);
+  }
+  for (; r < end; ++r) out[r] = dot(w + r * d, x, d);
+}
+
+// acc[0:c] += sum over rows i in [begin, end) of x[i] * rows[i] ([R, C] row-major), four rows a
+// pass over the accumulator, the next group's lines prefetched.
+void rows_axpy(const float* rows, const float* x, float* acc, int64_t begin, int64_t end,
+               int64_t c) {
+  int64_t i = begin;
+  for (; i + 4 <= end; i += 4) {
+    const float* r[4] = {rows + i * c, rows + (i + 1) * c, rows + (i + 2) * c,
+                         rows + (i + 3) * c};
+    for (int64_t k = 0; k < c && i + 4 < end; k += kLine) {
+      for (int64_t j = 0; j < 4; ++j) __builtin_prefetch(r[j] + 4 * c + k);
+    }
+    axpy4(x + i, r, acc, c);
+  }
+  for (; i < end; ++i) axpy(x[i], rows + i * c, acc, c);
+}
 
 // `chunks` contiguous ranges of [0, n) run in parallel (at most one per `min_work` items);
 // `body(begin, end, acc)` adds its range's contribution into its partial output `acc` [width]
@@ -237,18 +298,51 @@ std::tuple<torch::Tensor, int64_t> input_matvec(torch::Tensor rows, torch::Tenso
   });
 }
 
-// The two FFN sites, one shape: `value(i)` for every neuron from rows read whole (split by
-// neurons over the threads), the neurons with |value| >= threshold kept, then each kept
-// neuron's `coef(i, value)` times its down row (split evenly by kept neuron: where the kept
-// ones cluster, a split by neurons would not be even). Returns (out [D], kept neurons).
-template <typename Value, typename Coef>
+// A dense projection of one token, W x, for W as a module holds it: row-major [O, D] (each
+// output a dot product, the rows split over the threads), or a transposed view of a contiguous
+// [D, O] (the layout of the input site and of down: x_i times row i, summed; the rows split
+// over the threads, one partial output each). Faster than ATen's GEMV for the shipped model's
+// small matrices (benchmarks/bench_gemv.py), and the one dense GEMV of the one-token paths,
+// Python and compiled alike, so they give the same numbers.
+torch::Tensor dense_matvec(torch::Tensor weight, torch::Tensor x) {
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kFloat32, "fp32 [O, D] weight");
+  TORCH_CHECK(x.is_contiguous() && x.numel() == weight.size(1) &&
+                  x.scalar_type() == torch::kFloat32, "x must be fp32 [D]");
+  const float* x_p = x.data_ptr<float>();
+  if (weight.t().is_contiguous() && !weight.is_contiguous()) {
+    const auto rows = weight.t();  // [D, O]
+    const int64_t r = rows.size(0), c = rows.size(1);
+    const float* rows_p = rows.data_ptr<float>();
+    return std::get<0>(chunked(r, c, std::max<int64_t>(16, 16384 / c), x.options(),
+                               [&](int64_t begin, int64_t end, float* acc) {
+      rows_axpy(rows_p, x_p, acc, begin, end, c);
+      return end - begin;
+    }));
+  }
+  TORCH_CHECK(weight.is_contiguous(), "weight must be row-major or a transposed contiguous view");
+  const int64_t o = weight.size(0), d = weight.size(1);
+  auto out = torch::empty({o}, x.options());
+  const float* w_p = weight.data_ptr<float>();
+  float* out_p = out.data_ptr<float>();
+  at::parallel_for(0, o, std::max<int64_t>(4, 16384 / d), [&](int64_t begin, int64_t end) {
+    rows_dot(w_p, x_p, out_p, begin, end, d);
+  });
+  return out;
+}
+
+// The two FFN sites, one shape: `values(begin, end, out)` fills out[i] for the neurons
+// [begin, end) from rows read whole (dense GEMV rows, split by neurons over the threads), the
+// neurons with |value| >= threshold kept, then each kept neuron's `coef(i, value)` times its
+// down row (split evenly by kept neuron: where the kept ones cluster, a split by neurons would
+// not be even). Returns (out [D], kept neurons).
+template <typename Values, typename Coef>
 std::tuple<torch::Tensor, int64_t> threshold_ffn(const Ffn& w, double threshold,
                                                  const torch::TensorOptions& options,
-                                                 Value value, Coef coef_of) {
+                                                 Values values_of, Coef coef_of) {
   const int64_t min_neurons = std::max<int64_t>(16, 16384 / w.d);
   std::vector<float> values(w.f);
   at::parallel_for(0, w.f, min_neurons, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) values[i] = value(i);
+    values_of(begin, end, values.data());
   });
   std::vector<int64_t> index;
   std::vector<float> coef;
@@ -267,10 +361,14 @@ std::tuple<torch::Tensor, int64_t> h_ffn(torch::Tensor gate, torch::Tensor up,
                                          torch::Tensor down_t, torch::Tensor x,
                                          double threshold) {
   const Ffn w = checked_ffn(gate, up, down_t, x);
-  const int64_t d = w.d;
+  std::vector<float> up_x(w.f);
   return threshold_ffn(
       w, threshold, x.options(),
-      [&](int64_t i) { return silu(dot(w.gate + i * d, w.x, d)) * dot(w.up + i * d, w.x, d); },
+      [&](int64_t begin, int64_t end, float* h) {
+        rows_dot(w.gate, w.x, h, begin, end, w.d);
+        rows_dot(w.up, w.x, up_x.data(), begin, end, w.d);
+        for (int64_t i = begin; i < end; ++i) h[i] = silu(h[i]) * up_x[i];
+      },
       [](const std::vector<int64_t>&, int64_t, int64_t, float h) { return h; });
 }
 
@@ -282,7 +380,11 @@ std::tuple<torch::Tensor, int64_t> gate_ffn(torch::Tensor gate, torch::Tensor up
   const Ffn w = checked_ffn(gate, up, down_t, x);
   const int64_t d = w.d;
   return threshold_ffn(
-      w, threshold, x.options(), [&](int64_t i) { return silu(dot(w.gate + i * d, w.x, d)); },
+      w, threshold, x.options(),
+      [&](int64_t begin, int64_t end, float* a) {
+        rows_dot(w.gate, w.x, a, begin, end, d);
+        for (int64_t i = begin; i < end; ++i) a[i] = silu(a[i]);
+      },
       [&](const std::vector<int64_t>& index, int64_t j, int64_t end, float a) {
         if (j + 1 < end) prefetch_row(w.up + index[j + 1] * d, d);
         return a * dot(w.up + index[j] * d, w.x, d);
@@ -294,5 +396,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("input_matvec", &input_matvec, "TEAL: thresholded input times W.t() rows (fp32, CPU)");
   m.def("h_ffn", &h_ffn, "SwiGLU FFN thresholded on |h| for one token (fp32, CPU)");
   m.def("gate_ffn", &gate_ffn, "SwiGLU FFN thresholded on |silu(gate x)| (fp32, CPU)");
+  m.def("dense_matvec", &dense_matvec, "W x for one token, W row-major or transposed (fp32, CPU)");
   bind_decode_step(m);
 }

@@ -6,6 +6,7 @@
 
 torch::Tensor gathered_ffn(torch::Tensor gu, torch::Tensor down_t, torch::Tensor x,
                            torch::Tensor idx);
+torch::Tensor dense_matvec(torch::Tensor weight, torch::Tensor x);
 std::tuple<torch::Tensor, int64_t> input_matvec(torch::Tensor rows, torch::Tensor x,
                                                 double threshold);
 std::tuple<torch::Tensor, int64_t> h_ffn(torch::Tensor gate, torch::Tensor up,

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
@@ -239,3 +240,31 @@ def test_threshold_kernels_equal_their_pytorch_paths(threshold):
             assert kept == rows.shape[0] if name == "input_matvec" else kept == f
         if threshold == 1000.0:
             assert kept == 0 and not out.any(), f"{name}: nothing passes, yet it kept rows"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(4, 16), (7, 33), (1536, 576), (61, 1030)])
+def test_dense_gemv_equals_aten_in_both_layouts(shape, threads):
+    from inference.kernels import compiled_kernels, dense_linear
+
+    if compiled_kernels() is None:
+        pytest.skip("the compiled kernel could not be built here")
+    g = torch.Generator().manual_seed(2)
+    weight = torch.randn(*shape, generator=g)
+    transposed = weight.t().contiguous().t()  # the input site's and down's layout
+    x = torch.randn(1, 1, shape[1], generator=g)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        exact = F.linear(x.double(), weight.double())
+        for w in (weight, transposed):
+            out = dense_linear(x, w)
+            assert out.shape == (1, 1, shape[0])
+            # fp32 sums in another order than ATen's: as close to the exact sum as ATen's is
+            aten_error = (F.linear(x, w).double() - exact).abs().max().item()
+            error = (out.double() - exact).abs().max().item()
+            assert error <= 2 * aten_error + 1e-6, f"error {error:.2g}, ATen's {aten_error:.2g}"
+    finally:
+        torch.set_num_threads(previous)
+    prompt = torch.randn(3, shape[1], generator=g)  # several rows: ATen's own
+    assert torch.equal(dense_linear(prompt, weight), F.linear(prompt, weight))
