@@ -256,6 +256,28 @@ def test_likert_keys_fill_each_question_in_turn_for_each_response(live_server, u
         assert values == [["4", "2"], ["2", "3"]], values
 
 
+def test_a_choice_key_with_a_scale_unanswered_shows_the_scale_above_the_sticky_buttons(
+    live_server, users
+):
+    """The choice buttons stick to the bottom of the window: the browser scrolled the
+    unanswered scale it focused to just inside the window, under them, out of sight."""
+    _, alice, _ = users
+    study = study_with_a_scale(alice)
+    with browser_page(live_server.url) as page:
+        page.set_viewport_size({"width": 1280, "height": 360})
+        open_as_alice(page, study)
+        page.keyboard.press("1")
+        page.wait_for_function("() => document.activeElement.type === 'radio'")
+        page.wait_for_timeout(300)
+        focused_bottom = page.evaluate(
+            "() => document.activeElement.closest('.likert').getBoundingClientRect().bottom"
+        )
+        buttons_top = page.evaluate(
+            "() => document.querySelector('#pair .choices').getBoundingClientRect().top"
+        )
+        assert focused_bottom <= buttons_top, (focused_bottom, buttons_top)
+
+
 def test_drafts_survive_reload_and_back_forward_and_go_on_submit(live_server, users):
     _, alice, _ = users
     study = study_with_a_scale(alice)
