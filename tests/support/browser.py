@@ -48,7 +48,9 @@ def browser_page(base_url: str) -> Iterator:
                 page = browser.new_page(
                     base_url=base_url, viewport={"width": 1280, "height": 900}
                 )
-                page.set_default_timeout(15_000)
+                # Form posts do real work (a new study counts its prompts' tokens with the
+                # model's tokenizer): on a loaded 2-core machine one took over 15 s.
+                page.set_default_timeout(45_000)
                 yield page
             finally:
                 # Database connections the test opened while Playwright's loop ran live in
