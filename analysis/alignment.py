@@ -165,17 +165,24 @@ def pass_at_1_interval(items: Sequence, passed: Sequence[bool]) -> list[float] |
     return interval
 
 
+# The outcome of a sample whose Pass@1 check never ran (its job failed twice: the worker died
+# each time). Left out of Pass@1, as unscored, and counted beside the outcomes so it shows.
+NOT_RUN = "check could not run"
+
+
 def _pass_at_1(own: pd.DataFrame) -> dict:
     """Pass@1 = mean over problems of the share of checked samples that passed (the
     unbiased estimator with k = 1), its 95 % interval (`pass_at_1_interval`: Wilson with one
     sample per problem, over problems with several), pass@k by the unbiased estimator when
     every problem has k > 1 samples, and the checks counted by outcome
-    (`evaluation.sandbox.OUTCOME_KINDS`) so that a 0 can be read."""
+    (`evaluation.sandbox.OUTCOME_KINDS`, and `NOT_RUN` for checks that never ran) so that a 0
+    can be read."""
     checked = own[own["passed"].notna()] if not own.empty else own
+    not_run = int((own["outcome"] == NOT_RUN).sum()) if "outcome" in own else 0
     if checked.empty:
         return {
             "pass_at_1": None, "pass_at_1_ci": None, "pass_at_k": None, "k": None,
-            "n_checked": 0, "n_passed": 0, "outcomes": {},
+            "n_checked": 0, "n_passed": 0, "outcomes": {NOT_RUN: not_run} if not_run else {},
         }  # fmt: skip
     passed = checked["passed"].astype(bool)
     per_item = passed.groupby(checked["item"])
@@ -189,7 +196,10 @@ def _pass_at_1(own: pd.DataFrame) -> dict:
         "k": k if k > 1 else None,
         "n_checked": len(checked),
         "n_passed": int(passed.sum()),
-        "outcomes": {kind: int(n) for kind, n in outcome_counts.items() if kind != "passed"},
+        "outcomes": {
+            **{kind: int(n) for kind, n in outcome_counts.items() if kind != "passed"},
+            **({NOT_RUN: not_run} if not_run else {}),
+        },
     }
 
 

@@ -29,7 +29,15 @@ from analysis.report import build_report, report_figures, study_page_summary
 from analysis.style import style_columns
 from annotations import selectors
 from annotations.conditions import policy_skips_bytes
-from annotations.models import CriterionRating, Execution, Generation, GoldAnswer, Judgment, Study
+from annotations.models import (
+    CriterionRating,
+    Execution,
+    ExecutionJob,
+    Generation,
+    GoldAnswer,
+    Judgment,
+    Study,
+)
 from reports.tables import (
     GENERATION_EXPORT,
     JUDGMENT_EXPORT,
@@ -387,6 +395,9 @@ def report_fingerprint(study: Study, *, bootstrap: int, seed: int) -> str:
         at=Max("created_at"),
         passed=Count("id", filter=Q(status=Execution.Status.PASSED)),
     )
+    checks_not_run = ExecutionJob.objects.filter(
+        generation__item__study=study, status=ExecutionJob.Status.FAILED
+    ).count()
     state = {
         "study": [study.id, study.created_at, study.name, study.profile_questions],
         "items": study.items.aggregate(n=Count("id"), last=Max("id")),
@@ -406,6 +417,7 @@ def report_fingerprint(study: Study, *, bootstrap: int, seed: int) -> str:
         "ratings": ratings,
         "generations": generations,
         "executions": executions,
+        "checks_not_run": checks_not_run,
         "settings": [bootstrap, seed, PERMUTATIONS, _code_version()],
     }
     text = json.dumps(_rounded(state), sort_keys=True, default=str)

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.alignment import NOT_RUN
 from annotations.conditions import WEIGHT_BYTES_READ
-from annotations.models import CriterionRating, Enrolment, Generation, Judgment, Study
+from annotations.models import (
+    CriterionRating,
+    Enrolment,
+    ExecutionJob,
+    Generation,
+    Judgment,
+    Study,
+)
 from annotations.selectors import COUNTING_RULE, JudgmentsForAnalysis
 from evaluation.sandbox import outcome_kind
 
@@ -144,15 +152,17 @@ def rating_rows(study: Study, judgments: list[dict]) -> list[dict]:
 
 def generation_rows(study: Study) -> list[dict]:
     """Every generation of the study in `GENERATION_EXPORT`'s columns, with its sandbox
-    verdict."""
+    verdict (``NOT_RUN`` where its check failed for good and never ran)."""
     generations = (
         Generation.objects.filter(item__study=study)
-        .select_related("item", "condition", "execution")
+        .select_related("item", "condition", "execution", "execution_job")
         .order_by("item_id", "condition__position", "sample_index", "id")
     )
     rows = []
     for g in generations:
         execution = getattr(g, "execution", None)
+        job = getattr(g, "execution_job", None)
+        not_run = execution is None and job is not None and job.status == ExecutionJob.Status.FAILED
         rows.append(
             {
                 "generation": g.id,
@@ -168,12 +178,14 @@ def generation_rows(study: Study) -> list[dict]:
                 "peak_rss_bytes": g.peak_rss_bytes,
                 "active_fraction": g.active_fraction,
                 "weight_bytes_read_per_token": g.telemetry.get(WEIGHT_BYTES_READ),
-                "execution_status": execution.status if execution else None,
+                "execution_status": execution.status if execution else (
+                    NOT_RUN if not_run else None
+                ),
                 "passed": execution.passed if execution else None,
                 "outcome": (
                     outcome_kind(execution.status, execution.stderr, execution.code)
                     if execution
-                    else None
+                    else (NOT_RUN if not_run else None)
                 ),
             }
         )

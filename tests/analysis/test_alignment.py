@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 
 from analysis.alignment import (
+    NOT_RUN,
     condition_table,
     matched_sparsity,
     pareto_front,
@@ -196,6 +197,23 @@ def test_one_sample_per_problem_has_no_pass_at_k_and_an_all_zero_row_says_why():
     assert row["pass_at_1"] == 0 and row["pass_at_1_ci"][0] == 0 and row["pass_at_1_ci"][1] > 0.5
     assert row["k"] is None and row["pass_at_k"] is None
     assert row["outcomes"] == {"name error": 2}
+
+
+def test_checks_that_never_ran_are_left_out_of_pass_at_1_and_counted():
+    conditions = [{"name": "dense", "policy": {"kind": "dense"}}]
+    generations = pd.DataFrame(
+        {
+            "condition": ["dense"] * 3, "item": ["q1", "q2", "q3"], "active_fraction": [1.0] * 3,
+            "tokens_per_s": [10] * 3, "latency_s": [1] * 3, "peak_rss_bytes": [1] * 3,
+            "passed": [True, False, None], "outcome": ["passed", "wrong answer", NOT_RUN],
+        }
+    )  # fmt: skip
+    (row,) = condition_table(conditions, generations, None)
+    assert (row["pass_at_1"], row["n_checked"], row["n_passed"]) == (0.5, 2, 1)
+    assert row["outcomes"] == {"wrong answer": 1, NOT_RUN: 1}
+    only_lost = generations.assign(passed=None, outcome=NOT_RUN)
+    (row,) = condition_table(conditions, only_lost, None)
+    assert row["pass_at_1"] is None and row["outcomes"] == {NOT_RUN: 3}
 
 
 def test_telemetry_intervals_stay_inside_the_values_possible_range():

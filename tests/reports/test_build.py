@@ -16,8 +16,9 @@ from django.test import Client
 from django.urls import reverse
 
 from analysis.__main__ import main as analysis_cli
+from analysis.alignment import NOT_RUN
 from annotations import services
-from annotations.models import Enrolment, Execution, Generation, Judgment, Study
+from annotations.models import Enrolment, Execution, ExecutionJob, Generation, Judgment, Study
 from reports import build as report_build
 from tests.annotations.conftest import finish_generations, make_study
 
@@ -531,3 +532,27 @@ def test_the_study_page_computes_the_reports_figures_without_building_the_report
              "peak_rss_mib", "pass_at_1", "pass_at_1_ci", "n_passed", "n_checked", "outcomes"]
     for page_row, report_row in zip(numbers["conditions"], summary["conditions"], strict=True):
         assert {k: page_row[k] for k in shown} == {k: report_row[k] for k in shown}
+
+
+def test_a_check_that_never_ran_is_counted_beside_pass_at_1_and_exported(users, monkeypatch):
+    """A check whose job failed twice (the worker died each time) has no verdict: Pass@1 leaves
+    it out and the report says so, per condition and per output, instead of shrinking the
+    denominator silently."""
+    monkeypatch.setattr("reports.build.REPORT_BOOTSTRAP", 0)
+    study, _ = rated_study(n_items=2, n_raters=1, name="lost check")
+    generation = Generation.objects.filter(item__study=study).order_by("id").first()
+    before = report_build.report_fingerprint(study, bootstrap=0, seed=0)
+    Execution.objects.filter(generation=generation).delete()
+    ExecutionJob.objects.update_or_create(
+        generation=generation,
+        defaults={"status": ExecutionJob.Status.FAILED, "error": "gave up after 2 tries"},
+    )
+    assert report_build.report_fingerprint(study, bootstrap=0, seed=0) != before
+    report = report_build.study_report(study)
+    name = generation.condition.name
+    row = next(r for r in report.summary["conditions"] if r["condition"] == name)
+    assert row["outcomes"].get(NOT_RUN) == 1
+    assert row["n_checked"] == 1, "the unchecked output counted as checked"
+    lost = next(g for g in report.generations if g["generation"] == generation.id)
+    assert lost["outcome"] == NOT_RUN and lost["passed"] is None
+    assert NOT_RUN in report_build.render_report_html(report)
