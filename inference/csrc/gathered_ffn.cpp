@@ -86,23 +86,47 @@ inline void axpy4(const float* c, const float* const* r, float* acc, int64_t d) 
   }
 }
 
+// acc += sum of c[j] * r[j] over eight rows: one pass over the accumulator per eight rows, two
+// chains of four products (on the shipped model's transposed matrices, one thread: 18.1 GB/s
+// against 15.2 for four rows a pass).
+inline void axpy8(const float* c, const float* const* r, float* acc, int64_t d) {
+  const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], c4 = c[4], c5 = c[5], c6 = c[6],
+              c7 = c[7];
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4], *r5 = r[5],
+              *r6 = r[6], *r7 = r[7];
+  for (int64_t p = 0; p < d; p += kPage) {
+    const int64_t e = std::min(d, p + kPage);
+    for (int64_t j = 0; j < 8; ++j) prefetch_next_page(r[j] + p, r[j] + d);
+#pragma omp simd
+    for (int64_t k = p; k < e; ++k) {
+      acc[k] += (c0 * r0[k] + c2 * r2[k] + c4 * r4[k] + c6 * r6[k]) +
+                (c1 * r1[k] + c3 * r3[k] + c5 * r5[k] + c7 * r7[k]);
+    }
+  }
+}
+
 // Prefetch a row's first page (a longer row's later pages are prefetched as it is read).
 inline void prefetch_row(const float* row, int64_t d) {
   const int64_t end = std::min(d, kPage);
   for (int64_t k = 0; k < end; k += kLine) __builtin_prefetch(row + k, 0, 2);
 }
 
-// acc += sum_j coef[j] * (base + index[j] * d)[0:d] over n rows, four at a time. The rows sit
+// acc += sum_j coef[j] * (base + index[j] * d)[0:d] over n rows, eight at a time. The rows sit
 // at scattered addresses and are short (a few KiB), too short for the hardware prefetcher to
 // get going, so each group's rows are prefetched whole while the group before is summed.
 inline void axpy_rows(const float* base, const int64_t* index, const float* coef, int64_t n,
                       float* acc, int64_t d) {
-  for (int64_t j = 0; j < std::min<int64_t>(n, 8); ++j) prefetch_row(base + index[j] * d, d);
+  for (int64_t j = 0; j < std::min<int64_t>(n, 16); ++j) prefetch_row(base + index[j] * d, d);
   int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const float* r[8];
+    for (int64_t q = 0; q < 8; ++q) r[q] = base + index[j + q] * d;
+    for (int64_t p = j + 16; p < std::min(n, j + 24); ++p) prefetch_row(base + index[p] * d, d);
+    axpy8(coef + j, r, acc, d);
+  }
   for (; j + 4 <= n; j += 4) {
     const float* r[4] = {base + index[j] * d, base + index[j + 1] * d, base + index[j + 2] * d,
                          base + index[j + 3] * d};
-    for (int64_t p = j + 8; p < std::min(n, j + 12); ++p) prefetch_row(base + index[p] * d, d);
     axpy4(coef + j, r, acc, d);
   }
   for (; j < n; ++j) axpy(coef[j], base + index[j] * d, acc, d);
@@ -146,18 +170,15 @@ void rows_dot(const float* w, const float* x, float* out, int64_t begin, int64_t
   }
 }
 
-// acc[0:c] += sum over rows i in [begin, end) of x[i] * rows[i] ([R, C] row-major), four rows a
-// pass over the accumulator, the next group's lines prefetched.
+// acc[0:c] += sum over rows i in [begin, end) of x[i] * rows[i] ([R, C] row-major), eight rows
+// a pass over the accumulator (contiguous rows: the hardware prefetcher follows them).
 void rows_axpy(const float* rows, const float* x, float* acc, int64_t begin, int64_t end,
                int64_t c) {
   int64_t i = begin;
-  for (; i + 4 <= end; i += 4) {
-    const float* r[4] = {rows + i * c, rows + (i + 1) * c, rows + (i + 2) * c,
-                         rows + (i + 3) * c};
-    for (int64_t k = 0; k < c && i + 4 < end; k += kLine) {
-      for (int64_t j = 0; j < 4; ++j) __builtin_prefetch(r[j] + 4 * c + k);
-    }
-    axpy4(x + i, r, acc, c);
+  for (; i + 8 <= end; i += 8) {
+    const float* r[8];
+    for (int64_t j = 0; j < 8; ++j) r[j] = rows + (i + j) * c;
+    axpy8(x + i, r, acc, c);
   }
   for (; i < end; ++i) axpy(x[i], rows + i * c, acc, c);
 }
