@@ -14,7 +14,7 @@ Each round runs, alternating: ``llama-bench -p 0 -n TOKENS -r 1`` (decode only, 
 context), then the engine decoding TOKENS greedy tokens of one prompt, dense and at each
 threshold site (thresholds calibrated to ``--sparsity`` on two HumanEval prompts), in an order
 that rotates by one each round. Dense runs on the default layout (a dense policy keeps the last
-site's, and the ``input`` site's transposed projections decode dense ~7 % slower at 2
+site's, and the ``input`` site's transposed projections decode dense ~4 % slower at 2
 threads). Tokens/s counts decode steps only on both sides; figures are medians over rounds,
 ratios are to llama.cpp and to the engine's dense in the same run. Results: docs/benchmarks.md.
 """
