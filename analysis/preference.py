@@ -186,6 +186,35 @@ def pair_table(df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> lis
     return _pairs(judgments, item_codes, draws)
 
 
+def oriented_pairs(pairs: list[dict], order: Sequence[str]) -> list[dict]:
+    """`pair_table` / `preference_summary` rows with the condition earlier in ``order`` (the
+    study's, dense first) as A, so every table of a report reads a comparison the same way
+    round (the rows come with A and B in alphabetical order). A flipped row swaps wins and
+    losses and mirrors its win rates and intervals; its tests are symmetric and unchanged."""
+    rank = {name: i for i, name in enumerate(order)}
+    flipped_rows = []
+    for row in pairs:
+        a, b = row["condition_a"], row["condition_b"]
+        if rank.get(a, len(rank)) <= rank.get(b, len(rank)):
+            flipped_rows.append(row)
+            continue
+        flipped = {**row, "condition_a": b, "condition_b": a}
+        flipped["wins"], flipped["losses"] = row["losses"], row["wins"]
+        for key in ("win_rate_ties_half", "win_rate_ties_excluded"):
+            if row[key] is not None:
+                flipped[key] = 1.0 - row[key]
+        for key in (
+            "win_rate_ties_half_ci_wilson",
+            "win_rate_ties_half_ci_bootstrap",
+            "win_rate_ties_excluded_ci_wilson",
+        ):
+            if row[key] is not None:
+                low, high = row[key]
+                flipped[key] = [1.0 - high, 1.0 - low]
+        flipped_rows.append(flipped)
+    return flipped_rows
+
+
 def _resampled(
     validated: pd.DataFrame, bootstrap: int, seed: int
 ) -> tuple[pd.DataFrame, np.ndarray, pd.Index, np.ndarray]:

@@ -30,7 +30,7 @@ from analysis.findings import findings
 from analysis.mixed import sparsity_preference_model
 from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subgroup_figure
 from analysis.pluralism import PERMUTATIONS, rater_directions, subgroup_analysis
-from analysis.preference import pair_table, preference_summary
+from analysis.preference import oriented_pairs, pair_table, preference_summary
 from analysis.quality import criterion_agreement, exclusion_effect, gold_accuracy
 from analysis.sequential import STOPPING_RULE, sequential_section
 from analysis.style import style_columns
@@ -124,7 +124,8 @@ def study_page_summary(
     preference, preference_note = None, "no judgments yet"
     if not judgments.empty:
         try:
-            preference = {"pairs": pair_table(judgments, bootstrap=bootstrap, seed=seed)}
+            pairs = pair_table(judgments, bootstrap=bootstrap, seed=seed)
+            preference = {"pairs": oriented_pairs(pairs, order)}
             preference_note = None
         except InputError as error:
             preference_note = str(error)
@@ -182,6 +183,7 @@ def _preference(
         )
     except InputError as error:
         return None, str(error)
+    summary["pairs"] = oriented_pairs(summary["pairs"], order)
     return summary, None
 
 

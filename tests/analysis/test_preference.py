@@ -12,6 +12,8 @@ from analysis.preference import (
     elo_ratings,
     holm,
     item_bootstrap_counts,
+    oriented_pairs,
+    pair_table,
     position_bias,
     preference_summary,
     sign_test,
@@ -280,3 +282,22 @@ def test_bad_side_and_missing_column():
     with pytest.raises(InputError, match="missing column") as error:
         preference_summary(judgments([("q", "r", "x", "y")], COLUMNS[:4]))
     assert error.value.column == "winner"
+
+
+def test_pairs_read_in_the_studys_order_dense_first():
+    # Alphabetically "b-static" comes before "dense": the table would read b-static vs dense,
+    # while the sequential table and the study read dense vs b-static.
+    rows = [(f"q{i}", "r1", "dense", "b-static", "a" if i < 7 else "b") for i in range(10)]
+    rows += [("q10", "r1", "b-static", "dense", "tie")]
+    (raw,) = pair_table(judgments(rows), bootstrap=200, seed=0)
+    assert raw["condition_a"] == "b-static", "the fixture no longer tests a flip"
+    (row,) = oriented_pairs([raw], ["dense", "b-static"])
+    assert (row["condition_a"], row["condition_b"]) == ("dense", "b-static")
+    assert (row["wins"], row["ties"], row["losses"]) == (7, 1, 3)
+    assert row["win_rate_ties_half"] == pytest.approx(7.5 / 11)
+    assert row["win_rate_ties_half"] == pytest.approx(1 - raw["win_rate_ties_half"])
+    low, high = raw["win_rate_ties_half_ci_bootstrap"]
+    assert row["win_rate_ties_half_ci_bootstrap"] == pytest.approx([1 - high, 1 - low])
+    assert row["win_rate_ties_excluded"] == pytest.approx(0.7)
+    assert row["p_holm"] == raw["p_holm"] and row["p_cluster"] == raw["p_cluster"]
+    assert oriented_pairs([raw], ["b-static", "dense"]) == [raw], "already in order: unchanged"
