@@ -208,20 +208,23 @@ def celery_broker(url: str) -> Iterator[None]:
 
     from webapp.celery import app
 
-    def repoint(broker_url: str | None, env_url: str | None) -> None:
+    def repoint(broker_url: str | None, env_url: str | None, transport: str | None) -> None:
         # kombu keeps one pool per broker URL in a process-wide registry: closing only the
         # app's pool would leave that closed pool to be handed back for the same URL later.
         pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
         app.conf.broker_url = broker_url
+        # The default broker names its own transport (webapp.broker), which would otherwise
+        # take the new URL's messages.
+        app.conf.broker_transport = transport
         if env_url is None:
             os.environ.pop("CELERY_BROKER_URL", None)
         else:
             os.environ["CELERY_BROKER_URL"] = env_url
 
-    saved = (app.conf.broker_url, os.environ.get("CELERY_BROKER_URL"))
-    repoint(url, url)
+    saved = (app.conf.broker_url, os.environ.get("CELERY_BROKER_URL"), app.conf.broker_transport)
+    repoint(url, url, None)
     try:
         yield
     finally:
