@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
-from inference.kernels import compiled_kernels
+from inference.kernels import compiled_kernels, is_silu
 from inference.sparse_mlp import SparseLinear, SparseMLP, project
 
 LEAN_ENV = "INFERENCE_LEAN_DECODER"  # "0": always transformers' forward (the reference)
@@ -231,10 +231,7 @@ def compiled_step_unsupported(decoder: LeanDecoder) -> str | None:
     if compiled_kernels() is None:
         return "the compiled kernels are not built"
     for layer, mlp in zip(decoder.layers, decoder.mlps, strict=True):
-        if type(mlp) is not SparseMLP or type(mlp.act_fn).__name__ not in (
-            "SiLU",
-            "SiLUActivation",
-        ):
+        if type(mlp) is not SparseMLP or not is_silu(mlp.act_fn):
             return f"{type(mlp).__name__} layers (only SparseMLP with SiLU)"
         attention = [
             getattr(layer.self_attn, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -244,6 +241,13 @@ def compiled_step_unsupported(decoder: LeanDecoder) -> str | None:
             return f"attention projections other than {wanted.__name__} at the {mlp.site} site"
         if mlp.site == "input" and tuple(mlp.input_linears[:4]) != tuple(attention):
             return "input-site projections not attached to their layer"
+    norms = [
+        n
+        for layer in decoder.layers
+        for n in (layer.input_layernorm, layer.post_attention_layernorm)
+    ]
+    if len({n.variance_epsilon for n in norms}) != 1:
+        return "RMSNorms with different epsilons"
     if _hooked(decoder.model):
         return "forward hooks"
     return None
@@ -269,14 +273,7 @@ def _decode_step(decoder: LeanDecoder):
             mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight,
         ]  # fmt: skip
         sites.append(("h", "gate", "input").index(mlp.site))
-    eps = decoder.layers[0].input_layernorm.variance_epsilon
-    norms = (
-        n
-        for layer in decoder.layers
-        for n in (layer.input_layernorm, layer.post_attention_layernorm)
-    )
-    if any(n.variance_epsilon != eps for n in norms):
-        return None
+    eps = decoder.layers[0].input_layernorm.variance_epsilon  # one for all (checked)
     return compiled_kernels().DecodeStep(
         weights, sites, decoder.cache, decoder.cos, decoder.sin, decoder.rotation, float(eps),
         float(decoder.scaling), decoder.heads, decoder.kv_heads,

@@ -83,7 +83,7 @@ def bag_sum(rows: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> t
     return summed.sum(dim=0)
 
 
-def _is_silu(act_fn: nn.Module) -> bool:
+def is_silu(act_fn: nn.Module) -> bool:
     return isinstance(act_fn, nn.SiLU) or type(act_fn).__name__ == "SiLUActivation"
 
 
@@ -108,7 +108,7 @@ def gathered_ffn(
     if n == 0:
         return x1.new_zeros(down_t.shape[1]), buffer
     on_cpu_fp32 = x1.device.type == "cpu" and gu.dtype == torch.float32
-    kernel = compiled_gathered_ffn() if use_kernel and on_cpu_fp32 and _is_silu(act_fn) else None
+    kernel = compiled_gathered_ffn() if use_kernel and on_cpu_fp32 and is_silu(act_fn) else None
     if kernel is not None:
         return kernel(gu, down_t, x1.contiguous(), active), buffer
     if buffer.shape[0] < n:  # grow with headroom; reused by later tokens
@@ -138,7 +138,7 @@ def rows_matvec(rows: torch.Tensor, index: torch.Tensor, coef: torch.Tensor) -> 
 
 def _ffn_kernels(use_kernel: bool, act_fn: nn.Module, *tensors: torch.Tensor):
     """The compiled module where it computes this FFN exactly (SiLU, fp32 on the CPU), else None."""
-    return compiled_kernels() if use_kernel and _is_silu(act_fn) and _cpu_fp32(*tensors) else None
+    return compiled_kernels() if use_kernel and is_silu(act_fn) and _cpu_fp32(*tensors) else None
 
 
 def dense_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
