@@ -1,17 +1,18 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from annotations import converters  # noqa: F401 - registers <id:…>
 from annotations.views import auth, conditions, rater, setup, staff
 
 urlpatterns = [
     path("", rater.home, name="home"),
     path("login/", auth.login, name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("studies/<int:study_id>/rate/", rater.rate, name="rate"),
-    path("assignments/<int:assignment_id>/judge/", rater.judge, name="judge"),
-    path("studies/<int:study_id>/consent/", rater.consent, name="consent"),
-    path("studies/<int:study_id>/complete/", rater.complete, name="complete"),
-    path("p/<int:study_id>/", rater.prolific_entry, name="prolific_entry"),
+    path("studies/<id:study_id>/rate/", rater.rate, name="rate"),
+    path("assignments/<id:assignment_id>/judge/", rater.judge, name="judge"),
+    path("studies/<id:study_id>/consent/", rater.consent, name="consent"),
+    path("studies/<id:study_id>/complete/", rater.complete, name="complete"),
+    path("p/<id:study_id>/", rater.prolific_entry, name="prolific_entry"),
     # Tokens come from secrets.token_urlsafe (a slug): anything else 404s before any query.
     path("invite/<slug:token>/", rater.invite_entry, name="invite_entry"),
     path("staff/studies/", staff.study_list, name="study_list"),
@@ -20,35 +21,35 @@ urlpatterns = [
     path("staff/conditions/add/", conditions.condition_add, name="condition_add"),
     path("staff/conditions/sweep/", conditions.condition_sweep, name="condition_sweep"),
     path("staff/conditions/count/", conditions.condition_count, name="condition_count"),
-    path("staff/studies/<int:study_id>/setup/", setup.study_setup, name="study_setup"),
+    path("staff/studies/<id:study_id>/setup/", setup.study_setup, name="study_setup"),
     path(
-        "staff/studies/<int:study_id>/calibration/",
+        "staff/studies/<id:study_id>/calibration/",
         setup.study_calibration,
         name="study_calibration",
     ),
     path(
-        "staff/studies/<int:study_id>/calibration/retry/",
+        "staff/studies/<id:study_id>/calibration/retry/",
         setup.study_calibration_retry,
         name="study_calibration_retry",
     ),
     path(
-        "staff/studies/<int:study_id>/rater-title/",
+        "staff/studies/<id:study_id>/rater-title/",
         setup.study_rater_title,
         name="study_rater_title",
     ),
-    path("staff/studies/<int:study_id>/launch/", setup.study_launch, name="study_launch"),
-    path("staff/studies/<int:study_id>/preview/", setup.study_preview, name="study_preview"),
-    path("staff/studies/<int:study_id>/pause/", setup.study_pause, name="study_pause"),
-    path("staff/studies/<int:study_id>/close/", setup.study_close, name="study_close"),
-    path("staff/studies/<int:study_id>/invites/", setup.invite_new, name="invite_new"),
+    path("staff/studies/<id:study_id>/launch/", setup.study_launch, name="study_launch"),
+    path("staff/studies/<id:study_id>/preview/", setup.study_preview, name="study_preview"),
+    path("staff/studies/<id:study_id>/pause/", setup.study_pause, name="study_pause"),
+    path("staff/studies/<id:study_id>/close/", setup.study_close, name="study_close"),
+    path("staff/studies/<id:study_id>/invites/", setup.invite_new, name="invite_new"),
     path(
-        "staff/studies/<int:study_id>/preferences.jsonl",
+        "staff/studies/<id:study_id>/preferences.jsonl",
         setup.export_preferences,
         name="export_preferences",
     ),
-    path("staff/studies/<int:study_id>/", staff.study_detail, name="study_detail"),
-    path("staff/studies/<int:study_id>/progress/", staff.study_progress, name="study_progress"),
-    path("staff/studies/<int:study_id>/generate/", staff.study_generate, name="study_generate"),
-    path("staff/studies/<int:study_id>/cancel/", staff.study_cancel, name="study_cancel"),
-    path("staff/studies/<int:study_id>/resume/", staff.study_resume, name="study_resume"),
+    path("staff/studies/<id:study_id>/", staff.study_detail, name="study_detail"),
+    path("staff/studies/<id:study_id>/progress/", staff.study_progress, name="study_progress"),
+    path("staff/studies/<id:study_id>/generate/", staff.study_generate, name="study_generate"),
+    path("staff/studies/<id:study_id>/cancel/", staff.study_cancel, name="study_cancel"),
+    path("staff/studies/<id:study_id>/resume/", staff.study_resume, name="study_resume"),
 ]

@@ -1,16 +1,17 @@
 from django.urls import path
 
+from annotations import converters  # noqa: F401 - registers <id:…>
 from reports import views
 
 urlpatterns = [
-    path("staff/studies/<int:study_id>/report/", views.study_report_page, name="study_report"),
+    path("staff/studies/<id:study_id>/report/", views.study_report_page, name="study_report"),
     path(
-        "staff/studies/<int:study_id>/report/<str:name>",
+        "staff/studies/<id:study_id>/report/<str:name>",
         views.study_report_file,
         name="study_report_file",
     ),
     path(
-        "staff/studies/<int:study_id>/results/",
+        "staff/studies/<id:study_id>/results/",
         views.study_results_fragment,
         name="study_results",
     ),

@@ -6,6 +6,7 @@ A URL added later fails `test_every_url_is_classified` until it is given an audi
 
 from __future__ import annotations
 
+import itertools
 from urllib.parse import urlsplit
 
 import pytest
@@ -276,3 +277,56 @@ def test_entry_links_never_log_in_as_an_existing_account(world):
     client = client_for()
     assert client.get(reverse("invite_entry", args=[world.invite.token])).status_code == 404
     assert "_auth_user_id" not in client.session, "an invite link logged in a staff account"
+
+
+# Past the largest row id (a 64-bit signed integer), far past it, and the largest itself.
+HUGE_IDS = [2**63 - 1, 2**63, 10**30]
+PLACEHOLDER_ID = 918273645
+
+
+@pytest.mark.parametrize("role", ["anonymous", "rater_a", "staff"])  # B is a rater like A
+def test_every_id_out_of_range_is_404(world, role):
+    """Every URL with an id, given one no row can have, answers 404 (or sends an anonymous
+    visitor to log in): never a 500 (`OverflowError` in the database driver was one, and
+    with DEBUG on its page shows the settings)."""
+    user = _user(world, role)
+    problems = []
+    for name, _, params in url_patterns():
+        ids = [p for p in params if p.endswith("_id")]
+        if name == ADMIN_NAMESPACE or not ids:
+            continue
+        audience, methods = URLS[name]
+        for huge in HUGE_IDS:
+            kwargs = _arguments(world, role, name, params, others=False)
+            kwargs.update(dict.fromkeys(ids, PLACEHOLDER_ID))  # reverse() refuses huge ones
+            url = reverse(name, kwargs=kwargs).replace(str(PLACEHOLDER_ID), str(huge))
+            url += QUERY.get(name, "")
+            for method in sorted(methods):
+                try:
+                    response, _ = _request(user, method, url, POST_DATA.get(name, {}), False)
+                except Exception as error:  # noqa: BLE001 - the walk names every failure
+                    problems.append(f"{role} {method} {url}: {type(error).__name__}: {error}")
+                    continue
+                got = _outcome(response)
+                want = {"404", "login"} if role == "anonymous" and audience != ANYONE else {"404"}
+                if audience == STAFF and role != "staff":
+                    want = {"404", "login"}
+                if got not in want:
+                    problems.append(f"{role} {method} {url}: got {got} ({response.status_code})")
+    assert not problems, f"{len(problems)} out-of-range id(s) not a 404:\n" + "\n".join(problems)
+
+
+def test_admin_objects_out_of_range_are_not_found(world):
+    problems = []
+    for model, huge in itertools.product(admin.site._registry, HUGE_IDS):
+        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        for view in ("change", "history", "delete"):
+            url = reverse(f"{prefix}_{view}", args=[huge])
+            try:
+                response, _ = _request(world.staff, "GET", url, {}, htmx=False)
+            except Exception as error:  # noqa: BLE001 - the walk names every failure
+                problems.append(f"GET {url}: {type(error).__name__}: {error}")
+                continue
+            if response.status_code not in (302, 404):
+                problems.append(f"GET {url}: {response.status_code}")
+    assert not problems, "\n".join(problems)
