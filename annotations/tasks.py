@@ -158,7 +158,7 @@ def execute(generation_id: int) -> str:
 @shared_task(queue="generation", **_RETRY)
 def calibrate(study_id: int) -> str:
     """Profile the model for the study's waiting calibrations and store their thresholds;
-    then generate those conditions if the study's generations were already started."""
+    then create and send those conditions' generations (a study generates by itself)."""
     claimed = calibration.calibrations_claim(study_id=study_id)
     if not claimed:
         return "skipped"
@@ -189,7 +189,7 @@ def calibrate(study_id: int) -> str:
             stored += calibration.calibration_finish(
                 calibration=row, policy=policy, expected_sparsity=expected
             )
-    if stored and Generation.objects.filter(item__study=study).exists():
+    if stored:
         pipeline.generations_create(study=study)
         generations_enqueue(study=study)
     return f"calibrated {stored}"

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from analysis.power import StudyDesign, power_statement
-from annotations import calibration, selectors, services, tasks
+from annotations import calibration, pipeline, selectors, services, tasks
 from annotations.conditions import PairCount
 from annotations.forms import JudgmentForm, RaterTitleForm, StudySetupForm
 from annotations.highlight import shown_html
@@ -42,7 +42,11 @@ def study_new(request: HttpRequest) -> HttpResponse:
                 **{name: data[name] for name in _ITEM_FIELDS},
             )
             calibration.calibrations_create(study=study, built=data["conditions"])
+            # Generation starts by itself: the ready conditions now, the calibrated ones
+            # when their calibration is done (`tasks.calibrate`).
             tasks.calibrations_enqueue(study=study)
+            pipeline.generations_create(study=study)
+            tasks.generations_enqueue(study=study)
         return redirect("study_setup", study_id=study.id)
     return render(request, "annotations/setup_new.html", builder_context(form))
 

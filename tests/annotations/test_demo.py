@@ -36,6 +36,8 @@ def test_seed_demo_sends_the_calibration_and_only_the_ready_generations(capsys):
     study = Study.objects.get(name=DEMO_STUDY_NAME)
     out = capsys.readouterr().out
     assert "calibration of the sweep sent first" in out
+    # The README's count: every output, those waiting for the calibration included.
+    assert "10 outputs, 8 of them once the sweep is calibrated; 2 generations created" in out
     # Only dense is ready; the sweep's generations come when its calibration is done.
     assert set(Generation.objects.filter(item__study=study)
                .values_list("condition__name", flat=True)) == {"dense"}

@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotations import pipeline, services
-from annotations.models import Condition, Item, Judgment, Problem, Study
+from annotations.models import Condition, Generation, Item, Judgment, Problem, Study
 from evaluation import datasets
 from evaluation.prompts import task_prompt
 from tests.annotations.conftest import finish_generations, make_study
@@ -147,6 +147,16 @@ def test_bad_conditions_are_form_errors_with_line_numbers(users, conditions, mes
     )
     assert response.status_code == 200 and message in response.content.decode()
     assert not Study.objects.exists()
+
+
+def test_a_new_study_starts_generating_by_itself(users, django_capture_on_commit_callbacks):
+    """Nothing to click after creating a study: its ready conditions' outputs are created and
+    sent to the worker at once (the calibrated ones follow their calibration)."""
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        staff_client(users).post(reverse("study_new"), {**BASE, "prompts": "a\n---\nb"})
+    study = Study.objects.get()
+    assert Generation.objects.filter(item__study=study, status="pending").count() == 4
+    assert len(sent) == 4, "every output sent to the worker"
 
 
 def test_items_are_required(users):

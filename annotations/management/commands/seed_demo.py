@@ -29,11 +29,23 @@ class Command(BaseCommand):
         work = _work(study, sent=sent, checks=checks, calibrating=calibrating,
                      no_enqueue=no_enqueue)
         self.stdout.write(
-            f"Demo study #{study.id} '{study.name}': {created} generation"
+            f"Demo study #{study.id} '{study.name}': {_outputs(study)}; {created} generation"
             f"{'' if created == 1 else 's'} created, {work}.\n"
             f"  admin: {DEMO_ADMIN.username} / {DEMO_ADMIN.password}\n"
             f"  rater: {DEMO_RATER.username} / {DEMO_RATER.password}"
         )
+
+
+def _outputs(study: Study) -> str:
+    """How many outputs the demo has in all, and how many of them wait for the sweep's
+    calibration (their rows are created when it is done), so the banner's count is the
+    README's."""
+    per_condition = study.items.count() * study.samples_per_item
+    total = study.conditions.count() * per_condition
+    later = (study.conditions.count() - study.conditions.ready().count()) * per_condition
+    if not later:
+        return f"{total} outputs"
+    return f"{total} outputs, {later} of them once the sweep is calibrated"
 
 
 def _work(study: Study, *, sent: int, checks: int, calibrating: bool, no_enqueue: bool) -> str:
