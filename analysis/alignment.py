@@ -5,7 +5,7 @@ Plain tables in, plain rows out (no Django). A *condition* is a name and its pol
 ...}``, ``{"kind": "calibrated", "target_sparsity": ...}``); *generations* is one row per
 finished output with ``condition, item, active_fraction, tokens_per_s, latency_s,
 peak_rss_bytes, passed`` (True / False / None when not checked) and optionally ``outcome``
-(why a check ended as it did, `evaluation.sandbox.OUTCOME_KINDS`) and
+(why a check ended as it did, `evaluation.sandbox.outcomes.OUTCOME_KINDS`) and
 ``weight_bytes_read_per_token``. Everything is put on one axis: the achieved sparsity.
 """
 
@@ -175,8 +175,8 @@ def _pass_at_1(own: pd.DataFrame) -> dict:
     unbiased estimator with k = 1), its 95 % interval (`pass_at_1_interval`: Wilson with one
     sample per problem, over problems with several), pass@k by the unbiased estimator when
     every problem has k > 1 samples, and the checks counted by outcome
-    (`evaluation.sandbox.OUTCOME_KINDS`, and `NOT_RUN` for checks that never ran) so that a 0
-    can be read."""
+    (`evaluation.sandbox.outcomes.OUTCOME_KINDS`, and `NOT_RUN` for checks that never ran) so that
+    a 0 can be read."""
     checked = own[own["passed"].notna()] if not own.empty else own
     not_run = int((own["outcome"] == NOT_RUN).sum()) if "outcome" in own else 0
     if checked.empty:

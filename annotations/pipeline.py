@@ -21,7 +21,7 @@ from annotations.models import Execution, ExecutionJob, Generation, Item, Proble
 from annotations.services.pairs_assignments import pairs_create
 from evaluation import datasets
 from evaluation.prompts import task_prompt
-from evaluation.sandbox import ExecutionResult
+from evaluation.sandbox.outcomes import ExecutionResult
 
 if TYPE_CHECKING:  # the web process never loads torch
     from inference.generate import GenerationResult

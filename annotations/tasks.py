@@ -22,7 +22,7 @@ from django.utils import timezone
 from annotations import calibration, pipeline
 from annotations.models import Calibration, ExecutionJob, Generation, Study
 from evaluation.code_extraction import extract_answer_code
-from evaluation.sandbox import check_candidate
+from evaluation.sandbox.checks import check_candidate
 from inference.model_info import PromptTooLong
 
 log = logging.getLogger(__name__)

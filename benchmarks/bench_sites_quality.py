@@ -24,7 +24,7 @@ from benchmarks.bench_quality import bench_quality
 from evaluation.code_extraction import extract_answer_code
 from evaluation.datasets import load_tasks
 from evaluation.prompts import task_prompt
-from evaluation.sandbox import check_candidate
+from evaluation.sandbox.checks import check_candidate
 from inference.generate import generate
 from inference.loading import load_model
 from inference.policies import DensePolicy, Policy

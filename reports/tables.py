@@ -16,7 +16,7 @@ from annotations.models import (
     Study,
 )
 from annotations.selectors import COUNTING_RULE, JudgmentsForAnalysis
-from evaluation.sandbox import outcome_kind
+from evaluation.sandbox.outcomes import outcome_kind
 
 JUDGMENT_EXPORT = [
     "judgment",

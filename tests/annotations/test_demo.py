@@ -10,7 +10,7 @@ from django.utils import timezone
 from annotations import pipeline
 from annotations.demo import DEMO_STUDY_NAME, demo_conditions, demo_seed
 from annotations.models import Calibration, Generation, Study
-from evaluation.sandbox import ExecutionResult
+from evaluation.sandbox.outcomes import ExecutionResult
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,8 @@ import pytest
 
 from evaluation.code_extraction import extract_answer_code, extract_code
 from evaluation.datasets import load_tasks
-from evaluation.sandbox import check_candidate, outcome_kind
+from evaluation.sandbox.checks import check_candidate
+from evaluation.sandbox.outcomes import outcome_kind
 
 PROBLEMS = {p.task_id: p for p in load_tasks("humaneval")}
 PREFIX = PROBLEMS["HumanEval/29"]  # filter_by_prefix(strings, prefix)

@@ -15,7 +15,7 @@ from evaluation.datasets import (
     load_ds1000,
     load_tasks,
 )
-from evaluation.sandbox import check_candidate
+from evaluation.sandbox.checks import check_candidate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DS1000_SAMPLE = FIXTURES / "ds1000_sample.jsonl"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from evaluation.datasets import load_humaneval
-from evaluation.sandbox import run_program
+from evaluation.sandbox.containment import run_program
 
 REPO = Path(__file__).resolve().parents[2]
 TASK_IDS = ("HumanEval/0", "HumanEval/2", "HumanEval/7", "HumanEval/29", "HumanEval/53")

@@ -1,7 +1,7 @@
 from evaluation import datasets
 from evaluation.code_extraction import extract_answer_code
 from evaluation.prompts import reference_answer, task_prompt
-from evaluation.sandbox import check_candidate
+from evaluation.sandbox.checks import check_candidate
 
 
 def test_humaneval_prompt_keeps_the_stub_after_the_instruction():

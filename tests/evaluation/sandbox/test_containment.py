@@ -1,4 +1,4 @@
-"""The sandbox against hostile programs, and the benchmarks' reference solutions through it.
+"""The sandbox against hostile programs.
 
 Every hostile program must end as failed/timeout/error, leave nothing running or written behind,
 and the next ordinary run must still pass. No database: these are plain subprocess tests.
@@ -16,27 +16,18 @@ import textwrap
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from evaluation import sandbox
 from evaluation.datasets import load_tasks
-from evaluation.sandbox import (
-    OUTCOME_KINDS,
-    Containment,
-    ExecutionResult,
-    check_candidate,
-    check_humaneval,
-    check_mbpp,
-    containment,
-    outcome_kind,
-    run_program,
-)
+from evaluation.sandbox import containment as sandbox
+from evaluation.sandbox.checks import check_humaneval
+from evaluation.sandbox.containment import Containment, containment, run_program
+from evaluation.sandbox.outcomes import ExecutionResult
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 AS_ROOT = os.geteuid() == 0
 
 
@@ -247,7 +238,7 @@ def test_os_system_runs_unprivileged_and_cannot_touch_the_system(still_works):
     assert result.status == "failed"
     assert result.stdout.strip() != "0" or not AS_ROOT
     assert not flag.exists()
-    assert (REPO / "evaluation" / "sandbox.py").exists()
+    assert (REPO / "evaluation" / "sandbox" / "containment.py").exists()
 
 
 def test_parent_environment_secrets_are_not_visible(monkeypatch, still_works):
@@ -305,50 +296,12 @@ def test_containment_on_this_machine_is_what_docs_describe():
     assert box.network in ("namespaces", "guard")
 
 
-HUMANEVAL = load_tasks("humaneval")
-
-
-def test_all_humaneval_canonical_solutions_pass():
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda p: check_candidate(p, p.reference), HUMANEVAL))
-    failed = {
-        p.task_id: r.stderr[-200:] for p, r in zip(HUMANEVAL, results, strict=True) if not r.passed
-    }
-    assert len(HUMANEVAL) == 164
-    assert failed == {}
-
-
-def test_a_wrong_humaneval_solution_fails():
-    problem = next(p for p in HUMANEVAL if p.task_id == "HumanEval/0")
-    result = check_humaneval(
-        problem.prompt, "    return False\n", problem.tests, "has_close_elements"
-    )
-    assert result.status == "failed"
-    assert "AssertionError" in result.stderr
-
-
-@pytest.mark.parametrize("dataset", ["mbpp", "mbpp-sanitized"])
-def test_a_sample_of_mbpp_reference_solutions_pass(dataset):
-    problems = load_tasks(dataset)
-    # Spread over the file, and tasks 367/927 whose setup code needs the solution's classes.
-    sample = problems[::40] + [p for p in problems if p.task_id in ("mbpp/367", "mbpp/927")]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda p: check_candidate(p, p.reference, timeout_s=20), sample))
-    assert {p.task_id: r.status for p, r in zip(sample, results, strict=True) if not r.passed} == {}
-
-
-def test_a_wrong_mbpp_solution_fails():
-    problem = load_tasks("mbpp")[10]
-    wrong = f"def {problem.entry_point}(*args, **kwargs):\n    return None\n"
-    assert check_mbpp(wrong, problem.tests).status == "failed"
-
-
 @pytest.fixture
 def guard_only(monkeypatch):
     """The fallback where neither a private uid nor namespaces are available (a non-root worker
     without unshare): only the in-process network guard and the process-group kill remain."""
     box = Containment(sys.executable, (), separate_uid=False, network="guard")
-    monkeypatch.setattr("evaluation.sandbox.containment", lambda: box)
+    monkeypatch.setattr("evaluation.sandbox.containment.containment", lambda: box)
 
 
 def test_fallback_guard_blocks_sockets(guard_only):
@@ -368,7 +321,8 @@ def test_fallback_timeout_kills_the_process_group(guard_only):
     )
     result = run_program(code, timeout_s=1)
     assert result.status == "timeout"
-    assert _processes_with(marker) == []
+    # SIGKILL is sent; on a loaded machine the child may take a moment to die.
+    assert _wait_for(lambda: not _processes_with(marker), 5), "the group outlived the timeout"
 
 
 def _wait_for(condition, timeout_s: float) -> bool:
@@ -391,7 +345,7 @@ def test_killing_the_worker_mid_run_takes_the_sandbox_down_with_it():
         [
             sys.executable,
             "-c",
-            f"from evaluation.sandbox import run_program\nrun_program({code!r})",
+            f"from evaluation.sandbox.containment import run_program\nrun_program({code!r})",
         ],
         cwd=REPO,
     )
@@ -420,11 +374,11 @@ def test_hidden_paths_cannot_be_read_though_world_readable(monkeypatch):
         box = containment()
         # Control: without hiding, the file is readable by anyone, the sandboxed uid included.
         monkeypatch.setattr(
-            "evaluation.sandbox.containment", lambda: replace(box, hidden_paths=())
+            "evaluation.sandbox.containment.containment", lambda: replace(box, hidden_paths=())
         )
         assert run_program(code).stdout == "s3cr3t\n"
         hidden = replace(box, hidden_paths=(str(secret_dir),))
-        monkeypatch.setattr("evaluation.sandbox.containment", lambda: hidden)
+        monkeypatch.setattr("evaluation.sandbox.containment.containment", lambda: hidden)
         result = run_program(code)
         assert result.status == "failed"
         assert "PermissionError" in result.stderr
@@ -461,7 +415,7 @@ EARLY_EXITS = {
 
 @pytest.mark.parametrize("early_exit", EARLY_EXITS.values(), ids=EARLY_EXITS.keys())
 def test_an_exit_before_the_tests_end_fails_even_with_status_0(early_exit, still_works):
-    task = next(t for t in HUMANEVAL if t.task_id == "HumanEval/0")
+    task = next(t for t in load_tasks("humaneval") if t.task_id == "HumanEval/0")
     completion = f"{task.reference}\n{early_exit}\n"  # a right body: only the exit fails it
     result = check_humaneval(task.prompt, completion, task.tests, "has_close_elements")
     assert result.status == "failed", result
@@ -636,31 +590,6 @@ def test_guard_only_mode_refuses_unix_sockets_and_says_so_loudly(guard_only, hos
     result = run_program(_connect_code(path))
     assert result.status == "failed" and "disabled in the sandbox" in result.stderr
     assert accepted == []
-    from evaluation import sandbox
-
     assert "GUARD-ONLY" in sandbox.containment().warning
     assert "GUARD-ONLY" in str(sandbox.containment())
     assert run_program("import socket\na, b = socket.socketpair()\nprint('ok')").passed
-
-
-TRACEBACK = "Traceback (most recent call last):\n  File \"main.py\", line 9\n"
-EXIT_NOTE = "\n[sandbox] the program exited before its tests finished (status 0, no token)"
-KINDS = [
-    ("passed", "", "x = 1", "passed"),
-    ("failed", TRACEBACK + "    assert f(1) == 2\nAssertionError\n", "x", "wrong answer"),
-    ("failed", TRACEBACK + "NameError: name 'remove_Occ' is not defined\n", "x", "name error"),
-    ("failed", TRACEBACK + "    Sure! here\nSyntaxError: invalid syntax\n", "Sure!", "no code"),
-    ("failed", TRACEBACK + "AssertionError\n", "", "no code"),
-    ("failed", EXIT_NOTE, "x", "early exit"),
-    ("timeout", "\n[sandbox] time limit of 10 s exceeded; killed", "x", "timeout"),
-    ("error", "unavailable: library 'tensorflow' is not installed", "", "library unavailable"),
-    ("failed", TRACEBACK + "ModuleNotFoundError: No module named 'x'", "x", "library unavailable"),
-    ("error", "\n[sandbox] killed by signal 9 SIGKILL", "x", "sandbox limit"),
-    ("failed", TRACEBACK + "ZeroDivisionError: division by zero\n", "x", "other exception"),
-]
-
-
-@pytest.mark.parametrize(("status", "stderr", "code", "kind"), KINDS)
-def test_every_check_gets_a_kind_so_a_zero_can_be_read(status, stderr, code, kind):
-    assert outcome_kind(status, stderr, code) == kind
-    assert kind in OUTCOME_KINDS

