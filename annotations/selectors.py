@@ -7,11 +7,12 @@ import statistics
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Avg, Count, Q, QuerySet
 from django.utils import timezone
 
 from annotations.models import (
@@ -54,6 +55,7 @@ class ConditionProgress:
     done: int
     running: int
     failed: int
+    cancelled: int = 0
 
     @property
     def percent(self) -> int:
@@ -112,12 +114,13 @@ def study_progress(study: Study) -> StudyProgress:
     )
     per_condition = list(per_condition)
     rows = [
-        ConditionProgress(c, total=c.total, done=c.done, running=c.running, failed=c.failed)
+        ConditionProgress(c, total=c.total, done=c.done, running=c.running, failed=c.failed,
+                          cancelled=c.cancelled)
         for c in per_condition
     ]
     done = sum(r.done for r in rows)
     failed = sum(r.failed for r in rows)
-    cancelled = sum(c.cancelled for c in per_condition)
+    cancelled = sum(r.cancelled for r in rows)
     total = sum(r.total for r in rows)
     failures = list(
         Generation.objects.filter(item__study=study, status=Generation.Status.FAILED)
@@ -145,7 +148,9 @@ def study_progress(study: Study) -> StudyProgress:
         done=done,
         failed=failed,
         cancelled=cancelled,
-        eta_s=_eta_s(study, remaining=total - done - failed - cancelled),
+        eta_s=_eta_s(study, remaining={
+            c.id: c.total - c.done - c.failed - c.cancelled for c in per_condition
+        }),
         checks_pending=checks_pending,
         calibrating=sum(
             r.calibration is not None and not r.calibration.finished for r in rows
@@ -154,19 +159,38 @@ def study_progress(study: Study) -> StudyProgress:
     )
 
 
-def _eta_s(study: Study, *, remaining: int) -> float | None:
-    """Seconds until the remaining generations are done, at the pace of the last ones."""
-    if remaining <= 0:
+# Outputs whose pace measures the rate: recent enough to follow a change of machine load.
+_ETA_WINDOW = 20
+
+
+def _eta_s(study: Study, *, remaining: dict[int, int], now=None) -> float | None:
+    """Seconds until the remaining generations (`remaining`: condition id → outputs still
+    to come) are done, from the rate measured so far: each takes its condition's mean
+    decode time (`latency_s`; the study's mean where a condition has none yet), times the
+    wall-clock seconds the last outputs took per second of decoding, counted up to now
+    (model loads, Pass@1 checks sharing the worker, an output still running; several
+    workers make it below 1). None until an output is done."""
+    if sum(remaining.values()) <= 0:
         return None
+    now = now or timezone.now()
     recent = list(
-        Generation.objects.filter(item__study=study, finished_at__isnull=False)
+        Generation.objects.filter(item__study=study, status=Generation.Status.DONE,
+                                  finished_at__isnull=False, latency_s__gt=0)
         .order_by("-finished_at")
-        .values_list("finished_at", flat=True)[:20]
+        .values_list("condition_id", "finished_at", "latency_s")[:_ETA_WINDOW]
     )
-    if len(recent) < 2:
+    if not recent:
         return None
-    seconds_each = (recent[0] - recent[-1]).total_seconds() / (len(recent) - 1)
-    return seconds_each * remaining
+    means = dict(
+        Generation.objects.filter(item__study=study, status=Generation.Status.DONE,
+                                  latency_s__gt=0)
+        .values_list("condition_id").annotate(Avg("latency_s"))
+    )
+    overall = statistics.fmean(means.values())
+    work_s = sum(n * means.get(condition_id, overall) for condition_id, n in remaining.items())
+    started = min(finished - timedelta(seconds=latency) for _, finished, latency in recent)
+    wall_per_decode = (now - started).total_seconds() / sum(row[2] for row in recent)
+    return work_s * wall_per_decode
 
 
 @dataclass(frozen=True)
@@ -583,6 +607,16 @@ def judgments_for_analysis(study: Study) -> JudgmentsForAnalysis:
     )
 
 
+def rater_pseudonyms(study: Study) -> dict[int, str]:
+    """rater id → ``rater-1`` … ``rater-n``, over every rater who judged in the study, in id
+    order: the one naming of every export (the report's files and the DPO pairs), so no
+    username or database id leaves the database."""
+    ids = Judgment.objects.filter(assignment__pair__study=study).values_list(
+        "assignment__rater_id", flat=True
+    )
+    return {rid: f"rater-{i}" for i, rid in enumerate(sorted(set(ids)), start=1)}
+
+
 def preference_pairs(study: Study) -> Iterator[dict]:
     """Judgments as DPO preference records: prompt, chosen, rejected, plus ids.
 
@@ -597,6 +631,7 @@ def preference_pairs(study: Study) -> Iterator[dict]:
         )
         .order_by("id")
     )
+    names = rater_pseudonyms(study)
     for judgment in judgments.iterator(chunk_size=500):
         pair = judgment.assignment.pair
         chosen, rejected = pair.generation_a, pair.generation_b
@@ -611,7 +646,7 @@ def preference_pairs(study: Study) -> Iterator[dict]:
             "task_id": pair.item.task_id,
             "pair_id": pair.id,
             "judgment_id": judgment.id,
-            "rater_id": judgment.assignment.rater_id,
+            "rater": names[judgment.assignment.rater_id],
             "chosen_condition": chosen.condition.name,
             "rejected_condition": rejected.condition.name,
         }

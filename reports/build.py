@@ -48,7 +48,6 @@ from reports.tables import (
     generation_rows,
     judgment_rows,
     profile_table,
-    rater_pseudonyms,
     rating_rows,
 )
 
@@ -138,11 +137,7 @@ class _Tables:
 def _tables(study: Study) -> _Tables:
     """Read a study's `_Tables`: which judgments count is
     `selectors.judgments_for_analysis`'s rule."""
-    names = rater_pseudonyms(
-        Judgment.objects.filter(assignment__pair__study=study).values_list(
-            "assignment__rater_id", flat=True
-        )
-    )
+    names = selectors.rater_pseudonyms(study)
     selection = selectors.judgments_for_analysis(study)
     counted = set(selection.counted.values_list("id", flat=True))
     conditions = [

@@ -66,10 +66,6 @@ GENERATION_EXPORT = [
     "passed",
     "outcome",
 ]
-def rater_pseudonyms(rater_ids) -> dict:
-    """rater id → ``rater-1`` … ``rater-n`` in id order: stable within one report, and no
-    username or id leaves the database."""
-    return {rid: f"rater-{i}" for i, rid in enumerate(sorted(set(rater_ids)), start=1)}
 
 
 def judgment_rows(study: Study, names: dict, *, counted: set[int]) -> list[dict]:

@@ -50,3 +50,36 @@ def test_judgments_for_analysis_leave_out_gold_and_blocked_raters(users):
     assert selection.excluded == [
         selectors.ExcludedRater(rater_id=bob.id, judgments=0, gold_failures=1)
     ], selection.excluded
+
+
+def test_eta_follows_each_conditions_measured_pace_up_to_now(users):
+    """Dense outputs took 10 s, the sparse ones 30 s: after four dense and one sparse, the
+    three sparse outputs left take 90 s, not the 45 s that the mean gap between finishes
+    gave (the ETA ran low as the slow condition came last)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotations import pipeline
+    from annotations.models import Generation
+
+    study = make_study(n_items=4, conditions=[("dense", {"kind": "dense"}),
+                                              ("sparse", {"kind": "static", "threshold": 0.1})])
+    pipeline.generations_create(study=study)
+    start = timezone.now() - timedelta(hours=1)
+    rows = Generation.objects.filter(item__study=study).order_by("condition__position", "id")
+    finished = 0
+    for row in list(rows)[:5]:
+        latency = 10 if row.condition.name == "dense" else 30
+        finished += latency
+        Generation.objects.filter(id=row.id).update(
+            status="done", latency_s=latency, finished_at=start + timedelta(seconds=finished))
+    at = start + timedelta(seconds=70)
+    remaining = {study.conditions.get(name="sparse").id: 3}
+    assert selectors._eta_s(study, remaining=remaining, now=at) == pytest.approx(90)
+    # 30 s later nothing more is done: the current output is slower, so is the estimate.
+    later = selectors._eta_s(study, remaining=remaining, now=at + timedelta(seconds=30))
+    assert later == pytest.approx(90 * 100 / 70)
+    Generation.objects.filter(id=list(rows)[-1].id).update(status="cancelled")
+    sparse = selectors.study_progress(study).conditions[1]
+    assert (sparse.done, sparse.cancelled, sparse.total) == (1, 1, 4)

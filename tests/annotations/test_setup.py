@@ -234,6 +234,8 @@ def test_export_preference_pairs_as_dpo_jsonl(users):
     winner = pair.generation_a if judged.winner == "a" else pair.generation_b
     assert row["chosen"] == winner.text and row["prompt"] == pair.item.prompt
     assert Condition.objects.filter(name=row["chosen_condition"]).exists()
+    # The raters' pseudonyms of every other export, never a database id.
+    assert row["rater"] == "rater-1" and "rater_id" not in row
 
 
 @pytest.mark.parametrize("model", ["goldanswer", "enrolment", "invite", "judgment", "study"])
