@@ -7,8 +7,9 @@
   ``|h|``: down rows of kept neurons) and ``gate_ffn`` (CATS: up and down rows of kept neurons).
 
 Each calls the compiled CPU kernel (``csrc/gathered_ffn.cpp``) where that applies (fp32 on the
-CPU) and a PyTorch path otherwise (other dtypes, CUDA: gathered rows with torch ops), which gives
-the same numbers.
+CPU), the Triton kernels (``triton_kernels``) for the threshold sites on a CUDA device, and a
+PyTorch path otherwise (other dtypes on the CPU; ``use_kernel=False``: gathered rows with torch
+ops), which gives the same numbers and is the reference the others are tested against.
 
 ``torch.utils.cpp_extension.load`` compiles the project's own C++ file with the system compiler
 (~40 s once; cached under ``~/.cache/torch_extensions``). Where it cannot be built (no compiler),
@@ -25,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from inference import triton_kernels
 
 _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = [_CSRC / "gathered_ffn.cpp", _CSRC / "decode_step.cpp"]
@@ -163,6 +166,9 @@ def input_matvec(
 ) -> tuple[torch.Tensor, int]:
     """TEAL for one token: ``sum over |x1[i]| >= threshold of x1[i] * rows[i]``, reading only
     those rows. ``rows: [R, C]`` (``W.t()``, contiguous), ``x1: [R]``. -> (``[C]``, kept)"""
+    if use_kernel and triton_kernels.supported(rows, x1):
+        out, kept = triton_kernels.input_matvec(rows, x1, threshold)
+        return out, int(kept)
     module = compiled_kernels() if use_kernel and _cpu_fp32(rows, x1) else None
     if module is not None:
         return module.input_matvec(rows, x1.contiguous(), float(threshold))
@@ -183,6 +189,9 @@ def h_ffn(
     """The ``h`` site for one token: ``h = act(gate x1) * (up x1)`` (gate and up read
     whole), then ``sum over |h_i| >= threshold of h_i * down_t[i]``. ``gate, up, down_t:
     [F, D]``, ``x1: [D]``. -> (``[D]``, kept neurons)"""
+    if use_kernel and triton_kernels.supported(gate, up, down_t, x1):
+        out, kept = triton_kernels.h_ffn(gate, up, down_t, x1, threshold, act_fn)
+        return out, int(kept)
     module = _ffn_kernels(use_kernel, act_fn, gate, up, down_t, x1)
     if module is not None:
         return module.h_ffn(gate, up, down_t, x1.contiguous(), float(threshold))
@@ -204,6 +213,9 @@ def gate_ffn(
     """CATS for one token: ``a = act(gate x1)`` (gate read whole), then ``sum over
     |a_i| >= threshold of a_i * (up_i . x1) * down_t[i]``, reading up and down rows of those
     neurons only. ``gate, up, down_t: [F, D]``, ``x1: [D]``. -> (``[D]``, kept neurons)"""
+    if use_kernel and triton_kernels.supported(gate, up, down_t, x1):
+        out, kept = triton_kernels.gate_ffn(gate, up, down_t, x1, threshold, act_fn)
+        return out, int(kept)
     module = _ffn_kernels(use_kernel, act_fn, gate, up, down_t, x1)
     if module is not None:
         return module.gate_ffn(gate, up, down_t, x1.contiguous(), float(threshold))
