@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from annotations.forms import ConditionAdminForm
 from annotations.models import (
     Assignment,
     Condition,
@@ -22,6 +23,7 @@ admin.site.login_form = AdminLoginForm
 
 class ConditionInline(admin.TabularInline):
     model = Condition
+    form = ConditionAdminForm
     extra = 1
 
 

@@ -197,16 +197,66 @@ class BuiltCondition:
             raise ValueError("a built condition is not valid JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("policy"), dict):
             raise ValueError("a built condition needs a name and a policy")
-        values = {k: str(v) for k, v in data["policy"].items() if k != "kind"}
+        values = policy_values(data["policy"])
         target = data.get("target_sparsity")
         if target is not None:
-            values["target_sparsity_percent"] = str(float(target) * 100)
+            values["target_sparsity_percent"] = str(json_number(target, "target sparsity") * 100)
         return build_condition(
             kind=str(data["policy"].get("kind")),
             values=values,
-            name=str(data.get("name", "")),
-            calibration_set=str(data.get("calibration_set", "items")),
+            name=_text(data.get("name", ""), "name"),
+            calibration_set=_text(data.get("calibration_set", "items"), "calibration set"),
         )
+
+
+def json_number(value: Any, what: str) -> float:
+    """A number read from JSON, checked before any use: a string, a bool, a list or an
+    infinite value is a ValueError naming `what` (a string target sparsity was once
+    multiplied by 100, a 2 MB one into a 200 MB form error)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+        value
+    ):
+        raise ValueError(f"{what} must be a finite number, not {_kind_of(value)}")
+    return float(value)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, not {_kind_of(value)}")
+    return value
+
+
+def _kind_of(value: Any) -> str:
+    """What a JSON value is, in words, never the value itself (which may be megabytes)."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "an infinite number" if not math.isfinite(value) else "a number"
+    return {str: "text", list: "a list", dict: "an object"}.get(type(value), "null")
+
+
+def policy_values(policy: dict) -> dict[str, str]:
+    """A policy JSON's fields (but its kind) as the builder's typed text, each checked to be
+    a finite number or a word first; a list, an object, true/false or null is a ValueError."""
+    values = {}
+    for key, value in policy.items():
+        if key == "kind":
+            continue
+        if not isinstance(value, str):
+            json_number(value, key)
+        values[key] = str(value)
+    return values
+
+
+def policy_check(policy: Any) -> None:
+    """Raise ValueError, naming what is wrong, unless `policy` is one the engine accepts or
+    one awaiting its calibration (a calibratable family without its threshold(s))."""
+    if not isinstance(policy, dict):
+        raise ValueError(f"a policy must be a JSON object, not {_kind_of(policy)}")
+    kind = policy.get("kind")
+    awaiting = kind in CALIBRATABLE and not {"threshold", "thresholds"} & set(policy)
+    site = policy.get("site")
+    Policy.from_json({**_stand_in(kind, site), **policy} if awaiting else policy)
 
 
 def _stand_in(kind: str, site: str | None) -> dict:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 
 from django import forms
 
 from annotations import context_limit
-from annotations.conditions import BuiltCondition, build_condition
+from annotations.conditions import (
+    BuiltCondition,
+    build_condition,
+    json_number,
+    policy_check,
+    policy_values,
+)
 from annotations.models import (
     RATER_TITLE_DEFAULT,
     RATIONALE_MAX_CHARS,
+    Condition,
     Criterion,
     Judgment,
     Problem,
@@ -83,6 +91,16 @@ class ConsentForm(forms.Form):
         return {name: choice for name, choice in answers.items() if choice}
 
 
+# An error message quotes what was typed; never megabytes of it.
+_MESSAGE_MAX_CHARS = 300
+
+
+def _brief(message: str) -> str:
+    if len(message) <= _MESSAGE_MAX_CHARS:
+        return message
+    return message[: _MESSAGE_MAX_CHARS - 1] + "…"
+
+
 def _parse_conditions(text: str) -> list[BuiltCondition]:
     """`name = {policy JSON}` per line -> conditions, errors by line. A calibrated policy
     given only its ``target_sparsity`` is calibrated by a background job."""
@@ -98,12 +116,12 @@ def _parse_conditions(text: str) -> list[BuiltCondition]:
             if isinstance(data, dict) and data.get("kind") == "calibrated" and (
                 "thresholds" not in data
             ):
-                built = build_condition(
-                    kind="calibrated",
-                    values={"target_sparsity_percent": str(data.get("target_sparsity", "")
-                                                           and data["target_sparsity"] * 100)},
-                    name=name,
-                )
+                target = data.pop("target_sparsity", None)
+                values = policy_values(data)
+                if target is not None:
+                    percent = json_number(target, "target_sparsity") * 100
+                    values["target_sparsity_percent"] = str(percent)
+                built = build_condition(kind="calibrated", values=values, name=name)
             else:
                 built = BuiltCondition(name=name.strip()[:100],
                                        policy=Policy.from_json(data).to_json())
@@ -112,9 +130,20 @@ def _parse_conditions(text: str) -> list[BuiltCondition]:
         except RecursionError:  # e.g. [[[[… thousands deep: a form error, not a 500
             raise forms.ValidationError(f"Line {number}: the JSON is nested too deeply.") from None
         except (ValueError, TypeError) as error:
-            raise forms.ValidationError(f"Line {number}: {error}") from None
+            raise forms.ValidationError(f"Line {number}: {_brief(str(error))}") from None
         conditions.append(built)
     return conditions
+
+
+# A separator: a line holding only ---, blanks around it allowed.
+_PROMPT_SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.MULTILINE)
+
+
+def prompts_split(text: str) -> list[str]:
+    """The free-text prompts box -> its prompts: blocks between lines holding only ``---``;
+    blank blocks are dropped, so a box of separators alone holds no prompt."""
+    blocks = _PROMPT_SEPARATOR.split(text.replace("\r\n", "\n"))
+    return [block.strip("\n") for block in blocks if block.strip()]
 
 
 def _parse_built(rows: list[str]) -> list[BuiltCondition]:
@@ -124,7 +153,9 @@ def _parse_built(rows: list[str]) -> list[BuiltCondition]:
         try:
             built.append(BuiltCondition.from_json(row))
         except ValueError as error:
-            raise forms.ValidationError(f"Built condition {number}: {error}") from None
+            raise forms.ValidationError(
+                f"Built condition {number}: {_brief(str(error))}"
+            ) from None
     return built
 
 
@@ -171,6 +202,23 @@ def _parse_profile_questions(text: str) -> list[dict]:
         lines[name] = number
         questions.append(question)
     return questions
+
+
+class ConditionAdminForm(forms.ModelForm):
+    """A condition edited in the admin: its policy JSON is checked like the setup form's
+    (types first, then the engine's own validation) before it is stored."""
+
+    class Meta:
+        model = Condition
+        fields = ["study", "name", "policy", "position"]
+
+    def clean_policy(self) -> dict:
+        policy = self.cleaned_data["policy"]
+        try:
+            policy_check(policy)
+        except (ValueError, TypeError, RecursionError) as error:
+            raise forms.ValidationError(_brief(str(error))) from None
+        return policy
 
 
 class RaterTitleForm(forms.ModelForm):
@@ -229,7 +277,7 @@ class StudySetupForm(forms.ModelForm):
     item_count = forms.IntegerField(
         min_value=1, max_value=5000, initial=20, label="How many (per data set)"
     )
-    seed = forms.IntegerField(initial=0, label="Random seed")
+    seed = forms.IntegerField(initial=0, min_value=0, max_value=2**32 - 1, label="Random seed")
     prompts = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 4}),
@@ -287,9 +335,14 @@ class StudySetupForm(forms.ModelForm):
         return rate
 
     def clean_prompts(self) -> list[str]:
-        text = self.cleaned_data["prompts"].replace("\r\n", "\n")
-        blocks = [block.strip("\n") for block in text.split("\n---\n")]
-        return [block for block in blocks if block.strip()]
+        text = self.cleaned_data["prompts"]
+        prompts = prompts_split(text)
+        if text.strip() and not prompts:
+            raise forms.ValidationError(
+                "The prompts box holds only separators (---): write a prompt between them, "
+                "or leave the box empty."
+            )
+        return prompts
 
     def clean(self) -> dict:
         data = super().clean()

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import F, Q
 
@@ -68,6 +68,37 @@ def validate_profile_questions(value) -> None:
         raise ValidationError(problems)
 
 
+# Every number of a study's design, bounded: the form and the admin refuse a value outside
+# (from the validators) and the database checks it (Study.Meta.constraints). Without them
+# SQLite took up to 2^63 − 1 (a lease of 10^13 minutes made each rater request a 500) and a
+# small integer field past 32767 was stored on SQLite and a 500 on PostgreSQL.
+STUDY_NUMBER_BOUNDS: dict[str, tuple[float, float]] = {
+    "overlap": (1, 100),
+    "max_new_tokens": (1, 32768),
+    "samples_per_item": (1, 1000),
+    "temperature": (0.0, 10.0),
+    "min_judgments": (1, 100_000),
+    "items_per_rater": (1, 100_000),
+    "lease_minutes": (1, 24 * 60),
+    "gold_rate": (0.0, 1.0),
+    "gold_block_after": (0, 1000),
+    "min_response_ms": (0, 10 * 60 * 1000),
+}
+
+
+def _bounded(name: str) -> list:
+    low, high = STUDY_NUMBER_BOUNDS[name]
+    return [MinValueValidator(low), MaxValueValidator(high)]
+
+
+def _bound_check(name: str) -> models.CheckConstraint:
+    low, high = STUDY_NUMBER_BOUNDS[name]
+    within = Q(**{f"{name}__gte": low, f"{name}__lte": high})
+    if name == "items_per_rater":  # empty: no cap
+        within |= Q(items_per_rater__isnull=True)
+    return models.CheckConstraint(condition=within, name=f"study_{name}_bounded")
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -93,15 +124,18 @@ class Study(models.Model):
     # Raters enrolled in the study; only they are offered its pairs.
     raters = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="studies")
     overlap = models.PositiveSmallIntegerField(
-        default=3, validators=[MinValueValidator(1)], help_text="How many raters judge each pair."
+        default=3, validators=_bounded("overlap"),
+        help_text="How many raters judge each pair.",
     )
-    max_new_tokens = models.PositiveIntegerField(default=128)
+    max_new_tokens = models.PositiveIntegerField(default=128, validators=_bounded("max_new_tokens"))
     # n > 1 samples per (item, condition) give the unbiased pass@k; they need sampling.
     samples_per_item = models.PositiveSmallIntegerField(
-        default=1, help_text="Outputs per item and condition (pass@k needs k or more)."
+        default=1, validators=_bounded("samples_per_item"),
+        help_text="Outputs per item and condition (pass@k needs k or more).",
     )
     temperature = models.FloatField(
-        default=0.0, help_text="0 = greedy decoding; several samples need a temperature > 0."
+        default=0.0, validators=_bounded("temperature"),
+        help_text="0 = greedy decoding; several samples need a temperature > 0.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -118,7 +152,7 @@ class Study(models.Model):
     min_judgments = models.PositiveIntegerField(
         "minimum judgments",
         default=1,
-        validators=[MinValueValidator(1)],
+        validators=_bounded("min_judgments"),
         help_text="Judged pairs (attention checks not counted) a rater needs before the "
         "completion code is shown.",
     )
@@ -133,19 +167,24 @@ class Study(models.Model):
         help_text="Send the next pair to the condition pair whose win rate is least certain.",
     )
     items_per_rater = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Most pairs one rater judges (gold items not counted)."
+        null=True, blank=True, validators=_bounded("items_per_rater"),
+        help_text="Most pairs one rater judges (gold items not counted).",
     )
     lease_minutes = models.PositiveIntegerField(
-        default=30, help_text="An unanswered pair goes back to the pool after this long."
+        default=30, validators=_bounded("lease_minutes"),
+        help_text="An unanswered pair goes back to the pool after this long.",
     )
     gold_rate = models.FloatField(
-        default=0.0, help_text="Share of attention-check (gold) pairs mixed in, 0 to 1."
+        default=0.0, validators=_bounded("gold_rate"),
+        help_text="Share of attention-check (gold) pairs mixed in, 0 to 1.",
     )
     gold_block_after = models.PositiveSmallIntegerField(
-        default=2, help_text="Wrong gold answers that end a rater's session (0 = never block)."
+        default=2, validators=_bounded("gold_block_after"),
+        help_text="Wrong gold answers that end a rater's session (0 = never block).",
     )
     min_response_ms = models.PositiveIntegerField(
-        default=0, help_text="Answers faster than this are refused (0 = no minimum)."
+        default=0, validators=_bounded("min_response_ms"),
+        help_text="Answers faster than this are refused (0 = no minimum).",
     )
     # Asked on the consent page; answers (Enrolment.profile) feed the subgroup analysis.
     profile_questions = models.JSONField(
@@ -158,18 +197,11 @@ class Study(models.Model):
     class Meta:
         verbose_name_plural = "studies"
         constraints = [
-            models.CheckConstraint(condition=Q(overlap__gte=1), name="study_overlap_positive"),
+            *(_bound_check(name) for name in STUDY_NUMBER_BOUNDS),
             models.CheckConstraint(
                 condition=Q(samples_per_item__gte=1)
                 & (Q(samples_per_item=1) | Q(temperature__gt=0)),
                 name="study_samples_need_sampling",
-            ),
-            models.CheckConstraint(
-                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="study_gold_rate_share"
-            ),
-            models.CheckConstraint(condition=Q(lease_minutes__gte=1), name="study_lease_positive"),
-            models.CheckConstraint(
-                condition=Q(min_judgments__gte=1), name="study_min_judgments_positive"
             ),
         ]
 

@@ -25,6 +25,7 @@ from annotations.conditions import (
     family_fields,
     family_help,
 )
+from annotations.forms import prompts_split
 
 DEFAULT_FAMILY = "static"
 _PREFIX = "p_"  # policy fields, apart from the study form's own names
@@ -131,9 +132,7 @@ def _count_items(data) -> int:
         drawn = int(data.get("item_count") or 0) * len(datasets)
     except ValueError:
         drawn = 0
-    text = data.get("prompts", "").replace("\r\n", "\n")
-    typed = sum(1 for block in text.split("\n---\n") if block.strip())
-    return max(drawn, 0) + typed
+    return max(drawn, 0) + len(prompts_split(data.get("prompts", "")))
 
 
 @staff_member_required

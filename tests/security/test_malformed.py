@@ -142,9 +142,48 @@ SETUP = {
         ({"gold_rate": "1e308"}, "between 0 and 1"),
         ({"completion_url": "javascript:alert(1)"}, "Enter a valid URL"),
         ({"temperature": "inf", "samples_per_item": "2"}, "Enter a number"),
+        # Every number of the design is bounded (SQLite stored up to 2^63 - 1).
+        ({"lease_minutes": str(10**13)}, "less than or equal to 1440"),
+        ({"gold_block_after": "70000"}, "less than or equal to 1000"),
+        ({"overlap": "40000"}, "less than or equal to 100"),
+        ({"max_new_tokens": "0"}, "greater than or equal to 1"),
+        ({"max_new_tokens": str(2**40)}, "less than or equal to 32768"),
+        ({"items_per_rater": "0"}, "greater than or equal to 1"),
+        ({"min_response_ms": str(10**12)}, "less than or equal to 600000"),
+        ({"min_judgments": str(2**63)}, "less than or equal to 100000"),
+        ({"samples_per_item": "5000", "temperature": "1"}, "less than or equal to 1000"),
+        ({"temperature": "1e300", "samples_per_item": "2"}, "less than or equal to 10.0"),
+        ({"seed": str(2**70)}, "less than or equal to 4294967295"),
+        ({"item_count": "9" * 30}, "less than or equal to 5000"),
+        # Policy JSON: types checked before any use (a string was multiplied by 100).
+        ({"conditions": 'a = {"kind": "calibrated", "target_sparsity": "0.5"}\nb = {"kind": '
+                        '"dense"}'}, "target_sparsity must be a finite number, not text"),
+        ({"conditions": 'a = {"kind": "calibrated", "target_sparsity": [0.5]}\nb = {"kind": '
+                        '"dense"}'}, "target_sparsity must be a finite number, not a list"),
+        ({"conditions": 'a = {"kind": "calibrated", "target_sparsity": true}\nb = {"kind": '
+                        '"dense"}'}, "target_sparsity must be a finite number, not true/false"),
+        ({"conditions": 'a = {"kind": "calibrated", "target_sparsity": 0.5, "site": [1]}\nb = '
+                        '{"kind": "dense"}'}, "site must be a finite number, not a list"),
+        ({"built": ['{"name": "x", "policy": {"kind": "static"}, "target_sparsity": [1]}',
+                    '{"name": "d", "policy": {"kind": "dense"}}']},
+         "Built condition 1: target sparsity must be a finite number, not a list"),
+        ({"built": ['{"name": "x", "policy": {"kind": "static", "threshold": {"a": 1}}}',
+                    '{"name": "d", "policy": {"kind": "dense"}}']},
+         "Built condition 1: threshold must be a finite number, not an object"),
+        ({"built": ['{"name": ["x"], "policy": {"kind": "dense"}}']},
+         "Built condition 1: name must be text, not a list"),
+        # A prompts box of separators alone holds no prompt (it made one: "---\n---").
+        ({"prompts": "---\n---"}, "holds only separators"),
+        ({"prompts": " --- \r\n\r\n---\r\n"}, "holds only separators"),
     ],
     ids=["deep-json", "infinite-threshold", "nan-threshold", "binary-json", "nul", "long-name",
-         "word-overlap", "huge-gold-rate", "javascript-url", "infinite-temperature"],
+         "word-overlap", "huge-gold-rate", "javascript-url", "infinite-temperature",
+         "huge-lease", "gold-block-past-small-int", "huge-overlap", "no-new-tokens",
+         "huge-new-tokens", "no-pairs-per-rater", "huge-min-response", "huge-min-judgments",
+         "huge-samples", "huge-temperature", "huge-seed", "huge-item-count",
+         "string-target", "list-target", "bool-target", "list-site", "built-list-target",
+         "built-object-threshold", "built-list-name", "only-separators",
+         "only-separators-crlf"],
 )
 def test_bad_study_setups_are_form_errors(world, changes, message):
     client = client_for(world.staff)
@@ -153,6 +192,28 @@ def test_bad_study_setups_are_form_errors(world, changes, message):
     assert response.status_code == 200, response.status_code
     assert message in response.content.decode()
     assert counts() == before, "a refused setup wrote rows"
+
+
+def test_a_megabyte_string_target_sparsity_is_a_short_form_error(world):
+    """It was multiplied by 100: a 2 MB post made a 402 MB answer and a 2.1 GB process."""
+    target = "5" * 2_000_000
+    response = client_for(world.staff).post(reverse("study_new"), {
+        **SETUP,
+        "conditions": f'a = {{"kind": "calibrated", "target_sparsity": "{target}"}}\n'
+                      'b = {"kind": "dense"}'})
+    assert response.status_code == 200
+    assert "target_sparsity must be a finite number, not text" in response.content.decode()
+    # The box is shown again as typed (once); nothing more of it.
+    assert len(response.content) < 3 * len(target)
+
+
+def test_a_separator_line_splits_prompts_with_blanks_around_it(world):
+    response = client_for(world.staff).post(
+        reverse("study_new"), {**SETUP, "prompts": "Write fizzbuzz.\n  ---  \nSort a list.\n"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    study = Study.objects.get(name=SETUP["name"])
+    assert sorted(study.items.values_list("prompt", flat=True)) == [
+        "Sort a list.", "Write fizzbuzz."]
 
 
 def test_a_setup_over_the_upload_limit_is_a_400(world, settings):
