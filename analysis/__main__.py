@@ -1,4 +1,5 @@
-"""Command line: ``python -m analysis agreement|preference FILE.csv [--json] ...`` and
+"""Command line: ``python -m analysis agreement|preference FILE.csv [--json] ...``,
+``python -m analysis pass1 RESULTS.csv [--json]`` and
 ``python -m analysis power --conditions K --win-rate P ... [--json]``.
 
 Prints readable tables by default and the summary dict as JSON with ``--json``. A problem
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.agreement import agreement_summary
+from analysis.alignment import pass_at_1_table
 from analysis.power import DESIGNS, SIMULATIONS, StudyDesign, sample_size
 from analysis.preference import preference_summary
 from analysis.style import CONTROLS, parse_controls
@@ -68,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = read_table(args.file)
         if args.command == "agreement":
             summary = agreement_summary(table, args.level, bootstrap=args.bootstrap, seed=args.seed)
+        elif args.command == "pass1":
+            summary = pass_at_1_table(table)
         else:
             summary = preference_summary(
                 table,
@@ -86,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
     elif args.command == "agreement":
         print(format_agreement(summary))
+    elif args.command == "pass1":
+        print(format_pass_at_1(summary))
     else:
         print(format_preference(summary))
     return 0
@@ -147,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CONDITION",
         help="the condition the style-control sentence is about (default: top raw rating)",
     )
+    pass1 = commands.add_parser(
+        "pass1",
+        help="Pass@1 per condition of an item,condition,sample,passed CSV, each against the "
+        "first condition in file order: flips, McNemar's exact test, paired interval",
+    )
+    pass1.add_argument("file", type=Path, metavar="RESULTS.csv")
+    pass1.add_argument("--json", action="store_true", help="print JSON instead of a table")
     power = commands.add_parser(
         "power", help="items, judgments and raters a study needs to detect a preference"
     )
@@ -249,6 +262,31 @@ def format_agreement(summary: dict) -> str:
         f"{s['n_ratings']} ratings, {s['n_pairable_units']} units rated at least twice"
     )
     return head + "\n\n" + _table(["statistic", "value", "note"], rows)
+
+
+def format_pass_at_1(summary: dict) -> str:
+    """`pass_at_1_table`'s output as a readable table."""
+    rows = []
+    for row in summary["conditions"]:
+        versus = row["versus_reference"] or {}
+        rows.append([
+            row["condition"],
+            str(row["n_problems"]),
+            _number(row["pass_at_1"]),
+            _interval(row["pass_at_1_ci"]),
+            str(versus.get("right_to_wrong", "-")),
+            str(versus.get("wrong_to_right", "-")),
+            _number(versus.get("difference")),
+            _interval(versus.get("difference_ci")) if versus.get("difference_ci")
+            else (versus.get("difference_ci_note") or "-"),
+            _p(versus.get("p")),
+            _p(versus.get("p_holm")),
+            versus.get("test") or "",
+        ])
+    header = ["condition", "problems", "Pass@1", "95% CI", "right->wrong", "wrong->right",
+              "difference", "paired 95% CI", "p", "p Holm", "test"]
+    return (f"Pass@1 against {summary['reference']} (the reference) on the problems both "
+            "answered; flips are counted against the reference\n\n" + _table(header, rows))
 
 
 def format_preference(summary: dict) -> str:

@@ -18,7 +18,15 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import item_bootstrap_counts, percentile_ci
-from analysis.preference import wilson_interval
+from analysis.paired import (
+    ALPHA,
+    POWER,
+    checked_samples,
+    paired_change,
+    pass_at_1_difference,
+    validate_pass_table,
+)
+from analysis.preference import holm, wilson_interval
 from evaluation.passk import pass_at_k_over_problems
 
 # Telemetry means with a 95 % interval: (row key, generations column, scale).
@@ -104,8 +112,39 @@ def condition_table(
             ),
         }
         row.update(_versus(name, dense[0] if dense else None, preference))
+        row.update(_paired_with_dense(name, dense[0] if dense else None, generations))
         rows.append(row)
     return rows
+
+
+# Telemetry tested against dense within item and machine: (row key, generations column,
+# as a ratio (else a difference), scale).
+_PAIRED = (
+    ("tokens_per_s", "tokens_per_s", True, 1.0),
+    ("bytes_read_per_token", "weight_bytes_read_per_token", True, 1.0),
+    ("peak_rss_mib", "peak_rss_bytes", False, 1 / 2**20),
+)
+
+
+def _paired_with_dense(name: str, dense: str | None, generations: pd.DataFrame) -> dict:
+    """A condition against dense on the same problems, items and machines (`analysis.paired`):
+    ``pass_at_1_vs_dense`` (flips, McNemar, paired interval) and ``<key>_vs_dense`` for
+    tokens/s and bytes read (ratios) and peak memory (difference in MiB); None for dense
+    itself or where either has no data."""
+    out = {"pass_at_1_vs_dense": None, **{f"{key}_vs_dense": None for key, *_ in _PAIRED}}
+    if dense is None or name == dense or generations.empty:
+        return out
+    checked = checked_samples(generations)
+    own, reference = (checked[checked["condition"] == c] for c in (name, dense))
+    if len(own) and len(reference):
+        out["pass_at_1_vs_dense"] = pass_at_1_difference(reference, own)
+    for key, column, ratio, scale in _PAIRED:
+        if column not in generations:
+            continue
+        values = generations.assign(**{column: pd.to_numeric(generations[column],
+                                                             errors="coerce") * scale})
+        out[f"{key}_vs_dense"] = paired_change(values, name, dense, column, ratio=ratio)
+    return out
 
 
 def _values(own: pd.DataFrame, column: str) -> pd.Series:
@@ -119,13 +158,15 @@ def mean_interval(
 ) -> tuple[float | None, list[float] | None]:
     """The mean and its normal 95 % interval (mean ± 1.96 SE) cut to the values' possible
     range [`least`, `most`] (a latency's interval never goes below 0 s: the mean cannot);
-    no interval from one value."""
+    no interval from one value or from values that are all the same."""
     if not len(values):
         return None, None
     mean = float(values.mean())
     if len(values) < 2:
         return mean, None
     half = _Z95 * float(values.std(ddof=1)) / np.sqrt(len(values))
+    if half == 0:  # every value the same: no interval, rather than one that reads as certainty
+        return mean, None
     return mean, [max(mean - half, least), min(mean + half, most)]
 
 
@@ -204,20 +245,29 @@ def _pass_at_1(own: pd.DataFrame) -> dict:
 
 
 def _versus(name: str, dense: str | None, preference: dict | None) -> dict:
-    empty = {"win_rate_vs_dense": None, "win_rate_vs_dense_ci": None, "n_vs_dense": 0}
+    empty = {"win_rate_vs_dense": None, "win_rate_vs_dense_ci": None,
+             "win_rate_vs_dense_ci_note": None, "n_vs_dense": 0, "win_rate_vs_dense_p": None,
+             "win_rate_vs_dense_detectable": None}
     if preference is None or dense is None or name == dense:
         return empty
     for pair in preference["pairs"]:
         if {pair["condition_a"], pair["condition_b"]} != {name, dense}:
             continue
         rate = pair["win_rate_ties_half"]
-        low, high = pair["win_rate_ties_half_ci_bootstrap"] or pair["win_rate_ties_half_ci_wilson"]
+        # A bootstrap interval without width (every verdict a tie) is not certainty: None.
+        interval = pair["win_rate_ties_half_ci_bootstrap"]
+        if interval and pair["condition_a"] != name:
+            interval = [1 - interval[1], 1 - interval[0]]
         if pair["condition_a"] != name:
-            rate, low, high = 1 - rate, 1 - high, 1 - low
+            rate = 1 - rate
         return {
             "win_rate_vs_dense": rate,
-            "win_rate_vs_dense_ci": [low, high],
+            "win_rate_vs_dense_ci": interval if interval and interval[0] < interval[1] else None,
+            "win_rate_vs_dense_ci_note": None if interval and interval[0] < interval[1]
+            else "no interval: every item's verdicts gave the same win rate",
             "n_vs_dense": pair["n"],
+            "win_rate_vs_dense_p": pair.get("p_cluster"),
+            "win_rate_vs_dense_detectable": pair.get("win_rate_detectable"),
         }
     return empty
 
@@ -296,3 +346,35 @@ def quality_measure(rows: Sequence[dict], speed: str = "tokens_per_s") -> str | 
         if all(r[key] is not None and np.isfinite(r[key]) for r in rows):
             return key
     return None
+
+
+def pass_at_1_table(df: pd.DataFrame, order: Sequence[str] | None = None) -> dict:
+    """Pass@1 per condition of a plain ``item, condition, sample, passed`` table, and each
+    condition against the reference (the first of `order`, default the first condition in
+    the table's row order) by `analysis.paired.pass_at_1_difference`, Holm-adjusted over
+    the comparisons.
+
+    Raises `InputError` for a malformed table."""
+    table = validate_pass_table(df)
+    conditions = list(order) if order else list(dict.fromkeys(table["condition"]))
+    reference = conditions[0]
+    rows = []
+    for name in conditions:
+        own = table[table["condition"] == name]
+        row = {
+            "condition": name,
+            "n_problems": int(own["item"].nunique()),
+            "n_checked": len(own),
+            "pass_at_1": float(own.groupby("item")["passed"].mean().mean()),
+            "pass_at_1_ci": pass_at_1_interval(own["item"], own["passed"]),
+            "versus_reference": None,
+        }
+        if name != reference:
+            row["versus_reference"] = pass_at_1_difference(
+                table[table["condition"] == reference], own
+            )
+        rows.append(row)
+    compared = [r["versus_reference"] for r in rows if r["versus_reference"]]
+    for versus, adjusted in zip(compared, holm([v["p"] for v in compared]), strict=True):
+        versus["p_holm"] = adjusted
+    return {"reference": reference, "alpha": ALPHA, "power": POWER, "conditions": rows}

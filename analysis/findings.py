@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from analysis.paired import ALPHA
+from analysis.preference import holm
+
 # When alpha is below this and ties dominate, the report says why alpha is low.
 LOW_ALPHA = 0.2
 MOSTLY_TIES = 0.6
@@ -38,65 +41,128 @@ def _value(row: dict, key: str) -> str:
     return text
 
 
-def compare(value: float, ci: Sequence[float] | None, reference: float,
-            reference_ci: Sequence[float] | None) -> str:
-    """"up", "down" or "none": whether `value` differs from `reference` with neither's 95 %
-    interval reaching the other's ("none" also when an interval is missing: no difference
-    can be shown without one)."""
-    if ci is None:
-        return "none"
-    low, high = reference_ci if reference_ci else (reference, reference)
-    if ci[0] > high:
-        return "up"
-    if ci[1] < low:
-        return "down"
-    return "none"
+def _sign(value: float | None, centre: float) -> int:
+    if value is None or value == centre:
+        return 0
+    return 1 if value > centre else -1
+
+
+def point_test(key: str, row: dict) -> dict | None:
+    """The paired test of one condition's `key` against dense (`alignment.condition_table`
+    puts them on the row): ``p`` (unadjusted; None when not testable), ``sign`` (+1 higher
+    than dense, −1 lower, 0 equal), ``test`` (its name), ``detectable`` (the smallest change
+    it could find, in words, or None), ``detail`` (flips, machines; may be "") and ``note``
+    (why there is no test). None when the row has nothing to test."""
+    if key == "win_rate_vs_dense":
+        if row.get("win_rate_vs_dense") is None:
+            return None
+        smallest = row.get("win_rate_vs_dense_detectable")
+        return {
+            "p": row.get("win_rate_vs_dense_p"),
+            "sign": _sign(row["win_rate_vs_dense"], 0.5),
+            "test": "item-cluster t test of the win rate against ½",
+            "detectable": None if smallest is None else f"a win rate {smallest:.2f} from ½",
+            "detail": "",
+            "note": "fewer than two judged items" if row.get("win_rate_vs_dense_p") is None
+            else None,
+        }
+    if key == "pass_at_1":
+        versus = row.get("pass_at_1_vs_dense")
+        if not versus:
+            return None
+        smallest = versus["detectable"]
+        return {
+            "p": versus["p"] if versus["n_problems"] else None,
+            "sign": _sign(versus["difference"], 0.0),
+            "test": versus["test"] or "McNemar exact",
+            "detectable": None if smallest is None else f"{smallest:.2f} in Pass@1",
+            "detail": f"dense right → wrong on {versus['right_to_wrong']}, wrong → right on "
+            f"{versus['wrong_to_right']}, over {versus['n_problems']} problems both answered",
+            "note": versus["difference_ci_note"] if not versus["n_problems"] else None,
+        }
+    versus = row.get(f"{key}_vs_dense")
+    if not versus or versus["estimate"] is None:
+        return {"p": None, "sign": 0, "test": "", "detectable": None, "detail": "",
+                "note": versus["note"] if versus else None} if versus else None
+    ratio = versus["scale"] == "ratio"
+    smallest = versus["detectable"]
+    machines = versus["machines"]
+    return {
+        "p": versus["p"],
+        "sign": _sign(versus["estimate"], 1.0 if ratio else 0.0),
+        "test": "paired t test on the log ratio to dense" if ratio
+        else "paired t test of the difference from dense",
+        "detectable": None if smallest is None
+        else (f"a ratio of {smallest:.2f}" if ratio else f"{smallest:.1f} MiB"),
+        "detail": f"{versus['n_pairs']} item(s) paired on the same machine"
+        + (f"; machines: {', '.join(machines)}" if machines else ""),
+        "note": versus["note"],
+    }
 
 
 def _metric_sentence(key: str, dense: dict | None, points: list[dict]) -> dict | None:
-    """How `key` moves from dense (or the first point) to the sparsest point."""
+    """How `key` moves from dense to the sparsest point, said only from the paired tests
+    of each point against dense (`point_test`), Holm-adjusted over the series' points."""
     points = [p for p in points if p.get(key) is not None]
-    if key == "win_rate_vs_dense":
-        reference = {key: 0.5, f"{key}_ci": None, "sparsity": 0.0}  # ½ = as good as dense
-    else:
-        reference = dense if dense and dense.get(key) is not None else None
-    if not points or reference is None and len(points) < 2:
+    tests = [point_test(key, p) for p in points]
+    points = [p for p, t in zip(points, tests, strict=True) if t is not None]
+    tests = [t for t in tests if t is not None]
+    reference = (
+        {key: 0.5, "sparsity": 0.0} if key == "win_rate_vs_dense"
+        else dense if dense and dense.get(key) is not None else None
+    )
+    if not points or reference is None:
         return None
-    if reference is None:
-        reference, points = points[0], points[1:]
-    name = _METRICS[key][0]
-    changed = [
-        (p, compare(p[key], p.get(f"{key}_ci"), reference[key], reference.get(f"{key}_ci")))
-        for p in points
+    adjusted = holm([t["p"] for t in tests])
+    directions = [
+        ("up" if t["sign"] > 0 else "down") if p is not None and p < ALPHA and t["sign"]
+        else "none"
+        for t, p in zip(tests, adjusted, strict=True)
     ]
-    last, direction = changed[-1]
-    if key == "win_rate_vs_dense":
-        start = "½ (as good as dense)"
-    else:
-        where = "dense" if reference is dense else reference["condition"]
-        start = f"{_value(reference, key)} ({where}, {_percent(reference['sparsity'])})"
-    text = f"{name[0].upper()}{name[1:]} goes from {start} to {_value(last, key)} at " \
-           f"{_percent(last['sparsity'])}"
-    first_change = next((p for p, d in changed if d != "none"), None)
+    name = _METRICS[key][0]
+    last, last_test, last_p, direction = points[-1], tests[-1], adjusted[-1], directions[-1]
+    start = ("½ (as good as dense)" if key == "win_rate_vs_dense"
+             else f"{_value(reference, key)} (dense)")
+    text = (f"{name[0].upper()}{name[1:]} goes from {start} to {_value(last, key)} at "
+            f"{_percent(last['sparsity'])}")
+    tested = sum(p is not None for p in adjusted)
+    if not tested:
+        why = next((t["note"] for t in reversed(tests) if t["note"]), "no paired data")
+        return {"metric": key, "direction": "none", "text": f"{text}: not tested ({why})."}
+    family = f"Holm over {tested} setting{'s' if tested > 1 else ''}" if tested > 1 else ""
+    how = ", ".join(part for part in (
+        last_test["test"], family, f"p {_p(last_p)} at the sparsest" if last_p is not None
+        else "", last_test["detail"]) if part)
+    first_change = next((p for p, d in zip(points, directions, strict=True) if d != "none"),
+                        None)
     if direction == "none" and first_change is None:
-        text += ": the intervals overlap, so no difference was detected."
+        text += f": no difference was detected ({how})"
+        if last_test["detectable"]:
+            text += (f"; the smallest change these data could detect (80 % power) is about "
+                     f"{last_test['detectable']}")
+        text += "."
     elif direction == "none":
         text += (f"; it differs at {_percent(first_change['sparsity'])} but not at the "
-                 "sparsest setting (intervals overlap there).")
+                 f"sparsest setting ({how}).")
     else:
         word = "higher" if direction == "up" else "lower"
-        since = next(p for p, d in changed if d == direction)
-        text += f": {word} from {_percent(since['sparsity'])} sparsity on (intervals apart)."
+        since = next(p for p, d in zip(points, directions, strict=True) if d == direction)
+        text += f": {word} from {_percent(since['sparsity'])} sparsity on ({how})."
     return {"metric": key, "direction": direction, "text": text}
 
 
-# Said once under the answer: what the speed numbers are, and what their intervals miss.
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
+
+
+# Said once under the answer: what the speed numbers are, and what their tests miss.
 SPEED_CAVEAT = (
     "Tokens/s and latency are wall-clock times on the worker's machine, so other work on it "
-    "moves them. Their 95 % intervals cover the variation between generations: a difference "
-    "inside them is noise, and one outside them can still come from load that changed while "
-    "a condition ran. A speed-up is only possible where a policy skips weight bytes, and at "
-    "most in proportion to the bytes its site can skip."
+    "moves them. Each condition's speed is compared with dense as the ratio on the same item "
+    "and the same machine (never across machines), by a paired t test on the log ratio; load "
+    "that changed while one condition ran can still move it. A speed-up is only possible "
+    "where a policy skips weight bytes, and at most in proportion to the bytes its site can "
+    "skip."
 )
 
 
@@ -119,13 +185,19 @@ MEMORY_CAVEAT = (
     "conditions can come from the order one worker ran them in (allocator state, weight "
     "layouts), not from the threshold."
 )
+# With every weight resident, "no difference" is what the design guarantees, not a finding.
+MEMORY_CANNOT_MOVE = (
+    " Every weight stays loaded under every condition, so the threshold cannot move memory: "
+    "no difference here is true by construction, not a finding."
+)
 
 
 def _memory_sentence(dense: dict | None, points: list[dict]) -> dict | None:
     """Peak memory against dense, with what a difference in it can and cannot mean."""
     sentence = _metric_sentence("peak_rss_mib", dense, points)
-    if sentence and sentence["direction"] != "none":
-        sentence["text"] += MEMORY_CAVEAT
+    if sentence:
+        found_none = "no difference was detected" in sentence["text"]
+        sentence["text"] += MEMORY_CANNOT_MOVE if found_none else MEMORY_CAVEAT
     return sentence
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import choix
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 from scipy.stats import t as student_t
 from statsmodels.stats.proportion import proportion_confint
 
@@ -265,6 +265,7 @@ def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, draws: np.ndarray) -
                 "win_rate_ties_excluded_ci_wilson": wilson_interval(wins, wins + losses),
                 "p_sign_test": sign_test(wins, losses),
                 "p_cluster": _cluster_p(score_by_item, judgments_by_item),
+                "win_rate_detectable": cluster_detectable(score_by_item, judgments_by_item),
             }
         )
     for row, adjusted in zip(rows, holm([r["p_sign_test"] for r in rows]), strict=True):
@@ -278,6 +279,23 @@ def _cluster_p(score_by_item: np.ndarray, judgments_by_item: np.ndarray) -> floa
     judged = judgments_by_item > 0
     p = cluster_test(score_by_item[judged], judgments_by_item[judged])
     return None if np.isnan(p) else float(p)
+
+
+def cluster_detectable(scores: np.ndarray, counts: np.ndarray) -> float | None:
+    """The smallest shift of the win rate from ½ that `cluster_test` finds with 80 % power
+    at the 5 % level, by the normal approximation at its observed cluster-robust standard
+    error: (t_{0.975, items − 1} + z_{0.8}) · SE. None under 2 judged items, or when the
+    standard error is 0 (every item's verdicts balanced exactly: nothing to scale by)."""
+    judged = np.asarray(counts) > 0
+    scores, counts = np.asarray(scores, float)[judged], np.asarray(counts, float)[judged]
+    items = len(counts)
+    if items < 2:
+        return None
+    residual = scores - 0.5 * counts
+    se = float(np.sqrt(items / (items - 1) * (residual**2).sum()) / counts.sum())
+    if se == 0:
+        return None
+    return float((student_t.ppf(0.975, items - 1) + norm.ppf(0.8)) * se)
 
 
 def cluster_test(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:

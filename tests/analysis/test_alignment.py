@@ -135,10 +135,17 @@ def test_every_point_has_a_95_percent_interval_and_a_series_by_site():
     low, high = sparse["sparsity_ci"]
     assert low < 0.4 < high and high - low == pytest.approx(2 * 1.96 * 0.1 / 3**0.5, rel=1e-3)
     assert dense["tokens_per_s_ci"][0] < 11 < dense["tokens_per_s_ci"][1]
-    assert sparse["tokens_per_s_ci"] == pytest.approx([20, 20]), "no spread, no width"
+    assert sparse["tokens_per_s_ci"] is None, "no spread: no interval, not a certain one"
     assert sparse["bytes_read_per_token"] == pytest.approx(50)
     assert sparse["pass_at_1_ci"][0] < 1 / 3 < sparse["pass_at_1_ci"][1]
-    assert dense["peak_rss_mib_ci"] == pytest.approx([1024, 1024])
+    assert dense["peak_rss_mib_ci"] is None
+    speed = sparse["tokens_per_s_vs_dense"]
+    assert speed["estimate"] == pytest.approx((20**3 / (10 * 11 * 12)) ** (1 / 3))
+    assert speed["ci"][0] < speed["estimate"] < speed["ci"][1] and speed["n_pairs"] == 3
+    versus = sparse["pass_at_1_vs_dense"]
+    assert (versus["right_to_wrong"], versus["wrong_to_right"]) == (1, 0)
+    assert versus["difference"] == pytest.approx(-1 / 3) and versus["test"] == "McNemar exact"
+    assert sparse["peak_rss_mib_vs_dense"]["estimate"] == 0 and dense["pass_at_1_vs_dense"] is None
 
 
 def test_pareto_front_keeps_the_undominated():
