@@ -15,7 +15,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 
 from annotations.conditions import policy_bytes_note, policy_summary
-from evaluation.datasets import Task
+from evaluation.datasets import TASK_ID_MAX_CHARS, Task
 from evaluation.prompts import task_prompt
 
 RATIONALE_MAX_CHARS = 1000
@@ -376,7 +376,7 @@ class Problem(models.Model):
     Imported once by `manage.py import_dataset`; studies draw their items from here."""
 
     dataset = models.CharField(max_length=50)
-    task_id = models.CharField(max_length=100)
+    task_id = models.CharField(max_length=TASK_ID_MAX_CHARS)
     prompt = models.TextField()
     entry_point = models.CharField(max_length=200, blank=True)
     tests = models.TextField(help_text="What the sandbox runs against a candidate.")
@@ -428,7 +428,7 @@ class Item(models.Model):
         Problem, on_delete=models.PROTECT, null=True, blank=True, related_name="items"
     )
     dataset = models.CharField(max_length=50)
-    task_id = models.CharField(max_length=100)
+    task_id = models.CharField(max_length=TASK_ID_MAX_CHARS)
     prompt = models.TextField()
     metadata = models.JSONField(default=dict, blank=True)
 

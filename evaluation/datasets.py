@@ -43,6 +43,9 @@ DS1000_METADATA_FIELDS = ("problem_id", "library")
 MBPP_FIELDS = ("task_id", "text", "code", "test_list")
 MBPP_SANITIZED_FIELDS = ("task_id", "prompt", "code", "test_list")
 HUMANEVAL_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+# The longest task id, with the prefix a loader adds ("mbpp/", "ds1000/"): the library's
+# column (`annotations.models.Problem.task_id`; SQLite does not enforce its length).
+TASK_ID_MAX_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ def load_mbpp(path: Path | str = MBPP_PATH) -> list[Task]:
         key=_task_id,
         str_fields=("text", "code", "test_setup_code"),
         list_fields=("test_list", "challenge_test_list"),
+        prefix="mbpp/",
     )
     return [
         _mbpp_task(
@@ -167,14 +171,18 @@ def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Task]:
     """Sanitized MBPP (427 hand-verified tasks); tests are its test_imports then its asserts."""
     path = Path(path)
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        items = json.loads(path.read_text(encoding="utf-8-sig"), parse_constant=_refuse_constant)
+    except _NotJson as exc:
+        raise DatasetError(path, [(0, str(exc))]) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(path, [(getattr(exc, "lineno", 0), str(exc))]) from exc
     except RecursionError:
         raise DatasetError(path, [(0, "malformed JSON (nested too deeply)")]) from None
     if not isinstance(items, list):
         raise DatasetError(path, [(1, "expected a JSON array of problems")])
-    numbered = ((index, item, None) for index, item in enumerate(items, start=1))
+    numbered = (
+        (index, item, _surrogate_error(item)) for index, item in enumerate(items, start=1)
+    )
     rows = _validated(
         path,
         numbered,
@@ -182,6 +190,7 @@ def load_mbpp_sanitized(path: Path | str = MBPP_SANITIZED_PATH) -> list[Task]:
         key=_task_id,
         str_fields=("prompt", "code"),
         list_fields=("test_list", "test_imports"),
+        prefix="mbpp/",
     )
     return [
         _mbpp_task(
@@ -223,6 +232,7 @@ def load_ds1000(path: Path | str) -> list[Task]:
         key=lambda row: row["metadata"]["problem_id"],
         str_fields=("prompt", "reference_code", "code_context"),
         check=_ds1000_row_errors,
+        prefix="ds1000/",
     )
     tasks = []
     for line, row in rows:
@@ -302,20 +312,75 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
         with opener(path, "rb") as raw_lines:
             for number, raw in enumerate(raw_lines, start=1):
                 try:
-                    line = raw.decode("utf-8")
+                    # A byte-order mark some editors write first is no part of the text.
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as exc:
                     yield number, None, f"not UTF-8 text (byte {exc.start + 1} of the line)"
                     continue
                 if not line.strip():
                     continue
                 try:
-                    yield number, json.loads(line), None
+                    row = json.loads(line, parse_constant=_refuse_constant)
                 except json.JSONDecodeError as exc:
                     yield number, None, f"malformed JSON ({exc.msg} at column {exc.colno})"
+                    continue
                 except RecursionError:
                     yield number, None, "malformed JSON (nested too deeply)"
+                    continue
+                except _NotJson as exc:
+                    yield number, None, str(exc)
+                    continue
+                yield number, row, _surrogate_error(row)
     except OSError as exc:
         raise DatasetError(path, [(0, f"cannot read the file: {exc}")]) from exc
+
+
+class _NotJson(ValueError):
+    """Python's json reads NaN, Infinity and -Infinity; JSON has no such numbers (and a
+    database's JSON column refuses them)."""
+
+
+def _refuse_constant(name: str) -> None:
+    raise _NotJson(f"{name} is not a JSON number")
+
+
+def _surrogate_error(value: Any, where: str = "") -> str | None:
+    """Where a string of the row holds a lone surrogate (``"\\ud800"`` is valid JSON, but
+    no UTF-8 text: the database refuses it), or None. `where` names the top-level field."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(value[exc.start])
+            return f"a lone surrogate (\\u{code:04x}) in {where or 'the line'}"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _surrogate_error(key, where or "a field name") or _surrogate_error(
+                item, where or key
+            )
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            if found := _surrogate_error(item, where):
+                return found
+    return None
+
+
+def _task_id_error(task_id: Any, prefix: str) -> str | None:
+    """A task id is text or a whole number (a list, an object, a fraction or true/false was
+    stored as its Python text), at most `TASK_ID_MAX_CHARS` long with its `prefix`."""
+    if isinstance(task_id, bool) or not isinstance(task_id, str | int):
+        what = {bool: "true/false", float: "a fraction", list: "a list", dict: "an object"}
+        return (
+            "the task id must be text or a whole number, not "
+            f"{what.get(type(task_id), type(task_id).__name__)}"
+        )
+    longest = TASK_ID_MAX_CHARS - len(prefix)
+    if len(str(task_id)) > longest:
+        return f"the task id is {len(str(task_id))} characters long; at most {longest}"
+    return None
 
 
 def _validated(
@@ -327,16 +392,20 @@ def _validated(
     str_fields: tuple[str, ...] = (),
     list_fields: tuple[str, ...] = (),
     check: Callable[[dict[str, Any]], str | None] | None = None,
+    prefix: str = "",
 ) -> list[tuple[int, dict[str, Any]]]:
     """All rows with their line numbers, or DatasetError listing every bad row: the
     all-or-nothing rule in one place.
 
     `fields` must be present and not null, `str_fields` strings, `list_fields` lists of strings;
-    `key` gives the task id (unique), `check` any further reason to refuse a row.
+    `key` gives the task id (unique; text or a whole number, short enough with the
+    loader's `prefix`), `check` any further reason to refuse a row.
     """
     good, errors, seen = [], [], {}
     for number, row, parse_error in rows:
         reason = parse_error or _row_error(row, fields, str_fields, list_fields, check)
+        if reason is None:
+            reason = _task_id_error(key(row), prefix)
         if reason is None:
             task_id = str(key(row))
             if task_id in seen:

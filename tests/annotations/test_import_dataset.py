@@ -62,3 +62,52 @@ def test_format_errors_are_reported_whole_before_lengths_are_checked(
     path.write_text(path.read_text() + '{"task_id": "t9", "prompt": "", "tests": "x"}\n')
     with pytest.raises(CommandError, match="line 3: the prompt is empty"):
         _import(path)
+
+
+GOOD = '{"task_id": "ok", "prompt": "Add.", "tests": "assert True"}'
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"task_id": "t", "prompt": "a\\ud800b", "tests": "assert True"}',
+         "a lone surrogate (\\ud800) in prompt"),
+        ('{"task_id": "\\udfff", "prompt": "p", "tests": "assert True"}',
+         "a lone surrogate (\\udfff) in task_id"),
+        ('{"task_id": "t", "prompt": "p", "tests": "assert True", "x": {"y": ["\\ud83d"]}}',
+         "a lone surrogate (\\ud83d) in x"),
+        ('{"task_id": "t", "prompt": "p", "tests": "assert True", "extra": NaN}',
+         "NaN is not a JSON number"),
+        ('{"task_id": "t", "prompt": "p", "tests": "assert True", "extra": [-Infinity]}',
+         "-Infinity is not a JSON number"),
+        ('{"task_id": ["a"], "prompt": "p", "tests": "assert True"}',
+         "the task id must be text or a whole number, not a list"),
+        ('{"task_id": {"a": 1}, "prompt": "p", "tests": "assert True"}',
+         "the task id must be text or a whole number, not an object"),
+        ('{"task_id": 1.5, "prompt": "p", "tests": "assert True"}',
+         "the task id must be text or a whole number, not a fraction"),
+        ('{"task_id": true, "prompt": "p", "tests": "assert True"}',
+         "the task id must be text or a whole number, not true/false"),
+        ('{"task_id": "' + "t" * 5000 + '", "prompt": "p", "tests": "assert True"}',
+         "the task id is 5000 characters long; at most 100"),
+    ],
+    ids=["surrogate-prompt", "surrogate-id", "surrogate-extra", "nan", "infinity", "list-id",
+         "dict-id", "float-id", "bool-id", "long-id"],
+)
+def test_a_bad_line_is_a_one_line_error_with_its_number(tmp_path, line, reason):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(f"{GOOD}\n{line}\n", encoding="utf-8")
+    with pytest.raises(CommandError) as refused:
+        _import(path)
+    message = str(refused.value)
+    assert message.startswith("nothing imported: ")
+    assert f"line 2: {reason}" in message, message[:500]
+    assert "Traceback" not in message and len(message) < 1000
+    assert not Problem.objects.exists()
+
+
+def test_a_file_starting_with_a_bom_is_read(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode() + b"\n")
+    _import(path)
+    assert list(Problem.objects.values_list("task_id", flat=True)) == ["ok"]
