@@ -229,6 +229,24 @@ class RaterTitleForm(forms.ModelForm):
         fields = ["rater_title"]
 
 
+def _gold_rate(rate: float) -> float:
+    if not 0 <= rate <= 1:
+        raise forms.ValidationError("A share between 0 and 1, e.g. 0.1.")
+    return rate
+
+
+class GoldSettingsForm(forms.ModelForm):
+    """How often raters get an attention check and how many wrong end their session: the
+    setup page's gold section changes them in any state (a rater's next pair follows)."""
+
+    class Meta:
+        model = Study
+        fields = ["gold_rate", "gold_block_after"]
+
+    def clean_gold_rate(self) -> float:
+        return _gold_rate(self.cleaned_data["gold_rate"])
+
+
 class BuiltConditionsField(forms.Field):
     """The condition builder's rows: a list of hidden inputs named `built`."""
 
@@ -329,10 +347,7 @@ class StudySetupForm(forms.ModelForm):
         return _parse_profile_questions(self.cleaned_data["profile_questions"])
 
     def clean_gold_rate(self) -> float:
-        rate = self.cleaned_data["gold_rate"]
-        if not 0 <= rate <= 1:
-            raise forms.ValidationError("A share between 0 and 1, e.g. 0.1.")
-        return rate
+        return _gold_rate(self.cleaned_data["gold_rate"])
 
     def clean_prompts(self) -> list[str]:
         text = self.cleaned_data["prompts"]

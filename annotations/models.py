@@ -567,13 +567,21 @@ class Pair(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="pairs")
     generation_a = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="+")
     generation_b = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="+")
+    # An attention check made on the setup page: a second row of an ordinary pair's two
+    # outputs, so the comparison keeps its own pair (and every judgment of it).
+    gold_copy = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["study", "item", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["generation_a", "generation_b"], name="pair_unique_generations"
+                fields=["generation_a", "generation_b"], condition=Q(gold_copy=False),
+                name="pair_unique_generations",
+            ),
+            models.UniqueConstraint(
+                fields=["generation_a", "generation_b"], condition=Q(gold_copy=True),
+                name="pair_one_gold_copy",
             ),
             models.CheckConstraint(
                 condition=~Q(generation_a=models.F("generation_b")), name="pair_distinct"

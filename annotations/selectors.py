@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.db.models import Avg, Count, Q, QuerySet
+from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from annotations.models import (
@@ -472,6 +472,53 @@ def pair_previewed(study: Study, index: int) -> tuple[ShownPair | None, int]:
     a, b = pair.generation_a.text, pair.generation_b.text
     left, right = (a, b) if index % 2 == 0 else (b, a)
     return ShownPair(0, prompt=pair.item.prompt, left=left, right=right), total
+
+
+@dataclass(frozen=True)
+class GoldCandidate:
+    """One ordinary pair shown on the setup page to be made an attention check: number
+    `index` (from 0, in id order) of `total`, with its item and both outputs read."""
+
+    pair: Pair
+    index: int
+    total: int
+
+
+def gold_candidate(study: Study, index: int) -> GoldCandidate | None:
+    """The study's ordinary pair number `index` (wrapping around) that is not yet a gold
+    check, or None while no pair exists."""
+    copied = Pair.objects.filter(
+        gold_copy=True, generation_a=OuterRef("generation_a"),
+        generation_b=OuterRef("generation_b"),
+    )
+    pairs = Pair.objects.filter(
+        study=study, gold_copy=False, gold__isnull=True
+    ).exclude(Exists(copied)).order_by("id")
+    total = pairs.count()
+    if not total:
+        return None
+    index %= total
+    pair = pairs.select_related(
+        "item", "generation_a__condition", "generation_b__condition"
+    )[index]
+    return GoldCandidate(pair, index=index, total=total)
+
+
+def gold_pairs(study: Study) -> list[Pair]:
+    """The study's attention checks, oldest first, each with its answer (`gold`), its
+    outputs' conditions, `n_given` (how many raters were given it) and `source_id` (the
+    ordinary pair it copies; for a pair marked gold itself, in the admin, its own id)."""
+    source = Pair.objects.filter(
+        gold_copy=False, generation_a=OuterRef("generation_a"),
+        generation_b=OuterRef("generation_b"),
+    ).values("id")[:1]
+    return list(
+        Pair.objects.filter(study=study, gold__isnull=False)
+        .select_related("gold", "item", "generation_a__condition", "generation_b__condition")
+        .annotate(n_given=Count("assignments"),
+                  source_id=Subquery(source))
+        .order_by("id")
+    )
 
 
 def enrolments_in(study_id: int, rater: AbstractBaseUser) -> QuerySet[Enrolment]:

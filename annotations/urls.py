@@ -38,6 +38,16 @@ urlpatterns = [
         name="study_rater_title",
     ),
     path("staff/studies/<id:study_id>/launch/", setup.study_launch, name="study_launch"),
+    path(
+        "staff/studies/<id:study_id>/pairs/<id:pair_id>/gold/",
+        setup.study_gold,
+        name="study_gold",
+    ),
+    path(
+        "staff/studies/<id:study_id>/gold/settings/",
+        setup.study_gold_settings,
+        name="study_gold_settings",
+    ),
     path("staff/studies/<id:study_id>/preview/", setup.study_preview, name="study_preview"),
     path("staff/studies/<id:study_id>/pause/", setup.study_pause, name="study_pause"),
     path("staff/studies/<id:study_id>/close/", setup.study_close, name="study_close"),

@@ -23,8 +23,10 @@ from annotations.services.enrolment import (
 from annotations.services.judgments import JudgmentRejected, judgment_submit
 from annotations.services.lifecycle import study_create, study_launch, study_status_set
 from annotations.services.pairs_assignments import (
+    GoldPairInUse,
     assignment_next,
     assignment_next_counted,
+    gold_pair_set,
     pair_has_room,
     pair_lock,
     pairs_create,
@@ -32,6 +34,7 @@ from annotations.services.pairs_assignments import (
 from annotations.services.rater_data import RaterDataDeletion, rater_data_delete
 
 __all__ = [
+    "GoldPairInUse",
     "JudgmentRejected",
     "OutOfPairs",
     "RaterDataDeletion",
@@ -41,6 +44,7 @@ __all__ = [
     "enrolment_consent",
     "enrolment_get",
     "enrolment_out_of_pairs",
+    "gold_pair_set",
     "invite_create",
     "invite_redeem",
     "judgment_submit",

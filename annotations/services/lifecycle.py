@@ -85,7 +85,9 @@ def study_launch(*, study: Study) -> list[str]:
     if progress.total and not study.pairs.exists():
         reasons.append("No pairs could be formed from the finished generations.")
     if study.gold_rate > 0 and not GoldAnswer.objects.filter(pair__study=study).exists():
-        reasons.append("A gold rate is set but no pair is marked as gold (admin: Gold answers).")
+        reasons.append(
+            "A gold rate is set but there is no gold pair (setup page: Attention checks)."
+        )
     if reasons:
         return reasons
     Study.objects.filter(id=study.id).update(status=Study.Status.OPEN)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from analysis.adaptive import pair_priorities, score_variance
 from annotations.highlight import pairs_warm
-from annotations.models import Assignment, Generation, GoldAnswer, Item, Pair, Study
+from annotations.models import Assignment, Generation, GoldAnswer, Item, Judgment, Pair, Study
 from annotations.selectors import (
     PAIR_TAKEN_SQL,
     RaterProgress,
@@ -275,3 +275,43 @@ def _assignment_try(
         # a pair: this pair (`assignment_once_per_rater`) or another one
         # (`assignment_one_open_per_rater`). That one is theirs to resume.
         raise _RaterGotOneMeanwhile from None
+
+
+class GoldPairInUse(Exception):
+    """A gold pair raters have already been given: changing or removing it would change
+    what their answers meant. The message is meant for staff."""
+
+
+def gold_pair_set(*, pair: Pair, winner: str | None) -> Pair | None:
+    """Make the ordinary `pair` an attention check whose better output is `winner` ("a" or
+    "b", condition order), as an extra copy of its two outputs: the pair itself stays in
+    its comparison, so no condition pair loses a pair. Again: changes the answer; `None`:
+    removes the check. Either only while no rater has had the copy (`GoldPairInUse`), so
+    no answer changes meaning and no judgment is deleted. Returns the copy, or None."""
+    if winner not in (Judgment.Winner.A, Judgment.Winner.B, None):
+        raise ValueError(f"a gold answer is 'a' or 'b', not {winner!r}")
+    if pair.gold_copy:
+        raise ValueError("that pair is itself a gold copy")
+    with transaction.atomic():
+        copy = Pair.objects.filter(
+            generation_a_id=pair.generation_a_id, generation_b_id=pair.generation_b_id,
+            gold_copy=True,
+        ).select_for_update().first()
+        if copy is not None and copy.assignments.exists():
+            gold = copy.gold_or_none()
+            if winner is None or gold is None or gold.winner != winner:
+                raise GoldPairInUse(
+                    "Raters have had this gold pair: it stays as it is, with their answers."
+                )
+        if winner is None:
+            if copy is not None:
+                copy.delete()
+            return None
+        if copy is None:
+            copy = Pair.objects.create(
+                study_id=pair.study_id, item_id=pair.item_id,
+                generation_a_id=pair.generation_a_id, generation_b_id=pair.generation_b_id,
+                gold_copy=True,
+            )
+        GoldAnswer.objects.update_or_create(pair=copy, defaults={"winner": winner})
+    return copy

@@ -6,7 +6,12 @@ import json
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -16,9 +21,9 @@ from django_htmx.http import HttpResponseStopPolling
 from analysis.power import StudyDesign, power_statement
 from annotations import calibration, pipeline, selectors, services, tasks
 from annotations.conditions import PairCount
-from annotations.forms import JudgmentForm, RaterTitleForm, StudySetupForm
+from annotations.forms import GoldSettingsForm, JudgmentForm, RaterTitleForm, StudySetupForm
 from annotations.highlight import shown_html
-from annotations.models import Study
+from annotations.models import Pair, Study
 from annotations.views.conditions import builder_context
 from annotations.views.rater import criteria_shown
 from annotations.views.staff_actions import study_action
@@ -57,11 +62,17 @@ def _setup_page(
     *,
     reasons=(),
     title_form: RaterTitleForm | None = None,
+    gold_form: GoldSettingsForm | None = None,
+    gold_message: str = "",
     status: int = 200,
 ):
     conditions = list(study.conditions.select_related("calibration"))
     n_items = study.items.count()
+    gold_pairs = selectors.gold_pairs(study)
     context = {
+        **_gold_context(request, study, gold_pairs=gold_pairs),
+        "gold_form": gold_form or GoldSettingsForm(instance=study),
+        "gold_message": gold_message,
         "study": study,
         "reasons": reasons,
         "title_form": title_form or RaterTitleForm(instance=study),
@@ -69,7 +80,7 @@ def _setup_page(
         "criteria": study.criteria.all(),
         "n_items": n_items,
         "sample_items": study.items.order_by("id")[:_SHOWN_PROMPTS],
-        "n_pairs": study.pairs.count(),
+        "n_pairs": study.pairs.filter(gold_copy=False).count(),
         "invites": study.invites.select_related("rater").order_by("-created_at")[:50],
         "prolific_url": request.build_absolute_uri(reverse("prolific_entry", args=[study.id]))
         + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
@@ -82,6 +93,41 @@ def _setup_page(
         "power": _power_line(study, n_conditions=len(conditions), n_items=n_items),
     }
     return render(request, "annotations/setup_study.html", context, status=status)
+
+
+def _gold_context(request: HttpRequest, study: Study, *, gold_pairs: list[Pair]) -> dict:
+    """The setup page's attention checks: those made, what they cost, and the ordinary pair
+    shown (`?gold=N`) to be made one, both outputs highlighted as raters see them."""
+    candidate = selectors.gold_candidate(study, _preview_index(request.GET.get("gold")))
+    context = {"gold_pairs": gold_pairs, "gold_candidate": candidate,
+               "gold_cost": gold_cost(study, n_gold=len(gold_pairs))}
+    if candidate is not None:
+        pair = candidate.pair
+        a_html, b_html, _ = shown_html(pair.generation_a.text, pair.generation_b.text)
+        context.update(gold_a_html=a_html, gold_b_html=b_html)
+    return context
+
+
+def gold_cost(study: Study, *, n_gold: int) -> str:
+    """What the study's attention checks cost raters, in words. A rater is given an unseen
+    gold pair with probability r before each new pair, so about r / (1 − r) checks per
+    ordinary judgment (a geometric count), each gold pair at most once per rater."""
+    rate = study.gold_rate
+    if not n_gold:
+        return ("No gold pairs yet. Each one is an extra copy of a pair, so no condition "
+                "comparison loses a pair.")
+    extra = (f"each rater is given all {n_gold} of them" if rate >= 1 else
+             f"about {rate / (1 - rate):.2f} checks per ordinary judgment "
+             f"({100 * rate / (1 - rate):.0f} % more rating time), at most {n_gold} per rater")
+    if rate <= 0:
+        extra = "none: the gold rate is 0, so no rater is given them (set a rate below)"
+    cap = study.items_per_rater
+    if cap and 0 < rate < 1:
+        extra += f"; with {cap} ordinary pairs per rater, about "
+        extra += f"{min(n_gold, round(cap * rate / (1 - rate)))} checks each"
+    return (f"{n_gold} gold pair{'' if n_gold == 1 else 's'}, each an extra copy of a pair: "
+            f"no condition comparison loses a pair. Their cost in rater time: {extra}. Their "
+            "answers feed only the gold accuracy and the blocking rule, never a comparison.")
 
 
 def _power_line(study: Study, *, n_conditions: int, n_items: int) -> str | None:
@@ -185,6 +231,40 @@ def _preview_index(value: str | None) -> int:
         return max(int(value or 0), 0)
     except ValueError:
         return 0
+
+
+def _gold_redirect(study: Study, index: int) -> HttpResponse:
+    return redirect(f"{reverse('study_setup', args=[study.id])}?gold={index}#gold")
+
+
+@staff_member_required
+@require_POST
+def study_gold(request: HttpRequest, study_id: int, pair_id: int) -> HttpResponse:
+    """The attention check copying an ordinary pair: `winner` "a" or "b" (the better output,
+    which staff chose seeing both) makes or changes it, an empty one removes it."""
+    study = get_object_or_404(Study, id=study_id)
+    pair = get_object_or_404(Pair, id=pair_id, study=study, gold_copy=False)
+    winner = request.POST.get("winner", "")
+    if winner not in ("a", "b", ""):
+        return HttpResponseBadRequest("Choose which output is better: a or b.")
+    try:
+        services.gold_pair_set(pair=pair, winner=winner or None)
+    except services.GoldPairInUse as error:
+        return _setup_page(request, study, gold_message=str(error), status=409)
+    # The pair just made gold leaves the candidates: the same number shows the next one.
+    return _gold_redirect(study, _preview_index(request.POST.get("index")))
+
+
+@staff_member_required
+@require_POST
+def study_gold_settings(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = get_object_or_404(Study, id=study_id)
+    form = GoldSettingsForm(request.POST, instance=study)
+    if not form.is_valid():
+        return _setup_page(request, study, gold_form=form, status=400)
+    # Only these columns: a whole-row save could undo a launch or pause made meanwhile.
+    form.save(commit=False).save(update_fields=["gold_rate", "gold_block_after"])
+    return _gold_redirect(study, 0)
 
 
 @study_action(then="study_setup")

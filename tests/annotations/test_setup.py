@@ -8,8 +8,17 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotations import pipeline, services
-from annotations.models import Condition, Generation, Item, Judgment, Problem, Study
+from annotations import pipeline, selectors, services
+from annotations.models import (
+    Condition,
+    Generation,
+    GoldAnswer,
+    Item,
+    Judgment,
+    Pair,
+    Problem,
+    Study,
+)
 from evaluation import datasets
 from evaluation.prompts import task_prompt
 from tests.annotations.conftest import finish_generations, make_study
@@ -488,3 +497,65 @@ def test_a_960k_character_prompt_is_refused_before_the_gguf_was_ever_converted(
         "characters, none of the model's tokens covers more than 81) + 128 new tokens "
         "(max_new_tokens) = 11980 > 8192, the model's context length."
     ]
+
+
+def test_gold_pairs_are_chosen_on_the_setup_page_as_extra_copies(users):
+    """Staff read both outputs on the setup page and say which is better; the check is a
+    copy of the pair, so the comparison keeps every pair (marking a real pair as gold took
+    it out of the analysis: one comparison fell to n = 12 over 6 items)."""
+    _, alice, _ = users
+    study = make_study(n_items=2, raters=[alice], overlap=1)
+    finish_generations(study)
+    ordinary = list(Pair.objects.filter(study=study).order_by("id"))
+    client = staff_client(users)
+    page = client.get(reverse("study_setup", args=[study.id])).content.decode()
+    assert "No gold pairs yet" in page and "Pair 1 of 6 not yet gold" in page
+    shown = ordinary[0]
+    # Both outputs, highlighted as raters see them (finish_generations numbers them).
+    assert f"output {shown.generation_a_id}" in page and f"output {shown.generation_b_id}" in page
+    response = client.post(reverse("study_gold", args=[study.id, shown.id]),
+                           {"winner": "b", "index": "0"})
+    assert response.status_code == 302 and response["Location"].endswith("?gold=0#gold")
+    copy = Pair.objects.get(study=study, gold_copy=True)
+    assert (copy.generation_a_id, copy.generation_b_id, copy.gold.winner) == (
+        shown.generation_a_id, shown.generation_b_id, "b")
+    assert shown.gold_or_none() is None, "the pair itself stays in its comparison"
+    page = client.get(reverse("study_setup", args=[study.id])).content.decode()
+    assert "Pair 1 of 5 not yet gold" in page, "the chosen pair left the candidates"
+    assert "1 gold pair, each an extra copy of a pair" in page
+    client.post(reverse("study_gold_settings", args=[study.id]),
+                {"gold_rate": "0.2", "gold_block_after": "2"})
+    page = client.get(reverse("study_setup", args=[study.id])).content.decode()
+    assert "about 0.25 checks per ordinary judgment (25 % more rating time), at most 1" in page
+    # The rater gets all six ordinary pairs and the check besides.
+    Study.objects.filter(id=study.id).update(gold_rate=1.0)
+    study.refresh_from_db()
+    given = []
+    while (a := services.assignment_next(study=study, rater=alice)) is not None:
+        given.append(a.pair_id)
+        services.judgment_submit(assignment=a, choice="right" if a.a_on_left else "left")
+    assert sorted(given) == sorted([p.id for p in ordinary] + [copy.id])
+    counted = selectors.judgments_for_analysis(study).counted
+    assert counted.count() == 6 and Judgment.objects.get(
+        assignment__pair=copy).gold_correct is True
+    # Given to a rater: its answer cannot change, nor can it go.
+    response = client.post(reverse("study_gold", args=[study.id, shown.id]), {"winner": ""})
+    assert response.status_code == 409 and "Raters have had this gold pair" in (
+        response.content.decode())
+    assert Pair.objects.filter(gold_copy=True).count() == 1
+
+
+def test_a_gold_pair_no_rater_had_can_be_changed_and_removed(users):
+    study = make_study(n_items=1)
+    finish_generations(study)
+    pair = Pair.objects.filter(study=study).first()
+    client = staff_client(users)
+    client.post(reverse("study_gold", args=[study.id, pair.id]), {"winner": "a"})
+    client.post(reverse("study_gold", args=[study.id, pair.id]), {"winner": "b"})
+    assert GoldAnswer.objects.get().winner == "b"
+    assert Pair.objects.filter(gold_copy=True).count() == 1
+    assert client.post(reverse("study_gold", args=[study.id, pair.id]),
+                       {"winner": "tie"}).status_code == 400
+    client.post(reverse("study_gold", args=[study.id, pair.id]), {"winner": ""})
+    assert not Pair.objects.filter(gold_copy=True).exists() and not GoldAnswer.objects.exists()
+    assert Pair.objects.filter(study=study).count() == 3

@@ -42,6 +42,7 @@ class World:
         return {
             "study_id": self.study.id,
             "assignment_id": (self.assignment_a if mine_a else self.assignment_b).id,
+            "pair_id": (self.assignment_a if mine_a else self.assignment_b).pair_id,
         }
 
     def others(self, rater) -> dict:
@@ -50,6 +51,7 @@ class World:
         return {
             "study_id": (self.study_only_b if mine_a else self.study_only_a).id,
             "assignment_id": (self.assignment_b if mine_a else self.assignment_a).id,
+            "pair_id": (self.assignment_b if mine_a else self.assignment_a).pair_id,
         }
 
 

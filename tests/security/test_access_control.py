@@ -46,6 +46,8 @@ URLS = {
     "study_preview": (STAFF, {"GET", "POST"}),
     "study_rater_title": (STAFF, {"POST"}),
     "study_launch": (STAFF, {"POST"}),
+    "study_gold": (STAFF, {"POST"}),
+    "study_gold_settings": (STAFF, {"POST"}),
     "study_pause": (STAFF, {"POST"}),
     "study_close": (STAFF, {"POST"}),
     "invite_new": (STAFF, {"POST"}),
@@ -67,6 +69,8 @@ POST_DATA = {
     "judge": {"choice": "tie"},
     "consent": {"accept": "yes"},
     "study_rater_title": {"rater_title": "Compare two answers"},
+    "study_gold": {"winner": "a"},
+    "study_gold_settings": {"gold_rate": "0.1", "gold_block_after": "2"},
 }
 ROLES = ["anonymous", "rater_a", "rater_b", "staff"]
 
