@@ -5,15 +5,21 @@ Failed logins are counted per username and per client IP. A counter lives for
 (`LOGIN_MAX_FAILURES` for a username, `LOGIN_MAX_FAILURES_PER_IP` for an address) every
 further attempt is refused, without checking the password, until the counter expires.
 Unknown usernames are counted exactly like real ones, so the answers never tell whether
-an account exists.
+an account exists. An attempt is counted before its password is checked
+(`login_attempt_begin`), so parallel attempts check no more passwords than the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+from collections.abc import Iterator
+from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest
 
 LOCKED_MESSAGE = (
@@ -47,31 +53,89 @@ def client_ip(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
-def login_locked(*, username: str, ip: str) -> bool:
-    """Whether attempts for this username or from this address are refused right now."""
+def login_attempt_begin(*, username: str, ip: str) -> bool:
+    """Take this attempt's place in the username's and the address's counts before its
+    password is checked; False, and nothing counted, when either is at its limit (refuse
+    the attempt). A place taken stays as a failure unless `login_success_record` or
+    `login_attempt_abandon` gives it back.
+
+    Atomic on every configured cache, so parallel attempts never check more passwords than
+    the limit: the file cache's `incr` is a read then a write, so there the check and the
+    count are done under an exclusive lock on a file beside it (every process of one
+    machine shares it); Redis counts with its own atomic INCR (taken back when over)."""
     counters = _counters(username=username, ip=ip)
-    counts = cache.get_many([key for key, _ in counters])
-    return any(counts.get(key, 0) >= limit for key, limit in counters)
+    if _counts_atomically():
+        taken = []
+        for key, limit in counters:
+            taken.append(key)
+            if _redis_incr(key) > limit:
+                for done in taken:
+                    cache.decr(done)
+                return False
+            cache.touch(key, settings.LOGIN_LOCKOUT_S)
+        return True
+    with _count_lock():
+        counts = cache.get_many([key for key, _ in counters])
+        if any(counts.get(key, 0) >= limit for key, limit in counters):
+            return False
+        cache.set_many({key: counts.get(key, 0) + 1 for key, _ in counters},
+                       settings.LOGIN_LOCKOUT_S)
+    return True
 
 
-def login_failure_record(*, username: str, ip: str) -> None:
-    """Count one failed attempt for the username and for the address."""
-    timeout = settings.LOGIN_LOCKOUT_S
-    for key, _ in _counters(username=username, ip=ip):
-        # add + incr is atomic on Redis, so parallel guesses cannot slip past the count.
-        cache.add(key, 0, timeout)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout)
-        # incr keeps no timeout on every backend (the file cache resets it): set it again.
-        cache.touch(key, timeout)
+def _redis_incr(key: str) -> int:
+    cache.add(key, 0, settings.LOGIN_LOCKOUT_S)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, settings.LOGIN_LOCKOUT_S)
+        return 1
 
 
-def login_success_record(*, username: str) -> None:
-    """Forget the username's failures. The address keeps its count: one valid account
-    must not reset the budget for guessing others' passwords."""
+def login_success_record(*, username: str, ip: str) -> None:
+    """Forget the username's failures and give the address its place back. The address
+    keeps its failures: one valid account must not reset the budget for guessing others'
+    passwords."""
     cache.delete(_key("user", username.casefold()))
+    if ip:
+        _give_back(_key("ip", ip))
+
+
+def login_attempt_abandon(*, username: str, ip: str) -> None:
+    """An attempt that ended without an answer on its password (an error of ours): give
+    back both places it took."""
+    for key, _ in _counters(username=username, ip=ip):
+        _give_back(key)
+
+
+def _give_back(key: str) -> None:
+    if _counts_atomically():
+        try:
+            cache.decr(key)
+        except ValueError:  # expired meanwhile: nothing to give back
+            pass
+        return
+    with _count_lock():
+        count = cache.get(key)
+        if count:
+            cache.set(key, count - 1, settings.LOGIN_LOCKOUT_S)
+
+
+def _counts_atomically() -> bool:
+    return isinstance(cache, RedisCache)
+
+
+@contextlib.contextmanager
+def _count_lock() -> Iterator[None]:
+    """An exclusive lock for the counts, across the threads and processes of one machine
+    (a lock per open file: each call opens its own)."""
+    path = Path(settings.VAR_DIR) / "login-throttle.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def locked_message() -> str:

@@ -15,21 +15,24 @@ INVALID_LOGIN = "Your username and password didn't match. Please try again."
 
 class ThrottledLoginMixin:
     """Refuses any attempt while the username or the client's address is locked out,
-    counts failed attempts and forgets a username's failures once it logs in."""
+    counts each attempt before its password is checked (a failure stays counted) and
+    forgets a username's failures once it logs in."""
 
     def clean(self) -> dict:
         username = self.cleaned_data.get("username")
         if username is None or not self.cleaned_data.get("password"):
             return super().clean()  # a field error; no password was checked
         ip = throttle.client_ip(self.request) if self.request is not None else ""
-        if throttle.login_locked(username=username, ip=ip):
+        if not throttle.login_attempt_begin(username=username, ip=ip):
             raise ValidationError(throttle.locked_message(), code="locked")
         try:
             cleaned = super().clean()
         except ValidationError:
-            throttle.login_failure_record(username=username, ip=ip)
+            raise  # a failure: the place it took in the counts stays
+        except BaseException:
+            throttle.login_attempt_abandon(username=username, ip=ip)
             raise
-        throttle.login_success_record(username=username)
+        throttle.login_success_record(username=username, ip=ip)
         return cleaned
 
 

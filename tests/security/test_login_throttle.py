@@ -5,6 +5,7 @@ log-in pages."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import pytest
@@ -12,7 +13,6 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from annotations import throttle
 from tests.security.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -131,4 +131,39 @@ def test_behind_a_proxy_the_forwarded_address_counts(limits, alice):
 def test_oversized_credentials_are_a_form_error_not_a_count(limits):
     response = attempt("x" * 100_000, "y" * 100_000)
     assert response.status_code == 200
-    assert not throttle.login_locked(username="x" * 100_000, ip="203.0.113.1")
+    assert attempt("x" * 100_000, "y").status_code == 200, "one failure locked the username"
+
+
+@pytest.mark.django_db(transaction=True)  # each thread reads the users on its own connection
+@pytest.mark.parametrize("password", ["wrong", PASSWORD])
+def test_parallel_attempts_check_no_more_passwords_than_the_limit(limits, password):
+    """12 wrong passwords at once were all checked against a limit of 5 on the file cache
+    (the count was read, the password checked, then the count written): each attempt now
+    takes its place in the count before its password is checked, atomically on every cache."""
+    get_user_model().objects.create_user("race-throttle", password=PASSWORD)
+    limits.LOGIN_MAX_FAILURES_PER_IP = 100
+    attempts = 12
+    start = threading.Barrier(attempts)
+    statuses: list[int] = []
+
+    def one() -> None:
+        start.wait()
+        statuses.append(attempt("race-throttle", "wrong").status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    checked = [s for s in statuses if s != 429]
+    assert len(statuses) == attempts
+    assert len(checked) == limits.LOGIN_MAX_FAILURES, (
+        f"{len(checked)} passwords checked under a limit of {limits.LOGIN_MAX_FAILURES}")
+    # Locked now, whatever the password.
+    assert attempt("race-throttle", password).status_code == 429
+
+
+def test_a_successful_login_gives_its_place_in_the_address_count_back(limits, alice):
+    for _ in range(limits.LOGIN_MAX_FAILURES_PER_IP + 2):
+        assert logged_in(attempt("alice-throttle", PASSWORD))
+    assert attempt("ghost-throttle", "wrong").status_code == 200
