@@ -35,6 +35,8 @@ _TELEMETRY = (
     ("tokens_per_s", "tokens_per_s", 1.0, math.inf),
     ("latency_s", "latency_s", 1.0, math.inf),
     ("peak_rss_mib", "peak_rss_bytes", 1 / 2**20, math.inf),
+    # The peak above the worker's resident set at the generation's start.
+    ("rss_increase_mib", "rss_increase_bytes", 1 / 2**20, math.inf),
     ("active_fraction", "active_fraction", 1.0, 1.0),
     ("bytes_read_per_token", "weight_bytes_read_per_token", 1.0, math.inf),
 )
@@ -123,14 +125,32 @@ _PAIRED = (
     ("tokens_per_s", "tokens_per_s", True, 1.0),
     ("bytes_read_per_token", "weight_bytes_read_per_token", True, 1.0),
     ("peak_rss_mib", "peak_rss_bytes", False, 1 / 2**20),
+    ("rss_increase_mib", "rss_increase_bytes", False, 1 / 2**20),
 )
+
+
+def machines(generations: pd.DataFrame) -> list[dict]:
+    """The machines that ran the generations (the ``machine`` column; "" = not recorded):
+    ``machine``, ``generations`` and ``conditions`` (how many each ran), most first."""
+    if generations.empty or "machine" not in generations:
+        return []
+    named = generations.assign(machine=generations["machine"].fillna("").astype(str))
+    counts = named.groupby("machine").agg(
+        generations=("condition", "size"), conditions=("condition", "nunique")
+    )
+    return [
+        {"machine": name or "not recorded", "generations": int(row.generations),
+         "conditions": int(row.conditions)}
+        for name, row in counts.sort_values("generations", ascending=False).iterrows()
+    ]
 
 
 def _paired_with_dense(name: str, dense: str | None, generations: pd.DataFrame) -> dict:
     """A condition against dense on the same problems, items and machines (`analysis.paired`):
     ``pass_at_1_vs_dense`` (flips, McNemar, paired interval) and ``<key>_vs_dense`` for
-    tokens/s and bytes read (ratios) and peak memory (difference in MiB); None for dense
-    itself or where either has no data."""
+    tokens/s and bytes read (ratios), peak memory and its increase over the resident set at
+    the start (differences in MiB); None for dense itself or where either has no data. Rows
+    with different ``machine`` values are never paired."""
     out = {"pass_at_1_vs_dense": None, **{f"{key}_vs_dense": None for key, *_ in _PAIRED}}
     if dense is None or name == dense or generations.empty:
         return out

@@ -25,6 +25,10 @@ _METRICS = {
     "tokens_per_s": ("tokens/s", "{:.1f}".format),
     "bytes_read_per_token": ("weight bytes read per token", lambda v: f"{v / 1e6:.1f} MB"),
     "peak_rss_mib": ("peak memory (MiB)", "{:.1f}".format),
+    "rss_increase_mib": (
+        "memory added over the worker's resident set at the generation's start (MiB)",
+        "{:.1f}".format,
+    ),
 }
 
 
@@ -193,11 +197,15 @@ MEMORY_CANNOT_MOVE = (
 
 
 def _memory_sentence(dense: dict | None, points: list[dict]) -> dict | None:
-    """Peak memory against dense, with what a difference in it can and cannot mean."""
-    sentence = _metric_sentence("peak_rss_mib", dense, points)
-    if sentence:
-        found_none = "no difference was detected" in sentence["text"]
-        sentence["text"] += MEMORY_CANNOT_MOVE if found_none else MEMORY_CAVEAT
+    """Memory against dense (the increase over the worker's resident set at each
+    generation's start where recorded, else the peak), with what a difference in it can and
+    cannot mean."""
+    recorded = any(p.get("rss_increase_mib") is not None for p in points)
+    sentence = _metric_sentence("rss_increase_mib" if recorded else "peak_rss_mib", dense, points)
+    if sentence and sentence["direction"] != "none":
+        sentence["text"] += MEMORY_CAVEAT
+    elif sentence and "no difference was detected" in sentence["text"]:
+        sentence["text"] += MEMORY_CANNOT_MOVE
     return sentence
 
 

@@ -22,6 +22,7 @@ from analysis.agreement import agreement_summary, choice_agreement, choice_codes
 from analysis.alignment import (
     MATCH_TOLERANCE,
     condition_table,
+    machines,
     matched_sparsity,
     pareto_front,
     quality_measure,
@@ -93,6 +94,7 @@ def build_report(
             seed=seed,
         ),
         "conditions": rows,
+        "machines": machines(generations),
         "matched_sparsity": matched_sparsity(rows, preference),
         "match_tolerance": MATCH_TOLERANCE,
         "pareto": {
@@ -138,6 +140,7 @@ def study_page_summary(
         "preference_note": preference_note,
         "sequential": sequential_section(judgments, order),
         "conditions": condition_table(conditions, generations, None),
+        "machines": machines(generations),
     }
 
 
@@ -315,10 +318,13 @@ METHODS = (
     "passed; 95 % CI: Wilson with one sample per problem; with several samples of a problem, "
     "which are not independent, a percentile bootstrap over problems of the mean per-problem "
     "share, 2000 replicates, seed 0, Wilson over problems where the bootstrap has no width), "
-    "mean tokens/s, latency, weight bytes read per token and peak "
-    "resident memory of finished generations (each with a normal 95 % CI of the mean over "
-    "generations), all against one axis, the achieved sparsity (1 − mean active fraction, "
-    "with its CI), one curve per policy family and site; "
+    "mean tokens/s, latency, weight bytes read per token, peak "
+    "resident memory and its increase over the worker's resident set at the generation's "
+    "start (each generation records its machine: host, CPU model, threads, GPU, torch "
+    "version, weight format, and its kernel path; a worker generates each item's conditions "
+    "together in a rotating order) of finished generations (each with a normal 95 % CI of "
+    "the mean over generations), all against one axis, the achieved sparsity (1 − mean "
+    "active fraction, with its CI), one curve per policy family and site; "
     "each non-static policy is compared with the static policy of nearest achieved sparsity "
     "when the two are within the stated tolerance, else reported as no match "
     "(differences, and their head-to-head win rate with a Wilson CI when judged directly); "

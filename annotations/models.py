@@ -482,6 +482,12 @@ class Generation(models.Model):
     peak_rss_bytes = models.BigIntegerField(null=True, blank=True)
     active_fraction = models.FloatField(null=True, blank=True)
     telemetry = models.JSONField(default=dict, blank=True)
+    # Where and how it ran (`inference.provenance`: host, CPU model, threads, GPU name, torch
+    # version, weight format, kernel path): timings are compared only within one machine.
+    provenance = models.JSONField(default=dict, blank=True)
+    # The worker's resident set when the generation started: its memory cost is the peak
+    # above this, not the peak itself (which drifts up with everything run before).
+    rss_start_bytes = models.BigIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

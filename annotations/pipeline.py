@@ -55,6 +55,25 @@ def generations_create(*, study: Study) -> int:
     return len(rows)
 
 
+def generation_order(rows: list[tuple[int, int, int, int]]) -> list[int]:
+    """The order a worker should generate in, from ``(id, item_id, condition position,
+    sample_index)`` rows: sample by sample, item by item, each item's conditions one after
+    the other, their order rotated by one for each next item (item 0: A B C, item 1: B C A,
+    …). A machine's speed and memory drift over a run (other load, allocator state), and
+    running every condition of an item together, in a rotating order, spreads that drift
+    evenly over the conditions instead of giving it to whichever ran last."""
+    items = {item: i for i, item in enumerate(sorted({r[1] for r in rows}))}
+    positions = sorted({r[2] for r in rows})
+    rank = {position: i for i, position in enumerate(positions)}
+
+    def key(row: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        _, item, position, sample = row
+        turn = (rank[position] - items[item] - sample) % len(positions)
+        return sample, items[item], turn, row[0]
+
+    return [row[0] for row in sorted(rows, key=key)]
+
+
 def generation_claim(*, generation_id: int) -> Generation | None:
     """Take a generation for this worker, or None if it is done or held elsewhere (or its
     workers died too often: then it is failed with the reason). A guarded update, so two
@@ -70,9 +89,11 @@ def generation_claim(*, generation_id: int) -> Generation | None:
 
 
 def generation_complete(
-    *, generation: Generation, result: GenerationResult, model_fingerprint: str
+    *, generation: Generation, result: GenerationResult, model_fingerprint: str,
+    provenance: dict | None = None, rss_start_bytes: int | None = None,
 ) -> bool:
-    """Store a finished output; returns False if the generation was no longer ours."""
+    """Store a finished output with where it ran (`provenance`) and the worker's resident
+    set at its start; returns False if the generation was no longer ours."""
     telemetry = result.to_json()
     with transaction.atomic():
         stored = Generation.objects.filter(
@@ -88,6 +109,8 @@ def generation_complete(
             peak_rss_bytes=result.peak_rss_bytes,
             active_fraction=result.active_fraction,
             telemetry=telemetry,
+            provenance=provenance or {},
+            rss_start_bytes=rss_start_bytes,
             error="",
             lease_until=None,
             finished_at=timezone.now(),

@@ -89,9 +89,11 @@ def _generate(generation: Generation) -> str:
         from annotations.engine import loaded_model
         from inference.generate import generate as run_generation
         from inference.policies import Policy
+        from inference.provenance import kernel_path, machine_provenance, resident_bytes
 
         policy = Policy.from_json(generation.condition.policy)
         loaded = loaded_model()
+        rss_start_bytes = resident_bytes()
         result = run_generation(
             loaded,
             generation.item.prompt,
@@ -100,6 +102,8 @@ def _generate(generation: Generation) -> str:
             seed=generation.seed,
             temperature=generation.item.study.temperature,
         )
+        provenance = {**machine_provenance(loaded.model, loaded.path),
+                      "kernel_path": kernel_path(loaded.model)}
     except PromptTooLong as exc:  # the study's input, not our fault: no traceback in the log
         log.warning("generation %s refused: %s", generation_id, exc)
         pipeline.generation_fail(generation=generation, error=f"Refused: {exc}")
@@ -108,7 +112,8 @@ def _generate(generation: Generation) -> str:
         log.exception("generation %s failed", generation_id)
         pipeline.generation_fail(generation=generation, error=f"{type(exc).__name__}: {exc}")
         return "failed"
-    stored = _complete(generation, result, loaded.fingerprint)
+    stored = _complete(generation, result, loaded.fingerprint, provenance=provenance,
+                       rss_start_bytes=rss_start_bytes)
     if stored and generation.item.problem_id is not None:
         execute.delay_on_commit(generation_id)
     return "done" if stored else "lost-lease"
@@ -119,12 +124,14 @@ def _generate(generation: Generation) -> str:
 _STORE_WAITS_S = (1, 2, 4, 8, 15, 30)
 
 
-def _complete(generation: Generation, result, model_fingerprint: str) -> bool:
-    """`pipeline.generation_complete`, waiting out a database restart (about a minute)."""
+def _complete(generation: Generation, result, model_fingerprint: str, **facts) -> bool:
+    """`pipeline.generation_complete` (with `facts`: provenance, resident set at the start),
+    waiting out a database restart (about a minute)."""
     for wait_s in _STORE_WAITS_S:
         try:
             return pipeline.generation_complete(
-                generation=generation, result=result, model_fingerprint=model_fingerprint
+                generation=generation, result=result, model_fingerprint=model_fingerprint,
+                **facts,
             )
         except OperationalError as error:
             log.warning("generation %s: database unavailable while storing the output (%s); "
@@ -132,7 +139,7 @@ def _complete(generation: Generation, result, model_fingerprint: str) -> bool:
             connection.close()  # the next try opens a fresh one
             time.sleep(wait_s)
     return pipeline.generation_complete(
-        generation=generation, result=result, model_fingerprint=model_fingerprint
+        generation=generation, result=result, model_fingerprint=model_fingerprint, **facts
     )
 
 
@@ -217,9 +224,13 @@ def generations_enqueue(*, study: Study) -> int:
     current transaction commits.
 
     Safe to call repeatedly: a task for a generation that is done, or held by a
-    live worker, does nothing. Returns the number of tasks sent."""
-    ids = Generation.objects.claimable(timezone.now()).filter(item__study=study)
-    return _send(generate, ids.values_list("id", flat=True))
+    live worker, does nothing. Sent in `pipeline.generation_order` (conditions
+    interleaved per item, rotating), so drift over a run is spread over the conditions.
+    Returns the number of tasks sent."""
+    rows = Generation.objects.claimable(timezone.now()).filter(item__study=study).values_list(
+        "id", "item_id", "condition__position", "sample_index"
+    )
+    return _send(generate, pipeline.generation_order(list(rows)))
 
 
 def calibrations_enqueue(*, study: Study) -> bool:

@@ -48,6 +48,13 @@ RATING_EXPORT = [
     "screen_side",
     "value",
 ]
+# Where and how a generation ran (`Generation.provenance`, `inference.provenance`).
+PROVENANCE = (
+    "host", "cpu_model", "threads", "gpu_name", "torch_version", "weight_format", "kernel_path",
+)
+# What names one machine: speed and memory are compared with dense only within one (the
+# kernel path is left out: a policy may take its own).
+MACHINE = ("host", "cpu_model", "gpu_name", "threads", "torch_version", "weight_format")
 GENERATION_EXPORT = [
     "generation",
     "item",
@@ -65,6 +72,10 @@ GENERATION_EXPORT = [
     "execution_status",
     "passed",
     "outcome",
+    "rss_start_bytes",
+    "rss_increase_bytes",
+    *PROVENANCE,
+    "machine",
 ]
 
 
@@ -183,9 +194,27 @@ def generation_rows(study: Study) -> list[dict]:
                     if execution
                     else (NOT_RUN if not_run else None)
                 ),
+                **_memory_and_provenance(g),
             }
         )
     return rows
+
+
+def _memory_and_provenance(g: Generation) -> dict:
+    """The resident set at the start, the peak's increase over it, the provenance fields and
+    the ``machine`` key (`MACHINE`'s recorded values joined by " / "; "" when none was
+    recorded)."""
+    known = g.rss_start_bytes is not None and g.peak_rss_bytes is not None
+    facts = {key: g.provenance.get(key) for key in PROVENANCE}
+    return {
+        "rss_start_bytes": g.rss_start_bytes,
+        "rss_increase_bytes": max(g.peak_rss_bytes - g.rss_start_bytes, 0) if known else None,
+        **facts,
+        "machine": " / ".join(
+            f"{facts[key]} threads" if key == "threads" else str(facts[key])
+            for key in MACHINE if facts[key] not in (None, "")
+        ),
+    }
 
 
 def example_outputs(study: Study, generations: list[dict], limit: int = 3) -> list[dict]:

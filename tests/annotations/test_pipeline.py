@@ -52,3 +52,15 @@ def test_several_samples_without_sampling_are_refused_by_the_database():
     study.samples_per_item = 2
     with pytest.raises(IntegrityError), transaction.atomic():
         study.save()
+
+
+def test_generation_order_interleaves_conditions_per_item_rotating():
+    # (id, item, condition position, sample): 3 items × 3 conditions, created item by item.
+    rows = [(10 * item + position, item, position, 0) for item in (7, 8, 9) for position in
+            (0, 1, 2)]
+    order = pipeline.generation_order(list(reversed(rows)))
+    assert order == [70, 71, 72, 81, 82, 80, 92, 90, 91]
+    turns = [[i % 10 for i in order[k:k + 3]] for k in (0, 3, 6)]
+    assert {t.index(c) for t in turns for c in [0]} == {0, 1, 2}, "each condition runs first once"
+    twice = pipeline.generation_order([(1, 5, 0, 0), (2, 5, 1, 0), (3, 5, 0, 1), (4, 5, 1, 1)])
+    assert twice == [1, 2, 4, 3], "sample 1 after sample 0, rotated again"

@@ -38,6 +38,13 @@ def test_a_prompt_past_the_context_fails_its_row_with_the_numbers_once(
 
     rows = Generation.objects.filter(item__study=study)
     assert {g.item_id: g.status for g in rows} == {short.id: "done", long.id: "failed"}
+    for done in rows.filter(item=short):  # where and how it ran, and its memory baseline
+        facts = done.provenance
+        assert facts["host"] and facts["cpu_model"] and facts["threads"] >= 1, facts
+        assert facts["torch_version"] and facts["weight_format"].startswith("torch.float32")
+        assert facts["gpu_name"] == "" and facts["kernel_path"].startswith(
+            ("lean decoder", "transformers")), facts
+        assert 0 < done.rss_start_bytes and done.peak_rss_bytes > 0
     refused = rows.filter(item=long)
     expected = (
         f"Refused: the prompt is too long for the model: {prompt_tokens} prompt tokens + 16 new "

@@ -559,3 +559,39 @@ def test_a_check_that_never_ran_is_counted_beside_pass_at_1_and_exported(users, 
     lost = next(g for g in report.generations if g["generation"] == generation.id)
     assert lost["outcome"] == NOT_RUN and lost["passed"] is None
     assert NOT_RUN in report_build.render_report_html(report)
+
+
+def test_generations_carry_provenance_and_speed_is_paired_only_within_a_machine(tmp_path):
+    study, _ = rated_study(n_items=4, n_raters=1, name="machines",
+                           conditions={k: SWEEP[k] for k in ("dense", "static 65%")},
+                           design="vs_first")
+    facts = {"cpu_model": "Test CPU", "threads": 2, "gpu_name": "", "torch_version": "2.x",
+             "weight_format": "torch.float32 from .gguf", "kernel_path": "lean decoder"}
+    first_item = study.items.order_by("id").first()
+    for g in Generation.objects.filter(item__study=study).select_related("condition"):
+        # Dense ran the first item on the slow host only; the sparse condition ran every
+        # item on the fast one, so only the other three items pair up.
+        slow = g.condition.name == "dense" and g.item_id == first_item.id
+        g.provenance = {**facts, "host": "slow" if slow else "fast"}
+        g.rss_start_bytes = g.peak_rss_bytes - 2**20
+        g.save()
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "40")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    sparse = next(r for r in summary["conditions"] if r["condition"] == "static 65%")
+    speed = sparse["tokens_per_s_vs_dense"]
+    assert speed["n_pairs"] == 3 and speed["machines"] == [
+        "fast / Test CPU / 2 threads / 2.x / torch.float32 from .gguf"]
+    assert speed["ci"][0] < 18 / 10 * 1.1 and speed["ci"][1] > 18 / 10 * 0.9
+    assert sparse["rss_increase_mib"] == pytest.approx(1.0)
+    assert {m["generations"] for m in summary["machines"]} == {1, 7}
+    rows = list(csv.DictReader((tmp_path / "generations.csv").open()))
+    assert {"host", "cpu_model", "threads", "gpu_name", "torch_version", "weight_format",
+            "kernel_path", "machine", "rss_start_bytes", "rss_increase_bytes"} <= set(rows[0])
+    assert {r["host"] for r in rows} == {"slow", "fast"}
+    assert {r["rss_increase_bytes"] for r in rows} == {str(2**20)}
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="machines"' in html and "no timing is pooled across them" in html
+    memory = next(s for f in summary["findings"]["families"] for s in f["sentences"]
+                  if s["metric"] == "rss_increase_mib")
+    assert memory["text"].startswith("Memory added over the worker's resident set at the "
+                                     "generation's start (MiB) goes from 1.0 (dense) to 1.0")

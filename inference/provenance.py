@@ -1,0 +1,65 @@
+"""Where and how a generation ran: the machine and engine facts that make two timings
+comparable (host, CPU model, threads, GPU, torch version, weight format) and the decode path
+the policy took (kernel path), and the process's resident memory now (the baseline a
+generation's peak is measured against)."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from inference.decoder import LeanDecoder, decoder_for
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_provenance(model: nn.Module, source_path: str) -> dict:
+    """``host, cpu_model, threads, gpu_name, torch_version, weight_format`` of `model` in
+    this process (``gpu_name`` "" on the CPU; ``weight_format``: the weights' dtype and the
+    file they came from, e.g. ``torch.float32 from .gguf``)."""
+    weight = next(model.parameters())
+    device = weight.device
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+        "torch_version": torch.__version__,
+        "weight_format": f"{weight.dtype} from {Path(source_path).suffix or 'a directory'}",
+    }
+
+
+def kernel_path(model: nn.Module) -> str:
+    """The decode path a generation on `model` (as sparsified now) takes: the lean decoder's
+    compiled step, its Python layer loop, or the Hugging Face forward. Builds the decoder
+    for one position (a few milliseconds)."""
+    decoder = decoder_for(model, 1)
+    if not isinstance(decoder, LeanDecoder):
+        return "transformers forward"
+    return "lean decoder, compiled step" if decoder.compiled else "lean decoder, Python loop"
+
+
+def resident_bytes() -> int | None:
+    """The process's resident set now (VmRSS), or None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
