@@ -56,62 +56,71 @@ SANDBOX_UID_SPAN = 100_000_000
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the forked child
 
-# Directories the program gets as private, empty tmpfs mounts: nothing of the host's shows there
-# (PostgreSQL's and MySQL's sockets live in /run, /var/run is a link to it, /var/lock to
-# /run/lock), and what the program leaves there goes with its mount namespace. /run is not
-# writable for the program; the others are world-writable, like the host's.
-PRIVATE_DIRS = {"/tmp": "1777", "/var/tmp": "1777", "/dev/shm": "1777", "/run": "0755"}
-PRIVATE_DIR_BYTES = 64 * 1024**2
+# With namespaces the program runs in a root of its own, built at each run as an allow-list:
+# these system directories and the interpreter's (its prefix, the worker's site-packages, the
+# symlinks leading there) bound read-only, a /dev of a few devices, a fresh /proc, an empty
+# read-only /run, and one private scratch tmpfs of SCRATCH_BYTES behind /tmp, /var/tmp and
+# /dev/shm, where the program's working dir lies. Nothing else of the host exists there: its
+# /tmp, /srv, /home, the project (its var/, a DATABASE_URL's SQLite file wherever it is,
+# MODEL_CACHE_DIR, the broker folder, the secret key), sockets and FIFOs outside these dirs.
+# Everything the program can write is the scratch (one bound for all), gone with the run.
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SCRATCH_DIRS = {"/tmp": "tmp", "/var/tmp": "var-tmp", "/dev/shm": "shm"}
+SCRATCH_BYTES = 128 * 1024**2
+DEVICES = ("null", "zero", "full", "random", "urandom")
 
-# Run by root inside the new mount namespace: "$1" is mount, then the host paths to keep that lie
-# inside a private dir (the project and its interpreter, when checked out under /tmp), "--", the
-# paths to hide, "--", the command. Kept paths are bound to a staging tmpfs first (the private
-# dirs then cover the host's), bound back to their own paths, and the staging is detached. The
-# run's working dir, made in the host's /tmp, is bound back the same way through `.`, as long
-# as mount does not canonicalize it into the new /tmp. Last, a directory to hide is covered by
-# an empty read-only tmpfs with mode 000, a file (a host unix socket) by /dev/null.
-_HIDE_SCRIPT = f"""
-mount_cmd=$1; shift
-keep=""
-while [ "$1" != "--" ]; do keep="$keep$1
-"; shift; done
-shift
-work=$(pwd -P)
-IFS='
-'
-n=0
-for p in $keep; do
-    if [ $n -eq 0 ]; then "$mount_cmd" -t tmpfs -o size=64k sandbox-stage /mnt || exit 125; fi
-    mkdir /mnt/$n && "$mount_cmd" --bind "$p" /mnt/$n || exit 125
-    n=$((n+1))
+# Run by root inside the new mount namespace, in the run's host working dir (which holds
+# main.py): "$1" is mount, "$2" chroot, "$3" the scratch size, then the plan up to "--"
+# (`bind PATH`: bound read-only at the same path; `link PATH TARGET`: a symlink), the paths
+# to hide up to "--" (an empty mode-000 tmpfs on a dir, /dev/null on a file, where they exist
+# in the new root), then the command, run chrooted in the new root from the working dir.
+_ROOT_SCRIPT = f"""
+m=$1; chroot_cmd=$2; scratch_bytes=$3; shift 3
+host_work=$(pwd -P)
+name=${{host_work##*/}}
+owner=$(stat -c %u:%g .)
+R=$host_work/.root
+S=$host_work/.scratch
+mkdir -p "$R" "$S" || exit 125
+"$m" -t tmpfs -o mode=755,size=1m sandbox-root "$R" || exit 125
+"$m" -t tmpfs -o nosuid,nodev,mode=755,size="$scratch_bytes" sandbox-scratch "$S" || exit 125
+mkdir -p "$R/dev" "$R/proc" "$R/run" "$R/var" || exit 125
+"$m" -t tmpfs -o nosuid,noexec,mode=755,size=64k sandbox-dev "$R/dev" || exit 125
+for d in {" ".join(DEVICES)}; do
+    touch "$R/dev/$d" && "$m" --bind "/dev/$d" "$R/dev/$d" || exit 125
 done
+ln -s /proc/self/fd "$R/dev/fd"
 {"".join(
-    f'"$mount_cmd" -t tmpfs -o nosuid,nodev,size={PRIVATE_DIR_BYTES},mode={mode} '
-    f'sandbox-private {path} || exit 125{chr(10)}'
-    for path, mode in PRIVATE_DIRS.items()
+    f'mkdir -p "$S/{part}" "$R{path}" && chmod 1777 "$S/{part}" && '
+    f'"$m" --bind "$S/{part}" "$R{path}" || exit 125{chr(10)}'
+    for path, part in SCRATCH_DIRS.items()
 )}
-n=0
-for p in $keep; do
-    mkdir -p "$p" && "$mount_cmd" --no-canonicalize --bind /mnt/$n "$p" || exit 125
-    n=$((n+1))
-done
-if [ $n -gt 0 ]; then "${{mount_cmd%mount}}umount" -l /mnt || exit 125; fi
-unset IFS
-case "$work" in
-    {"|".join(f"{path}/*" for path in PRIVATE_DIRS)})
-        mkdir -p "$work" && "$mount_cmd" --no-canonicalize --bind . "$work" && cd "$work" \\
-            || exit 125 ;;
-esac
+"$m" -t proc -o nosuid,nodev,noexec proc "$R/proc" || exit 125
 while [ "$1" != "--" ]; do
-    if [ -d "$1" ]; then
-        "$mount_cmd" -t tmpfs -o ro,size=4k,mode=000 sandbox-hidden "$1" || exit 125
-    elif [ -e "$1" ]; then
-        "$mount_cmd" --bind /dev/null "$1" || exit 125
+    if [ "$1" = link ]; then
+        mkdir -p "$R${{2%/*}}" && ln -s "$3" "$R$2" || exit 125
+        shift 3
+    else
+        if [ -d "$2" ]; then mkdir -p "$R$2" || exit 125
+        else mkdir -p "$R${{2%/*}}" && touch "$R$2" || exit 125; fi
+        "$m" --bind "$2" "$R$2" && "$m" -o remount,bind,ro "$R$2" || exit 125
+        shift 2
+    fi
+done
+shift
+while [ "$1" != "--" ]; do
+    if [ -d "$R$1" ] && [ ! -L "$R$1" ]; then
+        "$m" -t tmpfs -o ro,size=4k,mode=000 sandbox-hidden "$R$1" || exit 125
+    elif [ -e "$R$1" ] && [ ! -L "$R$1" ]; then
+        "$m" --bind /dev/null "$R$1" || exit 125
     fi
     shift
 done
 shift
-exec "$@"
+mkdir "$R/tmp/$name" && chown "$owner" "$R/tmp/$name" && chmod 700 "$R/tmp/$name" || exit 125
+if [ -e main.py ]; then cp main.py "$R/tmp/$name/" && chown "$owner" "$R/tmp/$name/main.py"; fi
+"$m" -o remount,ro "$R/dev" && "$m" -o remount,ro "$R" || exit 125
+exec "$chroot_cmd" "$R" /bin/sh -c 'cd "$1" && shift && exec "$@"' sh "/tmp/$name" "$@"
 """
 
 # Where a sandboxed uid without namespaces can write; swept for its files after each run.
@@ -237,7 +246,9 @@ def run_program(
         if uid is not None:
             os.chown(workdir, uid, uid)
         argv = _command(box, uid, _bootstrap(box))
-        env = dict(_SAFE_ENV, HOME=str(workdir), TMPDIR=str(workdir), MPLCONFIGDIR=str(workdir))
+        # With namespaces the program's working dir is in its own root's scratch (same name).
+        inside = f"/tmp/{workdir.name}" if box.network == "namespaces" else str(workdir)
+        env = dict(_SAFE_ENV, HOME=inside, TMPDIR=inside, MPLCONFIGDIR=inside)
         if uid is None:
             # Same uid as the worker: RLIMIT_NPROC counts all of its tasks, so allow ours on top.
             max_processes += _task_count_of_uid(os.getuid())
@@ -445,9 +456,12 @@ def _command(box: Containment, uid: int | None, bootstrap: str) -> list[str]:
             "--", *argv,
         ]  # fmt: skip
     if box.network == "namespaces":
-        # Still root inside the new mount namespace: cover the hidden paths, then drop to the uid.
-        hide = ["/bin/sh", "-c", _HIDE_SCRIPT, "sh", shutil.which("mount") or "mount"]
-        argv = [*hide, *_kept_paths(), "--", *box.hidden_paths, *_host_unix_sockets(), "--",
+        # Still root inside the new mount namespace: build the program's own root (the
+        # allow-list), cover what must stay hidden inside it, then chroot and drop to the uid.
+        system = "/usr/sbin:/sbin:/usr/bin:/bin"
+        build = ["/bin/sh", "-c", _ROOT_SCRIPT, "sh", shutil.which("mount", path=system) or "mount",
+                 shutil.which("chroot", path=system) or "chroot", str(SCRATCH_BYTES)]
+        argv = [*build, *_root_plan(box), "--", *box.hidden_paths, *_host_unix_sockets(), "--",
                 *argv]
         # --fork makes the program PID 1 of its namespace: when it exits the kernel kills all it
         # left behind, setsid() or not. A new mount namespace is private: mounts stay inside.
@@ -457,7 +471,8 @@ def _command(box: Containment, uid: int | None, bootstrap: str) -> list[str]:
 
 
 def _host_unix_sockets() -> list[str]:
-    """Listening unix sockets of the host, to cover with /dev/null where the program sees them.
+    """Listening unix sockets of the host, to cover with /dev/null where they would show in
+    the program's root (inside an exposed dir; everywhere else they do not exist there).
 
     Read at each run (a service may start later). Abstract sockets need no cover: they belong
     to the network namespace, and the program has a new, empty one."""
@@ -466,25 +481,58 @@ def _host_unix_sockets() -> list[str]:
     except OSError:
         return []
     paths = {fields[7] for fields in map(str.split, lines) if len(fields) > 7}
-    # Those in a private dir are gone once it is covered, unless a kept path brings them back:
-    # the script covers whichever still exist.
     return sorted(p for p in paths if p.startswith("/"))
 
 
-def _kept_paths() -> list[str]:
-    """The project and the interpreter's prefix where they lie inside a private dir (a checkout
-    under /tmp): the program needs them, and the private tmpfs would cover them."""
-    paths = {os.path.realpath(p) for p in (_PROJECT_DIR, sys.prefix, sys.base_prefix)}
-    inside = [p for p in paths if any(p.startswith(d + "/") for d in PRIVATE_DIRS)]
-    return sorted(p for p in inside if not any(p.startswith(q + "/") for q in inside))
+def _root_plan(box: Containment) -> list[str]:
+    """The program's root as arguments for `_ROOT_SCRIPT`: `bind PATH` for each directory or
+    file exposed read-only, `link PATH TARGET` for each symlink on the way to one."""
+    exposed = [*SYSTEM_DIRS, box.interpreter, sys.prefix, sys.base_prefix, *box.extra_sys_path]
+    binds: set[str] = set()
+    links: dict[str, str] = {}
+    for path in exposed:
+        _expose(os.path.abspath(path), binds, links)
+    kept = sorted(binds)
+    kept = [p for p in kept if not any(p.startswith(q + "/") for q in kept)]
+    plan = []
+    for path in kept:
+        plan += ["bind", path]
+    for path, target in sorted(links.items()):
+        if not any(path.startswith(q + "/") for q in kept):
+            plan += ["link", path, target]
+    return plan
+
+
+def _expose(path: str, binds: set[str], links: dict[str, str], depth: int = 0) -> None:
+    """Add what makes `path` reachable in the program's root: the symlinks met on the way,
+    component by component, and the real path at the end (if it exists)."""
+    if depth > 40:  # a symlink loop
+        return
+    parts = Path(path).parts
+    current = "/"
+    for index, part in enumerate(parts[1:], start=1):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            target = os.readlink(current)
+            links[current] = target
+            resolved = os.path.normpath(os.path.join(os.path.dirname(current), target))
+            _expose(os.path.join(resolved, *parts[index + 1:]), binds, links, depth + 1)
+            return
+    if os.path.exists(current) and current != "/":
+        binds.add(current)
 
 
 def _hidden_paths() -> tuple[str, ...]:
-    """Paths the program must not read: the project's var/ dir (the SQLite database, the secret
-    key file, broker and model cache live there, world-readable) and SANDBOX_HIDDEN_PATHS."""
+    """The application's data, to cover should it lie inside a directory the program's root
+    exposes (elsewhere it does not exist there at all): VAR_DIR (the SQLite database, the
+    secret key file, the broker, caches), a `DATABASE_URL`'s SQLite file, MODEL_CACHE_DIR,
+    and SANDBOX_HIDDEN_PATHS (`:`-separated)."""
     var_dir = os.environ.get("VAR_DIR") or str(_PROJECT_DIR / "var")
+    database = os.environ.get("DATABASE_URL", "")
+    sqlite_file = database.removeprefix("sqlite://") if database.startswith("sqlite://") else ""
     extra = os.environ.get("SANDBOX_HIDDEN_PATHS", "").split(os.pathsep)
-    paths = [os.path.realpath(p) for p in [var_dir, *extra] if p]
+    configured = [var_dir, sqlite_file, os.environ.get("MODEL_CACHE_DIR", ""), *extra]
+    paths = [os.path.realpath(p) for p in configured if p]
     return tuple(p for p in dict.fromkeys(paths) if os.path.exists(p))
 
 
@@ -506,10 +554,13 @@ def _probe_sys_path(trial: Containment, uid: int | None) -> list[str] | None:
     private uid cannot read can start with the system's libpython instead, a silent mix-up.
     """
     probe = "import sys; print(sys.version); print('\\n'.join(sys.path))"
+    workdir = Path(tempfile.mkdtemp(prefix="sandbox-probe-"))
     try:
+        if uid is not None:
+            os.chown(workdir, uid, uid)
         done = subprocess.run(
             _command(trial, uid, probe),
-            cwd="/",
+            cwd=workdir,
             env=_SAFE_ENV,
             capture_output=True,
             text=True,
@@ -517,6 +568,8 @@ def _probe_sys_path(trial: Containment, uid: int | None) -> list[str] | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     if done.returncode != 0:
         return None
     version, *child_path = done.stdout.splitlines()

