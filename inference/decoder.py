@@ -17,7 +17,9 @@ them to equal logits and equal greedy tokens.
 On fp32 CPU models whose MLPs are ``SparseMLP`` at any site, ``LeanDecoder`` runs each decoded
 token through all layers in one compiled call (``DecodeStep``, ``csrc/decode_step.cpp``): the
 same operations and kernels in the same order, so the same numbers bit for bit, without the
-Python around each of them; ``compiled_step_unsupported`` says why it does not apply.
+Python around each of them; ``compiled_step_unsupported`` says why it does not apply. On a CUDA
+device it decodes with ``static_decoder.StaticStep`` instead: fixed shapes, the sites' Triton
+kernels, each token one CUDA graph replay (``static_unsupported`` says why it does not apply).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from transformers import DynamicCache
 
 from inference.kernels import compiled_kernels, is_silu
 from inference.sparse_mlp import SparseLinear, SparseMLP, project
+from inference.static_decoder import StaticStep, static_unsupported
 
 LEAN_ENV = "INFERENCE_LEAN_DECODER"  # "0": always transformers' forward (the reference)
 COMPILED_ENV = "INFERENCE_COMPILED_STEP"  # "0": the lean decoder's Python layer loop
@@ -96,11 +99,20 @@ class LeanDecoder:
 
     ``max_tokens``: the most positions this generation holds (prompt + new tokens); the cache is
     ``[layers, 2, kv_heads, max_tokens, head_dim]`` in the model's dtype on its device.
-    ``compiled_step``: decode tokens with ``DecodeStep`` where it applies (False: the Python
-    layer loop, its reference).
+    ``compiled_step``: decode tokens with ``DecodeStep`` (fp32 CPU) or ``StaticStep`` (CUDA)
+    where it applies (False: the Python layer loop, their reference). ``static_step``: use
+    ``StaticStep`` (True: also on the CPU, with the kernels interpreted, as the tests do; None:
+    on CUDA where it applies).
     """
 
-    def __init__(self, model: nn.Module, max_tokens: int, *, compiled_step: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        max_tokens: int,
+        *,
+        compiled_step: bool = True,
+        static_step: bool | None = None,
+    ) -> None:
         config = model.config
         self.model = model
         self.layers = list(model.model.layers[: config.num_hidden_layers])
@@ -128,8 +140,16 @@ class LeanDecoder:
         self.norm = _rms_norm if all(map(_plain_fp32_rms_norm, norms)) else _call
         self.length = 0  # positions filled
         self.mlps = [layer.mlp for layer in self.layers]
-        self.compiled = None
-        if compiled_step and compiled_step_unsupported(self) is None:
+        self.compiled = self.static = None
+        if static_step or (
+            static_step is None
+            and compiled_step
+            and self.device.type == "cuda"
+            and static_unsupported(model) is None
+            and not _hooked(model)  # a profiler's hooks would not see the step's calls
+        ):
+            self.static = StaticStep(self)
+        elif compiled_step and compiled_step_unsupported(self) is None:
             self.compiled = _decode_step(self)
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -140,10 +160,16 @@ class LeanDecoder:
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         # token: [1, 1] -> logits: [1, V]
-        if self.compiled is None or not all(m.skipping and m.use_kernel for m in self.mlps):
+        stepping = self.compiled is not None or self.static is not None
+        if not stepping or not all(m.skipping and m.use_kernel for m in self.mlps):
             return self._forward(token)
         if self.length >= self.max_tokens:
             raise ValueError(f"{self.length + 1} positions exceed this decoder's {self.max_tokens}")
+        if self.static is not None:
+            logits, kept = self.static(token, self.length)
+            self.length += 1
+            self._note(kept)
+            return logits
         model = self.model.model
         thresholds = []
         for mlp in self.mlps:

@@ -215,8 +215,9 @@ def gate_ffn(
     """CATS: gate read whole; up and down rows of neurons with ``|act(gate x1)| >= threshold``
     only. Shapes as ``h_ffn``. -> (``[D]``, kept neurons)"""
     a = act_fn(linear(x1, gate))  # [F]
-    h = masked_rows_dot(up, x1, mask=a, coef=a, threshold=threshold)  # [F] fp32, 0 if dropped
-    return sparse_rows_matvec(down_t, h, a, threshold, out_dtype=x1.dtype), _kept(a, threshold)
+    up_x = masked_rows_dot(up, x1, mask=a, threshold=threshold)  # [F] fp32, 0 if dropped
+    h = a * up_x.to(x1.dtype)  # rounded as the reference rounds ``a * (up x1)``
+    return sparse_rows_matvec(down_t, h, a, threshold), _kept(a, threshold)
 
 
 def supported(*tensors: torch.Tensor) -> bool:
