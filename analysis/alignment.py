@@ -97,6 +97,7 @@ def condition_table(
             "condition": name,
             "family": family,
             "series": series_of(condition["policy"]),
+            "site": str(condition["policy"].get("site") or "h"),
             "summary": condition.get("summary") or name,
             "skips_bytes": condition.get("skips_bytes"),
             "bytes_note": condition.get("bytes_note") or "",
@@ -295,19 +296,27 @@ def _versus(name: str, dense: str | None, preference: dict | None) -> dict:
 def matched_sparsity(
     rows: Sequence[dict], preference: dict | None, *, tolerance: float = MATCH_TOLERANCE
 ) -> list[dict]:
-    """Each non-static, non-dense condition against the static condition (any site) whose
-    achieved sparsity is nearest, when that is within `tolerance`: both sparsities, their
-    gap, and the differences (other − static) in BT rating, Pass@1, tokens/s, latency and
-    peak memory, plus their head-to-head win rate (ties ½, Wilson CI) when raters compared
-    them directly. Beyond the tolerance the row says ``matched: False`` (no match) and has
-    no differences: conditions at different sparsity are not compared."""
+    """Each non-static, non-dense condition against the static condition of the *same site*
+    whose achieved sparsity is nearest, when that is within `tolerance` (a site's own effect
+    is then not mixed into the policy's); where no static condition of its site is that
+    close, the nearest of another site within it, labelled ``cross_site: True``. Out: both
+    sparsities, their gap, both sites, and the differences (other − static) in BT rating,
+    Pass@1, tokens/s, latency and peak memory, plus their head-to-head win rate (ties ½,
+    Wilson CI) when raters compared them directly. Beyond the tolerance the row says
+    ``matched: False`` (no match) and has no differences."""
     static = [r for r in rows if r["family"] == "static" and r["sparsity"] is not None]
     out = []
     for row in rows:
         if row["family"] in ("static", "dense") or row["sparsity"] is None:
             continue
-        match = min(static, key=lambda s: abs(s["sparsity"] - row["sparsity"]), default=None)
-        matched = match is not None and abs(match["sparsity"] - row["sparsity"]) <= tolerance
+
+        site = row.get("site", "h")
+        match = _nearest([s for s in static if s.get("site", "h") == site], row["sparsity"])
+        if not _within(match, row["sparsity"], tolerance):
+            other = _nearest(static, row["sparsity"])
+            if _within(other, row["sparsity"], tolerance) or match is None:
+                match = other
+        matched = _within(match, row["sparsity"], tolerance)
         compared = {
             "condition": row["condition"],
             "family": row["family"],
@@ -317,6 +326,9 @@ def matched_sparsity(
             "static": match["condition"] if match else None,
             "static_sparsity": match["sparsity"] if match else None,
             "sparsity_gap": row["sparsity"] - match["sparsity"] if match else None,
+            "site": site,
+            "static_site": match.get("site", "h") if match else None,
+            "cross_site": bool(match) and match.get("site", "h") != site,
         }
         for key in ("bt_rating", "pass_at_1", "tokens_per_s", "latency_s", "peak_rss_mib"):
             both = matched and row[key] is not None and match[key] is not None
@@ -327,6 +339,14 @@ def matched_sparsity(
             compared.update(head_to_head_win_rate=None, head_to_head_ci=None, head_to_head_n=0)
         out.append(compared)
     return out
+
+
+def _nearest(candidates: list[dict], sparsity: float) -> dict | None:
+    return min(candidates, key=lambda c: abs(c["sparsity"] - sparsity), default=None)
+
+
+def _within(match: dict | None, sparsity: float, tolerance: float) -> bool:
+    return match is not None and abs(match["sparsity"] - sparsity) <= tolerance
 
 
 def _head_to_head(name: str, other: str, preference: dict | None) -> dict:
@@ -357,13 +377,15 @@ def pareto_front(rows: Sequence[dict], quality: str, speed: str = "tokens_per_s"
 
 
 def quality_measure(rows: Sequence[dict], speed: str = "tokens_per_s") -> str | None:
-    """The quality axis of the Pareto front: Pass@1 when every condition has it, else the
-    BT rating when every condition has one; None when neither, or when a condition has
-    no `speed`."""
+    """The quality axis of the Pareto front: Pass@1 when every condition has it and it
+    moves (not the same for every condition: Pass@1 0 everywhere would put the fastest
+    condition, whatever it wrote, on the front), else the BT rating on the same terms; None
+    when neither, or when a condition has no `speed`."""
     if not rows or any(r[speed] is None for r in rows):
         return None
     for key in ("pass_at_1", "bt_rating"):
-        if all(r[key] is not None and np.isfinite(r[key]) for r in rows):
+        values = [r[key] for r in rows]
+        if all(v is not None and np.isfinite(v) for v in values) and len(set(values)) > 1:
             return key
     return None
 

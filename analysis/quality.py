@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from analysis.agreement import agreement_summary, choice_codes
+from analysis.bootstrap import item_bootstrap_counts, percentile_ci
 from analysis.preference import preference_summary
 from analysis.tables import InputError
 
@@ -117,4 +119,61 @@ def criterion_agreement(
             continue
         keys = ("alpha", "alpha_ci", "alpha_note", "n_units", "n_pairable_units", "n_ratings")
         out.append({"criterion": criterion, **{key: summary[key] for key in keys}})
+    return out
+
+
+def criterion_means(
+    judgments: pd.DataFrame, ratings: pd.DataFrame, order: Sequence[str], *,
+    bootstrap: int, seed: int,
+) -> list[dict]:
+    """Each criterion's mean Likert value per condition, on the counted judgments only
+    (`judgments` holds no gold check: those feed only the gold accuracy), with a 95 %
+    percentile interval from the item-cluster bootstrap (whole items drawn with
+    replacement, so one item's ratings by several raters are not taken as independent).
+
+    Out: per criterion and condition (`order`) ``criterion, condition, mean, ci,
+    ci_note`` (why there is no interval: under two items, or no spread), ``n`` (ratings)
+    and ``n_items``."""
+    if ratings.empty or judgments.empty:
+        return []
+    joined = ratings.merge(
+        judgments[["judgment", "item", "condition_a", "condition_b"]], on="judgment"
+    )
+    long = pd.concat(
+        [
+            pd.DataFrame({
+                "criterion": joined["criterion"], "item": joined["item"],
+                "condition": joined[f"condition_{side}"],
+                "value": pd.to_numeric(joined[f"value_{side}"], errors="coerce"),
+            })
+            for side in ("a", "b")
+        ],
+        ignore_index=True,
+    ).dropna(subset=["value"])
+    if long.empty:
+        return []
+    item_codes, items = pd.factorize(long["item"], sort=True)
+    draws = item_bootstrap_counts(len(items), bootstrap, seed)
+    out = []
+    for criterion in sorted(long["criterion"].unique()):
+        for condition in order:
+            mask = ((long["criterion"] == criterion) & (long["condition"] == condition)).to_numpy()
+            if not mask.any():
+                continue
+            values = long["value"].to_numpy(float)[mask]
+            sums = np.bincount(item_codes[mask], values, minlength=len(items))
+            counts = np.bincount(item_codes[mask], minlength=len(items))
+            n_items = int((counts > 0).sum())
+            ci, note = None, None
+            if n_items < 2 or not bootstrap:
+                note = "fewer than two items" if n_items < 2 else "no bootstrap"
+            else:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    ci = percentile_ci((draws @ sums) / (draws @ counts))
+                if ci is None or ci[0] == ci[1]:
+                    ci, note = None, "every rating the same: no spread to resample"
+            out.append({
+                "criterion": criterion, "condition": condition, "mean": float(values.mean()),
+                "ci": ci, "ci_note": note, "n": int(mask.sum()), "n_items": n_items,
+            })
     return out

@@ -32,7 +32,12 @@ from analysis.mixed import sparsity_preference_model
 from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subgroup_figure
 from analysis.pluralism import PERMUTATIONS, rater_directions, subgroup_analysis
 from analysis.preference import oriented_pairs, pair_table, preference_summary
-from analysis.quality import criterion_agreement, exclusion_effect, gold_accuracy
+from analysis.quality import (
+    criterion_agreement,
+    criterion_means,
+    exclusion_effect,
+    gold_accuracy,
+)
 from analysis.sequential import STOPPING_RULE, sequential_section
 from analysis.style import style_columns
 from analysis.tables import InputError
@@ -77,6 +82,9 @@ def build_report(
         "findings": findings(rows, agreement, preference),
         "agreement": agreement,
         "criteria": criterion_agreement(judgments, ratings, bootstrap=bootstrap, seed=seed),
+        "criterion_means": criterion_means(
+            judgments, ratings, order, bootstrap=bootstrap, seed=seed
+        ),
         "gold": gold,
         "exclusion": exclusion_effect(judgments, gold, order, seed=seed),
         "preference": preference,
@@ -102,7 +110,8 @@ def build_report(
             "front": pareto_front(rows, quality) if quality else [],
             "note": None
             if quality
-            else "needs Pass@1 or a BT rating and tokens/s for every condition",
+            else "no quality measure moves: the front needs Pass@1 or a BT rating that "
+            "differs between conditions, and tokens/s, for every condition",
         },
         "methods": METHODS,
     }
@@ -271,6 +280,8 @@ METHODS = (
     "agreement with ties and with tie verdicts excluded; each rater's agreement with the "
     "strict majority of the other raters of a unit (rater vs consensus); Krippendorff's "
     "alpha (ordinal) of each rating criterion, a unit being one response in one judged pair; "
+    "each criterion's mean Likert value per condition on the counted judgments (gold checks "
+    "left out) with a 95 % item-cluster bootstrap interval; "
     "accuracy on gold (attention-check) pairs, which are left out of every other statistic, "
     "and alpha and Bradley–Terry ratings recomputed without raters below 80 % gold accuracy. "
     "Preference: per condition pair wins / ties / losses, win rate with ties as half (Wilson "

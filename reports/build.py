@@ -81,7 +81,8 @@ FILE_NOTES = {
     "judgments.csv": "one row per verdict: pair, rater pseudonym, sides, choice, rationale, "
     "gold flag, time on task",
     "generations.csv": "one row per output: condition, text, telemetry, Pass@1 check",
-    "ratings.csv": "the Likert ratings, long format: judgment, criterion, side, value",
+    "ratings.csv": "the Likert ratings, long format: judgment, criterion, side, value, and "
+    "whether the judgment is a gold check and whether it counts",
     "subgroups.csv": "rater subgroup statistics (aggregates only)",
     "judgments.json": "the verdicts with their Likert ratings nested",
     "summary.json": "every number of this report",

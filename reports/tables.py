@@ -47,6 +47,8 @@ RATING_EXPORT = [
     "condition",
     "screen_side",
     "value",
+    "gold",
+    "counted",
 ]
 # Where and how a generation ran (`Generation.provenance`, `inference.provenance`).
 PROVENANCE = (
@@ -153,6 +155,9 @@ def rating_rows(study: Study, judgments: list[dict]) -> list[dict]:
                 "condition": judgment[f"condition_{side}"],
                 "screen_side": screen,
                 "value": value,
+                # The report's Likert means read only counted, non-gold judgments.
+                "gold": judgment["gold"],
+                "counted": judgment["counted"],
             })
     return rows
 

@@ -99,6 +99,20 @@ def test_matched_sparsity_picks_the_nearest_static():
     assert match["head_to_head_win_rate"] is None
 
 
+def test_equal_sparsity_matches_within_a_site_or_says_cross_site():
+    rows = [
+        row("dense", "dense", 0.0, 10, 0.5),
+        {**row("s_in", "static", 0.47, 15, 0.4), "site": "input"},
+        {**row("s_h", "static", 0.50, 15, 0.4), "site": "h"},
+        {**row("c_in", "calibrated", 0.49, 14, 0.45), "site": "input"},
+        {**row("c_gate", "calibrated", 0.48, 14, 0.45), "site": "gate"},
+    ]
+    same, other = matched_sparsity(rows, None)
+    assert same["static"] == "s_in" and not same["cross_site"], "its own site, not the nearest"
+    assert other["static"] == "s_in" and other["cross_site"] is True
+    assert (other["site"], other["static_site"]) == ("gate", "input")
+
+
 def test_at_equal_sparsity_only_within_the_tolerance():
     rows = [
         row("dense", "dense", 0.0, 10, 0.5),
@@ -159,6 +173,16 @@ def test_pareto_front_keeps_the_undominated():
     assert pareto_front(rows, "pass_at_1") == ["b", "c"]
     assert quality_measure(rows) is None  # e has no Pass@1 and nobody a BT rating
     assert quality_measure(rows[:4]) == "pass_at_1"
+
+
+def test_the_pareto_front_needs_a_quality_measure_that_moves():
+    # Pass@1 0 everywhere (no condition wrote code) would put the fastest on the front.
+    rows = [row("a", "dense", 0, 10, 0.0), row("b", "static", 0.5, 20, 0.0)]
+    assert quality_measure(rows) is None
+    rows[0]["bt_rating"], rows[1]["bt_rating"] = 1040.0, 960.0
+    assert quality_measure(rows) == "bt_rating"
+    rows[1]["bt_rating"] = 1040.0
+    assert quality_measure(rows) is None
 
 
 def test_pass_at_1_carries_its_interval_pass_at_k_and_failures_by_kind():

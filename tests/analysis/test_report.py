@@ -85,7 +85,8 @@ def test_a_normal_report_has_every_section_and_figure():
     assert [r["condition"] for r in result["conditions"]] == ["dense", "static", "dynamic"]
     assert result["conditions"][1]["sparsity"] == pytest.approx(0.4)
     assert result["matched_sparsity"][0]["static"] == "static"
-    assert result["pareto"]["quality"] == "pass_at_1"
+    # Every condition passes 2 of 4 problems: Pass@1 does not move, the BT rating does.
+    assert result["pareto"]["quality"] == "bt_rating"
     assert "Krippendorff" in result["methods"] and "Holm" in result["methods"]
     assert set(report_figures(result)) == {"alignment", "ratings", "pareto"}
 
@@ -212,3 +213,26 @@ def test_preference_is_style_controlled_on_what_the_outputs_show():
     assert style["focus"] == "dense" and "dense's" in style["sentence"]
     plain = report(j, g.drop(columns=["new_tokens", "text"]).assign(passed=None))["preference"]
     assert plain["style_control"] is None and plain["ties_model"]["model"].startswith("Davidson")
+
+
+def test_likert_means_per_condition_have_item_clustered_intervals_and_leave_gold_out():
+    from analysis.quality import criterion_means
+
+    judgments = pd.DataFrame({
+        "judgment": range(8), "item": ["q1", "q1", "q2", "q2", "q3", "q3", "q4", "q4"],
+        "condition_a": "dense", "condition_b": "sparse",
+    })
+    ratings = pd.DataFrame({
+        "judgment": range(8), "criterion": "correct",
+        "value_a": [5, 4, 5, 5, 4, 4, 5, 3], "value_b": [2, 2, 3, 3, 2, 1, 2, 2],
+    })
+    gold_rating = pd.DataFrame({"judgment": [99], "criterion": ["correct"], "value_a": [1],
+                                "value_b": [5]})
+    means = criterion_means(judgments, pd.concat([ratings, gold_rating]), ["dense", "sparse"],
+                            bootstrap=400, seed=0)
+    dense, sparse = means
+    assert dense["mean"] == pytest.approx(35 / 8) and dense["n"] == 8, "judgment 99 left out"
+    assert dense["ci"][0] < 35 / 8 < dense["ci"][1] and sparse["ci"][1] < dense["ci"][0]
+    same = criterion_means(judgments, ratings.assign(value_b=3), ["dense", "sparse"],
+                           bootstrap=400, seed=0)
+    assert same[1]["ci"] is None and "no spread" in same[1]["ci_note"]

@@ -286,6 +286,17 @@ def test_exports_hold_every_field_the_rater_page_collects(tmp_path):
         a_on_left = stored.judgment.assignment.a_on_left
         assert mine["a"]["screen_side"] == ("left" if a_on_left else "right")
         assert mine["a"]["rater"] == judgments[stored.judgment_id]["rater"]
+        assert (mine["a"]["gold"], mine["a"]["counted"]) == ("False", "True")
+    # Each criterion's mean per condition, from the counted judgments' ratings.
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    expected: dict = {}
+    for r in ratings:
+        expected.setdefault((r["criterion"], r["condition"]), []).append(int(r["value"]))
+    means = {(m["criterion"], m["condition"]): m for m in summary["criterion_means"]}
+    assert set(means) == set(expected)
+    for key, values in expected.items():
+        assert means[key]["mean"] == pytest.approx(sum(values) / len(values))
+        assert means[key]["n"] == len(values) and means[key]["ci"] is None
     nested = json.loads((tmp_path / "judgments.json").read_text())
     first = next(j for j in nested if j["judgment"] == stored.judgment_id)
     assert first["ratings"][stored.criterion.name] == {"a": stored.value_a, "b": stored.value_b}
