@@ -46,11 +46,13 @@ def machine_provenance(model: nn.Module, source_path: str) -> dict:
 
 def kernel_path(model: nn.Module) -> str:
     """The decode path a generation on `model` (as sparsified now) takes: the lean decoder's
-    compiled step, its Python layer loop, or the Hugging Face forward. Builds the decoder
-    for one position (a few milliseconds)."""
+    CUDA static step (Triton kernels), its compiled CPU step, its Python layer loop, or the
+    Hugging Face forward. Builds the decoder for one position (a few milliseconds)."""
     decoder = decoder_for(model, 1)
     if not isinstance(decoder, LeanDecoder):
         return "transformers forward"
+    if decoder.static is not None:
+        return "lean decoder, static step (Triton)"
     return "lean decoder, compiled step" if decoder.compiled else "lean decoder, Python loop"
 
 
