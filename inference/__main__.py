@@ -190,16 +190,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from inference.config import shape_named
-    from inference.plan import parse_bytes, plan_placement
+    from inference.plan import gpu_fit_summary, gpu_memory_bytes, gpu_placements, plan_placement
 
     shape = shape_named(args.shape)
+    gpu_bytes = gpu_memory_bytes(args.gpu_mem)
+    fits = gpu_placements(shape, gpu_bytes, gpus=args.gpus, context_tokens=args.context_tokens)
+    print(gpu_fit_summary(shape, gpu_bytes, fits, args.context_tokens))
     frequency = None
     if args.profile is not None:
         from inference.profile import Profile
 
         profile = Profile.load(args.profile)
         frequency = profile.frequency(args.activity_threshold)
-    placement = plan_placement(shape, parse_bytes(args.gpu_mem), frequency, args.weight_format)
+    print("hot-neuron placement (hybrid):")
+    placement = plan_placement(shape, gpu_bytes, frequency, args.weight_format)
     if args.profile is not None:
         placement = dataclasses.replace(
             placement,
@@ -299,7 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     plan = commands.add_parser("plan", help="place hot neurons on a GPU under a byte budget")
-    plan.add_argument("--gpu-mem", required=True, help="GPU byte budget, e.g. 24GiB")
+    plan.add_argument(
+        "--gpu-mem", required=True, help="GPU memory: a size (24GiB) or a GPU (h100, h200)"
+    )
+    plan.add_argument("--gpus", type=int, default=1, help="GPUs for the layer-by-layer split")
+    plan.add_argument("--context-tokens", type=int, default=4096, help="KV cache positions")
     plan.add_argument("--shape", default="llama-70b", help="a name from inference.config.SHAPES")
     plan.add_argument("--profile", type=Path, default=None, help="profile of this shape's model")
     plan.add_argument("--activity-threshold", type=float, default=0.05, help="profiled |h| eps")

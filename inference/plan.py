@@ -167,3 +167,142 @@ def plan_placement(
         gpu_activation_share=served / max(float(ordered.sum()), 1e-12),
         synthetic_profile=synthetic,
     )
+
+
+# --- Whole-model GPU placement (the Triton kernels' path): which of four ways a model fits ---
+
+GPU_WEIGHT_BYTES = {"bf16": 2.0, "int8": 1.0}  # per weight; int8 adds a fp32 scale per row
+KV_BYTES_PER_VALUE = 2  # bf16 cache
+GPU_RESERVE_BYTES = 2 * 2**30  # CUDA context, cuBLAS workspace, activations, graph pools
+# Memory the driver reports (nvidia-smi's total), not the marketing figure: an "80 GB" H100 has
+# 81559 MiB (79.6 GiB), a "141 GB" H200 143771 MiB (140.4 GiB).
+GPU_MEMORY_BYTES = {
+    "h100": 81559 * 2**20,
+    "h200": 143771 * 2**20,
+    "a100": 81920 * 2**20,
+    "l40s": 46068 * 2**20,
+    "rtx4090": 24564 * 2**20,
+}
+
+
+def gpu_memory_bytes(text: str) -> int:
+    """A GPU's memory: a name of ``GPU_MEMORY_BYTES`` (``h100``) or a size (``80GiB``)."""
+    named = GPU_MEMORY_BYTES.get(text.strip().lower())
+    return named if named is not None else parse_bytes(text)
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    """One way to place a whole model on GPUs for a given GPU memory, and whether it fits."""
+
+    name: str
+    fits: bool
+    gpus: int
+    weight_bytes: int  # all GPUs together (the hybrid: on the GPU)
+    kv_bytes: int
+    most_on_one_gpu_bytes: int
+    detail: str
+    device_map: dict[str, int | str] | None = None  # accelerate's format, where it applies
+
+
+def kv_bytes_per_token(shape: ModelShape) -> int:
+    """Bytes the KV cache holds per position: keys and values of every layer (bf16)."""
+    return 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * KV_BYTES_PER_VALUE
+
+
+def gpu_weight_bytes(shape: ModelShape, weight_format: str) -> int:
+    """Bytes of ``shape``'s weights on a GPU in ``weight_format`` (``GPU_WEIGHT_BYTES``): for
+    ``int8`` the projections as int8 with a fp32 scale per output row (``triton_kernels``'
+    ``Int8Weight``), embeddings, head and norms in bf16."""
+    if weight_format not in GPU_WEIGHT_BYTES:
+        raise ValueError(f"GPU weight format must be one of {sorted(GPU_WEIGHT_BYTES)}")
+    if weight_format == "bf16":
+        return 2 * shape.total_params
+    projections = shape.num_layers * (shape.mlp_params_per_layer + shape.attention_params_per_layer)
+    kv = shape.num_kv_heads * shape.head_dim
+    rows = shape.num_layers * (2 * shape.intermediate_size + shape.hidden_size  # gate, up, down
+                               + 2 * shape.hidden_size + 2 * kv)  # q, o; k, v  # fmt: skip
+    return projections + 4 * rows + 2 * (shape.total_params - projections)
+
+
+def layer_device_map(shape: ModelShape, gpus: int) -> dict[str, int]:
+    """An accelerate ``device_map`` (``from_pretrained(device_map=...)``) putting ``shape``'s
+    layers on ``gpus`` GPUs in equal runs, the embeddings on the first, the norm and head on
+    the last."""
+    per_gpu = -(-shape.num_layers // gpus)
+    device_map: dict[str, int] = {"model.embed_tokens": 0}
+    for layer in range(shape.num_layers):
+        device_map[f"model.layers.{layer}"] = layer // per_gpu
+    device_map.update({"model.norm": gpus - 1, "model.rotary_emb": gpus - 1, "lm_head": gpus - 1})
+    return device_map
+
+
+def gpu_placements(
+    shape: ModelShape, gpu_bytes: int, *, gpus: int = 1, context_tokens: int = 4096
+) -> list[GpuFit]:
+    """The four ways to run ``shape`` on GPUs of ``gpu_bytes`` each (``GPU_RESERVE_BYTES`` of
+    each kept back), with a KV cache of ``context_tokens`` positions:
+
+    1. one GPU, 8-bit weights (``int8``);
+    2. one GPU, bf16 weights, with the most positions its KV cache could then hold;
+    3. layer by layer over ``gpus`` GPUs in bf16 (accelerate's device map), or, with ``gpus``
+       1, the fewest GPUs of this size that would hold it;
+    4. hybrid: hot MLP neurons on one GPU in bf16, cold ones on the CPU (``plan_placement``).
+    """
+    if gpus < 1 or context_tokens < 1:
+        raise ValueError("gpus and context_tokens must be at least 1")
+    usable = gpu_bytes - GPU_RESERVE_BYTES
+    kv_token = kv_bytes_per_token(shape)
+    kv = kv_token * context_tokens
+    gib = 2**30
+    fits = []
+    for fmt, name in (("int8", "one GPU, 8-bit weights"), ("bf16", "one GPU, bf16 weights")):
+        weights = gpu_weight_bytes(shape, fmt)
+        room = max(0, (usable - weights) // kv_token)
+        fits.append(GpuFit(
+            name, weights + kv <= usable, 1, weights, kv, weights + kv,
+            f"{(weights + kv) / gib:.1f} GiB of {usable / gib:.1f} GiB usable; "
+            f"KV room for {room} positions",
+        ))  # fmt: skip
+    weights = gpu_weight_bytes(shape, "bf16")
+    layer_bytes = 2 * (shape.mlp_params_per_layer + shape.attention_params_per_layer)
+    ends = 2 * shape.embedding_params  # embeddings on the first GPU, head on the last (at most)
+    needed = next(
+        n for n in range(1, shape.num_layers + 1)
+        if -(-shape.num_layers // n) * (layer_bytes + kv // shape.num_layers) + ends <= usable
+    )  # fmt: skip
+    n = gpus if gpus > 1 else needed
+    most = -(-shape.num_layers // n) * (layer_bytes + kv // shape.num_layers) + ends
+    fits.append(GpuFit(
+        f"layer by layer over {n} GPU(s), bf16", most <= usable, n, weights, kv, most,
+        f"{-(-shape.num_layers // n)} layers a GPU, at most {most / gib:.1f} GiB on one; "
+        f"needs {needed} GPU(s) of this size",
+        layer_device_map(shape, n),
+    ))  # fmt: skip
+    try:
+        hybrid = plan_placement(shape, max(0, usable - kv), weight_format="f16")
+        hot = sum(hybrid.hot_neurons_per_layer) / (shape.num_layers * shape.intermediate_size)
+        fits.append(GpuFit(
+            "hybrid: hot neurons on one GPU, cold on the CPU (bf16)", True, 1,
+            hybrid.gpu_bytes, kv, hybrid.gpu_bytes + kv,
+            f"{hot:.0%} of MLP neurons on the GPU, {hybrid.cpu_bytes / gib:.1f} GiB on the CPU, "
+            f"{hybrid.gpu_activation_share:.0%} of activations served by the GPU "
+            f"({'synthetic' if hybrid.synthetic_profile else 'profiled'} frequencies)",
+        ))  # fmt: skip
+    except ValueError as exc:  # the dense parts alone exceed the GPU
+        fits.append(GpuFit("hybrid: hot neurons on one GPU, cold on the CPU (bf16)", False, 1,
+                           0, kv, 0, str(exc)))  # fmt: skip
+    return fits
+
+
+def gpu_fit_summary(shape: ModelShape, gpu_bytes: int, fits: list[GpuFit],
+                    context_tokens: int) -> str:  # fmt: skip
+    """The lines ``inference plan`` prints: each way, whether it fits, and why."""
+    lines = [
+        f"{shape.name} on GPUs of {gpu_bytes / 2**30:.1f} GiB "
+        f"({GPU_RESERVE_BYTES / 2**30:.0f} GiB kept back each), KV cache of {context_tokens} "
+        f"positions ({kv_bytes_per_token(shape) * context_tokens / 2**30:.2f} GiB, bf16):"
+    ]
+    for fit in fits:
+        lines.append(f"  {'fits   ' if fit.fits else 'no     '} {fit.name}: {fit.detail}")
+    return "\n".join(lines)

@@ -3,7 +3,18 @@ import torch
 
 from inference.__main__ import main
 from inference.config import SHAPES, ModelShape
-from inference.plan import GROUP, Placement, parse_bytes, plan_placement, synthetic_frequency
+from inference.plan import (
+    GROUP,
+    Placement,
+    gpu_memory_bytes,
+    gpu_placements,
+    gpu_weight_bytes,
+    layer_device_map,
+    parse_bytes,
+    plan_placement,
+    synthetic_frequency,
+)
+from inference.random_model import random_llama
 
 SMALL = ModelShape("small", 64, 1024, 4, 4, 4, 100)
 
@@ -84,3 +95,57 @@ def test_plan_json_round_trip_and_bad_files(tmp_path):
         Placement.load(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="plan --out"):
         Placement.load(tmp_path / "missing.json")
+
+
+def _fits(fits):
+    return {fit.name.split(",")[0] if "layer" in fit.name else fit.name: fit for fit in fits}
+
+
+def test_70b_on_one_80gb_gpu_needs_8bit_weights():
+    fits = _fits(gpu_placements(SHAPES["llama-70b"], gpu_memory_bytes("h100")))
+    assert fits["one GPU, 8-bit weights"].fits
+    assert not fits["one GPU, bf16 weights"].fits
+    assert fits["layer by layer over 2 GPU(s)"].fits  # bf16 needs two of them
+    assert fits["one GPU, 8-bit weights"].most_on_one_gpu_bytes <= 81559 * 2**20 - 2 * 2**30
+    hybrid = fits["hybrid: hot neurons on one GPU, cold on the CPU (bf16)"]
+    assert hybrid.fits and hybrid.weight_bytes < gpu_weight_bytes(SHAPES["llama-70b"], "bf16")
+
+
+def test_70b_bf16_on_one_141gb_gpu_with_its_kv_cache():
+    shape = SHAPES["llama-70b"]
+    fit = _fits(gpu_placements(shape, gpu_memory_bytes("h200"), context_tokens=8192))[
+        "one GPU, bf16 weights"
+    ]
+    assert fit.fits and fit.kv_bytes == 8192 * 2 * 80 * 8 * 128 * 2  # keys and values, bf16
+    assert fit.most_on_one_gpu_bytes == gpu_weight_bytes(shape, "bf16") + fit.kv_bytes
+    # A context too long for what the weights leave is said not to fit.
+    too_long = _fits(gpu_placements(shape, gpu_memory_bytes("h200"), context_tokens=40_000))
+    assert not too_long["one GPU, bf16 weights"].fits
+
+
+def test_layer_by_layer_device_map_covers_every_layer_within_each_gpu():
+    shape = SHAPES["llama-70b"]
+    fit = next(f for f in gpu_placements(shape, parse_bytes("40GiB"), gpus=4) if f.device_map)
+    assert fit.fits and fit.gpus == 4
+    layers = [v for k, v in fit.device_map.items() if k.startswith("model.layers.")]
+    assert len(layers) == 80 and [layers.count(g) for g in range(4)] == [20] * 4
+    assert layers == sorted(layers)  # runs of consecutive layers
+    assert fit.most_on_one_gpu_bytes <= parse_bytes("40GiB") - 2 * 2**30
+    assert not next(f for f in gpu_placements(shape, parse_bytes("40GiB"), gpus=3)
+                    if f.device_map).fits  # fmt: skip
+
+
+def test_device_map_names_the_modules_of_a_real_model():
+    model = random_llama("tiny")
+    names = {name for name, _ in model.named_modules()}
+    device_map = layer_device_map(SHAPES["tiny"], 2)
+    assert set(device_map) <= names
+    assert {f"model.layers.{i}" for i in range(3)} <= set(device_map)
+
+
+def test_cli_plan_says_which_gpu_placement_fits(capsys):
+    assert main(["plan", "--gpu-mem", "h100", "--context-tokens", "2048"]) == 0
+    out = capsys.readouterr().out
+    assert "fits    one GPU, 8-bit weights" in out
+    assert "no      one GPU, bf16 weights" in out
+    assert "2048 positions" in out
