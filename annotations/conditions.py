@@ -106,29 +106,24 @@ def _fraction(value: float) -> str:
 
 
 def policy_summary(policy: dict, *, target_sparsity: float | None = None, name: str = "") -> str:
-    """A condition's policy in a few words (never the raw JSON): the engine's label, the
-    site where it is not the default, and a calibration target, e.g. "static t=0.05 @input ·
-    calibrated to 50 % sparsity".
-
-    The site is shown once: left out here when the condition's `name` already shows it
-    ("static 50% @input"), unless the name is the whole summary (pages then show the name
-    alone)."""
+    """A condition's policy in a few words (never the raw JSON): the engine's label (family
+    and thresholds), the site, always, and the calibration target where there is one, e.g.
+    "static t=0.05 @input · calibrated to 50 % sparsity" or "static @h · calibrated to 25 %
+    sparsity" while it waits for its thresholds: two conditions that differ only in site
+    or target never read the same. `name` is not used: the summary says it all itself."""
+    del name  # kept for the callers' keyword; the summary no longer depends on it
     kind = policy.get("kind", "?")
-    site = policy.get("site")
-    site_text = f"@{site}" if site and site != _site_default(kind) else ""
+    site = policy.get("site") or _site_default(kind)
+    site_text = f"@{site}" if site else ""
     try:
         label = Policy.from_json(policy).label().removesuffix(f" {site_text}")
     except ValueError:  # awaiting calibration: the thresholds are not there yet
         label = str(kind)
-    target = (
-        f" · calibrated to {_fraction(target_sparsity)} sparsity"
-        if target_sparsity is not None and kind != "calibrated"
-        else ""
-    )
-    full = f"{label} {site_text}".strip() + target
-    if site_text and name != full and re.search(rf"{re.escape(site_text)}\b", name):
-        return label + target
-    return full
+    if target_sparsity is None:
+        target_sparsity = policy.get("target_sparsity")
+    target = (f" · calibrated to {_fraction(target_sparsity)} sparsity"
+              if target_sparsity is not None else "")
+    return f"{label} {site_text}".strip() + target
 
 
 def policy_skips_bytes(policy: dict) -> bool | None:

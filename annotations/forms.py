@@ -20,6 +20,7 @@ from annotations.models import (
     RATIONALE_MAX_CHARS,
     Condition,
     Criterion,
+    CriterionRating,
     Judgment,
     Problem,
     Study,
@@ -36,7 +37,8 @@ _PROMPT_ERRORS_SHOWN = 10
 
 class JudgmentForm(forms.Form):
     """The rater's verdict: choice, optional rationale, and a Likert value per criterion
-    and side (fields `c<id>_left`, `c<id>_right`), required when the study asks them."""
+    and side (fields `c<id>_left`, `c<id>_right`): required where the criterion is, with
+    "can't judge" (`CriterionRating.CANT_JUDGE`) where the criterion offers it."""
 
     choice = forms.ChoiceField(
         choices=Judgment.Choice.choices,
@@ -50,17 +52,25 @@ class JudgmentForm(forms.Form):
         self.criteria = criteria
         for criterion in criteria:
             scale = [(str(v), str(v)) for v in range(1, criterion.scale_points + 1)]
+            if criterion.cant_judge:
+                scale.append((CriterionRating.CANT_JUDGE, "Can't judge"))
             for side in ("left", "right"):
                 self.fields[f"c{criterion.id}_{side}"] = forms.TypedChoiceField(
-                    choices=scale, coerce=int, label=f"{criterion.question} ({side})",
+                    choices=scale, coerce=_rating_value, empty_value=None,
+                    required=criterion.required, label=f"{criterion.question} ({side})",
                     error_messages={"required": f"Rate “{criterion.question}” for both responses."},
                 )
 
-    def ratings(self) -> dict[int, tuple[int, int]]:
+    def ratings(self) -> dict[int, tuple[int | str | None, int | str | None]]:
+        """criterion id -> (left, right): a value, `CANT_JUDGE`, or None (left blank)."""
         return {
             c.id: (self.cleaned_data[f"c{c.id}_left"], self.cleaned_data[f"c{c.id}_right"])
             for c in self.criteria
         }
+
+
+def _rating_value(value: str) -> int | str:
+    return value if value == CriterionRating.CANT_JUDGE else int(value)
 
 
 class ConsentForm(forms.Form):
@@ -159,17 +169,35 @@ def _parse_built(rows: list[str]) -> list[BuiltCondition]:
     return built
 
 
-def _parse_criteria(text: str) -> list[tuple[str, str]]:
-    """`name | question` per line -> [(name, question)]."""
+# The options a criterion line may end with (`name | question | optional, can't judge`).
+_CRITERION_OPTIONS = {"optional": "required", "can't judge": "cant_judge",
+                      "cant judge": "cant_judge"}
+
+
+def _parse_criteria(text: str) -> list[dict]:
+    """`name | question` per line, optionally `| optional, can't judge` ->
+    [{"name", "question", "required", "cant_judge"}]."""
     criteria = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        name, sep, question = line.partition("|")
+        name, sep, rest = line.partition("|")
+        question, _, options = rest.partition("|")
         if not sep or not name.strip() or not question.strip():
             raise forms.ValidationError(f"Line {number}: write `name | question`.")
-        criteria.append((name.strip()[:50], question.strip()[:200]))
-    if len({name for name, _ in criteria}) != len(criteria):
+        chosen = {o.strip().lower().replace("’", "'") for o in options.split(",") if o.strip()}
+        unknown = chosen - set(_CRITERION_OPTIONS)
+        if unknown:
+            raise forms.ValidationError(
+                f"Line {number}: “{sorted(unknown)[0]}” is not an option; "
+                "write `optional` and/or `can't judge` after a third `|`."
+            )
+        criteria.append({
+            "name": name.strip()[:50], "question": question.strip()[:200],
+            "required": "optional" not in chosen,
+            "cant_judge": bool(chosen & {"can't judge", "cant judge"}),
+        })
+    if len({c["name"] for c in criteria}) != len(criteria):
         raise forms.ValidationError("Criterion names must be different.")
     return criteria
 
@@ -273,7 +301,9 @@ class StudySetupForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 3}),
         initial="correctness | How correct is this response?\n"
         "readability | How readable is this code?",
-        help_text="Optional Likert questions, one per line: name | question (1–5 scale).",
+        help_text="Optional Likert questions, one per line: name | question (1–5 scale), "
+        "each required for both responses unless it ends | optional; add can't judge to "
+        "offer that answer (e.g. readability | How readable is it? | optional, can't judge).",
     )
     profile_questions = forms.CharField(
         required=False,
@@ -340,7 +370,7 @@ class StudySetupForm(forms.ModelForm):
             raise forms.ValidationError("Condition names must be different.")
         return conditions
 
-    def clean_criteria(self) -> list[tuple[str, str]]:
+    def clean_criteria(self) -> list[dict]:
         return _parse_criteria(self.cleaned_data["criteria"])
 
     def clean_profile_questions(self) -> list[dict]:

@@ -725,6 +725,10 @@ class Criterion(models.Model):
     question = models.CharField(max_length=200)
     scale_points = models.PositiveSmallIntegerField(default=5)
     position = models.PositiveSmallIntegerField(default=0)
+    # Must a rater answer it for both responses? Optional ones may be left blank.
+    required = models.BooleanField(default=True)
+    # Offer "can't judge" beside the scale (stored apart from the values: no number).
+    cant_judge = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["study", "position", "id"]
@@ -744,12 +748,21 @@ class Criterion(models.Model):
 
 
 class CriterionRating(models.Model):
-    """One criterion's Likert values for both responses of a judgment, in condition order."""
+    """One criterion's Likert values for both responses of a judgment, in condition order.
+
+    A value is NULL where the rater gave no number: an optional criterion left blank, or
+    "can't judge" (`cant_judge_a` / `_b`, a distinct answer that analyses leave out, like
+    a blank). A row exists when at least one side has a value or a "can't judge"."""
+
+    # What the rater page's form hands over for a "can't judge" answer.
+    CANT_JUDGE = "cant_judge"
 
     judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="ratings")
     criterion = models.ForeignKey(Criterion, on_delete=models.CASCADE, related_name="ratings")
-    value_a = models.PositiveSmallIntegerField()
-    value_b = models.PositiveSmallIntegerField()
+    value_a = models.PositiveSmallIntegerField(null=True, blank=True)
+    value_b = models.PositiveSmallIntegerField(null=True, blank=True)
+    cant_judge_a = models.BooleanField(default=False)
+    cant_judge_b = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -757,7 +770,14 @@ class CriterionRating(models.Model):
                 fields=["judgment", "criterion"], name="criterion_rating_once"
             ),
             models.CheckConstraint(
-                condition=Q(value_a__gte=1) & Q(value_b__gte=1), name="criterion_rating_positive"
+                condition=(Q(value_a__isnull=True) | Q(value_a__gte=1))
+                & (Q(value_b__isnull=True) | Q(value_b__gte=1)),
+                name="criterion_rating_positive",
+            ),
+            models.CheckConstraint(
+                condition=~(Q(cant_judge_a=True) & Q(value_a__isnull=False))
+                & ~(Q(cant_judge_b=True) & Q(value_b__isnull=False)),
+                name="criterion_rating_cant_judge_has_no_value",
             ),
         ]
 

@@ -341,6 +341,11 @@ class RaterHistory:
         return sum(h.judged and not h.gold for h in self.held)
 
     @property
+    def gold_had(self) -> int:
+        """Gold pairs the rater has been given (judged, held or let go: never again)."""
+        return sum(h.gold for h in self.held)
+
+    @property
     def ordinary_kept(self) -> int:
         """Ordinary pairs judged or still held: what `Study.items_per_rater` caps."""
         return sum(not h.gold and (h.judged or not h.released) for h in self.held)
@@ -408,22 +413,60 @@ def rater_may_get_more(study: Study, rater: AbstractBaseUser, *, history: RaterH
     )
 
 
+def ordinary_to_give(study: Study, history: RaterHistory, *, available: int) -> int:
+    """How many more ordinary pairs the rater is to be given, beyond any held now: those
+    open to them (`available`), up to `Study.items_per_rater`."""
+    if study.items_per_rater is None:
+        return available
+    return max(0, min(available, study.items_per_rater - history.ordinary_kept))
+
+
+def gold_to_give(study: Study, history: RaterHistory, *, unseen: int, ordinary: int) -> int:
+    """How many more gold pairs the rater is to be given: a share `gold_rate` of all their
+    pairs (r / (1 − r) per ordinary pair, rounded; `ordinary`: ordinary pairs still to
+    give), never more than the `unseen` gold pairs they have not had; rate 1: all of them.
+    The rate page counts them in advance, so its total never changes under the rater."""
+    if study.gold_rate <= 0 or unseen <= 0:
+        return 0
+    if study.gold_rate >= 1:
+        return unseen
+    share = study.gold_rate / (1 - study.gold_rate)
+    quota = round((history.ordinary_kept + ordinary) * share)
+    return max(0, min(unseen, quota - history.gold_had))
+
+
+def gold_unseen(study: Study, rater: AbstractBaseUser) -> list[int]:
+    """The ids of the study's gold pairs this rater has never been given (none at rate 0)."""
+    if study.gold_rate <= 0:
+        return []
+    return list(
+        GoldAnswer.objects.filter(pair__study=study)
+        .exclude(pair__assignments__rater=rater)
+        .values_list("pair_id", flat=True)
+    )
+
+
 def rater_progress(
     study: Study, rater: AbstractBaseUser, *, history: RaterHistory | None = None,
-    available: int | None = None,
+    available: int | None = None, unseen_gold: int | None = None,
 ) -> RaterProgress:
-    """How many pairs this rater has judged and about how many more they could get.
+    """How many pairs this rater has judged and how many more they are to get: the open
+    one, the ordinary pairs open to them (up to the study's cap) and the gold checks due
+    with those (`gold_to_give`), so judged + to go stays the same from first pair to last
+    unless other raters fill pairs meanwhile.
 
-    `history` (`rater_history`) and `available` (how many pairs are open to the rater,
-    `pairs_open_to`) may be passed by a caller that has just read them."""
+    `history` (`rater_history`), `available` (how many pairs are open to the rater,
+    `pairs_open_to`) and `unseen_gold` (`gold_unseen`'s count) may be passed by a caller
+    that has just read them."""
     history = history if history is not None else rater_history(study, rater)
-    open_ = len(history.open_ids)
     if available is None:
         available = len(pairs_open_to(study, rater))
-    remaining = open_ + available
-    if study.items_per_rater is not None:
-        remaining = min(remaining, max(study.items_per_rater - history.ordinary_judged, open_))
-    return RaterProgress(judged=history.judged, remaining=remaining)
+    if unseen_gold is None:
+        unseen_gold = len(gold_unseen(study, rater))
+    ordinary = ordinary_to_give(study, history, available=available)
+    gold = gold_to_give(study, history, unseen=unseen_gold, ordinary=ordinary)
+    return RaterProgress(judged=history.judged,
+                         remaining=len(history.open_ids) + ordinary + gold)
 
 
 @dataclass(frozen=True)

@@ -138,13 +138,14 @@ def rating_rows(study: Study, judgments: list[dict]) -> list[dict]:
     by_id = {j["judgment"]: j for j in judgments}
     other = {"left": "right", "right": "left"}
     rows = []
-    for judgment_id, criterion, value_a, value_b in (
+    for judgment_id, criterion, value_a, value_b, cant_a, cant_b in (
         CriterionRating.objects.filter(judgment__assignment__pair__study=study)
         .order_by("judgment_id", "criterion__position", "criterion_id")
-        .values_list("judgment_id", "criterion__name", "value_a", "value_b")
+        .values_list("judgment_id", "criterion__name", "value_a", "value_b", "cant_judge_a",
+                     "cant_judge_b")
     ):
         judgment = by_id[judgment_id]
-        for side, value in (("a", value_a), ("b", value_b)):
+        for side, value in _answers(value_a, value_b, cant_a, cant_b):
             screen = judgment["side_a"] if side == "a" else other[judgment["side_a"]]
             rows.append({
                 "judgment": judgment_id,
@@ -160,6 +161,18 @@ def rating_rows(study: Study, judgments: list[dict]) -> list[dict]:
                 "counted": judgment["counted"],
             })
     return rows
+
+
+def _answers(value_a, value_b, cant_a: bool, cant_b: bool) -> list[tuple[str, int | str]]:
+    """(side, value) of each answered side: a Likert value, or ``cant_judge`` (the rater's
+    "can't judge", no number); a side an optional criterion left blank has no row."""
+    answers = []
+    for side, value, cant in (("a", value_a, cant_a), ("b", value_b, cant_b)):
+        if cant:
+            answers.append((side, CriterionRating.CANT_JUDGE))
+        elif value is not None:
+            answers.append((side, value))
+    return answers
 
 
 def generation_rows(study: Study) -> list[dict]:
@@ -256,11 +269,13 @@ def profile_table(study: Study, names: dict) -> pd.DataFrame:
 
 
 def criterion_ratings_table(study: Study) -> pd.DataFrame:
-    """``judgment, criterion, value_a, value_b``: the Likert ratings of the study's judgments."""
+    """``judgment, criterion, value_a, value_b``: the Likert ratings of the study's judgments
+    that have a value for both responses ("can't judge" and blanks carry none)."""
     return pd.DataFrame(
-        CriterionRating.objects.filter(judgment__assignment__pair__study=study).values_list(
-            "judgment_id", "criterion__name", "value_a", "value_b"
-        ),
+        CriterionRating.objects.filter(
+            judgment__assignment__pair__study=study, value_a__isnull=False,
+            value_b__isnull=False,
+        ).values_list("judgment_id", "criterion__name", "value_a", "value_b"),
         columns=["judgment", "criterion", "value_a", "value_b"],
     )
 

@@ -42,7 +42,7 @@ def judgment_submit(
     choice: str,
     time_on_task_ms: int | None = None,
     rationale: str = "",
-    ratings: dict[int, tuple[int, int]] | None = None,
+    ratings: dict[int, tuple[int | str | None, int | str | None]] | None = None,
     enrolment: Enrolment | None = None,
     criteria: list[Criterion] | None = None,
 ) -> tuple[Judgment, bool]:
@@ -51,9 +51,11 @@ def judgment_submit(
     `enrolment` and `criteria` (the rater's enrolment in the pair's study and the study's
     criteria) may be passed by a caller that has just read them, to save the reads.
 
-    `ratings` maps criterion id -> (left value, right value) as shown on screen; they are
-    stored in condition order (a, b). Returns (judgment, created). A repeated submit
-    (double click, two tabs, replay) returns the first judgment unchanged, created=False.
+    `ratings` maps criterion id -> (left value, right value) as shown on screen, each a
+    value, `CriterionRating.CANT_JUDGE` (where the criterion offers it) or None (left blank,
+    where it is optional); they are stored in condition order (a, b). Returns (judgment,
+    created). A repeated submit (double click, two tabs, replay) returns the first judgment
+    unchanged, created=False.
 
     Refused with `JudgmentRejected` (nothing stored) when:
     - the answer came faster than the study's `min_response_ms` (server clock: time since
@@ -86,7 +88,7 @@ def judgment_submit(
     ratings = ratings or {}
     for criterion_id, values in ratings.items():
         criterion = by_id.get(criterion_id)
-        if criterion is None or not all(1 <= v <= criterion.scale_points for v in values):
+        if criterion is None or not all(_rating_ok(criterion, v) for v in values):
             raise ValueError(f"bad rating {values!r} for criterion {criterion_id}")
     winner = _WINNER_BY_SIDE[(choice, assignment.a_on_left)]
     gold = assignment.pair.gold_or_none()
@@ -116,6 +118,30 @@ def judgment_submit(
     return judgment, True
 
 
+def _rating_ok(criterion: Criterion, value: int | str | None) -> bool:
+    """A value on the criterion's scale, "can't judge" where it is offered, or nothing
+    where the criterion is optional."""
+    if value is None:
+        return not criterion.required
+    if value == CriterionRating.CANT_JUDGE:
+        return criterion.cant_judge
+    return isinstance(value, int) and 1 <= value <= criterion.scale_points
+
+
+def _rating(
+    *, judgment: Judgment, criterion_id: int, a: int | str | None, b: int | str | None
+) -> CriterionRating | None:
+    """The stored row of one criterion's answers in condition order; None if both blank."""
+    if a is None and b is None:
+        return None
+    cant = CriterionRating.CANT_JUDGE
+    return CriterionRating(
+        judgment=judgment, criterion_id=criterion_id,
+        value_a=None if a == cant else a, value_b=None if b == cant else b,
+        cant_judge_a=a == cant, cant_judge_b=b == cant,
+    )
+
+
 def _judgment_create(
     *,
     assignment: Assignment,
@@ -124,7 +150,7 @@ def _judgment_create(
     rationale: str,
     time_on_task_ms: int | None,
     gold: GoldAnswer | None,
-    ratings: dict[int, tuple[int, int]],
+    ratings: dict[int, tuple[int | str | None, int | str | None]],
     now,
 ) -> Judgment:
     study = assignment.pair.study
@@ -137,15 +163,13 @@ def _judgment_create(
         time_on_task_ms=time_on_task_ms,
         gold_correct=None if gold is None else gold.winner == winner,
     )
-    CriterionRating.objects.bulk_create(
-        CriterionRating(
-            judgment=judgment,
-            criterion_id=criterion_id,
-            value_a=left if assignment.a_on_left else right,
-            value_b=right if assignment.a_on_left else left,
-        )
+    rows = (
+        _rating(judgment=judgment, criterion_id=criterion_id,
+                a=left if assignment.a_on_left else right,
+                b=right if assignment.a_on_left else left)
         for criterion_id, (left, right) in ratings.items()
     )
+    CriterionRating.objects.bulk_create(row for row in rows if row is not None)
     Assignment.objects.filter(id=assignment.id).update(completed_at=now)
     if gold is not None and not judgment.gold_correct:
         _gold_failure_record(study=study, rater_id=assignment.rater_id, now=now)

@@ -15,7 +15,7 @@ def study_create(
     *,
     fields: dict,
     conditions: list[tuple[str, dict]],
-    criteria: list[tuple[str, str]],
+    criteria: list[dict],
     datasets: Sequence[str] = (),
     task_contains: str = "",
     prompt_contains: str = "",
@@ -23,7 +23,8 @@ def study_create(
     seed: int = 0,
     prompts: list[str] | None = None,
 ) -> Study:
-    """A draft study with its conditions (in the given order), criteria and items.
+    """A draft study with its conditions (in the given order), criteria (`Criterion`
+    fields: name, question, required, cant_judge) and items.
 
     Items: from each of `datasets`, `item_count` problems matching the filters, drawn with
     `seed` (the same seed draws the same problems), each asked in its data set's prompt, plus
@@ -35,8 +36,8 @@ def study_create(
             for position, (name, policy) in enumerate(conditions)
         )
         Criterion.objects.bulk_create(
-            Criterion(study=study, name=name, question=question, position=position)
-            for position, (name, question) in enumerate(criteria)
+            Criterion(study=study, position=position, **criterion)
+            for position, criterion in enumerate(criteria)
         )
         items = [
             p.new_item(study)

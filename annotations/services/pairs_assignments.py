@@ -19,6 +19,9 @@ from annotations.selectors import (
     PAIR_TAKEN_SQL,
     RaterProgress,
     condition_pair_scores,
+    gold_to_give,
+    gold_unseen,
+    ordinary_to_give,
     pair_taken,
     pairs_open_to,
     rater_history,
@@ -145,7 +148,8 @@ def assignment_next_counted(
 
     - An open assignment is resumed (its lease renewed) while its pair still needs it;
       an expired one whose pair got its judgments from others is released.
-    - New work: with probability `study.gold_rate` an unseen gold pair; otherwise the pair
+    - New work: an unseen gold pair with the chance `_gold_chance` (the rater's share
+      `study.gold_rate` of gold pairs, spread at random); otherwise the pair
       with the fewest live raters (judged or leased) below `study.overlap`, ties broken
       (with `study.adaptive_assignment`) by the condition pair whose win rate is least
       certain, then by the condition pair this rater has seen least (balance), then at
@@ -184,21 +188,20 @@ def _assignment_next_once(
         Assignment.objects.filter(id=resumed.id).update(released_at=now)
         history = history.with_released(resumed.id)
 
-    gold_ids = list(
-        GoldAnswer.objects.filter(pair__study=study)
-        .exclude(pair__assignments__rater=rater)
-        .values_list("pair_id", flat=True)
-    ) if study.gold_rate > 0 else []
-    if gold_ids and rng.random() < study.gold_rate:
+    gold_ids = gold_unseen(study, rater)
+    capped = (study.items_per_rater is not None
+              and history.ordinary_kept >= study.items_per_rater)
+    candidates = [] if capped else pairs_open_to(study, rater, now=now)
+    ordinary = ordinary_to_give(study, history, available=len(candidates))
+    if gold_ids and rng.random() < _gold_chance(study, history, unseen=len(gold_ids),
+                                                ordinary=ordinary):
         rng.shuffle(gold_ids)
         made = _assignment_first(gold_ids, study=study, rater=rater, rng=rng, now=now,
                                  gold=True)
         gold = made is not None
+        available = len(candidates)
 
-    if made is None and (
-        study.items_per_rater is None or history.ordinary_kept < study.items_per_rater
-    ):
-        candidates = pairs_open_to(study, rater, now=now)
+    if made is None and not capped:
         seen = history.seen_by_conditions()
         rng.shuffle(candidates)
         widest = _ci_widths(study, candidates) if study.adaptive_assignment else {}
@@ -221,7 +224,18 @@ def _assignment_next_once(
 
     if made is not None:
         history = history.with_new(made.id, gold=gold)
-    return made, rater_progress(study, rater, history=history, available=available)
+    return made, rater_progress(study, rater, history=history, available=available,
+                                unseen_gold=len(gold_ids) - gold)
+
+
+def _gold_chance(study: Study, history, *, unseen: int, ordinary: int) -> float:
+    """The chance that the rater's next pair is a gold one: the gold pairs still due to them
+    (`gold_to_give`) over all pairs still due, so they are spread at random through the
+    session and their number is the one the rate page counted; rate 1: gold first."""
+    if study.gold_rate >= 1:
+        return 1.0
+    due = gold_to_give(study, history, unseen=unseen, ordinary=ordinary)
+    return due / (due + ordinary) if due else 0.0
 
 
 def _ci_widths(study: Study, candidates: list) -> dict[tuple[int, int], float]:

@@ -99,9 +99,13 @@ def invite_entry(request: HttpRequest, token: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@never_cache
 def consent(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _get_study_for_rater(request, study_id)
     enrolment = _enrolment(request, study)
+    if enrolment.consented_at is not None:
+        # Back from the rating page lands here: consent is given once, so on to the pairs.
+        return redirect("rate", study_id=study.id)
     form = ConsentForm(
         request.POST if request.method == "POST" else None, questions=study.profile_questions
     )
@@ -151,11 +155,10 @@ class CriterionShown:
     left: str
     right: str
 
-    def keys_left(self) -> list[tuple[int, str]]:
-        return self._keys("qwert")
-
-    def keys_right(self) -> list[tuple[int, str]]:
-        return self._keys("yuiop")
+    def sides(self) -> list[tuple[str, str, str, list[tuple[int, str]]]]:
+        """(field suffix, label, value typed, (value, key) per point) of each response."""
+        return [("left", "Response 1", self.left, self._keys("qwert")),
+                ("right", "Response 2", self.right, self._keys("yuiop"))]
 
     def _keys(self, letters: str) -> list[tuple[int, str]]:
         values = self.criterion.scale_range()

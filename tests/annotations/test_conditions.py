@@ -55,7 +55,7 @@ def test_empty_fields_take_the_defaults_and_the_engine_validates():
     built = build_condition(kind="dynamic", values={"threshold": "0.05", "entropy_scale": "1"})
     assert built.policy == DynamicPolicy(threshold=0.05, entropy_scale=1.0).to_json()
     assert not built.needs_calibration
-    assert built.name == "dynamic t=0.05 s=1", "an unnamed condition is named by its summary"
+    assert built.name == "dynamic t=0.05 s=1 @h", "an unnamed condition is named by its summary"
     with pytest.raises(ValueError, match="max_factor"):
         build_condition(kind="dynamic", values={"threshold": "0.05", "entropy_scale": "1",
                                                 "max_factor": "0.5"})
@@ -110,7 +110,7 @@ def test_summaries_never_show_the_raw_policy():
     thresholds = [0.01 * i for i in range(30)]
     summary = policy_summary({"kind": "calibrated", "target_sparsity": 0.5,
                               "thresholds": thresholds, "profile": "x"})
-    assert summary == "calibrated s=0.5" and "[" not in summary
+    assert summary == "calibrated s=0.5 @h · calibrated to 50 % sparsity" and "[" not in summary
     assert policy_summary({"kind": "dense"}) == "dense"
     assert Policy.from_json({"kind": "static", "threshold": 0.05}).label() in policy_summary(
         {"kind": "static", "threshold": 0.05})
@@ -132,21 +132,24 @@ def test_the_site_is_a_choice_and_reaches_names_and_summaries():
                                                        "site": "input"})
     assert built.needs_calibration and built.policy == {"kind": "calibrated", "site": "input"}
     [row] = build_sweep(kind="static", values={"site": "gate"}, sparsities="30")
-    assert row.name == "static 30% @gate" and row.summary == "static · calibrated to 30 % sparsity"
+    assert row.name == "static 30% @gate"
+    assert row.summary == "static @gate · calibrated to 30 % sparsity"
     with pytest.raises(ValueError, match="choose one of"):
         build_condition(kind="static", values={"threshold": "0.1", "site": "elsewhere"})
 
 
-def test_the_site_shows_once_across_a_name_and_its_summary():
+def test_every_summary_names_the_family_site_and_target():
     calibrated_input = {"kind": "static", "threshold": 0.0123, "site": "input"}
-    # A sweep's name shows the site: the summary does not repeat it.
     assert policy_summary(calibrated_input, target_sparsity=0.5, name="static 50% @input") == (
-        "static t=0.0123 · calibrated to 50 % sparsity")
-    # A name without it: the summary says where.
+        "static t=0.0123 @input · calibrated to 50 % sparsity")
     assert policy_summary(calibrated_input, name="fast") == "static t=0.0123 @input"
-    assert policy_summary(calibrated_input, name="x @inputs") == "static t=0.0123 @input"
-    # A condition named by its summary keeps it whole (the pages then show the name alone).
+    # The default site too: "static · calibrated to 25 %" read the same for h and input.
+    assert policy_summary({"kind": "static"}, target_sparsity=0.25) == (
+        "static @h · calibrated to 25 % sparsity")
+    assert policy_summary({"kind": "static", "site": "input"}, target_sparsity=0.25) == (
+        "static @input · calibrated to 25 % sparsity")
+    # A calibrated condition says its target, not just "calibrated".
+    assert policy_summary({"kind": "calibrated", "site": "gate"}, target_sparsity=0.4) == (
+        "calibrated @gate · calibrated to 40 % sparsity")
     built = build_condition(kind="static", values={"threshold": "0.05", "site": "gate"})
     assert built.name == built.summary == "static t=0.05 @gate"
-    # The default site is never spelled out.
-    assert policy_summary({"kind": "static", "threshold": 0.05}, name="s") == "static t=0.05"

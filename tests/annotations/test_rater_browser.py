@@ -3,7 +3,7 @@
 import pytest
 
 from annotations import services
-from annotations.models import Assignment, Generation, Judgment, Study
+from annotations.models import Assignment, CriterionRating, Generation, Judgment, Study
 from tests.annotations.conftest import expire, finish_generations, make_study
 from tests.support.browser import browser_page, log_in, screenshot
 
@@ -107,9 +107,9 @@ def test_prolific_rater_consents_rates_by_keyboard_resumes_after_reload_and_fini
         assert page.evaluate("window.__xss") is None, "model output ran as HTML"
         assert page.locator("#pair .hl span.k").count() > 0, "output is not highlighted"
         # Ratings are required: choosing without them keeps the pair and says why.
-        page.get_by_role("radiogroup", name="How readable is it?: response 1 (left)") \
+        page.get_by_role("radiogroup", name="How readable is it?: response 1") \
             .get_by_label("4").check()
-        page.get_by_role("radiogroup", name="How readable is it?: response 2 (right)") \
+        page.get_by_role("radiogroup", name="How readable is it?: response 2") \
             .get_by_label("2").check()
         page.fill("#rationale", "Left names things better.")
         screenshot(page, "rater-pair-criteria")
@@ -127,9 +127,9 @@ def test_prolific_rater_consents_rates_by_keyboard_resumes_after_reload_and_fini
         assert f"/assignments/{open_before.id}/judge/" in page.content()
         assert Assignment.objects.filter(judgment__isnull=True).count() == 1
         for judged in (2, 3):
-            page.get_by_role("radiogroup", name="How readable is it?: response 1 (left)") \
+            page.get_by_role("radiogroup", name="How readable is it?: response 1") \
                 .get_by_label("3").check()
-            page.get_by_role("radiogroup", name="How readable is it?: response 2 (right)") \
+            page.get_by_role("radiogroup", name="How readable is it?: response 2") \
                 .get_by_label("3").check()
             page.keyboard.press("Escape")  # a focused radio takes no voting key
             page.keyboard.press("3" if judged == 2 else "0")
@@ -204,7 +204,7 @@ def test_keys_never_misfire_and_likert_has_its_own(live_server, users):
     with browser_page(live_server.url) as page:
         violations = csp_violations(page)
         open_as_alice(page, study)
-        left = page.get_by_role("radiogroup", name="How readable is it?: response 1 (left)")
+        left = page.get_by_role("radiogroup", name="How readable is it?: response 1")
         left.get_by_label("3").click()
         # A focused radio: arrows move it, digits do nothing; nothing is submitted.
         page.keyboard.press("ArrowRight")
@@ -374,3 +374,68 @@ def test_draft_links_preview_and_the_error_summary(live_server, users):
         screenshot(page, "setup-error-summary")
         assert not violations, violations
     assert not Assignment.objects.exists() and not Judgment.objects.exists()
+
+
+@pytest.mark.parametrize("width,height", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+def test_the_rater_path_at_desktop_and_phone_size(live_server, users, width, height):
+    """Both window sizes: the sides are named for where they are shown (left / right side by
+    side, top / bottom stacked) and so are the keys; no Likert radio is ever under the
+    choice buttons; an optional scale may stay blank or say "can't judge"; Back never shows
+    the consent page again; the completion page shows no keyboard instructions."""
+    _, alice, _ = users
+    phone = width < 800
+    study = make_study(n_items=1, raters=[alice], overlap=1)
+    Study.objects.filter(id=study.id).update(consent_text="We store your choices.")
+    study.criteria.create(name="readability", question="How readable is it?")
+    study.criteria.create(name="style", question="Is it idiomatic?", position=1,
+                          required=False, cant_judge=True)
+    finish_generations(study)
+    size = "phone" if phone else "desktop"
+    with browser_page(live_server.url) as page:
+        violations = csp_violations(page)
+        page.set_viewport_size({"width": width, "height": height})
+        log_in(page, "alice", "pw-alice-123")
+        page.goto(f"/studies/{study.id}/rate/")
+        page.get_by_label("I have read the above").check()
+        page.get_by_role("button", name="Start").click()
+        page.wait_for_selector("#pair .choices")
+        shown = page.inner_text("#pair")  # what is displayed, not what is hidden
+        first, second = ("top", "bottom") if phone else ("left", "right")
+        hidden = ("left", "right") if phone else ("top", "bottom")
+        assert f"Response 1 ({first})" in shown and f"Response 2 ({second})" in shown
+        assert f"{first.capitalize()} is better" in shown
+        assert f"{second.capitalize()} is better" in shown
+        assert f"({hidden[0]})" not in shown and f"{hidden[1].capitalize()} is better" not in shown
+        assert ("←" in page.inner_text("#shortcuts")) is not phone, "arrow keys on stacked sides"
+        # Each radio put at the window's bottom edge: what is at its centre is its own label.
+        covered = page.evaluate(
+            "() => Array.from(document.querySelectorAll('#pair fieldset.criterion input'))"
+            ".filter(input => { input.scrollIntoView({block: 'end'});"
+            " const r = input.getBoundingClientRect();"
+            " const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);"
+            " return !hit || hit.closest('label') !== input.closest('label'); })"
+            ".map(input => input.name + '=' + input.value)")
+        assert not covered, f"radios under the choice buttons: {covered}"
+        screenshot(page, f"rater-pair-{size}")
+        for judged in (1, 2, 3):
+            page.get_by_role("radiogroup", name="How readable is it?: response 1") \
+                .get_by_label("4").check()
+            page.get_by_role("radiogroup", name="How readable is it?: response 2") \
+                .get_by_label("2").check()
+            if judged == 2:
+                page.get_by_role("radiogroup", name="Is it idiomatic?: response 2") \
+                    .get_by_label("Can't judge").check()
+            page.keyboard.press("Escape")
+            page.keyboard.press("1")
+            wait_for_next_pair(page, judged)
+            if judged == 1:
+                page.go_back()
+                page.wait_for_selector("#pair")
+                assert "Before you start" not in page.content(), "Back showed the consent page"
+        page.wait_for_selector("text=All done")
+        assert page.locator("#shortcuts").count() == 0, "keyboard help on the completion page"
+        screenshot(page, f"rater-complete-{size}")
+        assert not violations, violations
+    ratings = CriterionRating.objects.filter(criterion__name="style")
+    assert [(r.cant_judge_a or r.cant_judge_b, r.value_a, r.value_b) for r in ratings] == [
+        (True, None, None)], "one can't judge; the blank scales stored nothing"

@@ -83,6 +83,46 @@ def test_both_bad_with_rationale_and_criteria_over_htmx(users):
     assert judgment.ratings.count() == 1
 
 
+def test_an_optional_criterion_may_be_left_blank_and_cant_judge_is_its_own_answer(users):
+    """Likert was required by the browser whatever the study wanted: a criterion is
+    required or optional, and may offer "can't judge", stored apart from the values so
+    analyses and exports leave it out."""
+    _, alice, _ = users
+    study = make_study(n_items=1, raters=[alice], overlap=1)
+    required = study.criteria.create(name="correct", question="Is it correct?")
+    optional = study.criteria.create(name="style", question="Is it idiomatic?", position=1,
+                                     required=False, cant_judge=True)
+    finish_generations(study)
+    client = login(alice)
+    html = client.get(reverse("rate", args=[study.id])).content.decode()
+    assert f'name="c{optional.id}_left" value="cant_judge"' in html
+    assert f'name="c{required.id}_left" value="cant_judge"' not in html, "not offered there"
+    assert f'name="c{optional.id}_left" value="1" data-likert-key="q">' in html, "not required"
+    a = Assignment.objects.get(rater=alice)
+    url = reverse("judge", args=[a.id])
+    refused = client.post(url, {"choice": "tie", f"c{required.id}_left": "cant_judge",
+                                f"c{required.id}_right": "2"}, HTTP_HX_REQUEST="true")
+    assert refused.status_code == 200 and not Judgment.objects.exists()
+    client.post(url, {"choice": "tie", f"c{required.id}_left": "4", f"c{required.id}_right": "2",
+                      f"c{optional.id}_left": "cant_judge"}, HTTP_HX_REQUEST="true")
+    judgment = Judgment.objects.get()
+    rows = {r.criterion.name: r for r in judgment.ratings.select_related("criterion")}
+    left_is_a = a.a_on_left
+    style = rows["style"]
+    assert (style.cant_judge_a, style.cant_judge_b) == (left_is_a, not left_is_a)
+    assert (style.value_a, style.value_b) == (None, None), "no number for can't judge or blank"
+    assert {rows["correct"].value_a, rows["correct"].value_b} == {4, 2}
+    # Exports: "cant_judge" where the rater said so, no row for the blank side; the table
+    # the statistics read has only ratings with both values.
+    from reports.tables import criterion_ratings_table, judgment_rows, rating_rows
+
+    names = selectors.rater_pseudonyms(study)
+    exported = rating_rows(study, judgment_rows(study, names, counted=set()))
+    assert sorted((r["criterion"], r["value"]) for r in exported) == [
+        ("correct", 2), ("correct", 4), ("style", "cant_judge")]
+    assert list(criterion_ratings_table(study)["criterion"]) == ["correct"]
+
+
 def test_overlong_rationale_is_a_form_error(users):
     _, alice, _ = users
     study = make_study(n_items=1, raters=[alice])
@@ -109,6 +149,10 @@ def test_consent_is_required_and_timestamped(users):
     assert response.url == reverse("rate", args=[study.id])
     assert Enrolment.objects.get(study=study, rater=alice).consented_at is not None
     assert client.get(reverse("rate", args=[study.id])).status_code == 200
+    # Back from the rating page: never the consent form again, and nothing cached to show.
+    again = client.get(reverse("consent", args=[study.id]))
+    assert again.status_code == 302 and again.url == reverse("rate", args=[study.id])
+    assert "no-store" in again["Cache-Control"]
 
 
 def test_judge_refused_before_consent(users):

@@ -254,3 +254,32 @@ def test_adaptive_assignment_sends_raters_to_the_least_certain_condition_pairs(u
     else:  # balance per rater: all three condition pairs within the first three
         assert first in given[:3], given
     assert services.assignment_next(study=study, rater=alice, rng=rng) is not None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_honest_count_with_gold_checks_spread_through_the_session(users, seed):
+    """The rate page said "0 judged · 46 to go" and ended at "48 judged · 0 to go": gold
+    checks were counted once given, not before. Now the checks due (a share gold_rate of
+    all pairs) are counted from the start, and judged + to go never changes."""
+    _, alice, _ = users
+    study = make_study(n_items=2, overlap=1, raters=[alice])  # 6 ordinary pairs
+    finish_generations(study)
+    for pair in Pair.objects.filter(study=study)[:3]:
+        services.gold_pair_set(pair=pair, winner="a")
+    Study.objects.filter(id=study.id).update(gold_rate=0.25)  # 1 check per 3 ordinary
+    study.refresh_from_db()
+    rng = random.Random(seed)
+    totals, kinds = [], []
+    while True:
+        assignment, progress = services.assignment_next_counted(study=study, rater=alice,
+                                                                rng=rng)
+        totals.append(progress.judged + progress.remaining)
+        if assignment is None:
+            break
+        gold = Pair.objects.get(id=assignment.pair_id).gold_copy
+        kinds.append("gold" if gold else "pair")
+        right = "left" if assignment.a_on_left else "right"  # every gold answer is "a"
+        services.judgment_submit(assignment=assignment, choice=right if gold else "tie")
+    assert set(totals) == {8}, totals
+    assert Counter(kinds) == {"pair": 6, "gold": 2}
+    assert selectors.rater_progress(study, alice) == selectors.RaterProgress(8, 0)

@@ -11,6 +11,7 @@ from django.urls import reverse
 from annotations import pipeline, selectors, services
 from annotations.models import (
     Condition,
+    Criterion,
     Generation,
     GoldAnswer,
     Item,
@@ -166,6 +167,19 @@ def test_a_new_study_starts_generating_by_itself(users, django_capture_on_commit
     study = Study.objects.get()
     assert Generation.objects.filter(item__study=study, status="pending").count() == 4
     assert len(sent) == 4, "every output sent to the worker"
+
+
+def test_criteria_lines_say_optional_and_cant_judge(users):
+    client = staff_client(users)
+    client.post(reverse("study_new"), {**BASE, "prompts": "x", "criteria": (
+        "readability | How readable? | optional, can't judge\ncorrect | Is it correct?")})
+    rows = list(Criterion.objects.values_list("name", "required", "cant_judge"))
+    assert rows == [("readability", False, True), ("correct", True, False)]
+    page = client.get(reverse("study_setup", args=[Study.objects.get().id])).content.decode()
+    assert "How readable? <span class=\"muted\">(optional; “can't judge” offered)" in page
+    response = client.post(reverse("study_new"), {**BASE, "name": "bad", "prompts": "x",
+                                                  "criteria": "r | Readable? | sometimes"})
+    assert "“sometimes” is not an option" in response.content.decode()
 
 
 def test_items_are_required(users):
@@ -420,21 +434,25 @@ def test_setup_page_counts_of_one_read_in_the_singular(users):
     assert "the design asks for 1 (1 per item), 1 judgment at 1 per pair" in page
 
 
-def test_a_condition_named_with_its_site_shows_the_site_once(users):
+def test_every_summary_names_its_family_site_and_target(users):
+    """"static · calibrated to 25 % sparsity" read the same for site h and site input: a
+    summary now says the site always, whatever the name says."""
     staff, _, _ = users
     study = make_study(n_items=1, conditions=[
         ("dense", {"kind": "dense"}),
         ("static 50% @input", {"kind": "static", "threshold": 0.0123, "site": "input"}),
+        ("static 50%", {"kind": "static", "threshold": 0.0321}),
         ("fast", {"kind": "static", "threshold": 0.05, "site": "gate"}),
     ])
     client = Client()
     client.force_login(staff)
     setup = client.get(reverse("study_setup", args=[study.id])).content.decode()
     summaries = setup[setup.index('id="condition-summaries"'):].split("</td>")[0]
-    assert summaries.count("@input") == 1 and summaries.count("@gate") == 1, summaries
     page = client.get(reverse("study_detail", args=[study.id])).content.decode()
     progress = page[page.index('id="progress"'):].split("</table>")[0]
-    assert progress.count("@input") == 1 and progress.count("@gate") == 1, progress
+    for shown in (summaries, progress):
+        for summary in ("static t=0.0123 @input", "static t=0.0321 @h", "static t=0.05 @gate"):
+            assert summary in shown, shown
 
 
 def test_free_text_prompts_past_the_context_are_form_errors_with_the_numbers(

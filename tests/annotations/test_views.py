@@ -20,7 +20,7 @@ def test_rate_page_is_blind_and_escapes_outputs(users):
     study = make_study(n_items=1, raters=[alice])
     finish_generations(study)
     html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
-    assert "Response 1 (left)" in html
+    assert 'Response 1 <span class="side-wide">(left)</span>' in html
     for condition in study.conditions.all():
         assert condition.name not in html, f"condition name {condition.name!r} leaked to the rater"
     for leak in ("threshold", "policy", "dense", "dynamic", "active_fraction", "tokens_per_s"):

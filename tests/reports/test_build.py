@@ -224,7 +224,7 @@ def test_report_and_study_page_say_which_bytes_each_condition_can_skip(tmp_path,
     assert "only the down_proj rows" in rows["static 40%"]["bytes_note"]
     assert "at most 2/3" in rows["gate 40%"]["bytes_note"]
     assert "all seven projections" in rows["static 40% @input"]["bytes_note"]
-    assert rows["static 40% @input"]["summary"] == "static t=0.05", "the name shows the site"
+    assert rows["static 40% @input"]["summary"] == "static t=0.05 @input"
     assert rows["gate 40%"]["summary"] == "static t=0.05 @gate"
     html = (tmp_path / "report.html").read_text()
     conditions = html[html.index('id="conditions"'):].split("</table>")[0]
