@@ -154,21 +154,46 @@ def ratings_figure(bradley_terry: dict) -> str:
     return _png(figure)
 
 
+# Qualities that are shares: their axis is always 0 to 1, so equal values (every Pass@1 0)
+# never draw a ±0.04 axis with negative Pass@1 on it.
+_SHARES = {"pass_at_1", "win_rate_vs_dense"}
+
+
+def pareto_labels(points: Sequence[tuple[float, float]], *, x_span: float, y_span: float,
+                  near: float = 0.03) -> list[list[int]]:
+    """Groups of point indices that one label names: points closer than `near` of each
+    axis's span to a group's first point share its label ("2, 5"), so labels of points on
+    top of each other do not overlap. Groups in the points' order, each sorted."""
+    groups: list[list[int]] = []
+    for i, (x, y) in enumerate(points):
+        for group in groups:
+            gx, gy = points[group[0]]
+            if abs(x - gx) <= near * x_span and abs(y - gy) <= near * y_span:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
 @_plain_text
 def pareto_figure(rows: Sequence[dict], front: Sequence[str], quality: str) -> str:
-    """Quality (`quality`) against tokens/s; the Pareto front is joined and highlighted."""
-    figure, ax = plt.subplots(figsize=(7, 4.5))
+    """Quality (`quality`) against tokens/s; the Pareto front is joined and highlighted.
+    Points carry numbers (points at one place share a label) and the legend names them,
+    so long condition names never overlap; a share's axis is 0 to 1."""
+    figure, ax = plt.subplots(figsize=(8, 4.5))
     points = [r for r in rows if r[quality] is not None and r["tokens_per_s"] is not None]
-    for row in points:
+    xy = [(r["tokens_per_s"], r[quality]) for r in points]
+    xs, ys = [x for x, _ in xy], [y for _, y in xy]
+    x_span = (max(xs) - min(xs)) if xs else 1.0
+    y_span = 1.0 if quality in _SHARES else ((max(ys) - min(ys)) if ys else 1.0)
+    for number, row in enumerate(points, start=1):
         on_front = row["condition"] in front
-        ax.plot(row["tokens_per_s"], row[quality], "o", color="tab:red" if on_front else "grey")
-        ax.annotate(
-            row["condition"],
-            (row["tokens_per_s"], row[quality]),
-            fontsize=8,
-            xytext=(4, 4),
-            textcoords="offset points",
-        )
+        ax.plot(row["tokens_per_s"], row[quality], "o", color="tab:red" if on_front else "grey",
+                label=f"{number}  {row['condition']}{' (front)' if on_front else ''}")
+    for group in pareto_labels(xy, x_span=x_span or 1.0, y_span=y_span or 1.0):
+        ax.annotate(", ".join(str(i + 1) for i in group), xy[group[0]], fontsize=9,
+                    xytext=(5, 4), textcoords="offset points")
     line = sorted((r for r in points if r["condition"] in front), key=lambda r: r["tokens_per_s"])
     ax.plot(
         [r["tokens_per_s"] for r in line],
@@ -177,9 +202,13 @@ def pareto_figure(rows: Sequence[dict], front: Sequence[str], quality: str) -> s
         color="tab:red",
         label="Pareto front",
     )
+    if quality in _SHARES:
+        ax.set_ylim(-0.03, 1.03)
+    if ys and len(set(ys)) == 1:
+        ax.set_title(f"{dict(CURVES)[quality]} is {ys[0]:g} for every condition", fontsize=10)
     ax.set_xlabel("tokens / s")
     ax.set_ylabel(dict(CURVES)[quality])
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     return _png(figure)
 

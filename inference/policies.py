@@ -280,7 +280,8 @@ class DynamicPolicy(Policy):
 @dataclass(frozen=True)
 class CalibratedPolicy(Policy):
     """Per-layer thresholds chosen from an activation profile to zero a ``target_sparsity``
-    share of each layer's ``|h|`` (TEAL-style quantiles; see ``inference.profile``).
+    share of each layer's activation magnitudes at the chosen site (TEAL-style quantiles;
+    see ``inference.profile``).
 
     The thresholds themselves are part of the JSON, so a generation never needs the profile file
     again; ``profile`` is the fingerprint of the model the profile was taken on.

@@ -166,8 +166,24 @@ def test_staff_sets_up_a_study_and_launch_says_why_it_waits(live_server, users):
             "Which answer is better?"
         )
         screenshot(page, "setup-study")
-    study = Study.objects.get(name="Browser study")
-    assert study.status == "draft" and study.items.count() == 2
+        # The worker's part (none runs here), then gold chosen on the page, seeing both
+        # outputs, and a launch without the admin.
+        study = Study.objects.get(name="Browser study")
+        finish_generations(study)
+        page.reload()
+        page.fill("#id_gold_rate", "0.2")
+        page.get_by_role("button", name="Save gold settings").click()
+        page.wait_for_selector("#gold-candidate")
+        assert "Output A" in page.inner_text("#gold") and "Output B" in page.inner_text("#gold")
+        page.get_by_role("button", name="A is better: make it gold").click()
+        page.wait_for_selector("#gold-pairs")
+        assert "1 gold pair, each an extra copy" in page.inner_text("#gold-cost")
+        screenshot(page, "setup-gold")
+        page.get_by_role("button", name="Launch").click()
+        page.wait_for_selector("text=Open for rating")
+    study.refresh_from_db()
+    assert study.status == "open" and study.items.count() == 2 and study.gold_rate == 0.2
+    assert study.pairs.filter(gold_copy=False).count() == 2, "no comparison lost its pair"
 
 
 def csp_violations(page) -> list[str]:
