@@ -1,4 +1,4 @@
-"""Command line: ``python -m inference {generate,profile,calibrate,predict,plan,bench} ...``.
+"""Command line: ``python -m inference {generate,serve,profile,calibrate,predict,plan,bench} ...``.
 
 See docs/engine.md. ``bench`` hands its arguments to ``benchmarks/bench_engine.py``.
 """
@@ -100,6 +100,41 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             f"activations served by the hot block {result.hot_activation_share:.1%}",
             file=sys.stderr,
         )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
+    import uvicorn
+
+    from inference.hot_cold import model_place
+    from inference.loading import load_model
+    from inference.serve import Condition, api_key_for, build_app
+
+    api_key = api_key_for(args.host, os.environ)  # refused before the (slow) load
+    if args.queue < 0 or args.max_tokens < 1:
+        raise ValueError("--queue must be >= 0 and --max-tokens >= 1")
+    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    model_place(loaded.model, fingerprint=loaded.fingerprint, device=args.device)
+    name = args.name or args.policy.kind
+    app = build_app(
+        Condition(loaded, args.policy, name), api_key=api_key, queue_size=args.queue,
+        default_max_tokens=args.max_tokens,
+    )
+    # Bound and listening before the URL is printed, so a client that reads it can connect
+    # (--port 0 takes a free port).
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host.strip("[]"), args.port))
+    sock.listen(128)
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"serving {name!r} ({args.policy.label()}, model {loaded.fingerprint}) at "
+          f"http://{host}:{port}/v1", flush=True)  # fmt: skip
+    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -255,6 +290,32 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--hot-device", default="cpu", help="split model: hot neurons, attention")
     gen.add_argument("--cold-device", default="cpu", help="split model: cold neurons")
     gen.set_defaults(func=_cmd_generate)
+
+    srv = commands.add_parser(
+        "serve", help="serve one condition as an OpenAI-compatible API (docs/engine.md)"
+    )
+    srv.add_argument(
+        "--policy",
+        type=policy_argument,
+        default='{"kind": "dense"}',
+        help="the condition's policy: a JSON file or inline JSON",
+    )
+    srv.add_argument("--name", default=None, help="model id clients ask for (default: the kind)")
+    _add_model_arguments(srv)
+    srv.add_argument("--device", default="cpu", help="cpu or cuda (the whole model)")
+    srv.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to bind; any but loopback needs INFERENCE_API_KEY set",
+    )
+    srv.add_argument("--port", type=int, default=8001, help="0: a free port (printed)")
+    srv.add_argument("--queue", type=int, default=8, help="requests that may wait (then 503)")
+    srv.add_argument(
+        "--max-tokens", type=int, default=256, help="max_tokens of a request that gives none"
+    )
+    srv.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    srv.set_defaults(func=_cmd_serve)
 
     prof = commands.add_parser("profile", help="profile MLP activations on HumanEval prompts")
     prof.add_argument("--out", type=Path, required=True, help="profile file (.safetensors)")

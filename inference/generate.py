@@ -7,7 +7,7 @@ threshold between decode steps, based on the previous step's next-token distribu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -69,8 +69,13 @@ class GenerationResult:
         return asdict(self)
 
 
-def prompt_ids(tokenizer, prompt: str | list[dict]) -> torch.Tensor:
-    """Token ids ``[1, S]`` of ``prompt`` under the chat template (text = one user message)."""
+def prompt_ids(tokenizer, prompt: str | list[dict], *, raw: bool = False) -> torch.Tensor:
+    """Token ids ``[1, S]`` of ``prompt`` under the chat template (text = one user message);
+    ``raw``: the text as it is, without the template (a plain completion)."""
+    if raw:
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("a raw prompt is a non-empty text")
+        return torch.tensor([list(tokenizer(prompt)["input_ids"])])
     return torch.tensor([chat_token_ids(tokenizer, prompt)])
 
 
@@ -119,6 +124,8 @@ def generate(
     seed: int = 0,
     temperature: float = 0.0,
     on_text: Callable[[str], None] | None = None,
+    stop: Sequence[str] = (),
+    raw: bool = False,
     clock: Callable[[], float] = time.perf_counter,
 ) -> GenerationResult:
     """Generate a reply to ``prompt`` under ``policy``.
@@ -128,8 +135,11 @@ def generate(
     The policy's base thresholds apply to the prompt (prefill); each decode step then uses
     ``layer_thresholds * controller(previous entropy, active fraction, step latency)``. Stops at
     an EOS token (``finish_reason="stop"``, the EOS counts as a new token) or after
-    ``max_new_tokens``. Raises ``PromptTooLong`` (changing nothing) when the prompt's tokens and
-    ``max_new_tokens`` exceed the model's context. The model is sparsified in place (idempotent;
+    ``max_new_tokens``, or when the reply contains one of the ``stop`` texts (``finish_reason
+    "stop"``; the text ends before it, and ``on_text`` never receives it nor any of it).
+    ``raw``: the prompt text is fed without the chat template. Raises ``PromptTooLong``
+    (changing nothing) when the prompt's tokens and ``max_new_tokens`` exceed the model's
+    context. The model is sparsified in place (idempotent;
     threshold 0 leaves it exact). ``on_text`` (optional) receives each new piece of decoded text
     (streaming). The prompt goes to the device of the model's parameters. ``clock`` (seconds)
     times everything (tests inject a fake one).
@@ -138,7 +148,8 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0.0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    input_ids = prompt_ids(loaded.tokenizer, prompt)  # [1, S]
+    stop = tuple(text for text in stop if text)
+    input_ids = prompt_ids(loaded.tokenizer, prompt, raw=raw)  # [1, S]
     check_fits(loaded.model, input_ids, max_new_tokens)  # before any module is changed
     model = sparsify(loaded.model, policy, loaded.fingerprint)
     mlps = sparse_mlps(model)
@@ -146,7 +157,7 @@ def generate(
     stop_ids = stop_token_ids(loaded)
     generator = torch.Generator().manual_seed(seed)
     controller = policy.controller()
-    streamer = _TextStreamer(loaded.tokenizer, stop_ids, on_text)
+    streamer = _TextStreamer(loaded.tokenizer, stop_ids, on_text, stop)
     set_thresholds(model, base_thresholds)
     factor = 1.0  # on base_thresholds; an adaptive policy's controller moves it per step
 
@@ -159,7 +170,7 @@ def generate(
     tokens = [int(token)]
     telemetry.first_token()
     streamer.push(tokens)
-    while tokens[-1] not in stop_ids and len(tokens) < max_new_tokens:
+    while tokens[-1] not in stop_ids and not streamer.stopped and len(tokens) < max_new_tokens:
         telemetry.step_start()
         if policy.adapts:
             entropy = entropy_nats(logits)
@@ -175,9 +186,9 @@ def generate(
     measured = telemetry.finish(len(tokens))
     set_thresholds(model, base_thresholds)
 
-    finished = tokens[-1] in stop_ids
+    finished = tokens[-1] in stop_ids or streamer.stopped
     return GenerationResult(
-        text=loaded.tokenizer.decode(tokens[:-1] if finished else tokens, skip_special_tokens=True),
+        text=streamer.finish(tokens),
         prompt_tokens=input_ids.shape[1],
         new_tokens=len(tokens),
         finish_reason="stop" if finished else "length",
@@ -188,19 +199,49 @@ def generate(
 
 class _TextStreamer:
     """Hands ``on_text`` the new text after each token (decoding the whole reply each time, so
-    multi-byte characters split over tokens come out whole)."""
+    multi-byte characters split over tokens come out whole), and watches for the ``stop`` texts:
+    text that could be the start of one is held back until the next token tells."""
 
-    def __init__(self, tokenizer, stop_ids: set[int], on_text) -> None:
-        self.tokenizer, self.stop_ids, self.on_text = tokenizer, stop_ids, on_text
+    def __init__(self, tokenizer, stop_ids: set[int], on_text, stop: tuple[str, ...]) -> None:
+        self.tokenizer, self.stop_ids, self.on_text, self.stop = tokenizer, stop_ids, on_text, stop
         self.sent = ""
+        self.stopped = False  # the reply reached a stop text
 
-    def push(self, tokens: list[int]) -> None:
-        if self.on_text is None:
-            return
+    def text(self, tokens: list[int]) -> str:
+        """The reply so far, without an EOS token and cut before a stop text."""
         ids = tokens[:-1] if tokens[-1] in self.stop_ids else tokens
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=None)
+        if cut is not None:
+            self.stopped = True
+            return text[:cut]
+        return text
+
+    def push(self, tokens: list[int]) -> None:
+        if self.on_text is None and not self.stop:
+            return
+        text = self.text(tokens)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
             return
-        if text.startswith(self.sent) and len(text) > len(self.sent):
+        if not self.stopped:
+            text = text[: len(text) - _stop_prefix_length(text, self.stop)]
+        self._send(text)
+
+    def finish(self, tokens: list[int]) -> str:
+        """The whole reply; ``on_text`` gets whatever was held back."""
+        text = self.text(tokens)
+        self._send(text)
+        return text
+
+    def _send(self, text: str) -> None:
+        if self.on_text is not None and text.startswith(self.sent) and len(text) > len(self.sent):
             self.on_text(text[len(self.sent) :])
             self.sent = text
+
+
+def _stop_prefix_length(text: str, stop: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that is the start of a stop text."""
+    return max(
+        (n for s in stop for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
+        default=0,
+    )

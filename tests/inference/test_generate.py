@@ -167,3 +167,26 @@ def test_real_positive_threshold_is_sparse(real):
     assert result.active_fraction < 1.0
     assert len(result.active_fraction_per_layer) == 30
     assert result.text
+
+
+def test_stop_text_ends_the_reply_before_it_and_is_never_streamed(tiny):
+    whole = generate(tiny, PROMPT, DensePolicy(), max_new_tokens=12)
+    words = whole.text.split()
+    stop = f" {words[3]} {words[4]}"  # spans two tokens: the first is held back, then dropped
+    pieces: list[str] = []
+    cut = generate(
+        tiny, PROMPT, DensePolicy(), max_new_tokens=12, stop=[stop], on_text=pieces.append
+    )
+    assert cut.text == whole.text[: whole.text.index(stop)]
+    assert cut.finish_reason == "stop" and cut.new_tokens < whole.new_tokens
+    assert "".join(pieces) == cut.text
+    unmet = generate(tiny, PROMPT, DensePolicy(), max_new_tokens=12, stop=["no such text"])
+    assert unmet.text == whole.text and unmet.finish_reason == whole.finish_reason
+
+
+def test_raw_prompt_skips_the_chat_template(tiny):
+    assert prompt_ids(tiny.tokenizer, PROMPT, raw=True).shape[1] < prompt_ids(
+        tiny.tokenizer, PROMPT
+    ).shape[1]
+    with pytest.raises(ValueError, match="raw prompt"):
+        generate(tiny, [{"role": "user", "content": PROMPT}], DensePolicy(), raw=True)

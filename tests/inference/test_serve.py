@@ -1,0 +1,199 @@
+"""The OpenAI-compatible server (issue 31): the official ``openai`` client against the real
+server in a subprocess, serving the tiny random LLaMA (fast), and its parsing rules."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import openai
+import pytest
+
+from inference.generate import generate
+from inference.policies import Policy
+from inference.serve import ApiError, Slot, api_key_for, parse_chat, parse_completion
+from tests.inference.conftest import tiny_model, tiny_tokenizer
+
+POLICY = {"kind": "static", "threshold": 0.1}
+NAME = "tiny-static"
+KEY = "test-key-h31"
+PROMPT = "w1 w2 w3"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """The same tiny model in this process, with the compiled kernels built (or found) before
+    the server starts: a server stopped while it builds them would leave their lock behind."""
+    from inference.kernels import compiled_kernels
+    from inference.loading import LoadedModel
+
+    compiled_kernels()
+    return LoadedModel(model=tiny_model(), tokenizer=tiny_tokenizer(), fingerprint="tiny", path="")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, engine):
+    """``python -m inference serve`` on a free loopback port, with an API key; its base URL."""
+    root = tmp_path_factory.mktemp("serve")
+    model_dir = root / "tiny-llama"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    log = open(root / "server.log", "w")  # noqa: SIM115 - the child holds it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inference", "serve", "--model", str(model_dir),
+         "--cache-dir", str(root / "cache"), "--policy", json.dumps(POLICY), "--name", NAME,
+         "--port", "0", "--queue", "2", "--max-tokens", "8", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "INFERENCE_API_KEY": KEY},
+    )  # fmt: skip
+    line = process.stdout.readline()  # printed once the socket listens
+    if not line.startswith("serving"):
+        process.kill()
+        raise AssertionError(f"server did not start: {line!r}\n{(root / 'server.log').read_text()}")
+    yield line.rsplit(" at ", 1)[1].strip()
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server, api_key=KEY, max_retries=0, timeout=300)
+
+
+def test_models_lists_the_condition(client):
+    (model,) = client.models.list().data
+    assert model.id == NAME and model.model_extra["policy"] == POLICY
+
+
+def test_chat_is_the_engines_reply_with_telemetry(client, engine):
+    expected = generate(engine, PROMPT, Policy.from_json(POLICY), max_new_tokens=6)
+    reply = client.chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": PROMPT}], max_tokens=6, temperature=0
+    )
+    assert reply.choices[0].message.content == expected.text
+    assert reply.choices[0].finish_reason == expected.finish_reason
+    assert reply.usage.prompt_tokens == expected.prompt_tokens
+    assert reply.usage.completion_tokens == expected.new_tokens
+    telemetry = reply.model_extra["telemetry"]
+    assert telemetry["achieved_sparsity"] == pytest.approx(expected.achieved_sparsity)
+    assert telemetry["policy"] == POLICY and telemetry["new_tokens"] == expected.new_tokens
+    assert telemetry["latency_s"] > 0
+
+
+def test_streamed_chat_is_the_same_text(client):
+    kwargs = {"model": NAME, "messages": [{"role": "user", "content": PROMPT}],
+              "max_tokens": 6, "temperature": 0}  # fmt: skip
+    whole = client.chat.completions.create(**kwargs).choices[0].message.content
+    chunks = list(client.chat.completions.create(
+        **kwargs, stream=True, stream_options={"include_usage": True}
+    ))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole and len([c for c in chunks if c.choices]) > 2
+    finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finishing) == 1 and "telemetry" in finishing[0].model_extra
+    assert chunks[-1].usage.completion_tokens == finishing[0].model_extra["telemetry"]["new_tokens"]
+
+
+def test_completion_is_the_raw_prompt_with_stop(client, engine):
+    expected = generate(engine, PROMPT, Policy.from_json(POLICY), max_new_tokens=6, raw=True)
+    reply = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=6, temperature=0)
+    assert reply.choices[0].text == expected.text
+    stop = expected.text.split()[2]  # the third word: the reply stops before it
+    cut = client.completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=6, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].text == expected.text[: expected.text.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+    pieces = list(client.completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=6, temperature=0, stop=stop, stream=True
+    ))  # fmt: skip
+    assert "".join(p.choices[0].text for p in pieces) == cut.choices[0].text
+
+
+def test_sampling_is_seeded(client):
+    def sample(seed: int) -> str:
+        return client.completions.create(
+            model=NAME, prompt=PROMPT, max_tokens=8, temperature=1.0, seed=seed
+        ).choices[0].text
+
+    assert sample(1) == sample(1)
+    assert len({sample(seed) for seed in range(4)}) > 1
+
+
+def test_bad_requests_get_openai_errors(client, server):
+    messages = [{"role": "user", "content": PROMPT}]
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.chat.completions.create(model="gpt-4", messages=messages)
+    with pytest.raises(openai.BadRequestError, match="'n' must be 1"):
+        client.chat.completions.create(model=NAME, messages=messages, n=2)
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.chat.completions.create(model=NAME, messages=messages, max_tokens=10_000)
+    assert too_long.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as streamed_too_long:
+        list(client.chat.completions.create(
+            model=NAME, messages=messages, max_tokens=10_000, stream=True
+        ))  # fmt: skip
+    assert streamed_too_long.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError, match="role"):
+        client.chat.completions.create(model=NAME, messages=[{"role": "robot", "content": "x"}])
+    wrong_key = openai.OpenAI(base_url=server, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong_key.models.list()
+    with pytest.raises(openai.NotFoundError):
+        client.get("/nothing-here", cast_to=object)
+
+
+def test_parse_reads_the_api_fields():
+    body = {"model": NAME, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+        "max_tokens": 5, "temperature": 0, "stop": "\n\n"}  # fmt: skip
+    parsed = parse_chat(body, model_id=NAME, default_max_tokens=9)
+    assert parsed.prompt == [{"role": "user", "content": "ab"}] and not parsed.raw
+    assert (parsed.max_new_tokens, parsed.temperature, parsed.seed, parsed.stop) == (
+        5, 0.0, 0, ("\n\n",)
+    )
+    completion = parse_completion({"model": NAME, "prompt": ["x"]}, model_id=NAME,
+                                  default_max_tokens=9)  # fmt: skip
+    assert completion.raw and completion.prompt == "x" and completion.max_new_tokens == 9
+    assert 0 <= completion.seed < 2**31 and completion.temperature == 1.0  # the API's default
+    for bad in ({"max_tokens": 0}, {"max_tokens": True}, {"temperature": 3}, {"seed": -1},
+                {"stop": ["a", "b", "c", "d", "e"]}, {"stop": 3}, {"top_p": 0.5},
+                {"logprobs": True}, {"stream": "yes"}):  # fmt: skip
+        with pytest.raises(ApiError) as error:
+            parse_completion({"model": NAME, "prompt": "x", **bad}, model_id=NAME,
+                             default_max_tokens=9)  # fmt: skip
+        assert error.value.status == 400 and error.value.param == next(iter(bad))
+    with pytest.raises(ApiError, match="one non-empty text"):
+        parse_completion({"model": NAME, "prompt": ["x", "y"]}, model_id=NAME,
+                         default_max_tokens=9)  # fmt: skip
+
+
+def test_slot_runs_one_and_refuses_past_the_queue():
+    async def scenario() -> list:
+        slot = Slot(queue_size=1)
+        release = threading.Event()
+        slot.admit()
+        first = asyncio.create_task(slot.run(lambda: release.wait(30) and "first"))
+        slot.admit()
+        second = asyncio.create_task(slot.run(lambda: "second"))
+        await asyncio.sleep(0)
+        with pytest.raises(ApiError) as full:
+            slot.admit()  # one decoding, one waiting: full
+        assert full.value.status == 503 and full.value.code == "queue_full"
+        assert not second.done()  # batch 1: waits for the first
+        release.set()
+        results = [await first, await second]
+        slot.admit()  # room again
+        return results
+
+    assert asyncio.run(scenario()) == ["first", "second"]
+
+
+def test_binding_beyond_loopback_needs_a_key():
+    assert api_key_for("127.0.0.1", {}) is None and api_key_for("::1", {}) is None
+    assert api_key_for("localhost", {"INFERENCE_API_KEY": "k"}) == "k"
+    with pytest.raises(ValueError, match="INFERENCE_API_KEY"):
+        api_key_for("0.0.0.0", {})
+    assert api_key_for("0.0.0.0", {"INFERENCE_API_KEY": "k"}) == "k"
