@@ -86,7 +86,7 @@ def _generate(generation: Generation) -> str:
     generation_id = generation.id
     try:
         # Imported here so the web process, which only enqueues, never loads torch.
-        from annotations.engine import loaded_model
+        from annotations.model_cache import loaded_model
         from inference.generate import generate as run_generation
         from inference.policies import Policy
         from inference.provenance import kernel_path, machine_provenance, resident_bytes
@@ -177,7 +177,11 @@ def calibrate(study_id: int) -> str:
     for prompt_set, rows in by_set.items():
         try:
             # Imported here so the web process, which only enqueues, never loads torch.
-            from annotations.engine import calibrated_policy_for, calibration_profile, loaded_model
+            from annotations.model_cache import (
+                calibrated_policy_for,
+                calibration_profile,
+                loaded_model,
+            )
 
             prompts = calibration.calibration_prompts(study=study, prompt_set=prompt_set)
             profile = calibration_profile(

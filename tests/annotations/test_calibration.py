@@ -167,7 +167,7 @@ def test_beat_resends_lost_and_dead_calibrations_redoes_a_dead_one_once_then_fai
 def test_thresholds_reach_the_target_at_every_site(kind, site):
     import torch
 
-    from annotations.engine import calibrated_policy_for
+    from annotations.model_cache import calibrated_policy_for
     from inference.profile import EDGES, Profile
 
     layers, bins = 3, len(EDGES) - 1

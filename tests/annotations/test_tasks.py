@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations import pipeline, tasks
-from annotations.engine import loaded_model
+from annotations.model_cache import loaded_model
 from annotations.models import ExecutionJob, Generation, Problem
 from annotations.selectors import study_progress
 from inference.generate import GenerationResult, prompt_ids

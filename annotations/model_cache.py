@@ -1,4 +1,4 @@
-"""The worker's handle on the inference engine: one loaded model per process."""
+"""The worker's model cache: the configured model, loaded and placed once per process."""
 
 from __future__ import annotations
 

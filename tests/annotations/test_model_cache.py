@@ -12,7 +12,7 @@ import django, os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 django.setup()
 from inference import kernels
-from annotations.engine import loaded_model
+from annotations.model_cache import loaded_model
 assert "module" not in kernels._state, "kernels built before the model was loaded"
 loaded = loaded_model()
 print("built" if kernels._state.get("module") is not None else "not built")
