@@ -1,7 +1,7 @@
 """Writes of the calibration job: a condition asks for a target sparsity, a worker on the
 generation queue profiles the model and writes the thresholds into the condition's policy.
 
-The profiling itself (torch) is `annotations.model_cache.calibration_profile`; this module only
+The profiling and the thresholds (torch) are `inference.profile`'s; this module only
 moves rows, so the web process can import it."""
 
 from __future__ import annotations

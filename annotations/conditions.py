@@ -20,14 +20,9 @@ from inference.policies import POLICY_CLASSES, Policy
 
 # The builder's order: the engine's (the baseline first, then by how much machinery it needs).
 FAMILIES: dict[str, type[Policy]] = {cls.kind: cls for cls in POLICY_CLASSES}
-# Filled in by calibration (inference.profile), never typed.
-DERIVED = {
-    "calibrated": {"thresholds", "profile", "target_sparsity"},
-    "predictor": {"thresholds", "target_recall"},
-}
-# Families whose magnitude threshold a calibration job can choose for a target sparsity:
-# static/dynamic get one threshold for all layers, calibrated one per layer.
-CALIBRATABLE = ("static", "dynamic", "calibrated")
+# Families whose thresholds a calibration job can choose for a target sparsity
+# (``Policy.calibration``: static/dynamic one for all layers, calibrated one per layer).
+CALIBRATABLE = tuple(kind for kind, cls in FAMILIES.items() if cls.calibration)
 # A sweep over target sparsities: the calibratable families and the budget controller,
 # whose active-fraction target is the sparsity itself.
 SWEEPABLE = (*CALIBRATABLE, "budget")
@@ -71,7 +66,7 @@ def _default(field: dataclasses.Field) -> tuple[bool, Any]:
 def family_fields(kind: str) -> list[FieldSpec]:
     """The fields the builder asks for in family `kind`, in the dataclass's order."""
     cls = FAMILIES[kind]
-    derived = DERIVED.get(kind, set())
+    derived = cls.derived_fields  # filled in by calibration, never typed
     specs = []
     for field in dataclasses.fields(cls):
         if field.name in derived:
@@ -333,7 +328,7 @@ def build_condition(
     if built.needs_calibration:  # the engine checks the rest with a stand-in threshold
         Policy.from_json({**policy, **_stand_in(kind, policy.get("site"))})
     else:
-        if target == 0 and kind in ("static", "dynamic"):
+        if target == 0 and FAMILIES[kind].calibration == "pooled":
             policy["threshold"] = 0.0  # 0 % sparsity: threshold 0, nothing to calibrate
         policy = Policy.from_json(policy).to_json()  # the engine's own validation
     name = name.strip()[:100] or policy_summary(policy, target_sparsity=target)

@@ -177,28 +177,24 @@ def calibrate(study_id: int) -> str:
     for prompt_set, rows in by_set.items():
         try:
             # Imported here so the web process, which only enqueues, never loads torch.
-            from annotations.model_cache import (
-                calibrated_policy_for,
-                calibration_profile,
-                loaded_model,
-            )
+            from annotations.model_cache import loaded_model
+            from inference.profile import CALIBRATION_NEW_TOKENS, calibrate, profile_model
 
             prompts = calibration.calibration_prompts(study=study, prompt_set=prompt_set)
-            profile = calibration_profile(
-                loaded_model(), prompts,
+            profile = profile_model(
+                loaded_model(), prompts, max_new_tokens=CALIBRATION_NEW_TOKENS,
                 progress=functools.partial(_calibration_progress, rows),
             )
             chosen = [
-                calibrated_policy_for(profile, row.condition.policy, row.target_sparsity)
-                for row in rows
+                calibrate(profile, row.condition.policy, row.target_sparsity) for row in rows
             ]
         except Exception as exc:  # a permanent error: recorded and shown on the setup page
             log.exception("calibration of study %s failed", study_id)
             calibration.calibrations_fail(calibrations=rows, error=f"{type(exc).__name__}: {exc}")
             continue
-        for row, (policy, expected) in zip(rows, chosen, strict=True):
+        for row, result in zip(rows, chosen, strict=True):
             stored += calibration.calibration_finish(
-                calibration=row, policy=policy, expected_sparsity=expected
+                calibration=row, policy=result.policy.to_json(), expected_sparsity=result.sparsity
             )
     if stored:
         pipeline.generations_create(study=study)

@@ -15,6 +15,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from inference.policies import SITES, policy_argument  # noqa: E402  (after the offline switch)
+from inference.profile import CALIBRATION_NEW_TOKENS  # noqa: E402
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -189,7 +190,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from inference.profile import Profile, calibrated_policy
+    from inference.profile import Profile, calibrate
 
     if (args.profile is None) == (args.predictor is None):
         raise ValueError("calibrate needs --profile (magnitude) or --predictor (recall)")
@@ -211,15 +212,21 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.target_sparsity is None:
         raise ValueError("--profile needs --target-sparsity, e.g. 0.5")
     profile = Profile.load(args.profile)
-    policy = calibrated_policy(profile, args.target_sparsity, args.site)
-    expected = profile.active_fraction(list(policy.thresholds), args.site)
-    sparsity = 1.0 - sum(expected) / len(expected)
+    kind = {"kind": "calibrated"}
+    try:
+        base = {**kind, **json.loads(args.policy)} if args.policy else kind
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--policy is not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(base, dict):
+        raise ValueError("--policy must be a JSON object")
+    result = calibrate(profile, {"site": args.site, **base}, args.target_sparsity)
+    active = result.layer_active_fractions
     print(
         f"target sparsity {args.target_sparsity:.1%}, achieved on the calibration set "
-        f"{sparsity:.1%} (per layer {min(expected):.1%}..{max(expected):.1%} active)",
+        f"{result.sparsity:.1%} (per layer {min(active):.1%}..{max(active):.1%} active)",
         file=sys.stderr,
     )
-    print(json.dumps(policy.to_json()))
+    print(json.dumps(result.policy.to_json()))
     return 0
 
 
@@ -321,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--out", type=Path, required=True, help="profile file (.safetensors)")
     prof.add_argument("--prompts", type=int, default=164, help="number of HumanEval prompts")
     prof.add_argument(
-        "--max-new-tokens", type=int, default=16, help="greedy tokens generated per prompt"
+        "--max-new-tokens", type=int, default=CALIBRATION_NEW_TOKENS,
+        help="greedy tokens generated per prompt (a study's calibration: "
+        f"{CALIBRATION_NEW_TOKENS})",
     )
     _add_model_arguments(prof)
     prof.set_defaults(func=_cmd_profile)
@@ -334,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument(
         "--site", default="h", choices=SITES,
         help="where the threshold applies: h, gate (CATS) or input (TEAL, per projection)",
+    )
+    cal.add_argument(
+        "--policy", default=None,
+        help="the kind to calibrate and its other fields, as a study's condition holds them "
+        "(JSON, default {\"kind\": \"calibrated\"}; static and dynamic get one threshold "
+        "for all layers), e.g. '{\"kind\": \"dynamic\", \"entropy_scale\": 1}'",
     )
     cal.add_argument("--predictor", type=Path, default=None, help="predictor file (`predict`)")
     cal.add_argument("--target-recall", type=float, default=None, help="e.g. 0.95")

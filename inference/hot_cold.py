@@ -34,7 +34,7 @@ from inference.plan import Placement, synthetic_frequency
 from inference.policies import DensePolicy
 from inference.predictor import predicted_mask, swiglu
 from inference.profile import Profile
-from inference.sparse_mlp import SparseMLP, sparse_mlps
+from inference.sparse_mlp import SparseMLP, is_split_hot_cold, sparse_mlps
 from inference.sparsify import sparsify
 
 
@@ -228,7 +228,7 @@ def split_hot_cold(
         raise ValueError(f"frequency has {frequency.shape[0]} layers, the model {len(layers)}")
     if hot_neurons is not None and len(hot_neurons) != len(layers):
         raise ValueError(f"hot_neurons has {len(hot_neurons)} layers, the model {len(layers)}")
-    if any(hasattr(mlp, "order") for mlp in sparse_mlps(model)):
+    if is_split_hot_cold(model):
         raise ValueError("model is already split into hot and cold neurons")
     if not sparse_mlps(model):
         sparsify(model, DensePolicy())

@@ -89,6 +89,12 @@ class Policy:
     fields also carry their ``minimum`` and are validated on construction."""
 
     kind: ClassVar[str]
+    # How a calibration (``inference.profile.calibrate``) chooses this kind's thresholds for a
+    # target sparsity: "pooled" (one threshold for every layer, the quantile of all layers'
+    # magnitudes), "per_layer" (each layer's own quantile), None (not calibrated to one).
+    calibration: ClassVar[str | None] = None
+    # Fields a calibration fills in, never typed by a researcher.
+    derived_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -199,10 +205,7 @@ class Policy:
         if not isinstance(data, dict):
             raise ValueError(f"a policy must be a JSON object, got {type(data).__name__}")
         kind = data.get("kind")
-        classes = {cls.kind: cls for cls in POLICY_CLASSES}
-        if kind not in classes:
-            raise ValueError(f"unknown policy kind {kind!r}; expected one of {sorted(classes)}")
-        cls = classes[kind]
+        cls = policy_class(kind)
         unknown = set(data) - {"kind", *cls.__dataclass_fields__}
         if unknown:
             raise ValueError(f"policy {kind!r} has unknown field(s) {sorted(unknown)}")
@@ -231,6 +234,7 @@ class StaticPolicy(Policy):
                               minimum=0.0)
     site: str = site_field()
     kind: ClassVar[str] = "static"
+    calibration: ClassVar[str | None] = "pooled"
 
     def label(self) -> str:
         return f"static t={self.threshold:g}{self._site_label()}"
@@ -265,6 +269,7 @@ class DynamicPolicy(Policy):
                                unit="ratio", minimum=1.0)
     site: str = site_field()
     kind: ClassVar[str] = "dynamic"
+    calibration: ClassVar[str | None] = "pooled"
 
     def label(self) -> str:
         return f"dynamic t={self.threshold:g} s={self.entropy_scale:g}{self._site_label()}"
@@ -295,6 +300,9 @@ class CalibratedPolicy(Policy):
     profile: str = _field("", help="fingerprint of the model the profile was taken on")
     site: str = site_field()
     kind: ClassVar[str] = "calibrated"
+    calibration: ClassVar[str | None] = "per_layer"
+    derived_fields: ClassVar[frozenset[str]] = frozenset({"thresholds", "profile",
+                                                          "target_sparsity"})
 
     @classmethod
     def _validate(cls, data: dict) -> dict[str, Any]:
@@ -488,6 +496,7 @@ class PredictorPolicy(Policy):
     target_recall: float = _field(0.0, help="what `thresholds` were chosen for (a label; 0: not "
                                   "given)", unit="fraction")
     kind: ClassVar[str] = "predictor"
+    derived_fields: ClassVar[frozenset[str]] = frozenset({"thresholds", "target_recall"})
 
     @property
     def skipped_weights(self) -> tuple[str, ...]:
@@ -560,6 +569,14 @@ POLICY_CLASSES: tuple[type[Policy], ...] = (
     BudgetPolicy,
     PredictorPolicy,
 )
+
+
+def policy_class(kind: object) -> type[Policy]:
+    """The policy class of ``kind`` (its JSON name); ``ValueError`` naming the kinds otherwise."""
+    classes = {cls.kind: cls for cls in POLICY_CLASSES}
+    if kind not in classes:
+        raise ValueError(f"unknown policy kind {kind!r}; expected one of {sorted(classes)}")
+    return classes[kind]
 
 
 def policy_argument(text: str) -> Policy:

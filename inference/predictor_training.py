@@ -18,7 +18,7 @@ from inference.generate import generate
 from inference.loading import LoadedModel
 from inference.policies import DensePolicy
 from inference.predictor import Predictors
-from inference.sparse_mlp import sparse_mlps
+from inference.sparse_mlp import is_split_hot_cold, sparse_mlps
 from inference.sparsify import sparsify
 
 
@@ -27,7 +27,7 @@ def capture(loaded: LoadedModel, prompts: list[str], max_new_tokens: int) -> lis
     ``|h|: [N, F]`` of every token. Returns one ``(xs, hs)`` pair of lists per prompt."""
     sparsify(loaded.model, DensePolicy())
     mlps = sparse_mlps(loaded.model)
-    if any(hasattr(m, "order") for m in mlps):
+    if is_split_hot_cold(loaded.model):
         raise ValueError("capture training data before the neurons are split hot/cold")
     per_prompt = []
     for prompt in prompts:

@@ -9,7 +9,9 @@ A profile is saved as safetensors with the model fingerprint in its metadata.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +21,8 @@ from safetensors.torch import save_file
 
 from inference.generate import generate
 from inference.loading import LoadedModel
-from inference.policies import CalibratedPolicy, DensePolicy
-from inference.sparse_mlp import INPUT_GROUPS, SparseMLP
+from inference.policies import CalibratedPolicy, DensePolicy, Policy, policy_class
+from inference.sparse_mlp import INPUT_GROUPS, SparseMLP, is_split_hot_cold
 from inference.sparsify import sparsify
 
 THRESHOLDS = (0.001, 0.01, 0.02, 0.05, 0.1)
@@ -34,6 +36,9 @@ EDGES = torch.cat(
 )
 _EDGES_F32 = EDGES.float()
 CONCENTRATION_PERCENTS = (1, 5, 10, 20, 50)
+# Greedy tokens per calibration prompt (the study's and the CLI's): decoding, not only the
+# prompt, is what a policy sparsifies.
+CALIBRATION_NEW_TOKENS = 16
 _FORMAT = "1"
 
 
@@ -223,12 +228,16 @@ def profile_model(
     *,
     max_new_tokens: int = 1,
     thresholds: tuple[float, ...] = THRESHOLDS,
+    progress: Callable[[float], None] | None = None,
 ) -> Profile:
     """Run ``prompts`` densely through ``generate`` (prompt plus ``max_new_tokens - 1`` greedy
-    decode steps) and record every layer's MLP activations."""
+    decode steps) and record every layer's MLP activations; ``progress(share done)`` is called
+    after each prompt."""
+    if not prompts:
+        raise ValueError("no prompts to profile")
     model = sparsify(loaded.model, DensePolicy())
     mlps: list[SparseMLP] = [layer.mlp for layer in model.model.layers]
-    if any(hasattr(mlp, "order") for mlp in mlps):
+    if is_split_hot_cold(model):
         raise ValueError("profile a model before its neurons are reordered (split_hot_cold)")
     num_neurons = mlps[0].down_proj.in_features
     eps = torch.tensor(thresholds, dtype=torch.float32)
@@ -269,8 +278,10 @@ def profile_model(
         ):
             handles.append(module.register_forward_pre_hook(histogram(inputs[group])))
     try:
-        for prompt in prompts:
+        for done, prompt in enumerate(prompts, start=1):
             generate(loaded, prompt, DensePolicy(), max_new_tokens=max_new_tokens)
+            if progress is not None:
+                progress(done / len(prompts))
     finally:
         for handle in handles:
             handle.remove()
@@ -303,3 +314,47 @@ def calibrated_policy(
         profile=profile.fingerprint,
         site=site,
     )
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """A calibrated policy and the share of activations it keeps per layer on the profile."""
+
+    policy: Policy
+    layer_active_fractions: tuple[float, ...]
+
+    @property
+    def sparsity(self) -> float:
+        """The share of activations at the policy's site zeroed on the calibration set."""
+        return 1.0 - sum(self.layer_active_fractions) / len(self.layer_active_fractions)
+
+
+def calibrate(profile: Profile, policy: dict, target_sparsity: float) -> CalibrationResult:
+    """``policy`` (the JSON form of a calibratable kind, without its thresholds) with thresholds
+    that zero a ``target_sparsity`` share of the activation magnitudes at its site on
+    ``profile``: what a study's calibration job and ``python -m inference calibrate`` store.
+
+    ``Policy.calibration`` says how: "pooled" kinds (static, dynamic) get one threshold for
+    every layer (the quantile of all layers' magnitudes pooled), "per_layer" (calibrated) each
+    layer's own quantile (TEAL; at the ``input`` site one per layer and projection input)."""
+    if not 0.0 <= target_sparsity < 1.0:
+        raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
+    kind, site = policy.get("kind"), policy.get("site", "h")
+    how = policy_class(kind).calibration
+    if how == "per_layer":
+        calibrated = calibrated_policy(profile, target_sparsity, site)
+        thresholds = list(calibrated.thresholds)
+        chosen = {**policy, **calibrated.to_json()}
+    elif how == "pooled":
+        hist = profile.site_histogram(site)
+        pooled = dataclasses.replace(
+            profile, hist=hist.reshape(-1, hist.shape[-1]).sum(dim=0, keepdim=True)
+        )
+        threshold = pooled.quantiles(target_sparsity)[0] if target_sparsity > 0 else 0.0
+        per_layer = (threshold,) * hist.shape[1] if hist.dim() == 3 else threshold
+        thresholds = [per_layer] * profile.num_layers
+        chosen = {**policy, "threshold": threshold}
+    else:
+        raise ValueError(f"policy {kind!r} is not calibrated to a sparsity")
+    active = profile.active_fraction(thresholds, site)
+    return CalibrationResult(Policy.from_json(chosen), tuple(active))

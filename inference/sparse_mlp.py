@@ -274,6 +274,13 @@ def sparse_mlps(model: nn.Module) -> list[SparseMLP]:
     return [layer.mlp for layer in model.model.layers if isinstance(layer.mlp, SparseMLP)]
 
 
+def is_split_hot_cold(model: nn.Module) -> bool:
+    """Whether the model's neurons are split hot/cold (``hot_cold.HotColdMLP``, which carries
+    the permutation ``order``): the one test for it, here because ``hot_cold`` imports its
+    callers."""
+    return any(hasattr(mlp, "order") for mlp in sparse_mlps(model))
+
+
 def attention_linears(model: nn.Module) -> list[SparseLinear]:
     """The attention projections swapped for ``SparseLinear`` (the ``input`` site), all layers."""
     return [m for m in model.modules() if isinstance(m, SparseLinear) and m.part == "attention"]

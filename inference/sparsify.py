@@ -11,7 +11,7 @@ from torch import nn
 
 from inference.policies import Policy
 from inference.predictor import PredictorMLP, Predictors, attach_predictors
-from inference.sparse_mlp import SparseMLP, row_major
+from inference.sparse_mlp import SparseMLP, is_split_hot_cold, row_major
 
 
 def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -> nn.Module:
@@ -28,7 +28,7 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
     layers = model.model.layers
     predicting = policy.kind == "predictor"
     site = "h" if predicting else policy.site
-    if site not in (None, "h") and any(hasattr(layer.mlp, "order") for layer in layers):
+    if site not in (None, "h") and is_split_hot_cold(model):
         raise ValueError(f"a hot/cold split model runs the h site and predictors, not {site!r}")
     for layer in layers:
         if not isinstance(layer.mlp, SparseMLP):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from annotations import calibration, pipeline
 from annotations.conditions import build_condition
+from annotations.model_cache import loaded_model
 from annotations.models import Calibration, Condition, Generation
 from annotations.tasks import calibrations_reap, generations_enqueue
 from inference.policies import Policy
@@ -79,6 +80,25 @@ def test_a_finished_calibration_writes_the_policy_only_while_it_holds_the_lease(
     assert not calibration.calibration_finish(calibration=claimed, policy={"kind": "dense"},
                                               expected_sparsity=0.0), "done once"
     assert Condition.objects.get(name="static 40%").policy == policy
+
+
+@pytest.mark.django_db
+def test_the_task_stores_the_engines_calibration_and_creates_the_outputs(tiny_model_configured):
+    from annotations.tasks import calibrate
+    from inference.profile import CALIBRATION_NEW_TOKENS, profile_model
+    from inference.profile import calibrate as engine_calibrate
+
+    study = _calibrating_study()
+    assert calibrate(study.id) == "calibrated 2"
+    prompts = calibration.calibration_prompts(study=study, prompt_set="items")
+    profile = profile_model(loaded_model(), prompts, max_new_tokens=CALIBRATION_NEW_TOKENS)
+    for row in Calibration.objects.select_related("condition"):
+        base = {"kind": row.condition.policy["kind"], "site": row.condition.policy.get("site", "h")}
+        expected = engine_calibrate(profile, base, row.target_sparsity)
+        assert (row.status, row.progress) == ("done", 1.0)
+        assert row.condition.policy == expected.policy.to_json(), "what the CLI prints"
+        assert row.expected_sparsity == pytest.approx(expected.sparsity)
+    assert Generation.objects.filter(item__study=study).count() == 3 * 2
 
 
 @pytest.mark.worker
@@ -160,31 +180,3 @@ def test_beat_resends_lost_and_dead_calibrations_redoes_a_dead_one_once_then_fai
     page = staff.get(reverse("study_setup", args=[dead.id])).content.decode()
     assert "gave up after 2 tries: the worker stopped (crashed or was killed)" in page
     assert "Retry failed calibrations" in page
-
-
-@pytest.mark.parametrize("kind", ["static", "dynamic", "calibrated"])
-@pytest.mark.parametrize("site", ["h", "gate", "input"])
-def test_thresholds_reach_the_target_at_every_site(kind, site):
-    import torch
-
-    from annotations.model_cache import calibrated_policy_for
-    from inference.profile import EDGES, Profile
-
-    layers, bins = 3, len(EDGES) - 1
-    generator = torch.Generator().manual_seed(0)
-
-    def histogram(*shape):  # magnitudes spread over bins 2000..3000, more in later layers
-        hist = torch.zeros(*shape, bins, dtype=torch.int64)
-        hist[..., 2000:3000] = torch.randint(1, 50, (*shape, 1000), generator=generator)
-        return hist
-
-    profile = Profile(
-        fingerprint="synthetic", thresholds=(0.01,), tokens=100, prompts=1,
-        counts=torch.zeros(layers, 8, 1, dtype=torch.int64), hist=histogram(layers),
-        site_hist={"gate": histogram(layers), "input": histogram(layers, 4)},
-    )
-    extra = {"entropy_scale": 1.0} if kind == "dynamic" else {}
-    policy, expected = calibrated_policy_for(profile, {"kind": kind, "site": site, **extra}, 0.4)
-    assert expected == pytest.approx(0.4, abs=0.01), f"{kind} @{site}: {expected}"
-    assert Policy.from_json(policy).to_json() == policy
-    assert policy.get("site", "h") == site

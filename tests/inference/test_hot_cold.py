@@ -11,7 +11,7 @@ from inference.loading import LoadedModel
 from inference.plan import Placement
 from inference.policies import DensePolicy, PredictorPolicy, StaticPolicy
 from inference.predictor import Predictors
-from inference.sparse_mlp import sparse_mlps
+from inference.sparse_mlp import is_split_hot_cold, sparse_mlps
 from inference.sparsify import sparsify
 from tests.inference.conftest import tiny_model, tiny_tokenizer
 
@@ -74,7 +74,9 @@ def test_generate_reports_skipped_work_and_same_tokens(tiny):
 
 
 def test_split_is_refused_twice_and_checks_shapes():
-    _, split = pair(0.3)
+    reference, split = pair(0.3)
+    assert is_split_hot_cold(split) and not is_split_hot_cold(reference)
+    assert not is_split_hot_cold(tiny_model())  # not even sparsified
     with pytest.raises(ValueError, match="already split"):
         split_hot_cold(split, FREQUENCY, 0.5)
     with pytest.raises(ValueError, match="layers"):

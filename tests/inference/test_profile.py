@@ -6,7 +6,14 @@ import torch
 from inference.__main__ import main
 from inference.generate import generate, prompt_ids
 from inference.policies import CalibratedPolicy, Policy
-from inference.profile import Profile, calibrated_policy, humaneval_prompts, profile_model
+from inference.profile import (
+    EDGES,
+    Profile,
+    calibrate,
+    calibrated_policy,
+    humaneval_prompts,
+    profile_model,
+)
 
 PROMPTS = ["w1 w2 w3", "w4 w5 w6 w7 w8", "w9 w10"]
 
@@ -129,8 +136,55 @@ def test_cli_calibrate(profile, tmp_path, capsys):
     assert policy.site == "input" and len(policy.thresholds[0]) == 4
 
 
+def test_cli_calibrates_a_static_or_dynamic_policy_as_a_study_does(profile, tmp_path, capsys):
+    path = tmp_path / "p.safetensors"
+    profile.save(path)
+    base = {"kind": "dynamic", "entropy_scale": 1.0, "site": "gate"}
+    argv = ["calibrate", "--profile", str(path), "--target-sparsity", "0.4"]
+    assert main([*argv, "--policy", json.dumps(base)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == calibrate(profile, base, 0.4).policy.to_json()
+    assert printed["kind"] == "dynamic" and printed["threshold"] > 0
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--policy", "{not json"])
+    assert exited.value.code == 2 and "--policy is not JSON" in capsys.readouterr().err
+
+
+def test_profiling_reports_progress_after_each_prompt(tiny, profile):
+    shares = []
+    again = profile_model(tiny, PROMPTS, max_new_tokens=3, progress=shares.append)
+    assert shares == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert torch.equal(again.hist, profile.hist) and again.tokens == profile.tokens
+    with pytest.raises(ValueError, match="no prompts"):
+        profile_model(tiny, [])
+
+
 def test_profiles_add_up_prompt_by_prompt(tiny, profile):
     parts = [profile_model(tiny, [prompt], max_new_tokens=3) for prompt in PROMPTS]
     total = parts[0].plus(parts[1]).plus(parts[2])
     assert total.tokens == profile.tokens and torch.equal(total.hist, profile.hist)
     assert torch.equal(total.site_hist["input"], profile.site_hist["input"])
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic", "calibrated"])
+@pytest.mark.parametrize("site", ["h", "gate", "input"])
+def test_thresholds_reach_the_target_at_every_site(kind, site):
+    layers, bins = 3, len(EDGES) - 1
+    generator = torch.Generator().manual_seed(0)
+
+    def histogram(*shape):  # magnitudes spread over bins 2000..3000, more in later layers
+        hist = torch.zeros(*shape, bins, dtype=torch.int64)
+        hist[..., 2000:3000] = torch.randint(1, 50, (*shape, 1000), generator=generator)
+        return hist
+
+    profile = Profile(
+        fingerprint="synthetic", thresholds=(0.01,), tokens=100, prompts=1,
+        counts=torch.zeros(layers, 8, 1, dtype=torch.int64), hist=histogram(layers),
+        site_hist={"gate": histogram(layers), "input": histogram(layers, 4)},
+    )
+    extra = {"entropy_scale": 1.0} if kind == "dynamic" else {}
+    result = calibrate(profile, {"kind": kind, "site": site, **extra}, 0.4)
+    assert result.sparsity == pytest.approx(0.4, abs=0.01), f"{kind} @{site}: {result.sparsity}"
+    assert result.policy.kind == kind and result.policy.site == site
+    if kind != "calibrated":  # one threshold for every layer
+        assert len(set(result.policy.layer_thresholds(layers))) == 1
