@@ -1,7 +1,7 @@
 """Tokens/s on the shipped model: plain ``transformers`` ``generate`` (dense) against our engine
 under each policy kind, so the engine's own overhead shows.
 
-    python -m inference bench decode [--max-new-tokens 32] [--reps 1] [--json]
+    python -m benchmarks decode [--max-new-tokens 32] [--reps 1] [--json]
 """
 
 from __future__ import annotations

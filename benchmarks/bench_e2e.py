@@ -1,6 +1,6 @@
 """End-to-end decode speed of each threshold site against dense, on one model in one run.
 
-    python -m inference bench e2e --shape tinyllama-1.1b --sparsity 0.5 [--tokens N] [--json]
+    python -m benchmarks e2e --shape tinyllama-1.1b --sparsity 0.5 [--tokens N] [--json]
 
 The model is a LLaMA of the named shape (``config.SHAPES``) with seeded random weights built in
 memory, fp32, batch 1, on the threads torch has (``--threads``, default 2). Thresholds for each

@@ -1,6 +1,6 @@
 """One FFN layer of a named shape, batch 1, on CPU: dense vs the gathered active neurons.
 
-    python -m inference bench ffn [--shape llama-70b] [--active 0.5,0.3,0.1] [--reps 5] [--json]
+    python -m benchmarks ffn [--shape llama-70b] [--active 0.5,0.3,0.1] [--reps 5] [--json]
 
 The dense layer vs ``PredictorMLP.gathered`` (gate/up rows + down rows of the active neurons
 only) at each active fraction, timed back to back, with the ideal byte ratio and this machine's

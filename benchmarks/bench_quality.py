@@ -2,7 +2,7 @@
 HumanEval prompts with their canonical solutions as the reply: top-1 next-token agreement,
 KL(dense || policy) and perplexity of the reply.
 
-    python -m inference bench quality [--policy JSON ...] [--first 100] [--count 8] [--json]
+    python -m benchmarks quality [--policy JSON ...] [--first 100] [--count 8] [--json]
 """
 
 from __future__ import annotations

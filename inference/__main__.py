@@ -1,6 +1,6 @@
-"""Command line: ``python -m inference {generate,serve,profile,calibrate,predict,plan,bench} ...``.
+"""Command line: ``python -m inference {generate,serve,profile,calibrate,predict,plan} ...``.
 
-See docs/engine.md. ``bench`` hands its arguments to ``benchmarks/bench_engine.py``.
+See docs/engine.md. The engine's benchmarks have their own: ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -371,13 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(pred)
     pred.set_defaults(func=_cmd_predict)
 
-    commands.add_parser(
-        "bench",
-        help="benchmarks: one FFN layer, decoding, quality against dense "
-        "(benchmarks/bench_engine.py; `bench --help`)",
-        add_help=False,
-    )
-
     plan = commands.add_parser("plan", help="place hot neurons on a GPU under a byte budget")
     plan.add_argument(
         "--gpu-mem", required=True, help="GPU memory: a size (24GiB) or a GPU (h100, h200)"
@@ -395,10 +388,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # the benchmarks' home is benchmarks/; this is their entry point
-        from benchmarks.bench_engine import main as bench_main
-
-        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging

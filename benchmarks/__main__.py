@@ -1,7 +1,6 @@
 """The engine's benchmarks behind one command (results and commands: docs/benchmarks.md).
 
-    python -m inference bench {ffn,decode,quality,e2e} [...]
-    python -m benchmarks.bench_engine {ffn,decode,quality,e2e} [...]   (the same)
+    python -m benchmarks {ffn,decode,quality,e2e} [...]
 
 - ``ffn`` (``bench_ffn``): one FFN layer, dense vs the gathered active neurons.
 - ``decode`` (``bench_decode``): tokens/s of ``transformers`` against the engine per policy.
@@ -14,16 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from benchmarks import bench_decode, bench_e2e, bench_ffn, bench_quality
-from inference.policies import DensePolicy, policy_argument
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as the engine's CLI: nothing downloads
+
+from benchmarks import bench_decode, bench_e2e, bench_ffn, bench_quality  # noqa: E402
+from inference.policies import DensePolicy, policy_argument  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     bench = argparse.ArgumentParser(
-        prog="python -m inference bench",
+        prog="python -m benchmarks",
         description="benchmarks: one FFN layer, decoding, or quality against dense",
     )
     bench.add_argument("what", choices=["ffn", "decode", "quality", "e2e"])

@@ -1,11 +1,10 @@
-"""The engine's bench command (``python -m inference bench``): parsing and the JSON shapes."""
+"""The benchmarks' command (``python -m benchmarks``): parsing and the JSON shapes."""
 
 import json
 
 import pytest
 
-from benchmarks.bench_engine import build_parser
-from inference.__main__ import main
+from benchmarks.__main__ import build_parser, main
 
 
 def test_bench_parsing():
@@ -23,7 +22,7 @@ def test_bench_parsing():
 
 def test_bench_ffn_json_shape(capsys):
     assert (
-        main(["bench", "ffn", "--shape", "tiny", "--active", "0.5,0.1", "--reps", "2", "--json"])
+        main(["ffn", "--shape", "tiny", "--active", "0.5,0.1", "--reps", "2", "--json"])
         == 0
     )
     out = json.loads(capsys.readouterr().out)
@@ -37,7 +36,7 @@ def test_bench_ffn_json_shape(capsys):
 
 @pytest.mark.model
 def test_bench_decode_json_shape(capsys):
-    assert main(["bench", "decode", "--max-new-tokens", "2", "--json"]) == 0
+    assert main(["decode", "--max-new-tokens", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["transformers_dense_tokens_per_s"] > 0
     assert {"dense", "static", "dynamic", "budget"} <= set(out["policies"])
@@ -45,7 +44,7 @@ def test_bench_decode_json_shape(capsys):
 
 
 def test_bench_quality_on_tiny(tiny_dir, tmp_path, capsys):
-    argv = ["bench", "quality", "--model", str(tiny_dir), "--cache-dir", str(tmp_path)]
+    argv = ["quality", "--model", str(tiny_dir), "--cache-dir", str(tmp_path)]
     policy = '{"kind": "static", "threshold": 0.3}'
     assert main([*argv, "--count", "2", "--policy", policy, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -59,7 +58,7 @@ def test_bench_quality_on_tiny(tiny_dir, tmp_path, capsys):
 
 
 def test_bench_e2e_json_contract(capsys):
-    argv = ["bench", "e2e", "--shape", "tiny", "--sparsity", "0.5", "--tokens", "4"]
+    argv = ["e2e", "--shape", "tiny", "--sparsity", "0.5", "--tokens", "4"]
     assert main([*argv, "--rounds", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["dense"]) >= {"tokens_per_s", "weight_bytes_read_per_token"}
