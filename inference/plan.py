@@ -267,16 +267,20 @@ def gpu_placements(
     weights = gpu_weight_bytes(shape, "bf16")
     layer_bytes = 2 * (shape.mlp_params_per_layer + shape.attention_params_per_layer)
     ends = 2 * shape.embedding_params  # embeddings on the first GPU, head on the last (at most)
+    per_layer = layer_bytes + kv // shape.num_layers
+
+    def most_on_one(n: int) -> int:
+        return -(-shape.num_layers // n) * per_layer + ends
+
     needed = next(
-        n for n in range(1, shape.num_layers + 1)
-        if -(-shape.num_layers // n) * (layer_bytes + kv // shape.num_layers) + ends <= usable
-    )  # fmt: skip
-    n = gpus if gpus > 1 else needed
-    most = -(-shape.num_layers // n) * (layer_bytes + kv // shape.num_layers) + ends
+        (n for n in range(1, shape.num_layers + 1) if most_on_one(n) <= usable), None
+    )  # None: not even one layer a GPU fits
+    n = gpus if gpus > 1 or needed is None else needed
+    most = most_on_one(n)
     fits.append(GpuFit(
         f"layer by layer over {n} GPU(s), bf16", most <= usable, n, weights, kv, most,
         f"{-(-shape.num_layers // n)} layers a GPU, at most {most / gib:.1f} GiB on one; "
-        f"needs {needed} GPU(s) of this size",
+        + (f"needs {needed} GPU(s) of this size" if needed else "one layer a GPU does not fit"),
         layer_device_map(shape, n),
     ))  # fmt: skip
     try:

@@ -149,3 +149,9 @@ def test_cli_plan_says_which_gpu_placement_fits(capsys):
     assert "fits    one GPU, 8-bit weights" in out
     assert "no      one GPU, bf16 weights" in out
     assert "2048 positions" in out
+
+
+def test_gpu_placements_on_a_gpu_too_small_for_anything():
+    fits = gpu_placements(SHAPES["tiny"], parse_bytes("300KiB"))
+    assert len(fits) == 4 and not any(fit.fits for fit in fits)
+    assert "does not fit" in fits[2].detail
