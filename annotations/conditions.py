@@ -100,7 +100,18 @@ def _fraction(value: float) -> str:
     return f"{value * 100:g} %"
 
 
-def policy_summary(policy: dict, *, target_sparsity: float | None = None, name: str = "") -> str:
+def engine_policy(policy: dict) -> Policy | None:
+    """A condition's policy JSON as the engine's `Policy`, parsed once for every display
+    helper below; None while it waits for a calibration's thresholds."""
+    try:
+        return Policy.from_json(policy)
+    except ValueError:
+        return None
+
+
+def policy_summary(
+    policy: dict, engine: Policy | None, *, target_sparsity: float | None = None, name: str = ""
+) -> str:
     """A condition's policy in a few words (never the raw JSON): the engine's label (family
     and thresholds), the site, always, and the calibration target where there is one, e.g.
     "static t=0.05 @input · calibrated to 50 % sparsity" or "static @h · calibrated to 25 %
@@ -110,10 +121,8 @@ def policy_summary(policy: dict, *, target_sparsity: float | None = None, name: 
     kind = policy.get("kind", "?")
     site = policy.get("site") or _site_default(kind)
     site_text = f"@{site}" if site else ""
-    try:
-        label = Policy.from_json(policy).label().removesuffix(f" {site_text}")
-    except ValueError:  # awaiting calibration: the thresholds are not there yet
-        label = str(kind)
+    # Awaiting calibration (no engine policy yet): the thresholds are not there yet.
+    label = engine.label().removesuffix(f" {site_text}") if engine else str(kind)
     if target_sparsity is None:
         target_sparsity = policy.get("target_sparsity")
     target = (f" · calibrated to {_fraction(target_sparsity)} sparsity"
@@ -121,22 +130,33 @@ def policy_summary(policy: dict, *, target_sparsity: float | None = None, name: 
     return f"{label} {site_text}".strip() + target
 
 
-def policy_skips_bytes(policy: dict) -> bool | None:
-    """Whether the engine skips reading weights for this policy (a real speed-up is
-    possible), from the engine's own flag; None when it cannot say (awaiting calibration)."""
-    try:
-        return Policy.from_json(policy).skips_weight_bytes
-    except ValueError:
-        return None
+# What a site's skipped weights are, in words, for the study page and the report: the most a
+# policy can save. gate, up and down are the same size, so each is a third of the MLP's bytes.
+_SKIPPED_BYTES_NOTES = {
+    "h": "can skip only the down_proj rows of inactive neurons: at most 1/3 of the MLP's "
+    "weight bytes (gate and up are read whole)",
+    "gate": "can skip the up_proj and down_proj rows of inactive neurons: at most 2/3 of the "
+    "MLP's weight bytes (gate is read whole)",
+    "predictor": "can skip the gate, up and down rows of neurons predicted inactive: up to all "
+    "of the MLP's weight bytes (the predictor itself is read too)",
+}
 
 
-def policy_bytes_note(policy: dict) -> str:
-    """Which weight bytes the policy can skip, in words (`Policy.skipped_bytes_note`); empty
-    when the engine cannot say yet (awaiting calibration)."""
-    try:
-        return Policy.from_json(policy).skipped_bytes_note()
-    except ValueError:
+def policy_bytes_note(engine: Policy | None) -> str:
+    """Which weight bytes the policy can skip, in words, from the engine's
+    `Policy.skipped_weights`; empty when the engine cannot say yet (awaiting calibration)."""
+    if engine is None:
         return ""
+    skipped = engine.skipped_weights
+    if not skipped and engine.kind == "dense":
+        return "reads every weight (the baseline)"
+    if not skipped:
+        return "masking-only: reads every weight (its thresholds are 0), no speed-up possible"
+    if engine.site != "input":
+        return _SKIPPED_BYTES_NOTES[engine.site or engine.kind]
+    which = ", ".join(skipped)
+    which = f"all seven projections ({which})" if len(skipped) == 7 else f"{which} only"
+    return f"can skip the weight columns of inactive inputs in {which}"
 
 
 def _site_default(kind: str) -> str | None:
@@ -165,7 +185,8 @@ class BuiltCondition:
 
     @property
     def summary(self) -> str:
-        return policy_summary(self.policy, target_sparsity=self.target_sparsity, name=self.name)
+        return policy_summary(self.policy, engine_policy(self.policy),
+                              target_sparsity=self.target_sparsity, name=self.name)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -331,7 +352,8 @@ def build_condition(
         if target == 0 and FAMILIES[kind].calibration == "pooled":
             policy["threshold"] = 0.0  # 0 % sparsity: threshold 0, nothing to calibrate
         policy = Policy.from_json(policy).to_json()  # the engine's own validation
-    name = name.strip()[:100] or policy_summary(policy, target_sparsity=target)
+    name = name.strip()[:100] or policy_summary(policy, engine_policy(policy),
+                                                target_sparsity=target)
     return BuiltCondition(
         name=name[:100], policy=policy, target_sparsity=target, calibration_set=calibration_set
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
@@ -14,9 +15,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import F, Q
 
-from annotations.conditions import policy_bytes_note, policy_summary
+from annotations.conditions import engine_policy, policy_bytes_note, policy_summary
 from evaluation.datasets import TASK_ID_MAX_CHARS, Task
 from evaluation.prompts import task_prompt
+from inference.policies import Policy
 
 RATIONALE_MAX_CHARS = 1000
 RATER_TITLE_DEFAULT = "Compare two answers"
@@ -306,15 +308,27 @@ class Condition(models.Model):
     def policy_text(self) -> str:
         return json.dumps(self.policy, sort_keys=True)
 
+    @cached_property
+    def engine_policy(self) -> Policy | None:
+        """The policy as the engine's object, parsed once per instance; None while it waits
+        for its calibration's thresholds."""
+        return engine_policy(self.policy)
+
     def summary(self) -> str:
         """The policy in a few words, e.g. "static t=0.05 · calibrated to 50 % sparsity"."""
         calibration = getattr(self, "calibration", None) if self.pk else None
         target = calibration.target_sparsity if calibration is not None else None
-        return policy_summary(self.policy, target_sparsity=target, name=self.name)
+        return policy_summary(self.policy, self.engine_policy, target_sparsity=target,
+                              name=self.name)
 
     def bytes_note(self) -> str:
         """Which weight bytes the policy can skip (so whether its speed can move at all)."""
-        return policy_bytes_note(self.policy)
+        return policy_bytes_note(self.engine_policy)
+
+    def skips_bytes(self) -> bool | None:
+        """Whether the engine skips reading weights for this policy (a real speed-up is
+        possible); None when it cannot say yet (awaiting calibration)."""
+        return self.engine_policy.skips_weight_bytes if self.engine_policy else None
 
 
 class Calibration(models.Model):

@@ -41,16 +41,6 @@ SKIPPED_WEIGHTS = {
 # The input site's thresholds per group (``sparse_mlp.INPUT_GROUPS``) and the projections
 # whose columns each one lets the engine skip.
 _INPUT_GROUP_WEIGHTS = (("q", "k", "v"), ("o",), ("gate", "up"), ("down",))
-# What a site's skipped weights are, in words, for the study page and the report: the most a
-# policy can save. gate, up and down are the same size, so each is a third of the MLP's bytes.
-_SKIPPED_BYTES_NOTES = {
-    "h": "can skip only the down_proj rows of inactive neurons: at most 1/3 of the MLP's "
-    "weight bytes (gate and up are read whole)",
-    "gate": "can skip the up_proj and down_proj rows of inactive neurons: at most 2/3 of the "
-    "MLP's weight bytes (gate is read whole)",
-    "predictor": "can skip the gate, up and down rows of neurons predicted inactive: up to all "
-    "of the MLP's weight bytes (the predictor itself is read too)",
-}
 _SITE_HELP = (
     "where the magnitude threshold applies: h = |silu(gate x) * up x| (reads gate and up whole, "
     "down only for kept neurons), gate = |silu(gate x)| (CATS: reads up and down only for kept "
@@ -154,19 +144,6 @@ class Policy:
         """False exactly when the policy reads every weight (masking only, or nothing to
         mask): then no speed-up is possible and tokens/s differences are noise."""
         return bool(self.skipped_weights)
-
-    def skipped_bytes_note(self) -> str:
-        """Which weight bytes this policy can skip, in words (the study page, the report)."""
-        skipped = self.skipped_weights
-        if not skipped and self.kind == "dense":
-            return "reads every weight (the baseline)"
-        if not skipped:
-            return "masking-only: reads every weight (its thresholds are 0), no speed-up possible"
-        if self.site != "input":
-            return _SKIPPED_BYTES_NOTES[self.site or self.kind]
-        which = ", ".join(skipped)
-        which = f"all seven projections ({which})" if len(skipped) == 7 else f"{which} only"
-        return f"can skip the weight columns of inactive inputs in {which}"
 
     def _site_label(self) -> str:
         return "" if self.site in (None, "h") else f" @{self.site}"

@@ -28,7 +28,6 @@ from analysis.pluralism import PERMUTATIONS
 from analysis.report import build_report, report_figures, study_page_summary
 from analysis.style import style_columns
 from annotations import selectors
-from annotations.conditions import policy_skips_bytes
 from annotations.models import (
     CriterionRating,
     Execution,
@@ -146,7 +145,7 @@ def _tables(study: Study) -> _Tables:
             "name": c.name,
             "policy": c.policy,
             "summary": c.summary(),
-            "skips_bytes": policy_skips_bytes(c.policy),
+            "skips_bytes": c.skips_bytes(),
             "bytes_note": c.bytes_note(),
         }
         for c in study.conditions.select_related("calibration").order_by("position", "id")

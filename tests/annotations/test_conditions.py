@@ -12,12 +12,25 @@ from annotations.conditions import (
     PairCount,
     build_condition,
     build_sweep,
+    engine_policy,
     family_fields,
     family_help,
     parse_sparsities,
+    policy_bytes_note,
     policy_summary,
 )
-from inference.policies import DynamicPolicy, Policy
+from inference.policies import (
+    CalibratedPolicy,
+    DensePolicy,
+    DynamicPolicy,
+    Policy,
+    PredictorPolicy,
+    StaticPolicy,
+)
+
+
+def _summary(policy: dict, **kwargs) -> str:
+    return policy_summary(policy, engine_policy(policy), **kwargs)
 
 
 def test_every_family_is_offered_with_a_one_line_meaning():
@@ -108,11 +121,11 @@ def test_a_sweep_makes_one_condition_per_target():
 
 def test_summaries_never_show_the_raw_policy():
     thresholds = [0.01 * i for i in range(30)]
-    summary = policy_summary({"kind": "calibrated", "target_sparsity": 0.5,
+    summary = _summary({"kind": "calibrated", "target_sparsity": 0.5,
                               "thresholds": thresholds, "profile": "x"})
     assert summary == "calibrated s=0.5 @h · calibrated to 50 % sparsity" and "[" not in summary
-    assert policy_summary({"kind": "dense"}) == "dense"
-    assert Policy.from_json({"kind": "static", "threshold": 0.05}).label() in policy_summary(
+    assert _summary({"kind": "dense"}) == "dense"
+    assert Policy.from_json({"kind": "static", "threshold": 0.05}).label() in _summary(
         {"kind": "static", "threshold": 0.05})
 
 
@@ -140,16 +153,33 @@ def test_the_site_is_a_choice_and_reaches_names_and_summaries():
 
 def test_every_summary_names_the_family_site_and_target():
     calibrated_input = {"kind": "static", "threshold": 0.0123, "site": "input"}
-    assert policy_summary(calibrated_input, target_sparsity=0.5, name="static 50% @input") == (
+    assert _summary(calibrated_input, target_sparsity=0.5, name="static 50% @input") == (
         "static t=0.0123 @input · calibrated to 50 % sparsity")
-    assert policy_summary(calibrated_input, name="fast") == "static t=0.0123 @input"
+    assert _summary(calibrated_input, name="fast") == "static t=0.0123 @input"
     # The default site too: "static · calibrated to 25 %" read the same for h and input.
-    assert policy_summary({"kind": "static"}, target_sparsity=0.25) == (
+    assert _summary({"kind": "static"}, target_sparsity=0.25) == (
         "static @h · calibrated to 25 % sparsity")
-    assert policy_summary({"kind": "static", "site": "input"}, target_sparsity=0.25) == (
+    assert _summary({"kind": "static", "site": "input"}, target_sparsity=0.25) == (
         "static @input · calibrated to 25 % sparsity")
     # A calibrated condition says its target, not just "calibrated".
-    assert policy_summary({"kind": "calibrated", "site": "gate"}, target_sparsity=0.4) == (
+    assert _summary({"kind": "calibrated", "site": "gate"}, target_sparsity=0.4) == (
         "calibrated @gate · calibrated to 40 % sparsity")
     built = build_condition(kind="static", values={"threshold": "0.05", "site": "gate"})
     assert built.name == built.summary == "static t=0.05 @gate"
+
+
+def test_the_bytes_note_says_which_bytes_each_site_can_skip():
+    note = policy_bytes_note
+    assert "only the down_proj rows" in note(StaticPolicy(0.1))
+    assert "at most 1/3 of the MLP" in note(StaticPolicy(0.1))
+    assert "up_proj and down_proj rows" in note(StaticPolicy(0.1, site="gate"))
+    assert "at most 2/3 of the MLP" in note(StaticPolicy(0.1, site="gate"))
+    assert "columns of inactive inputs in all seven projections (q, k, v, o, gate, up, down)" in (
+        note(StaticPolicy(0.1, site="input")))
+    assert note(DensePolicy()) == "reads every weight (the baseline)"
+    for masking_only in (StaticPolicy(0.0), CalibratedPolicy(0.0, (0.0, 0.0)),
+                         PredictorPolicy(0.0, "p")):
+        assert note(masking_only).startswith("masking-only"), masking_only.label()
+    assert "predicted inactive" in note(PredictorPolicy(0.5, "p"))
+    assert policy_bytes_note(engine_policy({"kind": "static", "site": "gate"})) == "", (
+        "awaiting calibration: the engine cannot say yet")

@@ -226,23 +226,12 @@ def test_a_policy_skips_no_bytes_exactly_when_it_reads_every_weight():
         CalibratedPolicy(0.0, (0.0, 0.0)), PredictorPolicy(0.0, "p"),
     ):
         assert policy.skipped_weights == () and not policy.skips_weight_bytes, policy.label()
-        assert policy.skipped_bytes_note().startswith("masking-only"), policy.label()
     for policy in (StaticPolicy(0.01), DynamicPolicy(0.01, 1.0), CalibratedPolicy(0.1, (0.0, 0.2)),
                    BudgetPolicy(0.5)):
         assert policy.skipped_weights == ("down",), policy.label()
     # An input-site calibration skips only the projections whose input has a threshold.
     per_group = CalibratedPolicy(0.3, ((0.0, 0.0, 0.1, 0.0), (0.0, 0.0, 0.0, 0.2)), site="input")
     assert per_group.skipped_weights == ("gate", "up", "down")
-    assert DensePolicy().skipped_bytes_note() == "reads every weight (the baseline)"
-
-
-def test_the_note_says_which_bytes_each_site_can_skip():
-    assert "only the down_proj rows" in StaticPolicy(0.1).skipped_bytes_note()
-    assert "at most 1/3 of the MLP" in StaticPolicy(0.1).skipped_bytes_note()
-    assert "up_proj and down_proj rows" in StaticPolicy(0.1, site="gate").skipped_bytes_note()
-    assert "at most 2/3 of the MLP" in StaticPolicy(0.1, site="gate").skipped_bytes_note()
-    assert "columns of inactive inputs in all seven projections (q, k, v, o, gate, up, down)" in (
-        StaticPolicy(0.1, site="input").skipped_bytes_note())
 
 
 def test_every_field_says_what_it_means_and_defaults_are_optional():
