@@ -37,6 +37,9 @@ _TELEMETRY = (
     ("peak_rss_mib", "peak_rss_bytes", 1 / 2**20, math.inf),
     # The peak above the worker's resident set at the generation's start.
     ("rss_increase_mib", "rss_increase_bytes", 1 / 2**20, math.inf),
+    # Divergence from dense, teacher-forced on dense's answer (`inference.divergence`).
+    ("kl_from_dense", "kl_from_dense", 1.0, math.inf),
+    ("top1_agreement_with_dense", "top1_agreement_with_dense", 1.0, 1.0),
     ("active_fraction", "active_fraction", 1.0, 1.0),
     ("bytes_read_per_token", "weight_bytes_read_per_token", 1.0, math.inf),
 )

@@ -122,6 +122,47 @@ def generation_complete(
     return bool(stored)
 
 
+# The telemetry keys `inference.divergence.divergence_from_dense` fills.
+DIVERGENCE_KEYS = ("kl_from_dense", "top1_agreement_with_dense", "divergence_tokens")
+
+
+def divergence_work(*, generation_id: int) -> list[tuple[int, list[int], dict]]:
+    """What a finished output makes measurable: ``(generation id, dense token ids, policy)``
+    for each finished sparse output of the same item and sample that has no divergence from
+    dense yet, once that item's dense output exists: this output itself when it is sparse,
+    the item's earlier sparse outputs when it is the dense one."""
+    generation = Generation.objects.select_related("condition").get(id=generation_id)
+    siblings = Generation.objects.filter(
+        item_id=generation.item_id, sample_index=generation.sample_index,
+        status=Generation.Status.DONE,
+    ).select_related("condition").order_by("condition__position", "id")
+    dense = next((g for g in siblings if g.condition.policy.get("kind") == "dense"), None)
+    if dense is None or not dense.telemetry.get("token_ids"):
+        return []
+    targets = [generation] if generation.id != dense.id else [
+        g for g in siblings if g.condition.policy.get("kind") != "dense"
+    ]
+    return [
+        (g.id, dense.telemetry["token_ids"], g.condition.policy)
+        for g in targets
+        if g.condition.policy.get("kind") != "dense" and DIVERGENCE_KEYS[0] not in g.telemetry
+    ]
+
+
+def divergence_record(*, generation_id: int, divergence: dict) -> bool:
+    """Add `divergence` (`DIVERGENCE_KEYS`) to a finished output's telemetry; False if the
+    row is not finished. Only the worker that measured it writes these keys."""
+    with transaction.atomic():
+        row = Generation.objects.select_for_update().filter(
+            id=generation_id, status=Generation.Status.DONE
+        ).first()
+        if row is None:
+            return False
+        row.telemetry = {**row.telemetry, **{k: divergence[k] for k in DIVERGENCE_KEYS}}
+        row.save(update_fields=["telemetry"])
+    return True
+
+
 def generation_release(*, generation_id: int) -> bool:
     """Give a running generation back at once (its worker stops cold): pending again, no
     lease, the attempt not counted. False if it was no longer running."""

@@ -116,7 +116,26 @@ def _generate(generation: Generation) -> str:
                        rss_start_bytes=rss_start_bytes)
     if stored and generation.item.problem_id is not None:
         execute.delay_on_commit(generation_id)
+    if stored:
+        _record_divergences(loaded, generation)
     return "done" if stored else "lost-lease"
+
+
+def _record_divergences(loaded, generation: Generation) -> None:
+    """Divergence from dense (`inference.divergence`) of whatever this finished output made
+    measurable (`pipeline.divergence_work`). The output is stored already: a failure here
+    is logged and costs only the measurement."""
+    from inference.divergence import divergence_from_dense
+    from inference.policies import Policy
+
+    try:
+        for target_id, dense_ids, policy in pipeline.divergence_work(generation_id=generation.id):
+            divergence = divergence_from_dense(
+                loaded, generation.item.prompt, dense_ids, Policy.from_json(policy)
+            )
+            pipeline.divergence_record(generation_id=target_id, divergence=divergence)
+    except Exception:
+        log.exception("generation %s: divergence from dense not measured", generation.id)
 
 
 # Waits between tries when the database is down just as a finished output is stored: the

@@ -383,6 +383,8 @@ def report_fingerprint(study: Study, *, bootstrap: int, seed: int) -> str:
         rss=Sum("peak_rss_bytes"),
         tokens=Sum("new_tokens"),
         text=Sum(Length("text")),
+        # The worker adds divergence from dense to finished outputs later.
+        divergence=Count("id", filter=Q(telemetry__has_key="kl_from_dense")),
     )
     executions = Execution.objects.filter(generation__item__study=study).aggregate(
         n=Count("id"),

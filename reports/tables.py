@@ -74,6 +74,8 @@ GENERATION_EXPORT = [
     "execution_status",
     "passed",
     "outcome",
+    "kl_from_dense",
+    "top1_agreement_with_dense",
     "rss_start_bytes",
     "rss_increase_bytes",
     *PROVENANCE,
@@ -203,6 +205,8 @@ def generation_rows(study: Study) -> list[dict]:
                 "peak_rss_bytes": g.peak_rss_bytes,
                 "active_fraction": g.active_fraction,
                 "weight_bytes_read_per_token": g.telemetry.get(WEIGHT_BYTES_READ),
+                "kl_from_dense": g.telemetry.get("kl_from_dense"),
+                "top1_agreement_with_dense": g.telemetry.get("top1_agreement_with_dense"),
                 "execution_status": execution.status if execution else (
                     NOT_RUN if not_run else None
                 ),

@@ -45,6 +45,11 @@ def test_a_prompt_past_the_context_fails_its_row_with_the_numbers_once(
         assert facts["gpu_name"] == "" and facts["kernel_path"].startswith(
             ("lean decoder", "transformers")), facts
         assert 0 < done.rss_start_bytes and done.peak_rss_bytes > 0
+    # The sparse output ran after dense's: its divergence from dense is measured at once.
+    static = rows.get(item=short, condition__name="static").telemetry
+    assert static["kl_from_dense"] >= 0 and 0 <= static["top1_agreement_with_dense"] <= 1
+    assert static["divergence_tokens"] == rows.get(item=short, condition__name="dense").new_tokens
+    assert "kl_from_dense" not in rows.get(item=short, condition__name="dense").telemetry
     refused = rows.filter(item=long)
     expected = (
         f"Refused: the prompt is too long for the model: {prompt_tokens} prompt tokens + 16 new "
@@ -148,3 +153,22 @@ def test_a_check_our_code_cannot_run_is_failed_with_its_reason_not_retried(
     assert "2 Pass@1 checks could not run" in page
     assert ("HumanEval/0 × static: the Pass@1 check could not run: RuntimeError: the sandbox has "
             "no interpreter") in page
+
+
+def test_a_sparse_output_finished_before_dense_gets_its_divergence_when_dense_finishes(
+    tiny_model_configured,
+):
+    study = make_study(n_items=1, conditions=[
+        ("dense", {"kind": "dense"}), ("static", {"kind": "static", "threshold": 0.5})])
+    study.max_new_tokens = 6
+    study.save()
+    pipeline.generations_create(study=study)
+    rows = Generation.objects.filter(item__study=study)
+    sparse, dense = rows.get(condition__name="static"), rows.get(condition__name="dense")
+    assert tasks.generate(sparse.id) == "done"
+    sparse.refresh_from_db()
+    assert "kl_from_dense" not in sparse.telemetry, "no dense answer yet"
+    assert tasks.generate(dense.id) == "done"
+    sparse.refresh_from_db()
+    assert sparse.telemetry["kl_from_dense"] > 0
+    assert pipeline.divergence_work(generation_id=dense.id) == [], "measured once"
