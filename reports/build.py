@@ -185,7 +185,8 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     )
     summary = _json_ready(
         {
-            "study": {"id": study.id, "name": study.name},
+            # Its item count: the counts below are the items with an output or a verdict.
+            "study": {"id": study.id, "name": study.name, "items": study.items.count()},
             "counting": tables.counting(),
             **summary,
         }
