@@ -221,9 +221,14 @@ class Study(models.Model):
     def is_open(self) -> bool:
         return self.status == self.Status.OPEN
 
-    def lease_end(self, now: datetime) -> datetime:
-        """Until when a pair handed out (or resumed) at `now` is held for its rater."""
-        return now + timedelta(minutes=self.lease_minutes)
+    def lease_end(self, now: datetime, *, first: bool = False) -> datetime:
+        """Until when a pair handed out (or resumed) at `now` is held for its rater; `first`:
+        for a rater who has answered nothing in the study yet, at most
+        `FIRST_LEASE_MINUTES` (an invented participant id must not hold pairs for long)."""
+        minutes = self.lease_minutes
+        if first:
+            minutes = min(minutes, settings.FIRST_LEASE_MINUTES)
+        return now + timedelta(minutes=minutes)
 
     def blocks_after(self, gold_failures: int) -> bool:
         """Whether this many wrong attention-check answers end a rater's session."""

@@ -294,6 +294,42 @@ def condition_pair_scores(study: Study) -> dict[tuple[int, int], ConditionPairSc
     }
 
 
+# For `newcomer_share`, in one statement: live unanswered leases on ordinary pairs held by
+# raters with no answer in the study, and the judgments the study's ordinary pairs still
+# need. Parameters: study, now, overlap, study, overlap.
+_NEWCOMER_SHARE_SQL = f"""
+SELECT
+  (SELECT COUNT(*) FROM {Assignment._meta.db_table} a
+   WHERE a.study_id = %s AND a.completed_at IS NULL AND a.released_at IS NULL
+     AND a.lease_until > %s
+     AND NOT EXISTS (SELECT 1 FROM {GoldAnswer._meta.db_table} g WHERE g.pair_id = a.pair_id)
+     AND NOT EXISTS (SELECT 1 FROM {Assignment._meta.db_table} d
+                     WHERE d.study_id = a.study_id AND d.rater_id = a.rater_id
+                       AND d.completed_at IS NOT NULL)),
+  (SELECT COALESCE(SUM(%s - judged.n), 0) FROM (
+     SELECT (SELECT COUNT(*) FROM {Assignment._meta.db_table} d
+             WHERE d.pair_id = p.id AND d.completed_at IS NOT NULL) AS n
+     FROM {Pair._meta.db_table} p
+     WHERE p.study_id = %s
+       AND NOT EXISTS (SELECT 1 FROM {GoldAnswer._meta.db_table} g WHERE g.pair_id = p.id)
+   ) judged WHERE judged.n < %s)
+"""
+
+
+def newcomer_share(study: Study, *, now) -> tuple[int, int]:
+    """(newcomer leases, places open): the live, unanswered leases on ordinary pairs held by
+    raters who have answered nothing in the study (a first answer makes a rater like any
+    other), and the judgments the study's ordinary (not gold) pairs still need to reach its
+    overlap. One read."""
+    with connection.cursor() as cursor:
+        cursor.execute(_NEWCOMER_SHARE_SQL, [
+            study.id, connection.ops.adapt_datetimefield_value(now), study.overlap, study.id,
+            study.overlap,
+        ])
+        leases, unfinished = cursor.fetchone()
+    return leases, unfinished
+
+
 def pairs_open_to(study: Study, rater: AbstractBaseUser, *, now=None) -> list[OpenPair]:
     """Ordinary (not gold) pairs the rater has never had that still have room below the
     study's overlap, with their live assignments; unordered."""

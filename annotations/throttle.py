@@ -1,4 +1,5 @@
-"""Login throttling on Django's cache (Redis with `CACHE_URL`, else files under VAR_DIR).
+"""Login throttling, and the public link's account creation, on Django's cache (Redis with
+`CACHE_URL`, else files under VAR_DIR).
 
 Failed logins are counted per username and per client IP. A counter lives for
 `LOGIN_LOCKOUT_S` seconds after its latest failure; once it reaches its limit
@@ -57,38 +58,53 @@ def login_attempt_begin(*, username: str, ip: str) -> bool:
     """Take this attempt's place in the username's and the address's counts before its
     password is checked; False, and nothing counted, when either is at its limit (refuse
     the attempt). A place taken stays as a failure unless `login_success_record` or
-    `login_attempt_abandon` gives it back.
+    `login_attempt_abandon` gives it back."""
+    return _places_take(_counters(username=username, ip=ip), settings.LOGIN_LOCKOUT_S)
 
-    Atomic on every configured cache, so parallel attempts never check more passwords than
-    the limit: the file cache's `incr` is a read then a write, so there the check and the
-    count are done under an exclusive lock on a file beside it (every process of one
-    machine shares it); Redis counts with its own atomic INCR (taken back when over)."""
-    counters = _counters(username=username, ip=ip)
+
+def entry_account_allowed(*, study_id: int, ip: str) -> bool:
+    """Whether a study's public link may make one more account now: at most
+    `ENTRY_NEW_ACCOUNTS_PER_IP` from one address and `ENTRY_NEW_ACCOUNTS_PER_STUDY` for one
+    study in `ENTRY_WINDOW_S` (counted from the latest; a returning participant's own
+    account is not counted). Takes the place when it answers True."""
+    counters = [(_key("entry-study", str(study_id)), settings.ENTRY_NEW_ACCOUNTS_PER_STUDY)]
+    if ip:
+        counters.append((_key("entry-ip", ip), settings.ENTRY_NEW_ACCOUNTS_PER_IP))
+    return _places_take(counters, settings.ENTRY_WINDOW_S)
+
+
+def _places_take(counters: list[tuple[str, int]], timeout_s: int) -> bool:
+    """Count one more in each counter, living `timeout_s` after it; False, and nothing
+    counted, when any is already at its limit.
+
+    Atomic on every configured cache, so parallel requests never get past a limit: the file
+    cache's `incr` is a read then a write, so there the check and the count are done under an
+    exclusive lock on a file beside it (every process of one machine shares it); Redis counts
+    with its own atomic INCR (taken back when over)."""
     if _counts_atomically():
         taken = []
         for key, limit in counters:
             taken.append(key)
-            if _redis_incr(key) > limit:
+            if _redis_incr(key, timeout_s) > limit:
                 for done in taken:
                     cache.decr(done)
                 return False
-            cache.touch(key, settings.LOGIN_LOCKOUT_S)
+            cache.touch(key, timeout_s)
         return True
     with _count_lock():
         counts = cache.get_many([key for key, _ in counters])
         if any(counts.get(key, 0) >= limit for key, limit in counters):
             return False
-        cache.set_many({key: counts.get(key, 0) + 1 for key, _ in counters},
-                       settings.LOGIN_LOCKOUT_S)
+        cache.set_many({key: counts.get(key, 0) + 1 for key, _ in counters}, timeout_s)
     return True
 
 
-def _redis_incr(key: str) -> int:
-    cache.add(key, 0, settings.LOGIN_LOCKOUT_S)
+def _redis_incr(key: str, timeout_s: int) -> int:
+    cache.add(key, 0, timeout_s)
     try:
         return cache.incr(key)
     except ValueError:  # expired between add and incr
-        cache.set(key, 1, settings.LOGIN_LOCKOUT_S)
+        cache.set(key, 1, timeout_s)
         return 1
 
 

@@ -164,9 +164,25 @@ else:
 LOGIN_MAX_FAILURES = envint("LOGIN_MAX_FAILURES", 5)
 LOGIN_MAX_FAILURES_PER_IP = envint("LOGIN_MAX_FAILURES_PER_IP", 4 * LOGIN_MAX_FAILURES)
 LOGIN_LOCKOUT_S = envint("LOGIN_LOCKOUT_S", 900)
+# A study's public (Prolific) link makes an account for each new participant id: at most
+# this many from one address and for one study within ENTRY_WINDOW_S (annotations.throttle).
+ENTRY_NEW_ACCOUNTS_PER_IP = envint("ENTRY_NEW_ACCOUNTS_PER_IP", 5)
+ENTRY_NEW_ACCOUNTS_PER_STUDY = envint("ENTRY_NEW_ACCOUNTS_PER_STUDY", 200)
+ENTRY_WINDOW_S = envint("ENTRY_WINDOW_S", 3600)
+# A rater who has answered nothing in a study yet gets a pair for this many minutes at most
+# (lengthened to the study's lease once they answer), and such raters together hold at most
+# this share of the judgments its pairs still need (at least 5): invented ids cannot starve it.
+FIRST_LEASE_MINUTES = envint("FIRST_LEASE_MINUTES", 5)
+NEWCOMER_PAIR_SHARE_PERCENT = envint("NEWCOMER_PAIR_SHARE_PERCENT", 20)
 if min(LOGIN_MAX_FAILURES, LOGIN_MAX_FAILURES_PER_IP, LOGIN_LOCKOUT_S) < 1:
     raise ImproperlyConfigured(
         "LOGIN_MAX_FAILURES, LOGIN_MAX_FAILURES_PER_IP and LOGIN_LOCKOUT_S must be 1 or more"
+    )
+if min(ENTRY_NEW_ACCOUNTS_PER_IP, ENTRY_NEW_ACCOUNTS_PER_STUDY, ENTRY_WINDOW_S,
+       FIRST_LEASE_MINUTES) < 1 or not 1 <= NEWCOMER_PAIR_SHARE_PERCENT <= 100:
+    raise ImproperlyConfigured(
+        "ENTRY_NEW_ACCOUNTS_PER_IP, ENTRY_NEW_ACCOUNTS_PER_STUDY, ENTRY_WINDOW_S and "
+        "FIRST_LEASE_MINUTES must be 1 or more, NEWCOMER_PAIR_SHARE_PERCENT 1 to 100"
     )
 # Behind a reverse proxy every request comes from the proxy's address; trust the address
 # the proxy appends to X-Forwarded-For instead (only when a proxy always sets it).

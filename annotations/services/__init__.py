@@ -11,6 +11,7 @@ reads `services.judgment_submit(...)`. The generation pipeline's writes are in
 `annotations.pipeline`."""
 
 from annotations.services.enrolment import (
+    EntryThrottled,
     OutOfPairs,
     enrolment_complete,
     enrolment_consent,
@@ -34,6 +35,7 @@ from annotations.services.pairs_assignments import (
 from annotations.services.rater_data import RaterDataDeletion, rater_data_delete
 
 __all__ = [
+    "EntryThrottled",
     "GoldPairInUse",
     "JudgmentRejected",
     "OutOfPairs",

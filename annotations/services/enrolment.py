@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import re
 import secrets
+from collections.abc import Callable
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -71,10 +72,23 @@ def enrolment_complete(*, enrolment: Enrolment) -> None:
 _PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
+class EntryThrottled(ValueError):
+    """The study's public link made as many new accounts as it may for now."""
+
+
+ENTRY_THROTTLED = (
+    "Too many new participants are joining from here right now. Please try again in a few "
+    "minutes."
+)
+
+
 def prolific_rater_get(
-    *, study: Study, prolific_pid: str, prolific_study_id: str = "", session_id: str = ""
+    *, study: Study, prolific_pid: str, prolific_study_id: str = "", session_id: str = "",
+    may_create: Callable[[], bool] = lambda: True,
 ) -> AbstractBaseUser:
-    """The rater account tied to a Prolific participant id, created on first entry.
+    """The rater account tied to a Prolific participant id, created on first entry if
+    `may_create()` allows (asked only then; `EntryThrottled` if not: the view passes the
+    per-address and per-study limit, `annotations.throttle.entry_account_allowed`).
 
     The PID is stored on the enrolment exactly as given (after validation); the account
     has no usable password, so it can only be entered through the study link."""
@@ -84,8 +98,11 @@ def prolific_rater_get(
     if not prolific_pid:
         raise ValueError("The link lacks PROLIFIC_PID.")
     User = get_user_model()
+    username = f"prolific-{prolific_pid}"
+    if not User.objects.filter(username=username).exists() and not may_create():
+        raise EntryThrottled(ENTRY_THROTTLED)
     with transaction.atomic():
-        user, created = User.objects.get_or_create(username=f"prolific-{prolific_pid}")
+        user, created = User.objects.get_or_create(username=username)
         if not created and (user.is_staff or user.has_usable_password()):
             # Not an account this link made: the link must never log in as someone else.
             raise ValueError("This link cannot be used; please contact the researchers.")

@@ -5,9 +5,11 @@ Generation writes (leases, Pass@1 checks, the problem library) live in pipeline.
 from __future__ import annotations
 
 import logging
+import math
 import random
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -21,6 +23,7 @@ from annotations.selectors import (
     condition_pair_scores,
     gold_to_give,
     gold_unseen,
+    newcomer_share,
     ordinary_to_give,
     pair_taken,
     pairs_open_to,
@@ -90,6 +93,40 @@ def pair_lock(pair_id: int, *, wait: bool = False) -> bool:
         return cursor.rowcount == 1
 
 
+_STUDY_TABLE = Study._meta.db_table
+_STUDY_LOCK_SQL = f"SELECT 1 FROM {_STUDY_TABLE} WHERE id = %s FOR UPDATE"
+_STUDY_LOCK_SQLITE_SQL = f"UPDATE {_STUDY_TABLE} SET id = id WHERE id = %s"
+
+
+def study_lock(study_id: int) -> None:
+    """Take the study's row lock for this transaction (SQLite: the database's write lock,
+    as `pair_lock`): newcomers' leases are counted and made one at a time. Always taken
+    before a pair's lock, never after, so it cannot deadlock with `pair_lock`."""
+    with connection.cursor() as cursor:
+        if connection.features.has_select_for_update:
+            cursor.execute(_STUDY_LOCK_SQL, [study_id])
+        else:
+            cursor.execute(_STUDY_LOCK_SQLITE_SQL, [study_id])
+
+
+class _NewcomersFull(Exception):
+    """Raters who have answered nothing hold their share of the study's pairs already."""
+
+
+# However small the study, this many raters may start at once.
+NEWCOMER_LEASES_AT_LEAST = 5
+
+
+def _newcomer_room(study: Study, *, now) -> bool:
+    """Whether raters who have answered nothing in the study may lease one more ordinary
+    pair: together they hold fewer than `NEWCOMER_PAIR_SHARE_PERCENT` of the judgments its
+    ordinary pairs still need (at least `NEWCOMER_LEASES_AT_LEAST`), so invented participant
+    ids cannot lease a study empty."""
+    leases, places = newcomer_share(study, now=now)
+    share = math.floor(settings.NEWCOMER_PAIR_SHARE_PERCENT / 100 * places)
+    return leases < max(NEWCOMER_LEASES_AT_LEAST, share)
+
+
 # A lease, inserted only while the pair has room below the bound (the count in the same
 # statement as the insert, after `pair_lock`, so it reads what was committed before the
 # lock was granted); gold pairs pass no bound. Parameters: pair, study, rater, a_on_left,
@@ -105,12 +142,13 @@ RETURNING id
 
 def _lease_insert(
     *, pair_id: int, study: Study, rater: AbstractBaseUser, a_on_left: bool, now,
-    bound: int | None,
+    bound: int | None, first: bool,
 ) -> Assignment | None:
     """Insert the rater's lease on the pair if fewer than `bound` places are taken
-    (`None`: no bound); the new row, or None. Call with the pair locked."""
+    (`None`: no bound); the new row, or None. Call with the pair locked. `first`: the
+    rater has answered nothing in the study yet (a short lease, `Study.lease_end`)."""
     adapt = connection.ops.adapt_datetimefield_value
-    lease_until = study.lease_end(now)
+    lease_until = study.lease_end(now, first=first)
     with connection.cursor() as cursor:
         cursor.execute(_LEASE_SQL, [pair_id, study.id, rater.pk, a_on_left, adapt(now),
                                     adapt(lease_until), bound, pair_id, 0, adapt(now), bound])
@@ -176,13 +214,16 @@ def _assignment_next_once(
 ) -> tuple[Assignment | None, RaterProgress]:
     now = timezone.now()
     history = rater_history(study, rater)
+    # Until a rater answers something here, their leases are short and, together with every
+    # other such rater's, bounded (`_newcomer_room`).
+    first = history.judged == 0
     made, available, gold = None, None, False
     if history.open_ids:
         resumed = Assignment.objects.select_related("pair").get(id=history.open_ids[0])
         resumed.pair.study = study
         if not resumed.lease_expired(now) or pair_has_room(resumed.pair, now=now,
                                                            excluding=resumed):
-            resumed.lease_until = study.lease_end(now)
+            resumed.lease_until = study.lease_end(now, first=first)
             Assignment.objects.filter(id=resumed.id).update(lease_until=resumed.lease_until)
             return resumed, rater_progress(study, rater, history=history)
         Assignment.objects.filter(id=resumed.id).update(released_at=now)
@@ -197,7 +238,7 @@ def _assignment_next_once(
                                                 ordinary=ordinary):
         rng.shuffle(gold_ids)
         made = _assignment_first(gold_ids, study=study, rater=rater, rng=rng, now=now,
-                                 gold=True)
+                                 gold=True, first=first)
         gold = made is not None
         available = len(candidates)
 
@@ -209,7 +250,8 @@ def _assignment_next_once(
             key=lambda row: (row.n_raters, -widest.get(row.conditions, 0), seen[row.conditions])
         )
         ids = [row.pair_id for row in candidates]
-        made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now)
+        made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now,
+                                 first=first)
         if made is not None or not ids:
             available = max(len(ids) - 1, 0)  # the others, unless the tries changed them
         else:
@@ -218,7 +260,7 @@ def _assignment_next_once(
             # rather than tell this rater that the study is done (the load benchmark
             # caught that at a study's end).
             made = _assignment_first(ids, study=study, rater=rater, rng=rng, now=now,
-                                     wait=True)
+                                     wait=True, first=first)
     elif made is None:
         available = 0  # the rater has had as many ordinary pairs as the study allows
 
@@ -253,12 +295,15 @@ def _ci_widths(study: Study, candidates: list) -> dict[tuple[int, int], float]:
 
 def _assignment_first(
     pair_ids: list[int], *, study: Study, rater: AbstractBaseUser, rng: random.Random, now,
-    gold: bool = False, wait: bool = False,
+    gold: bool = False, wait: bool = False, first: bool = False,
 ) -> Assignment | None:
     """The first of the pairs that can be leased to the rater, leased; None if none can."""
     for pair_id in pair_ids:
-        made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng, now=now,
-                               gold=gold, wait=wait)
+        try:
+            made = _assignment_try(pair_id=pair_id, study=study, rater=rater, rng=rng,
+                                   now=now, gold=gold, wait=wait, first=first)
+        except _NewcomersFull:
+            return None  # newcomers hold their share: this one waits, as in a full study
         if made is not None:
             return made
     return None
@@ -266,14 +311,21 @@ def _assignment_first(
 
 def _assignment_try(
     *, pair_id: int, study: Study, rater: AbstractBaseUser, rng: random.Random, now,
-    gold: bool = False, wait: bool = False,
+    gold: bool = False, wait: bool = False, first: bool = False,
 ) -> Assignment | None:
     """Lease the pair to the rater if it is free and still needs a judgment; else None.
 
     `gold`: a gold pair, which always has room. `wait`: wait for another rater's lock on
-    the pair instead of skipping it. Returns the bare row (no related objects read)."""
+    the pair instead of skipping it. `first`: the rater has answered nothing in the study
+    yet: a short lease, and only while newcomers hold less than their share (checked again
+    under the study's lock, so parallel newcomers cannot pass it together). Returns the
+    bare row (no related objects read)."""
     try:
         with transaction.atomic():
+            if first and not gold:
+                study_lock(study.id)
+                if not _newcomer_room(study, now=now):
+                    raise _NewcomersFull
             if not pair_lock(pair_id, wait=wait):
                 return None  # another rater is being given this pair right now
             return _lease_insert(
@@ -283,6 +335,7 @@ def _assignment_try(
                 a_on_left=rng.random() < 0.5,
                 now=now,
                 bound=None if gold else study.overlap,
+                first=first,
             )
     except IntegrityError:
         # Another request of the same rater (a second tab, a double click) was just given

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotations import selectors, services
+from annotations import selectors, services, throttle
 from annotations.forms import ConsentForm, JudgmentForm
 from annotations.highlight import shown_html
 from annotations.models import Assignment, Criterion, Enrolment, Invite, Study
@@ -69,13 +69,18 @@ def prolific_entry(request: HttpRequest, study_id: int) -> HttpResponse:
     study = get_object_or_404(Study, id=study_id, status__in=_ENTERABLE)
     if study.status == Study.Status.DRAFT:
         return _not_started(request, study)
+    ip = throttle.client_ip(request)
     try:
         user = services.prolific_rater_get(
             study=study,
             prolific_pid=request.GET.get("PROLIFIC_PID", ""),
             prolific_study_id=request.GET.get("STUDY_ID", ""),
             session_id=request.GET.get("SESSION_ID", ""),
+            may_create=lambda: throttle.entry_account_allowed(study_id=study.id, ip=ip),
         )
+    except services.EntryThrottled as error:
+        return render(request, "annotations/entry_error.html", {"message": str(error)},
+                      status=429)
     except ValueError as error:
         return render(request, "annotations/entry_error.html", {"message": str(error)}, status=400)
     _log_in_rater(request, user)

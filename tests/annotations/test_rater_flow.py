@@ -363,12 +363,18 @@ def test_rate_page_query_count_is_bounded(users, django_assert_max_num_queries):
     # session, user, enrolment with its study, the rater's history, candidates, the lease
     # (lock, then room and insert in one statement, inside a savepoint here), criteria,
     # what is shown — and no query per criterion, per output or per earlier assignment.
+    # A rater who has answered nothing yet: two more, the study's lock and one read of the
+    # newcomers' share (services.pairs_assignments._newcomer_room).
     _, alice, _ = users
     study = make_study(n_items=4, raters=[alice], overlap=1)
     finish_generations(study)
     client = login(alice)
     client.get(reverse("rate", args=[study.id]))
     Assignment.objects.filter(rater=alice).update(released_at=timezone.now())
+    with django_assert_max_num_queries(13):
+        assert client.get(reverse("rate", args=[study.id])).status_code == 200
+    judged = Assignment.objects.get(rater=alice, released_at__isnull=True)
+    assert client.post(reverse("judge", args=[judged.id]), {"choice": "tie"}).status_code == 302
     with django_assert_max_num_queries(11):
         assert client.get(reverse("rate", args=[study.id])).status_code == 200
 

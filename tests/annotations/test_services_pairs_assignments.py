@@ -137,8 +137,10 @@ def test_vs_first_design_pairs_each_condition_with_the_first():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_raters_never_exceed_overlap():
+def test_concurrent_raters_never_exceed_overlap(settings):
     """Many raters asking at once (threads, one connection each) never over-assign a pair."""
+    # New raters all: let them hold every pair (the newcomers' share is tested on its own).
+    settings.NEWCOMER_PAIR_SHARE_PERCENT = 100
     study = make_study(n_items=2, overlap=2)
     finish_generations(study)
     User = get_user_model()
