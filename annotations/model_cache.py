@@ -9,7 +9,7 @@ from django.conf import settings
 from inference.generate import generate
 from inference.hot_cold import model_place
 from inference.kernels import compiled_kernels
-from inference.loading import LoadedModel, load_model
+from inference.loading import LoadedModel, load_model, placed_dtype
 from inference.policies import DensePolicy
 
 
@@ -17,6 +17,7 @@ from inference.policies import DensePolicy
 def _load(
     path: str, dtype: str, device: str, plan: str, hot_device: str, cold_device: str
 ) -> LoadedModel:
+    dtype = placed_dtype(dtype, device=device, split=bool(plan))
     loaded = load_model(path or None, dtype=dtype, cache_dir=settings.MODEL_CACHE_DIR)
     model_place(
         loaded.model, fingerprint=loaded.fingerprint, device=device, plan=plan or None,

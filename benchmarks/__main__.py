@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reps", type=int, default=None, help="repetitions (ffn 5, decode 1)")
     bench.add_argument("--threads", type=int, default=None, help="ffn, e2e (2): torch threads")
     bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    bench.add_argument(
+        "--format", default="float32", choices=["float32", "q4_0", "q4_1", "q8_0"],
+        help="e2e: the random model's weights, fp32 or a GGUF block format kept as stored",
+    )  # fmt: skip
     bench.add_argument("--model", type=Path, default=None, help="decode: .gguf or HF dir")
     bench.add_argument("--cache-dir", type=Path, default=None)
     bench.add_argument("--max-new-tokens", type=int, default=32, help="decode: tokens per run")
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.what == "e2e":
         result = bench_e2e.bench_e2e(
             args.shape or "tinyllama-1.1b", args.sparsity, tokens=args.tokens,
-            rounds=args.rounds, threads=args.threads or 2,
+            rounds=args.rounds, threads=args.threads or 2, weight_format=args.format,
         )  # fmt: skip
         text = bench_e2e.format_e2e(result)
     elif args.what == "ffn":

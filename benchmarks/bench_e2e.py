@@ -1,30 +1,38 @@
 """End-to-end decode speed of each threshold site against dense, on one model in one run.
 
-    python -m benchmarks e2e --shape tinyllama-1.1b --sparsity 0.5 [--tokens N] [--json]
+    python -m benchmarks e2e --shape tinyllama-1.1b --sparsity 0.5 [--format q4_0]
+        [--tokens N] [--json]
 
 The model is a LLaMA of the named shape (``config.SHAPES``) with seeded random weights built in
-memory, fp32, batch 1, on the threads torch has (``--threads``, default 2). Thresholds for each
-site are calibrated on the model's own activations (a profile of a few prompts, ``calibrate``'s
-per-layer quantiles). Dense and each site then decode the same prompt greedily in alternating
+memory, fp32 (or, with ``--format q4_0|q4_1|q8_0``, written tensor by tensor to a temporary GGUF
+in that block format and loaded as stored: a ``llama-2-7b`` Q4_0 never exists in fp32), batch
+1, on the threads torch has (``--threads``, default 2). Thresholds for each site are calibrated
+on the model's own activations (a profile of a few prompts, ``calibrate``'s per-layer
+quantiles). Dense and each site then decode the same prompt greedily in alternating
 rounds (dense, h, gate, input, dense, ...), so drift on a shared machine hits all alike; each
 figure is the median over rounds and ``speedup`` is over dense in the same run. ``tokens_per_s``
 counts decode steps only (the prompt is 8 words). ``transformers_tokens_per_s`` is plain
 ``transformers`` ``generate`` on the same weights before the engine touches them, timed the same
-way (decode steps only), once, first. Results: docs/benchmarks.md.
+way (decode steps only), once, first (fp32 only). Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from inference.config import shape_named
 from inference.generate import generate, prompt_ids
 from inference.loading import LoadedModel
 from inference.policies import DensePolicy, Policy, StaticPolicy
 from inference.profile import calibrated_policy, profile_model
-from inference.random_model import random_llama, word_tokenizer
+from inference.provenance import resident_bytes
+from inference.quantized import is_quantized, load_gguf_quantized, write_random_gguf
+from inference.random_model import llama_config, random_llama, word_tokenizer
 from inference.sparsify import sparsify
 
 PROMPT = " ".join(f"w{i}" for i in range(1, 9))
@@ -48,7 +56,7 @@ def _transformers_tokens_per_s(loaded: LoadedModel, tokens: int) -> float:
 
 
 def _decode(loaded: LoadedModel, policy: Policy, tokens: int) -> dict:
-    if isinstance(policy, DensePolicy):  # the plain layout: attention row-major
+    if isinstance(policy, DensePolicy) and not is_quantized(loaded.model):  # attention row-major
         sparsify(loaded.model, StaticPolicy(0.0))
     result = generate(loaded, PROMPT, policy, max_new_tokens=tokens)
     return {
@@ -68,18 +76,27 @@ def bench_e2e(
     threads: int | None = 2,
     seed: int = 0,
     device: str = "cpu",
+    weight_format: str = "float32",
 ) -> dict:
     """Dense vs each site at ``sparsity`` on a random model of ``shape`` (see the module), on
-    ``device`` (``cuda``: the skipping paths gather rows with torch ops)."""
+    ``device`` (``cuda``: the skipping paths gather rows with torch ops), its weights in
+    ``weight_format`` (``float32`` or a GGUF block format, ``quantized.FORMATS``)."""
     if not 0.0 < sparsity < 1.0:
         raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
     if tokens < 2:
         raise ValueError("--tokens must be at least 2 (one decode step)")
     if threads:
         torch.set_num_threads(threads)
-    model = random_llama(shape, seed=seed).to(device)
+    if weight_format == "float32":
+        model = random_llama(shape, seed=seed).to(device)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:  # the map keeps the file's pages
+            path = write_random_gguf(shape_named(shape), Path(tmp) / "model.gguf", weight_format)
+            model = load_gguf_quantized(path, llama_config(shape))
     loaded = LoadedModel(model, word_tokenizer(model.config.vocab_size), f"{shape}-s{seed}", "")
-    transformers_tps = _transformers_tokens_per_s(loaded, tokens)
+    transformers_tps = (
+        _transformers_tokens_per_s(loaded, tokens) if weight_format == "float32" else None
+    )
     profile = profile_model(loaded, CALIBRATION_PROMPTS, max_new_tokens=2)
     policies: dict[str, Policy] = {"dense": DensePolicy()}
     policies.update({site: calibrated_policy(profile, sparsity, site) for site in SITES})
@@ -97,6 +114,8 @@ def bench_e2e(
     dense_bytes = median("dense", "weight_bytes_read_per_token")
     return {
         "shape": shape,
+        "weight_format": weight_format,
+        "resident_bytes": resident_bytes(),
         "device": device,
         "threads": torch.get_num_threads(),
         "tokens": tokens,
@@ -106,7 +125,7 @@ def bench_e2e(
         "dense": {
             "tokens_per_s": dense_tps,
             "weight_bytes_read_per_token": dense_bytes,
-            "relative_to_transformers": dense_tps / transformers_tps,
+            "relative_to_transformers": dense_tps / transformers_tps if transformers_tps else None,
         },
         "policies": [
             {
@@ -124,12 +143,16 @@ def bench_e2e(
 
 def format_e2e(r: dict) -> str:
     dense = r["dense"]
+    baseline = (
+        f"transformers generate {r['transformers_tokens_per_s']:.2f} tok/s; "
+        if r["transformers_tokens_per_s"]
+        else ""
+    )
     lines = [
-        f"{r['shape']} (random weights, fp32, batch 1, {r['threads']} threads): {r['tokens']} "
-        f"tokens, medians of {r['rounds']} alternating rounds, target sparsity "
-        f"{r['target_sparsity']:.0%}",
-        f"transformers generate {r['transformers_tokens_per_s']:.2f} tok/s; engine dense "
-        f"{dense['tokens_per_s']:.2f} tok/s ({dense['relative_to_transformers']:.2f}x), "
+        f"{r['shape']} (random weights, {r['weight_format']}, batch 1, {r['threads']} threads): "
+        f"{r['tokens']} tokens, medians of {r['rounds']} alternating rounds, target sparsity "
+        f"{r['target_sparsity']:.0%}; resident {r['resident_bytes'] / 2**30:.2f} GiB",
+        f"{baseline}engine dense {dense['tokens_per_s']:.2f} tok/s, "
         f"{dense['weight_bytes_read_per_token'] / 1e9:.3f} GB/token",
         "site   sparsity  tok/s  speed-up  GB/token  byte ratio  of byte ratio",
     ]

@@ -1,22 +1,26 @@
-"""The engine against llama.cpp on the same weights at the same precision, in one run.
+"""The engine against llama.cpp on the same GGUF file, in one run.
 
     python -m benchmarks.bench_llamacpp --llama-bench BUILD/bin/llama-bench \\
-        --gguf-f32 smollm2-f32.gguf [--threads 2] [--tokens 64] [--rounds 3] [--sparsity 0.5]
+        --gguf FILE.gguf [--threads 1 2] [--tokens 64] [--rounds 3] [--sparsity 0.5]
 
 llama.cpp is a benchmark tool here, never a dependency. Build it from the source vendored in the
 ``llama-cpp-python`` sdist (``pip download --no-deps --no-binary :all: llama-cpp-python``; then
 ``cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON`` and
-``cmake --build build -j2 --target llama-bench llama-quantize``), and turn the shipped Q4_1 GGUF
-into same-precision weights with ``llama-quantize --allow-requantize SHIPPED.gguf OUT.gguf F32``:
-dequantizing Q4_1 to fp32 gives exactly the weights the engine decodes with.
+``cmake --build build -j2 --target llama-bench llama-quantize``). ``--gguf`` is any LLaMA GGUF:
+the shipped Q4_1 file, or a requantization of it (``llama-quantize --allow-requantize --pure
+SHIPPED.gguf OUT.gguf Q8_0``; ``F32`` for the fp32 reference). The engine loads it with
+``dtype="auto"``: block formats stay as stored, float formats load as fp32, so both read the
+same file.
 
-Each round runs, alternating: ``llama-bench -p 0 -n TOKENS -r 1`` (decode only, from an empty
-context), then the engine decoding TOKENS greedy tokens of one prompt, dense and at each
-threshold site (thresholds calibrated to ``--sparsity`` on two HumanEval prompts), in an order
-that rotates by one each round. Dense runs on the default layout (a dense policy keeps the last
-site's, and the ``input`` site's transposed projections decode dense ~4 % slower at 2
-threads). Tokens/s counts decode steps only on both sides; figures are medians over rounds,
-ratios are to llama.cpp and to the engine's dense in the same run. Results: docs/benchmarks.md.
+Each round runs, alternating, at each thread count: ``llama-bench -p 0 -n TOKENS -r 1`` (decode
+only, from an empty context), then the engine decoding TOKENS greedy tokens of one prompt,
+dense and at each threshold site (thresholds calibrated to ``--sparsity`` on two HumanEval
+prompts), in an order that rotates by one each round. Dense runs on the file's layout (GGUF
+blocks: a dense policy returns to it; fp32: the default layout, as a dense policy keeps the
+last site's). Tokens/s counts decode steps only on both sides; figures are medians over
+rounds, ratios are to llama.cpp and to the engine's dense in the same run; "of byte ratio" is a
+site's speed-up over dense divided by dense's weight bytes per token over the site's (1: the
+bytes it skips are all time saved). Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -34,107 +38,128 @@ from inference.generate import generate
 from inference.loading import load_model
 from inference.policies import DensePolicy, StaticPolicy
 from inference.profile import calibrated_policy, humaneval_prompts, profile_model
+from inference.quantized import is_quantized
 from inference.sparsify import sparsify
 
 PROMPT = "Write a Python function that checks whether a string is a palindrome."
 SITES = ("h", "gate", "input")
 
 
-def llama_bench_tokens_per_s(binary: Path, gguf: Path, threads: int, tokens: int) -> float:
-    """One ``llama-bench`` decode run: tokens/s of ``tg<tokens>``."""
+def llama_bench(binary: Path, gguf: Path, threads: int, tokens: int) -> dict:
+    """One ``llama-bench`` decode run: its JSON record (``avg_ts``: tokens/s of ``tg<tokens>``,
+    ``build_commit``, ``build_number``)."""
     out = subprocess.run(
         [str(binary), "-m", str(gguf), "-t", str(threads), "-p", "0", "-n", str(tokens),
          "-r", "1", "-o", "json"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return float(json.loads(out.stdout)[0]["avg_ts"])
+    return json.loads(out.stdout)[0]
 
 
 def bench_llamacpp(
-    binary: Path, gguf: Path, *, threads: int = 2, tokens: int = 64, rounds: int = 3,
-    sparsity: float = 0.5,
+    binary: Path, gguf: Path, *, threads: tuple[int, ...] = (2,), tokens: int = 64,
+    rounds: int = 3, sparsity: float = 0.5,
 ) -> dict:  # fmt: skip
-    torch.set_num_threads(threads)
-    loaded = load_model()
+    loaded = load_model(gguf, dtype="auto")
+    quantized = is_quantized(loaded.model)
     profile = profile_model(loaded, humaneval_prompts(2), max_new_tokens=2)
     policies = {"dense": DensePolicy()}
     policies.update({site: calibrated_policy(profile, sparsity, site) for site in SITES})
-    runs: dict[str, list[dict]] = {"llama.cpp": [], **{name: [] for name in policies}}
+    runs = {(t, name): [] for t in threads for name in ("llama.cpp", *policies)}
     for policy in policies.values():  # warm-up: layouts, kernels, page faults
         generate(loaded, PROMPT, policy, max_new_tokens=4)
     names = list(policies)
+    build = {}
     for round_ in range(rounds):
-        reference = llama_bench_tokens_per_s(binary, gguf, threads, tokens)
-        runs["llama.cpp"].append({"tokens_per_s": reference})
-        # Each round starts one policy later, so none always runs right after llama.cpp.
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            policy = policies[name]
-            if name == "dense":  # on the default layout, not the last site's (dense keeps it)
-                sparsify(loaded.model, StaticPolicy(0.0, site="h"), loaded.fingerprint)
-            result = generate(loaded, PROMPT, policy, max_new_tokens=tokens)
-            runs[name].append({
-                "tokens_per_s": 1.0 / result.decode_latency_s_per_token,
-                "achieved_sparsity": result.achieved_sparsity,
-                "weight_bytes_read_per_token": result.weight_bytes_read_per_token,
-                "new_tokens": result.new_tokens,
+        for t in threads:
+            torch.set_num_threads(t)
+            record = llama_bench(binary, gguf, t, tokens)
+            build = {k: record.get(k) for k in ("build_commit", "build_number", "cpu_info")}
+            runs[t, "llama.cpp"].append({"tokens_per_s": float(record["avg_ts"])})
+            # Each round starts one policy later, so none always runs right after llama.cpp.
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                policy = policies[name]
+                if name == "dense" and not quantized:  # fp32: the default layout
+                    sparsify(loaded.model, StaticPolicy(0.0, site="h"), loaded.fingerprint)
+                result = generate(loaded, PROMPT, policy, max_new_tokens=tokens)
+                runs[t, name].append({
+                    "tokens_per_s": 1.0 / result.decode_latency_s_per_token,
+                    "achieved_sparsity": result.achieved_sparsity,
+                    "weight_bytes_read_per_token": result.weight_bytes_read_per_token,
+                    "new_tokens": result.new_tokens,
+                })  # fmt: skip
+
+    def median(t: int, name: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[t, name])
+
+    per_threads = []
+    for t in threads:
+        reference = median(t, "llama.cpp", "tokens_per_s")
+        dense = median(t, "dense", "tokens_per_s")
+        dense_bytes = median(t, "dense", "weight_bytes_read_per_token")
+        rows = []
+        for name in policies:
+            tps = median(t, name, "tokens_per_s")
+            read = median(t, name, "weight_bytes_read_per_token")
+            rows.append({
+                "name": name,
+                "tokens_per_s": tps,
+                "of_llama_cpp": tps / reference,
+                "speedup_over_dense": tps / dense,
+                "of_byte_ratio": (tps / dense) / (dense_bytes / read),
+                "achieved_sparsity": median(t, name, "achieved_sparsity"),
+                "weight_bytes_read_per_token": read,
+                "new_tokens": min(run["new_tokens"] for run in runs[t, name]),
             })  # fmt: skip
-
-    def median(name: str, key: str) -> float:
-        return statistics.median(run[key] for run in runs[name])
-
-    reference = median("llama.cpp", "tokens_per_s")
-    dense = median("dense", "tokens_per_s")
-    rows = []
-    for name in policies:
-        tps = median(name, "tokens_per_s")
-        rows.append({
-            "name": name,
-            "tokens_per_s": tps,
-            "of_llama_cpp": tps / reference,
-            "speedup_over_dense": tps / dense,
-            "achieved_sparsity": median(name, "achieved_sparsity"),
-            "weight_bytes_read_per_token": median(name, "weight_bytes_read_per_token"),
-            "new_tokens": min(run["new_tokens"] for run in runs[name]),
+        per_threads.append({
+            "threads": t,
+            "llama_cpp_tokens_per_s": reference,
+            "llama_cpp_runs": [run["tokens_per_s"] for run in runs[t, "llama.cpp"]],
+            "engine": rows,
         })  # fmt: skip
     return {
-        "threads": threads, "tokens": tokens, "rounds": rounds, "target_sparsity": sparsity,
-        "llama_cpp_tokens_per_s": reference,
-        "llama_cpp_runs": [run["tokens_per_s"] for run in runs["llama.cpp"]],
-        "engine": rows,
+        "gguf": str(gguf), "stored_as": "blocks" if quantized else "fp32", "tokens": tokens,
+        "rounds": rounds, "target_sparsity": sparsity, "llama_cpp": build,
+        "results": per_threads,
     }  # fmt: skip
 
 
 def format_result(r: dict) -> str:
     lines = [
-        f"SmolLM2-135M fp32, {r['threads']} threads, {r['tokens']} tokens, medians of "
-        f"{r['rounds']} alternating rounds; llama.cpp llama-bench {r['llama_cpp_tokens_per_s']:.1f}"
-        f" tok/s (runs: {', '.join(f'{x:.1f}' for x in r['llama_cpp_runs'])})",
-        "engine    sparsity  tok/s  of llama.cpp  vs dense  MB/token",
+        f"{Path(r['gguf']).name} (engine: {r['stored_as']}), {r['tokens']} tokens, medians of "
+        f"{r['rounds']} alternating rounds; llama.cpp build {r['llama_cpp'].get('build_number')}"
+        f" ({r['llama_cpp'].get('build_commit')})",
     ]
-    for row in r["engine"]:
-        lines.append(
-            f"{row['name']:8s} {row['achieved_sparsity']:8.1%}  {row['tokens_per_s']:5.1f}  "
-            f"{row['of_llama_cpp']:11.2f}x  {row['speedup_over_dense']:7.2f}x  "
-            f"{row['weight_bytes_read_per_token'] / 1e6:8.0f}"
-        )
+    for block in r["results"]:
+        lines += [
+            f"{block['threads']} threads: llama-bench {block['llama_cpp_tokens_per_s']:.1f} tok/s"
+            f" (runs: {', '.join(f'{x:.1f}' for x in block['llama_cpp_runs'])})",
+            "engine    sparsity  tok/s  of llama.cpp  vs dense  of byte ratio  MB/token",
+        ]
+        for row in block["engine"]:
+            lines.append(
+                f"{row['name']:8s} {row['achieved_sparsity']:8.1%}  {row['tokens_per_s']:5.1f}  "
+                f"{row['of_llama_cpp']:11.2f}x  {row['speedup_over_dense']:7.2f}x  "
+                f"{row['of_byte_ratio']:13.2f}  {row['weight_bytes_read_per_token'] / 1e6:8.1f}"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--llama-bench", type=Path, required=True)
-    parser.add_argument("--gguf-f32", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gguf", type=Path, required=True, help="any LLaMA GGUF file")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    for path in (args.llama_bench, args.gguf_f32):
+    for path in (args.llama_bench, args.gguf):
         if not path.is_file():
             parser.error(f"{path} does not exist")
     result = bench_llamacpp(
-        args.llama_bench, args.gguf_f32, threads=args.threads, tokens=args.tokens,
+        args.llama_bench, args.gguf, threads=tuple(args.threads), tokens=args.tokens,
         rounds=args.rounds, sparsity=args.sparsity,
     )  # fmt: skip
     print(json.dumps(result, indent=1) if args.json else format_result(result))

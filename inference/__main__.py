@@ -77,7 +77,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 {
                     "text": text,
                     "telemetry": telemetry,
-                    "policy": args.policy.to_dict(),
+                    "policy": args.policy.to_json(),
                     "fingerprint": loaded.fingerprint,
                 }
             )
@@ -207,7 +207,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             f"{active:.1%} (sparsity {1 - active:.1%})",
             file=sys.stderr,
         )
-        print(json.dumps(policy.to_dict()))
+        print(json.dumps(policy.to_json()))
         return 0
     if args.target_sparsity is None:
         raise ValueError("--profile needs --target-sparsity, e.g. 0.5")
@@ -226,7 +226,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         f"{result.sparsity:.1%} (per layer {min(active):.1%}..{max(active):.1%} active)",
         file=sys.stderr,
     )
-    print(json.dumps(result.policy.to_dict()))
+    print(json.dumps(result.policy.to_json()))
     return 0
 
 
@@ -263,7 +263,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help=".gguf file or HF directory")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+        help="auto: a GGUF's weights in the file's block formats; float32: dequantized",
+    )  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None)
 
 

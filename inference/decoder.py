@@ -14,12 +14,13 @@
 Both return the last position's logits ``[1, V]``. ``tests/inference/test_decoder.py`` holds
 them to equal logits and equal greedy tokens.
 
-On fp32 CPU models whose MLPs are ``SparseMLP`` at any site, ``LeanDecoder`` runs each decoded
-token through all layers in one compiled call (``DecodeStep``, ``csrc/decode_step.cpp``): the
-same operations and kernels in the same order, so the same numbers bit for bit, without the
-Python around each of them; ``compiled_step_unsupported`` says why it does not apply. On a CUDA
-device it decodes with ``static_decoder.StaticStep`` instead: fixed shapes, the sites' Triton
-kernels, each token one CUDA graph replay (``static_unsupported`` says why it does not apply).
+On CPU models (fp32, or a GGUF's blocks) whose MLPs are ``SparseMLP`` at any site,
+``LeanDecoder`` runs each decoded token through all layers in one compiled call (``DecodeStep``,
+``csrc/decode_step.cpp``): the same operations and kernels in the same order, so the same
+numbers bit for bit, without the Python around each of them; ``compiled_step_unsupported``
+says why it does not apply. On a CUDA device it decodes with ``static_decoder.StaticStep``
+instead: fixed shapes, the sites' Triton kernels, each token one CUDA graph replay
+(``static_unsupported`` says why it does not apply).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from inference.kernels import compiled_kernels, is_silu
-from inference.sparse_mlp import SparseLinear, SparseMLP, project
+from inference.quantized import QuantLinear
+from inference.sparse_mlp import SparseLinear, SparseMLP, SparseQuantLinear, project
 from inference.static_decoder import StaticStep, static_unsupported
 
 LEAN_ENV = "INFERENCE_LEAN_DECODER"  # "0": always transformers' forward (the reference)
@@ -121,7 +123,7 @@ class LeanDecoder:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.scaling = attn.scaling
-        weight = model.model.embed_tokens.weight
+        weight = model.model.norm.weight  # fp32 also where the projections are GGUF blocks
         self.device, self.dtype = weight.device, weight.dtype
         self.max_tokens = max_tokens
         self.cache = torch.empty(  # a position is written before attention reads it
@@ -129,7 +131,7 @@ class LeanDecoder:
             device=self.device, dtype=self.dtype,
         )  # fmt: skip
         positions = torch.arange(max_tokens, device=self.device).unsqueeze(0)
-        cos, sin = model.model.rotary_emb(weight[:1], positions)  # [1, T, hd] each
+        cos, sin = model.model.rotary_emb(weight[None, :1], positions)  # [1, T, hd] each
         self.cos, self.sin = cos[0], sin[0]
         self.rotation = _rotation_matrix(self.head_dim, self.device, self.dtype)
         norms = [
@@ -246,7 +248,8 @@ class LeanDecoder:
 
 def compiled_step_unsupported(decoder: LeanDecoder) -> str | None:
     """Why ``decoder`` cannot decode with ``DecodeStep`` (None when it can): it computes what the
-    Python loop computes only for fp32 on the CPU, plain RMSNorms, ``SparseMLP`` layers (not a
+    Python loop computes only for fp32 activations on the CPU (weights fp32 or GGUF blocks laid
+    out for the MLPs' site), plain RMSNorms, ``SparseMLP`` layers (not a
     predictor's or a hot/cold split's) with SiLU, attention projections that are plain
     ``nn.Linear`` (``SparseLinear`` at the input site), and no hooks (a profiler's would not see
     the call)."""
@@ -262,9 +265,12 @@ def compiled_step_unsupported(decoder: LeanDecoder) -> str | None:
         attention = [
             getattr(layer.self_attn, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")
         ]
-        wanted = SparseLinear if mlp.site == "input" else nn.Linear
-        if any(type(linear) is not wanted for linear in attention):
-            return f"attention projections other than {wanted.__name__} at the {mlp.site} site"
+        wanted = (
+            (SparseLinear, SparseQuantLinear) if mlp.site == "input" else (nn.Linear, QuantLinear)
+        )
+        if any(type(linear) not in wanted for linear in attention):
+            names = " or ".join(cls.__name__ for cls in wanted)
+            return f"attention projections other than {names} at the {mlp.site} site"
         if mlp.site == "input" and tuple(mlp.input_linears[:4]) != tuple(attention):
             return "input-site projections not attached to their layer"
     norms = [
@@ -290,19 +296,25 @@ def _hooked(model: nn.Module) -> bool:
 def _decode_step(decoder: LeanDecoder):
     """The compiled ``DecodeStep`` over ``decoder``'s layers (their weights as the modules hold
     them; built once per generation, after ``sparsify`` laid them out)."""
-    weights, sites = [], []
+    weights, sites, types, transposed = [], [], [], []
     for layer, mlp in zip(decoder.layers, decoder.mlps, strict=True):
         attn = layer.self_attn
+        projections = (
+            attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj,
+            mlp.gate_proj, mlp.up_proj, mlp.down_proj,
+        )  # fmt: skip
+        stored = [p.blocks if isinstance(p, QuantLinear) else p.weight for p in projections]
         weights += [
-            layer.input_layernorm.weight, attn.q_proj.weight, attn.k_proj.weight,
-            attn.v_proj.weight, attn.o_proj.weight, layer.post_attention_layernorm.weight,
-            mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight,
+            layer.input_layernorm.weight, *stored[:4], layer.post_attention_layernorm.weight,
+            *stored[4:],
         ]  # fmt: skip
+        types += [p.qtype if isinstance(p, QuantLinear) else 0 for p in projections]
+        transposed += [int(getattr(p, "layout", "") == "transposed") for p in projections]
         sites.append(("h", "gate", "input").index(mlp.site))
     eps = decoder.layers[0].input_layernorm.variance_epsilon  # one for all (checked)
     return compiled_kernels().DecodeStep(
-        weights, sites, decoder.cache, decoder.cos, decoder.sin, decoder.rotation, float(eps),
-        float(decoder.scaling), decoder.heads, decoder.kv_heads,
+        weights, sites, types, transposed, decoder.cache, decoder.cos, decoder.sin,
+        decoder.rotation, float(eps), float(decoder.scaling), decoder.heads, decoder.kv_heads,
     )  # fmt: skip
 
 

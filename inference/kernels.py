@@ -6,14 +6,16 @@
   rows were kept): ``input_matvec`` (TEAL: a projection's kept inputs), ``h_ffn`` (threshold on
   ``|h|``: down rows of kept neurons) and ``gate_ffn`` (CATS: up and down rows of kept neurons).
 
-Each calls the compiled CPU kernel (``csrc/gathered_ffn.cpp``) where that applies (fp32 on the
+Each calls the compiled CPU kernel (``csrc/kernels.cpp``) where that applies (fp32 on the
 CPU), the Triton kernels (``triton_kernels``) for the threshold sites on a CUDA device, and a
 PyTorch path otherwise (other dtypes on the CPU; ``use_kernel=False``: gathered rows with torch
-ops), which gives the same numbers and is the reference the others are tested against.
+ops), which gives the same numbers and is the reference the others are tested against. The same
+kernels on a GGUF's blocks (``csrc/quant_kernels.cpp``, formats in ``csrc/quant_formats.h``)
+are called from ``inference.quantized``.
 
 ``torch.utils.cpp_extension.load`` compiles the project's own C++ file with the system compiler
 (~40 s once; cached under ``~/.cache/torch_extensions``). Where it cannot be built (no compiler),
-or with ``INFERENCE_GATHER_KERNEL=0``, ``compiled_gathered_ffn()`` returns ``None``.
+or with ``INFERENCE_KERNELS=0``, ``compiled_gathered_ffn()`` returns ``None``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from torch import nn
 from inference import triton_kernels
 
 _CSRC = Path(__file__).parent / "csrc"
-_SOURCES = [_CSRC / "gathered_ffn.cpp", _CSRC / "decode_step.cpp"]
+_SOURCES = [_CSRC / "kernels.cpp", _CSRC / "quant_kernels.cpp", _CSRC / "decode_step.cpp"]
+_HEADERS = [_CSRC / "kernels.h", _CSRC / "quant_formats.h"]
+KERNELS_ENV = "INFERENCE_KERNELS"  # "0": no compiled kernels (the PyTorch paths)
 _state: dict = {}
 
 
@@ -40,7 +44,7 @@ def _build_name() -> str:
     worktrees, would otherwise rebuild over each other, and a header change alone would not
     rebuild)."""
     digest = hashlib.sha256()
-    for path in (*_SOURCES, _CSRC / "kernels.h"):
+    for path in (*_SOURCES, *_HEADERS):
         digest.update(path.read_bytes())
     return f"inference_sparse_kernels_{digest.hexdigest()[:12]}"
 
@@ -51,7 +55,7 @@ def compiled_kernels():
     if "module" in _state:
         return _state["module"]
     _state["module"] = None
-    if os.environ.get("INFERENCE_GATHER_KERNEL", "1") == "0":
+    if os.environ.get(KERNELS_ENV, "1") == "0":
         return None
     try:
         from torch.utils.cpp_extension import load
@@ -65,9 +69,7 @@ def compiled_kernels():
         )
         _state["module"] = module
     except Exception as exc:  # noqa: BLE001  (no compiler, headers, ninja...): fall back
-        warnings.warn(
-            f"gathered FFN kernel not built ({exc}); using the PyTorch path", stacklevel=2
-        )
+        warnings.warn(f"compiled kernels not built ({exc}); using the PyTorch path", stacklevel=2)
     return _state["module"]
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from inference.model_info import (
     CACHE_FORMAT,
@@ -27,8 +27,11 @@ from inference.model_info import (
     fingerprint_directory,
     fingerprint_file,
 )
+from inference.quantized import load_gguf_quantized
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# "auto": a GGUF keeps its own block formats (inference.quantized), a directory loads as fp32.
+LOAD_DTYPES = ("auto", *DTYPES)
 
 
 @dataclass
@@ -39,6 +42,15 @@ class LoadedModel:
     tokenizer: object
     fingerprint: str
     path: str
+
+
+def placed_dtype(dtype: str, *, device: str = "cpu", split: bool = False) -> str:
+    """``dtype`` for a model placed on ``device`` (or ``split`` hot/cold by a plan): ``auto``
+    keeps a GGUF's blocks only where their kernels run, the whole model on the CPU; elsewhere
+    it means ``float32``."""
+    if dtype == "auto" and (split or not device.startswith("cpu")):
+        return "float32"
+    return dtype
 
 
 def default_cache_dir() -> Path:
@@ -54,12 +66,14 @@ def load_model(
     """Load a causal LM and its tokenizer.
 
     ``path``: a ``.gguf`` file or a local Hugging Face model directory (default: the shipped GGUF).
-    ``dtype``: one of ``float32``, ``bfloat16``, ``float16``.
+    ``dtype``: ``auto`` (a GGUF's weights stay in the file's block formats, never copied to
+    fp32; a directory loads as fp32), or ``float32`` (the reference: a GGUF dequantized),
+    ``bfloat16``, ``float16``.
     ``cache_dir``: root of the converted-GGUF cache (default ``./var/model-cache``); each model
     lives in ``<cache_dir>/<fingerprint>/``. Directories are loaded directly, never cached.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype not in LOAD_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(LOAD_DTYPES)}, got {dtype!r}")
     path = Path(path) if path is not None else default_model_path()
     path = path.expanduser().resolve()
     if not path.exists():
@@ -71,14 +85,48 @@ def load_model(
         source = path
     elif path.suffix == ".gguf":
         fingerprint = fingerprint_file(path, cache_root)
+        if dtype == "auto":
+            return _stored_gguf(path, cache_root / f"{fingerprint}.tokenizer", fingerprint)
         source = _converted_gguf(path, cache_root / fingerprint)
     else:
         raise ValueError(f"{path} is neither a .gguf file nor a model directory")
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
+    torch_dtype = torch.float32 if dtype == "auto" else DTYPES[dtype]
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, path=str(path))
+
+
+def _stored_gguf(gguf: Path, tokenizer_entry: Path, fingerprint: str) -> LoadedModel:
+    """``gguf`` with its weights as stored (``inference.quantized``); its tokenizer converted
+    once and cached in ``tokenizer_entry`` (the weights are read from the file every time)."""
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not (tokenizer_entry / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        _write_entry(tokenizer_entry, tokenizer.save_pretrained, "tokenizer_config.json")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_entry)
+    model = load_gguf_quantized(gguf, config)
+    return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, path=str(gguf))
+
+
+def _write_entry(entry: Path, save, marker_name: str) -> None:
+    """``save(directory)`` into a sibling temp dir renamed to ``entry``, so a concurrent reader
+    never sees half an entry (a concurrent writer's complete entry wins)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    try:
+        tmp.chmod(0o755)
+        save(tmp)
+        if not (entry / marker_name).is_file():
+            if entry.exists():
+                shutil.rmtree(entry)
+            os.replace(tmp, entry)
+    except OSError:
+        if not (entry / marker_name).is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _converted_gguf(gguf: Path, entry: Path) -> Path:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from inference.decoder import LeanDecoder, decoder_for
+from inference.quantized import block_formats
 
 
 @functools.cache
@@ -31,16 +32,19 @@ def cpu_model() -> str:
 def machine_provenance(model: nn.Module, source_path: str) -> dict:
     """``host, cpu_model, threads, gpu_name, torch_version, weight_format`` of `model` in
     this process (``gpu_name`` "" on the CPU; ``weight_format``: the weights' dtype and the
-    file they came from, e.g. ``torch.float32 from .gguf``)."""
+    file they came from, e.g. ``torch.float32 from .gguf``, or a GGUF's block formats kept as
+    stored, ``Q4_1/Q8_0 blocks from .gguf``)."""
     weight = next(model.parameters())
     device = weight.device
+    blocks = block_formats(model)  # GGUF blocks as stored; the norms alone are fp32
+    weights = f"{'/'.join(blocks)} blocks" if blocks else str(weight.dtype)
     return {
         "host": socket.gethostname(),
         "cpu_model": cpu_model(),
         "threads": torch.get_num_threads(),
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
         "torch_version": torch.__version__,
-        "weight_format": f"{weight.dtype} from {Path(source_path).suffix or 'a directory'}",
+        "weight_format": f"{weights} from {Path(source_path).suffix or 'a directory'}",
     }
 
 

@@ -25,8 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inference.kernels import dense_linear, gate_ffn, h_ffn, input_matvec
+from inference.kernels import (
+    compiled_kernels,
+    dense_linear,
+    gate_ffn,
+    h_ffn,
+    input_matvec,
+    is_silu,
+)
 from inference.policies import SITES
+from inference.quantized import QuantLinear
 
 # Input-site thresholds per layer, in this order: the inputs of q/k/v, o, gate/up and down.
 INPUT_GROUPS = ("qkv", "o", "gate_up", "down")
@@ -43,6 +51,17 @@ def _transposed_view(linear: nn.Linear) -> None:
     with torch.no_grad():
         weight_t = weight.t().contiguous()
     linear.weight = nn.Parameter(weight_t.t(), requires_grad=False)
+
+
+def _lay_out(linear: nn.Module, transposed: bool) -> None:
+    """``linear`` stored transposed (a column as a contiguous row) or as it was loaded: in place
+    for fp32; GGUF blocks requantized from the file's, or the file's own (``QuantLinear``)."""
+    if isinstance(linear, QuantLinear):
+        linear.set_layout("transposed" if transposed else "file")
+    elif transposed:
+        _transposed_view(linear)
+    else:
+        row_major(linear)
 
 
 def row_major(linear: nn.Linear) -> None:
@@ -123,6 +142,58 @@ class SparseLinear(nn.Linear):
         return f"{self.in_features}, {self.out_features}, {self.part}, threshold={self.threshold:g}"
 
 
+class SparseQuantLinear(QuantLinear):
+    """``SparseLinear`` on GGUF blocks: the blocks re-laid out transposed (``[in, out]``,
+    requantized from the file's), so one token reads only the block rows of its kept inputs
+    (``quant_input_matvec``); threshold 0 reads them all (``quant_rows_axpy``)."""
+
+    def __init__(self, linear: QuantLinear, part: str) -> None:
+        super().__init__(linear.file_blocks, linear.qtype, linear.in_features, linear.out_features)
+        self._transposed = linear._transposed  # a re-laid copy, if any
+        self.set_layout("transposed")
+        self.part = part
+        self.threshold = 0.0
+        self.skipping = True
+        self.use_kernel = True
+        self.recording = False
+        self.read_weights: list[int] = []
+        self.last_kept = 0.0
+        self.last_read_rows = 0
+
+    note = SparseLinear.note
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, in] -> [B, S, out]
+        read_rows = self.in_features
+        module = compiled_kernels() if self.use_kernel else None
+        if self.threshold <= 0.0:
+            out, kept = super().forward(x), float(self.in_features)
+        elif x.shape[:-1].numel() == 1 and self.skipping and module is not None:
+            out, kept = module.quant_input_matvec(
+                self.blocks, self.qtype, x.reshape(-1).contiguous(), float(self.threshold)
+            )
+            out, read_rows = out.view(*x.shape[:-1], -1), kept
+        else:  # a prompt, or the masked reference: every weight is read
+            keep = x.abs() >= self.threshold
+            out = F.linear(x * keep, self.dequantized())
+            kept = keep.float().sum(-1).mean().item()
+        self.note(kept, read_rows)
+        return out
+
+    def to_linear(self, *, transposed: bool = False) -> QuantLinear:
+        """A ``QuantLinear`` on the same blocks, in the file's layout unless ``transposed``."""
+        linear = QuantLinear(self.file_blocks, self.qtype, self.in_features, self.out_features)
+        linear._transposed = self._transposed
+        linear.set_layout("transposed" if transposed else "file")
+        return linear
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.part}, threshold={self.threshold:g}"
+
+
+SPARSE_LINEARS = (SparseLinear, SparseQuantLinear)
+
+
 class SparseMLP(nn.Module):
     """A LLaMA MLP thresholded at ``site`` (``SITES``), sharing the wrapped module's projections.
 
@@ -140,7 +211,14 @@ class SparseMLP(nn.Module):
         self.up_proj = mlp.up_proj
         self.down_proj = mlp.down_proj
         self.act_fn = mlp.act_fn
-        _transposed_view(self.down_proj)  # a neuron's down column as a contiguous row
+        self.quantized = isinstance(self.down_proj, QuantLinear)
+        # The site the weights are laid out for; None: as loaded (GGUF blocks, until a site
+        # needs them re-laid; a dense policy goes back to the file's blocks). fp32: down is
+        # transposed at once (exact, and the dense GEMV reads either layout).
+        self.layout_for: str | None = getattr(mlp, "layout_for", None)
+        if not self.quantized:
+            _transposed_view(self.down_proj)  # a neuron's down column as a contiguous row
+            self.layout_for = getattr(mlp, "site", "h")
         self.site = "h"
         self.threshold: float | tuple[float, ...] = float(threshold)
         self.skipping = True
@@ -157,32 +235,40 @@ class SparseMLP(nn.Module):
     @property
     def dense_weights(self) -> int:
         """Weights one dense call reads: gate, up and down."""
-        return 3 * self.down_proj.weight.numel()
+        return 3 * self.down_proj.in_features * self.down_proj.out_features
 
-    def set_site(self, site: str, attention: nn.Module | None = None) -> None:
+    def set_site(self, site: str | None, attention: nn.Module | None = None) -> None:
         """Re-lay out for ``site`` (in place; nothing to do when it is already laid out so).
         ``attention``: the layer's attention module, whose projections the ``input`` site swaps
-        for ``SparseLinear`` (and any other site swaps back)."""
-        if site not in SITES:
+        for ``SparseLinear`` (and any other site swaps back). ``None`` (GGUF blocks only): the
+        file's own blocks everywhere, for a dense policy (the ``h`` site at threshold 0)."""
+        if site not in SITES and not (site is None and self.quantized):
             raise ValueError(f"site must be one of {SITES}, got {site!r}")
         sparse = site == "input"
+        down_transposed = site is not None or not self.quantized
         for name in MLP_PROJECTIONS:
-            self._swap(self, name, sparse, "mlp")
+            self._swap(self, name, sparse, "mlp", down_transposed)
         if attention is not None:
             for name in ATTENTION_PROJECTIONS:
-                self._swap(attention, name, sparse, "attention")
+                self._swap(attention, name, sparse, "attention", down_transposed)
             linears = (getattr(attention, name) for name in ATTENTION_PROJECTIONS)
             self._attention = tuple(linears) if sparse else ()
-        self.site = site
+        if not sparse and self.quantized:  # h, gate: down's rows are skipped, so transposed
+            _lay_out(self.down_proj, down_transposed)
+        self.site = site or "h"
+        self.layout_for = site
         self.set_threshold(0.0)
 
     @staticmethod
-    def _swap(owner: nn.Module, name: str, sparse: bool, part: str) -> None:
+    def _swap(owner: nn.Module, name: str, sparse: bool, part: str, down_transposed: bool) -> None:
         linear = getattr(owner, name)
-        if sparse and not isinstance(linear, SparseLinear):
-            setattr(owner, name, SparseLinear(linear, part))
-        elif not sparse and isinstance(linear, SparseLinear):  # down stays transposed
-            setattr(owner, name, linear.to_linear(transposed=name == "down_proj"))
+        if sparse and not isinstance(linear, SPARSE_LINEARS):
+            cls = SparseQuantLinear if isinstance(linear, QuantLinear) else SparseLinear
+            setattr(owner, name, cls(linear, part))
+        elif not sparse and isinstance(linear, SPARSE_LINEARS):  # down stays transposed
+            setattr(
+                owner, name, linear.to_linear(transposed=name == "down_proj" and down_transposed)
+            )
 
     def set_threshold(self, threshold: float | tuple[float, ...]) -> None:
         """One threshold (``h``, ``gate``), or one per ``INPUT_GROUPS`` (``input``; a single
@@ -220,11 +306,30 @@ class SparseMLP(nn.Module):
     def _skipping(self, x: torch.Tensor) -> torch.Tensor:
         """One token, reading only the kept neurons' rows (down; and up at the gate site)."""
         x1 = x.reshape(-1)
+        if self.quantized:
+            out, kept = self._skipping_blocks(x1)
+            self.note_kept(kept)
+            return out.view(x.shape)
         weights = (self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight.t())
         kernel = h_ffn if self.site == "h" else gate_ffn
         out, kept = kernel(*weights, x1, self.threshold, self.act_fn, use_kernel=self.use_kernel)
         self.note_kept(kept)
         return out.view(x.shape)
+
+    def _skipping_blocks(self, x1: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``_skipping`` on GGUF blocks (down laid out transposed): the compiled kernel, or
+        the PyTorch path on the dequantized blocks."""
+        gate, up, down = self.gate_proj, self.up_proj, self.down_proj
+        module = compiled_kernels() if self.use_kernel and is_silu(self.act_fn) else None
+        if module is not None:
+            kernel = module.quant_h_ffn if self.site == "h" else module.quant_gate_ffn
+            return kernel(
+                gate.blocks, gate.qtype, up.blocks, up.qtype, down.blocks, down.qtype,
+                x1.contiguous(), float(self.threshold),
+            )  # fmt: skip
+        kernel = h_ffn if self.site == "h" else gate_ffn
+        weights = (gate.dequantized(), up.dequantized(), down.dequantized().t().contiguous())
+        return kernel(*weights, x1, self.threshold, self.act_fn, use_kernel=False)
 
     def note_kept(self, kept: int) -> None:
         """Record one token at the ``h`` or ``gate`` site that kept ``kept`` neurons (-1: its
@@ -283,7 +388,7 @@ def is_split_hot_cold(model: nn.Module) -> bool:
 
 def attention_linears(model: nn.Module) -> list[SparseLinear]:
     """The attention projections swapped for ``SparseLinear`` (the ``input`` site), all layers."""
-    return [m for m in model.modules() if isinstance(m, SparseLinear) and m.part == "attention"]
+    return [m for m in model.modules() if isinstance(m, SPARSE_LINEARS) and m.part == "attention"]
 
 
 def set_thresholds(

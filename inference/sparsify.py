@@ -11,6 +11,7 @@ from torch import nn
 
 from inference.policies import Policy
 from inference.predictor import PredictorMLP, Predictors, attach_predictors
+from inference.quantized import QuantLinear, is_quantized
 from inference.sparse_mlp import SparseMLP, is_split_hot_cold, row_major
 
 
@@ -20,7 +21,8 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
     Idempotent: layers already wrapped are only re-configured with the policy's thresholds. The
     weights are re-laid out in place for the policy's site when it differs from the last one
     (``SparseMLP.set_site``: the ``input`` site swaps every projection for a ``SparseLinear``);
-    a dense policy keeps whatever layout the model has.
+    a dense policy keeps whatever layout an fp32 model has, and puts GGUF blocks back in the
+    file's layout (a re-laid copy is requantized: the dense condition reads the file as stored).
     A ``predictor`` policy swaps in ``PredictorMLP`` (once; a hot/cold split model keeps its
     ``HotColdMLP``) and attaches its predictor file, refusing one trained on a model whose
     fingerprint differs from ``fingerprint``; any other policy turns the predictors off again.
@@ -30,10 +32,13 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
     site = "h" if predicting else policy.site
     if site not in (None, "h") and is_split_hot_cold(model):
         raise ValueError(f"a hot/cold split model runs the h site and predictors, not {site!r}")
+    quantized = is_quantized(model)
+    if predicting and quantized:
+        raise ValueError("predictor policies run on fp32 weights: load with MODEL_DTYPE=float32")
     for layer in layers:
         if not isinstance(layer.mlp, SparseMLP):
             for name in ("gate_proj", "up_proj", "down_proj"):
-                assert isinstance(getattr(layer.mlp, name, None), nn.Linear), (
+                assert isinstance(getattr(layer.mlp, name, None), nn.Linear | QuantLinear), (
                     f"{type(layer.mlp).__name__}.{name} is not an nn.Linear"
                 )
             layer.mlp = SparseMLP(layer.mlp)
@@ -44,8 +49,11 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
             row_major(layer.mlp.gate_proj)
             row_major(layer.mlp.up_proj)
             model._predictor_path = None
-        if site is not None and site != layer.mlp.site:  # a dense policy keeps any layout
-            layer.mlp.set_site(site, layer.self_attn)
+        # A dense policy keeps any fp32 layout (re-laying fp32 is exact), and returns GGUF
+        # blocks to the file's (re-laying them requantizes).
+        wanted = site if site is not None or quantized else layer.mlp.layout_for
+        if wanted != layer.mlp.layout_for:
+            layer.mlp.set_site(wanted, layer.self_attn)
     if predicting:
         source = getattr(model, "_predictor_source", None)
         if getattr(model, "_predictor_path", None) != policy.predictor or source is None:

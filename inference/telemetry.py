@@ -140,15 +140,21 @@ def bytes_read_per_token(model: nn.Module, mlps: list, reads: list[list[int]]) -
     ``mlps`` then of ``attention_linears(model)``, the weights read per call), as the
     ``GenerationResult`` fields. Steps: the calls each MLP recorded; none (only a prompt): the
     dense figures, which a prompt reads."""
-    element = next(mlps[0].parameters()).element_size()
+    mlp0 = mlps[0]  # a hot/cold split's MLP holds its blocks, not gate_proj
+    element = (
+        stored_bytes_per_weight(mlp0.gate_proj)
+        if getattr(mlp0, "quantized", False)
+        else next(mlp0.parameters()).element_size()
+    )
     layers = model.model.layers
     dense_mlp = sum(mlp.dense_weights for mlp in mlps)
     dense_attention = sum(
-        getattr(layer.self_attn, name).weight.numel()
+        _weights(getattr(layer.self_attn, name))
         for layer in layers
         for name in ("q_proj", "k_proj", "v_proj", "o_proj")
     )
-    head = model.lm_head.weight.numel()
+    # The LM head in its own format's bytes (a GGUF's may differ: Q8_0 beside Q4_1 layers).
+    head = _weights(model.lm_head) * stored_bytes_per_weight(model.lm_head) / element
     steps = min(len(r) for r in reads[: len(mlps)])
     mlp, attention = float(dense_mlp), float(dense_attention)
     if steps:
@@ -165,6 +171,18 @@ def bytes_read_per_token(model: nn.Module, mlps: list, reads: list[list[int]]) -
         "mlp_flops_skipped_per_token": 2 * skipped,
         "mlp_bytes_skipped_fraction": skipped / dense_mlp,
     }
+
+
+def stored_bytes_per_weight(linear: nn.Module) -> float:
+    """Bytes a weight of ``linear`` takes as stored: its dtype's size, or a GGUF block format's
+    share (Q4_1: 20 bytes a block of 32 = 0.625)."""
+    if hasattr(linear, "bytes_per_weight"):
+        return linear.bytes_per_weight
+    return linear.weight.element_size()
+
+
+def _weights(linear: nn.Module) -> int:
+    return linear.in_features * linear.out_features
 
 
 def _reset_peak_rss() -> None:

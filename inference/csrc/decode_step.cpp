@@ -1,11 +1,13 @@
-// One decoded token through every LLaMA layer in one call (CPU, fp32, batch 1): the same ATen
+// One decoded token through every LLaMA layer in one call (CPU, fp32 activations on fp32 weights
+// or on a GGUF's blocks, batch 1): the same ATen
 // operations and threshold kernels, in the same order, as the Python lean decoder
 // (inference/decoder.py) and the modules it calls (inference/sparse_mlp.py), so the output is
 // the same bit for bit; what goes is the Python around each operation (~40 a layer, a few
 // microseconds each: about a fifth of a token's time on the shipped 135M model).
 //
 // Built once per generation from the layers' weights as the modules hold them (each projection's
-// `weight`, a transposed view where the layout is transposed) and each layer's site; called per
+// `weight`, a transposed view where the layout is transposed; or its GGUF blocks, with their
+// GGML type and whether they hold W.t(): quant_kernels.cpp) and each layer's site; called per
 // token with the layers' thresholds. Returns the new hidden state and, per layer, seven kept
 // counts for the telemetry: the kept inputs of q, k, v, o, gate, up, down (input site; the
 // input width where a threshold is 0), or the kept neurons first (h and gate sites; -1 where the
@@ -22,13 +24,18 @@ constexpr int64_t kCounts = 7;
 
 struct Projection {
   torch::Tensor weight;  // [out, in] as the module holds it (a transposed view at the input site)
+                         // or GGUF blocks (uint8: [out, bytes], or [in, bytes] if transposed)
   torch::Tensor rows;    // weight.t() (contiguous [in, out]) at the input site, else undefined
+                         // (blocks: the same blocks, transposed, at the input site)
+  int64_t type = 0;      // GGML type of the blocks; 0 (F32): an fp32 weight
+  bool transposed = false;
 };
 
 struct Layer {
   torch::Tensor in_norm, post_norm;
   Projection q, k, v, o, gate, up, down;
-  torch::Tensor down_t;  // down's weight.t() ([F, D], contiguous: down is stored transposed)
+  torch::Tensor down_t;  // down's weight.t() ([F, D], contiguous: down is stored transposed),
+                         // or down's blocks (which then hold W.t())
   int64_t site;
 };
 
@@ -37,19 +44,39 @@ torch::Tensor rms_norm(const torch::Tensor& weight, const torch::Tensor& x, doub
   return weight * (x * at::rsqrt(x.pow(2).mean(-1, true) + eps));
 }
 
-// W x for x [1, 1, in], as kernels.dense_linear computes it for one token.
-torch::Tensor matvec(const torch::Tensor& x, const torch::Tensor& weight) {
-  return dense_matvec(weight, x.reshape(-1).contiguous()).view({1, 1, -1});
+// W x for x [1, 1, in], as kernels.dense_linear (fp32) or QuantLinear (blocks) computes it for
+// one token.
+torch::Tensor matvec(const torch::Tensor& x, const Projection& p) {
+  const auto x1 = x.reshape(-1).contiguous();
+  if (p.type == 0) return dense_matvec(p.weight, x1).view({1, 1, -1});
+  return (p.transposed ? quant_rows_axpy(p.weight, p.type, x1)
+                       : quant_matvec(p.weight, p.type, x1)).view({1, 1, -1});
+}
+
+// The h or gate site's kernel for one token (fp32 or blocks).
+std::tuple<torch::Tensor, int64_t> ffn_site(const Layer& l, const torch::Tensor& x1, double t) {
+  if (l.gate.type == 0) {
+    return l.site == kH ? h_ffn(l.gate.weight, l.up.weight, l.down_t, x1, t)
+                        : gate_ffn(l.gate.weight, l.up.weight, l.down_t, x1, t);
+  }
+  TORCH_CHECK(l.down.transposed, "the h and gate sites need down's blocks transposed");
+  const auto& g = l.gate;
+  const auto& u = l.up;
+  return l.site == kH
+             ? quant_h_ffn(g.weight, g.type, u.weight, u.type, l.down_t, l.down.type, x1, t)
+             : quant_gate_ffn(g.weight, g.type, u.weight, u.type, l.down_t, l.down.type, x1, t);
 }
 
 // A projection of x [1, 1, in] as nn.Linear / SparseLinear computes it for one token.
 torch::Tensor project(const Projection& p, const torch::Tensor& x, double threshold,
                       int64_t* kept) {
   if (!p.rows.defined() || threshold <= 0.0) {
-    *kept = p.weight.size(1);
-    return matvec(x, p.weight);
+    *kept = p.type == 0 ? p.weight.size(1) : x.numel();
+    return matvec(x, p);
   }
-  auto [out, n] = input_matvec(p.rows, x.reshape(-1), threshold);
+  auto [out, n] = p.type == 0
+                      ? input_matvec(p.rows, x.reshape(-1), threshold)
+                      : quant_input_matvec(p.rows, p.type, x.reshape(-1).contiguous(), threshold);
   *kept = n;
   return out.view({1, 1, -1});
 }
@@ -59,6 +86,7 @@ torch::Tensor project(const Projection& p, const torch::Tensor& x, double thresh
 class DecodeStep {
  public:
   DecodeStep(const std::vector<torch::Tensor>& weights, const std::vector<int64_t>& sites,
+             const std::vector<int64_t>& types, const std::vector<int64_t>& transposed,
              torch::Tensor cache, torch::Tensor cos, torch::Tensor sin, torch::Tensor rotation,
              double eps, double scaling, int64_t heads, int64_t kv_heads)
       : cache_(std::move(cache)), cos_(std::move(cos)), sin_(std::move(sin)),
@@ -66,28 +94,49 @@ class DecodeStep {
         kv_heads_(kv_heads), head_dim_(rotation_.size(0)) {
     TORCH_CHECK(weights.size() == sites.size() * kPerLayer, "expected ", kPerLayer,
                 " weights per layer");
+    TORCH_CHECK(types.size() == sites.size() * kCounts && transposed.size() == types.size(),
+                "expected ", kCounts, " projection types and layouts per layer");
     for (size_t i = 0; i < sites.size(); ++i) {
       const torch::Tensor* w = weights.data() + i * kPerLayer;
-      for (int64_t j = 0; j < kPerLayer; ++j) {
-        TORCH_CHECK(w[j].scalar_type() == torch::kFloat32 && w[j].device().is_cpu(),
-                    "the decode step runs fp32 weights on the CPU");
-      }
+      const int64_t* type = types.data() + i * kCounts;
+      const int64_t* t_flag = transposed.data() + i * kCounts;
       TORCH_CHECK(sites[i] >= kH && sites[i] <= kInput, "unknown site ", sites[i]);
       const bool input = sites[i] == kInput;
+      int64_t j = 0;  // the projection's index among q, k, v, o, gate, up, down
       auto proj = [&](const torch::Tensor& weight) {
-        return Projection{weight, input ? weight.t() : torch::Tensor()};
-      };
-      Layer layer{w[0], w[5], proj(w[1]), proj(w[2]), proj(w[3]), proj(w[4]),
-                  proj(w[6]), proj(w[7]), proj(w[8]), w[8].t(), sites[i]};
-      TORCH_CHECK(layer.down_t.is_contiguous(), "down must be stored transposed");
-      if (input) {
-        for (const Projection* p : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate,
-                                    &layer.up, &layer.down}) {
-          TORCH_CHECK(p->rows.is_contiguous(), "input-site weights must be stored transposed");
+        Projection p{weight, torch::Tensor(), type[j], t_flag[j] != 0};
+        ++j;
+        TORCH_CHECK(weight.device().is_cpu(), "the decode step runs on the CPU");
+        if (p.type == 0) {
+          TORCH_CHECK(weight.scalar_type() == torch::kFloat32, "the decode step runs fp32");
+          if (input) p.rows = weight.t();
+        } else {
+          TORCH_CHECK(weight.scalar_type() == torch::kUInt8 && weight.is_contiguous(),
+                      "GGUF blocks must be contiguous uint8");
+          if (input) p.rows = weight;
         }
-      } else {
-        TORCH_CHECK(layer.gate.weight.is_contiguous() && layer.up.weight.is_contiguous(),
-                    "gate and up must be row-major at the h and gate sites");
+        return p;
+      };
+      for (int64_t n : {0, 5}) {
+        TORCH_CHECK(w[n].scalar_type() == torch::kFloat32 && w[n].device().is_cpu(),
+                    "norms must be fp32 on the CPU");
+      }
+      auto q = proj(w[1]), k = proj(w[2]), v = proj(w[3]), o = proj(w[4]);
+      auto gate = proj(w[6]), up = proj(w[7]), down = proj(w[8]);
+      Layer layer{w[0], w[5], q, k, v, o, gate, up, down,
+                  down.type == 0 ? w[8].t() : w[8], sites[i]};
+      // (Blocks: down transposed where a threshold skips its rows; a dense policy keeps the
+      // file's layout, checked in ffn_site.)
+      TORCH_CHECK(down.type != 0 || layer.down_t.is_contiguous(), "down must be stored transposed");
+      for (const Projection* p : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate,
+                                  &layer.up, &layer.down}) {
+        if (input) {
+          TORCH_CHECK(p->type == 0 ? p->rows.is_contiguous() : p->transposed,
+                      "input-site weights must be stored transposed");
+        } else if (p != &layer.down) {  // (down: either layout, above)
+          TORCH_CHECK(p->type == 0 ? p->weight.is_contiguous() : !p->transposed,
+                      "projections other than down must be row-major at the h and gate sites");
+        }
       }
       layers_.push_back(std::move(layer));
     }
@@ -137,14 +186,12 @@ class DecodeStep {
                                                                           counts + 5);
         h = h + project(l.down, a, t[3], counts + 6);
       } else if (t[0] <= 0.0) {
-        auto a = at::silu(matvec(x, l.gate.weight)) * matvec(x, l.up.weight);
-        h = h + matvec(a, l.down.weight);
+        auto a = at::silu(matvec(x, l.gate)) * matvec(x, l.up);
+        h = h + matvec(a, l.down);
         counts[0] = -1;
       } else {
-        auto x1 = x.reshape(-1);
-        auto [out, n] = l.site == kH
-                            ? h_ffn(l.gate.weight, l.up.weight, l.down_t, x1, t[0])
-                            : gate_ffn(l.gate.weight, l.up.weight, l.down_t, x1, t[0]);
+        auto x1 = x.reshape(-1).contiguous();
+        auto [out, n] = ffn_site(l, x1, t[0]);
         h = h + out.view(x.sizes());
         counts[0] = n;
       }
@@ -161,9 +208,9 @@ class DecodeStep {
 
 void bind_decode_step(pybind11::module& m) {
   pybind11::class_<DecodeStep>(m, "DecodeStep",
-                               "every layer of one decoded token (fp32, CPU, batch 1)")
+                               "every layer of one decoded token (fp32 or GGUF blocks, CPU, batch 1)")
       .def(pybind11::init<const std::vector<torch::Tensor>&, const std::vector<int64_t>&,
-                          torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, double,
+                          const std::vector<int64_t>&, const std::vector<int64_t>&, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, double,
                           double, int64_t, int64_t>())
       .def("__call__", &DecodeStep::operator(), pybind11::call_guard<pybind11::gil_scoped_release>());
 }

@@ -1,4 +1,4 @@
-// Kernels for one decoded token (CPU, fp32) that read only the weights of active neurons or of
+// The fp32 kernels for one decoded token (CPU) that read only the weights of active neurons or of
 // kept inputs: gathered_ffn (predictor), input_matvec (TEAL, input site), h_ffn (h site),
 // gate_ffn (CATS, gate site).
 //
@@ -183,43 +183,9 @@ void rows_axpy(const float* rows, const float* x, float* acc, int64_t begin, int
   for (; i < end; ++i) axpy(x[i], rows + i * c, acc, c);
 }
 
-// `chunks` contiguous ranges of [0, n) run in parallel (at most one per `min_work` items);
-// `body(begin, end, acc)` adds its range's contribution into its partial output `acc` [width]
-// and returns how many rows it kept. Returns the summed output and the total kept.
-template <typename Body>
-std::tuple<torch::Tensor, int64_t> chunked(int64_t n, int64_t width, int64_t min_work,
-                                           const torch::TensorOptions& options, Body body) {
-  const int64_t chunks =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / min_work));
-  auto partial = torch::zeros({chunks, width}, options);
-  float* partial_p = partial.data_ptr<float>();
-  std::vector<int64_t> kept(chunks, 0);
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      kept[c] = body(n * c / chunks, n * (c + 1) / chunks, partial_p + c * width);
-    }
-  });
-  int64_t total = 0;
-  for (int64_t k : kept) total += k;
-  return {chunks == 1 ? partial[0] : partial.sum(0), total};
-}
-
 void check_fp32_rows(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() == 2 && t.is_contiguous() && t.scalar_type() == torch::kFloat32, name,
               " must be a contiguous fp32 matrix");
-}
-
-// Where |values[i]| >= t, in order: the kept rows and their values.
-void select_kept(const float* values, int64_t n, float t, std::vector<int64_t>* index,
-                 std::vector<float>* coef) {
-  index->reserve(n);
-  coef->reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    if (std::fabs(values[i]) >= t) {
-      index->push_back(i);
-      coef->push_back(values[i]);
-    }
-  }
 }
 
 // A SwiGLU FFN's operands for one token, checked: gate, up, down_t [F, D] fp32, x [D].
@@ -405,5 +371,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("h_ffn", &h_ffn, "SwiGLU FFN thresholded on |h| for one token (fp32, CPU)");
   m.def("gate_ffn", &gate_ffn, "SwiGLU FFN thresholded on |silu(gate x)| (fp32, CPU)");
   m.def("dense_matvec", &dense_matvec, "W x for one token, W row-major or transposed (fp32, CPU)");
+  bind_quant_kernels(m);
   bind_decode_step(m);
 }
