@@ -18,10 +18,10 @@ import pandas as pd
 
 from analysis.agreement import agreement_summary
 from analysis.alignment import pass_at_1_table
+from analysis.contracts import LEVELS, InputError
 from analysis.power import DESIGNS, SIMULATIONS, StudyDesign, sample_size
 from analysis.preference import preference_summary
 from analysis.style import CONTROLS, parse_controls
-from analysis.tables import LEVELS, InputError
 
 EXIT_INPUT_ERROR = 2
 PAIR_COLUMNS = (

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import sparse
 from statsmodels.stats.inter_rater import fleiss_kappa as _statsmodels_fleiss_kappa
 
-from analysis.tables import canonical_judgments, validate_judgments, validate_ratings
+from analysis.contracts import canonical_judgments, validate_judgments, validate_ratings
 
 CHOICE_CODES = {"a": 0, "tie": 1, "b": 2}
 
@@ -79,7 +79,7 @@ def agreement_summary(
     None, if it is), ``fleiss_kappa`` with ``fleiss_kappa_note``, ``cohen_kappa_mean``
     over ``cohen_kappa_pairs`` rater pairs, and pooled pairwise ``percent_agreement``.
 
-    Raises `analysis.tables.InputError` for a malformed table."""
+    Raises `analysis.contracts.InputError` for a malformed table."""
     ratings = validate_ratings(df, level)
     matrix, raters, units = reliability_matrix(ratings)
     rated = ~np.isnan(matrix)

@@ -28,7 +28,7 @@ from scipy.stats import binom, chi2, norm
 from scipy.stats import t as student_t
 
 from analysis.bootstrap import item_bootstrap_counts, percentile_ci
-from analysis.tables import InputError, require_columns
+from analysis.contracts import InputError, require_columns
 
 ALPHA = 0.05
 POWER = 0.8

@@ -22,8 +22,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from analysis.bootstrap import CI_LEVEL, item_bootstrap_counts, per_item, percentile_ci
 from analysis.choice_model import RATING_CENTRE, RATING_SCALE, to_rating
+from analysis.contracts import canonical_judgments, validate_judgments
 from analysis.style import style_controlled_bt, style_covariates
-from analysis.tables import canonical_judgments, validate_judgments
 from analysis.ties import davidson_summary
 
 ELO_K = 4
@@ -139,7 +139,7 @@ def preference_summary(
     ``bradley_terry``, ``ties_model`` (Davidson), ``style_control`` (None without
     `controls`), ``elo`` and ``position_bias`` (None when ``side_a`` is absent).
 
-    Raises `analysis.tables.InputError` for a malformed table."""
+    Raises `analysis.contracts.InputError` for a malformed table."""
     validated = validate_judgments(df)
     covariates = style_covariates(df, controls) if controls else None
     judgments, item_codes, items, draws = _resampled(validated, bootstrap, seed)
@@ -181,7 +181,7 @@ def pair_table(df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> lis
     tests per condition pair, without the models, which take seconds. For a page that
     shows the win rates.
 
-    Raises `analysis.tables.InputError` for a malformed table."""
+    Raises `analysis.contracts.InputError` for a malformed table."""
     judgments, item_codes, _, draws = _resampled(validate_judgments(df), bootstrap, seed)
     return _pairs(judgments, item_codes, draws)
 

@@ -14,8 +14,8 @@ import pandas as pd
 
 from analysis.agreement import agreement_summary, choice_codes
 from analysis.bootstrap import item_bootstrap_counts, percentile_ci
+from analysis.contracts import InputError
 from analysis.preference import preference_summary
-from analysis.tables import InputError
 
 MIN_GOLD_ACCURACY = 0.8
 

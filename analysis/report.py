@@ -27,6 +27,7 @@ from analysis.alignment import (
     pareto_front,
     quality_measure,
 )
+from analysis.contracts import InputError
 from analysis.findings import findings
 from analysis.mixed import sparsity_preference_model
 from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subgroup_figure
@@ -40,7 +41,6 @@ from analysis.quality import (
 )
 from analysis.sequential import STOPPING_RULE, sequential_section
 from analysis.style import style_columns
-from analysis.tables import InputError
 
 
 def build_report(

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.tables import InputError, canonical_judgments, validate_judgments
+from analysis.contracts import InputError, canonical_judgments, validate_judgments
 
 BET_CAP = 0.5
 

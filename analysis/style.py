@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.bootstrap import percentile_ci
 from analysis.choice_model import RATING_SCALE, fit_choice_model, to_rating
-from analysis.tables import InputError, _blank_cells, _numbers
+from analysis.contracts import InputError, _blank_cells, _numbers
 
 CONTROLS = ("length", "code_blocks", "markdown", "passed")
 UNITS = {

@@ -351,7 +351,7 @@ def build_condition(
     else:
         if target == 0 and FAMILIES[kind].calibration == "pooled":
             policy["threshold"] = 0.0  # 0 % sparsity: threshold 0, nothing to calibrate
-        policy = Policy.from_json(policy).to_json()  # the engine's own validation
+        policy = Policy.from_json(policy).to_dict()  # the engine's own validation
     name = name.strip()[:100] or policy_summary(policy, engine_policy(policy),
                                                 target_sparsity=target)
     return BuiltCondition(

@@ -134,7 +134,7 @@ def _parse_conditions(text: str) -> list[BuiltCondition]:
                 built = build_condition(kind="calibrated", values=values, name=name)
             else:
                 built = BuiltCondition(name=name.strip()[:100],
-                                       policy=Policy.from_json(data).to_json())
+                                       policy=Policy.from_json(data).to_dict())
         except json.JSONDecodeError as error:
             raise forms.ValidationError(f"Line {number}: not valid JSON ({error.msg}).") from None
         except RecursionError:  # e.g. [[[[… thousands deep: a form error, not a 500

@@ -213,7 +213,7 @@ def calibrate(study_id: int) -> str:
             continue
         for row, result in zip(rows, chosen, strict=True):
             stored += calibration.calibration_finish(
-                calibration=row, policy=result.policy.to_json(), expected_sparsity=result.sparsity
+                calibration=row, policy=result.policy.to_dict(), expected_sparsity=result.sparsity
             )
     if stored:
         pipeline.generations_create(study=study)

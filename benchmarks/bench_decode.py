@@ -97,7 +97,7 @@ def bench_decode(
             dense_ids = result.token_ids
         same = sum(a == b for a, b in zip(result.token_ids, dense_ids, strict=False))
         rows[name] = {
-            "policy": policy.to_json(),
+            "policy": policy.to_dict(),
             "tokens_per_s": result.tokens_per_s,
             "relative_to_transformers": result.tokens_per_s / hf_tps,
             "new_tokens": result.new_tokens,

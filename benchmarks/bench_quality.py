@@ -78,7 +78,7 @@ def bench_quality(
             reference = log_p  # the first policy is the reference (dense)
         nll = -log_p.gather(1, targets[:, None]).mean()
         rows[name] = {
-            "policy": policy.to_json(),
+            "policy": policy.to_dict(),
             "top1_agreement_with_dense": float(
                 (log_p.argmax(1) == reference.argmax(1)).float().mean()
             ),

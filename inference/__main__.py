@@ -77,7 +77,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 {
                     "text": text,
                     "telemetry": telemetry,
-                    "policy": args.policy.to_json(),
+                    "policy": args.policy.to_dict(),
                     "fingerprint": loaded.fingerprint,
                 }
             )
@@ -207,7 +207,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             f"{active:.1%} (sparsity {1 - active:.1%})",
             file=sys.stderr,
         )
-        print(json.dumps(policy.to_json()))
+        print(json.dumps(policy.to_dict()))
         return 0
     if args.target_sparsity is None:
         raise ValueError("--profile needs --target-sparsity, e.g. 0.5")
@@ -226,7 +226,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         f"{result.sparsity:.1%} (per layer {min(active):.1%}..{max(active):.1%} active)",
         file=sys.stderr,
     )
-    print(json.dumps(result.policy.to_json()))
+    print(json.dumps(result.policy.to_dict()))
     return 0
 
 

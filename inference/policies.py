@@ -1,7 +1,7 @@
 """Threshold policies: how many MLP neurons a generation keeps active.
 
-A policy is a small frozen dataclass whose ``to_json()`` is stored as a study's condition, so
-every generation can be reproduced from its row via ``Policy.from_json``.
+A policy is a small frozen dataclass whose ``to_dict()`` (its JSON object) is stored as a
+study's condition, so every generation can be reproduced from its row via ``Policy.from_json``.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class Policy:
                 values["site"] = _site(data)
         return values
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The condition's whole description; ``site`` only when it is not ``h`` (so conditions
         stored before sites existed keep their JSON)."""
         data = {"kind": self.kind, **self._validate(dataclasses.asdict(self) | {"kind": self.kind})}
@@ -310,7 +310,7 @@ class CalibratedPolicy(Policy):
             for j, t in enumerate(value)
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         thresholds = [list(t) if isinstance(t, tuple) else t for t in self.thresholds]
         data = {
             "kind": self.kind,
@@ -407,7 +407,7 @@ class BudgetPolicy(Policy):
     def holds_latency(self) -> bool:
         return self.target_latency_s_per_token > 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         data = {
             "kind": self.kind,
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
@@ -507,7 +507,7 @@ class PredictorPolicy(Policy):
             "target_recall": recall,
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         if not self.thresholds:
             return {"kind": self.kind, "threshold": self.threshold, "predictor": self.predictor}
         return {

@@ -344,7 +344,7 @@ def calibrate(profile: Profile, policy: dict, target_sparsity: float) -> Calibra
     if how == "per_layer":
         calibrated = calibrated_policy(profile, target_sparsity, site)
         thresholds = list(calibrated.thresholds)
-        chosen = {**policy, **calibrated.to_json()}
+        chosen = {**policy, **calibrated.to_dict()}
     elif how == "pooled":
         hist = profile.site_histogram(site)
         pooled = dataclasses.replace(

@@ -185,7 +185,7 @@ class Condition:
         """The extra ``telemetry`` field: the generation's measurements and what made it."""
         fields = result.to_json()
         del fields["text"], fields["token_ids"]
-        return {**fields, "seed": request.seed, "policy": self.policy.to_json(),
+        return {**fields, "seed": request.seed, "policy": self.policy.to_dict(),
                 "model_fingerprint": self.loaded.fingerprint}  # fmt: skip
 
 
@@ -344,7 +344,7 @@ def _usage(result: GenerationResult) -> dict:
 
 def _model_entry(condition: Condition) -> dict:
     return {"id": condition.model_id, "object": "model", "created": 0, "owned_by": "local",
-            "policy": condition.policy.to_json(),
+            "policy": condition.policy.to_dict(),
             "model_fingerprint": condition.loaded.fingerprint}  # fmt: skip
 
 

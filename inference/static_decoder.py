@@ -27,7 +27,7 @@ from torch import nn
 from inference import triton_kernels
 from inference.sparse_mlp import INPUT_GROUPS, SparseLinear, SparseMLP
 
-GROUP_OF_PROJECTION = (0, 0, 0, 1, 2, 2, 3)  # q, k, v, o, gate, up, down -> INPUT_GROUPS
+MAX_GRAPHS = 8  # CUDA graphs one decoder captures (one per signature)
 
 
 def static_unsupported(model: nn.Module) -> str | None:
@@ -88,7 +88,11 @@ class StaticStep:
         return logits.clone(), kept.flatten().tolist()  # the one host sync of a token
 
     def _run(self, signature: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.graphs:
+        # Each graph keeps its own memory pool: past MAX_GRAPHS signatures (a policy whose
+        # layers keep switching between dense and thresholded), new ones run uncaptured.
+        if not self.graphs or (
+            signature not in self._captured and len(self._captured) >= MAX_GRAPHS
+        ):
             return self.decode_step(signature)
         if signature not in self._captured:
             stream = torch.cuda.Stream()  # warm up (compile the kernels) off the capture

@@ -1,4 +1,4 @@
-"""The study report: built from the tables of `reports.tables` by `analysis.report`,
+"""The study report: built from the tables of `reports.study_tables` by `analysis.report`,
 rendered to its files (HTML, CSV, JSON), and cached per state of the study's data."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from annotations.models import (
     Judgment,
     Study,
 )
-from reports.tables import (
+from reports.study_tables import (
     GENERATION_EXPORT,
     JUDGMENT_EXPORT,
     RATING_EXPORT,

@@ -16,7 +16,7 @@ from analysis.agreement import (
     reliability_matrix,
     unit_coincidences,
 )
-from analysis.tables import InputError, validate_ratings
+from analysis.contracts import InputError, validate_ratings
 
 NAN = np.nan
 

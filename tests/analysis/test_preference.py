@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.contracts import InputError, canonical_judgments, validate_judgments
 from analysis.preference import (
     arena_ranks,
     bradley_terry,
@@ -20,7 +21,6 @@ from analysis.preference import (
     wilson_interval,
     win_contributions,
 )
-from analysis.tables import InputError, canonical_judgments, validate_judgments
 
 COLUMNS = ["item", "rater", "condition_a", "condition_b", "winner"]
 

@@ -10,6 +10,7 @@ import statsmodels.api as sm
 
 from analysis.bootstrap import item_bootstrap_counts
 from analysis.choice_model import to_rating
+from analysis.contracts import InputError, canonical_judgments, validate_judgments
 from analysis.preference import preference_summary
 from analysis.style import (
     _sentence,
@@ -18,7 +19,6 @@ from analysis.style import (
     style_covariates,
     style_features,
 )
-from analysis.tables import InputError, canonical_judgments, validate_judgments
 
 STRENGTHS = {"dense": 0.3, "s50": 0.0, "s80": -0.3}
 MEAN_TOKENS = {"dense": 100, "s50": 150, "s80": 220}  # sparser outputs ramble on

@@ -10,8 +10,8 @@ from scipy.optimize import minimize
 
 from analysis.bootstrap import item_bootstrap_counts
 from analysis.choice_model import to_rating
+from analysis.contracts import canonical_judgments, validate_judgments
 from analysis.preference import preference_summary
-from analysis.tables import canonical_judgments, validate_judgments
 from analysis.ties import davidson_summary
 
 COLUMNS = ["item", "rater", "condition_a", "condition_b", "winner"]

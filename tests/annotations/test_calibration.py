@@ -96,7 +96,7 @@ def test_the_task_stores_the_engines_calibration_and_creates_the_outputs(tiny_mo
         base = {"kind": row.condition.policy["kind"], "site": row.condition.policy.get("site", "h")}
         expected = engine_calibrate(profile, base, row.target_sparsity)
         assert (row.status, row.progress) == ("done", 1.0)
-        assert row.condition.policy == expected.policy.to_json(), "what the CLI prints"
+        assert row.condition.policy == expected.policy.to_dict(), "what the CLI prints"
         assert row.expected_sparsity == pytest.approx(expected.sparsity)
     assert Generation.objects.filter(item__study=study).count() == 3 * 2
 

@@ -66,7 +66,7 @@ def test_fields_a_calibration_fills_in_are_not_asked_for():
 
 def test_empty_fields_take_the_defaults_and_the_engine_validates():
     built = build_condition(kind="dynamic", values={"threshold": "0.05", "entropy_scale": "1"})
-    assert built.policy == DynamicPolicy(threshold=0.05, entropy_scale=1.0).to_json()
+    assert built.policy == DynamicPolicy(threshold=0.05, entropy_scale=1.0).to_dict()
     assert not built.needs_calibration
     assert built.name == "dynamic t=0.05 s=1 @h", "an unnamed condition is named by its summary"
     with pytest.raises(ValueError, match="max_factor"):

@@ -114,7 +114,7 @@ def test_an_optional_criterion_may_be_left_blank_and_cant_judge_is_its_own_answe
     assert {rows["correct"].value_a, rows["correct"].value_b} == {4, 2}
     # Exports: "cant_judge" where the rater said so, no row for the blank side; the table
     # the statistics read has only ratings with both values.
-    from reports.tables import criterion_ratings_table, judgment_rows, rating_rows
+    from reports.study_tables import criterion_ratings_table, judgment_rows, rating_rows
 
     names = selectors.rater_pseudonyms(study)
     exported = rating_rows(study, judgment_rows(study, names, counted=set()))

@@ -28,17 +28,17 @@ from inference.policies import (
     ],
 )
 def test_json_round_trip(policy):
-    data = json.loads(json.dumps(policy.to_json()))
+    data = json.loads(json.dumps(policy.to_dict()))
     assert Policy.from_json(data) == policy
     assert data["kind"] == policy.kind
 
 
 def test_json_shapes():
-    assert DensePolicy().to_json() == {"kind": "dense"}
-    assert StaticPolicy(0.05).to_json() == {"kind": "static", "threshold": 0.05}
+    assert DensePolicy().to_dict() == {"kind": "dense"}
+    assert StaticPolicy(0.05).to_dict() == {"kind": "static", "threshold": 0.05}
     assert Policy.from_json(
         {"kind": "dynamic", "threshold": 0.05, "entropy_scale": 1}
-    ).to_json() == {
+    ).to_dict() == {
         "kind": "dynamic",
         "threshold": 0.05,
         "entropy_scale": 1.0,
@@ -105,12 +105,12 @@ def test_dynamic_rule_raises_threshold_when_confident():
     ],
 )
 def test_budget_json_round_trip(policy):
-    data = json.loads(json.dumps(policy.to_json()))
+    data = json.loads(json.dumps(policy.to_dict()))
     assert Policy.from_json(data) == policy
 
 
 def test_budget_json_shapes_and_mode_defaults():
-    assert BudgetPolicy(0.5).to_json() == {
+    assert BudgetPolicy(0.5).to_dict() == {
         "kind": "budget",
         "target_active_fraction": 0.5,
         "threshold": 0.05,
@@ -119,7 +119,7 @@ def test_budget_json_shapes_and_mode_defaults():
         "max_factor": 100.0,
     }
     latency = Policy.from_json({"kind": "budget", "target_latency_s_per_token": 0.05})
-    assert latency.to_json() == {
+    assert latency.to_dict() == {
         "kind": "budget",
         "threshold": 0.05,
         "kp": 0.5,
@@ -194,7 +194,7 @@ def test_latency_budget_warm_up_and_clamp():
     ],
 )
 def test_sites_round_trip_through_json(policy):
-    data = json.loads(json.dumps(policy.to_json()))
+    data = json.loads(json.dumps(policy.to_dict()))
     assert data["site"] == policy.site
     assert Policy.from_json(data) == policy
 
@@ -202,7 +202,7 @@ def test_sites_round_trip_through_json(policy):
 def test_a_condition_without_site_means_h_and_keeps_its_json():
     old = {"kind": "calibrated", "target_sparsity": 0.5, "thresholds": [0.1], "profile": "m"}
     policy = Policy.from_json(old)
-    assert policy.site == "h" and policy.to_json() == old
+    assert policy.site == "h" and policy.to_dict() == old
     assert StaticPolicy(0.05).label() == "static t=0.05"
     assert StaticPolicy(0.05, site="input").label() == "static t=0.05 @input"
     with pytest.raises(ValueError, match="'site' must be one of"):

@@ -150,13 +150,13 @@ def test_per_layer_predictor_thresholds(tiny, tmp_path):
     predictors.metrics = {"thresholds_for_recall": {"0.95": [0.0, 0.5, 1.0]}}
     predictors.save(path)
     policy = predictor_policy_for_recall(Predictors.load(path), str(path), 0.95)
-    assert policy.to_json() == {
+    assert policy.to_dict() == {
         "kind": "predictor",
         "predictor": str(path),
         "target_recall": 0.95,
         "thresholds": [0.0, 0.5, 1.0],
     }
-    assert Policy.from_json(policy.to_json()) == policy
+    assert Policy.from_json(policy.to_dict()) == policy
     result = generate(tiny, "w1 w2", policy, max_new_tokens=4)
     assert [m.predict_threshold for m in sparse_mlps(tiny.model)] == [0.0, 0.5, 1.0]
     assert result.active_fraction_per_layer[0] == 1.0  # threshold 0: every neuron

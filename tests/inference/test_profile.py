@@ -79,7 +79,7 @@ def test_calibrated_policy_hits_target_sparsity(tiny, profile):
     policy = calibrated_policy(profile, 0.5)
     assert isinstance(policy, CalibratedPolicy)
     assert policy.profile == "tiny"
-    assert Policy.from_json(json.loads(json.dumps(policy.to_json()))) == policy
+    assert Policy.from_json(json.loads(json.dumps(policy.to_dict()))) == policy
     result = generate(tiny, PROMPTS[1], policy, max_new_tokens=6)
     # Measured on decode steps of one prompt: near the calibration target.
     assert result.active_fraction == pytest.approx(0.5, abs=0.2)
@@ -143,7 +143,7 @@ def test_cli_calibrates_a_static_or_dynamic_policy_as_a_study_does(profile, tmp_
     argv = ["calibrate", "--profile", str(path), "--target-sparsity", "0.4"]
     assert main([*argv, "--policy", json.dumps(base)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == calibrate(profile, base, 0.4).policy.to_json()
+    assert printed == calibrate(profile, base, 0.4).policy.to_dict()
     assert printed["kind"] == "dynamic" and printed["threshold"] > 0
     with pytest.raises(SystemExit) as exited:
         main([*argv, "--policy", "{not json"])

@@ -2,10 +2,6 @@
 server in a subprocess, serving the tiny random LLaMA (fast), and its parsing rules."""
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import threading
 
 import openai
@@ -14,7 +10,7 @@ import pytest
 from inference.generate import generate
 from inference.policies import Policy
 from inference.serve import ApiError, Slot, api_key_for, parse_chat, parse_completion
-from tests.inference.conftest import tiny_model, tiny_tokenizer
+from tests.support.inference_server import tiny_engine, tiny_server
 
 POLICY = {"kind": "static", "threshold": 0.1}
 NAME = "tiny-static"
@@ -24,37 +20,17 @@ PROMPT = "w1 w2 w3"
 
 @pytest.fixture(scope="module")
 def engine():
-    """The same tiny model in this process, with the compiled kernels built (or found) before
-    the server starts: a server stopped while it builds them would leave their lock behind."""
-    from inference.kernels import compiled_kernels
-    from inference.loading import LoadedModel
-
-    compiled_kernels()
-    return LoadedModel(model=tiny_model(), tokenizer=tiny_tokenizer(), fingerprint="tiny", path="")
+    return tiny_engine()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, engine):
     """``python -m inference serve`` on a free loopback port, with an API key; its base URL."""
     root = tmp_path_factory.mktemp("serve")
-    model_dir = root / "tiny-llama"
-    tiny_model().save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
-    log = open(root / "server.log", "w")  # noqa: SIM115 - the child holds it
-    process = subprocess.Popen(
-        [sys.executable, "-m", "inference", "serve", "--model", str(model_dir),
-         "--cache-dir", str(root / "cache"), "--policy", json.dumps(POLICY), "--name", NAME,
-         "--port", "0", "--queue", "2", "--max-tokens", "8", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "INFERENCE_API_KEY": KEY},
-    )  # fmt: skip
-    line = process.stdout.readline()  # printed once the socket listens
-    if not line.startswith("serving"):
-        process.kill()
-        raise AssertionError(f"server did not start: {line!r}\n{(root / 'server.log').read_text()}")
-    yield line.rsplit(" at ", 1)[1].strip()
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with tiny_server(
+        root, policy=POLICY, name=NAME, api_key=KEY, extra=("--queue", "2", "--max-tokens", "8")
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

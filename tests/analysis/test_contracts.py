@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from analysis.tables import InputError, canonical_judgments, require_columns, validate_judgments
+from analysis.contracts import InputError, canonical_judgments, require_columns, validate_judgments
 
 
 def test_input_error_names_row_and_column():
