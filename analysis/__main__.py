@@ -1,5 +1,6 @@
 """Command line: ``python -m analysis agreement|preference FILE.csv [--json] ...``,
-``python -m analysis pass1 RESULTS.csv [--json]`` and
+``python -m analysis pass1 RESULTS.csv [--json]``, ``python -m analysis simulate --reps N
+[--json]`` and
 ``python -m analysis power --conditions K --win-rate P ... [--json]``.
 
 Prints readable tables by default and the summary dict as JSON with ``--json``. A problem
@@ -21,6 +22,7 @@ from analysis.alignment import pass_at_1_table
 from analysis.contracts import LEVELS, InputError
 from analysis.power import DESIGNS, SIMULATIONS, StudyDesign, sample_size
 from analysis.preference import preference_summary
+from analysis.simulate import Design, coverage
 from analysis.style import CONTROLS, parse_controls
 
 EXIT_INPUT_ERROR = 2
@@ -66,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "power":
         return _power(args)
+    if args.command == "simulate":
+        return _simulate(args)
     try:
         table = read_table(args.file)
         if args.command == "agreement":
@@ -109,6 +113,21 @@ def _power(args: argparse.Namespace) -> int:
         print(json.dumps(plan, indent=2))
     else:
         print("\n".join(f"{key}: {value}" for key, value in plan.items()))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if args.reps < 1:
+        print("error: --reps must be 1 or more", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    result = coverage(Design(), args.reps, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = [[r["interval"], str(r["n"]), f"{r['coverage']:.3f}", f"{r['se']:.3f}"]
+            for r in result["intervals"]]
+    print(f"Coverage of the report's 95 % intervals over {result['reps']} simulated studies "
+          f"(analysis/simulate.py)\n\n" + _table(["interval", "n", "coverage", "SE"], rows))
     return 0
 
 
@@ -160,6 +179,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     pass1.add_argument("file", type=Path, metavar="RESULTS.csv")
     pass1.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    simulate = commands.add_parser(
+        "simulate", help="coverage of the report's intervals on simulated studies (a benchmark)"
+    )
+    simulate.add_argument("--reps", type=int, default=500, metavar="N", help="default 500")
+    simulate.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
+    simulate.add_argument("--json", action="store_true", help="print JSON")
     power = commands.add_parser(
         "power", help="items, judgments and raters a study needs to detect a preference"
     )

@@ -8,8 +8,9 @@ merely fail to overlap are a test at about the 0.5 % level.
 - `pass_at_1_difference`: on the problems both answered, the flips both ways (dense right →
   wrong, wrong → right), McNemar's exact test on the discordant pairs (one sample a problem)
   or its clustered form (Durkalski et al. 2003: several samples a problem, the problem the
-  cluster), a paired bootstrap interval over problems of the difference in Pass@1, and the
-  smallest difference the data could detect.
+  cluster), an interval of the difference in Pass@1 (Newcombe's paired interval with one
+  sample a problem, a paired bootstrap over problems with several), and the smallest
+  difference the data could detect.
 - `paired_change`: a telemetry value (tokens/s, bytes read, memory) against dense on the
   same item *and machine*: the geometric mean ratio (or mean difference) over those pairs
   with a Student-t interval and test; machines are listed, never pooled silently.
@@ -29,6 +30,7 @@ from scipy.stats import t as student_t
 
 from analysis.bootstrap import item_bootstrap_counts, percentile_ci
 from analysis.contracts import InputError, require_columns
+from analysis.preference import wilson_interval
 
 ALPHA = 0.05
 POWER = 0.8
@@ -87,8 +89,9 @@ def pass_at_1_difference(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
     by their index within a problem. Out: ``n_problems`` (both answered), ``n_pairs``
     (paired samples), ``right_to_wrong`` / ``wrong_to_right`` (the flips), ``difference``
     (other − reference, mean over those problems of the per-problem share passed) with its
-    paired bootstrap ``difference_ci`` over problems (None with ``difference_ci_note`` when
-    it has no width), ``test`` and ``p``, and ``detectable`` (the smallest difference the
+    ``difference_ci`` (`newcombe_paired_interval` with one sample a problem, else a paired
+    bootstrap over problems, None with ``difference_ci_note`` when that has no width),
+    ``test`` and ``p``, and ``detectable`` (the smallest difference the
     data could detect, `detectable_difference`)."""
     both = reference.merge(other, on=["item", "sample"], suffixes=("_ref", "_other"))
     common = sorted(set(reference["item"]) & set(other["item"]), key=str)
@@ -111,8 +114,15 @@ def pass_at_1_difference(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
     rate_other = other[other["item"].isin(common)].groupby("item")["passed"].mean()
     differences = (rate_other - rate_ref).to_numpy(dtype=float)
     out["difference"] = float(differences.mean())
-    out["difference_ci"], out["difference_ci_note"] = _bootstrap_mean(differences)
     several = both.groupby("item").size().max() > 1 if len(both) else False
+    if several or len(both) != len(common):
+        out["difference_ci"], out["difference_ci_note"] = _bootstrap_mean(differences)
+    else:  # one sample a problem: the bootstrap undercovers on few discordant problems
+        out["difference_ci"] = newcombe_paired_interval(
+            int((both["passed_ref"] & both["passed_other"]).sum()),
+            out["right_to_wrong"], out["wrong_to_right"],
+            int((~both["passed_ref"] & ~both["passed_other"]).sum()),
+        )
     if several:
         per_problem = both.assign(
             b=both["passed_ref"] & ~both["passed_other"],
@@ -125,6 +135,31 @@ def pass_at_1_difference(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
         out["p"] = mcnemar_exact(out["right_to_wrong"], out["wrong_to_right"])
     out["detectable"] = detectable_difference(len(common), float((differences**2).mean()))
     return out
+
+
+def newcombe_paired_interval(both: int, right_to_wrong: int, wrong_to_right: int,
+                             neither: int) -> list[float]:
+    """Newcombe's (1998, method 10) 95 % interval of the paired difference in proportions
+    other − reference, from the 2 × 2 table of problems (both passed, reference only, other
+    only, neither): Wilson intervals of the two margins combined with their correlation.
+    It keeps width with no discordant problem, where a bootstrap has none."""
+    n = both + right_to_wrong + wrong_to_right + neither
+    p_ref, p_other = (both + right_to_wrong) / n, (both + wrong_to_right) / n
+    low_ref, high_ref = wilson_interval(both + right_to_wrong, n)
+    low_other, high_other = wilson_interval(both + wrong_to_right, n)
+    margins = ((both + right_to_wrong) * (wrong_to_right + neither)
+               * (both + wrong_to_right) * (right_to_wrong + neither))
+    # Newcombe's corrected correlation: a positive ad − bc less n/2 (at least 0), a negative
+    # one as it is (as biostatUZH's confIntPairedProportion).
+    cross = both * neither - right_to_wrong * wrong_to_right
+    cross = max(cross - n / 2, 0.0) if cross > 0 else cross
+    phi = cross / np.sqrt(margins) if margins else 0.0
+    delta = p_other - p_ref
+    lower = delta - np.sqrt(max((p_other - low_other) ** 2 - 2 * phi * (p_other - low_other)
+                                * (high_ref - p_ref) + (high_ref - p_ref) ** 2, 0.0))
+    upper = delta + np.sqrt(max((high_other - p_other) ** 2 - 2 * phi * (high_other - p_other)
+                                * (p_ref - low_ref) + (p_ref - low_ref) ** 2, 0.0))
+    return [float(max(lower, -1.0)), float(min(upper, 1.0))]
 
 
 def _bootstrap_mean(values: np.ndarray) -> tuple[list[float] | None, str | None]:

@@ -15,6 +15,7 @@ from analysis.paired import (
     clustered_mcnemar,
     detectable_difference,
     mcnemar_exact,
+    newcombe_paired_interval,
     paired_change,
     pass_at_1_difference,
 )
@@ -107,12 +108,29 @@ def test_several_samples_a_problem_are_tested_with_problems_as_clusters():
 
 
 def test_a_difference_without_width_is_no_interval_not_certainty():
-    dense = pd.DataFrame({"item": ["t1", "t2", "t3"], "sample": 0, "passed": True})
+    # Several samples a problem: the bootstrap over problems, which has no width here.
+    dense = pd.DataFrame({"item": ["t1", "t1", "t2", "t2"], "sample": [0, 1, 0, 1],
+                          "passed": True})
     result = pass_at_1_difference(dense, dense.copy())
     assert result["difference"] == 0 and result["difference_ci"] is None
     assert "no width" in result["difference_ci_note"]
     assert result["p"] == 1.0 and result["right_to_wrong"] == result["wrong_to_right"] == 0
     assert 0 < result["detectable"] <= 1
+    # One sample a problem: Newcombe's interval keeps its width with no discordant problem.
+    one = pass_at_1_difference(dense[dense["sample"] == 0], dense[dense["sample"] == 0])
+    low, high = one["difference_ci"]
+    assert low < 0 < high and one["difference_ci_note"] is None
+
+
+def test_newcombe_paired_interval_is_biostatuzh_confintpairedproportion():
+    # Newcombe (1998) method 10 with its corrected correlation, as biostatUZH computes it;
+    # the same table mirrored gives the mirrored interval.
+    low, high = newcombe_paired_interval(12, 2, 9, 4)
+    assert 0 < low < 7 / 27 < high < 1
+    mirrored = newcombe_paired_interval(12, 9, 2, 4)
+    assert mirrored == pytest.approx([-high, -low])
+    wilson_only = newcombe_paired_interval(0, 3, 0, 7)  # φ = 0 with one margin empty
+    assert wilson_only[0] < -0.3 < wilson_only[1]
 
 
 def test_detectable_difference_shrinks_with_more_problems():
@@ -182,3 +200,12 @@ def test_pass1_command_reads_a_plain_table(tmp_path, capsys):
     assert "line 3, column 'sample'" in capsys.readouterr().err
     assert pass_at_1_table(pd.read_csv(path, dtype=str), order=["other", "dense"])[
         "reference"] == "other"
+
+
+def test_simulate_command_prints_a_coverage_per_interval(capsys):
+    assert main(["simulate", "--reps", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = {r["interval"] for r in result["intervals"]}
+    assert "Pass@1 difference, paired (Newcombe)" in names and result["reps"] == 2
+    assert all(0 <= r["coverage"] <= 1 for r in result["intervals"])
+    assert main(["simulate", "--reps", "0"]) == 2
