@@ -141,6 +141,10 @@ def test_a_condition_being_calibrated_shows_its_state_not_zero_of_zero(users):
     )
     page = login(staff).get(reverse("study_detail", args=[study.id])).content.decode()
     assert "0 / 0" not in page and "1 condition being calibrated" in page
+    listed = login(staff).get(reverse("study_list")).content.decode()
+    assert "1 / 1<span" in listed and "1 condition being calibrated" in listed, (
+        "the study list reads '1 / 1' as if the study's outputs were all there"
+    )
     Calibration.objects.filter(id=calibrations[0].id).update(status="failed")
     status, done = fragment()
     assert status == 286, "every calibration ended (failed): nothing more will come"
