@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db.models import Count, Max, Q, Sum
-from django.db.models.functions import Length
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -27,27 +25,13 @@ from analysis.export import write_csv
 from analysis.pluralism import PERMUTATIONS
 from analysis.report import build_report, report_figures, study_page_summary
 from analysis.style import style_columns
-from annotations import selectors
-from annotations.models import (
-    CriterionRating,
-    Execution,
-    ExecutionJob,
-    Generation,
-    GoldAnswer,
-    Judgment,
-    Study,
-)
+from annotations.models import Study
 from reports.study_tables import (
     GENERATION_EXPORT,
     JUDGMENT_EXPORT,
     RATING_EXPORT,
-    counting_summary,
-    criterion_ratings_table,
-    example_outputs,
-    generation_rows,
-    judgment_rows,
-    profile_table,
-    rating_rows,
+    SOURCES,
+    read_study,
 )
 
 # Bootstrap resamples of a report unless told otherwise (the command's --bootstrap).
@@ -103,64 +87,6 @@ class StudyReport:
     examples: list[dict]
 
 
-@dataclass
-class _Tables:
-    """What the statistics of a study read: every judgment (raters pseudonymized, with
-    ``counted``) and generation as export rows, the counting rule's outcome, and the
-    conditions in study order."""
-
-    names: dict[int, str]
-    selection: selectors.JudgmentsForAnalysis
-    counted: set[int]
-    read: set[int]
-    judgments: list[dict]
-    generations: list[dict]
-    conditions: list[dict]
-
-    def judgments_read(self) -> pd.DataFrame:
-        """The counted judgments and the kept raters' gold checks: what the statistics
-        read (the exports hold every judgment, with ``counted``)."""
-        return pd.DataFrame(
-            [j for j in self.judgments if j["judgment"] in self.read], columns=JUDGMENT_EXPORT
-        )
-
-    def generations_done(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            [g for g in self.generations if g["status"] == Generation.Status.DONE],
-            columns=GENERATION_EXPORT,
-        )
-
-    def counting(self) -> dict:
-        return counting_summary(self.selection, self.names, counted=len(self.counted))
-
-
-def _tables(study: Study) -> _Tables:
-    """Read a study's `_Tables`: which judgments count is
-    `selectors.judgments_for_analysis`'s rule."""
-    names = selectors.rater_pseudonyms(study)
-    selection = selectors.judgments_for_analysis(study)
-    counted = set(selection.counted.values_list("id", flat=True))
-    conditions = [
-        {
-            "name": c.name,
-            "policy": c.policy,
-            "summary": c.summary(),
-            "skips_bytes": c.skips_bytes(),
-            "bytes_note": c.bytes_note(),
-        }
-        for c in study.conditions.select_related("calibration").order_by("position", "id")
-    ]
-    return _Tables(
-        names=names,
-        selection=selection,
-        counted=counted,
-        read=counted | set(selection.gold.values_list("id", flat=True)),
-        judgments=judgment_rows(study, names, counted=counted),
-        generations=generation_rows(study),
-        conditions=conditions,
-    )
-
-
 def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -> StudyReport:
     """The full report of a study: the one function the command and the report page read
     (through `cached_report_files`), so their numbers are identical for the same
@@ -169,16 +95,14 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     says what the counting rule left out."""
     if bootstrap is None:
         bootstrap = REPORT_BOOTSTRAP
-    tables = _tables(study)
-    excluded = {r.rater_id for r in tables.selection.excluded}
-    kept_names = {rid: name for rid, name in tables.names.items() if rid not in excluded}
+    tables = read_study(study)
     _add_style_columns(tables.judgments, tables.generations)
     summary = build_report(
         tables.judgments_read(),
         tables.generations_done(),
         tables.conditions,
-        criterion_ratings=criterion_ratings_table(study),
-        profiles=profile_table(study, kept_names),
+        criterion_ratings=tables.criterion_ratings,
+        profiles=tables.profiles,
         profile_questions=study.profile_questions,
         bootstrap=bootstrap,
         seed=seed,
@@ -186,7 +110,7 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
     summary = _json_ready(
         {
             # Its item count: the counts below are the items with an output or a verdict.
-            "study": {"id": study.id, "name": study.name, "items": study.items.count()},
+            "study": {"id": study.id, "name": study.name, "items": tables.items},
             "counting": tables.counting(),
             **summary,
         }
@@ -196,9 +120,9 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         summary=summary,
         figures=report_figures(summary),
         judgments=tables.judgments,
-        ratings=rating_rows(study, tables.judgments),
+        ratings=tables.ratings,
         generations=tables.generations,
-        examples=example_outputs(study, tables.generations),
+        examples=tables.examples,
     )
 
 
@@ -209,7 +133,7 @@ def study_page_numbers(study: Study, *, bootstrap: int | None = None, seed: int 
     models, plots and subgroups too, seconds to minutes)."""
     if bootstrap is None:
         bootstrap = REPORT_BOOTSTRAP
-    tables = _tables(study)
+    tables = read_study(study)
     summary = study_page_summary(
         tables.judgments_read(),
         tables.generations_done(),
@@ -356,68 +280,13 @@ def _code_version() -> str:
 
 
 def report_fingerprint(study: Study, *, bootstrap: int, seed: int) -> str:
-    """A digest of everything a report reads: counts, largest ids, latest times and sums of
-    the rows that can change (judgments, criterion ratings, generations, executions), the
-    small tables whole (conditions, criteria, gold answers, enrolments with their profile
-    answers), the analysis settings and `_code_version`. Aggregates, so it costs a few
-    queries, not a read of the study."""
-    judgments = Judgment.objects.filter(assignment__pair__study=study).aggregate(
-        n=Count("id"),
-        last=Max("id"),
-        at=Max("created_at"),
-        a=Count("id", filter=Q(winner="a")),
-        b=Count("id", filter=Q(winner="b")),
-        both_bad=Count("id", filter=Q(both_bad=True)),
-        gold_correct=Count("id", filter=Q(gold_correct=True)),
-    )
-    ratings = CriterionRating.objects.filter(judgment__assignment__pair__study=study).aggregate(
-        n=Count("id"), last=Max("id"), a=Sum("value_a"), b=Sum("value_b")
-    )
-    generations = Generation.objects.filter(item__study=study).aggregate(
-        n=Count("id"),
-        last=Max("id"),
-        at=Max("finished_at"),
-        done=Count("id", filter=Q(status=Generation.Status.DONE)),
-        active=Sum("active_fraction"),
-        speed=Sum("tokens_per_s"),
-        latency=Sum("latency_s"),
-        rss=Sum("peak_rss_bytes"),
-        tokens=Sum("new_tokens"),
-        text=Sum(Length("text")),
-        # The worker adds divergence from dense to finished outputs later.
-        divergence=Count("id", filter=Q(telemetry__has_key="kl_from_dense")),
-    )
-    executions = Execution.objects.filter(generation__item__study=study).aggregate(
-        n=Count("id"),
-        last=Max("id"),
-        at=Max("created_at"),
-        passed=Count("id", filter=Q(status=Execution.Status.PASSED)),
-    )
-    checks_not_run = ExecutionJob.objects.filter(
-        generation__item__study=study, status=ExecutionJob.Status.FAILED
-    ).count()
-    state = {
-        "study": [study.id, study.created_at, study.name, study.profile_questions],
-        "items": study.items.aggregate(n=Count("id"), last=Max("id")),
-        "conditions": list(study.conditions.values_list("id", "name", "policy", "position")),
-        "criteria": list(study.criteria.values_list("id", "name")),
-        "gold": list(
-            GoldAnswer.objects.filter(pair__study=study)
-            .order_by("id")
-            .values_list("pair_id", "winner")
-        ),
-        "enrolments": list(
-            study.enrolments.order_by("id").values_list(
-                "rater_id", "profile", "blocked_at", "gold_failures"
-            )
-        ),
-        "judgments": judgments,
-        "ratings": ratings,
-        "generations": generations,
-        "executions": executions,
-        "checks_not_run": checks_not_run,
-        "settings": [bootstrap, seed, PERMUTATIONS, _code_version()],
-    }
+    """A digest of everything a report reads: each table `read_study` reads (its declared
+    `SOURCES`: aggregates of the large ones, the small ones whole), the study's own fields,
+    the analysis settings and `_code_version`. Aggregates, so it costs a few queries, not a
+    read of the study."""
+    state = {name: source.state(study) for name, source in SOURCES.items()}
+    state["study"] = [study.id, study.created_at, study.name, study.profile_questions]
+    state["settings"] = [bootstrap, seed, PERMUTATIONS, _code_version()]
     text = json.dumps(_rounded(state), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

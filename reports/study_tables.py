@@ -1,22 +1,109 @@
 """Adapter from a study in the database to the plain tables `analysis` reads: judgments,
-generations, criterion ratings and profile answers, with raters pseudonymized."""
+generations, criterion ratings and profile answers, with raters pseudonymized.
+
+`read_study` reads them all in one pass; `SOURCES` declares every table it reads, and the
+report cache's fingerprint (`reports.build.report_fingerprint`) digests exactly those."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import pandas as pd
+from django.db.models import Aggregate, Count, Max, Q, QuerySet, Sum
+from django.db.models.functions import Length
 
 from analysis.alignment import NOT_RUN
+from annotations import selectors
 from annotations.conditions import WEIGHT_BYTES_READ
 from annotations.models import (
+    Condition,
+    Criterion,
     CriterionRating,
     Enrolment,
+    Execution,
     ExecutionJob,
     Generation,
+    GoldAnswer,
+    Item,
     Judgment,
     Study,
 )
 from annotations.selectors import COUNTING_RULE, JudgmentsForAnalysis
 from evaluation.sandbox.outcomes import outcome_kind
+
+
+@dataclass(frozen=True)
+class Source:
+    """One table a report reads: its rows of a study, and what of them can change: for large
+    tables aggregates (with the count and largest id), for small ones the columns whole."""
+
+    rows: Callable[[Study], QuerySet]
+    changes: dict[str, Aggregate] = field(default_factory=dict)
+    whole: tuple[str, ...] = ()
+
+    def state(self, study: Study) -> object:
+        """What of this table the fingerprint digests: a few aggregates, or the small table."""
+        rows = self.rows(study)
+        if self.whole:
+            return list(rows.order_by("id").values_list(*self.whole))
+        return rows.aggregate(n=Count("id"), last=Max("id"), **self.changes)
+
+
+# Every table a report reads (`read_study`), and so what its cached files depend on.
+SOURCES: dict[str, Source] = {
+    "items": Source(lambda study: Item.objects.filter(study=study)),
+    "conditions": Source(lambda study: Condition.objects.filter(study=study),
+                         whole=("id", "name", "policy", "position")),
+    "criteria": Source(lambda study: Criterion.objects.filter(study=study), whole=("id", "name")),
+    "gold": Source(lambda study: GoldAnswer.objects.filter(pair__study=study),
+                   whole=("pair_id", "winner")),
+    "enrolments": Source(lambda study: Enrolment.objects.filter(study=study),
+                         whole=("rater_id", "profile", "blocked_at", "gold_failures")),
+    "judgments": Source(
+        lambda study: Judgment.objects.filter(assignment__pair__study=study),
+        changes={
+            "at": Max("created_at"),
+            "a": Count("id", filter=Q(winner="a")),
+            "b": Count("id", filter=Q(winner="b")),
+            "both_bad": Count("id", filter=Q(both_bad=True)),
+            "gold_correct": Count("id", filter=Q(gold_correct=True)),
+        },
+    ),
+    "ratings": Source(
+        lambda study: CriterionRating.objects.filter(judgment__assignment__pair__study=study),
+        changes={
+            "a": Sum("value_a"), "b": Sum("value_b"),
+            "cant_a": Count("id", filter=Q(cant_judge_a=True)),
+            "cant_b": Count("id", filter=Q(cant_judge_b=True)),
+        },
+    ),
+    "generations": Source(
+        lambda study: Generation.objects.filter(item__study=study),
+        changes={
+            "at": Max("finished_at"),
+            "done": Count("id", filter=Q(status=Generation.Status.DONE)),
+            "active": Sum("active_fraction"),
+            "speed": Sum("tokens_per_s"),
+            "latency": Sum("latency_s"),
+            "rss": Sum("peak_rss_bytes"),
+            "tokens": Sum("new_tokens"),
+            "text": Sum(Length("text")),
+            # The worker adds divergence from dense to finished outputs later.
+            "divergence": Count("id", filter=Q(telemetry__has_key="kl_from_dense")),
+        },
+    ),
+    "executions": Source(
+        lambda study: Execution.objects.filter(generation__item__study=study),
+        changes={"at": Max("created_at"),
+                 "passed": Count("id", filter=Q(status=Execution.Status.PASSED))},
+    ),
+    "checks_not_run": Source(
+        lambda study: ExecutionJob.objects.filter(
+            generation__item__study=study, status=ExecutionJob.Status.FAILED
+        )
+    ),
+}
 
 JUDGMENT_EXPORT = [
     "judgment",
@@ -88,7 +175,7 @@ def judgment_rows(study: Study, names: dict, *, counted: set[int]) -> list[dict]
     maps rater id to pseudonym, ``counted`` says whether the id is in `counted` (the
     judgments `judgments_for_analysis` counts)."""
     rows = list(
-        Judgment.objects.filter(assignment__pair__study=study)
+        SOURCES["judgments"].rows(study)
         .order_by("created_at", "id")
         .values(
             "id",
@@ -141,7 +228,7 @@ def rating_rows(study: Study, judgments: list[dict]) -> list[dict]:
     other = {"left": "right", "right": "left"}
     rows = []
     for judgment_id, criterion, value_a, value_b, cant_a, cant_b in (
-        CriterionRating.objects.filter(judgment__assignment__pair__study=study)
+        SOURCES["ratings"].rows(study)
         .order_by("judgment_id", "criterion__position", "criterion_id")
         .values_list("judgment_id", "criterion__name", "value_a", "value_b", "cant_judge_a",
                      "cant_judge_b")
@@ -181,7 +268,7 @@ def generation_rows(study: Study) -> list[dict]:
     """Every generation of the study in `GENERATION_EXPORT`'s columns, with its sandbox
     verdict (``NOT_RUN`` where its check failed for good and never ran)."""
     generations = (
-        Generation.objects.filter(item__study=study)
+        SOURCES["generations"].rows(study)
         .select_related("item", "condition", "execution", "execution_job")
         .order_by("item_id", "condition__position", "sample_index", "id")
     )
@@ -241,7 +328,7 @@ def _memory_and_provenance(g: Generation) -> dict:
 
 def example_outputs(study: Study, generations: list[dict], limit: int = 3) -> list[dict]:
     """The first `limit` items with their prompt and each condition's first output."""
-    items = list(study.items.order_by("id")[:limit])
+    items = list(SOURCES["items"].rows(study).order_by("id")[:limit])
     return [
         {
             "item": item.task_id,
@@ -263,8 +350,8 @@ def profile_table(study: Study, names: dict) -> pd.DataFrame:
     the subgroup statistics: no report file holds it."""
     rows = [
         (names[rater_id], question, answer)
-        for rater_id, profile in Enrolment.objects.filter(
-            study=study, rater_id__in=list(names)
+        for rater_id, profile in SOURCES["enrolments"].rows(study).filter(
+            rater_id__in=list(names)
         ).values_list("rater_id", "profile")
         if isinstance(profile, dict)
         for question, answer in profile.items()
@@ -276,9 +363,8 @@ def criterion_ratings_table(study: Study) -> pd.DataFrame:
     """``judgment, criterion, value_a, value_b``: the Likert ratings of the study's judgments
     that have a value for both responses ("can't judge" and blanks carry none)."""
     return pd.DataFrame(
-        CriterionRating.objects.filter(
-            judgment__assignment__pair__study=study, value_a__isnull=False,
-            value_b__isnull=False,
+        SOURCES["ratings"].rows(study).filter(
+            value_a__isnull=False, value_b__isnull=False,
         ).values_list("judgment_id", "criterion__name", "value_a", "value_b"),
         columns=["judgment", "criterion", "value_a", "value_b"],
     )
@@ -298,3 +384,78 @@ def counting_summary(selection: JudgmentsForAnalysis, names: dict, *, counted: i
             for r in selection.excluded
         ],
     }
+
+
+@dataclass
+class StudyTables:
+    """What the statistics of a study read, read once (`read_study`): every judgment (raters
+    pseudonymized, with ``counted``), Likert rating and generation as export rows, the
+    counting rule's outcome, the conditions in study order, the ratings with both values,
+    the profile answers of the raters kept, the example outputs and the item count."""
+
+    names: dict[int, str]
+    selection: JudgmentsForAnalysis
+    counted: set[int]
+    read: set[int]
+    judgments: list[dict]
+    ratings: list[dict]
+    generations: list[dict]
+    conditions: list[dict]
+    criterion_ratings: pd.DataFrame
+    profiles: pd.DataFrame
+    examples: list[dict]
+    items: int
+
+    def judgments_read(self) -> pd.DataFrame:
+        """The counted judgments and the kept raters' gold checks: what the statistics
+        read (the exports hold every judgment, with ``counted``)."""
+        return pd.DataFrame(
+            [j for j in self.judgments if j["judgment"] in self.read], columns=JUDGMENT_EXPORT
+        )
+
+    def generations_done(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [g for g in self.generations if g["status"] == Generation.Status.DONE],
+            columns=GENERATION_EXPORT,
+        )
+
+    def counting(self) -> dict:
+        return counting_summary(self.selection, self.names, counted=len(self.counted))
+
+
+def read_study(study: Study) -> StudyTables:
+    """Read a study's `StudyTables` in one pass, from the tables `SOURCES` declares; which
+    judgments count is `selectors.judgments_for_analysis`'s rule."""
+    names = selectors.rater_pseudonyms(study)
+    selection = selectors.judgments_for_analysis(study)
+    counted = set(selection.counted.values_list("id", flat=True))
+    excluded = {r.rater_id for r in selection.excluded}
+    conditions = [
+        {
+            "name": c.name,
+            "policy": c.policy,
+            "summary": c.summary(),
+            "skips_bytes": c.skips_bytes(),
+            "bytes_note": c.bytes_note(),
+        }
+        for c in SOURCES["conditions"].rows(study).select_related("calibration")
+        .order_by("position", "id")
+    ]
+    judgments = judgment_rows(study, names, counted=counted)
+    generations = generation_rows(study)
+    return StudyTables(
+        names=names,
+        selection=selection,
+        counted=counted,
+        read=counted | set(selection.gold.values_list("id", flat=True)),
+        judgments=judgments,
+        ratings=rating_rows(study, judgments),
+        generations=generations,
+        conditions=conditions,
+        criterion_ratings=criterion_ratings_table(study),
+        profiles=profile_table(
+            study, {rid: name for rid, name in names.items() if rid not in excluded}
+        ),
+        examples=example_outputs(study, generations),
+        items=SOURCES["items"].rows(study).count(),
+    )
