@@ -8,19 +8,22 @@ PY=.venv/bin/python
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The app's data dir (settings.VAR_DIR): the database, the broker, and here the worker's log
+# and beat schedule.
+VAR=${VAR_DIR:-var}
 
 $PY manage.py migrate --noinput
 $PY manage.py seed_demo
 
-mkdir -p var/log
+mkdir -p "$VAR/log"
 # The worker runs in its own process group, so Ctrl-C reaches it only through our trap:
 # the first Ctrl-C asks its main process for a warm shutdown (the output being written
 # finishes and is stored); a second one sends SIGTERM to the whole group, which cancels
 # the output (annotations.tasks puts its row back to pending at once). Whatever is still
 # there after COLD_WAIT_S seconds is killed, so nothing is left behind.
 setsid .venv/bin/celery -A webapp worker -Q generation,execution -c 1 -B -l info \
-  -s var/celerybeat-schedule \
-  --logfile var/log/worker.log &
+  -s "$VAR/celerybeat-schedule" \
+  --logfile "$VAR/log/worker.log" &
 WORKER_PID=$!
 COLD_WAIT_S=${COLD_WAIT_S:-30}
 stop() {
@@ -57,7 +60,7 @@ cat <<MSG
   Sparsity preference lab is starting at http://$HOST:$PORT/
     staff:  admin / admin-demo-password   -> study page with progress, alpha and win rates
     rater:  rater / rater-demo-password   -> blind pairwise rating
-  The worker's log is var/log/worker.log; the line above says what it was sent.
+  The worker's log is $VAR/log/worker.log; the line above says what it was sent.
   Ctrl-C stops both (the worker first finishes the output it is writing).
 
 MSG
