@@ -22,6 +22,15 @@ def wait_for_next_pair(page, judged: int) -> None:
     )
 
 
+def wait_for_page(page, selector: str) -> None:
+    """After a click that loads a page: wait for `selector`, then for the page's deferred
+    scripts (rate.js listens for the keys), which run only after the whole document is
+    parsed: a key pressed before then does nothing (the race that made a focus wait time out
+    on a loaded machine). `goto` and `go_back` wait for the load themselves."""
+    page.wait_for_selector(selector)
+    page.wait_for_load_state("domcontentloaded")
+
+
 def test_rater_judges_pairs_with_keys_and_clicks_without_reload(live_server, users):
     staff, alice, _ = users
     study = make_study(n_items=2, raters=[alice], overlap=1, name="Static h at 25 %")
@@ -30,7 +39,7 @@ def test_rater_judges_pairs_with_keys_and_clicks_without_reload(live_server, use
     with browser_page(live_server.url) as page:
         log_in(page, "alice", "pw-alice-123")
         page.get_by_role("link", name="Compare two answers to a task", exact=True).click()
-        page.wait_for_selector("#pair .choices")
+        wait_for_page(page, "#pair .choices")
         screenshot(page, "rater-pair")
         # Blind: the title the researcher set for raters, never the study's name or the lab's.
         assert page.title() == "Compare two answers to a task"
@@ -103,7 +112,7 @@ def test_prolific_rater_consents_rates_by_keyboard_resumes_after_reload_and_fini
         screenshot(page, "rater-consent")
         page.get_by_label("I have read the above").check()
         page.get_by_role("button", name="Start").click()
-        page.wait_for_selector("#pair .choices")
+        wait_for_page(page, "#pair .choices")
         assert page.evaluate("window.__xss") is None, "model output ran as HTML"
         assert page.locator("#pair .hl span.k").count() > 0, "output is not highlighted"
         # Ratings are required: choosing without them keeps the pair and says why.
@@ -364,7 +373,7 @@ def test_draft_links_preview_and_the_error_summary(live_server, users):
         log_in(page, "staff", "pw-staff-123")
         page.goto(f"/staff/studies/{study.id}/setup/")
         page.click("#preview-link")
-        page.wait_for_selector("#preview-banner")
+        wait_for_page(page, "#preview-banner")
         page.keyboard.press("1")  # the scale is required: the browser focuses it instead
         # The browser moves the focus after its validation pass; on a loaded machine that
         # lands after the key press returns, so wait for it (fails after the timeout). A
@@ -414,7 +423,7 @@ def test_the_rater_path_at_desktop_and_phone_size(live_server, users, width, hei
         page.goto(f"/studies/{study.id}/rate/")
         page.get_by_label("I have read the above").check()
         page.get_by_role("button", name="Start").click()
-        page.wait_for_selector("#pair .choices")
+        wait_for_page(page, "#pair .choices")
         shown = page.inner_text("#pair")  # what is displayed, not what is hidden
         first, second = ("top", "bottom") if phone else ("left", "right")
         hidden = ("left", "right") if phone else ("top", "bottom")
