@@ -28,6 +28,10 @@ def test_report_opens_in_chromium_with_its_plots_and_no_script(tmp_path):
             "#conditions td:nth-child(2)", "cells => cells.map(c => getComputedStyle(c).textAlign)"
         )
         assert aligns and set(aligns) == {"left"}, aligns
+        # At desktop width the page never scrolls sideways: the conditions table (a dozen
+        # columns) scrolls inside its own box instead of pushing the page to ~1400 px.
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the report is {overflow} px wider than a 1280 px window"
         screenshot(page, "report")
     assert dialogs == [], "a payload in the data ran as script"
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
