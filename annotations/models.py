@@ -624,8 +624,9 @@ class Pair(models.Model):
 class AssignmentQuerySet(models.QuerySet):
     def live(self, now: datetime) -> AssignmentQuerySet:
         """Assignments that hold a place in their pair's overlap: judged, or leased and
-        not yet expired (or leased without an end), and not released. The rate page's
-        SQL states the same rule (`selectors._LIVE_SQL`; the tests hold them together)."""
+        not yet expired (or leased without an end), and not released. The one statement of
+        the "live assignment" rule: the rate page's SQL (`selectors._LIVE_SQL`) is its
+        translation for speed, held to it by a test in every state an assignment can be in."""
         return self.filter(
             Q(completed_at__isnull=False)
             | Q(released_at__isnull=True)
@@ -681,12 +682,6 @@ class Assignment(models.Model):
     def lease_expired(self, now: datetime) -> bool:
         """Whether the rater's hold on the pair has run out (a lease without an end never does)."""
         return self.lease_until is not None and self.lease_until <= now
-
-    def is_live(self, now: datetime) -> bool:
-        """Whether it holds a place in the pair's overlap (`AssignmentQuerySet.live`)."""
-        return self.completed_at is not None or (
-            self.released_at is None and not self.lease_expired(now)
-        )
 
     def judgment_or_none(self) -> Judgment | None:
         return _related_or_none(self, "judgment")

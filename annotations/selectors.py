@@ -212,8 +212,8 @@ class OpenPair(NamedTuple):
     conditions: tuple[int, int]
 
 
-# Live assignments, which hold a place in a pair's overlap: `Assignment.is_live` and
-# `AssignmentQuerySet.live` in SQL, written out for the rate page's speed. Judged is read
+# Live assignments, which hold a place in a pair's overlap: `AssignmentQuerySet.live` (the
+# rule's one statement) in SQL, written out for the rate page's speed. Judged is read
 # as `completed_at` set (`services.judgment_submit` sets both in one transaction), which
 # spares every such read a join to the judgments. Over assignments aliased `a`; the
 # parameter is now. Used by `pairs_open_to` and `pair_taken`

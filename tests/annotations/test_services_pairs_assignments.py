@@ -72,7 +72,7 @@ def test_open_pairs_and_taken_places_follow_the_live_rule_in_every_state(users):
     """`pairs_open_to` and `pair_taken` are SQL written out (selectors._LIVE_SQL): every
     state an assignment can be in, on pairs at, below and above the overlap, with and
     without the rater's own, a gold pair among them, must count as the model's rule
-    (`Assignment.is_live`, `Assignment.objects.live`) says."""
+    (`Assignment.objects.live`, the rule's one statement) says."""
     _, alice, bob = users
     User = get_user_model()
     others = [User.objects.create_user(f"other-{i}", password="pw-other-123") for i in range(16)]
@@ -90,6 +90,10 @@ def test_open_pairs_and_taken_places_follow_the_live_rule_in_every_state(users):
         "released": dict(released_at=now - timedelta(minutes=1),
                          lease_until=now + timedelta(minutes=5)),
     }
+    # Whether an assignment in each state holds a place in its pair's overlap.
+    holds_place = {"judged": True, "leased": True, "expired": False, "ends now": False,
+                   "no lease": True, "released": False}
+    state_of = {}
     closed = {"judged", "released"}  # the database allows a rater one open assignment
     rng = random.Random(7)
     pairs = list(Pair.objects.filter(study=study).order_by("id"))
@@ -99,21 +103,26 @@ def test_open_pairs_and_taken_places_follow_the_live_rule_in_every_state(users):
             state = rng.choice(sorted(states if rater.id not in holding else closed))
             if state not in closed:
                 holding.add(rater.id)
-            Assignment.objects.create(pair=pair, rater=rater, a_on_left=True, **states[state])
+            made = Assignment.objects.create(pair=pair, rater=rater, a_on_left=True,
+                                             **states[state])
+            state_of[made.id] = state
     for n, pair in enumerate(pairs[::3]):
-        Assignment.objects.create(pair=pair, rater=alice, a_on_left=True,
-                                  **states["judged" if n else "expired"])
+        state = "judged" if n else "expired"
+        made = Assignment.objects.create(pair=pair, rater=alice, a_on_left=True, **states[state])
+        state_of[made.id] = state
 
     got = {row.pair_id: row for row in selectors.pairs_open_to(study, alice, now=now)}
     expected = {}
     for pair in pairs:
         held = list(pair.assignments.all())
-        live = sum(a.is_live(now) for a in held)
-        assert pair.assignments.live(now).count() == live, f"pair {pair.id}: queryset rule"
+        live_ids = {a.id for a in held if holds_place[state_of[a.id]]}
+        live = len(live_ids)
+        assert set(pair.assignments.live(now).values_list("id", flat=True)) == live_ids, (
+            f"pair {pair.id}: the queryset, the rule's statement")
         assert selectors.pair_taken(pair.id, now=now) == live, f"pair {pair.id}: taken places"
         if held:
             assert selectors.pair_taken(pair.id, now=now, excluding_id=held[0].id) \
-                == live - held[0].is_live(now), f"pair {pair.id}: taken, one left out"
+                == live - (held[0].id in live_ids), f"pair {pair.id}: taken, one left out"
         if hasattr(pair, "gold") or any(a.rater_id == alice.id for a in held):
             continue
         if live < study.overlap:
