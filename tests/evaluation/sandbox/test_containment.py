@@ -703,3 +703,48 @@ def test_guard_only_mode_refuses_unix_sockets_and_says_so_loudly(guard_only, hos
     assert "GUARD-ONLY" in sandbox.containment().warning
     assert "GUARD-ONLY" in str(sandbox.containment())
     assert run_program("import socket\na, b = socket.socketpair()\nprint('ok')").passed
+
+
+# A pass the candidate cannot forge (issue 28): HumanEval's tests run in a process of their
+# own; the candidate's process only answers calls of its functions with plain values.
+
+FORGERIES = {
+    # Walks up to the bootstrap's frame, prints its token and exits before the tests run:
+    # scored passed when the tests ran in the candidate's own process.
+    "frame walk": (
+        "import os, sys\nf = sys._getframe()\nwhile f is not None:\n"
+        "    t = f.f_locals.get('token')\n"
+        "    if isinstance(t, bytes) and t.strip():\n"
+        "        os.write(1, b'\\n' + t.strip()); os._exit(0)\n"
+        "    f = f.f_back\n"
+    ),
+    # Returns an object equal to everything: passes any `assert candidate(x) == y` in-process.
+    "always equal": (
+        "class _Yes:\n    def __eq__(self, other): return True\n"
+        "    def __bool__(self): return True\n"
+        "def has_close_elements(numbers, threshold):\n    return _Yes()\n"
+    ),
+    # Replaces the exception the tests raise, and the builtins they use.
+    "patched builtins": (
+        "import builtins\nbuiltins.AssertionError = type('Quiet', (Exception,), {})\n"
+        "builtins.abs = lambda x: 0\n"
+    ),
+    # Reads the tests' file or memory, to look the answers up.
+    "reads the tests": (
+        "import os, glob\nprint(sorted(os.listdir('.')))\n"
+        "for pid in os.listdir('/proc'):\n"
+        "    try:\n        open(f'/proc/{pid}/mem', 'rb').read(1)\n        print('MEM', pid)\n"
+        "    except (OSError, ValueError):\n        pass\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES.values(), ids=FORGERIES.keys())
+def test_a_wrong_answer_cannot_forge_a_pass(forgery, still_works):
+    task = next(t for t in load_tasks("humaneval") if t.task_id == "HumanEval/0")
+    completion = f"    return True\n{forgery}"  # a wrong body, then the forgery
+    result = check_humaneval(task.prompt, completion, task.tests, "has_close_elements")
+    assert result.status == "failed", result
+    assert "harness.json" not in result.stdout and "MEM" not in result.stdout
+    right = check_humaneval(task.prompt, task.reference, task.tests, "has_close_elements")
+    assert right.status == "passed", right.stderr
