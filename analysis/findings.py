@@ -25,6 +25,7 @@ _METRICS = {
     "tokens_per_s": ("tokens/s", "{:.1f}".format),
     "bytes_read_per_token": ("weight bytes read per token", lambda v: f"{v / 1e6:.1f} MB"),
     "peak_rss_mib": ("peak memory (MiB)", "{:.1f}".format),
+    "kl_from_dense": ("KL from dense", "{:.4f}".format),
     "rss_increase_mib": (
         "memory added over the worker's resident set at the generation's start (MiB)",
         "{:.1f}".format,
@@ -209,6 +210,25 @@ def _memory_sentence(dense: dict | None, points: list[dict]) -> dict | None:
     return sentence
 
 
+def _divergence_sentence(points: list[dict]) -> dict | None:
+    """How far the series moves the model from dense on dense's own answers (teacher-forced:
+    mean per-token KL and top-1 agreement), from its first measured setting to its last;
+    descriptive (dense is 0 and 1 by construction, so there is nothing to test against)."""
+    measured = [p for p in points if p.get("kl_from_dense") is not None]
+    if not measured:
+        return None
+
+    def at(p: dict) -> str:
+        agreement = p.get("top1_agreement_with_dense")
+        shown = "" if agreement is None else f", top-1 agreement {agreement:.2f}"
+        return f"KL {_value(p, 'kl_from_dense')} nats{shown} at {_percent(p['sparsity'])}"
+
+    first, last = measured[0], measured[-1]
+    span = at(last) if first is last else f"{at(first)} to {at(last)}"
+    return {"metric": "kl_from_dense", "direction": "none",
+            "text": f"Divergence from dense on dense's own answers (teacher-forced): {span}."}
+
+
 def _bytes_sentence(points: list[dict]) -> dict | None:
     """Which bytes the series can skip, when its skipping settings agree (the bound on
     its speed-up)."""
@@ -240,6 +260,7 @@ def family_findings(rows: Sequence[dict]) -> list[dict]:
             _bytes_sentence(points),
             _metric_sentence("bytes_read_per_token", dense, points),
             _memory_sentence(dense, points),
+            _divergence_sentence(points),
         ]
         sentences = [s for s in sentences if s]
         if len(points) == 1:

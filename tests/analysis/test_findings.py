@@ -186,3 +186,16 @@ def test_a_memory_difference_says_it_may_come_from_run_order_not_the_threshold()
     memory = by_metric(static)["peak_rss_mib"]
     assert memory["direction"] == "up"
     assert "order one worker ran them in" in memory["text"], memory["text"]
+
+
+def test_divergence_from_dense_is_described_per_series():
+    rows = [point("dense", "dense", 0.0), point("s25", "static", 0.25, win=0.5),
+            point("s50", "static", 0.5, win=0.5)]
+    for row, kl, agree in zip(rows[1:], (0.01, 0.2), (0.98, 0.81), strict=True):
+        row.update(kl_from_dense=kl, kl_from_dense_ci=[kl / 2, kl * 2],
+                   top1_agreement_with_dense=agree)
+    [static] = family_findings(rows)
+    text = by_metric(static)["kl_from_dense"]["text"]
+    assert text == ("Divergence from dense on dense's own answers (teacher-forced): KL 0.0100 "
+                    "[0.0050, 0.0200] nats, top-1 agreement 0.98 at 25 % to KL 0.2000 "
+                    "[0.1000, 0.4000] nats, top-1 agreement 0.81 at 50 %."), text
