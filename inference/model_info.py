@@ -232,3 +232,175 @@ def _atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+# --- Validating a model path: what a worker checks before it serves a model -------------------
+
+# Architectures the engine decodes (the LLaMA family: transformers' LlamaForCausalLM layout).
+LLAMA_FAMILY = ("llama",)
+# Config fields that must agree for two models to be merged (``inference.merge``) and that
+# ``describe`` reports; a GGUF's names for them are in ``_GGUF_SHAPE_KEYS``.
+SHAPE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
+_GGUF_SHAPE_KEYS = {
+    "hidden_size": "embedding_length",
+    "intermediate_size": "feed_forward_length",
+    "num_hidden_layers": "block_count",
+    "num_attention_heads": "attention.head_count",
+    "num_key_value_heads": "attention.head_count_kv",
+}
+
+
+class ModelPathError(ValueError):
+    """A path that holds no model the engine can load, with the reason in the message."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``describe`` reads from a model path without loading its weights.
+
+    ``weight_formats``: the storage types of the weights (``F32``, ``BF16``, ``Q4_1``, ...; for a
+    ``.bin`` checkpoint, whose header needs torch to read, just ``pytorch-bin``). ``tensors``:
+    name -> shape of every stored tensor (empty for ``.bin``). ``fingerprint``: the one
+    ``load_model`` gives the same weights (see ``fingerprint_file``/``fingerprint_directory``)."""
+
+    path: str
+    kind: str  # "hf-directory" or "gguf"
+    architecture: str
+    shape: dict
+    context_length: int
+    weight_formats: tuple[str, ...]
+    parameters: int
+    tensors: dict
+    fingerprint: str
+
+    def to_dict(self, *, tensors: bool = False) -> dict:
+        out = {
+            "path": self.path,
+            "kind": self.kind,
+            "architecture": self.architecture,
+            "shape": self.shape,
+            "context_length": self.context_length,
+            "weight_formats": list(self.weight_formats),
+            "parameters": self.parameters,
+            "fingerprint": self.fingerprint,
+        }
+        if tensors:
+            out["tensors"] = {name: list(shape) for name, shape in self.tensors.items()}
+        return out
+
+
+def describe(path: str | Path, *, cache_root: Path) -> ModelInfo:
+    """Validate the model at ``path`` (a Hugging Face directory or a ``.gguf`` file) and say
+    what it is; raise ``ModelPathError`` naming the first problem.
+
+    Checks: the path exists; a directory has a readable config.json and weight files, a GGUF
+    a readable header; the architecture is of the LLaMA family; the shape fields and context
+    length are positive integers. The fingerprint hashes every weight byte (memoised by path,
+    size and mtime, so only the first call per file pays ~1 s/GB): a sample of bytes would be
+    cheaper but two fine-tunes that differ in an unsampled block would share an identity, and
+    the merged-weights and converted-GGUF caches are keyed by it."""
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise ModelPathError(f"no model at {path}")
+    try:
+        if path.is_dir():
+            info = _describe_directory(path, cache_root)
+        elif path.suffix == ".gguf":
+            info = _describe_gguf(path, cache_root)
+        else:
+            raise ModelPathError(f"{path} is neither a .gguf file nor a model directory")
+    except ModelPathError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelPathError(f"cannot read the model at {path}: {exc!r}") from exc
+    if info.architecture not in LLAMA_FAMILY:
+        raise ModelPathError(
+            f"{path} is a {info.architecture!r} model; the engine decodes the LLaMA family "
+            f"({', '.join(LLAMA_FAMILY)})"
+        )
+    for name, value in [*info.shape.items(), ("context_length", info.context_length)]:
+        if not isinstance(value, int) or value <= 0:
+            raise ModelPathError(f"{path}: {name} is {value!r}, not a positive integer")
+    return info
+
+
+def _describe_directory(path: Path, cache_root: Path) -> ModelInfo:
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelPathError(f"{path} has no config.json: not a Hugging Face model directory")
+    config = json.loads(config_path.read_text())
+    weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if not weights:
+        raise ModelPathError(f"{path} has no weight files ({', '.join(_WEIGHT_SUFFIXES)})")
+    tensors, formats = {}, set()
+    for file in weights:
+        if file.suffix == ".safetensors":
+            for name, entry in _safetensors_header(file).items():
+                tensors[name] = tuple(entry["shape"])
+                formats.add(entry["dtype"])
+        else:
+            formats.add("pytorch-bin" if file.suffix in (".bin", ".pt") else file.suffix[1:])
+    shape = {
+        field: config.get(field, config.get("num_attention_heads"))
+        if field == "num_key_value_heads"
+        else config.get(field)
+        for field in SHAPE_FIELDS
+    }
+    return ModelInfo(
+        path=str(path),
+        kind="hf-directory",
+        architecture=str(config.get("model_type", "unknown")),
+        shape=shape,
+        context_length=config.get("max_position_embeddings"),
+        weight_formats=tuple(sorted(formats)),
+        parameters=sum(math.prod(s) for s in tensors.values()),
+        tensors=tensors,
+        fingerprint=fingerprint_directory(path, cache_root),
+    )
+
+
+def _safetensors_header(file: Path) -> dict:
+    """name -> {dtype, shape, data_offsets} from a safetensors file's JSON header."""
+    with file.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size <= 100 << 20:
+            raise ModelPathError(f"{file} is not a safetensors file (header size {size})")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return header
+
+
+def _describe_gguf(path: Path, cache_root: Path) -> ModelInfo:
+    import gguf
+
+    fields = _gguf_fields(path, path.stat().st_mtime_ns)
+    arch = str(fields.get("general.architecture", "unknown"))
+    shape = {f: _int_or_none(fields.get(f"{arch}.{key}")) for f, key in _GGUF_SHAPE_KEYS.items()}
+    reader = gguf.GGUFReader(path)
+    # GGUF lists dimensions innermost first; report them as torch does (outermost first).
+    tensors = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+    embedding = tensors.get("token_embd.weight")
+    shape["vocab_size"] = embedding[0] if embedding else None
+    shape = {f: shape[f] for f in SHAPE_FIELDS}
+    return ModelInfo(
+        path=str(path),
+        kind="gguf",
+        architecture=arch,
+        shape=shape,
+        context_length=_int_or_none(fields.get(f"{arch}.context_length")),
+        weight_formats=tuple(sorted({t.tensor_type.name for t in reader.tensors})),
+        parameters=sum(math.prod(s) for s in tensors.values()),
+        tensors=tensors,
+        fingerprint=fingerprint_file(path, cache_root),
+    )
+
+
+def _int_or_none(value) -> int | None:
+    return None if value is None else int(value)
