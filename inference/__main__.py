@@ -1,4 +1,5 @@
-"""Command line: ``python -m inference {generate,serve,profile,calibrate,predict,plan} ...``.
+"""Command line: ``python -m inference COMMAND ...`` (generate, serve, profile, calibrate,
+predict, plan, model-info).
 
 See docs/engine.md. The engine's benchmarks have their own: ``python -m benchmarks``.
 """
@@ -173,6 +174,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if k not in ("per_layer", "thresholds_for_recall")
     }
     print(json.dumps({"predictor": str(args.out), "fingerprint": loaded.fingerprint, **summary}))
+    return 0
+
+
+def _cmd_model_info(args: argparse.Namespace) -> int:
+    from inference.loading import default_cache_dir
+    from inference.model_info import describe
+
+    cache_root = args.cache_dir if args.cache_dir is not None else default_cache_dir()
+    info = describe(args.path, cache_root=cache_root).to_dict(tensors=args.tensors)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    for key, value in info.items():
+        print(f"{key}: {value}")
     return 0
 
 
@@ -386,6 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--weight-format", default="q4_0", choices=["f32", "f16", "q8_0", "q4_0"])
     plan.add_argument("--out", type=Path, default=None, help="save the plan (JSON) for generate")
     plan.set_defaults(func=_cmd_plan)
+
+    info = commands.add_parser(
+        "model-info", help="validate a model path and print its architecture and fingerprint"
+    )
+    info.add_argument("path", type=Path, help=".gguf file or HF directory")
+    info.add_argument("--json", action="store_true", help="one JSON object")
+    info.add_argument("--tensors", action="store_true", help="also every tensor's shape")
+    info.add_argument("--cache-dir", type=Path, default=None, help="where hashes are memoised")
+    info.set_defaults(func=_cmd_model_info)
     return parser
 
 

@@ -102,3 +102,12 @@ def test_calibrate_predictor_prints_a_recall_policy(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["calibrate", "--predictor", str(path)])
     assert "--target-recall" in capsys.readouterr().err
+
+
+def test_model_info_prints_json_and_refuses_a_missing_path(tiny_dir, tmp_path, capsys):
+    assert main(["model-info", str(tiny_dir), "--json", "--cache-dir", str(tmp_path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["architecture"] == "llama" and info["fingerprint"].startswith("tiny-llama-")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["model-info", str(tmp_path / "missing"), "--cache-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "error: no model at" in capsys.readouterr().err

@@ -4,13 +4,18 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from inference.generate import prompt_ids
 from inference.model_info import (
     CACHE_FORMAT,
+    ModelPathError,
     PromptSize,
     context_length,
     context_overflow,
     default_model_path,
+    describe,
+    fingerprint_directory,
     fingerprint_file,
     prompt_sizes,
 )
@@ -79,3 +84,44 @@ def test_reading_sizes_loads_no_torch(tiny_dir, tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_describe_a_directory_and_the_shipped_gguf(tiny_dir, tmp_path):
+    info = describe(tiny_dir, cache_root=tmp_path)
+    assert (info.kind, info.architecture, info.context_length) == ("hf-directory", "llama", 256)
+    assert info.shape == {
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 96,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    }
+    assert info.weight_formats == ("F32",)
+    assert info.tensors["model.layers.0.mlp.down_proj.weight"] == (32, 96)
+    assert info.fingerprint == fingerprint_directory(tiny_dir, tmp_path)
+
+    shipped = describe(default_model_path(), cache_root=tmp_path)
+    assert (shipped.kind, shipped.architecture, shipped.context_length) == ("gguf", "llama", 8192)
+    assert shipped.shape["hidden_size"] == 576 and shipped.shape["vocab_size"] == 49152
+    assert "Q4_1" in shipped.weight_formats
+    assert 134_000_000 < shipped.parameters < 135_000_000  # SmolLM2-135M, tied embeddings
+    assert shipped.fingerprint == fingerprint_file(default_model_path(), tmp_path)
+
+
+def test_describe_refuses_what_cannot_be_loaded(tiny_dir, tmp_path):
+    with pytest.raises(ModelPathError, match="no model at"):
+        describe(tmp_path / "missing", cache_root=tmp_path)
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ModelPathError, match="neither a .gguf"):
+        describe(tmp_path / "notes.txt", cache_root=tmp_path)
+    (tmp_path / "broken.gguf").write_bytes(b"not a gguf")
+    with pytest.raises(ModelPathError, match="cannot read"):
+        describe(tmp_path / "broken.gguf", cache_root=tmp_path)
+    config = json.loads((tiny_dir / "config.json").read_text())
+    (tiny_dir / "config.json").write_text(json.dumps(config | {"model_type": "gpt2"}))
+    with pytest.raises(ModelPathError, match="'gpt2' model; the engine decodes the LLaMA"):
+        describe(tiny_dir, cache_root=tmp_path)
+    (tiny_dir / "config.json").unlink()
+    with pytest.raises(ModelPathError, match="no config.json"):
+        describe(tiny_dir, cache_root=tmp_path)
