@@ -76,8 +76,8 @@ def merge(
     if _entry_ready(entry, result):
         return result
 
-    base_model = load_model(base_info.path, cache_dir=cache_root)
-    aligned_model = load_model(aligned_info.path, cache_dir=cache_root)
+    base_model = load_model(base_info.path, dtype="float32", cache_dir=cache_root)
+    aligned_model = load_model(aligned_info.path, dtype="float32", cache_dir=cache_root)
     check_mergeable(base_model.model, aligned_model.model)
     merge_into(aligned_model.model, base_model.model, lam)
     del base_model
