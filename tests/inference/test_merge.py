@@ -91,3 +91,15 @@ def test_a_threshold_policy_composes_with_the_merged_model(pair, tmp_path):
         thresholded = loaded.model(input_ids=ids).logits
     assert all(isinstance(layer.mlp, SparseMLP) for layer in loaded.model.model.layers)
     assert not torch.allclose(thresholded, dense)
+
+
+def test_perturbed_copy_is_seeded_and_keeps_the_architecture(tmp_path):
+    base = save_tiny(tmp_path / "base")
+    one = _weights(perturbed_copy(base, tmp_path / "one", seed=1))
+    again = _weights(perturbed_copy(base, tmp_path / "again", seed=1))
+    two = _weights(perturbed_copy(base, tmp_path / "two", seed=2))
+    base_w = _weights(base)
+    down = "model.layers.0.mlp.down_proj.weight"
+    assert all(torch.equal(one[n], again[n]) for n in one)
+    assert not torch.equal(one[down], two[down]) and not torch.equal(one[down], base_w[down])
+    assert {n: w.shape for n, w in one.items()} == {n: w.shape for n, w in base_w.items()}
