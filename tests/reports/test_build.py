@@ -151,6 +151,16 @@ def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
     assert 'id="stopping-rule"' in html and "always-valid" in html
 
 
+def test_a_series_of_one_setting_states_its_sparsity_once(tmp_path):
+    """One static setting read "(1 setting, achieved sparsity 37–37 %)"."""
+    conditions = {name: SWEEP[name] for name in ("dense", "static 40%")}
+    study, _ = rated_study(n_items=3, n_raters=2, conditions=conditions)
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
+    html = (tmp_path / "report.html").read_text()
+    shown = re.search(r"\(1 setting, achieved sparsity ([^)]*)\)", html)
+    assert shown and re.fullmatch(r"\d+ %", shown[1]), shown and shown[0]
+
+
 def test_exported_judgments_reproduce_the_style_control_from_the_cli(tmp_path, capsys):
     study, _ = rated_study(n_items=4)
     call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "40")
