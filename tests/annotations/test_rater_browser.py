@@ -410,7 +410,10 @@ def test_the_rater_path_at_desktop_and_phone_size(live_server, users, width, hei
     _, alice, _ = users
     phone = width < 800
     study = make_study(n_items=1, raters=[alice], overlap=1)
-    Study.objects.filter(id=study.id).update(consent_text="We store your choices.")
+    Study.objects.filter(id=study.id).update(
+        consent_text="We store your choices.",
+        rater_title="Compare two answers to a programming task",  # the demo's: a long one
+    )
     study.criteria.create(name="readability", question="How readable is it?")
     study.criteria.create(name="style", question="Is it idiomatic?", position=1,
                           required=False, cant_judge=True)
@@ -424,6 +427,13 @@ def test_the_rater_path_at_desktop_and_phone_size(live_server, users, width, hei
         page.get_by_label("I have read the above").check()
         page.get_by_role("button", name="Start").click()
         wait_for_page(page, "#pair .choices")
+        # A long title takes the top bar's room from its own text, never breaks "Log out".
+        lines = page.evaluate(
+            "() => { const b = document.querySelector('.topbar button.link');"
+            " return b.getBoundingClientRect().height / parseFloat(getComputedStyle(b).lineHeight"
+            " === 'normal' ? 1.2 * parseFloat(getComputedStyle(b).fontSize)"
+            " : getComputedStyle(b).lineHeight); }")
+        assert lines < 1.5, f"'Log out' is broken over {lines:.1f} lines"
         shown = page.inner_text("#pair")  # what is displayed, not what is hidden
         first, second = ("top", "bottom") if phone else ("left", "right")
         hidden = ("left", "right") if phone else ("top", "bottom")
