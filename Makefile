@@ -32,7 +32,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 worker: setup
-	$(VENV)/bin/celery -A webapp worker -Q generation,execution -c 1 -l info
+	$(VENV)/bin/celery -A webapp worker -Q generation,execution,judge -c 1 -l info
 
 clean-data:
 	rm -rf var/db.sqlite3* var/broker

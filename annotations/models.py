@@ -731,6 +731,61 @@ class Judgment(models.Model):
         return f"{self.assignment}: {self.choice}"
 
 
+class JudgeVerdict(models.Model):
+    """An LLM judge's verdict on one pair shown in one order (issue 31): a worker job
+    (`tasks.judge`, on the judge queue) leased, retried and swept like a generation. Kept
+    beside human judgments, never counted with them unless an analysis asks. The endpoint's
+    API key is read from the environment variable that settings name, never stored."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class Order(models.TextChoices):
+        AB = "ab", "A shown first"
+        BA = "ba", "B shown first"
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="judge_verdicts")
+    # "ab": the pair's generation_a is the judge's assistant A; "ba": generation_b is.
+    order = models.CharField(max_length=2, choices=Order.choices)
+    judge_url = models.CharField(max_length=500)
+    judge_model = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # Why the judge could not be asked (its endpoint failed past the retries); not a verdict.
+    error = models.TextField(blank=True)
+    # The label the judge gave ("A>B" ...), blank when its answer had none it could be read
+    # as (unparseable: done, no winner); the winner in condition order like a Judgment's.
+    label = models.CharField(max_length=8, blank=True)
+    winner = models.CharField(max_length=4, choices=Judgment.Winner.choices, blank=True)
+    answer = models.TextField(blank=True)
+    answered_model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LeasedJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["pair", "order", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pair", "order", "judge_url", "judge_model"], name="judge_verdict_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"judge {self.judge_model} on {self.pair} ({self.order}): {self.status}"
+
+    @property
+    def unparseable(self) -> bool:
+        return self.status == self.Status.DONE and not self.label
+
+
 class Criterion(models.Model):
     """A question the study asks about each response on a Likert scale (e.g. readability)."""
 

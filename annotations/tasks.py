@@ -1,6 +1,7 @@
 """Celery tasks: thin shells that take ids, call the pipeline and return a word; and the
 functions that send them (`generations_enqueue`, `calibrations_enqueue`,
-`executions_enqueue`, and beat's sweep `reap`), so that the pipeline never imports its tasks.
+`executions_enqueue`, `judge_verdicts_enqueue`, and beat's sweep `reap`), so that the
+pipeline never imports its tasks.
 
 Delivery is at least once (acks_late); every task is safe to run twice because the
 database row, not the message, says what is done."""
@@ -16,12 +17,14 @@ import time
 
 from billiard.process import current_process
 from celery import current_app, shared_task
+from django.conf import settings
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from annotations import calibration, pipeline
-from annotations.models import Calibration, ExecutionJob, Generation, Study
+from annotations import calibration, pipeline, services
+from annotations.models import Calibration, ExecutionJob, Generation, JudgeVerdict, Study
 from evaluation.code_extraction import extract_answer_code
+from evaluation.judge import ask_judge
 from evaluation.sandbox.checks import check_candidate
 from inference.model_info import PromptTooLong
 
@@ -181,6 +184,29 @@ def execute(generation_id: int) -> str:
     return execution.status
 
 
+@shared_task(queue="judge", **_RETRY)
+def judge(verdict_id: int) -> str:
+    """Ask the LLM judge about one pair in one order, once (claimed like a generation; the
+    openai client retries 429/5xx with backoff, past that the verdict fails with the reason)."""
+    verdict = services.judge_verdict_claim(verdict_id=verdict_id)
+    if verdict is None:
+        return "skipped"
+    prompt, first, second = services.judge_verdict_shown(verdict)
+    try:
+        answer = ask_judge(
+            base_url=verdict.judge_url, model=verdict.judge_model,
+            api_key=os.environ.get(settings.JUDGE_API_KEY_ENV), prompt=prompt, first=first,
+            second=second, max_tokens=settings.JUDGE_MAX_TOKENS,
+            max_retries=settings.JUDGE_MAX_RETRIES,
+        )  # fmt: skip
+    except Exception as exc:  # the endpoint's failure, recorded; the key never is
+        log.exception("LLM judge on verdict %s failed", verdict_id)
+        services.judge_verdict_fail(verdict_id=verdict_id, error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    services.judge_verdict_record(verdict_id=verdict_id, answer=answer)
+    return answer.label or "unparseable"
+
+
 @shared_task(queue="generation", **_RETRY)
 def calibrate(study_id: int) -> str:
     """Profile the model for the study's waiting calibrations and store their thresholds;
@@ -235,6 +261,7 @@ def reap() -> dict[str, int]:
         "generations": generations_reap(queue_empty=queue_empty),
         "calibrations": calibrations_reap(queue_empty=queue_empty),
         "executions": executions_reap(queue_empty=_queue_empty("execution")),
+        "judge_verdicts": judge_verdicts_reap(queue_empty=_queue_empty("judge")),
     }
 
 
@@ -270,6 +297,23 @@ def executions_enqueue(*, study: Study) -> int:
         generation__item__study=study
     )
     return _send(execute, checks.values_list("generation_id", flat=True))
+
+
+def judge_verdicts_enqueue(*, study: Study, url: str, model: str) -> int:
+    """Make the study's verdict jobs for the judge at ``url`` called ``model`` (both orders
+    of every ordinary pair) and send the ones not done or held; how many were sent."""
+    services.judge_verdicts_create(study=study, url=url, model=model)
+    waiting = JudgeVerdict.objects.claimable(timezone.now()).filter(
+        pair__study=study, judge_url=url, judge_model=model
+    )
+    return _send(judge, waiting.values_list("id", flat=True))
+
+
+def judge_verdicts_reap(*, queue_empty: bool = False) -> int:
+    """Re-send the verdicts whose worker died or, when `queue_empty`, that still wait: the
+    rule of `generations_reap`. Returns how many were sent."""
+    lost = JudgeVerdict.objects.lost(timezone.now(), queue_empty=queue_empty)
+    return _send(judge, lost.values_list("id", flat=True))
 
 
 def generations_reap(*, queue_empty: bool = False) -> int:

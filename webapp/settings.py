@@ -315,6 +315,14 @@ if _device_misuse:
 MODEL_CACHE_DIR = Path(os.environ.get("MODEL_CACHE_DIR", BASE_DIR / "var" / "model-cache"))
 GENERATION_MAX_NEW_TOKENS = envint("GENERATION_MAX_NEW_TOKENS", 128)
 
+# The LLM judge (issue 31): its endpoint's API key is read at call time from the environment
+# variable named here, never stored in the database or shown; a verdict whose worker holds it
+# past JUDGE_LEASE_S belongs to a dead worker and is sent again.
+JUDGE_API_KEY_ENV = os.environ.get("JUDGE_API_KEY_ENV", "JUDGE_API_KEY")
+JUDGE_LEASE_S = envint("JUDGE_LEASE_S", 900)
+JUDGE_MAX_TOKENS = envint("JUDGE_MAX_TOKENS", 256)
+JUDGE_MAX_RETRIES = envint("JUDGE_MAX_RETRIES", 4)  # on 429/5xx, with exponential backoff
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -328,6 +336,8 @@ CELERY_TASK_ROUTES = {
     "annotations.tasks.reap": {"queue": "generation"},
     "annotations.tasks.calibrate": {"queue": "generation"},
     "annotations.tasks.execute": {"queue": "execution"},
+    # An LLM judge waits on a remote endpoint: its own queue, so it never holds up the model.
+    "annotations.tasks.judge": {"queue": "judge"},
 }
 # The database is the record; this sweep re-sends generations, calibrations and Pass@1
 # checks whose worker died or whose message was lost.

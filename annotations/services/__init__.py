@@ -4,7 +4,8 @@
 - `judgments`: a rater's verdict on an assignment;
 - `enrolment`: a rater's place in a study, consent, completion, Prolific and invite links;
 - `lifecycle`: a study from draft to launch, pause and close;
-- `rater_data`: deleting a rater's personal data on request.
+- `rater_data`: deleting a rater's personal data on request;
+- `judge`: an LLM judge's verdicts on a study's pairs (issue 31).
 
 Each function has its home in one of these; the names are re-exported here so a caller
 reads `services.judgment_submit(...)`. The generation pipeline's writes are in
@@ -20,6 +21,13 @@ from annotations.services.enrolment import (
     invite_create,
     invite_redeem,
     prolific_rater_get,
+)
+from annotations.services.judge import (
+    judge_verdict_claim,
+    judge_verdict_fail,
+    judge_verdict_record,
+    judge_verdict_shown,
+    judge_verdicts_create,
 )
 from annotations.services.judgments import JudgmentRejected, judgment_submit
 from annotations.services.lifecycle import study_create, study_launch, study_status_set
@@ -49,6 +57,11 @@ __all__ = [
     "gold_pair_set",
     "invite_create",
     "invite_redeem",
+    "judge_verdict_claim",
+    "judge_verdict_fail",
+    "judge_verdict_record",
+    "judge_verdict_shown",
+    "judge_verdicts_create",
     "judgment_submit",
     "pair_has_room",
     "pair_lock",

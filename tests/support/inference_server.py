@@ -27,11 +27,14 @@ def tiny_engine() -> LoadedModel:
 
 
 @contextmanager
-def tiny_server(root: Path, *, policy: dict, name: str, api_key: str | None,
-                extra: tuple[str, ...] = ()) -> Iterator[str]:  # fmt: skip
+def tiny_server(root: Path, *, policy: dict, name: str, api_key: str | None,  # fmt: skip
+                extra: tuple[str, ...] = (), context: int | None = None) -> Iterator[str]:
     """Serve the tiny model (saved under ``root``) on a free loopback port; yields the base URL
-    (``http://127.0.0.1:PORT/v1``) once the socket listens; stopped on exit."""
+    (``http://127.0.0.1:PORT/v1``) once the socket listens; stopped on exit. ``context``: a
+    longer context than the tiny shape's 256 tokens (a judge's instruction needs ~300)."""
     engine = tiny_engine()
+    if context is not None:
+        engine.model.config.max_position_embeddings = context
     model_dir = root / "tiny-llama"
     engine.model.save_pretrained(model_dir)
     engine.tokenizer.save_pretrained(model_dir)
