@@ -21,7 +21,7 @@ mkdir -p "$VAR/log"
 # finishes and is stored); a second one sends SIGTERM to the whole group, which cancels
 # the output (annotations.tasks puts its row back to pending at once). Whatever is still
 # there after COLD_WAIT_S seconds is killed, so nothing is left behind.
-setsid .venv/bin/celery -A webapp worker -Q generation,execution -c 1 -B -l info \
+setsid .venv/bin/celery -A webapp worker -Q generation,execution,judge -c 1 -B -l info \
   -s "$VAR/celerybeat-schedule" \
   --logfile "$VAR/log/worker.log" &
 WORKER_PID=$!
