@@ -1,10 +1,13 @@
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.alignment import (
     NOT_RUN,
     condition_table,
     matched_sparsity,
+    mean_interval,
     pareto_front,
     pass_at_1_interval,
     policy_axis,
@@ -147,7 +150,8 @@ def test_every_point_has_a_95_percent_interval_and_a_series_by_site():
     assert sparse["summary"] == "static t=0.1 @input" and sparse["skips_bytes"] is True
     assert sparse["sparsity"] == pytest.approx(0.4)
     low, high = sparse["sparsity_ci"]
-    assert low < 0.4 < high and high - low == pytest.approx(2 * 1.96 * 0.1 / 3**0.5, rel=1e-3)
+    t_975 = stats.t.ppf(0.975, 2)  # three outputs: 4.30, not the normal 1.96
+    assert low < 0.4 < high and high - low == pytest.approx(2 * t_975 * 0.1 / 3**0.5, rel=1e-3)
     assert dense["tokens_per_s_ci"][0] < 11 < dense["tokens_per_s_ci"][1]
     assert sparse["tokens_per_s_ci"] is None, "no spread: no interval, not a certain one"
     assert sparse["bytes_read_per_token"] == pytest.approx(50)
@@ -255,7 +259,7 @@ def test_telemetry_intervals_stay_inside_the_values_possible_range():
             "condition": ["s"] * 4,
             "item": ["q1", "q2", "q3", "q4"],
             "active_fraction": [0.2, 0.99, 0.99, 0.99],
-            "tokens_per_s": [30.0, 30.0, 30.0, 1.0],
+            "tokens_per_s": [30.0, 30.0, 30.0, 20.0],
             "latency_s": [2.0, 2.0, 2.0, 14.7],
             "peak_rss_bytes": [2**30] * 4,
             "passed": [None] * 4,
@@ -306,3 +310,20 @@ def test_one_sample_per_problem_keeps_the_wilson_interval():
     passed = [True, False, True, True, False, False, True, False, False, False]
     assert pass_at_1_interval(TASKS, passed) == wilson_interval(4, 10)
     assert pass_at_1_interval([], []) is None
+
+
+def test_a_telemetry_mean_interval_is_students_t_and_covers_with_few_outputs():
+    values = pd.Series([40.0, 63.5, 87.0])
+    mean, ci = mean_interval(values)
+    low, high = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
+    assert mean == pytest.approx(63.5)
+    assert ci == pytest.approx([max(low, 0.0), high]), "not the t interval scipy gives"
+    # Three outputs a condition: the interval covers the true mean 95 % of the time (the
+    # normal 1.96 interval covered ~80 %).
+    rng = np.random.default_rng(0)
+    draws = rng.normal(50.0, 10.0, size=(4000, 3))
+    covered = 0
+    for row in draws:
+        _, (lo, hi) = mean_interval(pd.Series(row))
+        covered += lo <= 50.0 <= hi
+    assert 0.935 <= covered / len(draws) <= 0.965, f"coverage {covered / len(draws):.3f}"
