@@ -13,16 +13,20 @@ ops), which gives the same numbers and is the reference the others are tested ag
 kernels on a GGUF's blocks (``csrc/quant_kernels.cpp``, formats in ``csrc/quant_formats.h``)
 are called from ``inference.quantized``.
 
-``torch.utils.cpp_extension.load`` compiles the project's own C++ file with the system compiler
-(~40 s once; cached under ``~/.cache/torch_extensions``). Where it cannot be built (no compiler),
-or with ``INFERENCE_KERNELS=0``, ``compiled_gathered_ffn()`` returns ``None``.
+``torch.utils.cpp_extension.load`` compiles the project's own C++ files with the system compiler
+(about a minute once; cached under ``~/.cache/torch_extensions/inference``, or
+``$TORCH_EXTENSIONS_DIR/inference``). Where it cannot be built (no compiler), or with
+``INFERENCE_KERNELS=0``, ``compiled_gathered_ffn()`` returns ``None``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,6 +53,27 @@ def _build_name() -> str:
     return f"inference_sparse_kernels_{digest.hexdigest()[:12]}"
 
 
+def build_directory(name: str) -> Path:
+    """Where the extension called ``name`` is built and cached."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / "inference" / name
+
+
+@contextmanager
+def _build_lock(directory: Path) -> Iterator[None]:
+    """Hold the build of ``directory`` against every other process that builds or loads it.
+
+    torch's own lock is a file (``lock``) that a builder killed mid-build leaves behind, and
+    every later load then waits on it forever (a test run hung so). Every builder first takes
+    this ``flock``, which the kernel drops with its process, so a ``lock`` file found while
+    holding it was left by a dead one and is removed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "build.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        yield
+
+
 def compiled_kernels():
     """The compiled extension module (``gathered_ffn``, ``input_matvec``, ``h_ffn``, ``gate_ffn``),
     or None."""
@@ -60,13 +85,17 @@ def compiled_kernels():
     try:
         from torch.utils.cpp_extension import load
 
-        module = load(
-            name=_build_name(),
-            sources=[str(source) for source in _SOURCES],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        name = _build_name()
+        directory = build_directory(name)
+        with _build_lock(directory):
+            module = load(
+                name=name,
+                sources=[str(source) for source in _SOURCES],
+                extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(directory),
+                verbose=False,
+            )
         _state["module"] = module
     except Exception as exc:  # noqa: BLE001  (no compiler, headers, ninja...): fall back
         warnings.warn(f"compiled kernels not built ({exc}); using the PyTorch path", stacklevel=2)

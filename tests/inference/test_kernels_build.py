@@ -1,0 +1,20 @@
+"""The compiled kernels' build: a builder killed half-way never blocks the next load."""
+
+import subprocess
+import sys
+
+from inference import kernels
+
+LOAD = "from inference.kernels import compiled_kernels; assert compiled_kernels() is not None"
+
+
+def test_a_lock_left_by_a_killed_build_does_not_hang_the_next_load():
+    if kernels.compiled_kernels() is None:  # no compiler here: nothing is built, nothing locks
+        return
+    directory = kernels.build_directory(kernels._build_name())
+    # What torch's FileBaton leaves when its process dies mid-build (seen: a test run hung on
+    # it for 14 minutes, torch waiting for the file to go away).
+    (directory / "lock").touch()
+    done = subprocess.run([sys.executable, "-c", LOAD], timeout=300, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert not (directory / "lock").exists()
