@@ -327,7 +327,8 @@ def newcomer_share(study: Study, *, now) -> tuple[int, int]:
             study.overlap,
         ])
         leases, unfinished = cursor.fetchone()
-    return leases, unfinished
+    # PostgreSQL's SUM of integers is a numeric (a Decimal in Python), SQLite's an int.
+    return int(leases), int(unfinished)
 
 
 def pairs_open_to(study: Study, rater: AbstractBaseUser, *, now=None) -> list[OpenPair]:
