@@ -12,6 +12,7 @@ from annotations.models import (
     Invite,
     Item,
     Judgment,
+    ModelEntry,
     Pair,
     Study,
 )
@@ -39,6 +40,14 @@ class StudyAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     filter_horizontal = ["raters"]
     inlines = [ConditionInline, CriterionInline]
+
+
+@admin.register(ModelEntry)
+class ModelEntryAdmin(admin.ModelAdmin):
+    list_display = ["key", "display_name", "status", "path", "created_at"]
+    list_filter = ["status"]
+    # What the worker found: staff register and re-validate on the models page.
+    readonly_fields = ["description", "status", "error"]
 
 
 @admin.register(Item)

@@ -284,6 +284,113 @@ class LeasedJobQuerySet(models.QuerySet):
             ]
 
 
+# The deployment's own model (settings.MODEL_PATH): what a condition without a registered
+# model means, so conditions made before the registry keep their meaning.
+DEFAULT_MODEL_KEY = "default"
+DEFAULT_QUEUE = "generation"
+MODEL_KEY = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+# What `inference.model_info.describe()` says of a valid model, as stored on the entry.
+MODEL_DESCRIPTION_KEYS = {
+    "kind": str, "architecture": str, "shape": dict, "context_length": int,
+    "weight_formats": list, "parameters": int, "fingerprint": str,
+}
+
+
+def validate_model_key(value: str) -> None:
+    """A key is a short lower-case slug (it names a Celery queue) and not the reserved
+    ``default``."""
+    if not isinstance(value, str) or not MODEL_KEY.match(value):
+        raise ValidationError(
+            "A model key is 1 to 32 lower-case letters, digits or -, starting with a letter."
+        )
+    if value == DEFAULT_MODEL_KEY:
+        raise ValidationError(f"“{DEFAULT_MODEL_KEY}” is the deployment's own model.")
+
+
+def validate_model_description(value) -> None:
+    """`ModelEntry.description`: empty until validated, then ``describe()``'s fields with
+    their types (the shape's values positive integers)."""
+    if value == {}:
+        return
+    if not isinstance(value, dict):
+        raise ValidationError("A model description is an object.")
+    missing = sorted(set(MODEL_DESCRIPTION_KEYS) - set(value))
+    if missing:
+        raise ValidationError(f"The model description lacks {', '.join(missing)}.")
+    for name, kind in MODEL_DESCRIPTION_KEYS.items():
+        if not isinstance(value[name], kind) or isinstance(value[name], bool):
+            raise ValidationError(f"The model description's {name} is not a {kind.__name__}.")
+    if not all(isinstance(v, int) and v > 0 for v in value["shape"].values()):
+        raise ValidationError("The model description's shape holds a non-positive value.")
+
+
+def generation_queue(model_key: str) -> str:
+    """The Celery queue of a model's generations and calibrations: the default model keeps
+    the queue every worker consumed before the registry (`generation`)."""
+    return DEFAULT_QUEUE if model_key == DEFAULT_MODEL_KEY else f"{DEFAULT_QUEUE}.{model_key}"
+
+
+class ModelEntry(models.Model):
+    """A model registered by staff: a path on the workers' machines under a short key.
+
+    A worker serving the key validates it (`tasks.model_validate`: `describe()` of the
+    path) and stores what it is in `description`; only valid models are offered to the
+    condition builder. Raters never see the key, name or path."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker to validate it"
+        VALID = "valid", "Valid"
+        INVALID = "invalid", "Invalid"
+
+    key = models.CharField(
+        max_length=32, unique=True, validators=[validate_model_key],
+        help_text="Short name, e.g. smol-dpo; workers serve it with MODEL_KEYS=smol-dpo.",
+    )
+    path = models.CharField(
+        max_length=1000, help_text="A Hugging Face directory or a .gguf file on the worker."
+    )
+    display_name = models.CharField(max_length=200, blank=True, help_text="For staff only.")
+    description = models.JSONField(
+        default=dict, blank=True, validators=[validate_model_description]
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = "registered model"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "valid", "invalid"]),
+                name="model_entry_status",
+            ),
+            models.CheckConstraint(
+                condition=~Q(key=DEFAULT_MODEL_KEY), name="model_entry_key_not_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def queue(self) -> str:
+        return generation_queue(self.key)
+
+    @property
+    def fingerprint(self) -> str:
+        """The weights' content fingerprint once validated, else ""."""
+        return self.description.get("fingerprint", "")
+
+    def is_valid(self) -> bool:
+        return self.status == self.Status.VALID
+
+
 class ConditionQuerySet(models.QuerySet):
     def ready(self) -> ConditionQuerySet:
         """Conditions whose policy is complete: no calibration, or a finished one."""
@@ -291,13 +398,25 @@ class ConditionQuerySet(models.QuerySet):
 
 
 class Condition(models.Model):
-    """One arm of the study: a threshold policy, stored as the engine's JSON."""
+    """One arm of the study: a model (null: the deployment's default model), optionally
+    moved along an alignment vector towards `aligned_model` by `alignment_lambda`, run under
+    a threshold policy stored as the engine's JSON."""
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     name = models.CharField(max_length=100)
     policy = models.JSONField(help_text='Engine policy, e.g. {"kind": "static", "threshold": 0.05}')
     # Fixed order used to code pairwise choices (never the screen side).
     position = models.PositiveSmallIntegerField(default=0)
+    # PROTECT: a model that generated a study's outputs stays registered while the study is.
+    model = models.ForeignKey(
+        ModelEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="conditions",
+        help_text="Empty: the deployment's default model. With an aligned model: the base.",
+    )
+    # θ = θ_model + λ·(θ_aligned − θ_model) (arXiv 2410.19206), built by `inference.merge`.
+    aligned_model = models.ForeignKey(
+        ModelEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+    )
+    alignment_lambda = models.FloatField(null=True, blank=True)
 
     objects = ConditionQuerySet.as_manager()
 
@@ -305,6 +424,11 @@ class Condition(models.Model):
         ordering = ["study", "position", "id"]
         constraints = [
             models.UniqueConstraint(fields=["study", "name"], name="condition_unique_name"),
+            models.CheckConstraint(
+                condition=Q(aligned_model__isnull=True, alignment_lambda__isnull=True)
+                | Q(aligned_model__isnull=False, alignment_lambda__isnull=False),
+                name="condition_alignment_both_or_neither",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -312,6 +436,17 @@ class Condition(models.Model):
 
     def policy_text(self) -> str:
         return json.dumps(self.policy, sort_keys=True)
+
+    @property
+    def model_key(self) -> str:
+        """The key of the model the condition runs (the base of an alignment vector)."""
+        return self.model.key if self.model_id else DEFAULT_MODEL_KEY
+
+    @property
+    def queue(self) -> str:
+        """Where its generations and calibration go: the queue of its (base) model. An
+        alignment condition's worker must hold the aligned model's path too."""
+        return generation_queue(self.model_key)
 
     @cached_property
     def engine_policy(self) -> Policy | None:

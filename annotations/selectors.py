@@ -26,6 +26,7 @@ from annotations.models import (
     GoldAnswer,
     Item,
     Judgment,
+    ModelEntry,
     Pair,
     Problem,
     Study,
@@ -782,3 +783,61 @@ def preference_pairs(study: Study) -> Iterator[dict]:
 def guard_only_checks(study: Study) -> int:
     """How many of the study's Pass@1 checks ran in the guard-only sandbox (no namespaces)."""
     return Execution.objects.filter(generation__item__study=study, containment="guard").count()
+
+
+@dataclass(frozen=True)
+class ConditionModel:
+    """Which weights a condition's outputs come from, as reports and exports name them.
+
+    ``key``: the model's key (``default`` for the deployment's own model), or for an
+    alignment-vector condition ``base→aligned@λ`` (e.g. ``smol→smol-dpo@0.5``).
+    ``fingerprint``: the content fingerprint its finished outputs recorded (the most common
+    one, should the file have changed mid-study), else the registry's for a plain registered
+    model, else "" (the default model and merged weights are fingerprinted by the worker)."""
+
+    key: str
+    base_key: str
+    aligned_key: str | None
+    alignment_lambda: float | None
+    fingerprint: str
+
+
+def _model_key(base_key: str, aligned_key: str | None, lam: float | None) -> str:
+    return base_key if aligned_key is None else f"{base_key}→{aligned_key}@{lam:g}"
+
+
+def condition_models(study: Study) -> dict[int, ConditionModel]:
+    """`ConditionModel` of each of the study's conditions, by condition id (two queries)."""
+    recorded: dict[int, Counter[str]] = {}
+    for condition_id, fingerprint in Generation.objects.filter(
+        item__study=study, status=Generation.Status.DONE
+    ).exclude(model_fingerprint="").values_list("condition_id", "model_fingerprint"):
+        recorded.setdefault(condition_id, Counter())[fingerprint] += 1
+    out = {}
+    for condition in study.conditions.select_related("model", "aligned_model"):
+        aligned_key = condition.aligned_model.key if condition.aligned_model_id else None
+        fingerprint = ""
+        if condition.id in recorded:
+            fingerprint = recorded[condition.id].most_common(1)[0][0]
+        elif condition.model_id and aligned_key is None:
+            fingerprint = condition.model.fingerprint
+        out[condition.id] = ConditionModel(
+            key=_model_key(condition.model_key, aligned_key, condition.alignment_lambda),
+            base_key=condition.model_key,
+            aligned_key=aligned_key,
+            alignment_lambda=condition.alignment_lambda,
+            fingerprint=fingerprint,
+        )
+    return out
+
+
+def condition_model_key(condition: Condition) -> str:
+    """`ConditionModel.key` of one condition (no query when its models are selected)."""
+    aligned_key = condition.aligned_model.key if condition.aligned_model_id else None
+    return _model_key(condition.model_key, aligned_key, condition.alignment_lambda)
+
+
+def models_offered() -> list[ModelEntry]:
+    """The registered models a condition may use: the valid ones."""
+    return list(ModelEntry.objects.filter(status=ModelEntry.Status.VALID))
+

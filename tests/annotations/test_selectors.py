@@ -3,7 +3,8 @@
 
 import pytest
 
-from annotations import selectors, services
+from annotations import pipeline, selectors, services
+from annotations.models import Condition, Generation, ModelEntry
 from tests.annotations.conftest import finish_generations, make_gold, make_study
 
 pytestmark = pytest.mark.django_db
@@ -83,3 +84,28 @@ def test_eta_follows_each_conditions_measured_pace_up_to_now(users):
     Generation.objects.filter(id=list(rows)[-1].id).update(status="cancelled")
     sparse = selectors.study_progress(study).conditions[1]
     assert (sparse.done, sparse.cancelled, sparse.total) == (1, 1, 4)
+
+
+def test_condition_models_name_each_conditions_weights_and_their_fingerprint():
+    base = ModelEntry.objects.create(key="smol", path="/smol", status="valid",
+                                     description={"fingerprint": "f-smol"})
+    aligned = ModelEntry.objects.create(key="smol-dpo", path="/dpo", status="valid")
+    study = make_study(n_items=1, conditions=[
+        ("dense", {"kind": "dense"}), ("base", {"kind": "dense"}), ("half", {"kind": "dense"}),
+    ])
+    dense, on_base, half = study.conditions.order_by("position")
+    Condition.objects.filter(id=on_base.id).update(model=base)
+    Condition.objects.filter(id=half.id).update(model=base, aligned_model=aligned,
+                                                alignment_lambda=0.5)
+    pipeline.generations_create(study=study)
+    Generation.objects.filter(condition=half).update(
+        status=Generation.Status.DONE, model_fingerprint="f-merged"
+    )
+    models = selectors.condition_models(study)
+    assert (models[dense.id].key, models[dense.id].fingerprint) == ("default", "")
+    assert (models[on_base.id].key, models[on_base.id].fingerprint) == ("smol", "f-smol")
+    assert models[half.id].key == "smol→smol-dpo@0.5"
+    assert (models[half.id].base_key, models[half.id].aligned_key) == ("smol", "smol-dpo")
+    assert (models[half.id].alignment_lambda, models[half.id].fingerprint) == (0.5, "f-merged")
+    half.refresh_from_db()
+    assert selectors.condition_model_key(half) == "smol→smol-dpo@0.5"
