@@ -39,10 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--active", default="0.5,0.3,0.1", help="ffn: active neuron fractions")
     bench.add_argument("--reps", type=int, default=None, help="repetitions (ffn 5, decode 1)")
     bench.add_argument("--threads", type=int, default=None, help="ffn, e2e (2): torch threads")
-    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    bench.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+        help="ffn: float32 or bfloat16; quality: as load_model (auto: a GGUF as stored)",
+    )  # fmt: skip
     bench.add_argument(
         "--format", default="float32", choices=["float32", "q4_0", "q4_1", "q8_0"],
         help="e2e: the random model's weights, fp32 or a GGUF block format kept as stored",
+    )  # fmt: skip
+    bench.add_argument(
+        "--gguf-dir", type=Path, default=None,
+        help="e2e: keep the random model's GGUF here (written once, reused), not in a temp dir",
     )  # fmt: skip
     bench.add_argument("--model", type=Path, default=None, help="decode: .gguf or HF dir")
     bench.add_argument("--cache-dir", type=Path, default=None)
@@ -71,15 +78,19 @@ def run(args: argparse.Namespace) -> int:
             profile=args.profile,
             predictor=args.predictor,
             cache_dir=args.cache_dir,
+            dtype=args.dtype,
         )
         text = bench_quality.format_quality(result)
     elif args.what == "e2e":
         result = bench_e2e.bench_e2e(
             args.shape or "tinyllama-1.1b", args.sparsity, tokens=args.tokens,
             rounds=args.rounds, threads=args.threads or 2, weight_format=args.format,
+            gguf_dir=args.gguf_dir,
         )  # fmt: skip
         text = bench_e2e.format_e2e(result)
     elif args.what == "ffn":
+        if args.dtype == "auto":
+            raise ValueError("ffn draws random weights: --dtype float32 or bfloat16")
         active = [float(a) for a in args.active.split(",")]
         result = bench_ffn.bench_ffn(
             args.shape or "llama-70b", active, reps=args.reps, dtype=args.dtype,

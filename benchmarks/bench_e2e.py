@@ -4,8 +4,9 @@
         [--tokens N] [--json]
 
 The model is a LLaMA of the named shape (``config.SHAPES``) with seeded random weights built in
-memory, fp32 (or, with ``--format q4_0|q4_1|q8_0``, written tensor by tensor to a temporary GGUF
-in that block format and loaded as stored: a ``llama-2-7b`` Q4_0 never exists in fp32), batch
+memory, fp32 (or, with ``--format q4_0|q4_1|q8_0``, streamed tensor by tensor to a GGUF in that
+block format and loaded as stored: a ``llama-2-7b`` Q4_0 never exists in fp32; the GGUF is
+temporary, or kept under ``--gguf-dir`` and reused by later runs), batch
 1, on the threads torch has (``--threads``, default 2). Thresholds for each site are calibrated
 on the model's own activations (a profile of a few prompts, ``calibrate``'s per-layer
 quantiles). Dense and each site then decode the same prompt greedily in alternating
@@ -18,6 +19,8 @@ way (decode steps only), once, first (fp32 only). Results: docs/benchmarks.md.
 
 from __future__ import annotations
 
+import os
+import resource
 import statistics
 import tempfile
 import time
@@ -67,6 +70,21 @@ def _decode(loaded: LoadedModel, policy: Policy, tokens: int) -> dict:
     }
 
 
+def kept_random_gguf(shape: str, weight_format: str, seed: int, gguf_dir: Path) -> Path:
+    """``<gguf_dir>/<shape>-<format>-s<seed>.gguf``, streamed there once (``write_random_gguf``)
+    under a temporary name renamed when complete, so a killed run leaves no half file."""
+    path = gguf_dir / f"{shape}-{weight_format}-s{seed}.gguf"
+    if not path.is_file():
+        gguf_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            write_random_gguf(shape_named(shape), partial, weight_format, seed=seed)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    return path
+
+
 def bench_e2e(
     shape: str = "tinyllama-1.1b",
     sparsity: float = 0.5,
@@ -77,10 +95,12 @@ def bench_e2e(
     seed: int = 0,
     device: str = "cpu",
     weight_format: str = "float32",
+    gguf_dir: Path | None = None,
 ) -> dict:
     """Dense vs each site at ``sparsity`` on a random model of ``shape`` (see the module), on
     ``device`` (``cuda``: the skipping paths gather rows with torch ops), its weights in
-    ``weight_format`` (``float32`` or a GGUF block format, ``quantized.FORMATS``)."""
+    ``weight_format`` (``float32`` or a GGUF block format, ``quantized.FORMATS``), the GGUF
+    kept in ``gguf_dir`` (written once) or temporary."""
     if not 0.0 < sparsity < 1.0:
         raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
     if tokens < 2:
@@ -89,6 +109,9 @@ def bench_e2e(
         torch.set_num_threads(threads)
     if weight_format == "float32":
         model = random_llama(shape, seed=seed).to(device)
+    elif gguf_dir is not None:
+        path = kept_random_gguf(shape, weight_format, seed, Path(gguf_dir))
+        model = load_gguf_quantized(path, llama_config(shape))
     else:
         with tempfile.TemporaryDirectory() as tmp:  # the map keeps the file's pages
             path = write_random_gguf(shape_named(shape), Path(tmp) / "model.gguf", weight_format)
@@ -116,6 +139,7 @@ def bench_e2e(
         "shape": shape,
         "weight_format": weight_format,
         "resident_bytes": resident_bytes(),
+        "peak_resident_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "device": device,
         "threads": torch.get_num_threads(),
         "tokens": tokens,
@@ -151,7 +175,8 @@ def format_e2e(r: dict) -> str:
     lines = [
         f"{r['shape']} (random weights, {r['weight_format']}, batch 1, {r['threads']} threads): "
         f"{r['tokens']} tokens, medians of {r['rounds']} alternating rounds, target sparsity "
-        f"{r['target_sparsity']:.0%}; resident {r['resident_bytes'] / 2**30:.2f} GiB",
+        f"{r['target_sparsity']:.0%}; resident {r['resident_bytes'] / 2**30:.2f} GiB "
+        f"(peak {r['peak_resident_bytes'] / 2**30:.2f} GiB)",
         f"{baseline}engine dense {dense['tokens_per_s']:.2f} tok/s, "
         f"{dense['weight_bytes_read_per_token'] / 1e9:.3f} GB/token",
         "site   sparsity  tok/s  speed-up  GB/token  byte ratio  of byte ratio",

@@ -47,14 +47,16 @@ def bench_quality(
     profile: Path | None = None,
     predictor: Path | None = None,
     cache_dir: Path | None = None,
+    dtype: str = "float32",
 ) -> dict:
     """Teacher-forced quality of each policy against dense on HumanEval ``first..+count`` (not
     among the calibration prompts, which start at 0). Per policy: top-1 agreement with dense
     over the reply tokens, mean KL(dense || policy) in nats, reply perplexity, and the active
     fraction (prompt and reply, one forward). Only policies without a per-step rule (dense,
     static, calibrated, predictor) apply to one forward; the defaults are dense, static 0.05,
-    calibrated 0.3/0.5 (profile) and predictor (``predictor``, at its file's thresholds)."""
-    loaded = load_model(model_path, cache_dir=cache_dir)
+    calibrated 0.3/0.5 (profile) and predictor (``predictor``, at its file's thresholds).
+    ``dtype``: as ``load_model`` (``auto``: a GGUF's weights as stored)."""
+    loaded = load_model(model_path, dtype=dtype, cache_dir=cache_dir)
     if policies is None:
         policies = _quality_policies(loaded, profile, predictor)
     sequences = quality_sequences(loaded.tokenizer, first, count)

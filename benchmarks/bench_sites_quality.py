@@ -54,16 +54,20 @@ def main() -> None:
     parser.add_argument("--pass-sparsities", default="0.5", help="the sparsities Pass@1 runs at")
     parser.add_argument("--problems", type=int, default=3, help="per data set, for Pass@1")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "auto"],
+        help="auto: the shipped GGUF's weights as stored (Q4_1 blocks); float32: dequantized",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sparsities = [float(s) for s in args.sparsities.split(",")]
-    loaded = load_model()
+    loaded = load_model(dtype=args.dtype)
     profile = profile_model(loaded, humaneval_prompts(8), max_new_tokens=8)
     policies: dict[str, Policy] = {"dense": DensePolicy()}
     for sparsity in sparsities:
         for site in SITES:
             policies[f"{site} {sparsity:g}"] = calibrated_policy(profile, sparsity, site)
-    teacher_forced = bench_quality(policies=policies)["policies"]
+    teacher_forced = bench_quality(policies=policies, dtype=args.dtype)["policies"]
     tasks = (
         load_tasks("humaneval")[120 : 120 + args.problems]
         + load_tasks("mbpp")[11 : 11 + args.problems]
@@ -78,7 +82,8 @@ def main() -> None:
         rows[name].update(pass_at_1(loaded, policies[name], tasks, args.max_new_tokens))
         if not args.json:
             print(name, json.dumps(rows[name]), flush=True)
-    result = {"model": loaded.fingerprint, "tasks": [t.task_id for t in tasks], "rows": rows}
+    tasks_run = [t.task_id for t in tasks]
+    result = {"model": loaded.fingerprint, "dtype": args.dtype, "tasks": tasks_run, "rows": rows}
     if args.json:
         print(json.dumps(result))
 

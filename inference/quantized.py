@@ -289,19 +289,20 @@ def write_gguf(model: nn.Module, path: Path, fmt: str) -> Path:
     """Write a ``transformers`` LLaMA to ``path`` as a GGUF whose matrices are in block format
     ``fmt`` (``FORMATS``), quantized by ``gguf.quants``, norms in F32; q and k rows permuted as
     llama.cpp's converter stores them. For tests and benchmarks (random models): no tokenizer."""
-    qtype = FORMATS[fmt]
-    tensors = {}
-    for name, tensor in model.state_dict().items():
-        array = tensor.detach().to(torch.float32)
-        if array.dim() == 2:
-            array = torch.from_numpy(quantize(array.contiguous().numpy(), qtype))
-        tensors[name] = array
-    return _write_tensors(model.config, tensors, path, fmt)
+    state = model.state_dict()
+
+    def draw(name: str) -> np.ndarray:
+        array = state[name].detach().to(torch.float32).contiguous().numpy()
+        return quantize(array, FORMATS[fmt]) if array.ndim == 2 else array
+
+    shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    return _write_tensors(model.config, shapes, draw, path, fmt)
 
 
-def _write_tensors(config, tensors: dict, path: Path, fmt: str) -> Path:
-    """``tensors`` (a LLaMA state dict: matrices already as ``fmt`` blocks, norms fp32) as a
-    GGUF at ``path``, with the metadata llama.cpp reads."""
+def _write_tensors(config, shapes: dict, draw, path: Path, fmt: str) -> Path:
+    """A LLaMA state dict as a GGUF at ``path``, with the metadata llama.cpp reads, streamed:
+    ``shapes`` maps each name to its weights' shape and ``draw(name)`` gives that tensor when
+    it is written (a matrix as ``fmt`` blocks, a norm fp32), so only one is held at a time."""
     from gguf import GGUFWriter
 
     qtype = FORMATS[fmt]
@@ -316,8 +317,9 @@ def _write_tensors(config, tensors: dict, path: Path, fmt: str) -> Path:
     writer.add_vocab_size(config.vocab_size)
     names = {hf: gg for gg, hf in _LAYER_TENSORS.items()}
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-    for name, tensor in tensors.items():
-        array = tensor.numpy()
+    written = []  # (hf name, heads to permute q/k rows by, or 0)
+    for name, shape in shapes.items():
+        permute = 0
         if name == "model.embed_tokens.weight":
             gguf_name = "token_embd.weight"
         elif name == "model.norm.weight":
@@ -330,17 +332,27 @@ def _write_tensors(config, tensors: dict, path: Path, fmt: str) -> Path:
             layer, _, rest = name.removeprefix("model.layers.").partition(".")
             kind = names[rest.removesuffix(".weight")]
             gguf_name = f"blk.{layer}.{kind}.weight"
-            if kind in ("attn_q", "attn_k"):  # whole rows move: blocks stay intact
-                n = heads if kind == "attn_q" else kv_heads
-                array = array.reshape(n, 2, array.shape[0] // n // 2, -1).swapaxes(1, 2)
-                array = array.reshape(tensor.shape)
-        if array.ndim == 1:
-            writer.add_tensor(gguf_name, np.ascontiguousarray(array))
+            if kind in ("attn_q", "attn_k"):
+                permute = heads if kind == "attn_q" else kv_heads
+        if len(shape) == 1:
+            writer.add_tensor_info(gguf_name, shape, np.dtype(np.float32), 4 * shape[0])
         else:
-            writer.add_tensor(gguf_name, np.ascontiguousarray(array), raw_dtype=qtype)
+            row_bytes = round(shape[1] * bytes_per_weight(qtype))
+            writer.add_tensor_info(
+                gguf_name, (shape[0], row_bytes), np.dtype(np.uint8), shape[0] * row_bytes,
+                raw_dtype=qtype,
+            )  # fmt: skip
+        written.append((name, permute))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_ti_data_to_file()
+    for name, permute in written:
+        array = draw(name)
+        if permute:  # whole rows move: blocks stay intact
+            rows = array.shape[0]
+            array = array.reshape(permute, 2, rows // permute // 2, -1).swapaxes(1, 2)
+            array = array.reshape(rows, -1)
+        writer.write_tensor_data(np.ascontiguousarray(array))
     writer.close()
     return path
 
@@ -358,10 +370,10 @@ def stored_reference(model: nn.Module, fmt: str) -> nn.Module:
 
 
 def write_random_gguf(shape, path: Path, fmt: str, *, seed: int = 0) -> Path:
-    """A LLaMA of ``shape`` (``config.ModelShape``) with seeded random weights, written tensor by
-    tensor to ``path`` in block format ``fmt`` (a 7B-shaped Q4_0 file never holds fp32 whole:
-    each matrix is drawn, quantized and kept as blocks only). Matrices are N(0, 1/fan-in) as
-    ``random_model.random_llama`` draws them; norms are 1. For benchmarks."""
+    """A LLaMA of ``shape`` (``config.ModelShape``) with seeded random weights, streamed tensor
+    by tensor to ``path`` in block format ``fmt`` (a 7B-shaped Q4_0 file is never held whole,
+    in fp32 or in blocks: each matrix is drawn, quantized and written). Matrices are
+    N(0, 1/fan-in) as ``random_model.random_llama`` draws them; norms are 1. For benchmarks."""
     from transformers import LlamaForCausalLM
 
     from inference.random_model import llama_config
@@ -370,13 +382,13 @@ def write_random_gguf(shape, path: Path, fmt: str, *, seed: int = 0) -> Path:
     generator = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
         skeleton = LlamaForCausalLM(config)
-    tensors = {}
-    for name, meta in skeleton.state_dict().items():
-        if meta.dim() == 1:
-            tensors[name] = torch.ones(meta.shape)
-        else:
-            weight = torch.empty(meta.shape).normal_(
-                0.0, meta.shape[1] ** -0.5, generator=generator
-            )
-            tensors[name] = torch.from_numpy(quantize(weight.numpy(), FORMATS[fmt]))
-    return _write_tensors(config, tensors, path, fmt)
+    shapes = {name: tuple(meta.shape) for name, meta in skeleton.state_dict().items()}
+
+    def draw(name: str) -> np.ndarray:
+        rows, *cols = shapes[name]
+        if not cols:
+            return np.ones(rows, dtype=np.float32)
+        weight = torch.empty(rows, cols[0]).normal_(0.0, cols[0] ** -0.5, generator=generator)
+        return quantize(weight.numpy(), FORMATS[fmt])
+
+    return _write_tensors(config, shapes, draw, path, fmt)
