@@ -126,8 +126,11 @@ def _simulate(args: argparse.Namespace) -> int:
         return 0
     rows = [[r["interval"], str(r["n"]), f"{r['coverage']:.3f}", f"{r['se']:.3f}"]
             for r in result["intervals"]]
+    tests = [[r["test"], str(r["n"]), f"{r['rejection_rate']:.3f}", f"{r['se']:.3f}"]
+             for r in result["tests"]]
     print(f"Coverage of the report's 95 % intervals over {result['reps']} simulated studies "
-          f"(analysis/simulate.py)\n\n" + _table(["interval", "n", "coverage", "SE"], rows))
+          f"(analysis/simulate.py)\n\n" + _table(["interval", "n", "coverage", "SE"], rows)
+          + "\n\n" + _table(["test", "n", "rejection rate", "SE"], tests))
     return 0
 
 
@@ -403,7 +406,7 @@ def _pair_cells(pair: dict) -> list[str]:
         *map(str, counts),
         _number(pair["win_rate_ties_half"]),
         _interval(pair["win_rate_ties_half_ci_wilson"]),
-        _interval(pair["win_rate_ties_half_ci_bootstrap"]),
+        _interval(pair["win_rate_ties_half_ci_cluster"]),
         _number(pair["win_rate_ties_excluded"]),
         _interval(pair["win_rate_ties_excluded_ci_wilson"]),
         _p(pair["p_sign_test"]),

@@ -281,8 +281,8 @@ def _versus(name: str, dense: str | None, preference: dict | None) -> dict:
         if {pair["condition_a"], pair["condition_b"]} != {name, dense}:
             continue
         rate = pair["win_rate_ties_half"]
-        # A bootstrap interval without width (every verdict a tie) is not certainty: None.
-        interval = pair["win_rate_ties_half_ci_bootstrap"]
+        # No interval where it would have no width (every verdict a tie): not certainty.
+        interval = pair["win_rate_ties_half_ci_cluster"]
         if interval and pair["condition_a"] != name:
             interval = [1 - interval[1], 1 - interval[0]]
         if pair["condition_a"] != name:
@@ -291,7 +291,7 @@ def _versus(name: str, dense: str | None, preference: dict | None) -> dict:
             "win_rate_vs_dense": rate,
             "win_rate_vs_dense_ci": interval if interval and interval[0] < interval[1] else None,
             "win_rate_vs_dense_ci_note": None if interval and interval[0] < interval[1]
-            else "no interval: every item's verdicts gave the same win rate",
+            else pair.get("win_rate_ties_half_ci_note"),
             "n_vs_dense": pair["n"],
             "win_rate_vs_dense_p": pair.get("p_cluster"),
             "win_rate_vs_dense_detectable": pair.get("win_rate_detectable"),

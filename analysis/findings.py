@@ -65,7 +65,7 @@ def point_test(key: str, row: dict) -> dict | None:
         return {
             "p": row.get("win_rate_vs_dense_p"),
             "sign": _sign(row["win_rate_vs_dense"], 0.5),
-            "test": "item-cluster t test of the win rate against ½",
+            "test": "item × rater cluster t test of the win rate against ½",
             "detectable": None if smallest is None else f"a win rate {smallest:.2f} from ½",
             "detail": "",
             "note": "fewer than two judged items" if row.get("win_rate_vs_dense_p") is None

@@ -15,7 +15,7 @@ tests the report uses (`analysis.preference`):
   (ties left out); sample size by the normal approximation,
   ``n = (z_{1−α/2} · ½ + z_power · √(P(1−P)))² / (P − ½)²`` decisive judgments, ÷ (1 − T),
   and the exact power of the sign test at that size;
-- anything else: the report's item-cluster t test of the win rate (`cluster_test`) with
+- anything else: the report's item × rater cluster t test of the win rate (`cluster_test`) with
   Holm across the comparisons, power by simulating the design (seeded), items found by
   bisection on the simulated power.
 """
@@ -194,8 +194,8 @@ def simulated_power(
     block = max(1, 2_000_000 // (items * len(design.pairs) * design.raters_per_pair))
     for begin in range(0, simulations, block):
         studies = min(block, simulations - begin)
-        scores = _simulate_scores(design, items, studies, rng)  # [S, items, pairs, k]
-        p = _p_values(scores, test)
+        scores, raters = _simulate_scores(design, items, studies, rng)  # [S, items, pairs, k]
+        p = _p_values(scores, raters, test)
         adjusted = holm_adjusted(p)
         first_won = scores.mean(axis=(1, 3)) > 0.5
         hit = (adjusted < design.alpha) & first_won
@@ -256,8 +256,11 @@ def sign_test_p(wins: np.ndarray, losses: np.ndarray) -> np.ndarray:
     return np.where(n > 0, np.minimum(1.0, 2 * tail), np.nan)
 
 
-def _simulate_scores(design: StudyDesign, items: int, studies: int, rng) -> np.ndarray:
-    """Scores of the first-listed condition of each pair: 1, ½ (tie) or 0."""
+def _simulate_scores(design: StudyDesign, items: int, studies: int, rng
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the first-listed condition of each pair: 1, ½ (tie) or 0, and the rater
+    of each verdict (k distinct raters a pair, from `raters_needed`), both [S, items,
+    pairs, k]."""
     pairs, k = len(design.pairs), design.raters_per_pair
     shape = (studies, items, pairs, k)
     effect = np.array(
@@ -269,14 +272,14 @@ def _simulate_scores(design: StudyDesign, items: int, studies: int, rng) -> np.n
     logit = np.broadcast_to(effect[None, None, :, None], shape).copy()
     if design.item_sd:
         logit += rng.normal(0, design.item_sd, (studies, items, pairs, 1))
+    n_raters = design.raters_needed(items)
+    raters = _draw_raters(rng, shape, n_raters)
     if design.rater_sd:
-        n_raters = design.raters_needed(items)
         lean = rng.normal(0, design.rater_sd, (studies, n_raters))
-        raters = _draw_raters(rng, shape, n_raters)
         logit += np.take_along_axis(lean, raters.reshape(studies, -1), axis=1).reshape(shape)
     won = rng.random(shape) < 1 / (1 + np.exp(-logit))
     tie = rng.random(shape) < design.tie_rate
-    return np.where(tie, 0.5, won.astype(float))
+    return np.where(tie, 0.5, won.astype(float)), raters
 
 
 def _draw_raters(rng, shape: tuple, n_raters: int) -> np.ndarray:
@@ -294,14 +297,29 @@ def _draw_raters(rng, shape: tuple, n_raters: int) -> np.ndarray:
     return draws
 
 
-def _p_values(scores: np.ndarray, test: str) -> np.ndarray:
-    """Per study and pair: the sign test on all judgments, or the item-cluster test."""
+def _p_values(scores: np.ndarray, raters: np.ndarray, test: str) -> np.ndarray:
+    """Per study and pair: the sign test on all judgments, or the report's item × rater
+    cluster test (`cluster_test`; a pair's k raters of one item are distinct, so each
+    verdict is a cell of its own)."""
     if test == "sign":
         wins = (scores == 1).sum(axis=(1, 3))
         losses = (scores == 0).sum(axis=(1, 3))
         return sign_test_p(wins, losses)
+    studies, _, pairs, _ = scores.shape
     per_item = scores.sum(axis=3).transpose(0, 2, 1)  # [S, pairs, items]
-    return cluster_test(per_item, np.full(per_item.shape, float(scores.shape[3])))
+    n_raters = int(raters.max()) + 1
+    if n_raters < 2:
+        return cluster_test(per_item, np.full(per_item.shape, float(scores.shape[3])))
+    # Flat (study, pair, rater) codes, so one bincount sums every study's raters at once.
+    study_pair = (np.arange(studies)[:, None, None, None] * pairs
+                  + np.arange(pairs)[None, None, :, None])
+    codes = (study_pair * n_raters + raters).ravel()
+    size = studies * pairs * n_raters
+    by_rater = (np.bincount(codes, scores.ravel(), minlength=size).reshape(studies, pairs, -1),
+                np.bincount(codes, minlength=size).reshape(studies, pairs, -1).astype(float))
+    cells = scores.transpose(0, 2, 1, 3).reshape(studies, pairs, -1)
+    return cluster_test(per_item, np.full(per_item.shape, float(scores.shape[3])),
+                        raters=by_rater, cells=(cells, np.ones_like(cells)))
 
 
 def _bisect_items(design, power, simulations, seed) -> tuple[int, float]:
@@ -334,6 +352,6 @@ def _test_name(design: StudyDesign) -> str:
     if design.simple:
         return f"two-sided exact sign test, ties left out, alpha {design.alpha}{correction}"
     return (
-        f"two-sided item-cluster t test of the win rate (ties 1/2), alpha {design.alpha}"
+        f"two-sided item × rater cluster t test of the win rate (ties 1/2), alpha {design.alpha}"
         f"{correction}"
     )

@@ -5,8 +5,9 @@ In: ``item, rater, condition_a, condition_b, winner`` (``a`` / ``b`` / ``tie``),
 (sorted names), so "a" means the same condition for every rater and never a screen side.
 
 Out of `preference_summary`: per condition pair win / tie / loss counts, win rates with
-ties as half and ties excluded, Wilson and item-bootstrap CIs, sign tests with Holm
-correction; Bradley–Terry ratings with item-bootstrap CIs and Chatbot-Arena-style ranks;
+ties as half and ties excluded, Wilson and two-way (item × rater) cluster-robust CIs, sign
+tests and item × rater cluster tests with Holm correction; Bradley–Terry ratings with
+item-bootstrap CIs and Chatbot-Arena-style ranks;
 Davidson's tie model (`analysis.ties`); optionally Bradley–Terry with style covariates
 (`analysis.style`); online Elo for comparison; a position-bias test when sides are known.
 """
@@ -154,7 +155,7 @@ def preference_summary(
         "ci_level": CI_LEVEL,
         "bootstrap": bootstrap,
         "seed": seed,
-        "pairs": _pairs(judgments, item_codes, draws),
+        "pairs": _pairs(judgments, item_codes, len(items)),
         "bradley_terry": _bradley_terry(judgments, index, item_codes, draws, bt_alpha),
         "ties_model": davidson_summary(judgments, conditions, item_codes, draws),
         "style_control": None
@@ -175,15 +176,28 @@ def preference_summary(
     }
 
 
-def pair_table(df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> list[dict]:
-    """`preference_summary`'s ``pairs`` alone (the same numbers for the same `bootstrap`
-    and `seed`): wins, ties and losses, win rates with their intervals and the Holm-adjusted
-    tests per condition pair, without the models, which take seconds. For a page that
-    shows the win rates.
+def pair_table(df: pd.DataFrame) -> list[dict]:
+    """`preference_summary`'s ``pairs`` alone (the same numbers; none is resampled): wins,
+    ties and losses, win rates with their intervals and the Holm-adjusted tests per
+    condition pair, without the models, which take seconds. For a page that shows the win
+    rates.
+
+    Raises `analysis.contracts.InputError` for a malformed table."""
+    judgments = canonical_judgments(validate_judgments(df))
+    item_codes, items = pd.factorize(judgments["item"], sort=True)
+    return _pairs(judgments, item_codes, len(items))
+
+
+def bt_table(df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0,
+             bt_alpha: float = 0.01) -> dict:
+    """`preference_summary`'s ``bradley_terry`` alone (the same numbers for the same
+    `bootstrap`, `seed` and `bt_alpha`), without the tie and style models.
 
     Raises `analysis.contracts.InputError` for a malformed table."""
     judgments, item_codes, _, draws = _resampled(validate_judgments(df), bootstrap, seed)
-    return _pairs(judgments, item_codes, draws)
+    conditions = sorted(set(judgments["condition_a"]) | set(judgments["condition_b"]))
+    index = {name: i for i, name in enumerate(conditions)}
+    return _bradley_terry(judgments, index, item_codes, draws, bt_alpha)
 
 
 def oriented_pairs(pairs: list[dict], order: Sequence[str]) -> list[dict]:
@@ -205,7 +219,7 @@ def oriented_pairs(pairs: list[dict], order: Sequence[str]) -> list[dict]:
                 flipped[key] = 1.0 - row[key]
         for key in (
             "win_rate_ties_half_ci_wilson",
-            "win_rate_ties_half_ci_bootstrap",
+            "win_rate_ties_half_ci_cluster",
             "win_rate_ties_excluded_ci_wilson",
         ):
             if row[key] is not None:
@@ -233,9 +247,10 @@ def _flipped(
     return covariates.mul(np.where(swapped, -1.0, 1.0), axis=0)
 
 
-def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, draws: np.ndarray) -> list[dict]:
+def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, n_items: int) -> list[dict]:
     rows = []
     score_a = judgments["winner"].map({"a": 1.0, "tie": 0.5, "b": 0.0}).to_numpy()
+    rater_codes, raters = pd.factorize(judgments["rater"], sort=True)
     grouped = judgments.assign(position=np.arange(len(judgments))).groupby(
         ["condition_a", "condition_b"], sort=True
     )
@@ -245,27 +260,34 @@ def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, draws: np.ndarray) -
         n = wins + ties + losses
         positions = pair["position"].to_numpy()
         codes = item_codes[positions]
-        score_by_item = np.bincount(codes, score_a[positions], minlength=draws.shape[1])
-        judgments_by_item = np.bincount(codes, minlength=draws.shape[1])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            replicate_rates = (draws @ score_by_item) / (draws @ judgments_by_item)
+        score_by_item = np.bincount(codes, score_a[positions], minlength=n_items)
+        judgments_by_item = np.bincount(codes, minlength=n_items)
+        by_rater, by_cell = _rater_sums(codes, rater_codes[positions], score_a[positions],
+                                        len(raters))
+        clusters = {"raters": by_rater, "cells": by_cell}
+        interval = cluster_interval(score_by_item, judgments_by_item, **clusters)
         rows.append(
             {
                 "condition_a": condition_a,
                 "condition_b": condition_b,
                 "n": n,
                 "n_items": int(pair["item"].nunique()),
+                "n_raters": int(pair["rater"].nunique()),
                 "wins": wins,
                 "ties": ties,
                 "losses": losses,
                 "win_rate_ties_half": (wins + ties / 2) / n,
                 "win_rate_ties_half_ci_wilson": wilson_interval(wins + ties / 2, n),
-                "win_rate_ties_half_ci_bootstrap": percentile_ci(replicate_rates),
+                "win_rate_ties_half_ci_cluster": interval,
+                "win_rate_ties_half_ci_note": None if interval else (
+                    "none: judged on one item" if pair["item"].nunique() < 2
+                    else "none: every item's verdicts gave the same rate"),
                 "win_rate_ties_excluded": wins / (wins + losses) if wins + losses else None,
                 "win_rate_ties_excluded_ci_wilson": wilson_interval(wins, wins + losses),
                 "p_sign_test": sign_test(wins, losses),
-                "p_cluster": _cluster_p(score_by_item, judgments_by_item),
-                "win_rate_detectable": cluster_detectable(score_by_item, judgments_by_item),
+                "p_cluster": _cluster_p(score_by_item, judgments_by_item, **clusters),
+                "win_rate_detectable": cluster_detectable(
+                    score_by_item, judgments_by_item, **clusters),
             }
         )
     for row, adjusted in zip(rows, holm([r["p_sign_test"] for r in rows]), strict=True):
@@ -275,48 +297,128 @@ def _pairs(judgments: pd.DataFrame, item_codes: np.ndarray, draws: np.ndarray) -
     return rows
 
 
-def _cluster_p(score_by_item: np.ndarray, judgments_by_item: np.ndarray) -> float | None:
+def _rater_sums(item_codes: np.ndarray, rater_codes: np.ndarray, scores: np.ndarray,
+                n_raters: int) -> tuple[tuple | None, tuple | None]:
+    """Summed scores and judgments per rater and per (item, rater) cell of one pair's
+    judgments, for `rater_variance`; (None, None) when one rater judged them all."""
+    judged = np.unique(rater_codes)
+    if len(judged) < 2:
+        return None, None
+    by_rater = (np.bincount(rater_codes, scores, minlength=n_raters)[judged],
+                np.bincount(rater_codes, minlength=n_raters)[judged])
+    cell_codes, _ = pd.factorize(item_codes * n_raters + rater_codes)
+    by_cell = (np.bincount(cell_codes, scores), np.bincount(cell_codes))
+    return by_rater, by_cell
+
+
+def _cluster_p(score_by_item: np.ndarray, judgments_by_item: np.ndarray,
+               raters: tuple, cells: tuple) -> float | None:
     judged = judgments_by_item > 0
-    p = cluster_test(score_by_item[judged], judgments_by_item[judged])
+    p = cluster_test(score_by_item[judged], judgments_by_item[judged], raters=raters, cells=cells)
     return None if np.isnan(p) else float(p)
 
 
-def cluster_detectable(scores: np.ndarray, counts: np.ndarray) -> float | None:
+def _cluster_variance(scores: np.ndarray, counts: np.ndarray, centre) -> np.ndarray:
+    """One-way cluster-robust variance of Σ scores / Σ counts with the clusters on the last
+    axis: G/(G−1) · Σ_g (s_g − centre · n_g)² / (Σ n)², G the clusters judged at all (CR1).
+    0 where fewer than 2 clusters."""
+    judged = (counts > 0).sum(axis=-1)
+    total = counts.sum(axis=-1)
+    residual = scores - np.expand_dims(centre, -1) * counts
+    factor = np.where(judged > 1, judged / np.maximum(judged - 1, 1), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return factor * (residual**2).sum(axis=-1) / total**2
+
+
+def rater_variance(scores: np.ndarray, counts: np.ndarray, raters: tuple | None,
+                   cells: tuple | None) -> np.ndarray:
+    """What raters add to the win rate's variance beyond the item clusters: the two-way
+    (item × rater) cluster-robust variance of Cameron, Gelbach & Miller (2011) is
+    V_item + V_rater − V_item∩rater; its rater part V_rater − V_cell (both centred on the
+    estimate) is kept where positive, so the two-way variance is never below the items'.
+
+    In: per item summed scores and judgments (last axis), `raters` and `cells` the same per
+    rater and per (item, rater) cell, or None (one rater, or raters unknown: 0). Leading
+    axes are separate data sets."""
+    if raters is None or cells is None:
+        return np.zeros(np.shape(scores)[:-1])
+    estimate = np.asarray(scores, float).sum(axis=-1) / np.asarray(counts, float).sum(axis=-1)
+    rater_part = _cluster_variance(*(np.asarray(x, float) for x in raters), estimate)
+    cell_part = _cluster_variance(*(np.asarray(x, float) for x in cells), estimate)
+    return np.maximum(np.nan_to_num(rater_part - cell_part), 0.0)
+
+
+def cluster_interval(scores: np.ndarray, counts: np.ndarray, *, raters: tuple | None = None,
+                     cells: tuple | None = None) -> list[float] | None:
+    """95 % interval of the win rate (ties ½) with items and raters as clusters: the
+    estimate ± t_{0.975, items − 1} · √(V_item + `rater_variance`), V_item centred on the
+    estimate, clipped to [0, 1]. None under 2 judged items or without width (every item's
+    verdicts at the same rate, e.g. all ties): no width is not certainty.
+
+    In: 1-D per item summed scores and judgments; `raters`, `cells` as `rater_variance`."""
+    scores, counts = np.asarray(scores, float), np.asarray(counts, float)
+    judged = counts > 0
+    items = int(judged.sum())
+    if items < 2:
+        return None
+    estimate = scores.sum() / counts.sum()
+    variance = _cluster_variance(scores[judged], counts[judged], estimate)
+    variance += rater_variance(scores[judged], counts[judged], raters, cells)
+    if not variance > 1e-15:
+        return None
+    half = float(student_t.ppf(0.975, items - 1) * np.sqrt(variance))
+    return [max(0.0, float(estimate) - half), min(1.0, float(estimate) + half)]
+
+
+def cluster_detectable(scores: np.ndarray, counts: np.ndarray, *, raters: tuple | None = None,
+                       cells: tuple | None = None) -> float | None:
     """The smallest shift of the win rate from ½ that `cluster_test` finds with 80 % power
-    at the 5 % level, by the normal approximation at its observed cluster-robust standard
-    error: (t_{0.975, items − 1} + z_{0.8}) · SE. None under 2 judged items, or when the
+    at the 5 % level, by the normal approximation at its observed standard error:
+    (t_{0.975, items − 1} + z_{0.8}) · SE. None under 2 judged items, or when the
     standard error is 0 (every item's verdicts balanced exactly: nothing to scale by)."""
     judged = np.asarray(counts) > 0
     scores, counts = np.asarray(scores, float)[judged], np.asarray(counts, float)[judged]
     items = len(counts)
     if items < 2:
         return None
-    residual = scores - 0.5 * counts
-    se = float(np.sqrt(items / (items - 1) * (residual**2).sum()) / counts.sum())
+    se = float(np.sqrt(_null_variance(scores, counts, raters, cells)))
     if se == 0:
         return None
     return float((student_t.ppf(0.975, items - 1) + norm.ppf(0.8)) * se)
 
 
-def cluster_test(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Two-sided test of win rate (ties ½) = 0.5 with items as clusters: the estimate
-    Σ scores / Σ counts against its cluster-robust standard error under the null (each
-    item's score minus half its judgments, CR1 small-sample factor), referred to Student's
-    t with items − 1 degrees of freedom. Raters who judge the same item are not taken as
-    independent (the sign test takes them so). Centred on the null, the error never
-    vanishes: two items won outright give p = 0.5, as the sign test on two verdicts.
+def _null_variance(scores, counts, raters, cells) -> np.ndarray:
+    """The test's variance: the items' centred on the null (½), which never vanishes, plus
+    the raters' part centred on the estimate (`rater_variance`; centred on ½ with a few
+    raters it would bound the t statistic, below √2 with 3 raters)."""
+    items = np.asarray(counts).shape[-1]
+    residual = scores - 0.5 * counts
+    total = counts.sum(axis=-1)
+    item_part = items / (items - 1) * (residual**2).sum(axis=-1) / total**2
+    return item_part + rater_variance(scores, counts, raters, cells)
 
-    In: per item (last axis) the summed score and the number of judgments; leading axes
+
+def cluster_test(scores: np.ndarray, counts: np.ndarray, *, raters: tuple | None = None,
+                 cells: tuple | None = None) -> np.ndarray:
+    """Two-sided test of win rate (ties ½) = 0.5 with items and raters as clusters: the
+    estimate Σ scores / Σ counts against its standard error (`_null_variance`: the items'
+    cluster-robust variance under the null, CR1, plus what raters add,
+    `rater_variance`), referred to Student's t with items − 1 degrees of freedom. Neither
+    the raters of one item nor the verdicts of one rater are taken as independent (the
+    sign test takes them so). Centred on the null, the error never vanishes: two items won
+    outright give p = 0.5, as the sign test on two verdicts.
+
+    In: per item (last axis) the summed score and the number of judgments; `raters` and
+    `cells` the same per rater and per (item, rater) cell (None: items only); leading axes
     are separate data sets (e.g. simulated studies). Out: p-values (NaN under 2 items)."""
     scores, counts = np.asarray(scores, float), np.asarray(counts, float)
     items = counts.shape[-1]
     if items < 2:
         return np.full(scores.shape[:-1], np.nan)
     total = counts.sum(axis=-1)
-    residual = scores - 0.5 * counts
-    se = np.sqrt(items / (items - 1) * (residual**2).sum(axis=-1)) / total
+    se = np.sqrt(_null_variance(scores, counts, raters, cells))
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(se > 0, residual.sum(axis=-1) / total / se, 0.0)
+        t = np.where(se > 0, (scores.sum(axis=-1) / total - 0.5) / se, 0.0)
     return 2 * student_t.sf(np.abs(t), items - 1)
 
 

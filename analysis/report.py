@@ -135,7 +135,7 @@ def study_page_summary(
     preference, preference_note = None, "no judgments yet"
     if not judgments.empty:
         try:
-            pairs = pair_table(judgments, bootstrap=bootstrap, seed=seed)
+            pairs = pair_table(judgments)
             preference = {"pairs": oriented_pairs(pairs, order)}
             preference_note = None
         except InputError as error:
@@ -285,11 +285,15 @@ METHODS = (
     "accuracy on gold (attention-check) pairs, which are left out of every other statistic, "
     "and alpha and Bradley–Terry ratings recomputed without raters below 80 % gold accuracy. "
     "Preference: per condition pair wins / ties / losses, win rate with ties as half (Wilson "
-    "and item-cluster bootstrap 95 % CIs) and with ties excluded (Wilson), and an item-cluster t "
-    "test of the win rate against ½ (cluster-robust standard error under the null, items − 1 "
-    "degrees of freedom; Holm across pairs), which does not take raters of the same item as "
-    "independent (a sign test on every verdict would; summary.json keeps it as p_sign_test "
-    "for reference, and no sentence or page reads it); "
+    "95 % CI, and a 95 % CI with items and raters as clusters: the two-way cluster-robust "
+    "variance of Cameron, Gelbach & Miller (2011), items' plus raters' minus the item × rater "
+    "cells', the raters' share kept only where positive, Student's t with items − 1 degrees "
+    "of freedom) and with ties excluded (Wilson), and a t test of the win rate against ½ "
+    "with the same two clusterings (the items' cluster-robust variance under the null plus "
+    "the raters' share; items − 1 degrees of freedom; Holm across pairs), which takes "
+    "neither the raters of one item nor the verdicts of one rater as independent (a sign "
+    "test on every verdict would; summary.json keeps it as p_sign_test for reference, and "
+    "no sentence or page reads it); "
     "Bradley–Terry strengths "
     "by maximum likelihood (choix ILSR, regularisation 0.01, a tie counts half a win each "
     "way) with 95 % percentile CIs from a cluster bootstrap resampling items, ranked as in "
@@ -343,7 +347,8 @@ METHODS = (
     "(differences, and their head-to-head win rate with a Wilson CI when judged directly); "
     "the opening answer says higher or lower only from a paired test of each condition "
     "against dense, Holm-adjusted over the settings of one policy family and site (its "
-    "sweep), at the 5 % level: the win rate against ½ by the item-cluster t test; Pass@1 on "
+    "sweep), at the 5 % level: the win rate against ½ by the item × rater cluster t test; "
+    "Pass@1 on "
     "the problems both answered by McNemar's exact test on the discordant problems (dense "
     "right and the condition wrong, and the reverse), or with several samples a problem by "
     "the clustered McNemar test of Durkalski et al. (2003), problems as clusters, with "

@@ -5,9 +5,13 @@ A benchmark, not a test (``python -m analysis simulate --reps N [--json]``). Eac
 
 - *preference*: items × conditions (the first against each other, ``vs-first``), every pair
   judged by each rater; a verdict is a tie with probability `ties`, else the first condition
-  wins with σ(s₁ − s_k + u_item + v_rater + β · Δlength), u, v and Δlength normal. Interval:
-  the win rate (ties ½) with its item-cluster bootstrap (`preference.pair_table`); truth: the
-  expected score, by Monte Carlo over a million draws of the same model.
+  wins with σ(s₁ − s_k + u_item + v_rater + β · Δlength), u, v and Δlength normal. Intervals:
+  the win rate (ties ½) with items and raters as clusters (`preference.pair_table`); truth:
+  the expected score, by Monte Carlo over a million draws of the same model. The
+  Bradley–Terry ratings with their item-bootstrap intervals (`preference.bt_table`); truth:
+  the BT fit of the expected scores (on a vs-first design each pair's log-odds). A
+  condition as strong as the first has nothing planted: how often the report's test
+  (`p_cluster`, unadjusted) rejects there at 5 % is its false-positive rate.
 - *Pass@1*: problems of Beta(2, 1.5) difficulty, dense passes each sample with the problem's
   difficulty, the sparse condition fails a dense pass with probability `flip`. Intervals:
   each condition's Pass@1 (`alignment.pass_at_1_interval`) and the paired difference
@@ -27,10 +31,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.alignment import pass_at_1_interval
+from analysis.choice_model import to_rating
 from analysis.paired import paired_change, pass_at_1_difference
-from analysis.preference import pair_table
+from analysis.preference import bt_table, pair_table
 
 EASY_MEAN = 2 / 3.5  # mean of Beta(2, 1.5)
+REJECTED = "win rate test at 5 %, nothing planted"  # a rejection rate, not a coverage
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ class Design:
 
     items: int = 20
     raters: int = 3
-    strengths: tuple[float, ...] = (0.0, -0.4, -1.0)
+    strengths: tuple[float, ...] = (0.0, 0.0, -0.4, -1.0)
     ties: float = 0.2
     item_sd: float = 0.5
     rater_sd: float = 0.3
@@ -72,6 +78,13 @@ def true_win_rates(design: Design, draws: int = 1_000_000, seed: int = 12345) ->
     return truths
 
 
+def true_ratings(win_truths: list[float]) -> np.ndarray:
+    """The BT ratings (`to_rating` scale) a vs-first design converges to: the first
+    condition's log-strength minus the k-th's is the log-odds of its expected score."""
+    log_strengths = np.array([0.0, *(-np.log(w / (1 - w)) for w in win_truths)])
+    return to_rating(log_strengths - log_strengths.mean())
+
+
 def _judgments(rng, design: Design) -> pd.DataFrame:
     rows = []
     names = [f"c{k}" for k in range(len(design.strengths))]
@@ -93,10 +106,18 @@ def _covers(interval, truth: float) -> bool:
 def one_rep(rng, design: Design, win_truths: list[float], seed: int) -> dict[str, list[bool]]:
     """Whether each interval of one simulated study covers its truth, by interval name."""
     hits: dict[str, list[bool]] = {}
-    pairs = pair_table(_judgments(rng, design), bootstrap=design.bootstrap, seed=seed)
-    for pair, truth in zip(pairs, win_truths, strict=True):
-        hits.setdefault("win rate (ties ½), item bootstrap", []).append(
-            _covers(pair["win_rate_ties_half_ci_bootstrap"], truth))
+    judgments = _judgments(rng, design)
+    pairs = pair_table(judgments)
+    for pair, truth, strength in zip(pairs, win_truths, design.strengths[1:], strict=True):
+        hits.setdefault("win rate (ties ½), item × rater clusters", []).append(
+            _covers(pair["win_rate_ties_half_ci_cluster"], truth))
+        if strength == design.strengths[0]:
+            hits.setdefault(REJECTED, []).append(pair["p_cluster"] < 0.05)
+    ratings = {row["condition"]: row["rating_ci"] for row in
+               bt_table(judgments, bootstrap=design.bootstrap, seed=seed)["conditions"]}
+    for k, truth in enumerate(true_ratings(win_truths)):
+        hits.setdefault("Bradley–Terry rating, item bootstrap", []).append(
+            _covers(ratings[f"c{k}"], float(truth)))
     easy = rng.beta(2, 1.5, size=design.problems)
     shape = (design.problems, design.samples)
     dense = rng.random(shape) < easy[:, None]
@@ -128,7 +149,8 @@ def one_rep(rng, design: Design, win_truths: list[float], seed: int) -> dict[str
 
 def coverage(design: Design, reps: int, seed: int = 0) -> dict:
     """`reps` simulated studies of `design`: per interval, the share that covered the
-    truth and its binomial standard error. Out: ``design``, ``reps``, ``intervals``."""
+    truth and its binomial standard error; per test, how often it rejected where nothing
+    was planted. Out: ``design``, ``reps``, ``intervals``, ``tests``."""
     rng = np.random.default_rng(seed)
     win_truths = true_win_rates(design)
     totals: dict[str, list[bool]] = {}
@@ -140,7 +162,17 @@ def coverage(design: Design, reps: int, seed: int = 0) -> dict:
         "reps": reps,
         "intervals": [
             {"interval": name, "n": len(hits), "coverage": float(np.mean(hits)),
-             "se": float(np.sqrt(np.mean(hits) * (1 - np.mean(hits)) / len(hits)))}
-            for name, hits in totals.items()
+             "se": _se(hits)}
+            for name, hits in totals.items() if name != REJECTED
+        ],
+        "tests": [
+            {"test": name, "n": len(hits), "rejection_rate": float(np.mean(hits)),
+             "se": _se(hits)}
+            for name, hits in totals.items() if name == REJECTED
         ],
     }
+
+
+def _se(hits: list[bool]) -> float:
+    share = float(np.mean(hits))
+    return float(np.sqrt(share * (1 - share) / len(hits)))

@@ -57,7 +57,7 @@ def test_condition_table_means_pass_at_1_and_win_rate_against_dense():
                 "ties": 1,
                 "losses": 3,
                 "win_rate_ties_half": 0.3,
-                "win_rate_ties_half_ci_bootstrap": [0.1, 0.6],
+                "win_rate_ties_half_ci_cluster": [0.1, 0.6],
                 "win_rate_ties_half_ci_wilson": [0.05, 0.7],
             }
         ],

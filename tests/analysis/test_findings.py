@@ -67,7 +67,7 @@ def test_a_planted_decline_reads_as_lower_and_a_flat_family_as_no_difference():
     s = by_metric(static)
     assert s["win_rate_vs_dense"]["direction"] == "down"
     assert "lower from 50 % sparsity on" in s["win_rate_vs_dense"]["text"]
-    assert "item-cluster t test" in s["win_rate_vs_dense"]["text"]
+    assert "item × rater cluster t test" in s["win_rate_vs_dense"]["text"]
     assert "Holm over 3 settings" in s["win_rate_vs_dense"]["text"]
     assert s["pass_at_1"]["direction"] == "down" and "0.60 [0.55, 0.65] (dense)" in (
         s["pass_at_1"]["text"])

@@ -5,11 +5,14 @@ import choix
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.contracts import InputError, canonical_judgments, validate_judgments
 from analysis.preference import (
     arena_ranks,
     bradley_terry,
+    cluster_interval,
+    cluster_test,
     elo_ratings,
     holm,
     item_bootstrap_counts,
@@ -119,7 +122,7 @@ def test_pairs_are_canonical_with_counts_and_win_rates():
     assert pair["win_rate_ties_excluded_ci_wilson"] == pytest.approx(wilson_interval(3, 4))
     assert pair["p_sign_test"] == pytest.approx(0.625)  # 2 * P(X <= 1), X ~ Bin(4, .5)
     assert pair["p_holm"] == pytest.approx(0.625)
-    low, high = pair["win_rate_ties_half_ci_bootstrap"]
+    low, high = pair["win_rate_ties_half_ci_cluster"]
     assert 0 <= low <= 4 / 6 <= high <= 1
     assert summary["conditions"] == ["t0", "t50"]
     assert (summary["n_judgments"], summary["n_items"], summary["n_raters"]) == (6, 3, 2)
@@ -198,20 +201,110 @@ def test_item_bootstrap_counts_draw_every_item_slot_once():
 def test_no_bootstrap_gives_no_bootstrap_cis():
     data = simulate({"x": 0.3, "y": 0.0, "z": -0.3}, n_items=30, seed=5)
     summary = preference_summary(data, bootstrap=0)
-    assert all(pair["win_rate_ties_half_ci_bootstrap"] is None for pair in summary["pairs"])
     assert all(row["rating_ci"] is None for row in summary["bradley_terry"]["conditions"])
+    # The win rate's intervals resample nothing.
     assert all(pair["win_rate_ties_half_ci_wilson"] for pair in summary["pairs"])
+    assert all(pair["win_rate_ties_half_ci_cluster"] for pair in summary["pairs"])
     json.dumps(summary)  # plain Python types only, so the CLI's --json never fails
 
 
-def test_bootstrap_resamples_items_not_judgments():
-    # Ten raters agree on each of two items: a judgment bootstrap would give a narrow CI,
-    # an item bootstrap has only two clusters, so its replicates are all-t0, all-t50 or mixed.
+def test_win_rate_interval_counts_items_not_judgments():
+    # Ten raters agree on each of two items: taken as 20 judgments the interval would be
+    # narrow; as two items' evidence (t with 1 degree of freedom) it is everything.
     rows = [
         (f"q{i}", f"r{r}", "t0", "t50", "a" if i == 0 else "b") for i in range(2) for r in range(10)
     ]
-    (pair,) = preference_summary(judgments(rows), bootstrap=400, seed=0)["pairs"]
-    assert pair["win_rate_ties_half_ci_bootstrap"] == [0.0, 1.0]
+    (pair,) = pair_table(judgments(rows))
+    assert pair["win_rate_ties_half_ci_cluster"] == [0.0, 1.0]
+
+
+def test_win_rate_interval_is_the_two_way_cluster_robust_one():
+    # Cameron, Gelbach & Miller (2011), written out per judgment: V = V_items + V_raters −
+    # V_cells, each Σ_g (Σ_{k in g} e_k)² · G/(G − 1) / N², e_k = score − estimate.
+    rng = np.random.default_rng(4)
+    rows = [(f"q{i}", f"r{r}", "x", "y", rng.choice(["a", "b", "tie"], p=[0.5, 0.3, 0.2]))
+            for i in range(9) for r in range(4) if rng.random() < 0.8]
+    data = judgments(rows)
+    (pair,) = pair_table(data)
+    score = data["winner"].map({"a": 1.0, "tie": 0.5, "b": 0.0})
+    residual = score - score.mean()
+
+    def part(keys):
+        sums = residual.groupby(keys).sum()
+        return len(sums) / (len(sums) - 1) * (sums**2).sum() / len(data) ** 2
+
+    items = data["item"].nunique()
+    variance = part(data["item"]) + max(
+        0.0, part(data["rater"]) - part(data["item"] + "/" + data["rater"]))
+    half = stats.t.ppf(0.975, items - 1) * math.sqrt(variance)
+    assert pair["win_rate_ties_half_ci_cluster"] == pytest.approx(
+        [score.mean() - half, score.mean() + half])
+    assert pair["n_raters"] == 4
+
+
+def test_one_rater_against_two_on_every_item_is_three_raters_evidence():
+    # On each of 10 items r1 and r2 prefer x and r3 prefers y. Items alone see ten items
+    # agreeing (p about 0.015); the verdicts are three raters' leanings.
+    rows = [(f"q{i}", rater, "x", "y", "b" if rater == "r3" else "a")
+            for i in range(10) for rater in ("r1", "r2", "r3")]
+    (pair,) = pair_table(judgments(rows))
+    scores, counts = np.full(10, 2.0), np.full(10, 3.0)
+    assert cluster_test(scores, counts) < 0.02  # items only
+    assert pair["p_cluster"] > 0.3
+    low, high = pair["win_rate_ties_half_ci_cluster"]
+    assert low < 0.5 < 2 / 3 < high
+
+
+def test_all_ties_give_no_interval_with_the_reason():
+    rows = [(f"q{i}", f"r{r}", "x", "y", "tie") for i in range(6) for r in range(2)]
+    (pair,) = pair_table(judgments(rows))
+    assert pair["win_rate_ties_half_ci_cluster"] is None
+    assert pair["win_rate_ties_half_ci_note"] == "none: every item's verdicts gave the same rate"
+    assert pair["p_cluster"] == pytest.approx(1.0)
+
+
+def _leaning_raters(rng, studies: int, gap: float, rater_sd: float, items: int = 20,
+                    raters: int = 3):
+    """Scores [studies, items, raters] of a design like `analysis.simulate`'s: item
+    log-odds SD 0.5, a lean per rater, 20 % ties."""
+    logit = (gap + rng.normal(0, 0.5, (studies, items, 1))
+             + rng.normal(0, rater_sd, (studies, 1, raters)))
+    won = rng.random(logit.shape) < 1 / (1 + np.exp(-logit))
+    return np.where(rng.random(logit.shape) < 0.2, 0.5, won.astype(float))
+
+
+def _clusters(scores):
+    counts = np.ones_like(scores)
+    cells = (scores.reshape(len(scores), -1), counts.reshape(len(scores), -1))
+    return {"raters": (scores.sum(axis=1), counts.sum(axis=1)), "cells": cells}
+
+
+def test_cluster_test_keeps_its_level_when_raters_lean():
+    rng = np.random.default_rng(0)
+    scores = _leaning_raters(rng, 3000, 0.0, rater_sd=0.5)
+    per_item, counts = scores.sum(axis=2), np.full(scores.shape[:2], 3.0)
+    two_way = (cluster_test(per_item, counts, **_clusters(scores)) < 0.05).mean()
+    items_only = (cluster_test(per_item, counts) < 0.05).mean()
+    assert two_way <= 0.06, f"false-positive rate {two_way:.3f}"
+    assert items_only > two_way + 0.02, f"items only {items_only:.3f}, two-way {two_way:.3f}"
+
+
+def test_win_rate_interval_covers_when_raters_lean():
+    rng = np.random.default_rng(1)
+    truth = _leaning_raters(rng, 4000, 0.6, 0.3).mean()  # the expected score, by Monte Carlo
+    scores = _leaning_raters(rng, 400, 0.6, 0.3)
+    covered = items_only = 0
+    for study in scores:
+        clusters = _clusters(study[None])
+        interval = cluster_interval(
+            study.sum(axis=1), np.full(20, 3.0),
+            raters=tuple(x[0] for x in clusters["raters"]),
+            cells=tuple(x[0] for x in clusters["cells"]))
+        covered += interval[0] <= truth <= interval[1]
+        interval = cluster_interval(study.sum(axis=1), np.full(20, 3.0))
+        items_only += interval[0] <= truth <= interval[1]
+    assert 0.93 <= covered / 400 <= 0.98, f"covered {covered / 400:.3f}"
+    assert items_only < covered, "the raters' share made no difference"
 
 
 def test_arena_ranks_count_conditions_entirely_above():
@@ -289,15 +382,15 @@ def test_pairs_read_in_the_studys_order_dense_first():
     # while the sequential table and the study read dense vs b-static.
     rows = [(f"q{i}", "r1", "dense", "b-static", "a" if i < 7 else "b") for i in range(10)]
     rows += [("q10", "r1", "b-static", "dense", "tie")]
-    (raw,) = pair_table(judgments(rows), bootstrap=200, seed=0)
+    (raw,) = pair_table(judgments(rows))
     assert raw["condition_a"] == "b-static", "the fixture no longer tests a flip"
     (row,) = oriented_pairs([raw], ["dense", "b-static"])
     assert (row["condition_a"], row["condition_b"]) == ("dense", "b-static")
     assert (row["wins"], row["ties"], row["losses"]) == (7, 1, 3)
     assert row["win_rate_ties_half"] == pytest.approx(7.5 / 11)
     assert row["win_rate_ties_half"] == pytest.approx(1 - raw["win_rate_ties_half"])
-    low, high = raw["win_rate_ties_half_ci_bootstrap"]
-    assert row["win_rate_ties_half_ci_bootstrap"] == pytest.approx([1 - high, 1 - low])
+    low, high = raw["win_rate_ties_half_ci_cluster"]
+    assert row["win_rate_ties_half_ci_cluster"] == pytest.approx([1 - high, 1 - low])
     assert row["win_rate_ties_excluded"] == pytest.approx(0.7)
     assert row["p_holm"] == raw["p_holm"] and row["p_cluster"] == raw["p_cluster"]
     assert oriented_pairs([raw], ["b-static", "dense"]) == [raw], "already in order: unchanged"

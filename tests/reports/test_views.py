@@ -36,7 +36,7 @@ def test_study_page_shows_progress_alpha_and_win_rates(users):
     # Each condition pair: 1 win, 1 tie, 1 loss per rater -> win rate 0.5 with 6 judgments.
     assert table.count("<td>0.500</td>") == 3, table
     # The report's test, with items as clusters: not a sign test over 6 "independent" verdicts.
-    assert "Item-cluster p (Holm)" in table and "Sign test" not in html
+    assert "Cluster p (Holm)" in table and "Sign test" not in html
     assert html.count('class="achieved-sparsity"') == 3, "one per condition"
     # The always-valid sequences of the comparisons with dense: 3 items, no answer yet.
     monitored = html[html.index('id="sequential"'):].split("</table>")[0]
