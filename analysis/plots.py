@@ -139,6 +139,61 @@ def alignment_figure(rows: Sequence[dict]) -> str:
 
 
 @_plain_text
+def divergence_figure(rows: Sequence[dict], relation: dict) -> str:
+    """Divergence from dense against the achieved sparsity (KL and top-1 agreement, one
+    colour per series, 95 % intervals on both axes), and the win rate against dense
+    against the mean KL per sparse condition with the least-squares line
+    (`analysis.divergence`) where it was estimated."""
+    series = list(dict.fromkeys(r["series"] for r in rows if r["family"] != "dense"))
+    colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(series)}
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (key, title) in zip(axes[:2], (("kl_from_dense", "KL from dense (nats)"),
+                                           ("top1_agreement_with_dense",
+                                            "Top-1 agreement with dense")), strict=True):
+        for name in series:
+            points = sorted((r for r in rows if r["series"] == name and r["sparsity"] is not None
+                             and r.get(key) is not None), key=lambda r: r["sparsity"])
+            if points:
+                ax.errorbar([p["sparsity"] for p in points], [p[key] for p in points],
+                            xerr=_errors(points, "sparsity"), yerr=_errors(points, key),
+                            color=colours[name], marker="o",
+                            linestyle="-" if len(points) > 1 else "none", capsize=3, label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("achieved sparsity (1 − active fraction)", fontsize=8)
+    by_name = {r["condition"]: r for r in rows}
+    ax = axes[2]
+    level = relation["condition_level"]
+    for point in level["points"]:
+        row = by_name.get(point["condition"], {})
+        ax.errorbar(point["kl_from_dense"], point["win_rate_vs_dense"],
+                    xerr=_errors([row], "kl_from_dense") if row else None,
+                    yerr=_errors([row], "win_rate_vs_dense") if row else None,
+                    color=colours.get(row.get("series"), "grey"), marker="o", capsize=3)
+        ax.annotate(point["condition"], (point["kl_from_dense"], point["win_rate_vs_dense"]),
+                    fontsize=7, xytext=(4, 3), textcoords="offset points")
+    if level["slope"] is not None:
+        xs = [p["kl_from_dense"] for p in level["points"]]
+        ys = [p["win_rate_vs_dense"] for p in level["points"]]
+        centre_x, centre_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        line = [min(xs), max(xs)]
+        ax.plot(line, [centre_y + level["slope"] * (x - centre_x) for x in line],
+                color="black", linewidth=1, linestyle="--", label="least squares")
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+    ax.set_ylim(0, 1)
+    ax.set_title("Win rate vs dense against KL from dense", fontsize=10)
+    ax.set_xlabel("mean KL from dense (nats)", fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if not ax.has_data():
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
+    if series:
+        axes[0].legend(fontsize=7, title="policy family · site", title_fontsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+@_plain_text
 def ratings_figure(bradley_terry: dict) -> str:
     """Bradley–Terry ratings with their bootstrap 95 % CIs, best first."""
     rows = bradley_terry["conditions"]

@@ -28,9 +28,16 @@ from analysis.alignment import (
     quality_measure,
 )
 from analysis.contracts import InputError
+from analysis.divergence import divergence_preference
 from analysis.findings import findings
 from analysis.mixed import sparsity_preference_model
-from analysis.plots import alignment_figure, pareto_figure, ratings_figure, subgroup_figure
+from analysis.plots import (
+    alignment_figure,
+    divergence_figure,
+    pareto_figure,
+    ratings_figure,
+    subgroup_figure,
+)
 from analysis.pluralism import PERMUTATIONS, rater_directions, subgroup_analysis
 from analysis.preference import oriented_pairs, pair_table, preference_summary
 from analysis.quality import (
@@ -102,6 +109,9 @@ def build_report(
             seed=seed,
         ),
         "conditions": rows,
+        "divergence": divergence_preference(
+            judgments, generations, _dense(conditions), bootstrap=bootstrap, seed=seed
+        ),
         "machines": machines(generations),
         "matched_sparsity": matched_sparsity(rows, preference),
         "match_tolerance": MATCH_TOLERANCE,
@@ -151,6 +161,11 @@ def study_page_summary(
         "conditions": condition_table(conditions, generations, None),
         "machines": machines(generations),
     }
+
+
+def _dense(conditions: Sequence[dict]) -> str | None:
+    """The dense condition's name (the first, if a study has several), or None."""
+    return next((c["name"] for c in conditions if c["policy"].get("kind") == "dense"), None)
 
 
 def _split_gold(judgments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -250,6 +265,8 @@ def report_figures(report: dict) -> dict[str, str]:
     rows = report["conditions"]
     if rows:
         figures["alignment"] = alignment_figure(rows)
+    if any(r.get("kl_from_dense") is not None for r in rows):
+        figures["divergence"] = divergence_figure(rows, report["divergence"])
     if report["preference"]:
         figures["ratings"] = ratings_figure(report["preference"]["bradley_terry"])
     quality = report["pareto"]["quality"]
@@ -342,6 +359,11 @@ METHODS = (
     "together in a rotating order) of finished generations (each with a normal 95 % CI of "
     "the mean over generations), all against one axis, the achieved sparsity (1 − mean "
     "active fraction, with its CI), one curve per policy family and site; "
+    "divergence and preference: across the sparse conditions, Pearson's correlation and the "
+    "least-squares slope of the win rate against dense (ties ½) on the mean KL from dense "
+    "(at least 3 conditions), and within conditions the same on (item, condition) points "
+    "with each condition's mean taken out of both, each with a 95 % percentile bootstrap "
+    "interval over items (a drawn item brings its verdicts and its outputs); "
     "each non-static policy is compared with the static policy of nearest achieved sparsity "
     "when the two are within the stated tolerance, else reported as no match "
     "(differences, and their head-to-head win rate with a Wilson CI when judged directly); "

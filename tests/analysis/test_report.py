@@ -142,6 +142,35 @@ def test_all_ties():
     assert result["agreement"]["choice"]["percent_agreement_without_ties"] is None
     ratings = [r["rating"] for r in result["preference"]["bradley_terry"]["conditions"]]
     assert np.allclose(ratings, 1000)
+    # No width is not certainty: no interval, and the reason.
+    for pair in result["preference"]["pairs"]:
+        assert pair["win_rate_ties_half_ci_cluster"] is None
+        assert pair["win_rate_ties_half_ci_note"] == (
+            "none: every item's verdicts gave the same rate")
+    static = result["conditions"][1]
+    assert static["win_rate_vs_dense"] == 0.5 and static["win_rate_vs_dense_ci"] is None
+    assert static["win_rate_vs_dense_ci_note"].startswith("none: every item")
+
+
+def test_divergence_is_plotted_and_related_to_preference_where_it_can_be():
+    g = generations(n_items=8)
+    kl = {"dense": None, "static": 0.2, "dynamic": 0.05}
+    g["kl_from_dense"] = [
+        None if kl[c] is None else kl[c] * (1 + int(i[1:]) % 3 / 2)
+        for i, c in zip(g["item"], g["condition"], strict=True)
+    ]
+    g["top1_agreement_with_dense"] = [None if v is None else 1 - v for v in g["kl_from_dense"]]
+    result = report(full_design(mixed_winner, n_items=8), g)
+    divergence = result["divergence"]
+    # Two sparse conditions: two points lie on any line.
+    assert [p["condition"] for p in divergence["condition_level"]["points"]] == [
+        "dynamic", "static"]
+    assert divergence["condition_level"]["correlation"] is None
+    assert "a relation needs 3" in divergence["condition_level"]["note"]
+    assert divergence["item_level"]["n_points"] == 16
+    assert divergence["item_level"]["slope"] is not None
+    assert "divergence" in report_figures(result)
+    assert "least-squares slope of the win rate" in result["methods"]
 
 
 def test_missing_telemetry_gives_none_not_nan():

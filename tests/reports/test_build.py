@@ -619,3 +619,30 @@ def test_generations_carry_provenance_and_speed_is_paired_only_within_a_machine(
                   if s["metric"] == "rss_increase_mib")
     assert memory["text"].startswith("Memory added over the worker's resident set at the "
                                      "generation's start (MiB) goes from 1.0 (dense) to 1.0")
+
+
+def test_divergence_reaches_the_report_plotted_and_related_to_preference(tmp_path):
+    study, _ = rated_study(n_items=5, n_raters=2, name="divergence",
+                           conditions={k: SWEEP[k] for k in ("dense", "static 20%", "static 40%",
+                                                              "static 55%")},
+                           design="vs_first")
+    kl = {"static 20%": 0.02, "static 40%": 0.08, "static 55%": 0.3}
+    for g in Generation.objects.filter(item__study=study).select_related("condition"):
+        if g.condition.name in kl:
+            value = kl[g.condition.name] * (1 + g.item_id % 3)
+            g.telemetry = {**g.telemetry, "kl_from_dense": value,
+                           "top1_agreement_with_dense": 1 - value}
+            g.save()
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "60")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    level = summary["divergence"]["condition_level"]
+    assert [p["condition"] for p in level["points"]] == ["static 20%", "static 40%", "static 55%"]
+    rows = {r["condition"]: r for r in summary["conditions"]}
+    for point in level["points"]:  # one number, one computation: the conditions table's
+        row = rows[point["condition"]]
+        assert point["kl_from_dense"] == pytest.approx(row["kl_from_dense"])
+        assert point["win_rate_vs_dense"] == pytest.approx(row["win_rate_vs_dense"])
+    assert level["correlation"] is not None and level["slope_ci"] is not None
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="plot-divergence"' in html and 'id="divergence-preference"' in html
+    assert summary["divergence"]["item_level"]["n_points"] == 15
