@@ -5,18 +5,22 @@
 
 1. ``correctness``: the Triton kernels against the torch gather path on CUDA (every site, fp16,
    bf16 and int8, at 70B widths), and greedy tokens of the tiny random model on the CUDA-graph
-   decode step against the Python layer loop, for every site.
+   decode step against the Python layer loop, for every site, in fp32 and with its projections
+   int8 (``int8.quantize_model_int8``).
 2. ``layers``: one LLaMA-70B layer (d 8192, f 28672, 64/8 heads, bf16, batch 1), CUDA-event
    timed: dense (cuBLAS ``F.linear``, all seven projections) and each site at 0/25/40/50/65 %
    of its thresholded values dropped (thresholds at those quantiles of the token's values),
    with the bytes each read, its speed-up over dense, its byte ratio (dense bytes / its bytes)
-   and the fraction of that ratio it reaches; the same for 8-bit weights at 50 %.
+   and the fraction of that ratio it reaches; the same for 8-bit weights at 50 % (``Int8Linear``
+   projections laid out as an int8 model holds them).
 3. ``copy_bandwidth_bytes_per_s``: a 4 GiB device-to-device copy (bytes read + written per
    second): the roof the dense decode is held to.
 4. ``decode``: a random 70B-shaped model with as many layers as fit (bf16), batch-1 greedy
    decode through ``LeanDecoder`` (``StaticStep``: CUDA graphs), dense and each site with
    per-layer thresholds calibrated to drop ~50 % (on the prompt's values): tokens/s, weight
    bytes per token, speed-up over dense, and dense's share of the copy bandwidth.
+   ``decode_int8``: the same with the model's projections int8 (``quantize_model_int8``), its
+   weight bytes counted as int8 values plus fp32 scales.
 
 Writes ``bench_gpu.json`` to ``--out`` (default ``$OUT``, else the working directory) and prints
 a table. ``--dry-run`` runs every step on tiny shapes on the CPU with the kernels under Triton's
@@ -27,6 +31,7 @@ its timings there mean nothing.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -37,12 +42,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
+from torch import nn
 from transformers import LlamaForCausalLM
 from transformers.initialization import no_init_weights
 
 from inference import kernels, triton_kernels
 from inference.config import SHAPES, ModelShape
 from inference.decoder import LeanDecoder
+from inference.int8 import Int8Linear, quantize_model_int8
 from inference.policies import DensePolicy, StaticPolicy
 from inference.random_model import llama_config, tiny_llama
 from inference.sparse_mlp import set_thresholds, sparse_mlps
@@ -136,14 +143,18 @@ def kernel_checks(device: torch.device, d: int, f: int) -> dict:
 
 def decode_checks(device: torch.device) -> dict:
     """Greedy tokens of the tiny random model in fp32 (no TF32): the static step (CUDA graphs
-    on CUDA) against the Python layer loop, every site at 0.3. (In bf16 the two sum attention
+    on CUDA) against the Python layer loop, every site at 0.3, with fp32 weights and with the
+    whole model's projections int8 (``quantize_model_int8``). (In bf16 the two sum attention
     in different orders, and a threshold may then keep a different entry.)"""
     dtype = torch.float32
     prompt = torch.tensor([[1, 9, 17, 30, 41, 5, 12, 7]], device=device)
     out = {}
-    for name, policy in {"dense": DensePolicy(), **{s: StaticPolicy(0.3, site=s) for s in SITES}
-                         }.items():  # fmt: skip
-        model = sparsify(tiny_llama().to(device=device, dtype=dtype), policy)
+    policies = {"dense": DensePolicy(), **{s: StaticPolicy(0.3, site=s) for s in SITES}}
+    runs = [(name, policy, False) for name, policy in policies.items()]
+    runs += [(f"int8 {name}", policy, True) for name, policy in policies.items()]
+    for name, policy, int8 in runs:
+        model = tiny_llama().to(device=device, dtype=dtype)
+        model = sparsify(quantize_model_int8(model) if int8 else model, policy)
         tokens = []
         for static in (True, False):
             decoder = LeanDecoder(model, 24, compiled_step=static, static_step=static)
@@ -227,8 +238,7 @@ def layer_timings(device: torch.device, shape: ModelShape, clock: Clock) -> dict
                     attention_weights + (1 + 2 * kept) * f * d)  # fmt: skip
             seconds = clock(run)
             points.append(_point(site, drop, seconds, dense_s, read, dense_weights))
-    int8 = _int8_layer(device, shape, clock, x, o_in, attention, gate, up, down_t,
-                       transposed, gate_t, up_t, act, dense_weights)  # fmt: skip
+    int8 = _int8_layer(clock, x, o_in, attention, gate, up, down_t, act)
     return {
         "shape": f"{shape.name}: d {d}, f {f}, heads {shape.num_heads}/{shape.num_kv_heads}",
         "dtype": "bf16",
@@ -254,51 +264,59 @@ def _point(site, drop, seconds, dense_s, read_weights, dense_weights) -> dict:
     }
 
 
-def _int8_layer(device, shape, clock, x, o_in, attention, gate, up, down_t, transposed,
-                gate_t, up_t, act, dense_weights) -> dict:  # fmt: skip
-    """8-bit weights (1 byte each plus a fp32 scale per output row): dense (the int8 GEMV) and
-    each site at 50 %, against bf16 dense's bytes."""
-    q = {name: triton_kernels.quantize_int8(w, output_axis=0) for name, w in attention.items()}
-    q_t = {name: triton_kernels.quantize_int8(w, output_axis=1) for name, w in transposed.items()}
-    q_gate, q_up = (triton_kernels.quantize_int8(w, output_axis=0) for w in (gate, up))
-    q_gate_t, q_up_t = (triton_kernels.quantize_int8(w, output_axis=1) for w in (gate_t, up_t))
-    q_down_t = triton_kernels.quantize_int8(down_t, output_axis=1)
-    q_down = triton_kernels.quantize_int8(down_t.t().contiguous(), output_axis=0)
-    lin = triton_kernels.linear
+def _int8_layer(clock, x, o_in, attention, gate, up, down_t, act) -> dict:
+    """8-bit weights as an int8 model holds them (``int8.Int8Linear``: 1 byte a weight plus a
+    fp32 scale per output row; row-major for the dense GEMV and the sites' gate and up, down
+    transposed; every projection transposed at the input site): dense and each site at 50 %,
+    against bf16 dense's bytes."""
+
+    def int8(weight: torch.Tensor, *, transposed: bool = False) -> Int8Linear:
+        q = triton_kernels.quantize_int8(weight, output_axis=0)
+        linear = Int8Linear(q.values, q.scale)
+        linear.set_transposed(transposed)
+        return linear
+
+    q = {name: int8(w) for name, w in attention.items()}
+    q_t = {name: int8(w, transposed=True) for name, w in attention.items()}
+    q_gate, q_up = int8(gate), int8(up)
+    q_gate_t, q_up_t = int8(gate, transposed=True), int8(up, transposed=True)
+    q_down = int8(down_t.t(), transposed=True)  # as a SparseMLP holds down: [F, D] rows
 
     def attention_dense():
         for name in ("q", "k", "v"):
-            lin(x, q[name])
-        lin(o_in, q["o"])
+            q[name].matvec(x)
+        q["o"].matvec(o_in)
 
     def dense():
         attention_dense()
-        lin(act(lin(x, q_gate)) * lin(x, q_up), q_down)
+        q_down.matvec(act(q_gate.matvec(x)) * q_up.matvec(x))
 
-    a = act(lin(x, q_gate))
-    h = a * lin(x, q_up)
+    a = act(q_gate.matvec(x))
+    h = a * q_up.matvec(x)
     t_a, t_h, t_x, t_o = (_quantile_threshold(v, 0.5) for v in (a, h, x, o_in))
+    gate_up_down = (q_gate.kernel_weight, q_up.kernel_weight, q_down.kernel_weight)
 
     def input_site():
         for name in ("q", "k", "v"):
-            triton_kernels.input_matvec(q_t[name], x, t_x)
-        triton_kernels.input_matvec(q_t["o"], o_in, t_o)
-        gx = triton_kernels.input_matvec(q_gate_t, x, t_x)[0]
-        ux = triton_kernels.input_matvec(q_up_t, x, t_x)[0]
-        triton_kernels.input_matvec(q_down_t, act(gx) * ux, t_h)
+            triton_kernels.input_matvec(q_t[name].kernel_weight, x, t_x)
+        triton_kernels.input_matvec(q_t["o"].kernel_weight, o_in, t_o)
+        gx = triton_kernels.input_matvec(q_gate_t.kernel_weight, x, t_x)[0]
+        ux = triton_kernels.input_matvec(q_up_t.kernel_weight, x, t_x)[0]
+        triton_kernels.input_matvec(q_down.kernel_weight, act(gx) * ux, t_h)
 
     runs = {
         "dense": dense,
-        "h": lambda: (attention_dense(), triton_kernels.h_ffn(q_gate, q_up, q_down_t, x, t_h, act)),
-        "gate": lambda: (attention_dense(),
-                         triton_kernels.gate_ffn(q_gate, q_up, q_down_t, x, t_a, act)),
+        "h": lambda: (attention_dense(), triton_kernels.h_ffn(*gate_up_down, x, t_h, act)),
+        "gate": lambda: (attention_dense(), triton_kernels.gate_ffn(*gate_up_down, x, t_a, act)),
         "input": input_site,
-    }  # fmt: skip
+    }
     seconds = {name: clock(fn) for name, fn in runs.items()}
+    int8_bytes = sum(m.weight.numel() + 4 * m.scales.numel()
+                     for m in (*q.values(), q_gate, q_up, q_down))  # fmt: skip
     return {
-        "weight_bytes": dense_weights,  # one byte each (scales: < 0.1 %)
+        "weight_bytes": int8_bytes,  # a byte a weight and a fp32 scale an output row
         "seconds_at_50_percent": seconds,
-        "dense_bytes_per_s": dense_weights / seconds["dense"],
+        "dense_bytes_per_s": int8_bytes / seconds["dense"],
     }
 
 
@@ -367,10 +385,15 @@ def calibrated_thresholds(model, site: str, prompt: torch.Tensor, drop: float) -
     return out
 
 
-def decode_speed(device: torch.device, shape: ModelShape, layers: int, tokens: int) -> dict:
+def decode_speed(
+    device: torch.device, shape: ModelShape, layers: int, tokens: int, *, int8: bool = False
+) -> dict:
     """Greedy batch-1 decode of ``tokens`` tokens on a random ``shape`` model of ``layers``
-    layers: dense, then each site at ~50 % (thresholds calibrated on the prompt)."""
+    layers: dense, then each site at ~50 % (thresholds calibrated on the prompt). ``int8``:
+    the model's projections int8 with per-output scales (``quantize_model_int8``)."""
     model = random_model_on(device, shape, layers)
+    if int8:
+        quantize_model_int8(model)
     prompt = torch.randint(7, shape.vocab_size, (1, 32), device=device,
                            generator=torch.Generator(device=device).manual_seed(2))  # fmt: skip
     thresholds = {site: calibrated_thresholds(model, site, prompt, 0.5) for site in SITES}
@@ -409,11 +432,20 @@ def decode_speed(device: torch.device, shape: ModelShape, layers: int, tokens: i
         }
     for timed in runs.values():
         timed["speedup_over_dense"] = timed["tokens_per_s"] / runs["dense"]["tokens_per_s"]
-    element = 2 if device.type == "cuda" else 4
-    weight_bytes = sum(p.numel() for p in model.parameters()) * element
+    weight_bytes = _weight_bytes(model)
+    weights = "int8" if int8 else str(model.model.norm.weight.dtype).removeprefix("torch.")
     del model
-    return {"shape": shape.name, "layers": layers, "tokens": tokens,
+    return {"shape": shape.name, "layers": layers, "tokens": tokens, "weights": weights,
             "weight_bytes": weight_bytes, "runs": runs}  # fmt: skip
+
+
+def _weight_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s weights as stored: its parameters, and each ``Int8Linear``'s int8
+    values and fp32 scales."""
+    int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    return sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
+        m.weight.numel() + 4 * m.scales.numel() for m in int8
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -463,14 +495,18 @@ def run(args: argparse.Namespace) -> dict:
         torch.cuda.empty_cache()
         layers = args.layers or layers_that_fit(shape, device, 6 * 2**30)
         e2e_shape = shape
-    decode = decode_speed(device, e2e_shape, layers, 4 if dry else args.tokens)
-    dense = decode["runs"]["dense"]
-    dense_bytes_per_s = decode["weight_bytes"] * dense["tokens_per_s"]
-    decode["dense_weight_bytes_per_s"] = dense_bytes_per_s
-    decode["dense_share_of_copy_bandwidth"] = (
-        dense_bytes_per_s / result["copy_bandwidth_bytes_per_s"]
-    )
-    result["decode"] = decode
+    for key, int8 in (("decode", False), ("decode_int8", True)):
+        decode = decode_speed(device, e2e_shape, layers, 4 if dry else args.tokens, int8=int8)
+        dense_bytes_per_s = decode["weight_bytes"] * decode["runs"]["dense"]["tokens_per_s"]
+        decode["dense_weight_bytes_per_s"] = dense_bytes_per_s
+        decode["dense_share_of_copy_bandwidth"] = (
+            dense_bytes_per_s / result["copy_bandwidth_bytes_per_s"]
+        )
+        result[key] = decode
+        gc.collect()  # a decoder and its static step refer to each other (and its graphs)
+        if not dry:
+            torch.cuda.empty_cache()
+        print(key, "done", f"{time.perf_counter() - started:.0f} s", flush=True)
     result["wall_s"] = time.perf_counter() - started
     return result
 
@@ -492,16 +528,18 @@ def table(result: dict) -> str:
     lines.append("8-bit weights, ms (dense; sites at 50 %): " + ", ".join(
         f"{k} {v * 1e3:.3f}" for k, v in int8["seconds_at_50_percent"].items()))  # fmt: skip
     lines.append(f"copy bandwidth {result['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s")
-    decode = result["decode"]
-    lines.append(
-        f"decode, {decode['shape']} with {decode['layers']} layers, {decode['tokens']} tokens; "
-        f"dense at {decode['dense_share_of_copy_bandwidth']:.0%} of the copy bandwidth"
-    )
-    for name, run_ in decode["runs"].items():
+    for decode in (result["decode"], result["decode_int8"]):
         lines.append(
-            f"  {name:6} {run_['tokens_per_s']:8.2f} tok/s  x{run_['speedup_over_dense']:.2f}  "
-            f"active {run_['mean_active_fraction']:.0%}  static step {run_['static_step']}"
+            f"decode, {decode['shape']} with {decode['layers']} layers "
+            f"({decode['weights']} weights), {decode['tokens']} tokens; "
+            f"dense at {decode['dense_share_of_copy_bandwidth']:.0%} of the copy bandwidth"
         )
+        for name, run_ in decode["runs"].items():
+            lines.append(
+                f"  {name:6} {run_['tokens_per_s']:8.2f} tok/s  "
+                f"x{run_['speedup_over_dense']:.2f}  active {run_['mean_active_fraction']:.0%}  "
+                f"static step {run_['static_step']}"
+            )
     checks = result["correctness"]
     ok = all(c["ok"] for per in checks["kernels"].values() for c in per.values())
     same = all(c["same_greedy_tokens"] for c in checks["decode"].values())

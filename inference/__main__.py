@@ -279,8 +279,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help=".gguf file or HF directory")
     parser.add_argument(
-        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-        help="auto: a GGUF's weights in the file's block formats; float32: dequantized",
+        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"],
+        help="auto: a GGUF's weights in the file's block formats; float32: dequantized; "
+        "int8: projections int8 with per-output scales, the rest bf16 (the GPU's 8-bit path)",
     )  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None)
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inference.devices import DeviceNames, device_misuse
+from inference.int8 import is_int8
 from inference.kernels import bag_sum, gathered_ffn
 from inference.plan import Placement, synthetic_frequency
 from inference.policies import DensePolicy
@@ -230,6 +231,8 @@ def split_hot_cold(
         raise ValueError(f"hot_neurons has {len(hot_neurons)} layers, the model {len(layers)}")
     if is_split_hot_cold(model):
         raise ValueError("model is already split into hot and cold neurons")
+    if is_int8(model):
+        raise ValueError("a hot/cold split holds float weights, not int8 ones")
     if not sparse_mlps(model):
         sparsify(model, DensePolicy())
     for i, (layer, layer_frequency) in enumerate(zip(layers, frequency, strict=True)):

@@ -14,9 +14,10 @@ kernels on a GGUF's blocks (``csrc/quant_kernels.cpp``, formats in ``csrc/quant_
 are called from ``inference.quantized``.
 
 ``torch.utils.cpp_extension.load`` compiles the project's own C++ files with the system compiler
-(about a minute once; cached under ``~/.cache/torch_extensions/inference``, or
-``$TORCH_EXTENSIONS_DIR/inference``). Where it cannot be built (no compiler), or with
-``INFERENCE_KERNELS=0``, ``compiled_gathered_ffn()`` returns ``None``.
+(about a minute once per checkout and version of the sources; cached under
+``~/.cache/torch_extensions/inference``, or ``$TORCH_EXTENSIONS_DIR/inference``). Where it
+cannot be built (no compiler), or with ``INFERENCE_KERNELS=0``, ``compiled_gathered_ffn()``
+returns ``None``.
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ def _build_name() -> str:
 
 
 def build_directory(name: str) -> Path:
-    """Where the extension called ``name`` is built and cached."""
+    """Where the extension called ``name`` is built and cached, one directory per checkout:
+    torch writes the sources' paths into the build's ``build.ninja``, so two checkouts of one
+    version sharing a directory rebuilt over each other at each load (minutes each)."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    return Path(root) / "inference" / name
+    checkout = hashlib.sha256(str(_CSRC.resolve()).encode()).hexdigest()[:8]
+    return Path(root) / "inference" / f"{name}-{checkout}"
 
 
 @contextmanager

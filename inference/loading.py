@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from inference.int8 import quantize_model_int8
 from inference.model_info import (
     CACHE_FORMAT,
     converted_entry_ready,
@@ -30,8 +31,10 @@ from inference.model_info import (
 from inference.quantized import load_gguf_quantized
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# "auto": a GGUF keeps its own block formats (inference.quantized), a directory loads as fp32.
-LOAD_DTYPES = ("auto", *DTYPES)
+# "auto": a GGUF keeps its own block formats (inference.quantized), a directory loads as fp32;
+# "int8": the projections int8 with per-output scales, the rest bf16 (inference.int8: the GPU's
+# 8-bit path).
+LOAD_DTYPES = ("auto", *DTYPES, "int8")
 
 
 @dataclass
@@ -68,7 +71,9 @@ def load_model(
     ``path``: a ``.gguf`` file or a local Hugging Face model directory (default: the shipped GGUF).
     ``dtype``: ``auto`` (a GGUF's weights stay in the file's block formats, never copied to
     fp32; a directory loads as fp32), or ``float32`` (the reference: a GGUF dequantized),
-    ``bfloat16``, ``float16``.
+    ``bfloat16``, ``float16``, or ``int8`` (bf16 with every decoder projection int8 with
+    per-output scales, ``int8.quantize_model_int8``: for the GPU, where the Triton kernels read
+    it; a CPU without ``TRITON_INTERPRET=1`` multiplies by the dequantized matrices).
     ``cache_dir``: root of the converted-GGUF cache (default ``./var/model-cache``); each model
     lives in ``<cache_dir>/<fingerprint>/``. Directories are loaded directly, never cached.
     """
@@ -92,8 +97,10 @@ def load_model(
         raise ValueError(f"{path} is neither a .gguf file nor a model directory")
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    torch_dtype = torch.float32 if dtype == "auto" else DTYPES[dtype]
+    torch_dtype = DTYPES.get(dtype, torch.bfloat16 if dtype == "int8" else torch.float32)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    if dtype == "int8":
+        quantize_model_int8(model)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, path=str(path))
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference import triton_kernels
+from inference.int8 import Int8Linear, triton_runs_on
 from inference.kernels import (
     compiled_kernels,
     dense_linear,
@@ -45,6 +47,9 @@ MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 def _transposed_view(linear: nn.Linear) -> None:
     """Store ``linear.weight`` transposed (``[in, out]`` contiguous) in place, keeping ``weight``
     a ``[out, in]`` view of it: a column of the matrix becomes a contiguous row."""
+    if isinstance(linear, Int8Linear):
+        linear.set_transposed(True)
+        return
     weight = linear.weight
     if weight.t().is_contiguous():
         return
@@ -66,7 +71,9 @@ def _lay_out(linear: nn.Module, transposed: bool) -> None:
 
 def row_major(linear: nn.Linear) -> None:
     """Undo ``_transposed_view``: ``weight`` contiguous ``[out, in]`` again."""
-    if not linear.weight.is_contiguous():
+    if isinstance(linear, Int8Linear):
+        linear.set_transposed(False)
+    elif not linear.weight.is_contiguous():
         with torch.no_grad():
             linear.weight = nn.Parameter(linear.weight.contiguous(), requires_grad=False)
 
@@ -191,7 +198,55 @@ class SparseQuantLinear(QuantLinear):
         return f"{super().extra_repr()}, {self.part}, threshold={self.threshold:g}"
 
 
-SPARSE_LINEARS = (SparseLinear, SparseQuantLinear)
+class SparseInt8Linear(Int8Linear):
+    """``SparseLinear`` on int8 weights (``int8.Int8Linear``), stored transposed: one token
+    reads only the int8 rows of its kept inputs (``triton_kernels.input_matvec``, where Triton
+    runs: else the masked reference on the dequantized matrix, which reads every row)."""
+
+    def __init__(self, linear: Int8Linear, part: str) -> None:
+        super().__init__(linear.weight, linear.scales)
+        self.set_transposed(True)
+        self.part = part
+        self.threshold = 0.0
+        self.skipping = True
+        self.use_kernel = True
+        self.recording = False
+        self.read_weights: list[int] = []
+        self.last_kept = 0.0
+        self.last_read_rows = 0
+
+    note = SparseLinear.note
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, in] -> [B, S, out]
+        read_rows = self.in_features
+        one_token = x.shape[:-1].numel() == 1 and self.skipping
+        if self.threshold <= 0.0:
+            out, kept = super().forward(x), float(self.in_features)
+        elif one_token and self.use_kernel and triton_runs_on(x.device):
+            out, kept = triton_kernels.input_matvec(
+                self.kernel_weight, x.reshape(-1), self.threshold
+            )
+            kept = int(kept)
+            out, read_rows = out.view(*x.shape[:-1], -1), kept
+        else:  # a prompt, or the masked reference: every weight is read
+            keep = x.abs() >= self.threshold
+            out = F.linear(x * keep, self.dequantized(x.dtype))
+            kept = keep.float().sum(-1).mean().item()
+        self.note(kept, read_rows)
+        return out
+
+    def to_linear(self, *, transposed: bool = False) -> Int8Linear:
+        """An ``Int8Linear`` holding the same weights, row-major again unless ``transposed``."""
+        linear = Int8Linear(self.weight, self.scales)
+        linear.set_transposed(transposed)
+        return linear
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.part}, threshold={self.threshold:g}"
+
+
+SPARSE_LINEARS = (SparseLinear, SparseQuantLinear, SparseInt8Linear)
 
 
 class SparseMLP(nn.Module):
@@ -263,7 +318,11 @@ class SparseMLP(nn.Module):
     def _swap(owner: nn.Module, name: str, sparse: bool, part: str, down_transposed: bool) -> None:
         linear = getattr(owner, name)
         if sparse and not isinstance(linear, SPARSE_LINEARS):
-            cls = SparseQuantLinear if isinstance(linear, QuantLinear) else SparseLinear
+            cls = (
+                SparseQuantLinear if isinstance(linear, QuantLinear)
+                else SparseInt8Linear if isinstance(linear, Int8Linear)
+                else SparseLinear
+            )  # fmt: skip
             setattr(owner, name, cls(linear, part))
         elif not sparse and isinstance(linear, SPARSE_LINEARS):  # down stays transposed
             setattr(
@@ -310,11 +369,30 @@ class SparseMLP(nn.Module):
             out, kept = self._skipping_blocks(x1)
             self.note_kept(kept)
             return out.view(x.shape)
+        if isinstance(self.down_proj, Int8Linear):
+            out, kept = self._skipping_int8(x1)
+            self.note_kept(kept)
+            return out.view(x.shape)
         weights = (self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight.t())
         kernel = h_ffn if self.site == "h" else gate_ffn
         out, kept = kernel(*weights, x1, self.threshold, self.act_fn, use_kernel=self.use_kernel)
         self.note_kept(kept)
         return out.view(x.shape)
+
+    def _skipping_int8(self, x1: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``_skipping`` on int8 weights (down transposed): the Triton int8 kernels where they
+        run, else the PyTorch path on the dequantized matrices."""
+        gate, up, down = self.gate_proj, self.up_proj, self.down_proj
+        if self.use_kernel and triton_runs_on(x1.device):
+            kernel = triton_kernels.h_ffn if self.site == "h" else triton_kernels.gate_ffn
+            weights = (gate.kernel_weight, up.kernel_weight, down.kernel_weight)
+            out, kept = kernel(*weights, x1, self.threshold, self.act_fn)
+            return out, int(kept)
+        kernel = h_ffn if self.site == "h" else gate_ffn
+        dtype = x1.dtype
+        weights = (gate.dequantized(dtype), up.dequantized(dtype),
+                   down.dequantized(dtype).t().contiguous())  # fmt: skip
+        return kernel(*weights, x1, self.threshold, self.act_fn, use_kernel=False)
 
     def _skipping_blocks(self, x1: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``_skipping`` on GGUF blocks (down laid out transposed): the compiled kernel, or

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from inference.int8 import Int8Linear, is_int8
 from inference.policies import Policy
 from inference.predictor import PredictorMLP, Predictors, attach_predictors
 from inference.quantized import QuantLinear, is_quantized
@@ -33,12 +34,13 @@ def sparsify(model: nn.Module, policy: Policy, fingerprint: str | None = None) -
     if site not in (None, "h") and is_split_hot_cold(model):
         raise ValueError(f"a hot/cold split model runs the h site and predictors, not {site!r}")
     quantized = is_quantized(model)
-    if predicting and quantized:
+    if predicting and (quantized or is_int8(model)):
         raise ValueError("predictor policies run on fp32 weights: load with MODEL_DTYPE=float32")
     for layer in layers:
         if not isinstance(layer.mlp, SparseMLP):
             for name in ("gate_proj", "up_proj", "down_proj"):
-                assert isinstance(getattr(layer.mlp, name, None), nn.Linear | QuantLinear), (
+                linear = getattr(layer.mlp, name, None)
+                assert isinstance(linear, nn.Linear | QuantLinear | Int8Linear), (
                     f"{type(layer.mlp).__name__}.{name} is not an nn.Linear"
                 )
             layer.mlp = SparseMLP(layer.mlp)

@@ -25,26 +25,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from inference import triton_kernels
-from inference.sparse_mlp import INPUT_GROUPS, SparseLinear, SparseMLP
+from inference.int8 import Int8Linear
+from inference.sparse_mlp import INPUT_GROUPS, SparseInt8Linear, SparseLinear, SparseMLP
 
 MAX_GRAPHS = 8  # CUDA graphs one decoder captures (one per signature)
 
 
 def static_unsupported(model: nn.Module) -> str | None:
     """Why ``StaticDecoder`` cannot decode ``model`` (None when it can): every layer's MLP a
-    ``SparseMLP`` (any site, dense at threshold 0) whose weights the Triton kernels take, and
-    attention projections that are plain ``nn.Linear`` or the input site's ``SparseLinear``."""
+    ``SparseMLP`` (any site, dense at threshold 0) whose weights the Triton kernels take (fp16,
+    bf16, fp32, or int8 ``Int8Linear``), and attention projections that are plain ``nn.Linear``
+    or the input site's ``SparseLinear`` (their int8 kinds alike)."""
     for layer in model.model.layers:
         mlp = layer.mlp
         if type(mlp) is not SparseMLP:
             return f"{type(mlp).__name__} layers (only SparseMLP)"
         names = ("q_proj", "k_proj", "v_proj", "o_proj")
-        wanted = SparseLinear if mlp.site == "input" else nn.Linear
-        if any(type(getattr(layer.self_attn, name)) is not wanted for name in names):
-            return f"attention projections other than {wanted.__name__} at the {mlp.site} site"
-        weights = [p for p in layer.parameters() if p.dim() == 2]
-        if weights[0].dtype not in triton_kernels.DTYPES[:3]:
-            return f"weights in {weights[0].dtype} (the kernels take fp16, bf16, fp32)"
+        sparse = mlp.site == "input"
+        wanted = (SparseLinear, SparseInt8Linear) if sparse else (nn.Linear, Int8Linear)
+        if any(type(getattr(layer.self_attn, name)) not in wanted for name in names):
+            return f"attention projections other than {wanted[0].__name__} at the {mlp.site} site"
+        q_proj = layer.self_attn.q_proj
+        dtype = q_proj.weight.dtype
+        if not isinstance(q_proj, Int8Linear) and dtype not in triton_kernels.DTYPES[:3]:
+            return f"weights in {dtype} (the kernels take fp16, bf16, fp32, int8)"
     return None
 
 
@@ -135,12 +139,12 @@ class StaticStep:
         """One projection of one token (``x: [in]``): the input site's kernel where its
         threshold is positive, else dense; appends its kept inputs to ``counts`` if at the
         input site."""
-        if not isinstance(linear, SparseLinear):
-            return F.linear(x, linear.weight)
+        if not isinstance(linear, SparseLinear | SparseInt8Linear):
+            return _dense(linear, x)
         if not positive[group]:
             counts.append(self._constant(linear.in_features))
-            return F.linear(x, linear.weight)
-        out, kept = triton_kernels.input_matvec(linear.weight.t(), x, self.thresholds[i, group])
+            return _dense(linear, x)
+        out, kept = triton_kernels.input_matvec(_rows(linear), x, self.thresholds[i, group])
         counts.append(kept)
         return out
 
@@ -171,11 +175,13 @@ class StaticStep:
             gate = self._project(mlp.gate_proj, x, i, 2, positive, counts)
             up = self._project(mlp.up_proj, x, i, 2, positive, counts)
             return self._project(mlp.down_proj, mlp.act_fn(gate) * up, i, 3, positive, counts)
-        weights = (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight.t())
         if not positive[0]:  # dense: -1 tells the telemetry so (SparseMLP.note_kept)
             counts.extend([self._constant(-1)] + [self._constant(0)] * 6)
-            h = mlp.act_fn(F.linear(x, weights[0])) * F.linear(x, weights[1])
-            return F.linear(h, mlp.down_proj.weight)
+            h = mlp.act_fn(_dense(mlp.gate_proj, x)) * _dense(mlp.up_proj, x)
+            return _dense(mlp.down_proj, h)
+        weights = (mlp.gate_proj, mlp.up_proj)
+        weights = (*(w.kernel_weight if isinstance(w, Int8Linear) else w.weight for w in weights),
+                   _rows(mlp.down_proj))  # fmt: skip
         kernel = triton_kernels.h_ffn if site == "h" else triton_kernels.gate_ffn
         out, kept = kernel(*weights, x, self.thresholds[i, 0], mlp.act_fn)
         counts.extend([kept] + [self._constant(0)] * 6)
@@ -183,6 +189,22 @@ class StaticStep:
 
     def _constant(self, value: int) -> torch.Tensor:
         return torch.full((), value, dtype=torch.long, device=self.device)
+
+
+def _dense(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One token through a whole projection: cuBLAS on a float weight, the Triton int8 GEMV on
+    an ``Int8Linear``."""
+    if isinstance(linear, Int8Linear):
+        return linear.matvec(x)
+    return F.linear(x, linear.weight)
+
+
+def _rows(linear: nn.Module) -> torch.Tensor | triton_kernels.Int8Weight:
+    """A projection stored transposed as the kernels read it: ``[in, out]`` rows."""
+    if isinstance(linear, Int8Linear):
+        assert linear.transposed, "the row-skipping kernels read int8 weights transposed"
+        return linear.kernel_weight
+    return linear.weight.t()
 
 
 def _groups(mlp: SparseMLP) -> list[float]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inference.int8 import Int8Linear
 from inference.sparse_mlp import attention_linears
 
 
@@ -141,9 +142,12 @@ def bytes_read_per_token(model: nn.Module, mlps: list, reads: list[list[int]]) -
     ``GenerationResult`` fields. Steps: the calls each MLP recorded; none (only a prompt): the
     dense figures, which a prompt reads."""
     mlp0 = mlps[0]  # a hot/cold split's MLP holds its blocks, not gate_proj
+    # int8: a byte a weight and its share of its row's fp32 scale (gate's share: down's rows
+    # are longer, so its scales are overcounted by under 0.2 % of a layer's bytes)
+    gate = getattr(mlp0, "gate_proj", None)
     element = (
-        stored_bytes_per_weight(mlp0.gate_proj)
-        if getattr(mlp0, "quantized", False)
+        stored_bytes_per_weight(gate)
+        if getattr(mlp0, "quantized", False) or isinstance(gate, Int8Linear)
         else next(mlp0.parameters()).element_size()
     )
     layers = model.model.layers

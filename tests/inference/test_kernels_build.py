@@ -18,3 +18,14 @@ def test_a_lock_left_by_a_killed_build_does_not_hang_the_next_load():
     done = subprocess.run([sys.executable, "-c", LOAD], timeout=300, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert not (directory / "lock").exists()
+
+
+def test_each_checkout_builds_in_its_own_directory(monkeypatch, tmp_path):
+    """torch writes the sources' paths into build.ninja: two checkouts of one version sharing a
+    directory would rebuild over each other at each load."""
+    name = kernels._build_name()
+    here = kernels.build_directory(name)
+    assert here.name.startswith(name) and here == kernels.build_directory(name)
+    monkeypatch.setattr(kernels, "_CSRC", tmp_path / "other-checkout" / "inference" / "csrc")
+    elsewhere = kernels.build_directory(name)
+    assert elsewhere != here and elsewhere.parent == here.parent

@@ -33,7 +33,7 @@ def test_loads_local_hf_directory(tiny_dir, tmp_path):
 def test_dtype_is_applied_and_checked(tiny_dir, tmp_path):
     assert load_model(tiny_dir, dtype="bfloat16", cache_dir=tmp_path).model.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
-        load_model(tiny_dir, dtype="int8", cache_dir=tmp_path)
+        load_model(tiny_dir, dtype="int4", cache_dir=tmp_path)
 
 
 def test_missing_or_unknown_paths(tmp_path):
