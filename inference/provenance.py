@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from inference.decoder import LeanDecoder, decoder_for
+from inference.int8 import is_int8
 from inference.quantized import block_formats
 
 
@@ -32,12 +33,15 @@ def cpu_model() -> str:
 def machine_provenance(model: nn.Module, source_path: str) -> dict:
     """``host, cpu_model, threads, gpu_name, torch_version, weight_format`` of `model` in
     this process (``gpu_name`` "" on the CPU; ``weight_format``: the weights' dtype and the
-    file they came from, e.g. ``torch.float32 from .gguf``, or a GGUF's block formats kept as
-    stored, ``Q4_1/Q8_0 blocks from .gguf``)."""
+    file they came from, e.g. ``torch.float32 from .gguf``, a GGUF's block formats kept as
+    stored, ``Q4_1/Q8_0 blocks from .gguf``, or int8 projections, ``int8 projections with fp32
+    scales, torch.bfloat16 elsewhere from a directory``)."""
     weight = next(model.parameters())
     device = weight.device
     blocks = block_formats(model)  # GGUF blocks as stored; the norms alone are fp32
     weights = f"{'/'.join(blocks)} blocks" if blocks else str(weight.dtype)
+    if is_int8(model):  # the parameters left are embeddings, norms and head
+        weights = f"int8 projections with fp32 scales, {weight.dtype} elsewhere"
     return {
         "host": socket.gethostname(),
         "cpu_model": cpu_model(),

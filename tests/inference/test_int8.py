@@ -17,6 +17,7 @@ from inference.int8 import (
 )
 from inference.loading import load_model
 from inference.policies import DensePolicy, PredictorPolicy, StaticPolicy
+from inference.provenance import machine_provenance
 from inference.sparse_mlp import SparseInt8Linear, sparse_mlps
 from inference.sparsify import sparsify
 from inference.static_decoder import StaticStep
@@ -188,3 +189,7 @@ def test_the_loader_gives_int8_projections_and_bf16_rest(tiny_dir):
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([PROMPT])).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    # A generation's provenance names the weights as they are, not the bf16 left around them.
+    assert machine_provenance(model, str(tiny_dir))["weight_format"] == (
+        "int8 projections with fp32 scales, torch.bfloat16 elsewhere from a directory"
+    )
