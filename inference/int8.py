@@ -8,10 +8,16 @@
 - ``convert_for_runtime(model)``: swap those projections for empty ``Int8Linear`` modules, so
   ``model.load_state_dict(state, assign=True)`` takes the int8 state dict.
 
-``quantize_model_int8(model)`` does both on a loaded model. One token through an ``Int8Linear``
-runs the Triton int8 GEMV (``triton_kernels``: on CUDA, or on CPU tensors under
-``TRITON_INTERPRET=1``), reading 1 byte a weight plus its row's scale; a prompt, and a CPU
-without the interpreter, multiply by the dequantized matrix (``dequantized``: the reference).
+``quantize_model_int8(model)`` does both on a loaded model. For a model too large to load in a
+float dtype first (a 70B in bf16 is 140 GB), ``write_int8_checkpoint`` is the offline step on a
+Hugging Face directory, one tensor at a time, and ``load_int8_checkpoint`` builds the model on
+the meta device and takes the int8 tensors as they are read (``loading.load_model(path,
+dtype="int8")`` writes it once under the model cache, then reads it).
+
+One token through an ``Int8Linear`` runs the Triton int8 GEMV (``triton_kernels``: on CUDA,
+or on CPU tensors under ``TRITON_INTERPRET=1``), reading 1 byte a weight plus its row's scale;
+a prompt, and a CPU without the interpreter, multiply by the dequantized matrix
+(``dequantized``: the reference).
 ``sparsify`` then lays the int8 matrices out for a site as it does float ones (exactly: a
 transpose keeps each output's scale) and the sites run the int8 Triton kernels.
 """
@@ -19,10 +25,16 @@ transpose keeps each output's scale) and the sites run the int8 Triton kernels.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from inference import triton_kernels
 
@@ -162,6 +174,56 @@ def quantize_model_int8(model: nn.Module) -> nn.Module:
         setattr(model.get_submodule(parent_name), name,
                 Int8Linear(quantized.values, quantized.scale))  # fmt: skip
     return model
+
+
+_PROJECTION_KEY = re.compile(
+    r"model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight"
+)
+
+
+def write_int8_checkpoint(source: Path, out: Path, *, dtype: torch.dtype = torch.bfloat16) -> None:
+    """The offline step on a Hugging Face directory ``source`` (``config.json``, safetensors
+    shards): ``out`` gets each shard with its projections' weights int8 plus ``.scales``
+    (quantized from the weights as stored), every other tensor in ``dtype``, and the config.
+    Reads one tensor at a time and holds one shard's output: never the whole model."""
+    shards = sorted(source.glob("*.safetensors"))
+    if not shards or not (source / "config.json").is_file():
+        raise FileNotFoundError(f"{source} holds no config.json and safetensors shards")
+    out.mkdir(parents=True, exist_ok=True)
+    for shard in shards:
+        tensors = {}
+        with safe_open(shard, framework="pt") as stored:
+            for key in stored.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
+                tensor = stored.get_tensor(key)
+                if _PROJECTION_KEY.fullmatch(key):
+                    quantized = triton_kernels.quantize_int8(tensor, output_axis=0)
+                    prefix = key.removesuffix(".weight")
+                    tensors[key], tensors[f"{prefix}.scales"] = quantized.values, quantized.scale
+                else:
+                    tensors[key] = tensor.to(dtype)
+        save_file(tensors, out / shard.name)
+    shutil.copyfile(source / "config.json", out / "config.json")
+
+
+def load_int8_checkpoint(directory: Path) -> nn.Module:
+    """The model ``write_int8_checkpoint`` wrote to ``directory``, in eval mode: built on the
+    meta device, its projections swapped for ``Int8Linear`` (``convert_for_runtime``), each
+    shard's tensors taken as read (no float copy of the projections is ever made)."""
+    config = AutoConfig.from_pretrained(directory)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    convert_for_runtime(model)
+    for shard in sorted(directory.glob("*.safetensors")):
+        model.load_state_dict(load_file(shard), strict=False, assign=True)
+    # Buffers no checkpoint holds (the rotary frequencies) were made on meta: make them again.
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    missing = [name for name, t in (*model.named_parameters(), *model.named_buffers())
+               if t.device.type == "meta"]  # fmt: skip
+    if missing:
+        raise ValueError(f"{directory} lacks {', '.join(missing[:5])}")
+    return model.eval()
 
 
 def is_int8(model: nn.Module) -> bool:

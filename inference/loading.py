@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from inference.int8 import quantize_model_int8
+from inference.int8 import load_int8_checkpoint, write_int8_checkpoint
 from inference.model_info import (
     CACHE_FORMAT,
     converted_entry_ready,
@@ -72,8 +72,11 @@ def load_model(
     ``dtype``: ``auto`` (a GGUF's weights stay in the file's block formats, never copied to
     fp32; a directory loads as fp32), or ``float32`` (the reference: a GGUF dequantized),
     ``bfloat16``, ``float16``, or ``int8`` (bf16 with every decoder projection int8 with
-    per-output scales, ``int8.quantize_model_int8``: for the GPU, where the Triton kernels read
-    it; a CPU without ``TRITON_INTERPRET=1`` multiplies by the dequantized matrices).
+    per-output scales: for the GPU, where the Triton kernels read it; a CPU without
+    ``TRITON_INTERPRET=1`` multiplies by the dequantized matrices). ``int8`` quantizes the
+    weights as stored once, tensor by tensor, into ``<cache_dir>/<fingerprint>.int8/``
+    (``int8.write_int8_checkpoint``; a directory's too) and reads that afterwards, so no float
+    copy of the model is ever held.
     ``cache_dir``: root of the converted-GGUF cache (default ``./var/model-cache``); each model
     lives in ``<cache_dir>/<fingerprint>/``. Directories are loaded directly, never cached.
     """
@@ -97,11 +100,11 @@ def load_model(
         raise ValueError(f"{path} is neither a .gguf file nor a model directory")
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    torch_dtype = DTYPES.get(dtype, torch.bfloat16 if dtype == "int8" else torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     if dtype == "int8":
-        quantize_model_int8(model)
-    model.eval()
+        model = load_int8_checkpoint(_int8_entry(source, cache_root / f"{fingerprint}.int8"))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES.get(dtype, torch.float32))
+        model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, path=str(path))
 
 
@@ -115,6 +118,13 @@ def _stored_gguf(gguf: Path, tokenizer_entry: Path, fingerprint: str) -> LoadedM
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_entry)
     model = load_gguf_quantized(gguf, config)
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, path=str(gguf))
+
+
+def _int8_entry(source: Path, entry: Path) -> Path:
+    """``entry``, holding ``source``'s int8 checkpoint (written on the first call)."""
+    if not (entry / "config.json").is_file():
+        _write_entry(entry, lambda tmp: write_int8_checkpoint(source, tmp), "config.json")
+    return entry
 
 
 def _write_entry(entry: Path, save, marker_name: str) -> None:

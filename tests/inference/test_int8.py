@@ -22,7 +22,7 @@ from inference.sparse_mlp import SparseInt8Linear, sparse_mlps
 from inference.sparsify import sparsify
 from inference.static_decoder import StaticStep
 from inference.telemetry import bytes_read_per_token, weight_bytes_per_device
-from tests.inference.conftest import tiny_model
+from tests.inference.conftest import tiny_model, tiny_tokenizer
 
 PROMPT = [1, 9, 17, 30, 41, 5, 12, 7]
 SITES = ("h", "gate", "input")
@@ -179,8 +179,38 @@ def test_what_int8_does_not_take_is_refused():
         sparsify(int8_model(), PredictorPolicy(predictor="p.pt"))
 
 
-def test_the_loader_gives_int8_projections_and_bf16_rest(tiny_dir):
-    loaded = load_model(tiny_dir, dtype="int8")
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_loader_writes_an_int8_checkpoint_once_and_reads_it(tmp_path, tied):
+    """``load_model(dtype="int8")``: the offline checkpoint (quantized from the weights as
+    stored, the rest bf16) read onto a meta-built model equals quantizing the loaded model."""
+    source = tmp_path / "model"
+    fp32 = tiny_model()
+    if tied:
+        fp32.config.tie_word_embeddings = True
+        fp32.tie_weights()
+    fp32.save_pretrained(source)
+    tiny_tokenizer().save_pretrained(source)
+    loaded = load_model(source, dtype="int8", cache_dir=tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("*.int8")
+    written = {p.name: p.stat().st_mtime_ns for p in entry.iterdir()}
+    expected = quantize_model_int8(fp32).state_dict()
+    state = loaded.model.state_dict()
+    assert state.keys() == expected.keys()
+    for key, value in expected.items():
+        exact = key.endswith(".scales") or value.dtype == torch.int8
+        want = value if exact else value.to(torch.bfloat16)
+        torch.testing.assert_close(state[key], want, rtol=0, atol=0, msg=key)
+    if tied:
+        assert loaded.model.lm_head.weight is loaded.model.model.embed_tokens.weight
+    again = load_model(source, dtype="int8", cache_dir=tmp_path / "cache").model
+    assert {p.name: p.stat().st_mtime_ns for p in entry.iterdir()} == written
+    with torch.inference_mode():
+        ids = torch.tensor([PROMPT])
+        torch.testing.assert_close(again(input_ids=ids).logits, loaded.model(input_ids=ids).logits)
+
+
+def test_the_loader_gives_int8_projections_and_bf16_rest(tiny_dir, tmp_path):
+    loaded = load_model(tiny_dir, dtype="int8", cache_dir=tmp_path)
     model = loaded.model
     assert is_int8(model)
     assert isinstance(model.model.layers[0].mlp.down_proj, Int8Linear)
