@@ -154,7 +154,7 @@ def convert_for_runtime(model: nn.Module) -> nn.Module:
     """Swap each projection of ``model`` for an empty ``Int8Linear`` of its shape (on its
     device), ready for ``load_state_dict(create_int8_state_dict(...), assign=True)``; returns
     ``model``. Projections already ``Int8Linear`` stay."""
-    for prefix, linear in list(_projections(model)):
+    for prefix, linear in _projections(model):  # lazily: one float matrix freed at a time
         if isinstance(linear, Int8Linear):
             continue
         parent_name, name = prefix.rsplit(".", 1)
@@ -166,7 +166,7 @@ def convert_for_runtime(model: nn.Module) -> nn.Module:
 def quantize_model_int8(model: nn.Module) -> nn.Module:
     """``model``'s projections as int8 with per-output scales, in place (both steps, layer by
     layer so a model on a GPU never holds a second copy of more than one projection)."""
-    for prefix, linear in list(_projections(model)):
+    for prefix, linear in _projections(model):  # lazily: one float matrix freed at a time
         if isinstance(linear, Int8Linear):
             continue
         quantized = _quantized(prefix, linear)

@@ -2,10 +2,13 @@
 the fp32 one, and each site through the int8 Triton kernels against its masked reference (on
 CPU under Triton's interpreter; on CUDA, compiled, where it exists)."""
 
+import weakref
+
 import pytest
 import torch
 from torch import nn
 
+from inference import int8, triton_kernels
 from inference.decoder import LeanDecoder
 from inference.int8 import (
     PROJECTIONS,
@@ -72,6 +75,24 @@ def test_state_dict_and_runtime_conversion_are_the_one_step_model():
     assert sum(isinstance(m, Int8Linear) for m in one_step.modules()) == 7 * len(
         one_step.model.layers
     )
+
+
+def test_quantizing_frees_each_float_matrix_as_it_goes(monkeypatch):
+    """A model filling a GPU in bf16 has room for one more matrix, not for an int8 copy of all
+    of them: each float matrix is freed once its int8 one is in place."""
+    model = tiny_model()
+    weights = [weakref.ref(linear.weight) for _, linear in int8._projections(model)]
+    quantize = triton_kernels.quantize_int8
+    alive_done = []
+
+    def counting(weight, *, output_axis):
+        alive_done.append(sum(ref() is not None for ref in weights[: len(alive_done)]))
+        return quantize(weight, output_axis=output_axis)
+
+    monkeypatch.setattr(triton_kernels, "quantize_int8", counting)
+    quantize_model_int8(model)
+    assert len(alive_done) == len(weights) == 7 * len(model.model.layers)
+    assert max(alive_done) <= 1  # at most the one just swapped out, held by the loop
 
 
 def test_bytes_are_int8_values_plus_fp32_scales():
