@@ -5,8 +5,9 @@ Plain tables in, plain rows out (no Django). A *condition* is a name and its pol
 ...}``, ``{"kind": "calibrated", "target_sparsity": ...}``); *generations* is one row per
 finished output with ``condition, item, active_fraction, tokens_per_s, latency_s,
 peak_rss_bytes, passed`` (True / False / None when not checked) and optionally ``outcome``
-(why a check ended as it did, `evaluation.sandbox.outcomes.OUTCOME_KINDS`) and
-``weight_bytes_read_per_token``. Everything is put on one axis: the achieved sparsity.
+(why a check ended as it did, `evaluation.sandbox.outcomes.OUTCOME_KINDS`),
+``weight_bytes_read_per_token``, ``prefill_tokens_per_s`` and ``decode_tokens_per_s``.
+Everything is put on one axis: the achieved sparsity.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.bootstrap import item_bootstrap_counts, percentile_ci
+from analysis.by_model import model_of, study_models
 from analysis.paired import (
     ALPHA,
     POWER,
@@ -34,6 +36,9 @@ from evaluation.passk import pass_at_k_over_problems
 # (key, generations column, scale, largest possible value); none is below 0.
 _TELEMETRY = (
     ("tokens_per_s", "tokens_per_s", 1.0, math.inf),
+    # The prompt's forward and the decode steps apart (a long prompt's prefill is not decode).
+    ("prefill_tokens_per_s", "prefill_tokens_per_s", 1.0, math.inf),
+    ("decode_tokens_per_s", "decode_tokens_per_s", 1.0, math.inf),
     ("latency_s", "latency_s", 1.0, math.inf),
     ("peak_rss_mib", "peak_rss_bytes", 1 / 2**20, math.inf),
     # The peak above the worker's resident set at the generation's start.
@@ -74,15 +79,17 @@ def series_of(policy: dict) -> str:
 def condition_table(
     conditions: Sequence[dict], generations: pd.DataFrame, preference: dict | None
 ) -> list[dict]:
-    """One row per condition (study order): family, series (family and site), setting,
-    achieved sparsity (1 − mean active_fraction), telemetry means, Pass@1, Bradley–Terry
-    rating with its CI and the win rate (ties ½) against the dense condition, each with a
-    95 % interval (``<key>_ci``: telemetry a normal interval of the mean over generations,
-    Pass@1 Wilson, BT item bootstrap, win rate bootstrap or Wilson).
+    """One row per condition (study order): family, series (family and site, and the model
+    when the study has several), setting, achieved sparsity (1 − mean active_fraction),
+    telemetry means, Pass@1, Bradley–Terry rating with its CI and the win rate (ties ½)
+    against the dense condition (``dense_condition``: its own model's, else the study's
+    first), each with a 95 % interval (``<key>_ci``: telemetry a normal interval of the mean
+    over generations, Pass@1 Wilson, BT item bootstrap, win rate bootstrap or Wilson).
 
     In: conditions as ``{"name", "policy"}`` (optionally ``"summary"``, a short text,
-    ``"skips_bytes"``: whether the engine skips reading weights for it, None when unknown, and
-    ``"bytes_note"``: which weight bytes it can skip, in words),
+    ``"skips_bytes"``: whether the engine skips reading weights for it, None when unknown,
+    ``"bytes_note"``: which weight bytes it can skip, in words, and ``"model"`` and
+    ``"model_fingerprint"``: the weights it ran, `analysis.by_model`),
     the generations table, and `preference_summary`'s output (or None). Missing values are
     None."""
     bt, controlled = {}, {}
@@ -91,15 +98,28 @@ def condition_table(
         style = preference.get("style_control") or {"conditions": []}
         controlled = {row["condition"]: row for row in style["conditions"]}
     dense = [c["name"] for c in conditions if c["policy"].get("kind") == "dense"]
+    # Each model is compared with its own dense condition (the study's first without one).
+    dense_of_model: dict[str, str] = {}
+    for c in conditions:
+        if c["policy"].get("kind") == "dense":
+            dense_of_model.setdefault(model_of(c), c["name"])
+    several_models = len(study_models(conditions)) > 1
     rows = []
     for condition in conditions:
         name = condition["name"]
+        model = model_of(condition)
         family, threshold = policy_axis(condition["policy"])
         own = generations[generations["condition"] == name] if len(generations) else generations
+        reference = dense_of_model.get(model, dense[0] if dense else None)
         row = {
             "condition": name,
             "family": family,
-            "series": series_of(condition["policy"]),
+            # One curve per model (and alignment-vector λ) when the study has several.
+            "series": f"{series_of(condition['policy'])} · {model}" if several_models
+            else series_of(condition["policy"]),
+            "model": model,
+            "model_fingerprint": condition.get("model_fingerprint") or "",
+            "dense_condition": reference,
             "site": str(condition["policy"].get("site") or "h"),
             "summary": condition.get("summary") or name,
             "skips_bytes": condition.get("skips_bytes"),
@@ -117,8 +137,8 @@ def condition_table(
                 controlled[name]["rating_ci"] if name in controlled else None
             ),
         }
-        row.update(_versus(name, dense[0] if dense else None, preference))
-        row.update(_paired_with_dense(name, dense[0] if dense else None, generations))
+        row.update(_versus(name, reference, preference))
+        row.update(_paired_with_dense(name, reference, generations))
         rows.append(row)
     return rows
 

@@ -243,7 +243,9 @@ def family_findings(rows: Sequence[dict]) -> list[dict]:
     """Per series (policy family and site) with points besides dense: ``series``, the
     sparsity range and ``sentences`` (each ``metric, direction, text``; direction "up",
     "down" or "none" against dense)."""
-    dense = next((r for r in rows if r["family"] == "dense" and r["sparsity"] is not None), None)
+    first_dense = next(
+        (r for r in rows if r["family"] == "dense" and r["sparsity"] is not None), None
+    )
     series = dict.fromkeys(r["series"] for r in rows if r["family"] != "dense")
     out = []
     for name in series:
@@ -253,6 +255,9 @@ def family_findings(rows: Sequence[dict]) -> list[dict]:
         )
         if not points:
             continue
+        # A series of one model is read against that model's dense condition.
+        dense = next((r for r in rows if r["condition"] == points[0].get("dense_condition")
+                      and r["sparsity"] is not None), first_dense)
         sentences = [
             _metric_sentence("win_rate_vs_dense", dense, points),
             _metric_sentence("pass_at_1", dense, points),

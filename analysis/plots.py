@@ -24,6 +24,7 @@ CURVES = (
 )
 
 
+_DENSE_MARKERS = ("*", "D", "P", "X", "s")
 # Drawn in other units than the rows hold: bytes as MB (no "1e8" scale above the panel).
 _SCALE = {"bytes_read_per_token": 1e-6}
 
@@ -76,13 +77,18 @@ def _errors(points: Sequence[dict], key: str) -> list[list[float]] | None:
 @_plain_text
 def alignment_figure(rows: Sequence[dict]) -> str:
     """Every metric against the achieved sparsity (1 − mean active fraction), one colour
-    and legend entry per series (policy family and site), dense as its own point. Bars are
-    95 % intervals on both axes wherever there are some; a series with one point is drawn
-    as a point, not a line. The Bradley–Terry panel adds each series' style-controlled
-    ratings, dashed, when the report has them."""
+    and legend entry per series (policy family and site, and the model when several), dense
+    as its own point (one marker per model). Bars are 95 % intervals on both axes wherever
+    there are some; a series with one point is drawn as a point, not a line. The
+    Bradley–Terry panel adds each series' style-controlled ratings, dashed, when the report
+    has them."""
     series = list(dict.fromkeys(r["series"] for r in rows if r["family"] != "dense"))
     colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(series)}
-    groups = [("dense", [r for r in rows if r["family"] == "dense"], "black", "*")]
+    # Dense as black points, one marker per model when the study has several.
+    dense_series = list(dict.fromkeys(r["series"] for r in rows if r["family"] == "dense"))
+    groups = [(name, [r for r in rows if r["family"] == "dense" and r["series"] == name],
+               "black", _DENSE_MARKERS[i % len(_DENSE_MARKERS)])
+              for i, name in enumerate(dense_series)]
     groups += [(name, [r for r in rows if r["series"] == name], colours[name], "o")
                for name in series]
     figure, axes = plt.subplots(2, 4, figsize=(15, 7))

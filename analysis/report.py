@@ -6,10 +6,11 @@ renders the result.
 In (`build_report`): *judgments* ``item, rater, condition_a, condition_b, winner``
 (+ ``side_a``, ``generation_a``, ``generation_b``); *generations* ``generation, item,
 condition, active_fraction, tokens_per_s, latency_s, peak_rss_bytes, passed``;
-*conditions* ``[{"name", "policy"}]`` in study order (optionally ``summary`` and
-``skips_bytes``, see `condition_table`); optionally *profiles* ``rater,
-question, answer`` and the study's *profile_questions* for the subgroup analysis. Out: a
-JSON-ready dict; every statistic that cannot be computed is None with a note saying why.
+*conditions* ``[{"name", "policy"}]`` in study order (optionally ``summary``,
+``skips_bytes``, ``model`` and ``model_fingerprint``, see `condition_table`); optionally
+*profiles* ``rater, question, answer`` and the study's *profile_questions* for the subgroup
+analysis. Out: a JSON-ready dict (``by_model`` None for a study of one model); every
+statistic that cannot be computed is None with a note saying why.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from analysis.alignment import (
     pareto_front,
     quality_measure,
 )
+from analysis.by_model import by_model_section, study_models
 from analysis.contracts import InputError
 from analysis.divergence import divergence_preference
 from analysis.findings import findings
@@ -112,6 +114,8 @@ def build_report(
         "divergence": divergence_preference(
             judgments, generations, _dense(conditions), bootstrap=bootstrap, seed=seed
         ),
+        # None for a study of one model: its report is as before.
+        "by_model": by_model_section(conditions, rows, generations),
         "machines": machines(generations),
         "matched_sparsity": matched_sparsity(rows, preference),
         "match_tolerance": MATCH_TOLERANCE,
@@ -138,8 +142,9 @@ def study_page_summary(
     """What a study page shows of `build_report`, computed by the same functions on the
     same tables and settings, so these are the report's numbers: ``counts``, ``conditions``
     (telemetry and Pass@1; their Bradley–Terry and win-rate columns are None, those need
-    the models), ``agreement``, ``preference`` (only its ``pairs``), ``preference_note``
-    and ``sequential``. Without the models, plots and subgroups, which take seconds."""
+    the models), ``agreement``, ``preference`` (only its ``pairs``), ``preference_note``,
+    ``sequential`` and ``models`` (the keys of the conditions' models, in study order).
+    Without the statistical models, plots and subgroups, which take seconds."""
     order = [c["name"] for c in conditions]
     judgments, _ = _split_gold(judgments)
     preference, preference_note = None, "no judgments yet"
@@ -159,6 +164,7 @@ def study_page_summary(
         "preference_note": preference_note,
         "sequential": sequential_section(judgments, order),
         "conditions": condition_table(conditions, generations, None),
+        "models": study_models(conditions),
         "machines": machines(generations),
     }
 
@@ -350,7 +356,10 @@ METHODS = (
     "passed; 95 % CI: Wilson with one sample per problem; with several samples of a problem, "
     "which are not independent, a percentile bootstrap over problems of the mean per-problem "
     "share, 2000 replicates, seed 0, Wilson over problems where the bootstrap has no width), "
-    "mean tokens/s, latency, weight bytes read per token, peak "
+    "mean tokens/s (new tokens over the whole latency, prompt included), prefill tokens/s "
+    "(prompt tokens over the prompt's forward) and decode tokens/s (one over the mean decode "
+    "step), apart because a long prompt's prefill is not decode speed, latency, weight bytes "
+    "read per token, peak "
     "resident memory and its increase over the worker's resident set at the generation's "
     "start, the divergence from dense (dense's answer teacher-forced under dense and under "
     "the policy: mean per-token KL(dense ‖ policy) and top-1 agreement) "
@@ -386,5 +395,11 @@ METHODS = (
     "the Pareto front keeps conditions that no other beats on both quality (Pass@1, else BT "
     "rating) and tokens/s. Bootstrap resamples, permutations and seed are stated at the top of "
     "the report. "
+    "By model (a study whose conditions run on several models or alignment-vector points): "
+    "one curve per model against the achieved sparsity, each model's conditions compared with "
+    "its own dense condition; whether a model keeps more neurons than another at the same "
+    "policy as the mean paired difference in achieved sparsity over the items (and samples) "
+    "both answered, with a Student-t 95 % interval and paired t test, Holm-adjusted over the "
+    "comparisons. "
     "Sequential monitoring: " + STOPPING_RULE
 )

@@ -20,9 +20,11 @@ MBPP_TEMPLATE = (
     "Your code should pass these tests:\n\n{tests}\n\n"
     "{name}Reply with one ```python code block."
 )
+# DS-1000 marks the gap "BEGIN SOLUTION" in its numpy, pandas, ... problems and
+# "# SOLUTION START" in its matplotlib ones.
 DS1000_INSTRUCTION = (
-    "Complete the code where it says BEGIN SOLUTION. Reply with only the missing code in one "
-    "```python code block."
+    "Complete the code where it says BEGIN SOLUTION or SOLUTION START. Reply with only the "
+    "missing code in one ```python code block."
 )
 MBPP_DATASETS = ("mbpp", "mbpp-sanitized")
 

@@ -54,7 +54,8 @@ class Source:
 SOURCES: dict[str, Source] = {
     "items": Source(lambda study: Item.objects.filter(study=study)),
     "conditions": Source(lambda study: Condition.objects.filter(study=study),
-                         whole=("id", "name", "policy", "position")),
+                         whole=("id", "name", "policy", "position", "model_id",
+                                "aligned_model_id", "alignment_lambda")),
     "criteria": Source(lambda study: Criterion.objects.filter(study=study), whole=("id", "name")),
     "gold": Source(lambda study: GoldAnswer.objects.filter(pair__study=study),
                    whole=("pair_id", "winner")),
@@ -148,13 +149,20 @@ GENERATION_EXPORT = [
     "generation",
     "item",
     "condition",
+    # The weights it ran: the condition's model key (`selectors.ConditionModel`) and the
+    # content fingerprint the worker recorded for this output.
+    "model",
+    "model_fingerprint",
     "policy",
     "sample_index",
     "status",
     "text",
+    "prompt_tokens",
     "new_tokens",
     "latency_s",
     "tokens_per_s",
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s",
     "peak_rss_bytes",
     "active_fraction",
     "weight_bytes_read_per_token",
@@ -269,7 +277,8 @@ def generation_rows(study: Study) -> list[dict]:
     verdict (``NOT_RUN`` where its check failed for good and never ran)."""
     generations = (
         SOURCES["generations"].rows(study)
-        .select_related("item", "condition", "execution", "execution_job")
+        .select_related("item", "condition__model", "condition__aligned_model", "execution",
+                        "execution_job")
         .order_by("item_id", "condition__position", "sample_index", "id")
     )
     rows = []
@@ -282,13 +291,17 @@ def generation_rows(study: Study) -> list[dict]:
                 "generation": g.id,
                 "item": g.item.task_id,
                 "condition": g.condition.name,
+                "model": selectors.condition_model_key(g.condition),
+                "model_fingerprint": g.model_fingerprint,
                 "policy": g.condition.policy_text(),
                 "sample_index": g.sample_index,
                 "status": g.status,
                 "text": g.text,
                 "new_tokens": g.new_tokens,
                 "latency_s": g.latency_s,
+                "prompt_tokens": g.prompt_tokens,
                 "tokens_per_s": g.tokens_per_s,
+                **_prefill_and_decode_speed(g),
                 "peak_rss_bytes": g.peak_rss_bytes,
                 "active_fraction": g.active_fraction,
                 "weight_bytes_read_per_token": g.telemetry.get(WEIGHT_BYTES_READ),
@@ -307,6 +320,21 @@ def generation_rows(study: Study) -> list[dict]:
             }
         )
     return rows
+
+
+def _prefill_and_decode_speed(g: Generation) -> dict:
+    """The prompt's and the reply's speed apart: tokens/s pools them (new tokens over the
+    whole latency), and a long prompt (DS-1000's) then reads as a slow decode.
+    ``prefill_tokens_per_s``: prompt tokens over the prompt's forward; ``decode_tokens_per_s``:
+    one token per decode step, over the mean step (the first new token, sampled from the
+    prompt's forward, is not a step). None where the telemetry lacks them (no step ran)."""
+    prefill_s = g.telemetry.get("prefill_s") or 0.0
+    step_s = g.telemetry.get("decode_latency_s_per_token") or 0.0
+    return {
+        "prefill_tokens_per_s": g.prompt_tokens / prefill_s
+        if prefill_s > 0 and g.prompt_tokens else None,
+        "decode_tokens_per_s": 1.0 / step_s if step_s > 0 else None,
+    }
 
 
 def _memory_and_provenance(g: Generation) -> dict:
@@ -430,6 +458,7 @@ def read_study(study: Study) -> StudyTables:
     selection = selectors.judgments_for_analysis(study)
     counted = set(selection.counted.values_list("id", flat=True))
     excluded = {r.rater_id for r in selection.excluded}
+    models = selectors.condition_models(study)
     conditions = [
         {
             "name": c.name,
@@ -437,6 +466,8 @@ def read_study(study: Study) -> StudyTables:
             "summary": c.summary(),
             "skips_bytes": c.skips_bytes(),
             "bytes_note": c.bytes_note(),
+            "model": models[c.id].key,
+            "model_fingerprint": models[c.id].fingerprint,
         }
         for c in SOURCES["conditions"].rows(study).select_related("calibration")
         .order_by("position", "id")

@@ -18,7 +18,16 @@ from django.urls import reverse
 from analysis.__main__ import main as analysis_cli
 from analysis.alignment import NOT_RUN
 from annotations import services
-from annotations.models import Enrolment, Execution, ExecutionJob, Generation, Judgment, Study
+from annotations.models import (
+    Condition,
+    Enrolment,
+    Execution,
+    ExecutionJob,
+    Generation,
+    Judgment,
+    ModelEntry,
+    Study,
+)
 from reports import build as report_build
 from tests.annotations.conftest import finish_generations, make_study
 
@@ -83,6 +92,11 @@ def rated_study(
         g.active_fraction = min(1.0, active + rng.uniform(-0.02, 0.02))
         g.tokens_per_s = speed + rng.uniform(-0.5, 0.5)
         g.latency_s = 30 / g.tokens_per_s
+        # A 300-token prompt read at 40x the condition's speed; decode steps a bit faster
+        # than the pooled tokens/s, which counts the prompt's time too.
+        g.prompt_tokens = 300
+        g.telemetry = {"prefill_s": 300 / (40 * speed),
+                       "decode_latency_s_per_token": 1 / (1.2 * g.tokens_per_s)}
         g.peak_rss_bytes = int(500 * 2**20 * (0.5 + active / 2))
         g.text = XSS_TEXT if i == 0 else (FORMULA if i == 1 else g.text)
         g.save()
@@ -125,6 +139,7 @@ def test_command_writes_every_file_with_plots_and_inert_payloads(tmp_path):
     assert "&lt;script&gt;alert(&#x27;study&#x27;)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
     assert "http://" not in html.replace("http://evil", ""), "no external asset may be loaded"
+    assert 'id="models-section"' not in html, "one model: no by-model section"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["counts"]["judgments"] == 4 * 6 * 3
     assert summary["agreement"]["overall"]["alpha"] is not None
@@ -555,10 +570,118 @@ def test_the_study_page_computes_the_reports_figures_without_building_the_report
     for key in ("counts", "counting", "agreement", "preference_note", "sequential"):
         assert numbers[key] == summary[key], key
     assert numbers["preference"]["pairs"] == summary["preference"]["pairs"]
-    shown = ["condition", "n_generations", "active_fraction", "tokens_per_s", "latency_s",
-             "peak_rss_mib", "pass_at_1", "pass_at_1_ci", "n_passed", "n_checked", "outcomes"]
+    shown = ["condition", "n_generations", "active_fraction", "tokens_per_s",
+             "prefill_tokens_per_s", "decode_tokens_per_s", "latency_s", "peak_rss_mib",
+             "pass_at_1", "pass_at_1_ci", "n_passed", "n_checked", "outcomes"]
     for page_row, report_row in zip(numbers["conditions"], summary["conditions"], strict=True):
         assert {k: page_row[k] for k in shown} == {k: report_row[k] for k in shown}
+
+
+def test_prefill_and_decode_speeds_are_reported_apart_from_the_pooled_tokens_per_s(
+    tmp_path, users
+):
+    """A long prompt's forward is not decode: each condition shows prefill tokens/s (prompt
+    tokens over the prompt's forward) and decode tokens/s (one over the mean decode step)
+    beside the pooled tokens/s, on the page, in the report and in generations.csv; an output
+    whose telemetry has neither shows none."""
+    study, _ = rated_study(n_items=3, n_raters=1, name="prefill",
+                           conditions={k: SWEEP[k] for k in ("dense", "static 65%")},
+                           design="vs_first")
+    generations = Generation.objects.filter(item__study=study).select_related("condition")
+    for g in generations:
+        dense = g.condition.name == "dense"
+        g.prompt_tokens = 400
+        g.telemetry = {"prefill_s": 0.5, "decode_latency_s_per_token": 0.05 if dense else 0.04}
+        g.save()
+    old = generations.filter(condition__name="dense").order_by("id").first()
+    old.prompt_tokens, old.telemetry = None, {}  # stored before telemetry had them
+    old.save()
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = {r["condition"]: r for r in summary["conditions"]}
+    assert rows["dense"]["prefill_tokens_per_s"] == pytest.approx(800)
+    assert rows["dense"]["decode_tokens_per_s"] == pytest.approx(20)
+    assert rows["static 65%"]["decode_tokens_per_s"] == pytest.approx(25)
+    assert rows["static 65%"]["prefill_tokens_per_s_ci"] is None, "all equal: no width"
+    exported = list(csv.DictReader((tmp_path / "generations.csv").open()))
+    lacking = next(r for r in exported if r["generation"] == str(old.id))
+    assert (lacking["prefill_tokens_per_s"], lacking["decode_tokens_per_s"]) == ("", "")
+    assert {r["decode_tokens_per_s"] for r in exported} - {""} == {"20.0", "25.0"}
+    html = (tmp_path / "report.html").read_text()
+    cells = re.findall(r'<td class="(prefill|decode)-speed">([^<]*)</td>', html)
+    assert cells == [("prefill", "800.0"), ("decode", "20.0"),
+                     ("prefill", "800.0"), ("decode", "25.0")]
+    client = Client()
+    client.force_login(users[0])
+    page = client.get(reverse("study_results", args=[study.id]), HTTP_HX_REQUEST="true")
+    assert re.findall(r'<td class="(prefill|decode)-speed">([^<]*)</td>',
+                      page.content.decode()) == cells
+    assert 'class="model"' not in page.content.decode(), "one model: no model column"
+
+
+def test_a_study_of_two_models_and_an_alignment_vector_is_reported_by_model(tmp_path, users):
+    """Base and aligned models (and the point halfway along the alignment vector) under dense
+    and one threshold: the report draws a curve per model, puts them in a model × policy
+    table, tests whether the aligned model keeps more neurons at the threshold, and the
+    exports name each output's model and fingerprint. Raters never see any of it."""
+    base = ModelEntry.objects.create(key="smol", path="/models/smol", status="valid",
+                                     description={"fingerprint": "f-smol"})
+    dpo = ModelEntry.objects.create(key="smol-dpo", path="/models/smol-dpo", status="valid",
+                                    description={"fingerprint": "f-dpo"})
+    static = {"kind": "static", "threshold": 0.1}
+    study, raters = rated_study(n_items=6, n_raters=1, name="by model", design="vs_first",
+                                conditions={
+                                    "smol dense": ({"kind": "dense"}, 1.0, 10.0, 0.0, 0.6),
+                                    "smol t=0.1": (static, 0.60, 14.0, -0.2, 0.5),
+                                    "dpo dense": ({"kind": "dense"}, 1.0, 10.0, 0.0, 0.6),
+                                    "dpo t=0.1": (static, 0.50, 15.0, -0.3, 0.5),
+                                    "half t=0.1": (static, 0.55, 14.5, -0.2, 0.5),
+                                })
+    conditions = Condition.objects.filter(study=study)
+    conditions.filter(name__startswith="smol").update(model=base)
+    conditions.filter(name__startswith="dpo").update(model=dpo)
+    conditions.filter(name="half t=0.1").update(model=base, aligned_model=dpo,
+                                                alignment_lambda=0.5)
+    fingerprints = {"smol": "f-smol", "dpo ": "f-dpo", "half": "f-merged-0.5"}
+    for g in Generation.objects.filter(item__study=study).select_related("condition"):
+        g.model_fingerprint = next(f for prefix, f in fingerprints.items()
+                                   if g.condition.name.startswith(prefix.strip()))
+        g.save()
+    call_command("study_report", study.id, "--out", str(tmp_path), "--bootstrap", "0")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    by_model = summary["by_model"]
+    assert [(m["model"], m["fingerprints"]) for m in by_model["models"]] == [
+        ("smol", ["f-smol"]), ("smol-dpo", ["f-dpo"]), ("smol→smol-dpo@0.5", ["f-merged-0.5"])]
+    assert [(r["model"], r["condition"]) for r in by_model["table"]] == [
+        ("smol", "smol dense"), ("smol-dpo", "dpo dense"), ("smol", "smol t=0.1"),
+        ("smol-dpo", "dpo t=0.1"), ("smol→smol-dpo@0.5", "half t=0.1")]
+    tests = {t["model"]: t for t in by_model["sparsity"]}
+    assert set(tests) == {"smol-dpo", "smol→smol-dpo@0.5"}
+    assert tests["smol-dpo"]["reference_model"] == "smol"
+    assert tests["smol-dpo"]["estimate"] == pytest.approx(0.10, abs=0.02)
+    assert tests["smol-dpo"]["answer"] == "fewer", "dpo keeps fewer neurons at t=0.1"
+    rows = {r["condition"]: r for r in summary["conditions"]}
+    assert rows["dpo t=0.1"]["dense_condition"] == "dpo dense"
+    assert rows["dpo t=0.1"]["series"] == "static · smol-dpo"
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="models-section"' in html and 'id="model-sparsity-tests"' in html
+    assert "smol→smol-dpo@0.5" in html and "f-merged-0.5" in html
+    exported = list(csv.DictReader((tmp_path / "generations.csv").open()))
+    assert {(r["condition"], r["model"], r["model_fingerprint"]) for r in exported} == {
+        ("smol dense", "smol", "f-smol"), ("smol t=0.1", "smol", "f-smol"),
+        ("dpo dense", "smol-dpo", "f-dpo"), ("dpo t=0.1", "smol-dpo", "f-dpo"),
+        ("half t=0.1", "smol→smol-dpo@0.5", "f-merged-0.5")}
+    staff = Client()
+    staff.force_login(users[0])
+    results = staff.get(reverse("study_results", args=[study.id]), HTTP_HX_REQUEST="true")
+    assert '<td class="model">smol→smol-dpo@0.5</td>' in results.content.decode()
+    # The rater's page names no model.
+    client = Client()
+    client.force_login(raters[0])
+    page = client.get(reverse("rate", args=[study.id]))
+    assert page.status_code in (200, 302)
+    shown = page.content.decode()
+    assert not any(word in shown for word in ("smol", "f-dpo", "/models/"))
 
 
 def test_a_check_that_never_ran_is_counted_beside_pass_at_1_and_exported(users, monkeypatch):
