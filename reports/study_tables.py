@@ -112,6 +112,9 @@ JUDGMENT_EXPORT = [
     "rater",
     "condition_a",
     "condition_b",
+    # The models of the two sides (`selectors.ConditionModel.key`).
+    "model_a",
+    "model_b",
     "generation_a",
     "generation_b",
     "side_a",
@@ -178,10 +181,16 @@ GENERATION_EXPORT = [
 ]
 
 
-def judgment_rows(study: Study, names: dict, *, counted: set[int]) -> list[dict]:
+def judgment_rows(
+    study: Study, names: dict, *, counted: set[int],
+    models: dict[int, selectors.ConditionModel] | None = None,
+) -> list[dict]:
     """Every judgment of the study in `JUDGMENT_EXPORT`'s columns, oldest first; `names`
     maps rater id to pseudonym, ``counted`` says whether the id is in `counted` (the
-    judgments `judgments_for_analysis` counts)."""
+    judgments `judgments_for_analysis` counts), `models` (default: read) is
+    `selectors.condition_models`."""
+    if models is None:
+        models = selectors.condition_models(study)
     rows = list(
         SOURCES["judgments"].rows(study)
         .order_by("created_at", "id")
@@ -202,6 +211,8 @@ def judgment_rows(study: Study, names: dict, *, counted: set[int]) -> list[dict]
             "assignment__pair__generation_b_id",
             "assignment__pair__generation_a__condition__name",
             "assignment__pair__generation_b__condition__name",
+            "assignment__pair__generation_a__condition_id",
+            "assignment__pair__generation_b__condition_id",
         )
     )
     return [
@@ -211,6 +222,8 @@ def judgment_rows(study: Study, names: dict, *, counted: set[int]) -> list[dict]
             "rater": names[r["assignment__rater_id"]],
             "condition_a": r["assignment__pair__generation_a__condition__name"],
             "condition_b": r["assignment__pair__generation_b__condition__name"],
+            "model_a": models[r["assignment__pair__generation_a__condition_id"]].key,
+            "model_b": models[r["assignment__pair__generation_b__condition_id"]].key,
             "generation_a": r["assignment__pair__generation_a_id"],
             "generation_b": r["assignment__pair__generation_b_id"],
             "side_a": "left" if r["assignment__a_on_left"] else "right",
@@ -472,7 +485,7 @@ def read_study(study: Study) -> StudyTables:
         for c in SOURCES["conditions"].rows(study).select_related("calibration")
         .order_by("position", "id")
     ]
-    judgments = judgment_rows(study, names, counted=counted)
+    judgments = judgment_rows(study, names, counted=counted, models=models)
     generations = generation_rows(study)
     return StudyTables(
         names=names,

@@ -27,7 +27,7 @@ STUDY = {
     "gold_block_after": "2",
     "min_response_ms": "0",
     "lease_minutes": "30",
-    "max_new_tokens": "12",
+    "max_new_tokens": "4",
     "datasets": "ds1000",
     "item_count": "3",
     "seed": "0",

@@ -675,6 +675,11 @@ def test_a_study_of_two_models_and_an_alignment_vector_is_reported_by_model(tmp_
     staff.force_login(users[0])
     results = staff.get(reverse("study_results", args=[study.id]), HTTP_HX_REQUEST="true")
     assert '<td class="model">smol→smol-dpo@0.5</td>' in results.content.decode()
+    judged = list(csv.DictReader((tmp_path / "judgments.csv").open()))
+    assert {(r["condition_b"], r["model_b"]) for r in judged} == {
+        ("smol t=0.1", "smol"), ("dpo dense", "smol-dpo"), ("dpo t=0.1", "smol-dpo"),
+        ("half t=0.1", "smol→smol-dpo@0.5")}
+    assert {r["model_a"] for r in judged} == {"smol"}, "vs_first: the first condition's"
     # The rater's page names no model.
     client = Client()
     client.force_login(raters[0])
