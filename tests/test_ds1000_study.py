@@ -81,10 +81,10 @@ def test_a_ds1000_study_is_generated_scored_and_reported_per_condition(tmp_path)
             lambda: not Generation.objects.filter(
                 item__study=study, status__in=["pending", "running"]
             ).exists(),
-            timeout_s=400, what="the six generations", log_path=log_path, process=worker,
+            timeout_s=450, what="the six generations", log_path=log_path, process=worker,
         )
         wait_for(lambda: Execution.objects.filter(generation__item__study=study).count() == 6,
-                 timeout_s=300, what="the six Pass@1 checks", log_path=log_path,
+                 timeout_s=120, what="the six Pass@1 checks", log_path=log_path,
                  process=worker)
     report = study_report(study, bootstrap=0)
     rows = {r["condition"]: r for r in report.summary["conditions"]}
