@@ -25,8 +25,8 @@ from pygments.lexers import DiffLexer, PythonLexer, TextLexer, get_lexer_by_name
 from pygments.token import Error, Text
 from pygments.util import ClassNotFound
 
+from annotations.sessions import CACHE_DOWN
 from evaluation.code_extraction import unfenced_code_lines
-from webapp.sessions import CACHE_DOWN
 
 _FORMATTER = HtmlFormatter(nowrap=True)
 # Longer than a study runs between its outputs' pairing and the last rater.

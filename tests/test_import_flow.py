@@ -14,8 +14,7 @@ ALLOWED = {
     "inference": {"inference"},
     "evaluation": {"evaluation"},
     "analysis": {"analysis", "evaluation"},
-    # webapp.sessions (the session helpers) is the one piece of wiring the app reads.
-    "annotations": {"annotations", "inference", "evaluation", "analysis", "webapp"},
+    "annotations": {"annotations", "inference", "evaluation", "analysis"},
     "reports": {"reports", "annotations", "inference", "evaluation", "analysis", "webapp"},
     # Settings read the engine's device names; urls include the apps by name, not by import.
     "webapp": {"webapp", "inference", "evaluation"},

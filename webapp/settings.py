@@ -138,8 +138,8 @@ if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
         },
     }
     # Sessions read from Redis, written through to the database (a query less on every
-    # request; a Redis outage falls back to the database: webapp/sessions.py).
-    SESSION_ENGINE = "webapp.sessions"
+    # request; a Redis outage falls back to the database: annotations/sessions.py).
+    SESSION_ENGINE = "annotations.sessions"
 elif CACHE_URL:
     raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r} is not a redis:// URL")
 else:

