@@ -78,7 +78,7 @@ class AssignmentAdmin(admin.ModelAdmin):
                     "completed_at", "released_at"]
     list_filter = ["pair__study"]
     raw_id_fields = ["pair"]
-    # Set only with a judgment (selectors._LIVE_SQL reads it as "judged").
+    # Set only with a judgment (selectors.rater._LIVE_SQL reads it as "judged").
     readonly_fields = ["completed_at"]
 
 

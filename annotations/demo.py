@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotations import calibration, pipeline
+from annotations import services
 from annotations.conditions import BuiltCondition, build_sweep
 from annotations.models import Condition, Item, Problem, Study
 from evaluation import datasets
@@ -59,7 +59,7 @@ def library_problems(dataset: str, n: int) -> list[Problem]:
     into the library first."""
     loaders = {"humaneval": datasets.load_humaneval, "mbpp": datasets.load_mbpp}
     problems = loaders[dataset]()
-    pipeline.problems_import(tasks=problems)
+    services.problems_import(tasks=problems)
     ids = [p.task_id for p in problems[:n]]
     by_id = {p.task_id: p for p in Problem.objects.filter(dataset=dataset, task_id__in=ids)}
     return [by_id[task_id] for task_id in ids]
@@ -90,7 +90,7 @@ def demo_seed(*, n_items: int = 4, max_new_tokens: int = 128) -> Study:
             Condition.objects.create(
                 study=study, name=built.name, policy=built.policy, position=position
             )
-        calibration.calibrations_create(study=study, built=conditions)
+        services.calibrations_create(study=study, built=conditions)
         problems = library_problems("humaneval", n_items - n_items // 2) + library_problems(
             "mbpp", n_items // 2
         )

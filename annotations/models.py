@@ -760,7 +760,7 @@ class AssignmentQuerySet(models.QuerySet):
     def live(self, now: datetime) -> AssignmentQuerySet:
         """Assignments that hold a place in their pair's overlap: judged, or leased and
         not yet expired (or leased without an end), and not released. The one statement of
-        the "live assignment" rule: the rate page's SQL (`selectors._LIVE_SQL`) is its
+        the "live assignment" rule: the rate page's SQL (`selectors.rater._LIVE_SQL`) is its
         translation for speed, held to it by a test in every state an assignment can be in."""
         return self.filter(
             Q(completed_at__isnull=False)

@@ -1,7 +1,7 @@
-"""Celery tasks: thin shells that take ids, call the pipeline and return a word; and the
+"""Celery tasks: thin shells that take ids, call a service and return a word; and the
 functions that send them (`generations_enqueue`, `calibrations_enqueue`,
 `executions_enqueue`, `judge_verdicts_enqueue`, and beat's sweep `reap`), so that the
-pipeline never imports its tasks.
+services never import their tasks.
 
 Delivery is at least once (acks_late); every task is safe to run twice because the
 database row, not the message, says what is done."""
@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from annotations import calibration, pipeline, services
+from annotations import selectors, services
 from annotations.models import Calibration, ExecutionJob, Generation, JudgeVerdict, Study
 from evaluation.code_extraction import extract_answer_code
 from evaluation.judge import ask_judge
@@ -60,7 +60,7 @@ def _end_process() -> None:
 def generate(generation_id: int) -> str:
     """Run the model for one generation row, unless it is done or held elsewhere."""
     global _writing
-    generation = pipeline.generation_claim(generation_id=generation_id)
+    generation = services.generation_claim(generation_id=generation_id)
     if generation is None:
         return "skipped"
     _writing = generation_id
@@ -76,7 +76,7 @@ def generate(generation_id: int) -> str:
     try:
         return _generate(generation)
     except WorkerStopping:
-        pipeline.generation_release(generation_id=generation_id)
+        services.generation_release(generation_id=generation_id)
         log.warning("generation %s cancelled (worker stopping): pending again", generation_id)
         # End this process as the signal asked: interrupted mid-import or mid-decode, it
         # must not take another task (its message is requeued: reject_on_worker_lost).
@@ -109,11 +109,11 @@ def _generate(generation: Generation) -> str:
                       "kernel_path": kernel_path(loaded.model)}
     except PromptTooLong as exc:  # the study's input, not our fault: no traceback in the log
         log.warning("generation %s refused: %s", generation_id, exc)
-        pipeline.generation_fail(generation=generation, error=f"Refused: {exc}")
+        services.generation_fail(generation=generation, error=f"Refused: {exc}")
         return "failed"
     except Exception as exc:  # a permanent error: recorded and shown on the study page
         log.exception("generation %s failed", generation_id)
-        pipeline.generation_fail(generation=generation, error=f"{type(exc).__name__}: {exc}")
+        services.generation_fail(generation=generation, error=f"{type(exc).__name__}: {exc}")
         return "failed"
     stored = _complete(generation, result, loaded.fingerprint, provenance=provenance,
                        rss_start_bytes=rss_start_bytes)
@@ -126,17 +126,17 @@ def _generate(generation: Generation) -> str:
 
 def _record_divergences(loaded, generation: Generation) -> None:
     """Divergence from dense (`inference.divergence`) of whatever this finished output made
-    measurable (`pipeline.divergence_work`). The output is stored already: a failure here
+    measurable (`selectors.divergence_work`). The output is stored already: a failure here
     is logged and costs only the measurement."""
     from inference.divergence import divergence_from_dense
     from inference.policies import Policy
 
     try:
-        for target_id, dense_ids, policy in pipeline.divergence_work(generation_id=generation.id):
+        for target_id, dense_ids, policy in selectors.divergence_work(generation_id=generation.id):
             divergence = divergence_from_dense(
                 loaded, generation.item.prompt, dense_ids, Policy.from_json(policy)
             )
-            pipeline.divergence_record(generation_id=target_id, divergence=divergence)
+            services.divergence_record(generation_id=target_id, divergence=divergence)
     except Exception:
         log.exception("generation %s: divergence from dense not measured", generation.id)
 
@@ -147,11 +147,11 @@ _STORE_WAITS_S = (1, 2, 4, 8, 15, 30)
 
 
 def _complete(generation: Generation, result, model_fingerprint: str, **facts) -> bool:
-    """`pipeline.generation_complete` (with `facts`: provenance, resident set at the start),
+    """`services.generation_complete` (with `facts`: provenance, resident set at the start),
     waiting out a database restart (about a minute)."""
     for wait_s in _STORE_WAITS_S:
         try:
-            return pipeline.generation_complete(
+            return services.generation_complete(
                 generation=generation, result=result, model_fingerprint=model_fingerprint,
                 **facts,
             )
@@ -160,7 +160,7 @@ def _complete(generation: Generation, result, model_fingerprint: str, **facts) -
                         "trying again in %ss", generation.id, error, wait_s)
             connection.close()  # the next try opens a fresh one
             time.sleep(wait_s)
-    return pipeline.generation_complete(
+    return services.generation_complete(
         generation=generation, result=result, model_fingerprint=model_fingerprint, **facts
     )
 
@@ -169,18 +169,18 @@ def _complete(generation: Generation, result, model_fingerprint: str, **facts) -
 def execute(generation_id: int) -> str:
     """Extract the code of a finished generation and score it in the sandbox, once (its
     check is claimed like a generation: a dead worker's check is redone once)."""
-    generation = pipeline.execution_claim(generation_id=generation_id)
+    generation = services.execution_claim(generation_id=generation_id)
     if generation is None:
         return "skipped"
     try:
-        task = pipeline.item_task(generation.item)
+        task = generation.item.problem.as_task()
         code = extract_answer_code(task, generation.text)
         result = check_candidate(task, code)
     except Exception as exc:  # ours, not the candidate's: recorded and shown on the study page
         log.exception("Pass@1 check of generation %s failed", generation_id)
-        pipeline.execution_fail(generation_id=generation_id, error=f"{type(exc).__name__}: {exc}")
+        services.execution_fail(generation_id=generation_id, error=f"{type(exc).__name__}: {exc}")
         return "failed"
-    execution, _ = pipeline.execution_record(generation=generation, code=code, result=result)
+    execution, _ = services.execution_record(generation=generation, code=code, result=result)
     return execution.status
 
 
@@ -211,7 +211,7 @@ def judge(verdict_id: int) -> str:
 def calibrate(study_id: int) -> str:
     """Profile the model for the study's waiting calibrations and store their thresholds;
     then create and send those conditions' generations (a study generates by itself)."""
-    claimed = calibration.calibrations_claim(study_id=study_id)
+    claimed = services.calibrations_claim(study_id=study_id)
     if not claimed:
         return "skipped"
     study = claimed[0].condition.study
@@ -225,7 +225,7 @@ def calibrate(study_id: int) -> str:
             from annotations.model_cache import loaded_model
             from inference.profile import CALIBRATION_NEW_TOKENS, calibrate, profile_model
 
-            prompts = calibration.calibration_prompts(study=study, prompt_set=prompt_set)
+            prompts = selectors.calibration_prompts(study=study, prompt_set=prompt_set)
             profile = profile_model(
                 loaded_model(), prompts, max_new_tokens=CALIBRATION_NEW_TOKENS,
                 progress=functools.partial(_calibration_progress, rows),
@@ -235,20 +235,20 @@ def calibrate(study_id: int) -> str:
             ]
         except Exception as exc:  # a permanent error: recorded and shown on the setup page
             log.exception("calibration of study %s failed", study_id)
-            calibration.calibrations_fail(calibrations=rows, error=f"{type(exc).__name__}: {exc}")
+            services.calibrations_fail(calibrations=rows, error=f"{type(exc).__name__}: {exc}")
             continue
         for row, result in zip(rows, chosen, strict=True):
-            stored += calibration.calibration_finish(
+            stored += services.calibration_finish(
                 calibration=row, policy=result.policy.to_dict(), expected_sparsity=result.sparsity
             )
     if stored:
-        pipeline.generations_create(study=study)
+        services.generations_create(study=study)
         generations_enqueue(study=study)
     return f"calibrated {stored}"
 
 
 def _calibration_progress(rows: list, share: float) -> None:
-    calibration.calibrations_progress(calibrations=rows, progress=share)
+    services.calibrations_progress(calibrations=rows, progress=share)
 
 
 @shared_task(queue="generation")
@@ -270,13 +270,13 @@ def generations_enqueue(*, study: Study) -> int:
     current transaction commits.
 
     Safe to call repeatedly: a task for a generation that is done, or held by a
-    live worker, does nothing. Sent in `pipeline.generation_order` (conditions
+    live worker, does nothing. Sent in `services.generation_order` (conditions
     interleaved per item, rotating), so drift over a run is spread over the conditions.
     Returns the number of tasks sent."""
     rows = Generation.objects.claimable(timezone.now()).filter(item__study=study).values_list(
         "id", "item_id", "condition__position", "sample_index"
     )
-    return _send(generate, pipeline.generation_order(list(rows)))
+    return _send(generate, services.generation_order(list(rows)))
 
 
 def calibrations_enqueue(*, study: Study) -> bool:
@@ -292,7 +292,7 @@ def executions_enqueue(*, study: Study) -> int:
     """Queue the Pass@1 check of every finished, scorable, unchecked generation (safe to
     repeat: a check that is done, or held by a live worker, does nothing). Returns how many
     were sent."""
-    pipeline.execution_jobs_create(study=study)
+    services.execution_jobs_create(study=study)
     checks = ExecutionJob.objects.claimable(timezone.now()).filter(
         generation__item__study=study
     )
@@ -333,7 +333,7 @@ def calibrations_reap(*, queue_empty: bool = False) -> int:
     or, when `queue_empty`, one still waiting: the same rule as `generations_reap`.
 
     The job redoes a dead worker's calibration once; on the next death it marks it failed
-    with the reason (`calibration.calibrations_claim`), and the setup page offers a retry.
+    with the reason (`services.calibrations_claim`), and the setup page offers a retry.
     Returns how many jobs were sent."""
     lost = Calibration.objects.lost(timezone.now(), queue_empty=queue_empty)
     study_ids = list(lost.values_list("condition__study_id", flat=True).distinct())

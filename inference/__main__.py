@@ -71,7 +71,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         on_text=None if args.json else stream,
     )
     if args.json:
-        telemetry = result.to_json()
+        telemetry = result.to_dict()
         text = telemetry.pop("text")
         print(
             json.dumps(

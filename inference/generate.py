@@ -65,7 +65,7 @@ class GenerationResult:
     # Mean time of one decode step (controller, forward, sampling, streaming); 0 without one.
     decode_latency_s_per_token: float = 0.0
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
 

@@ -40,7 +40,7 @@ class Placement:
     activity_threshold: float | None = None
     profile_fingerprint: str | None = None
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "format": _FORMAT}
 
     @classmethod
@@ -55,7 +55,7 @@ class Placement:
 
     def save(self, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: Path | str) -> Placement:

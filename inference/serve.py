@@ -183,7 +183,7 @@ class Condition:
 
     def telemetry(self, result: GenerationResult, request: GenerationRequest) -> dict:
         """The extra ``telemetry`` field: the generation's measurements and what made it."""
-        fields = result.to_json()
+        fields = result.to_dict()
         del fields["text"], fields["token_ids"]
         return {**fields, "seed": request.seed, "policy": self.policy.to_dict(),
                 "model_fingerprint": self.loaded.fingerprint}  # fmt: skip

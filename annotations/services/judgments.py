@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -36,6 +38,37 @@ class JudgmentRejected(Exception):
     """The submit was refused; the message is meant for the rater."""
 
 
+class Refusal(Enum):
+    """Why a rater may not judge now; the value is what the rater reads."""
+
+    NOT_STARTED = "This study has not started yet; your choice was not recorded."
+    STOPPED = "This study is paused or closed; your choice was not recorded."
+    NO_CONSENT = "Please accept the consent form first."
+    BLOCKED = "Your session in this study has ended."
+    JUDGED = "You had already answered that pair; your first answer stands."
+
+
+def judging_refusal(
+    *, study: Study, enrolment: Enrolment | None, assignment: Assignment | None = None
+) -> Refusal | None:
+    """The one statement of who may judge: the first reason the rater with `enrolment`
+    (None: not enrolled yet) may not judge in `study` now (the study not open, the consent
+    it asks for not given, blocked by attention checks) or, given `assignment`, that it is
+    judged already; None when they may. The rate page and `judgment_submit` both ask it.
+    Reads nothing beyond what is passed (`assignment`'s judgment, if not selected with it)."""
+    if study.status == Study.Status.DRAFT:
+        return Refusal.NOT_STARTED
+    if not study.is_open():
+        return Refusal.STOPPED
+    if study.consent_text and (enrolment is None or enrolment.consented_at is None):
+        return Refusal.NO_CONSENT
+    if enrolment is not None and enrolment.is_blocked:
+        return Refusal.BLOCKED
+    if assignment is not None and assignment.judgment_or_none() is not None:
+        return Refusal.JUDGED
+    return None
+
+
 def judgment_submit(
     *,
     assignment: Assignment,
@@ -57,28 +90,28 @@ def judgment_submit(
     created). A repeated submit (double click, two tabs, replay) returns the first judgment
     unchanged, created=False.
 
-    Refused with `JudgmentRejected` (nothing stored) when:
+    Refused with `JudgmentRejected` (nothing stored) when `judging_refusal` says so (the
+    study not open, consent not given, the rater blocked), or when:
     - the answer came faster than the study's `min_response_ms` (server clock: time since
       the pair was handed out, so a forged client timer cannot bypass it);
     - the lease expired and the pair meanwhile got all its judgments from other raters.
       A late submit on an expired lease is *accepted* whenever the pair still needs a
-      judgment — work done late is still good work;
-    - the rater was blocked by attention checks.
+      judgment — work done late is still good work.
     A wrong answer on a gold pair is stored (gold_correct=False) and counts towards the
     study's `gold_block_after`."""
     if choice not in Judgment.Choice.values:
         raise ValueError(f"unknown choice {choice!r}; expected one of {Judgment.Choice.values}")
     if len(rationale) > RATIONALE_MAX_CHARS:
         raise ValueError(f"rationale longer than {RATIONALE_MAX_CHARS} characters")
-    existing = assignment.judgment_or_none()
-    if existing is not None:
-        return existing, False
     study = assignment.pair.study
     now = timezone.now()
     if enrolment is None:
         enrolment = Enrolment.objects.filter(study=study, rater_id=assignment.rater_id).first()
-    if enrolment is not None and enrolment.is_blocked:
-        raise JudgmentRejected("Your session in this study has ended.")
+    refusal = judging_refusal(study=study, enrolment=enrolment, assignment=assignment)
+    if refusal is Refusal.JUDGED:
+        return assignment.judgment, False
+    if refusal is not None:
+        raise JudgmentRejected(refusal.value)
     elapsed_ms = (now - assignment.created_at).total_seconds() * 1000
     if study.min_response_ms and elapsed_ms < study.min_response_ms:
         raise JudgmentRejected(

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 from django.db import transaction
 
-from annotations.calibration import calibration_state
 from annotations.models import Condition, Criterion, GoldAnswer, Item, Study
-from annotations.selectors import problems_drawn, study_progress
+from annotations.selectors import calibration_state, problems_drawn, study_progress
 
 
 def study_create(

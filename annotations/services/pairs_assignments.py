@@ -1,6 +1,7 @@
 """Pairs and assignments: pairing finished outputs, and leasing pairs to raters.
 
-Generation writes (leases, Pass@1 checks, the problem library) live in pipeline.py."""
+Generation writes (leases, Pass@1 checks, the problem library) live in `generations`,
+`executions` and `problems`."""
 
 from __future__ import annotations
 

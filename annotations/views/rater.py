@@ -259,15 +259,17 @@ def rate(request: HttpRequest, study_id: int) -> HttpResponse:
     study = enrolment.study if enrolment is not None else get_object_or_404(
         Study, id=study_id, raters=request.user
     )
-    if study.status == Study.Status.PAUSED:
-        return render(request, "annotations/paused.html", {"study": study})
-    if study.status == Study.Status.DRAFT:
+    refusal = services.judging_refusal(study=study, enrolment=enrolment)
+    if refusal is services.Refusal.NOT_STARTED:
         return _not_started(request, study)
-    if not study.is_open():
-        raise Http404("no such study")
-    enrolment = enrolment or _enrolment(request, study)
-    if study.consent_text and enrolment.consented_at is None:
+    if refusal is services.Refusal.STOPPED:
+        if study.status != Study.Status.PAUSED:
+            raise Http404("no such study")
+        return render(request, "annotations/paused.html", {"study": study})
+    if refusal is services.Refusal.NO_CONSENT:
         return redirect("consent", study_id=study.id)
+    # Blocked raters see the end of their session (`_render_pair`).
+    enrolment = enrolment or _enrolment(request, study)
     # After a resubmit without htmx (judge redirects here): say, once, why nothing changed.
     message = " ".join(m.message for m in messages.get_messages(request))
     return _render_pair(request, study, enrolment, fragment=bool(request.htmx), message=message)
@@ -288,17 +290,15 @@ def _typed(request: HttpRequest) -> dict[str, str]:
                                                                                "_right")))}
 
 
-ALREADY_JUDGED = "You had already answered that pair; your first answer stands."
-
-
 def _already_judged(request: HttpRequest, study: Study, enrolment: Enrolment, *,
                     criteria: list[Criterion]) -> HttpResponse:
     """A resubmit (back button, a second tab, a replay): say so and change nothing."""
+    judged = services.Refusal.JUDGED.value
     if not request.htmx:
-        messages.info(request, ALREADY_JUDGED)
+        messages.info(request, judged)
         return redirect("rate", study_id=study.id)
     return _render_pair(request, study, enrolment, fragment=True, criteria=criteria,
-                        message=ALREADY_JUDGED)
+                        message=judged)
 
 
 @login_required
@@ -310,22 +310,26 @@ def judge(request: HttpRequest, assignment_id: int) -> HttpResponse:
     if request.method == "GET":
         # A bookmarked or reloaded submit address: back to the rating page, not a blank 405.
         return redirect("rate", study_id=study.id)
-    if not study.is_open():
-        stopped = "This study is paused or closed; your choice was not recorded."
+    enrolment = Enrolment.objects.filter(study=study, rater=request.user).first()
+    refusal = services.judging_refusal(study=study, enrolment=enrolment, assignment=assignment)
+    if refusal in (services.Refusal.NOT_STARTED, services.Refusal.STOPPED):
         if not request.htmx:
-            return HttpResponseBadRequest(stopped)
+            return HttpResponseBadRequest(refusal.value)
         # htmx does not swap error responses: answer 200 so the rater sees why.
-        context = {"study": study, "stopped": stopped,
+        context = {"study": study, "stopped": refusal.value,
                    "progress": selectors.rater_progress(study, request.user)}
         return render(request, "annotations/rate.html#pair", context)
-    enrolment = services.enrolment_get(study=study, rater=request.user)
-    if study.consent_text and enrolment.consented_at is None:
-        return HttpResponseBadRequest("Please accept the consent form first.")
+    if refusal is services.Refusal.NO_CONSENT:
+        return HttpResponseBadRequest(refusal.value)
+    enrolment = enrolment or services.enrolment_get(study=study, rater=request.user)
     criteria = list(study.criteria.all())
-    form = JudgmentForm(request.POST, criteria=criteria)
     fragment = bool(request.htmx)
-    if assignment.judgment_or_none() is not None:
+    if refusal is services.Refusal.BLOCKED:
+        return _render_pair(request, study, enrolment, fragment=fragment, criteria=criteria,
+                            message=refusal.value)
+    if refusal is services.Refusal.JUDGED:
         return _already_judged(request, study, enrolment, criteria=criteria)
+    form = JudgmentForm(request.POST, criteria=criteria)
     if not form.is_valid():
         if "choice" in form.errors and not request.htmx:
             return HttpResponseBadRequest(form.errors["choice"][0])

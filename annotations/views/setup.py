@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from analysis.power import StudyDesign, power_statement
-from annotations import calibration, pipeline, selectors, services, tasks
+from annotations import selectors, services, tasks
 from annotations.conditions import PairCount
 from annotations.forms import GoldSettingsForm, JudgmentForm, RaterTitleForm, StudySetupForm
 from annotations.highlight import shown_html
@@ -46,11 +46,11 @@ def study_new(request: HttpRequest) -> HttpResponse:
                 criteria=data["criteria"],
                 **{name: data[name] for name in _ITEM_FIELDS},
             )
-            calibration.calibrations_create(study=study, built=data["conditions"])
+            services.calibrations_create(study=study, built=data["conditions"])
             # Generation starts by itself: the ready conditions now, the calibrated ones
             # when their calibration is done (`tasks.calibrate`).
             tasks.calibrations_enqueue(study=study)
-            pipeline.generations_create(study=study)
+            services.generations_create(study=study)
             tasks.generations_enqueue(study=study)
         return redirect("study_setup", study_id=study.id)
     return render(request, "annotations/setup_new.html", builder_context(form))
@@ -85,7 +85,7 @@ def _setup_page(
         "prolific_url": request.build_absolute_uri(reverse("prolific_entry", args=[study.id]))
         + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
         "quality": selectors.rater_quality(study),
-        "calibration": calibration.calibration_state(study),
+        "calibration": selectors.calibration_state(study),
         "pair_count": PairCount(
             conditions=len(conditions), items=n_items, design=study.pair_design,
             overlap=study.overlap,
@@ -149,7 +149,7 @@ def _power_line(study: Study, *, n_conditions: int, n_items: int) -> str | None:
 def study_calibration(request: HttpRequest, study_id: int) -> HttpResponse:
     """The calibration progress fragment; polling stops once every calibration finished."""
     study = get_object_or_404(Study, id=study_id)
-    state = calibration.calibration_state(study)
+    state = selectors.calibration_state(study)
     response = render(
         request, "annotations/setup_study.html#calibration", {"study": study, "calibration": state}
     )
@@ -160,7 +160,7 @@ def study_calibration(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @study_action(then="study_setup")
 def study_calibration_retry(study: Study) -> None:
-    calibration.calibrations_retry(study=study)
+    services.calibrations_retry(study=study)
     tasks.calibrations_enqueue(study=study)
 
 

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
-from annotations import pipeline, selectors, tasks
+from annotations import selectors, services, tasks
 from annotations.models import Study
 from annotations.views.staff_actions import study_action
 
@@ -51,18 +51,18 @@ def study_progress(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @study_action(then="study_detail")
 def study_generate(study: Study) -> None:
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     tasks.generations_enqueue(study=study)
     tasks.executions_enqueue(study=study)
 
 
 @study_action(then="study_detail")
 def study_cancel(study: Study) -> None:
-    pipeline.generations_cancel(study=study)
+    services.generations_cancel(study=study)
 
 
 @study_action(then="study_detail")
 def study_resume(study: Study) -> None:
-    pipeline.generations_resume(study=study)
+    services.generations_resume(study=study)
     tasks.generations_enqueue(study=study)
     tasks.executions_enqueue(study=study)

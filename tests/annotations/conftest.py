@@ -8,8 +8,17 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from annotations import pipeline, services
-from annotations.models import Assignment, Condition, Generation, GoldAnswer, Item, Pair, Study
+from annotations import services
+from annotations.models import (
+    Assignment,
+    Condition,
+    Enrolment,
+    Generation,
+    GoldAnswer,
+    Item,
+    Pair,
+    Study,
+)
 
 
 def make_study(*, n_items: int = 2, conditions=None, overlap: int = 2, raters=(), name="Study"):
@@ -31,7 +40,7 @@ def make_study(*, n_items: int = 2, conditions=None, overlap: int = 2, raters=()
 
 def finish_generations(study: Study) -> None:
     """Mark every generation done with a distinct text and pair them up, as the worker would."""
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     for g in Generation.objects.filter(item__study=study).select_related("condition", "item"):
         g.status = Generation.Status.DONE
         g.text = f"def f():\n    return {g.item.task_id!r}  # output {g.id}"
@@ -54,6 +63,29 @@ def expire(assignment: Assignment) -> None:
         lease_until=timezone.now() - timedelta(seconds=1)
     )
     assignment.refresh_from_db()
+
+
+# Each state the one rule (`judging_refusal`) refuses, set on a study with a pair leased.
+REFUSALS = {
+    services.Refusal.NOT_STARTED: lambda study, enrolment: Study.objects.filter(
+        id=study.id).update(status=Study.Status.DRAFT),
+    services.Refusal.STOPPED: lambda study, enrolment: Study.objects.filter(
+        id=study.id).update(status=Study.Status.PAUSED),
+    services.Refusal.NO_CONSENT: lambda study, enrolment: Study.objects.filter(
+        id=study.id).update(consent_text="We record your choices."),
+    services.Refusal.BLOCKED: lambda study, enrolment: Enrolment.objects.filter(
+        id=enrolment.id).update(blocked_at=timezone.now()),
+}
+
+
+def refused(assignment: Assignment, refusal: services.Refusal) -> Enrolment:
+    """Put the assignment's study and rater in the state `refusal` names; their enrolment."""
+    study = assignment.pair.study
+    enrolment = services.enrolment_get(study=study, rater=assignment.rater)
+    REFUSALS[refusal](study, enrolment)
+    study.refresh_from_db()
+    enrolment.refresh_from_db()
+    return enrolment
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from django.template.loader import render_to_string
 from django.test import Client
 from django.urls import reverse
 
-from annotations import pipeline, services
+from annotations import services
 from annotations.demo import DEMO_RATER_TITLE, demo_seed
 from annotations.models import RATER_TITLE_DEFAULT, Calibration, Condition, Study
 from tests.annotations.conftest import finish_generations
@@ -96,7 +96,7 @@ def demo() -> Study:
     """The demo study as `manage.py seed_demo` leaves it (dense's outputs waiting for the
     worker, the sweep for its calibration), with a consent page and instructions."""
     study = demo_seed(n_items=2, max_new_tokens=16)
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     Study.objects.filter(id=study.id).update(
         consent_text="You will compare answers to programming tasks.",
         instructions="Pick the answer that solves the task better.",

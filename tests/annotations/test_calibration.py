@@ -1,4 +1,4 @@
-"""Calibration as a background job (annotations/calibration.py, tasks.calibrate): claimed
+"""Calibration as a background job (annotations/services/calibrations.py, tasks.calibrate): claimed
 once, retried after a dead worker at most twice, sent again by beat's sweep when its
 message or its worker was lost, and run by a real worker with the real model."""
 
@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotations import calibration, pipeline
+from annotations import selectors, services
 from annotations.conditions import build_condition
 from annotations.model_cache import loaded_model
 from annotations.models import Calibration, Condition, Generation
@@ -32,20 +32,20 @@ def _calibrating_study(
     ]
     study = make_study(n_items=2, conditions=[("dense", {"kind": "dense"})]
                        + [(b.name, b.policy) for b in built], name=name)
-    calibration.calibrations_create(study=study, built=built)
+    services.calibrations_create(study=study, built=built)
     return study
 
 
 @pytest.mark.django_db
 def test_a_calibration_is_claimed_once_and_given_up_after_two_dead_workers():
     study = _calibrating_study()
-    first = calibration.calibrations_claim(study_id=study.id)
+    first = services.calibrations_claim(study_id=study.id)
     assert len(first) == 2 and all(c.status == "running" for c in first)
-    assert calibration.calibrations_claim(study_id=study.id) == [], "a second worker gets none"
+    assert services.calibrations_claim(study_id=study.id) == [], "a second worker gets none"
     Calibration.objects.update(lease_until="2000-01-01T00:00Z")  # the worker died
-    assert len(calibration.calibrations_claim(study_id=study.id)) == 2
+    assert len(services.calibrations_claim(study_id=study.id)) == 2
     Calibration.objects.update(lease_until="2000-01-01T00:00Z")  # and died again
-    assert calibration.calibrations_claim(study_id=study.id) == []
+    assert services.calibrations_claim(study_id=study.id) == []
     assert set(Calibration.objects.values_list("status", flat=True)) == {"failed"}
     assert "gave up after 2 tries" in Calibration.objects.first().error
 
@@ -59,7 +59,7 @@ def test_the_sweep_sends_a_job_for_a_dead_worker_and_for_a_lost_message_once_per
         assert calibrations_reap(queue_empty=False) == 0, "their message may still be queued"
         assert calibrations_reap(queue_empty=True) == 1, "lost: one job for the study"
     assert len(sent) == 1
-    calibration.calibrations_claim(study_id=study.id)
+    services.calibrations_claim(study_id=study.id)
     assert calibrations_reap(queue_empty=True) == 0, "a live worker holds them"
     Calibration.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
     with django_capture_on_commit_callbacks() as sent:
@@ -72,13 +72,13 @@ def test_the_sweep_sends_a_job_for_a_dead_worker_and_for_a_lost_message_once_per
 @pytest.mark.django_db
 def test_a_finished_calibration_writes_the_policy_only_while_it_holds_the_lease():
     study = _calibrating_study(targets=(("static 40%", "static", 0.4, "h"),))
-    [claimed] = calibration.calibrations_claim(study_id=study.id)
+    [claimed] = services.calibrations_claim(study_id=study.id)
     policy = {"kind": "static", "threshold": 0.123}
-    assert calibration.calibration_finish(calibration=claimed, policy=policy,
-                                          expected_sparsity=0.4)
+    assert services.calibration_finish(calibration=claimed, policy=policy,
+                                       expected_sparsity=0.4)
     assert Condition.objects.get(name="static 40%").policy == policy
-    assert not calibration.calibration_finish(calibration=claimed, policy={"kind": "dense"},
-                                              expected_sparsity=0.0), "done once"
+    assert not services.calibration_finish(calibration=claimed, policy={"kind": "dense"},
+                                           expected_sparsity=0.0), "done once"
     assert Condition.objects.get(name="static 40%").policy == policy
 
 
@@ -90,7 +90,7 @@ def test_the_task_stores_the_engines_calibration_and_creates_the_outputs(tiny_mo
 
     study = _calibrating_study()
     assert calibrate(study.id) == "calibrated 2"
-    prompts = calibration.calibration_prompts(study=study, prompt_set="items")
+    prompts = selectors.calibration_prompts(study=study, prompt_set="items")
     profile = profile_model(loaded_model(), prompts, max_new_tokens=CALIBRATION_NEW_TOKENS)
     for row in Calibration.objects.select_related("condition"):
         base = {"kind": row.condition.policy["kind"], "site": row.condition.policy.get("site", "h")}
@@ -109,16 +109,16 @@ def test_a_real_worker_calibrates_then_generates_the_waiting_conditions(tmp_path
     study.max_new_tokens = 16
     study.save()
     # Generate was pressed before the calibration finished: only dense has rows.
-    assert pipeline.generations_create(study=study) == 2
+    assert services.generations_create(study=study) == 2
     log_path = tmp_path / "worker.log"
     from annotations.tasks import calibrate
 
     with celery_worker(log_path, queues="generation") as worker:
         generations_enqueue(study=study)
         calibrate.delay(study.id)
-        wait_for(lambda: calibration.calibration_state(study).finished, timeout_s=300,
+        wait_for(lambda: selectors.calibration_state(study).finished, timeout_s=300,
                  what="both calibrations", log_path=log_path, process=worker)
-        for row in calibration.calibration_state(study).rows:
+        for row in selectors.calibration_state(study).rows:
             assert row.status == "done", f"{row.condition.name}: {row.error}"
         wait_for(lambda: Generation.objects.filter(item__study=study, status="done").count()
                  == 6, timeout_s=300, what="six generations", log_path=log_path,
@@ -133,7 +133,7 @@ def test_a_real_worker_calibrates_then_generates_the_waiting_conditions(tmp_path
     assert static.threshold > 0 and len(per_layer.thresholds) == 30
     assert per_layer.site == "input" and len(per_layer.thresholds[0]) == 4, "per projection"
     assert {c.name: c.policy for c in study.conditions.all()} == before, "idempotent"
-    for row in calibration.calibration_state(study).rows:
+    for row in selectors.calibration_state(study).rows:
         assert abs(row.expected_sparsity - row.target_sparsity) < 0.02, (
             f"{row.condition.name}: {row.expected_sparsity} on the profiled prompts")
     achieved = {
@@ -166,8 +166,8 @@ def test_beat_resends_lost_and_dead_calibrations_redoes_a_dead_one_once_then_fai
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path, queues="generation", env={"REAP_INTERVAL_S": "2"},
                        beat=True) as worker:
-        wait_for(lambda: calibration.calibration_state(lost).finished
-                 and calibration.calibration_state(dead).finished, timeout_s=300,
+        wait_for(lambda: selectors.calibration_state(lost).finished
+                 and selectors.calibration_state(dead).finished, timeout_s=300,
                  what="the sweep to send both calibration jobs", log_path=log_path,
                  process=worker)
     by_name = {c.condition.name: c for c in Calibration.objects.select_related("condition")}

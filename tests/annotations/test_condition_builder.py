@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotations import calibration, services
+from annotations import selectors, services
 from annotations.models import Calibration, Study
 from tests.annotations.test_setup import BASE
 
@@ -95,9 +95,7 @@ def test_create_a_study_from_built_rows_then_launch_waits_for_calibration(staff)
     assert 'id="calibration"' in page and "every 2s" in page
     assert "calibrated to 40 % sparsity" in page and '{"kind"' not in page
     # The condition waits: no generations for it until its thresholds exist.
-    from annotations import pipeline
-
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     assert not study.conditions.get(name="static 40%").generations.exists()
 
 
@@ -117,7 +115,7 @@ def test_an_expert_line_may_leave_a_calibrated_policy_to_the_job(staff):
     staff.post(reverse("study_new"), data)
     study = Study.objects.get()
     assert Calibration.objects.get().condition.name == "cal"
-    state = calibration.calibration_state(study)
+    state = selectors.calibration_state(study)
     assert state.unfinished == 1 and not state.finished
 
 

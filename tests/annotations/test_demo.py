@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from annotations import pipeline
+from annotations import services
 from annotations.demo import DEMO_STUDY_NAME, demo_conditions, demo_seed
 from annotations.models import Calibration, Generation, Study
 from evaluation.sandbox.outcomes import ExecutionResult
@@ -62,7 +62,7 @@ def test_a_restart_says_what_the_worker_was_given_not_that_it_is_generating(caps
         "0 generations created, 2 Pass@1 checks sent to the worker."
     ), "finished outputs whose checks never ran are checked"
     for row in rows:  # the worker ran them
-        pipeline.execution_record(
+        services.execution_record(
             generation=row, code="", result=ExecutionResult("passed", 0, "", "", 0.1)
         )
     assert _seed_again(capsys).endswith(

@@ -24,7 +24,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotations import pipeline, services
+from annotations import services
 from annotations.models import Assignment, Generation, Judgment
 from tests.annotations.conftest import finish_generations, make_study
 from tests.support.servers import (
@@ -211,7 +211,7 @@ def test_worker_tasks_wait_out_postgres_restarts_and_complete_once(
             ("dense", {"kind": "dense"}), ("static", {"kind": "static", "threshold": 0.1})])
         study.max_new_tokens = 4
         study.save()
-        pipeline.generations_create(study=study)
+        services.generations_create(study=study)
         mid_task, at_start = Generation.objects.filter(item__study=study)
 
         def status(generation: Generation) -> str:

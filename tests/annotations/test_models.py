@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotations import calibration, pipeline
+from annotations import services
 from annotations.conditions import build_condition
 from annotations.models import JOB_GAVE_UP, Calibration, ExecutionJob, Generation, Problem
 from tests.annotations.conftest import make_study
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def _generations():
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     return Generation.objects.filter(item__study=study)
 
 
@@ -27,7 +27,7 @@ def _calibrations():
         kind="static", values={"target_sparsity_percent": "40"}, name="static 40%"
     )
     study = make_study(n_items=1, conditions=[(built.name, built.policy)])
-    calibration.calibrations_create(study=study, built=[built])
+    services.calibrations_create(study=study, built=[built])
     return Calibration.objects.filter(condition__study=study)
 
 
@@ -37,9 +37,9 @@ def _execution_jobs():
     )
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
     study.items.update(problem=problem)
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     Generation.objects.filter(item__study=study).update(status=Generation.Status.DONE)
-    assert pipeline.execution_jobs_create(study=study) == 1
+    assert services.execution_jobs_create(study=study) == 1
     return ExecutionJob.objects.filter(generation__item__study=study)
 
 

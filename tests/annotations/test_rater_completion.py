@@ -80,9 +80,7 @@ def test_the_waiting_page_counts_the_time_waited(users, monkeypatch):
 def test_while_outputs_are_still_generating_the_rater_waits(users):
     _, alice, _ = users
     study = two_condition_study(raters=[alice])
-    from annotations import pipeline
-
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     assert Generation.objects.filter(item__study=study, status="pending").exists()
     html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
     assert "No pair for you right now" in html and CODE not in html

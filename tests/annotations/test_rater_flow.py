@@ -17,7 +17,7 @@ from annotations.models import (
     Judgment,
     Study,
 )
-from tests.annotations.conftest import finish_generations, make_study
+from tests.annotations.conftest import finish_generations, make_study, refused
 
 pytestmark = pytest.mark.django_db
 
@@ -509,3 +509,38 @@ def test_likert_keys_are_shown_beside_the_scales(users):
     html = login(alice).get(reverse("rate", args=[study.id])).content.decode()
     assert "<kbd>q</kbd>" in html and "<kbd>p</kbd>" in html and 'id="shortcuts"' in html
     assert html.count("data-likert-key=") == 10, "keys only on scales of up to 5 points"
+
+
+# What the rate page and the submit answer in each state the one rule refuses
+# (`services.judging_refusal`, which `judgment_submit` asks too: test_services_judgments.py).
+_PAGES = {
+    services.Refusal.NOT_STARTED: (200, "has not started yet", 200, "was not recorded"),
+    services.Refusal.STOPPED: (200, "paused", 200, "was not recorded"),
+    services.Refusal.NO_CONSENT: (302, "", 400, "consent form first"),
+    services.Refusal.BLOCKED: (200, "Your session has ended", 200,
+                               "session in this study has ended"),
+}
+
+
+@pytest.mark.parametrize("refusal", list(_PAGES), ids=lambda r: r.name)
+def test_the_rate_page_and_the_submit_refuse_by_the_one_rule(leased, refusal):
+    refused(leased, refusal)
+    page_status, page_text, submit_status, submit_text = _PAGES[refusal]
+    client = login(leased.rater)
+    page = client.get(reverse("rate", args=[leased.pair.study_id]))
+    assert page.status_code == page_status and page_text in page.content.decode()
+    if refusal is services.Refusal.NO_CONSENT:
+        assert page.url == reverse("consent", args=[leased.pair.study_id])
+    submit = client.post(reverse("judge", args=[leased.id]), {"choice": "tie"},
+                         HTTP_HX_REQUEST="true")
+    assert submit.status_code == submit_status and submit_text in submit.content.decode()
+    assert not Judgment.objects.exists()
+
+
+def test_a_judged_pair_submitted_again_keeps_its_first_answer(leased):
+    client = login(leased.rater)
+    client.post(reverse("judge", args=[leased.id]), {"choice": "left"}, HTTP_HX_REQUEST="true")
+    again = client.post(reverse("judge", args=[leased.id]), {"choice": "right"},
+                        HTTP_HX_REQUEST="true")
+    assert services.Refusal.JUDGED.value in again.content.decode()
+    assert Judgment.objects.get().choice == "left"

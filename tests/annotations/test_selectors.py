@@ -3,7 +3,7 @@
 
 import pytest
 
-from annotations import pipeline, selectors, services
+from annotations import selectors, services
 from annotations.models import Condition, Generation, ModelEntry
 from tests.annotations.conftest import finish_generations, make_gold, make_study
 
@@ -61,12 +61,12 @@ def test_eta_follows_each_conditions_measured_pace_up_to_now(users):
 
     from django.utils import timezone
 
-    from annotations import pipeline
     from annotations.models import Generation
+    from annotations.selectors.staff import _eta_s
 
     study = make_study(n_items=4, conditions=[("dense", {"kind": "dense"}),
                                               ("sparse", {"kind": "static", "threshold": 0.1})])
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     start = timezone.now() - timedelta(hours=1)
     rows = Generation.objects.filter(item__study=study).order_by("condition__position", "id")
     finished = 0
@@ -77,9 +77,9 @@ def test_eta_follows_each_conditions_measured_pace_up_to_now(users):
             status="done", latency_s=latency, finished_at=start + timedelta(seconds=finished))
     at = start + timedelta(seconds=70)
     remaining = {study.conditions.get(name="sparse").id: 3}
-    assert selectors._eta_s(study, remaining=remaining, now=at) == pytest.approx(90)
+    assert _eta_s(study, remaining=remaining, now=at) == pytest.approx(90)
     # 30 s later nothing more is done: the current output is slower, so is the estimate.
-    later = selectors._eta_s(study, remaining=remaining, now=at + timedelta(seconds=30))
+    later = _eta_s(study, remaining=remaining, now=at + timedelta(seconds=30))
     assert later == pytest.approx(90 * 100 / 70)
     Generation.objects.filter(id=list(rows)[-1].id).update(status="cancelled")
     sparse = selectors.study_progress(study).conditions[1]
@@ -97,7 +97,7 @@ def test_condition_models_name_each_conditions_weights_and_their_fingerprint():
     Condition.objects.filter(id=on_base.id).update(model=base)
     Condition.objects.filter(id=half.id).update(model=base, aligned_model=aligned,
                                                 alignment_lambda=0.5)
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     Generation.objects.filter(condition=half).update(
         status=Generation.Status.DONE, model_fingerprint="f-merged"
     )

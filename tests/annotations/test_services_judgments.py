@@ -8,7 +8,14 @@ from django.utils import timezone
 
 from annotations import services
 from annotations.models import Assignment, Enrolment, Judgment, Study
-from tests.annotations.conftest import expire, finish_generations, make_gold, make_study
+from tests.annotations.conftest import (
+    REFUSALS,
+    expire,
+    finish_generations,
+    make_gold,
+    make_study,
+    refused,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -137,3 +144,32 @@ def test_criterion_ratings_are_stored_in_condition_order(users):
     with pytest.raises(ValueError, match="bad rating"):
         b = services.assignment_next(study=study, rater=alice)
         services.judgment_submit(assignment=b, choice="left", ratings={criterion.id: (6, 1)})
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS), ids=lambda r: r.name)
+def test_judgment_submit_refuses_what_the_one_rule_refuses(leased, refusal):
+    enrolment = refused(leased, refusal)
+    study = leased.pair.study
+    assert services.judging_refusal(study=study, enrolment=enrolment) is refusal
+    with pytest.raises(services.JudgmentRejected, match=refusal.value[:20]):
+        services.judgment_submit(assignment=leased, choice="left")
+    assert not Judgment.objects.exists()
+
+
+def test_the_rule_lets_an_open_consented_unblocked_rater_judge_once(leased):
+    study = leased.pair.study
+    Study.objects.filter(id=study.id).update(consent_text="We record your choices.")
+    study.refresh_from_db()
+    assert services.judging_refusal(study=study, enrolment=None) is services.Refusal.NO_CONSENT
+    enrolment = services.enrolment_get(study=study, rater=leased.rater)
+    services.enrolment_consent(enrolment=enrolment, profile={})
+    enrolment.refresh_from_db()
+    assert services.judging_refusal(study=study, enrolment=enrolment, assignment=leased) is None
+    services.judgment_submit(assignment=leased, choice="left", enrolment=enrolment)
+    leased = Assignment.objects.select_related("judgment").get(id=leased.id)
+    assert services.judging_refusal(
+        study=study, enrolment=enrolment, assignment=leased
+    ) is services.Refusal.JUDGED
+    Study.objects.filter(id=study.id).update(status=Study.Status.CLOSED)
+    study.refresh_from_db()
+    assert services.judging_refusal(study=study, enrolment=enrolment) is services.Refusal.STOPPED

@@ -69,7 +69,7 @@ def test_condition_pairs_are_balanced_per_rater(users):
 
 
 def test_open_pairs_and_taken_places_follow_the_live_rule_in_every_state(users):
-    """`pairs_open_to` and `pair_taken` are SQL written out (selectors._LIVE_SQL): every
+    """`pairs_open_to` and `pair_taken` are SQL written out (selectors.rater._LIVE_SQL): every
     state an assignment can be in, on pairs at, below and above the overlap, with and
     without the rater's own, a gold pair among them, must count as the model's rule
     (`Assignment.objects.live`, the rule's one statement) says."""

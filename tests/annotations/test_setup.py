@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotations import pipeline, selectors, services
+from annotations import selectors, services
 from annotations.models import (
     Condition,
     Criterion,
@@ -71,7 +71,7 @@ def test_library_items_get_their_data_sets_prompt_shown_before_launch(users):
     instruction over its stub: the item's prompt is what the model is asked, never the bare
     task text (which names no function: every check would fail with NameError)."""
     mbpp = [t for t in datasets.load_mbpp() if t.task_id in ("mbpp/11", "mbpp/12")]
-    pipeline.problems_import(tasks=[*mbpp, datasets.load_humaneval()[0]])
+    services.problems_import(tasks=[*mbpp, datasets.load_humaneval()[0]])
     client = staff_client(users)
     client.post(reverse("study_new"), {**BASE, "name": "mbpp", "datasets": "mbpp"})
     study = Study.objects.get(name="mbpp")
@@ -198,7 +198,7 @@ def test_launch_refuses_until_generations_are_complete(users):
         "Generations have not been started (use “Create and enqueue missing generations” "
         "on the study page)." in response.content.decode()
     )
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     response = client.post(reverse("study_launch", args=[study.id]))
     assert "Generations are not complete: 0 of 3 done" in response.content.decode()
     study.refresh_from_db()

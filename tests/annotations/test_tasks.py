@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotations import pipeline, tasks
+from annotations import selectors, services, tasks
 from annotations.model_cache import loaded_model
 from annotations.models import ExecutionJob, Generation, Problem
 from annotations.selectors import study_progress
@@ -31,7 +31,7 @@ def test_a_prompt_past_the_context_fails_its_row_with_the_numbers_once(
     short, long = study.items.order_by("id")
     long.prompt = " ".join(f"w{i % 40}" for i in range(250))
     long.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     prompt_tokens = prompt_ids(loaded_model().tokenizer, long.prompt).shape[1]
 
     results = {g.id: tasks.generate(g.id) for g in Generation.objects.filter(item__study=study)}
@@ -79,16 +79,16 @@ def _scorable_study(name="Checked"):
     study = make_study(n_items=1, name=name, conditions=[
         ("dense", {"kind": "dense"}), ("static", {"kind": "static", "threshold": 0.1})])
     study.items.update(problem=problem)
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     texts = {"dense": "```python\ndef one():\n    return 1\n```", "static": "    return 2\n"}
     for g in Generation.objects.filter(item__study=study).select_related("item", "condition"):
-        pipeline.generation_claim(generation_id=g.id)
+        services.generation_claim(generation_id=g.id)
         result = GenerationResult(
             text=texts[g.condition.name], prompt_tokens=3, new_tokens=5, latency_s=0.1,
             tokens_per_s=50.0, peak_rss_bytes=1, active_fraction=1.0,
             active_fraction_per_layer=[1.0], finish_reason="stop",
         )
-        assert pipeline.generation_complete(generation=g, result=result, model_fingerprint="t")
+        assert services.generation_complete(generation=g, result=result, model_fingerprint="t")
     return study
 
 
@@ -119,7 +119,7 @@ def test_the_sweep_resends_a_lost_check_and_a_dead_workers_check(
         assert tasks.executions_reap(queue_empty=True) == 2, "nothing queued: both lost"
     assert len(sent) == 2
     held = jobs.first()
-    assert pipeline.execution_claim(generation_id=held.generation_id) is not None
+    assert services.execution_claim(generation_id=held.generation_id) is not None
     assert tasks.executions_reap(queue_empty=False) == 0, "a live worker holds it"
     jobs.filter(id=held.id).update(lease_until=timezone.now() - timedelta(seconds=1))
     with django_capture_on_commit_callbacks() as sent:
@@ -162,7 +162,7 @@ def test_a_sparse_output_finished_before_dense_gets_its_divergence_when_dense_fi
         ("dense", {"kind": "dense"}), ("static", {"kind": "static", "threshold": 0.5})])
     study.max_new_tokens = 6
     study.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     rows = Generation.objects.filter(item__study=study)
     sparse, dense = rows.get(condition__name="static"), rows.get(condition__name="dense")
     assert tasks.generate(sparse.id) == "done"
@@ -171,4 +171,4 @@ def test_a_sparse_output_finished_before_dense_gets_its_divergence_when_dense_fi
     assert tasks.generate(dense.id) == "done"
     sparse.refresh_from_db()
     assert sparse.telemetry["kl_from_dense"] > 0
-    assert pipeline.divergence_work(generation_id=dense.id) == [], "measured once"
+    assert selectors.divergence_work(generation_id=dense.id) == [], "measured once"

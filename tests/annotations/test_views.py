@@ -2,7 +2,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from annotations import pipeline, services
+from annotations import services
 from annotations.models import Assignment, Calibration, Execution, Generation, Judgment
 from tests.annotations.conftest import finish_generations, make_study
 
@@ -114,7 +114,7 @@ def test_a_condition_being_calibrated_shows_its_state_not_zero_of_zero(users):
         Calibration.objects.create(condition=study.conditions.get(name=name), target_sparsity=t)
         for name, t in (("s25", 0.25), ("s50", 0.5))
     ]
-    pipeline.generations_create(study=study)  # dense only: the others are not ready
+    services.generations_create(study=study)  # dense only: the others are not ready
     Generation.objects.filter(item__study=study).update(status=Generation.Status.DONE)
     progress = reverse("study_progress", args=[study.id])
 

@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotations import pipeline, tasks
+from annotations import services, tasks
 from annotations.models import (
     JOB_GAVE_UP,
     Execution,
@@ -34,7 +34,7 @@ def _unfinished(study) -> bool:
 
 
 def test_worker_generates_scores_and_pairs_every_item_condition(tmp_path):
-    pipeline.problems_import(tasks=datasets.load_humaneval())
+    services.problems_import(tasks=datasets.load_humaneval())
     problem = Problem.objects.get(dataset="humaneval", task_id="HumanEval/0")
     study = make_study(
         n_items=1,
@@ -46,7 +46,7 @@ def test_worker_generates_scores_and_pairs_every_item_condition(tmp_path):
     study.max_new_tokens = 24
     study.save()
     Item.objects.filter(study=study).update(problem=problem, prompt=problem.prompt)
-    assert pipeline.generations_create(study=study) == 2
+    assert services.generations_create(study=study) == 2
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
         assert tasks.generations_enqueue(study=study) == 2
@@ -72,7 +72,7 @@ def test_redelivered_task_for_a_done_generation_changes_nothing(tmp_path):
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
     study.max_new_tokens = 4
     study.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     g = Generation.objects.get(item__study=study)
     log_path = tmp_path / "worker.log"
     from annotations.tasks import generate
@@ -95,7 +95,7 @@ def test_killed_worker_job_is_redone_once_by_the_next_worker(tmp_path):
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
     study.max_new_tokens = 400
     study.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     g = Generation.objects.get(item__study=study)
     log_path = tmp_path / "worker.log"
     short_lease = {"GENERATION_LEASE_S": "8"}
@@ -124,11 +124,11 @@ def test_enqueueing_a_study_twice_makes_no_duplicates(tmp_path):
                                               ("static", {"kind": "static", "threshold": 0.1})])
     study.max_new_tokens = 4
     study.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
         tasks.generations_enqueue(study=study)
-        pipeline.generations_create(study=study)
+        services.generations_create(study=study)
         tasks.generations_enqueue(study=study)
         wait_for(lambda: not _unfinished(study), timeout_s=300, what="the generations",
                  log_path=log_path, process=worker)
@@ -140,7 +140,7 @@ def test_two_workers_share_a_study_without_running_any_row_twice(tmp_path):
     study = make_study(n_items=2)  # 2 items x 3 conditions
     study.max_new_tokens = 4
     study.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
     with celery_worker(log_a) as a, celery_worker(log_b, purge=False) as b:
         tasks.generations_enqueue(study=study)
@@ -173,7 +173,7 @@ def test_worker_on_rabbitmq(tmp_path):
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
     study.max_new_tokens = 4
     study.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     g = Generation.objects.get(item__study=study)
     # CELERY_BROKER_URL in the environment (CI sets Redis) would override broker=, so the
     # producer gets an explicit AMQP connection.
@@ -194,7 +194,7 @@ def test_worker_on_rabbitmq(tmp_path):
 
 
 def _problem(dataset: str, task_id: str, **load) -> Problem:
-    pipeline.problems_import(tasks=datasets.load_tasks(dataset, **load))
+    services.problems_import(tasks=datasets.load_tasks(dataset, **load))
     return Problem.objects.get(dataset=dataset, task_id=task_id)
 
 
@@ -205,7 +205,7 @@ def test_execution_worker_contains_hostile_code_and_keeps_serving(tmp_path):
         (name, {"kind": "dense"}) for name in ("loop", "fork", "net", "secrets", "good")
     ])
     Item.objects.filter(study=study).update(problem=humaneval, prompt=humaneval.prompt)
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     hostile = {
         "loop": "```python\ndef has_close_elements(numbers, threshold):\n    while True:\n"
                 "        pass\n```",
@@ -247,7 +247,7 @@ def test_study_over_humaneval_mbpp_and_ds1000_runs_end_to_end(tmp_path):
     study.max_new_tokens = 48
     study.save()
     Item.objects.bulk_create(p.new_item(study) for p in problems)
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
         tasks.generations_enqueue(study=study)
@@ -278,7 +278,7 @@ def test_worker_runs_the_model_split_by_a_placement_plan(tmp_path):
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
     study.max_new_tokens = 8
     study.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     log_path = tmp_path / "worker.log"
     env = {"MODEL_PLAN": str(plan_path), "MODEL_HOT_DEVICE": "cpu", "MODEL_COLD_DEVICE": "cpu"}
     with celery_worker(log_path, queues="generation", env=env) as worker:
@@ -313,7 +313,7 @@ def test_ctrl_c_once_stores_the_output_twice_puts_it_back_and_leaves_no_process(
     study = make_study(n_items=1, conditions=[("dense", {"kind": "dense"})])
     study.max_new_tokens = 48 if ctrl_c == "once" else 2000
     study.save()
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     g = Generation.objects.get(item__study=study)
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path, pool="prefork") as worker:
@@ -346,12 +346,12 @@ def test_beat_resends_lost_and_dead_checks_redoes_a_dead_one_once_then_fails_it(
         (name, {"kind": "dense"}) for name in ("lost", "died once", "died twice")
     ])
     Item.objects.filter(study=study).update(problem=humaneval, prompt=humaneval.prompt)
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     Generation.objects.filter(item__study=study).update(
         status=Generation.Status.DONE, text="```python\ndef has_close_elements(numbers, "
         f"threshold):\n{humaneval.reference}\n```",
     )
-    assert pipeline.execution_jobs_create(study=study) == 3
+    assert services.execution_jobs_create(study=study) == 3
     jobs = ExecutionJob.objects.filter(generation__item__study=study)
     passed = timezone.now() - timedelta(seconds=1)
     jobs.exclude(generation__condition__name="lost").update(

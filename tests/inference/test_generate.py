@@ -47,7 +47,7 @@ def test_result_fields_and_json(tiny):
     assert result.peak_rss_bytes > 0
     assert 0.0 < result.active_fraction < 1.0
     assert len(result.active_fraction_per_layer) == 3
-    assert json.loads(json.dumps(result.to_json()))["new_tokens"] == result.new_tokens
+    assert json.loads(json.dumps(result.to_dict()))["new_tokens"] == result.new_tokens
 
 
 def test_length_and_stop_finish_reasons(tiny):

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from analysis.export import FORMULA_STARTS
-from annotations import pipeline, services
+from annotations import services
 from annotations.models import Condition, Enrolment, Generation, Item, Judgment, Study
 from reports.build import REPORT_FILES
 from tests.security.conftest import PASSWORD, client_for
@@ -43,7 +43,7 @@ def exported(db, monkeypatch):
         Condition.objects.create(study=study, name=name, policy=policy, position=position)
     for task_id in FORMULAS[3:5]:
         Item.objects.create(study=study, dataset="humaneval", task_id=task_id, prompt=FORMULAS[6])
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     for i, generation in enumerate(Generation.objects.filter(item__study=study).order_by("id")):
         generation.status = Generation.Status.DONE
         generation.text = FORMULAS[len(FORMULAS) - 1 - i] + (AWKWARD if i % 2 else "")

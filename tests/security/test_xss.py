@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.urls import Resolver404, resolve, reverse
 
 from analysis.plots import ratings_figure
-from annotations import pipeline, services
+from annotations import services
 from annotations.models import (
     Assignment,
     Condition,
@@ -143,7 +143,7 @@ def hostile_study(rater_a, rater_b) -> Study:
     criterion = Criterion.objects.create(study=study, name=PAYLOADS[4], question=PAYLOADS[7])
     for task_id in PAYLOADS[8:10]:
         Item.objects.create(study=study, dataset="humaneval", task_id=task_id, prompt=TEXT)
-    pipeline.generations_create(study=study)
+    services.generations_create(study=study)
     generations = list(Generation.objects.filter(item__study=study).order_by("id"))
     for i, generation in enumerate(generations):
         generation.status = Generation.Status.DONE

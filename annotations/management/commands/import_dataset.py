@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotations import pipeline
+from annotations import services
 from annotations.models import Study
 from evaluation import datasets
 
@@ -50,7 +50,7 @@ class Command(BaseCommand):
             tasks = datasets.load_tasks(dataset, path, schema=schema)
             with tqdm(total=len(tasks), desc=f"importing {dataset}", unit="problem",
                       disable=options["verbosity"] == 0) as bar:
-                summary = pipeline.problems_import(
+                summary = services.problems_import(
                     tasks=tasks, progress=bar.update, max_new_tokens=options["max_new_tokens"]
                 )
         except datasets.DatasetError as exc:

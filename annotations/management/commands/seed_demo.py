@@ -1,10 +1,9 @@
 from django.core.management.base import BaseCommand
 
-from annotations import pipeline, tasks
-from annotations.calibration import calibration_state
+from annotations import services, tasks
 from annotations.demo import DEMO_ADMIN, DEMO_RATER, demo_seed
 from annotations.models import Study
-from annotations.selectors import study_progress
+from annotations.selectors import calibration_state, study_progress
 
 
 class Command(BaseCommand):
@@ -22,7 +21,7 @@ class Command(BaseCommand):
         # The calibration first: the worker takes one task at a time, and the calibrated
         # conditions' generations are created when it is done.
         calibrating = not no_enqueue and tasks.calibrations_enqueue(study=study)
-        created = pipeline.generations_create(study=study)
+        created = services.generations_create(study=study)
         sent = 0 if no_enqueue else tasks.generations_enqueue(study=study)
         # A restart may find finished outputs whose Pass@1 check never ran (safe to repeat).
         checks = 0 if no_enqueue else tasks.executions_enqueue(study=study)

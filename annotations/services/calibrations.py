@@ -7,7 +7,6 @@ moves rows, so the web process can import it."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -15,12 +14,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.conditions import BuiltCondition
-from annotations.models import Calibration, Condition, Problem, Study
+from annotations.models import Calibration, Condition, Study
 
 CALIBRATION_LEASE = timedelta(seconds=settings.GENERATION_LEASE_S)
-# Prompts profiled per calibration: enough for stable quantiles of |h| (every token of every
-# layer counts), few enough to finish in a minute or two on a CPU.
-MAX_PROMPTS = 16
 
 
 def calibrations_create(*, study: Study, built: Iterable[BuiltCondition]) -> int:
@@ -58,23 +54,6 @@ def calibrations_claim(*, study_id: int) -> list[Calibration]:
     return list(Calibration.objects.filter(id__in=ids).select_related("condition__study"))
 
 
-def calibration_prompts(*, study: Study, prompt_set: str) -> list[str]:
-    """The prompts a calibration profiles: the study's items, or HumanEval's from the
-    problem library (the same draw every time)."""
-    if prompt_set == Calibration.PromptSet.HUMANEVAL:
-        # Asked as a study item would be, so the profile sees the prompts it will serve.
-        library = Problem.objects.filter(dataset="humaneval").order_by("id")[:MAX_PROMPTS]
-        prompts = [problem.new_item(study).prompt for problem in library]
-    else:
-        prompts = list(study.items.order_by("id").values_list("prompt", flat=True)[:MAX_PROMPTS])
-    if not prompts:
-        raise ValueError(
-            f"no prompts to calibrate on ({Calibration.PromptSet(prompt_set).label}: none; "
-            "import the data set or add items)"
-        )
-    return prompts
-
-
 def calibrations_progress(*, calibrations: list[Calibration], progress: float) -> None:
     Calibration.objects.filter(
         id__in=[c.id for c in calibrations], status=Calibration.Status.RUNNING
@@ -100,49 +79,3 @@ def calibrations_fail(*, calibrations: list[Calibration], error: str) -> None:
     Calibration.objects.filter(
         id__in=[c.id for c in calibrations], status=Calibration.Status.RUNNING
     ).update(status=Calibration.Status.FAILED, error=error[:2000], lease_until=None)
-
-
-@dataclass(frozen=True)
-class CalibrationState:
-    """A study's calibrations, for the setup page and the launch rule."""
-
-    rows: list[Calibration]
-
-    @property
-    def unfinished(self) -> int:
-        return sum(not c.finished for c in self.rows)
-
-    @property
-    def failed(self) -> int:
-        return sum(c.status == Calibration.Status.FAILED for c in self.rows)
-
-    @property
-    def finished(self) -> bool:
-        return self.unfinished == 0
-
-    @property
-    def percent(self) -> int:
-        if not self.rows:
-            return 100
-        return round(100 * sum(c.progress for c in self.rows) / len(self.rows))
-
-    def launch_blockers(self) -> list[str]:
-        reasons = []
-        if self.unfinished:
-            reasons.append(
-                f"{self.unfinished} condition(s) are still being calibrated "
-                f"({self.percent} % done)."
-            )
-        if self.failed:
-            reasons.append(f"{self.failed} calibration(s) failed: retry them on the setup page.")
-        return reasons
-
-
-def calibration_state(study: Study) -> CalibrationState:
-    return CalibrationState(
-        rows=list(
-            Calibration.objects.filter(condition__study=study)
-            .select_related("condition")
-            .order_by("condition__position", "condition_id")
-        )
-    )
