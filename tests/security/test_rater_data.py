@@ -79,7 +79,7 @@ def test_deletes_personal_data_and_judgments_and_frees_the_pairs(judged):
     assert "1 judgment(s) with their ratings deleted" in output
     assert "2 assignment(s) deleted: their pairs can be assigned again" in output
     newcomer = get_user_model().objects.create_user("newcomer")
-    services.enrolment_get(study=study, rater=newcomer)
+    services.enrolment_consent(enrolment=services.enrolment_get(study=study, rater=newcomer))
     while (a := services.assignment_next(study=study, rater=newcomer)) is not None:
         services.judgment_submit(assignment=a, choice="tie")
     given = set(Assignment.objects.filter(rater=newcomer).values_list("pair_id", flat=True))
