@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from annotations import pipeline, tasks
+from annotations import services, tasks
 from annotations.models import Execution, Generation, Problem, Study
 from evaluation.code_extraction import extract_answer_code
 from evaluation.prompts import DS1000_INSTRUCTION
@@ -59,7 +59,7 @@ def test_imported_ds1000_items_pass_with_their_references_and_fail_with_wrong_an
     assert [i.problem.metadata["library"] for i in items] == ["Numpy", "Pandas", "Matplotlib"]
     for item in items:
         assert item.prompt.startswith(DS1000_INSTRUCTION) and item.problem.prompt in item.prompt
-        task = pipeline.item_task(item)
+        task = item.problem.as_task()
         # As a chat model answers: the code fenced, prose around it.
         answer = f"Here is the code:\n```python\n{task.reference}```\nIt stores the result."
         passed = check_candidate(task, extract_answer_code(task, answer))
@@ -73,7 +73,7 @@ def test_imported_ds1000_items_pass_with_their_references_and_fail_with_wrong_an
 @pytest.mark.django_db(transaction=True)
 def test_a_ds1000_study_is_generated_scored_and_reported_per_condition(tmp_path):
     study = _ds1000_study(tmp_path)
-    assert pipeline.generations_create(study=study) == 0, "the setup page made them"
+    assert services.generations_create(study=study) == 0, "the setup page made them"
     log_path = tmp_path / "worker.log"
     with celery_worker(log_path) as worker:
         assert tasks.generations_enqueue(study=study) == 6
