@@ -15,10 +15,13 @@ from inference.policies import DensePolicy
 
 @functools.cache
 def _load(
-    path: str, dtype: str, device: str, plan: str, hot_device: str, cold_device: str
+    path: str, dtype: str, quantize: str, device: str, plan: str, hot_device: str,
+    cold_device: str,
 ) -> LoadedModel:
     dtype = placed_dtype(dtype, device=device, split=bool(plan))
-    loaded = load_model(path or None, dtype=dtype, cache_dir=settings.MODEL_CACHE_DIR)
+    loaded = load_model(
+        path or None, dtype=dtype, cache_dir=settings.MODEL_CACHE_DIR, quantize=quantize or None
+    )
     model_place(
         loaded.model, fingerprint=loaded.fingerprint, device=device, plan=plan or None,
         hot_device=hot_device, cold_device=cold_device,
@@ -37,9 +40,11 @@ def warm(loaded: LoadedModel) -> None:
 
 
 def loaded_model() -> LoadedModel:
-    """The configured model, loaded and placed (MODEL_DEVICE, or MODEL_PLAN with
-    MODEL_HOT_DEVICE / MODEL_COLD_DEVICE) once per worker process, then reused."""
+    """The configured model (MODEL_PATH, MODEL_DTYPE, MODEL_QUANTIZE), loaded and placed
+    (MODEL_DEVICE, or MODEL_PLAN with MODEL_HOT_DEVICE / MODEL_COLD_DEVICE) once per worker
+    process, then reused."""
     return _load(
-        settings.MODEL_PATH, settings.MODEL_DTYPE, settings.MODEL_DEVICE, settings.MODEL_PLAN,
-        settings.MODEL_HOT_DEVICE, settings.MODEL_COLD_DEVICE,
+        settings.MODEL_PATH, settings.MODEL_DTYPE, settings.MODEL_QUANTIZE,
+        settings.MODEL_DEVICE, settings.MODEL_PLAN, settings.MODEL_HOT_DEVICE,
+        settings.MODEL_COLD_DEVICE,
     )

@@ -21,7 +21,6 @@ from inference.profile import CALIBRATION_NEW_TOKENS  # noqa: E402
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from inference.generate import generate
-    from inference.loading import load_model
 
     prompt = args.prompt if args.prompt is not None else args.prompt_option
     if prompt is None:
@@ -42,7 +41,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("give --plan or --hot-fraction, not both")
     if args.hot_fraction is not None and args.profile is None:
         raise ValueError("--hot-fraction needs --profile (a file from `profile`)")
-    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    loaded = _load_model(args)
     devices = {"hot_device": args.hot_device, "cold_device": args.cold_device}
     if args.hot_fraction is not None:
         from inference.profile import Profile
@@ -111,13 +110,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from inference.hot_cold import model_place
-    from inference.loading import load_model
     from inference.serve import Condition, api_key_for, build_app
 
     api_key = api_key_for(args.host, os.environ)  # refused before the (slow) load
     if args.queue < 0 or args.max_tokens < 1:
         raise ValueError("--queue must be >= 0 and --max-tokens >= 1")
-    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    loaded = _load_model(args)
     model_place(loaded.model, fingerprint=loaded.fingerprint, device=args.device)
     name = args.name or args.policy.kind
     app = build_app(
@@ -141,11 +139,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from inference.loading import load_model
     from inference.predictor_training import train_predictors
     from inference.profile import humaneval_prompts
 
-    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    loaded = _load_model(args)
 
     def progress(layer: int, m: dict) -> None:
         print(
@@ -192,10 +189,9 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from inference.loading import load_model
     from inference.profile import humaneval_prompts, profile_model
 
-    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    loaded = _load_model(args)
     prompts = humaneval_prompts(args.prompts)
     profile = profile_model(loaded, prompts, max_new_tokens=args.max_new_tokens)
     profile.save(args.out)
@@ -280,10 +276,25 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help=".gguf file or HF directory")
     parser.add_argument(
         "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"],
-        help="auto: a GGUF's weights in the file's block formats; float32: dequantized; "
-        "int8: projections int8 with per-output scales, the rest bf16 (the GPU's 8-bit path)",
+        help="auto: a GGUF's weights in the file's block formats, a directory's as stored "
+        "(bf16 stays bf16); float32: dequantized; int8: projections int8 with per-output "
+        "scales, the rest bf16 (the GPU's 8-bit path)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quantize", default=os.environ.get("MODEL_QUANTIZE") or None,
+        choices=["q8_0", "q4_0", "q4_1"],
+        help="quantize a HF directory's matrices at load with gguf's quantizers (a GGUF: its "
+        "matrices in formats without kernels, e.g. Q4_K); default $MODEL_QUANTIZE",
     )  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None)
+
+
+def _load_model(args: argparse.Namespace):
+    from inference.loading import load_model
+
+    return load_model(
+        args.model, dtype=args.dtype, cache_dir=args.cache_dir, quantize=args.quantize
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,7 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--shape", default="llama-70b", help="a name from inference.config.SHAPES")
     plan.add_argument("--profile", type=Path, default=None, help="profile of this shape's model")
     plan.add_argument("--activity-threshold", type=float, default=0.05, help="profiled |h| eps")
-    plan.add_argument("--weight-format", default="q4_0", choices=["f32", "f16", "q8_0", "q4_0"])
+    plan.add_argument(
+        "--weight-format", default="q4_0",
+        help="bytes counted as this format stores them: f32, f16, bf16, q8_0, q6_k, q4_1, "
+        "q4_0, q4_k",
+    )  # fmt: skip
     plan.add_argument("--out", type=Path, default=None, help="save the plan (JSON) for generate")
     plan.set_defaults(func=_cmd_plan)
 

@@ -28,13 +28,14 @@ from inference.model_info import (
     fingerprint_directory,
     fingerprint_file,
 )
-from inference.quantized import load_gguf_quantized
+from inference.quantized import FORMATS, load_gguf_quantized, quantize_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# "auto": a GGUF keeps its own block formats (inference.quantized), a directory loads as fp32;
-# "int8": the projections int8 with per-output scales, the rest bf16 (inference.int8: the GPU's
-# 8-bit path).
+# "auto": a GGUF keeps its own block formats (inference.quantized), a directory the dtype its
+# weights are stored in (bf16 stays bf16); "int8": the projections int8 with per-output scales,
+# the rest bf16 (inference.int8: the GPU's 8-bit path).
 LOAD_DTYPES = ("auto", *DTYPES, "int8")
+QUANTIZE_FORMATS = tuple(FORMATS)  # --quantize / MODEL_QUANTIZE
 
 
 @dataclass
@@ -65,23 +66,32 @@ def load_model(
     *,
     dtype: str = "float32",
     cache_dir: Path | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer.
 
     ``path``: a ``.gguf`` file or a local Hugging Face model directory (default: the shipped GGUF).
     ``dtype``: ``auto`` (a GGUF's weights stay in the file's block formats, never copied to
-    fp32; a directory loads as fp32), or ``float32`` (the reference: a GGUF dequantized),
-    ``bfloat16``, ``float16``, or ``int8`` (bf16 with every decoder projection int8 with
-    per-output scales: for the GPU, where the Triton kernels read it; a CPU without
-    ``TRITON_INTERPRET=1`` multiplies by the dequantized matrices). ``int8`` quantizes the
-    weights as stored once, tensor by tensor, into ``<cache_dir>/<fingerprint>.int8/``
+    fp32; a directory keeps the dtype it stores, e.g. bf16), or ``float32`` (the reference: a
+    GGUF dequantized), ``bfloat16``, ``float16``, or ``int8`` (bf16 with every decoder
+    projection int8 with per-output scales: for the GPU, where the Triton kernels read it; a
+    CPU without ``TRITON_INTERPRET=1`` multiplies by the dequantized matrices). ``int8``
+    quantizes the weights as stored once, tensor by tensor, into ``<cache_dir>/<fingerprint>.int8/``
     (``int8.write_int8_checkpoint``; a directory's too) and reads that afterwards, so no float
     copy of the model is ever held.
     ``cache_dir``: root of the converted-GGUF cache (default ``./var/model-cache``); each model
     lives in ``<cache_dir>/<fingerprint>/``. Directories are loaded directly, never cached.
+    ``quantize``: a block format (``QUANTIZE_FORMATS``, with ``dtype="auto"``): a directory's
+    matrices are quantized at load by ``gguf.quants`` (``quantized.quantize_model``); a GGUF's
+    matrices in a format without kernels (Q4_K, Q6_K, F16, ...) are converted to it, the rest
+    kept as stored. The fingerprint then ends in ``.<format>``: other weights, another identity.
     """
     if dtype not in LOAD_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(LOAD_DTYPES)}, got {dtype!r}")
+    if quantize is not None and quantize not in QUANTIZE_FORMATS:
+        raise ValueError(f"quantize must be one of {list(QUANTIZE_FORMATS)}, got {quantize!r}")
+    if quantize is not None and dtype != "auto":
+        raise ValueError(f"quantizing keeps the weights as blocks: use dtype auto, not {dtype}")
     path = Path(path) if path is not None else default_model_path()
     path = path.expanduser().resolve()
     if not path.exists():
@@ -94,7 +104,8 @@ def load_model(
     elif path.suffix == ".gguf":
         fingerprint = fingerprint_file(path, cache_root)
         if dtype == "auto":
-            return _stored_gguf(path, cache_root / f"{fingerprint}.tokenizer", fingerprint)
+            tokenizer_entry = cache_root / f"{fingerprint}.tokenizer"
+            return _stored_gguf(path, tokenizer_entry, fingerprint, quantize)
         source = _converted_gguf(path, cache_root / fingerprint)
     else:
         raise ValueError(f"{path} is neither a .gguf file nor a model directory")
@@ -103,20 +114,29 @@ def load_model(
     if dtype == "int8":
         model = load_int8_checkpoint(_int8_entry(source, cache_root / f"{fingerprint}.int8"))
     else:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES.get(dtype, torch.float32))
+        torch_dtype = "auto" if dtype == "auto" else DTYPES.get(dtype, torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        if quantize is not None:
+            quantize_model(model, quantize)
+            fingerprint = f"{fingerprint}.{quantize}"
         model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, path=str(path))
 
 
-def _stored_gguf(gguf: Path, tokenizer_entry: Path, fingerprint: str) -> LoadedModel:
-    """``gguf`` with its weights as stored (``inference.quantized``); its tokenizer converted
-    once and cached in ``tokenizer_entry`` (the weights are read from the file every time)."""
+def _stored_gguf(
+    gguf: Path, tokenizer_entry: Path, fingerprint: str, convert: str | None
+) -> LoadedModel:
+    """``gguf`` with its weights as stored (``inference.quantized``; ``convert``: the format
+    its matrices without kernels become); its tokenizer converted once and cached in
+    ``tokenizer_entry`` (the weights are read from the file every time)."""
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if not (tokenizer_entry / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         _write_entry(tokenizer_entry, tokenizer.save_pretrained, "tokenizer_config.json")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_entry)
-    model = load_gguf_quantized(gguf, config)
+    model = load_gguf_quantized(gguf, config, convert)
+    if convert is not None:
+        fingerprint = f"{fingerprint}.{convert}"
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, path=str(gguf))
 
 

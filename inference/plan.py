@@ -15,12 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from gguf import GGMLQuantizationType
 
 from inference.config import ModelShape
+from inference.quantized import bytes_per_weight
 
 GROUP = 256
 _FORMAT = "placement-1"
-BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+# Bytes a weight takes as stored, by format, from gguf's block sizes (Q4_1: 20 bytes a block of
+# 32 = 0.625; Q4_K: 144 bytes a super-block of 256 = 0.5625; Q6_K: 210 / 256).
+BYTES_PER_WEIGHT = {
+    name.lower(): bytes_per_weight(GGMLQuantizationType[name])
+    for name in ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q4_1", "Q4_0", "Q4_K")
+}
 
 
 @dataclass

@@ -177,6 +177,36 @@ def block_formats(model: nn.Module) -> list[str]:
     return sorted(weights, key=weights.get, reverse=True)
 
 
+def quantize_model(model: nn.Module, fmt: str) -> nn.Module:
+    """``model`` (a float ``transformers`` LLaMA, e.g. a Hugging Face directory as stored) with
+    its projections, embedding and LM head quantized to block format ``fmt`` (``FORMATS``) by
+    ``gguf.quants`` and held as blocks (``QuantLinear``, ``QuantEmbedding``; a tied head reads
+    the embedding's blocks), the norms as fp32. In place, one matrix at a time: only that one
+    matrix is ever copied to fp32. Returns ``model``."""
+    qtype = FORMATS[fmt]
+    embed = model.get_input_embeddings()
+    tied = model.lm_head.weight is embed.weight
+    swaps = [
+        (parent, attr, child)
+        for parent in model.modules()
+        for attr, child in parent.named_children()
+        if isinstance(child, nn.Linear | nn.Embedding) and not (tied and child is model.lm_head)
+    ]
+    for parent, attr, child in swaps:
+        if isinstance(child, nn.Linear) and child.bias is not None:
+            raise ValueError(f"{attr} has a bias; the block formats hold bias-free projections")
+        blocks = _quantize(child.weight.detach().to(torch.float32), qtype)
+        if isinstance(child, nn.Embedding):
+            module = QuantEmbedding(blocks, qtype, child.num_embeddings, child.embedding_dim)
+        else:
+            module = QuantLinear(blocks, qtype, child.in_features, child.out_features)
+        setattr(parent, attr, module)
+    if tied:
+        model.lm_head = model.get_input_embeddings().as_linear()
+    model.float()  # the norms (blocks are uint8: untouched)
+    return model
+
+
 # GGUF tensor names -> the module of a transformers LLaMA that holds them.
 _LAYER_TENSORS = {
     "attn_norm": "input_layernorm",
@@ -192,13 +222,15 @@ _LAYER_TENSORS = {
 _LAYER_NAME = re.compile(r"blk\.(\d+)\.(\w+)\.weight$")
 
 
-def load_gguf_quantized(path: Path, config) -> nn.Module:
+def load_gguf_quantized(path: Path, config, convert: str | None = None) -> nn.Module:
     """A LLaMA ``transformers`` model of ``config`` holding ``path``'s weights as stored.
 
     Quantized projections (Q4_0, Q4_1, Q8_0) become ``QuantLinear`` over the file's memory map
     (q and k rows un-permuted as transformers does, which moves whole rows: no requantization);
-    float tensors are read as fp32. Raises ``ValueError`` for an architecture other than LLaMA
-    or a format without kernels (``MODEL_DTYPE=float32`` dequantizes those).
+    float tensors are read as fp32. ``convert`` (a ``FORMATS`` name) converts every matrix
+    stored otherwise (Q4_K, Q6_K, F16, ...) to that format, one at a time, with ``gguf.quants``.
+    Raises ``ValueError`` for an architecture other than LLaMA or, without ``convert``, a
+    format without kernels (``MODEL_DTYPE=float32`` dequantizes those).
     """
     from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
@@ -241,7 +273,7 @@ def load_gguf_quantized(path: Path, config) -> nn.Module:
             rows = np.arange(data.shape[0])[:, None]
             order = permute(rows, heads, heads if ".attn_q." in name else kv_heads)[:, 0]
             data = data[torch.from_numpy(np.ascontiguousarray(order))]
-        setattr(parent, attr, _stored_module(old, data, qtype, name))
+        setattr(parent, attr, _stored_module(old, data, qtype, name, convert))
     if tied:
         embed = model.model.embed_tokens
         model.lm_head = (
@@ -259,9 +291,16 @@ def kind_is_qk(name: str) -> bool:
     return ".attn_q." in name or ".attn_k." in name
 
 
-def _stored_module(old: nn.Module, data: torch.Tensor, qtype: int, name: str) -> nn.Module:
-    """The module holding ``data`` (a GGUF tensor of type ``qtype``) in place of ``old``."""
+def _stored_module(
+    old: nn.Module, data: torch.Tensor, qtype: int, name: str, convert: str | None = None
+) -> nn.Module:
+    """The module holding ``data`` (a GGUF tensor of type ``qtype``) in place of ``old``; a
+    matrix of a format without kernels converted to ``convert``'s blocks where given."""
     ggml = GGMLQuantizationType(qtype)
+    if convert is not None and ggml not in FORMATS.values() and data.dim() == 2:
+        weight = dequantize(data.numpy(), ggml).astype(np.float32)
+        ggml = FORMATS[convert]
+        qtype, data = int(ggml), torch.from_numpy(quantize(weight, ggml))
     if ggml in FLOAT_TYPES:
         weight = torch.from_numpy(dequantize(data.numpy(), ggml).astype(np.float32))
         if isinstance(old, nn.Embedding):
@@ -272,7 +311,8 @@ def _stored_module(old: nn.Module, data: torch.Tensor, qtype: int, name: str) ->
     if ggml not in FORMATS.values():
         raise ValueError(
             f"{name} is {ggml.name}, which has no kernels here (supported: "
-            f"{', '.join(f.upper() for f in FORMATS)}); set MODEL_DTYPE=float32 to dequantize"
+            f"{', '.join(f.upper() for f in FORMATS)}); set MODEL_DTYPE=float32 to dequantize, "
+            "or MODEL_QUANTIZE=q8_0 (--quantize) to convert such matrices at load"
         )
     if isinstance(old, nn.Embedding):
         return QuantEmbedding(data, qtype, old.num_embeddings, old.embedding_dim)
@@ -296,16 +336,16 @@ def write_gguf(model: nn.Module, path: Path, fmt: str) -> Path:
         return quantize(array, FORMATS[fmt]) if array.ndim == 2 else array
 
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
-    return _write_tensors(model.config, shapes, draw, path, fmt)
+    return write_tensors(model.config, shapes, draw, path, FORMATS[fmt])
 
 
-def _write_tensors(config, shapes: dict, draw, path: Path, fmt: str) -> Path:
+def write_tensors(config, shapes: dict, draw, path: Path, qtype: GGMLQuantizationType) -> Path:
     """A LLaMA state dict as a GGUF at ``path``, with the metadata llama.cpp reads, streamed:
     ``shapes`` maps each name to its weights' shape and ``draw(name)`` gives that tensor when
-    it is written (a matrix as ``fmt`` blocks, a norm fp32), so only one is held at a time."""
+    it is written (a matrix as blocks of GGML type ``qtype``, a norm fp32), so only one is held
+    at a time. Any block type gguf knows (tests write Q4_K and Q6_K blocks they make)."""
     from gguf import GGUFWriter
 
-    qtype = FORMATS[fmt]
     writer = GGUFWriter(str(path), "llama")
     writer.add_block_count(config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
@@ -391,4 +431,4 @@ def write_random_gguf(shape, path: Path, fmt: str, *, seed: int = 0) -> Path:
         weight = torch.empty(rows, cols[0]).normal_(0.0, cols[0] ** -0.5, generator=generator)
         return quantize(weight.numpy(), FORMATS[fmt])
 
-    return _write_tensors(config, shapes, draw, path, fmt)
+    return write_tensors(config, shapes, draw, path, FORMATS[fmt])

@@ -297,6 +297,10 @@ MODEL_PATH = os.environ.get("MODEL_PATH", "")
 # "auto": a GGUF's weights as the file stores them (Q4_0/Q4_1/Q8_0 blocks, CPU); "float32"
 # dequantizes (the reference), "bfloat16"/"float16" for a GPU (docs/engine.md, Loading).
 MODEL_DTYPE = os.environ.get("MODEL_DTYPE", "auto")
+# "q8_0" / "q4_0" / "q4_1": a Hugging Face directory's matrices quantized at load with gguf's
+# quantizers (a GGUF: only its matrices in formats without kernels, e.g. Q4_K); empty: as
+# stored. Needs MODEL_DTYPE=auto and the CPU (docs/engine.md, Loading).
+MODEL_QUANTIZE = os.environ.get("MODEL_QUANTIZE", "")
 # Where the worker runs it: the whole model on MODEL_DEVICE ("cpu", "cuda", "cuda:1"), or,
 # for a model too big for the GPU, split by a placement plan (`python -m inference plan
 # --out`): hot neurons on MODEL_HOT_DEVICE, cold ones on MODEL_COLD_DEVICE (README, Engine).

@@ -50,6 +50,21 @@ def test_generate_json_has_text_and_telemetry(tiny_dir, tmp_path, capsys):
     assert telemetry["cuda_peak_bytes"] == 0 and telemetry["device"] == "cpu"
 
 
+def test_generate_quantizes_a_directory_at_load(tiny_dir, tmp_path, capsys, monkeypatch):
+    argv = ["generate", "--model", str(tiny_dir), "--cache-dir", str(tmp_path), "--json"]
+    assert main([*argv, "--max-new-tokens", "3", "w1 w2"]) == 0
+    plain = json.loads(capsys.readouterr().out)["telemetry"]
+    monkeypatch.setenv("MODEL_QUANTIZE", "q4_0")  # the flag's default
+    assert main([*argv, "--max-new-tokens", "3", "w1 w2"]) == 0
+    blocks = json.loads(capsys.readouterr().out)["telemetry"]
+    ratio = blocks["dense_weight_bytes_per_token"] / plain["dense_weight_bytes_per_token"]
+    assert ratio == pytest.approx(18 / 32 / 4)  # a Q4_0 block: 18 bytes a 32 weights, not 4 each
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--quantize", "q8_0", "--dtype", "float32", "w1"])
+    assert exit_info.value.code == 2
+    assert "dtype auto" in capsys.readouterr().err
+
+
 def test_generate_streams_text(tiny_dir, tmp_path, capsys):
     argv = ["generate", "--model", str(tiny_dir), "--cache-dir", str(tmp_path)]
     assert main([*argv, "--max-new-tokens", "6", "w1 w2"]) == 0

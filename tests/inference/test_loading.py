@@ -7,8 +7,9 @@ import torch
 from inference.__main__ import main
 from inference.generate import generate
 from inference.loading import default_model_path, fingerprint_file, load_model
-from inference.policies import StaticPolicy
-from tests.inference.conftest import tiny_model
+from inference.policies import SITES, DensePolicy, StaticPolicy
+from inference.quantized import block_formats, stored_reference
+from tests.inference.conftest import tiny_model, tiny_tokenizer
 
 
 def test_default_model_path_is_the_shipped_gguf():
@@ -34,6 +35,36 @@ def test_dtype_is_applied_and_checked(tiny_dir, tmp_path):
     assert load_model(tiny_dir, dtype="bfloat16", cache_dir=tmp_path).model.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
         load_model(tiny_dir, dtype="int4", cache_dir=tmp_path)
+
+
+def test_auto_keeps_a_directory_in_the_dtype_it_stores(tiny_dir, tmp_path):
+    assert load_model(tiny_dir, dtype="auto", cache_dir=tmp_path).model.dtype == torch.float32
+    bf16_dir = tmp_path / "tiny-bf16"
+    tiny_model().to(torch.bfloat16).save_pretrained(bf16_dir)
+    tiny_tokenizer().save_pretrained(bf16_dir)
+    loaded = load_model(bf16_dir, dtype="auto", cache_dir=tmp_path / "cache")
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    dense = generate(loaded, "w1 w2 w3", DensePolicy(), max_new_tokens=4)
+    for site in SITES:  # every site decodes on bf16 weights (the PyTorch paths)
+        zero = generate(loaded, "w1 w2 w3", StaticPolicy(0.0, site=site), max_new_tokens=4)
+        assert zero.text == dense.text
+        sparse = generate(loaded, "w1 w2 w3", StaticPolicy(0.05, site=site), max_new_tokens=4)
+        assert 0.0 < sparse.achieved_sparsity < 1.0
+
+
+def test_quantize_a_directory_at_load(tiny_dir, tmp_path):
+    plain = load_model(tiny_dir, cache_dir=tmp_path)
+    loaded = load_model(tiny_dir, dtype="auto", quantize="q8_0", cache_dir=tmp_path)
+    assert block_formats(loaded.model) == ["Q8_0"]
+    assert loaded.fingerprint == f"{plain.fingerprint}.q8_0"  # other weights, other identity
+    ids = torch.tensor([[1, 7, 8]])
+    with torch.no_grad():
+        reference = stored_reference(tiny_model(), "q8_0")(ids).logits
+        torch.testing.assert_close(loaded.model(ids).logits, reference)
+    with pytest.raises(ValueError, match="dtype auto"):
+        load_model(tiny_dir, dtype="float32", quantize="q8_0", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        load_model(tiny_dir, dtype="auto", quantize="q2_k", cache_dir=tmp_path)
 
 
 def test_missing_or_unknown_paths(tmp_path):

@@ -155,3 +155,18 @@ def test_gpu_placements_on_a_gpu_too_small_for_anything():
     fits = gpu_placements(SHAPES["tiny"], parse_bytes("300KiB"))
     assert len(fits) == 4 and not any(fit.fits for fit in fits)
     assert "does not fit" in fits[2].detail
+
+
+@pytest.mark.parametrize(
+    ("weight_format", "block_bytes", "block"),
+    [("q4_1", 20, 32), ("q8_0", 34, 32), ("q4_k", 144, 256), ("q6_k", 210, 256), ("bf16", 2, 1)],
+)
+def test_plan_counts_bytes_as_the_format_stores_them(weight_format, block_bytes, block):
+    plan = plan_placement(SMALL, parse_bytes("1GiB"), weight_format=weight_format)
+    total = plan.gpu_bytes + plan.cpu_bytes
+    assert total == int(SMALL.total_params * block_bytes / block)
+
+
+def test_plan_refuses_an_unknown_format():
+    with pytest.raises(ValueError, match="q4_1"):
+        plan_placement(SMALL, parse_bytes("1GiB"), weight_format="q3_k")

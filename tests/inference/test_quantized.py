@@ -3,10 +3,13 @@
 torch on the dequantized weights, and a tiny random model of each format against the fp32 model
 holding the same stored weights."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gguf.quants import quantize
+from gguf import GGMLQuantizationType
+from gguf.constants import GGML_QUANT_SIZES
+from gguf.quants import dequantize, quantize
 
 from inference.decoder import LeanDecoder, compiled_step_unsupported
 from inference.kernels import compiled_kernels
@@ -15,10 +18,13 @@ from inference.policies import SITES, DensePolicy, Policy, StaticPolicy
 from inference.quantized import (
     FORMATS,
     QuantLinear,
+    block_formats,
     bytes_per_weight,
     load_gguf_quantized,
+    quantize_model,
     stored_reference,
     write_gguf,
+    write_tensors,
 )
 from inference.random_model import random_llama
 from inference.sparse_mlp import sparse_mlps
@@ -228,3 +234,57 @@ def test_placed_dtype_keeps_blocks_only_whole_on_the_cpu():
     assert placed_dtype("auto", split=True) == "float32"
     assert placed_dtype("bfloat16", device="cuda") == "bfloat16"
 
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])
+def test_quantize_model_holds_what_gguf_stores(fmt):
+    model = quantize_model(quant_tiny(), fmt)
+    assert block_formats(model) == [fmt.upper()]
+    assert not any(p.dim() == 2 for p in model.parameters())  # no float matrix left
+    assert len([m for m in model.modules() if isinstance(m, QuantLinear)]) == 7 * 3 + 1
+    reference = stored_reference(quant_tiny(), fmt)
+    ids = torch.tensor([[1, 9, 17, 33, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+    assert greedy(model, ids, 6)[0] == greedy(reference, ids, 6)[0]
+
+
+def k_blocks(qtype: GGMLQuantizationType, rows: int, cols: int, seed: int) -> np.ndarray:
+    """Random ``qtype`` (Q4_K, Q6_K) blocks ``[rows, row bytes]``: gguf has no quantizer for
+    them, so the bytes are drawn and the fp16 scales set to finite values."""
+    block, block_bytes = GGML_QUANT_SIZES[qtype]
+    blocks = np.random.default_rng(seed).integers(0, 256, (rows, cols // block, block_bytes))
+    blocks = blocks.astype(np.uint8)
+    scale = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    if qtype == GGMLQuantizationType.Q4_K:  # d, dmin first
+        blocks[..., 0:2] = blocks[..., 2:4] = scale
+    else:  # Q6_K: d last
+        blocks[..., -2:] = scale
+    return blocks.reshape(rows, -1)
+
+
+@pytest.mark.parametrize("qtype", [GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K])
+def test_a_k_quant_file_is_refused_or_converted_as_asked(qtype, tmp_path):
+    source = random_llama("tiny", hidden_size=256, intermediate_size=512)
+    shapes = {name: tuple(t.shape) for name, t in source.state_dict().items()}
+    drawn = {}
+
+    def draw(name):
+        rows, *cols = shapes[name]
+        if not cols:
+            return np.ones(rows, dtype=np.float32)
+        drawn[name] = k_blocks(qtype, rows, cols[0], seed=len(drawn))
+        return drawn[name]
+
+    path = write_tensors(source.config, shapes, draw, tmp_path / "k.gguf", qtype)
+    with pytest.raises(ValueError, match=f"{qtype.name}, which has no kernels.*MODEL_QUANTIZE"):
+        load_gguf_quantized(path, source.config)
+    model = load_gguf_quantized(path, source.config, convert="q8_0")
+    assert block_formats(model) == ["Q8_0"]
+    expected = quantize(dequantize(drawn["model.layers.1.mlp.down_proj.weight"], qtype),
+                        GGMLQuantizationType.Q8_0)  # fmt: skip
+    assert np.array_equal(model.model.layers[1].mlp.down_proj.blocks.numpy(), expected)
+    ids = torch.tensor([[1, 9, 17]])
+    for site in SITES:
+        sparsify(model, StaticPolicy(0.3, site=site))
+        assert len(greedy(model, ids, 3)[0]) == 3
