@@ -32,6 +32,7 @@ from analysis.by_model import by_model_section, study_models
 from analysis.contracts import InputError
 from analysis.divergence import divergence_preference
 from analysis.findings import findings
+from analysis.judge_agreement import VERDICT_COLUMNS, judge_section
 from analysis.mixed import sparsity_preference_model
 from analysis.plots import (
     alignment_figure,
@@ -60,6 +61,8 @@ def build_report(
     criterion_ratings: pd.DataFrame | None = None,
     profiles: pd.DataFrame | None = None,
     profile_questions: Sequence[dict] = (),
+    judge_verdicts: pd.DataFrame | None = None,
+    weak_judges: Sequence[str] = (),
     bootstrap: int = 1000,
     permutations: int = PERMUTATIONS,
     seed: int = 0,
@@ -68,7 +71,10 @@ def build_report(
     (attention checks) only feed the gold accuracy; `criterion_ratings` (``judgment,
     criterion, value_a, value_b``) the per-criterion alpha and the raters' direction
     vectors; `profiles` and `profile_questions` the subgroups (`subgroup_analysis`, whose
-    tests use `permutations`). No profile answer of a single rater reaches the output."""
+    tests use `permutations`). No profile answer of a single rater reaches the output.
+    `judge_verdicts` (`analysis.judge_agreement.VERDICT_COLUMNS`) are an LLM judge's:
+    measured against the humans in ``judge``, never counted with them; `weak_judges`
+    names those that are the shipped 135M model."""
     order = [c["name"] for c in conditions]
     judgments, gold_rows = _split_gold(judgments)
     gold = gold_accuracy(gold_rows)
@@ -99,6 +105,15 @@ def build_report(
         "preference": preference,
         "preference_note": preference_note,
         "sequential": sequential_section(judgments, order),
+        "judge": judge_section(
+            judgments,
+            judge_verdicts if judge_verdicts is not None else pd.DataFrame(columns=VERDICT_COLUMNS),
+            order,
+            human_pairs=preference["pairs"] if preference else None,
+            bootstrap=bootstrap,
+            seed=seed,
+            weak=weak_judges,
+        ),
         "mixed_model": sparsity_preference_model(judgments, generations, seed=seed),
         "rater_directions": rater_directions(judgments, generations),
         "subgroups": subgroup_analysis(
@@ -401,5 +416,16 @@ METHODS = (
     "policy as the mean paired difference in achieved sparsity over the items (and samples) "
     "both answered, with a Student-t 95 % interval and paired t test, Holm-adjusted over the "
     "comparisons. "
+    "LLM judge (never counted with the human judgments): each ordinary pair is asked of the "
+    "judge in both orders; its two answers are combined into one verdict per pair (mean "
+    "score, a tie where the orders disagree; an order with no readable verdict left out); "
+    "judge–human agreement pairs every counted human verdict with the judge's verdict on "
+    "the same pair: raw agreement and Cohen's kappa over the three choices in the fixed "
+    "condition order, per condition pair and overall, with 95 % percentile CIs from the same "
+    "item-cluster bootstrap; position bias is the share of the judge's decisive verdicts "
+    "for the response shown first (exact binomial test) and the pairs whose two orders agree "
+    "or follow the position; the judge's Bradley–Terry ratings and item-cluster t tests "
+    "(Holm) are the humans' code run on its verdicts (each order one verdict), and a pair "
+    "counts as separated at the 5 % level. "
     "Sequential monitoring: " + STOPPING_RULE
 )

@@ -263,6 +263,25 @@ def _gold_rate(rate: float) -> float:
     return rate
 
 
+class JudgePilotForm(forms.Form):
+    """Which OpenAI-compatible endpoint judges the study's pairs (its API key is read from
+    the environment variable the settings name, never typed here or stored)."""
+
+    url = forms.URLField(
+        label="Endpoint", max_length=500, assume_scheme="http",
+        help_text="The base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8001/v1",
+    )
+    model = forms.CharField(
+        label="Model", max_length=200, help_text="The model name the endpoint serves."
+    )
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        if not url.startswith(("http://", "https://")):
+            raise forms.ValidationError("An http:// or https:// URL.")
+        return url.rstrip("/")
+
+
 class GoldSettingsForm(forms.ModelForm):
     """How often raters get an attention check and how many wrong end their session: the
     setup page's gold section changes them in any state (a rater's next pair follows)."""

@@ -898,6 +898,9 @@ class JudgeVerdict(models.Model):
     winner = models.CharField(max_length=4, choices=Judgment.Winner.choices, blank=True)
     answer = models.TextField(blank=True)
     answered_model = models.CharField(max_length=200, blank=True)
+    # The weights' fingerprint when the endpoint reports one (our own server does): the
+    # report names the shipped 135M model a weak judge by it, not by a name anyone can pick.
+    answered_fingerprint = models.CharField(max_length=100, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -919,6 +922,38 @@ class JudgeVerdict(models.Model):
     @property
     def unparseable(self) -> bool:
         return self.status == self.Status.DONE and not self.label
+
+
+class ConditionServer(models.Model):
+    """``python -m inference serve`` of one condition, started from the study page (staff):
+    a process of its own on a loopback port. Its pid is recorded so that a restarted web
+    process still finds it, tells whether it lives and can stop it: a server is never left
+    running unseen. `annotations.services.servers` starts, checks and stops it."""
+
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="servers")
+    port = models.PositiveIntegerField()
+    pid = models.PositiveIntegerField()
+    # The id clients ask for (``model`` in a request): the condition's name.
+    model_name = models.CharField(max_length=100)
+    started_at = models.DateTimeField(auto_now_add=True)
+    # Set when it was stopped or found dead; null while it may be running.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["condition", "-started_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["condition"], condition=Q(stopped_at__isnull=True),
+                name="condition_server_one_running",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"server of {self.condition} on port {self.port} (pid {self.pid})"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
 
 
 class Criterion(models.Model):

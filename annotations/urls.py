@@ -48,6 +48,16 @@ urlpatterns = [
         setup.study_gold_settings,
         name="study_gold_settings",
     ),
+    path(
+        "staff/studies/<id:study_id>/judge-pilot/",
+        setup.study_judge_pilot,
+        name="study_judge_pilot",
+    ),
+    path(
+        "staff/studies/<id:study_id>/judge-pilot/progress/",
+        setup.study_judge_pilot_progress,
+        name="study_judge_pilot_progress",
+    ),
     path("staff/studies/<id:study_id>/preview/", setup.study_preview, name="study_preview"),
     path("staff/studies/<id:study_id>/pause/", setup.study_pause, name="study_pause"),
     path("staff/studies/<id:study_id>/close/", setup.study_close, name="study_close"),
@@ -60,6 +70,17 @@ urlpatterns = [
     path("staff/studies/<id:study_id>/", staff.study_detail, name="study_detail"),
     path("staff/studies/<id:study_id>/progress/", staff.study_progress, name="study_progress"),
     path("staff/studies/<id:study_id>/generate/", staff.study_generate, name="study_generate"),
+    path("staff/studies/<id:study_id>/servers/", staff.study_servers, name="study_servers"),
+    path(
+        "staff/studies/<id:study_id>/conditions/<id:condition_id>/serve/",
+        staff.condition_server_start,
+        name="condition_server_start",
+    ),
+    path(
+        "staff/studies/<id:study_id>/servers/<id:server_id>/stop/",
+        staff.condition_server_stop,
+        name="condition_server_stop",
+    ),
     path("staff/studies/<id:study_id>/cancel/", staff.study_cancel, name="study_cancel"),
     path("staff/studies/<id:study_id>/resume/", staff.study_resume, name="study_resume"),
 ]

@@ -59,6 +59,9 @@ class JudgeAnswer:
     model: str  # the model that answered, as the endpoint names it
     prompt_tokens: int | None
     completion_tokens: int | None
+    # The served weights' fingerprint, from the extra ``telemetry`` field our own server
+    # sends (`inference.serve`); None from an endpoint that sends none.
+    fingerprint: str | None = None
 
 
 def ask_judge(
@@ -82,6 +85,7 @@ def ask_judge(
     text = reply.choices[0].message.content or ""
     label = parse_verdict(text)
     usage = reply.usage
+    telemetry = (reply.model_extra or {}).get("telemetry")
     return JudgeAnswer(
         label=label,
         winner=LABELS.get(label) if label else None,
@@ -89,4 +93,5 @@ def ask_judge(
         model=reply.model,
         prompt_tokens=usage.prompt_tokens if usage else None,
         completion_tokens=usage.completion_tokens if usage else None,
+        fingerprint=telemetry.get("model_fingerprint") if isinstance(telemetry, dict) else None,
     )

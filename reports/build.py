@@ -26,6 +26,7 @@ from analysis.pluralism import PERMUTATIONS
 from analysis.report import build_report, report_figures, study_page_summary
 from analysis.style import style_columns
 from annotations.models import Study
+from inference.model_info import default_model_path, fingerprint_file
 from reports.study_tables import (
     GENERATION_EXPORT,
     JUDGMENT_EXPORT,
@@ -104,6 +105,8 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         criterion_ratings=tables.criterion_ratings,
         profiles=tables.profiles,
         profile_questions=study.profile_questions,
+        judge_verdicts=tables.judge_verdicts(),
+        weak_judges=shipped_model_judges(tables.verdicts),
         bootstrap=bootstrap,
         seed=seed,
     )
@@ -124,6 +127,19 @@ def study_report(study: Study, *, bootstrap: int | None = None, seed: int = 0) -
         generations=tables.generations,
         examples=tables.examples,
     )
+
+
+def shipped_model_judges(verdicts: list[dict]) -> set[str]:
+    """The judges whose endpoint reported the shipped 135M model's weights (by fingerprint,
+    which our own server sends): the report calls them weak judges."""
+    reported = {v["fingerprint"] for v in verdicts if v["fingerprint"]}
+    if not reported:
+        return set()
+    try:
+        shipped = fingerprint_file(default_model_path(), Path(settings.MODEL_CACHE_DIR))
+    except FileNotFoundError:  # the shipped model is not installed: no judge can be it
+        return set()
+    return {v["judge"] for v in verdicts if v["fingerprint"] == shipped}
 
 
 def study_page_numbers(study: Study, *, bootstrap: int | None = None, seed: int = 0) -> dict:

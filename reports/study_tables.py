@@ -14,6 +14,7 @@ from django.db.models import Aggregate, Count, Max, Q, QuerySet, Sum
 from django.db.models.functions import Length
 
 from analysis.alignment import NOT_RUN
+from analysis.judge_agreement import VERDICT_COLUMNS
 from annotations import selectors
 from annotations.conditions import WEIGHT_BYTES_READ
 from annotations.models import (
@@ -98,6 +99,16 @@ SOURCES: dict[str, Source] = {
         lambda study: Execution.objects.filter(generation__item__study=study),
         changes={"at": Max("created_at"),
                  "passed": Count("id", filter=Q(status=Execution.Status.PASSED))},
+    ),
+    "judge_verdicts": Source(
+        selectors.judge_verdicts_answered,
+        changes={
+            "at": Max("updated_at"),
+            "a": Count("id", filter=Q(winner="a")),
+            "b": Count("id", filter=Q(winner="b")),
+            "tie": Count("id", filter=Q(winner="tie")),
+            "fingerprints": Count("answered_fingerprint", distinct=True),
+        },
     ),
     "checks_not_run": Source(
         lambda study: ExecutionJob.objects.filter(
@@ -446,6 +457,7 @@ class StudyTables:
     profiles: pd.DataFrame
     examples: list[dict]
     items: int
+    verdicts: list[dict]
 
     def judgments_read(self) -> pd.DataFrame:
         """The counted judgments and the kept raters' gold checks: what the statistics
@@ -459,6 +471,9 @@ class StudyTables:
             [g for g in self.generations if g["status"] == Generation.Status.DONE],
             columns=GENERATION_EXPORT,
         )
+
+    def judge_verdicts(self) -> pd.DataFrame:
+        return pd.DataFrame(self.verdicts, columns=[*VERDICT_COLUMNS, "fingerprint"])
 
     def counting(self) -> dict:
         return counting_summary(self.selection, self.names, counted=len(self.counted))
@@ -502,4 +517,5 @@ def read_study(study: Study) -> StudyTables:
         ),
         examples=example_outputs(study, generations),
         items=SOURCES["items"].rows(study).count(),
+        verdicts=selectors.judge_verdict_rows(study),
     )

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db.models import Avg, Count, Exists, OuterRef, Q, Subquery
+from django.db.models import Avg, Count, Exists, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from annotations.models import (
@@ -19,6 +19,7 @@ from annotations.models import (
     Execution,
     ExecutionJob,
     Generation,
+    JudgeVerdict,
     Judgment,
     ModelEntry,
     Pair,
@@ -412,3 +413,70 @@ def condition_model_key(condition: Condition) -> str:
 def models_offered() -> list[ModelEntry]:
     """The registered models a condition may use: the valid ones."""
     return list(ModelEntry.objects.filter(status=ModelEntry.Status.VALID))
+
+
+def judge_verdicts_answered(study: Study) -> QuerySet[JudgeVerdict]:
+    """The LLM judges' answered verdicts of a study (an unparseable answer included: it is
+    an answer with no verdict); pending and failed jobs are no verdicts."""
+    return JudgeVerdict.objects.filter(pair__study=study, status=JudgeVerdict.Status.DONE)
+
+
+def judge_verdict_rows(study: Study) -> list[dict]:
+    """`judge_verdicts_answered` as ``analysis.judge_agreement``'s table rows: ``judge``
+    (the model and its endpoint), ``item``, ``condition_a``, ``condition_b``, ``order``,
+    ``winner`` (None where the answer had no verdict) and ``fingerprint`` (the weights the
+    endpoint reported, "" if none). No human judgment is among them."""
+    rows = (
+        judge_verdicts_answered(study)
+        .order_by("pair_id", "order", "id")
+        .values_list("judge_model", "judge_url", "pair__item__task_id",
+                     "pair__generation_a__condition__name",
+                     "pair__generation_b__condition__name", "order", "winner",
+                     "answered_fingerprint")
+    )  # fmt: skip
+    return [
+        {"judge": f"{model} at {url}", "item": item, "condition_a": a, "condition_b": b,
+         "order": order, "winner": winner or None, "fingerprint": fingerprint}
+        for model, url, item, a, b, order, winner, fingerprint in rows
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JudgePilot:
+    """One judge's jobs on a study: how many verdicts wait, are answered or failed."""
+
+    url: str
+    model: str
+    total: int
+    answered: int
+    unparseable: int
+    failed: int
+
+    @property
+    def waiting(self) -> int:
+        return self.total - self.answered - self.failed
+
+    @property
+    def finished(self) -> bool:
+        return self.waiting == 0
+
+
+def judge_pilots(study: Study) -> list[JudgePilot]:
+    """Each judge (endpoint and model) asked about the study, oldest first, with its counts."""
+    done = Q(status=JudgeVerdict.Status.DONE)
+    rows = (
+        JudgeVerdict.objects.filter(pair__study=study)
+        .values("judge_url", "judge_model")
+        .annotate(
+            total=Count("id"), answered=Count("id", filter=done),
+            unparseable=Count("id", filter=done & Q(label="")),
+            failed=Count("id", filter=Q(status=JudgeVerdict.Status.FAILED)),
+            first=Min("id"),
+        )
+        .order_by("first")
+    )  # fmt: skip
+    return [
+        JudgePilot(url=r["judge_url"], model=r["judge_model"], total=r["total"],
+                   answered=r["answered"], unparseable=r["unparseable"], failed=r["failed"])
+        for r in rows
+    ]  # fmt: skip

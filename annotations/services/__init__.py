@@ -9,7 +9,8 @@
 - `generations`: a study's generations, their leases, outputs and divergence from dense;
 - `executions`: the Pass@1 checks of finished generations;
 - `calibrations`: the calibration jobs that set a condition's thresholds;
-- `problems`: the problem library (importing a data set).
+- `problems`: the problem library (importing a data set);
+- `servers`: a condition served as an OpenAI-compatible API from the study page.
 
 Each function has its home in one of these; the names are re-exported here so a caller
 reads `services.judgment_submit(...)`. Sending work to the worker queue is `tasks`'."""
@@ -78,6 +79,13 @@ from annotations.services.problems import (
     problems_import,
 )
 from annotations.services.rater_data import RaterDataDeletion, rater_data_delete
+from annotations.services.servers import (
+    ServerRefused,
+    condition_server_start,
+    condition_server_stop,
+    server_log_tail,
+    server_status,
+)
 
 __all__ = [
     "EntryThrottled",
@@ -87,7 +95,10 @@ __all__ = [
     "OutOfPairs",
     "RaterDataDeletion",
     "Refusal",
+    "ServerRefused",
     "assignment_next",
+    "condition_server_start",
+    "condition_server_stop",
     "assignment_next_counted",
     "calibration_finish",
     "calibrations_claim",
@@ -128,6 +139,8 @@ __all__ = [
     "problems_import",
     "prolific_rater_get",
     "rater_data_delete",
+    "server_log_tail",
+    "server_status",
     "study_create",
     "study_launch",
     "study_status_set",

@@ -68,8 +68,10 @@ def judge_verdict_record(*, verdict_id: int, answer: JudgeAnswer) -> None:
         JudgeVerdict.objects.filter(id=verdict_id).update(
             status=JudgeVerdict.Status.DONE, lease_until=None, error="",
             label=answer.label or "", winner=winner, answer=answer.text,
-            answered_model=answer.model[:200], prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens, updated_at=timezone.now(),
+            answered_model=answer.model[:200],
+            answered_fingerprint=(answer.fingerprint or "")[:100],
+            prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+            updated_at=timezone.now(),
         )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
+import pandas as pd
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db import transaction
 from django.http import (
@@ -18,12 +20,19 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from analysis.power import StudyDesign, power_statement
+from analysis.judge_agreement import VERDICT_COLUMNS, judge_effect
+from analysis.power import StudyDesign, power_percent, power_statement, sample_size
 from annotations import selectors, services, tasks
 from annotations.conditions import PairCount
-from annotations.forms import GoldSettingsForm, JudgmentForm, RaterTitleForm, StudySetupForm
+from annotations.forms import (
+    GoldSettingsForm,
+    JudgePilotForm,
+    JudgmentForm,
+    RaterTitleForm,
+    StudySetupForm,
+)
 from annotations.highlight import shown_html
-from annotations.models import Pair, Study
+from annotations.models import ConditionServer, Pair, Study
 from annotations.views.conditions import builder_context
 from annotations.views.rater import criteria_shown
 from annotations.views.staff_actions import study_action
@@ -64,6 +73,7 @@ def _setup_page(
     title_form: RaterTitleForm | None = None,
     gold_form: GoldSettingsForm | None = None,
     gold_message: str = "",
+    pilot_form: JudgePilotForm | None = None,
     status: int = 200,
 ):
     conditions = list(study.conditions.select_related("calibration"))
@@ -91,6 +101,8 @@ def _setup_page(
             overlap=study.overlap,
         ),
         "power": _power_line(study, n_conditions=len(conditions), n_items=n_items),
+        "pilot_form": pilot_form or JudgePilotForm(initial=_served(study)),
+        **_pilot_context(study, conditions=[c.name for c in conditions]),
     }
     return render(request, "annotations/setup_study.html", context, status=status)
 
@@ -135,13 +147,109 @@ def _power_line(study: Study, *, n_conditions: int, n_items: int) -> str | None:
     other one, independent verdicts, no ties (`analysis.power`); None with nothing to plan."""
     if n_conditions < 2 or n_items < 1:
         return None
-    design = StudyDesign(
+    return power_statement(_design(study, n_conditions), n_items)
+
+
+def _design(study: Study, n_conditions: int, **effect) -> StudyDesign:
+    """The study's design for the power planner (`analysis.power`), with `effect`'s
+    ``win_rate`` / ``tie_rate`` where given (else the planner's 60/40, no ties)."""
+    return StudyDesign(
         conditions=n_conditions,
         raters_per_pair=study.overlap,
         design="vs-first" if study.pair_design == Study.PairDesign.VS_FIRST else "all-pairs",
         items_per_rater=study.items_per_rater,
+        **effect,
     )
-    return power_statement(design, n_items)
+
+
+def _served(study: Study) -> dict | None:
+    """A server of one of the study's conditions, as the pilot form's first endpoint."""
+    server = ConditionServer.objects.filter(
+        condition__study=study, stopped_at__isnull=True
+    ).first()
+    return {"url": server.url, "model": server.model_name} if server else None
+
+
+def _pilot_context(study: Study, *, conditions: list[str]) -> dict:
+    pilots = judge_pilot_rows(study, conditions=conditions)
+    return {"pilots": pilots, "pilots_waiting": any(not r["pilot"].finished for r in pilots)}
+
+
+def judge_pilot_rows(study: Study, *, conditions: list[str]) -> list[dict]:
+    """Each judge asked about the study (`selectors.judge_pilots`) with what its verdicts
+    plan for the humans (`pilot_plan`), once it has any."""
+    pilots = selectors.judge_pilots(study)
+    if not pilots:
+        return []
+    verdicts = pd.DataFrame(selectors.judge_verdict_rows(study), columns=[*VERDICT_COLUMNS,
+                                                                           "fingerprint"])
+    return [
+        {
+            "pilot": pilot,
+            "plan": pilot_plan(
+                study, verdicts[verdicts["judge"] == f"{pilot.model} at {pilot.url}"],
+                conditions=conditions,
+            ),
+        }
+        for pilot in pilots
+    ]
+
+
+def pilot_plan(study: Study, verdicts: pd.DataFrame, *, conditions: list[str]) -> dict:
+    """The judge's effect (`analysis.judge_agreement.judge_effect`: the baseline's share of
+    its decisive verdicts in the comparison nearest to no preference, and its tie share,
+    both to the percent) fed to the power planner with the study's design: ``effect``,
+    ``needed`` (`sample_size`'s judgments, items, power) or ``note`` why there is none."""
+    effect = judge_effect(verdicts, conditions) if len(conditions) >= 2 else None
+    if effect is None:
+        return {"effect": None, "needed": None,
+                "note": "no verdict of the judge compares the baseline yet"}  # fmt: skip
+    win_rate, tie_rate = round(effect["win_rate"], 2), round(effect["tie_rate"], 2)
+    if win_rate <= 0.5:
+        return {"effect": effect, "needed": None,
+                "note": "the judge sees no difference between the baseline and "
+                        f"{effect['hardest']}: no number of judgments plans for none"}  # fmt: skip
+    # A judge that always prefers one side plans as 99/1: the planner's rates are below 1.
+    win_rate, tie_rate = min(win_rate, 0.99), min(tie_rate, 0.95)
+    design = _design(study, len(conditions), win_rate=win_rate, tie_rate=tie_rate)
+    return {"effect": {**effect, "planned_win_rate": win_rate, "planned_tie_rate": tie_rate},
+            "needed": _needed(design), "note": None}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)  # seeded, so a design's plan never changes
+def _needed(design: StudyDesign) -> dict:
+    plan = sample_size(design, 0.8, simulations=400)
+    return {**plan, "power_text": power_percent(plan["power"])}
+
+
+@staff_member_required
+@require_POST
+def study_judge_pilot(request: HttpRequest, study_id: int) -> HttpResponse:
+    """Have the judge at the form's endpoint judge every ordinary pair in both orders (on
+    the judge queue); the setup page then shows its progress and what it plans."""
+    study = get_object_or_404(Study, id=study_id)
+    form = JudgePilotForm(request.POST)
+    if not form.is_valid():
+        return _setup_page(request, study, pilot_form=form, status=400)
+    tasks.judge_verdicts_enqueue(
+        study=study, url=form.cleaned_data["url"], model=form.cleaned_data["model"]
+    )
+    return redirect(reverse("study_setup", args=[study.id]) + "#judge-pilot")
+
+
+@staff_member_required
+@require_GET
+def study_judge_pilot_progress(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The pilot's fragment; polling stops once every judge's verdicts are in."""
+    study = get_object_or_404(Study, id=study_id)
+    conditions = list(study.conditions.values_list("name", flat=True))
+    context = _pilot_context(study, conditions=conditions)
+    response = render(
+        request, "annotations/setup_study.html#judge_pilot", {"study": study, **context}
+    )
+    if not context["pilots_waiting"]:
+        response = HttpResponseStopPolling(response.content)
+    return response
 
 
 @staff_member_required

@@ -88,6 +88,7 @@ def test_the_task_asks_a_real_endpoint_and_records_what_it_said(
     verdict.refresh_from_db()
     assert verdict.status == "done" and verdict.unparseable and verdict.answer
     assert verdict.answered_model == MODEL and verdict.prompt_tokens > 0
+    assert verdict.answered_fingerprint.startswith("tiny-llama-")  # our server sends it
     assert 1 <= verdict.completion_tokens <= 4
     assert "judge-key" not in str(JudgeVerdict.objects.filter(id=verdict.id).values().get())
 

@@ -18,12 +18,14 @@ from annotations.models import (
     ExecutionJob,
     Generation,
     Item,
+    JudgeVerdict,
     Pair,
     Problem,
 )
 from evaluation import datasets
+from inference.model_info import default_model_path, fingerprint_file
 from reports.build import study_report
-from tests.annotations.conftest import make_study
+from tests.annotations.conftest import finish_generations, make_study
 from tests.support.worker import celery_worker, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -376,3 +378,41 @@ def test_beat_resends_lost_and_dead_checks_redoes_a_dead_one_once_then_fails_it(
     assert ("HumanEval/0 × died twice: the Pass@1 check could not run: gave up after 2 tries: "
             "the worker stopped (crashed or was killed) during each one") in page
     assert "1 Pass@1 check could not run" in page
+
+
+
+def test_a_judge_worker_judges_a_pair_through_the_projects_own_server(tmp_path, settings):
+    """The study page's server of the dense condition (the shipped 135M model) is the judge's
+    endpoint; a worker consuming only the judge queue asks it about both orders of the pair,
+    stores what it said and its token counts, and the report calls it a weak judge."""
+    study = make_study(n_items=1, conditions=[
+        ("dense", {"kind": "dense"}), ("static t=0.1", {"kind": "static", "threshold": 0.1}),
+    ])  # fmt: skip
+    finish_generations(study)
+    server = services.condition_server_start(condition=study.conditions.get(name="dense"))
+    log_path = tmp_path / "worker.log"
+    try:
+        wait_for(lambda: services.server_status(server) in ("running", "exited"),
+                 timeout_s=300, what="the condition's server",
+                 log_path=services.servers.server_log_path(server), process=None)  # fmt: skip
+        assert services.server_status(server) == "running", services.server_log_tail(server)
+        with celery_worker(log_path, queues="judge", env={"JUDGE_MAX_TOKENS": "24"}) as worker:
+            sent = tasks.judge_verdicts_enqueue(
+                study=study, url=server.url, model=server.model_name
+            )
+            assert sent == 2
+            waiting = JudgeVerdict.objects.filter(
+                pair__study=study, status__in=["pending", "running"]
+            )
+            wait_for(lambda: not waiting.exists(), timeout_s=600, what="both verdicts",
+                     log_path=log_path, process=worker)  # fmt: skip
+    finally:
+        services.condition_server_stop(server=server)
+    shipped = fingerprint_file(default_model_path(), settings.MODEL_CACHE_DIR)
+    for verdict in JudgeVerdict.objects.filter(pair__study=study):
+        assert verdict.status == "done", verdict.error
+        assert verdict.answer and verdict.answered_model == "dense"
+        assert verdict.prompt_tokens > 100 and 1 <= verdict.completion_tokens <= 24
+        assert verdict.answered_fingerprint == shipped
+    judge = study_report(study, bootstrap=20).summary["judge"]["judges"][0]
+    assert judge["verdicts"] == 2 and "weak judge" in judge["weak_note"]

@@ -167,6 +167,30 @@ def test_slot_runs_one_and_refuses_past_the_queue():
     assert asyncio.run(scenario()) == ["first", "second"]
 
 
+def test_a_full_queue_is_a_503_over_http(tmp_path):
+    """No queue (``--queue 0``): while one streamed generation decodes, the next request is
+    refused at once with the API's 503 ``queue_full``; after it, there is room again. The
+    first decodes long (the tiny model answers PROMPT greedily with 194 tokens before its
+    EOS, seconds) and its first chunk says it has started."""
+    with tiny_server(
+        tmp_path, policy=POLICY, name=NAME, api_key=None, extra=("--queue", "0"), context=1024
+    ) as url:
+        busy = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+        ask = {"model": NAME, "messages": [{"role": "user", "content": PROMPT}], "temperature": 0}
+        stream = busy.chat.completions.create(**ask, max_tokens=600, stream=True)
+        chunks = iter(stream)
+        next(chunks)  # the first chunk: it is decoding now
+        with pytest.raises(openai.APIStatusError) as refused:
+            busy.chat.completions.create(**ask, max_tokens=1)
+        assert refused.value.status_code == 503
+        assert refused.value.body["code"] == "queue_full"
+        assert "busy" in refused.value.body["message"]
+        rest = [c for c in chunks if c.choices]
+        assert rest[-1].choices[0].finish_reason == "stop"  # the first ran to its end
+        assert rest[-1].model_extra["telemetry"]["new_tokens"] == 194
+        assert busy.chat.completions.create(**ask, max_tokens=1).usage.completion_tokens == 1
+
+
 def test_binding_beyond_loopback_needs_a_key():
     assert api_key_for("127.0.0.1", {}) is None and api_key_for("::1", {}) is None
     assert api_key_for("localhost", {"INFERENCE_API_KEY": "k"}) == "k"

@@ -26,18 +26,25 @@ def tiny_engine() -> LoadedModel:
     return LoadedModel(model=tiny_llama(0), tokenizer=tokenizer, fingerprint="tiny", path="")
 
 
-@contextmanager
-def tiny_server(root: Path, *, policy: dict, name: str, api_key: str | None,  # fmt: skip
-                extra: tuple[str, ...] = (), context: int | None = None) -> Iterator[str]:
-    """Serve the tiny model (saved under ``root``) on a free loopback port; yields the base URL
-    (``http://127.0.0.1:PORT/v1``) once the socket listens; stopped on exit. ``context``: a
-    longer context than the tiny shape's 256 tokens (a judge's instruction needs ~300)."""
+def tiny_model_dir(root: Path, *, context: int | None = None) -> Path:
+    """The tiny model saved as a Hugging Face directory under ``root`` (a ``--model`` for
+    ``python -m inference serve``); ``context``: a longer context than its 256 tokens."""
     engine = tiny_engine()
     if context is not None:
         engine.model.config.max_position_embeddings = context
     model_dir = root / "tiny-llama"
     engine.model.save_pretrained(model_dir)
     engine.tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+@contextmanager
+def tiny_server(root: Path, *, policy: dict, name: str, api_key: str | None,  # fmt: skip
+                extra: tuple[str, ...] = (), context: int | None = None) -> Iterator[str]:
+    """Serve the tiny model (saved under ``root``) on a free loopback port; yields the base URL
+    (``http://127.0.0.1:PORT/v1``) once the socket listens; stopped on exit. ``context``: a
+    longer context than the tiny shape's 256 tokens (a judge's instruction needs ~300)."""
+    model_dir = tiny_model_dir(root, context=context)
     env = {**os.environ, "INFERENCE_API_KEY": api_key or ""}
     log_path = root / "server.log"
     with open(log_path, "w") as log:

@@ -40,12 +40,11 @@ def celery_worker(
 ) -> Iterator[subprocess.Popen]:
     """Run `celery worker` in its own process group; stop it (warm, then hard) on exit.
 
-    `env` adds settings for the worker only; `beat` embeds the periodic scheduler;
-    `pool="prefork"` runs one pool process, as `make run` does."""
-    from webapp.celery import app
-
+    `queues`: those it consumes (``generation``, ``execution``, ``judge``), each purged
+    first unless `purge` is false; `env` adds settings for the worker only; `beat` embeds
+    the periodic scheduler; `pool="prefork"` runs one pool process, as `make run` does."""
     if purge:  # messages left by an earlier run name rows that no longer exist
-        app.control.purge()
+        purge_queues(queues.split(","))
     worker_env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
@@ -78,18 +77,38 @@ def celery_worker(
         log.close()
 
 
+def purge_queues(names: list[str]) -> int:
+    """Drop every message waiting in the named queues (`app.control.purge` empties only the
+    queues the app has declared, which a routed queue such as ``judge`` may not be yet).
+    Returns how many were dropped."""
+    from webapp.celery import app
+
+    dropped = 0
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for name in names:
+            try:
+                dropped += channel.queue_purge(name) or 0
+            except connection.channel_errors:  # a queue never declared holds nothing
+                pass
+    return dropped
+
+
 def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str, log_path: Path,
-             process: subprocess.Popen) -> None:
-    """Poll until condition() is true; fail with the worker's log tail if it never is."""
+             process: subprocess.Popen | None) -> None:
+    """Poll until condition() is true; fail with the log's tail if it never is, or at once if
+    `process` (the worker; None: no process to watch) exits meanwhile."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             break
         time.sleep(1)
     tail = log_path.read_text()[-4000:] if log_path.exists() else "(no log)"
-    state = f"exited with {process.returncode}" if process.poll() is not None else "running"
+    state = "running"
+    if process is not None and process.poll() is not None:
+        state = f"exited with {process.returncode}"
     raise AssertionError(
         f"timed out after {timeout_s:.0f}s waiting for {what}; worker {state}. Log tail:\n{tail}"
     )
