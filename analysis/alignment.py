@@ -84,11 +84,12 @@ def condition_table(
     telemetry means, Pass@1, Bradley–Terry rating with its CI and the win rate (ties ½)
     against the dense condition (``dense_condition``: its own model's, else the study's
     first), each with a 95 % interval (``<key>_ci``: telemetry a normal interval of the mean
-    over generations, Pass@1 Wilson, BT item bootstrap, win rate bootstrap or Wilson).
+    over generations, Pass@1 Wilson, BT item bootstrap, win rate item × rater clusters).
 
     In: conditions as ``{"name", "policy"}`` (optionally ``"summary"``, a short text,
     ``"skips_bytes"``: whether the engine skips reading weights for it, None when unknown,
-    ``"bytes_note"``: which weight bytes it can skip, in words, and ``"model"`` and
+    ``"bytes_note"``: which weight bytes it can skip, in words, ``"target_sparsity"``: the
+    calibration's target, else a calibrated policy's, and ``"model"`` and
     ``"model_fingerprint"``: the weights it ran, `analysis.by_model`),
     the generations table, and `preference_summary`'s output (or None). Missing values are
     None."""
@@ -125,6 +126,9 @@ def condition_table(
             "skips_bytes": condition.get("skips_bytes"),
             "bytes_note": condition.get("bytes_note") or "",
             "threshold": threshold,
+            # The calibration's target, shown beside the achieved sparsity it missed or hit.
+            "target_sparsity": condition.get(
+                "target_sparsity", threshold if family == "calibrated" else None),
             "n_generations": len(own),
             **_telemetry(own),
             **_pass_at_1(own),

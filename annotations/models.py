@@ -454,12 +454,19 @@ class Condition(models.Model):
         for its calibration's thresholds."""
         return engine_policy(self.policy)
 
+    def target_sparsity(self) -> float | None:
+        """The sparsity the condition was calibrated to (its calibration job's target, else
+        a calibrated policy's own), or None: no target."""
+        calibration = getattr(self, "calibration", None) if self.pk else None
+        if calibration is not None:
+            return calibration.target_sparsity
+        target = self.policy.get("target_sparsity")
+        return float(target) if isinstance(target, int | float) else None
+
     def summary(self) -> str:
         """The policy in a few words, e.g. "static t=0.05 · calibrated to 50 % sparsity"."""
-        calibration = getattr(self, "calibration", None) if self.pk else None
-        target = calibration.target_sparsity if calibration is not None else None
-        return policy_summary(self.policy, self.engine_policy, target_sparsity=target,
-                              name=self.name)
+        return policy_summary(self.policy, self.engine_policy,
+                              target_sparsity=self.target_sparsity(), name=self.name)
 
     def bytes_note(self) -> str:
         """Which weight bytes the policy can skip (so whether its speed can move at all)."""

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from analysis.alignment import condition_table
 from analysis.export import write_csv
 from analysis.pluralism import PERMUTATIONS
 from analysis.report import build_report, report_figures, study_page_summary
@@ -140,6 +141,17 @@ def shipped_model_judges(verdicts: list[dict]) -> set[str]:
     except FileNotFoundError:  # the shipped model is not installed: no judge can be it
         return set()
     return {v["judge"] for v in verdicts if v["fingerprint"] == shipped}
+
+
+def condition_sparsity(study: Study) -> list[dict]:
+    """Per condition (study order) ``name``, ``summary``, ``target_sparsity`` (None without
+    a calibration) and ``sparsity`` achieved while generating (None before an output), by
+    the report's `condition_table` on the report's finished generations: the study page's
+    and the report's number."""
+    tables = read_study(study)
+    rows = condition_table(tables.conditions, tables.generations_done(), None)
+    return [{"name": r["condition"], "summary": r["summary"],
+             "target_sparsity": r["target_sparsity"], "sparsity": r["sparsity"]} for r in rows]
 
 
 def study_page_numbers(study: Study, *, bootstrap: int | None = None, seed: int = 0) -> dict:

@@ -496,6 +496,7 @@ def read_study(study: Study) -> StudyTables:
             "bytes_note": c.bytes_note(),
             "model": models[c.id].key,
             "model_fingerprint": models[c.id].fingerprint,
+            "target_sparsity": c.target_sparsity(),
         }
         for c in SOURCES["conditions"].rows(study).select_related("calibration")
         .order_by("position", "id")

@@ -15,4 +15,9 @@ urlpatterns = [
         views.study_results_fragment,
         name="study_results",
     ),
+    path(
+        "staff/studies/<id:study_id>/conditions/",
+        views.study_condition_sparsity,
+        name="study_condition_sparsity",
+    ),
 ]

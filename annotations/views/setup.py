@@ -87,6 +87,9 @@ def _setup_page(
         "reasons": reasons,
         "title_form": title_form or RaterTitleForm(instance=study),
         "conditions": conditions,
+        # Their achieved sparsity comes with `reports`' fragment (study_condition_sparsity),
+        # computed by the report's own function.
+        "condition_entries": [{"name": c.name, "summary": c.summary()} for c in conditions],
         "criteria": study.criteria.all(),
         "n_items": n_items,
         "sample_items": study.items.order_by("id")[:_SHOWN_PROMPTS],

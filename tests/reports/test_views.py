@@ -1,10 +1,13 @@
 """The study page's results fragment (the report page and its files: test_build.py)."""
 
+import re
+
 import pytest
 from django.test import Client
 from django.urls import reverse
 
 from annotations import services
+from annotations.models import Calibration, Generation
 from tests.annotations.conftest import finish_generations, make_study
 
 pytestmark = pytest.mark.django_db
@@ -64,3 +67,42 @@ def test_results_fragment_of_a_study_without_judgments_says_why(users):
     assert response.status_code == 200, html
     assert "not yet computable — no judgments yet" in html
     assert "0 judgments counted" in html and "No rater left out" in html
+
+
+def test_setup_page_shows_each_calibrated_conditions_target_beside_what_it_achieved(users):
+    """A condition calibrated to 48 % achieved 56.6 % while generating; the setup page showed
+    the target only."""
+    staff, alice, _ = users
+    study = make_study(n_items=2, conditions=[
+        ("dense", {"kind": "dense"}),
+        ("static 50%", {"kind": "static", "threshold": 0.0321}),
+        ("cal 25%", {"kind": "calibrated", "target_sparsity": 0.25,
+                     "thresholds": [0.01] * 30, "site": "h"}),
+    ])
+    Calibration.objects.create(condition=study.conditions.get(name="static 50%"),
+                               target_sparsity=0.5, status=Calibration.Status.DONE)
+    client = Client()
+    client.force_login(staff)
+    setup = client.get(reverse("study_setup", args=[study.id])).content.decode()
+    fragment = reverse("study_condition_sparsity", args=[study.id])
+    listed = setup[setup.index('id="condition-summaries"'):].split("</td>")[0]
+    assert f'hx-get="{fragment}"' in listed and "achieved" not in listed
+    before = client.get(fragment, HTTP_HX_REQUEST="true").content.decode()
+    assert "achieved" not in before, "no output yet: nothing achieved"
+    finish_generations(study)
+    active = {"dense": (1.0, 1.0), "static 50%": (0.45, 0.418), "cal 25%": (0.7, 0.8)}
+    for item, values in zip(study.items.order_by("id"), ((0, 0, 0), (1, 1, 1)), strict=True):
+        for (name, fractions), index in zip(active.items(), values, strict=True):
+            Generation.objects.filter(item=item, condition__name=name).update(
+                active_fraction=fractions[index])
+    shown = client.get(fragment, HTTP_HX_REQUEST="true").content.decode()
+    rows = dict(re.findall(r"<strong>(.*?)</strong>.*?(?:achieved-sparsity\">(.*?)</span>)",
+                           shown))
+    assert rows == {"dense": "achieved 0 %", "static 50%": "target 50 % · achieved 56.6 %",
+                    "cal 25%": "target 25 % · achieved 25 %"}
+    # The study page's telemetry table: the same numbers, now for every calibrated condition.
+    results = client.get(reverse("study_results", args=[study.id])).content.decode()
+    assert "(target 50 %)" in results and "(target 25 %)" in results
+    rater = Client()
+    rater.force_login(alice)
+    assert rater.get(fragment).status_code == 302, "a rater reached the setup's conditions"

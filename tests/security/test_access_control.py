@@ -60,6 +60,7 @@ URLS = {
     "study_report": (STAFF, {"GET"}),
     "study_report_file": (STAFF, {"GET"}),
     "study_results": (STAFF, {"GET"}),
+    "study_condition_sparsity": (STAFF, {"GET"}),
 }
 # The whole admin site (`admin/…`) is staff only: see test_admin_is_staff_only.
 ADMIN_NAMESPACE = "admin"

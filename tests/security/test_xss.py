@@ -57,7 +57,7 @@ DATA_ATTRIBUTES = {"value", "title", "alt", "aria-label", "placeholder", "data-v
 URL_ATTRIBUTES = {"href", "src", "action", "formaction"}
 # Our own fragments that a page loads with itself; an element loading anything else on load
 # was injected.
-LOAD_FRAGMENTS = {"study_results"}
+LOAD_FRAGMENTS = {"study_results", "study_condition_sparsity"}
 
 
 class _Markup(HTMLParser):
@@ -227,7 +227,8 @@ def test_staff_pages_and_report_show_payloads_as_text(hostile, tmp_path):
     client = client_for(staff)
     pages = {
         name: client.get(reverse(name, args=[study.id]))
-        for name in ("study_detail", "study_results", "study_setup", "study_report")
+        for name in ("study_detail", "study_results", "study_setup", "study_report",
+                     "study_condition_sparsity")
     }
     pages["study_list"] = client.get(reverse("study_list"))
     pages["study_progress"] = client.get(
