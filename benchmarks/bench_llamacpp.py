@@ -1,7 +1,7 @@
 """The engine against llama.cpp on the same GGUF file, in one run.
 
     python -m benchmarks.bench_llamacpp --llama-bench BUILD/bin/llama-bench \\
-        --gguf FILE.gguf [--threads 1 2] [--tokens 64] [--rounds 3] [--sparsity 0.5]
+        --gguf FILE.gguf [--threads 1 2] [--tokens 64] [--rounds 3] [--sparsity 0.5] [--cpu-time]
 
 llama.cpp is a benchmark tool here, never a dependency. Build it from the source vendored in the
 ``llama-cpp-python`` sdist (``pip download --no-deps --no-binary :all: llama-cpp-python``; then
@@ -20,16 +20,22 @@ blocks: a dense policy returns to it; fp32: the default layout, as a dense polic
 last site's). Tokens/s counts decode steps only on both sides; figures are medians over
 rounds, ratios are to llama.cpp and to the engine's dense in the same run; "of byte ratio" is a
 site's speed-up over dense divided by dense's weight bytes per token over the site's (1: the
-bytes it skips are all time saved). Results: docs/benchmarks.md.
+bytes it skips are all time saved). ``--cpu-time`` adds, at 1 thread, each side's CPU time per
+decoded token (a run of 2N tokens less one of N, so loading and warm-up cancel): on a shared
+machine the wall clock also counts the time other processes hold the cores. Results:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -56,9 +62,33 @@ def llama_bench(binary: Path, gguf: Path, threads: int, tokens: int) -> dict:
     return json.loads(out.stdout)[0]
 
 
+def llama_bench_cpu_s_per_token(binary: Path, gguf: Path, tokens: int) -> float:
+    """``llama-bench``'s CPU time per decoded token at 1 thread: a run of ``2 * tokens`` less one
+    of ``tokens`` (its load and warm-up cancel), over ``tokens``. On a shared machine the wall
+    clock counts the time other processes hold the cores; the CPU time does not."""
+    used = []
+    for n in (tokens, 2 * tokens):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        llama_bench(binary, gguf, 1, n)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return (used[1] - used[0]) / tokens
+
+
+def engine_cpu_s_per_token(loaded, policy, tokens: int) -> float:
+    """The engine's CPU time per decoded token (1 thread), as ``llama_bench_cpu_s_per_token``."""
+    used, counts = [], []
+    for n in (tokens, 2 * tokens):
+        start = time.process_time()
+        result = generate(loaded, PROMPT, policy, max_new_tokens=n)
+        used.append(time.process_time() - start)
+        counts.append(result.new_tokens)
+    return (used[1] - used[0]) / (counts[1] - counts[0])
+
+
 def bench_llamacpp(
     binary: Path, gguf: Path, *, threads: tuple[int, ...] = (2,), tokens: int = 64,
-    rounds: int = 3, sparsity: float = 0.5,
+    rounds: int = 3, sparsity: float = 0.5, cpu_time: bool = False,
 ) -> dict:  # fmt: skip
     loaded = load_model(gguf, dtype="auto")
     quantized = is_quantized(loaded.model)
@@ -70,12 +100,16 @@ def bench_llamacpp(
         generate(loaded, PROMPT, policy, max_new_tokens=4)
     names = list(policies)
     build = {}
+    load_before = os.getloadavg()[0]  # the machine is shared: a figure carries its load
     for round_ in range(rounds):
         for t in threads:
             torch.set_num_threads(t)
             record = llama_bench(binary, gguf, t, tokens)
             build = {k: record.get(k) for k in ("build_commit", "build_number", "cpu_info")}
             runs[t, "llama.cpp"].append({"tokens_per_s": float(record["avg_ts"])})
+            if cpu_time and t == 1:
+                cpu = llama_bench_cpu_s_per_token(binary, gguf, tokens)
+                runs[t, "llama.cpp"][-1]["cpu_tokens_per_s"] = 1.0 / cpu
             # Each round starts one policy later, so none always runs right after llama.cpp.
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 policy = policies[name]
@@ -88,6 +122,9 @@ def bench_llamacpp(
                     "weight_bytes_read_per_token": result.weight_bytes_read_per_token,
                     "new_tokens": result.new_tokens,
                 })  # fmt: skip
+                if cpu_time and t == 1:
+                    cpu = engine_cpu_s_per_token(loaded, policy, tokens)
+                    runs[t, name][-1]["cpu_tokens_per_s"] = 1.0 / cpu
 
     def median(t: int, name: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[t, name])
@@ -111,16 +148,24 @@ def bench_llamacpp(
                 "weight_bytes_read_per_token": read,
                 "new_tokens": min(run["new_tokens"] for run in runs[t, name]),
             })  # fmt: skip
+            if cpu_time and t == 1:
+                cpu = median(t, name, "cpu_tokens_per_s")
+                rows[-1]["cpu_tokens_per_s"] = cpu
+                rows[-1]["cpu_of_llama_cpp"] = cpu / median(t, "llama.cpp", "cpu_tokens_per_s")
+                rows[-1]["cpu_speedup_over_dense"] = cpu / median(t, "dense", "cpu_tokens_per_s")
         per_threads.append({
             "threads": t,
             "llama_cpp_tokens_per_s": reference,
             "llama_cpp_runs": [run["tokens_per_s"] for run in runs[t, "llama.cpp"]],
+            "llama_cpp_cpu_tokens_per_s": (
+                median(t, "llama.cpp", "cpu_tokens_per_s") if cpu_time and t == 1 else None
+            ),
             "engine": rows,
         })  # fmt: skip
     return {
         "gguf": str(gguf), "stored_as": "blocks" if quantized else "fp32", "tokens": tokens,
         "rounds": rounds, "target_sparsity": sparsity, "llama_cpp": build,
-        "results": per_threads,
+        "load_average": [load_before, os.getloadavg()[0]], "results": per_threads,
     }  # fmt: skip
 
 
@@ -128,7 +173,8 @@ def format_result(r: dict) -> str:
     lines = [
         f"{Path(r['gguf']).name} (engine: {r['stored_as']}), {r['tokens']} tokens, medians of "
         f"{r['rounds']} alternating rounds; llama.cpp build {r['llama_cpp'].get('build_number')}"
-        f" ({r['llama_cpp'].get('build_commit')})",
+        f" ({r['llama_cpp'].get('build_commit')}); load average "
+        f"{r['load_average'][0]:.1f} before, {r['load_average'][1]:.1f} after",
     ]
     for block in r["results"]:
         lines += [
@@ -141,6 +187,12 @@ def format_result(r: dict) -> str:
                 f"{row['name']:8s} {row['achieved_sparsity']:8.1%}  {row['tokens_per_s']:5.1f}  "
                 f"{row['of_llama_cpp']:11.2f}x  {row['speedup_over_dense']:7.2f}x  "
                 f"{row['of_byte_ratio']:13.2f}  {row['weight_bytes_read_per_token'] / 1e6:8.1f}"
+                + (
+                    f"  CPU time: {row['cpu_tokens_per_s']:5.1f} tok/s, "
+                    f"{row['cpu_of_llama_cpp']:.2f}x llama.cpp, "
+                    f"{row['cpu_speedup_over_dense']:.2f}x dense"
+                    if "cpu_tokens_per_s" in row else ""
+                )
             )
     return "\n".join(lines)
 
@@ -153,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument(
+        "--cpu-time", action="store_true",
+        help="at 1 thread, also CPU time per decoded token on both sides (a loaded machine)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     for path in (args.llama_bench, args.gguf):
@@ -160,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{path} does not exist")
     result = bench_llamacpp(
         args.llama_bench, args.gguf, threads=tuple(args.threads), tokens=args.tokens,
-        rounds=args.rounds, sparsity=args.sparsity,
+        rounds=args.rounds, sparsity=args.sparsity, cpu_time=args.cpu_time,
     )  # fmt: skip
     print(json.dumps(result, indent=1) if args.json else format_result(result))
     return 0

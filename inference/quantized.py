@@ -12,7 +12,10 @@
   projections and embedding swapped for these, its norms read as fp32: resident memory is about
   the file's size.
 
-Activations stay fp32 (docs/engine.md says why).
+A decoded token's activation is rounded to Q8_0 (8 bits per block of 32, as ``gguf.quants``
+rounds it) before each projection in the file's layout, whose kernel then takes an integer dot
+per block, as llama.cpp does; the transposed layout's kernels take it in fp32 (docs/engine.md
+says why). A prompt's GEMM takes fp32 activations.
 """
 
 from __future__ import annotations
@@ -53,6 +56,13 @@ def _dequantize(blocks: torch.Tensor, qtype: int) -> torch.Tensor:
     if module is not None:
         return module.quant_dequantize(blocks, int(qtype))
     return torch.from_numpy(dequantize(blocks.numpy(), GGMLQuantizationType(qtype)))
+
+
+def rounded_activation(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [..., in] rounded to Q8_0 per block of 32 and back to fp32: what one decoded token's
+    GEMV in the file's layout multiplies (``quant_matvec`` rounds it so in C++)."""
+    stored = quantize(x.detach().to(torch.float32).numpy(), GGMLQuantizationType.Q8_0)
+    return torch.from_numpy(dequantize(stored, GGMLQuantizationType.Q8_0)).view(x.shape)
 
 
 def _quantize(weight: torch.Tensor, qtype: int) -> torch.Tensor:
@@ -124,13 +134,16 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] -> [..., out]
         module = compiled_kernels()
-        if x.shape[:-1].numel() == 1 and x.dtype == torch.float32 and module is not None:
+        one_token = x.shape[:-1].numel() == 1 and x.dtype == torch.float32
+        if one_token and module is not None:
             x1 = x.reshape(-1).contiguous()
             if self.layout == "file":
                 out = module.quant_matvec(self.blocks, self.qtype, x1)
             else:
                 out = module.quant_rows_axpy(self.blocks, self.qtype, x1)
             return out.view(*x.shape[:-1], self.out_features)
+        if one_token and self.layout == "file":
+            x = rounded_activation(x)
         return F.linear(x, self.dequantized().to(x.dtype))
 
     def extra_repr(self) -> str:

@@ -36,7 +36,7 @@ from inference.kernels import (
     is_silu,
 )
 from inference.policies import SITES
-from inference.quantized import QuantLinear
+from inference.quantized import QuantLinear, rounded_activation
 
 # Input-site thresholds per layer, in this order: the inputs of q/k/v, o, gate/up and down.
 INPUT_GROUPS = ("qkv", "o", "gate_up", "down")
@@ -407,6 +407,8 @@ class SparseMLP(nn.Module):
             )  # fmt: skip
         kernel = h_ffn if self.site == "h" else gate_ffn
         weights = (gate.dequantized(), up.dequantized(), down.dequantized().t().contiguous())
+        # gate and up in the file's layout take x rounded, as their GEMV does (QuantLinear)
+        x1 = rounded_activation(x1)
         return kernel(*weights, x1, self.threshold, self.act_fn, use_kernel=False)
 
     def note_kept(self, kept: int) -> None:

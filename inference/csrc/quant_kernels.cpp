@@ -1,5 +1,6 @@
-// The kernels of one decoded token on GGUF blocks (Q4_0, Q4_1, Q8_0; quant_formats.h), fp32
-// activations: the dense GEMV in the file's row-major layout (quant_matvec) and in the
+// The kernels of one decoded token on GGUF blocks (Q4_0, Q4_1, Q8_0; quant_formats.h): the
+// dense GEMV in the file's row-major layout (quant_matvec: x rounded to 8 bits per block, then
+// an integer dot per block, as llama.cpp computes it) and in the
 // transposed layout (quant_rows_axpy: blocks along the output dimension, a row per input), and
 // the three threshold sites as kernels.cpp computes them on fp32 (quant_input_matvec,
 // quant_h_ffn, quant_gate_ffn: select the kept inputs or neurons, then read only their rows).
@@ -41,19 +42,33 @@ inline void prefetch_bytes(const uint8_t* p, int64_t n) {
   for (int64_t k = 0; k < n; k += 64) __builtin_prefetch(p + k, 0, 2);
 }
 
+// x rounded to 8 bits per block, once for every row that reads it (quant_formats.h).
+std::vector<quant::BlockQ8x> quantized_x(const QMatrix& w, const float* x) {
+  std::vector<quant::BlockQ8x> xq(w.nb);
+  w.ops.quantize_x(x, xq.data(), w.nb);
+  return xq;
+}
+
 // out[r] = row_r . x for rows [begin, end).
-void rows_dot(const QMatrix& w, const float* x, float* out, int64_t begin, int64_t end) {
+void rows_dot(const QMatrix& w, const quant::BlockQ8x* x, float* out, int64_t begin,
+              int64_t end) {
   for (int64_t r = begin; r < end; ++r) out[r] = w.ops.dot(w.row(r), x, w.nb);
 }
 
-// acc += sum_j coef[j] * row(index[j]); scattered rows, each prefetched four ahead.
+// acc += sum_j coef[j] * row(index[j]) (index: nullptr for rows 0..n-1), four rows a pass
+// (acc read and written once for four), the next pass's rows prefetched (four streams defeat
+// the hardware prefetcher even where the rows are consecutive).
 void axpy_rows(const QMatrix& w, const int64_t* index, const float* coef, int64_t n,
                float* acc) {
-  for (int64_t j = 0; j < std::min<int64_t>(n, 4); ++j) prefetch_bytes(w.row(index[j]), w.row_bytes);
-  for (int64_t j = 0; j < n; ++j) {
-    if (j + 4 < n) prefetch_bytes(w.row(index[j + 4]), w.row_bytes);
-    w.ops.axpy(coef[j], w.row(index[j]), acc, w.nb);
+  auto row = [&](int64_t j) { return w.row(index ? index[j] : j); };
+  for (int64_t j = 0; j < std::min<int64_t>(n, 4); ++j) prefetch_bytes(row(j), w.row_bytes);
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    for (int64_t k = j + 4; k < std::min(n, j + 8); ++k) prefetch_bytes(row(k), w.row_bytes);
+    const uint8_t* rows[4] = {row(j), row(j + 1), row(j + 2), row(j + 3)};
+    w.ops.axpy4(coef + j, rows, acc, w.nb);
   }
+  for (; j < n; ++j) w.ops.axpy(coef[j], row(j), acc, w.nb);
 }
 
 // Neurons (or outputs) a thread takes at least: ~16 K weights of work.
@@ -64,11 +79,11 @@ int64_t min_rows(int64_t cols) { return std::max<int64_t>(16, 16384 / cols); }
 // W x with W row-major ([O, D] blocks along D, the file's layout). -> [O]
 torch::Tensor quant_matvec(torch::Tensor blocks, int64_t type, torch::Tensor x) {
   const QMatrix w = checked(blocks, type, "weight");
-  const float* x_p = checked_x(x, w.cols);
+  const auto xq = quantized_x(w, checked_x(x, w.cols));
   auto out = torch::empty({w.rows}, x.options());
   float* out_p = out.data_ptr<float>();
   at::parallel_for(0, w.rows, min_rows(w.cols), [&](int64_t begin, int64_t end) {
-    rows_dot(w, x_p, out_p, begin, end);
+    rows_dot(w, xq.data(), out_p, begin, end);
   });
   return out;
 }
@@ -80,7 +95,8 @@ torch::Tensor quant_rows_axpy(torch::Tensor blocks, int64_t type, torch::Tensor 
   const float* x_p = checked_x(x, w.rows);
   return std::get<0>(chunked(w.rows, w.cols, min_rows(w.cols), x.options(),
                              [&](int64_t begin, int64_t end, float* acc) {
-    for (int64_t i = begin; i < end; ++i) w.ops.axpy(x_p[i], w.row(i), acc, w.nb);
+    axpy_rows(QMatrix{w.row(begin), end - begin, w.cols, w.row_bytes, w.nb, w.ops}, nullptr,
+              x_p + begin, end - begin, acc);
     return end - begin;
   }));
 }
@@ -107,18 +123,18 @@ inline float silu(float v) { return v / (1.f + std::exp(-v)); }
 
 struct QFfn {
   QMatrix gate, up, down_t;  // gate, up: [F, D] rows; down_t: down.t() [F, D]
-  const float* x;
+  std::vector<quant::BlockQ8x> x;  // rounded for gate's and up's dot products
 };
 
 QFfn checked_ffn(const torch::Tensor& gate, int64_t gate_type, const torch::Tensor& up,
                  int64_t up_type, const torch::Tensor& down_t, int64_t down_type,
                  const torch::Tensor& x) {
   QFfn w{checked(gate, gate_type, "gate"), checked(up, up_type, "up"),
-         checked(down_t, down_type, "down_t"), nullptr};
+         checked(down_t, down_type, "down_t"), {}};
   TORCH_CHECK(w.up.rows == w.gate.rows && w.up.cols == w.gate.cols &&
                   w.down_t.rows == w.gate.rows && w.down_t.cols == w.gate.cols,
               "gate, up and down_t must all be [F, D]");
-  w.x = checked_x(x, w.gate.cols);
+  w.x = quantized_x(w.gate, checked_x(x, w.gate.cols));
   return w;
 }
 
@@ -157,8 +173,8 @@ std::tuple<torch::Tensor, int64_t> quant_h_ffn(torch::Tensor gate, int64_t gate_
   return threshold_ffn(
       w, threshold, x.options(),
       [&](int64_t begin, int64_t end, float* h) {
-        rows_dot(w.gate, w.x, h, begin, end);
-        rows_dot(w.up, w.x, up_x.data(), begin, end);
+        rows_dot(w.gate, w.x.data(), h, begin, end);
+        rows_dot(w.up, w.x.data(), up_x.data(), begin, end);
         for (int64_t i = begin; i < end; ++i) h[i] = silu(h[i]) * up_x[i];
       },
       [](int64_t, float h) { return h; });
@@ -174,10 +190,10 @@ std::tuple<torch::Tensor, int64_t> quant_gate_ffn(torch::Tensor gate, int64_t ga
   return threshold_ffn(
       w, threshold, x.options(),
       [&](int64_t begin, int64_t end, float* a) {
-        rows_dot(w.gate, w.x, a, begin, end);
+        rows_dot(w.gate, w.x.data(), a, begin, end);
         for (int64_t i = begin; i < end; ++i) a[i] = silu(a[i]);
       },
-      [&](int64_t i, float a) { return a * w.up.ops.dot(w.up.row(i), w.x, w.up.nb); });
+      [&](int64_t i, float a) { return a * w.up.ops.dot(w.up.row(i), w.x.data(), w.up.nb); });
 }
 
 namespace {
