@@ -84,7 +84,7 @@ def condition_table(
     telemetry means, Pass@1, Bradley–Terry rating with its CI and the win rate (ties ½)
     against the dense condition (``dense_condition``: its own model's, else the study's
     first), each with a 95 % interval (``<key>_ci``: telemetry a normal interval of the mean
-    over generations, Pass@1 Wilson, BT item bootstrap, win rate item × rater clusters).
+    over generations, Pass@1 Wilson, BT and win rate items and raters as clusters).
 
     In: conditions as ``{"name", "policy"}`` (optionally ``"summary"``, a short text,
     ``"skips_bytes"``: whether the engine skips reading weights for it, None when unknown,

@@ -1,8 +1,10 @@
-"""The item-cluster bootstrap every preference CI uses, and its percentile interval.
+"""The item-cluster bootstrap the tie and style models' CIs use, and its percentile interval
+(the win rate's and Bradley–Terry's intervals are analytic, items and raters as clusters:
+`analysis.preference`).
 
 Judgments of one item are not independent (several raters read the same outputs), so a
 replicate draws whole items with replacement and weights each judgment by its item's draw
-count. Raw Bradley–Terry, the style-controlled model and the tie model all read the same
+count. The style-controlled model and the tie model read the same
 draws (same item count, replicates and seed), so their CIs come from one resampling.
 """
 

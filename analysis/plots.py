@@ -201,7 +201,8 @@ def divergence_figure(rows: Sequence[dict], relation: dict) -> str:
 
 @_plain_text
 def ratings_figure(bradley_terry: dict) -> str:
-    """Bradley–Terry ratings with their bootstrap 95 % CIs, best first."""
+    """Bradley–Terry ratings with their 95 % CIs (items and raters as clusters), best
+    first."""
     rows = bradley_terry["conditions"]
     figure, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.2))
     for i, row in enumerate(rows):
@@ -210,7 +211,7 @@ def ratings_figure(bradley_terry: dict) -> str:
         ax.plot(row["rating"], i, "o", color="tab:blue")
     ax.set_yticks(range(len(rows)), [r["condition"] for r in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("Bradley–Terry rating (Elo scale), 95 % bootstrap CI")
+    ax.set_xlabel("Bradley–Terry rating (Elo scale), 95 % CI, items and raters as clusters")
     ax.grid(alpha=0.3)
     return _png(figure)
 

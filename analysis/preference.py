@@ -7,7 +7,7 @@ In: ``item, rater, condition_a, condition_b, winner`` (``a`` / ``b`` / ``tie``),
 Out of `preference_summary`: per condition pair win / tie / loss counts, win rates with
 ties as half and ties excluded, Wilson and two-way (item × rater) cluster-robust CIs, sign
 tests and item × rater cluster tests with Holm correction; Bradley–Terry ratings with
-item-bootstrap CIs and Chatbot-Arena-style ranks;
+item × rater cluster sandwich CIs and Chatbot-Arena-style ranks;
 Davidson's tie model (`analysis.ties`); optionally Bradley–Terry with style covariates
 (`analysis.style`); online Elo for comparison; a position-bias test when sides are known.
 """
@@ -21,7 +21,7 @@ from scipy.stats import binomtest, norm
 from scipy.stats import t as student_t
 from statsmodels.stats.proportion import proportion_confint
 
-from analysis.bootstrap import CI_LEVEL, item_bootstrap_counts, per_item, percentile_ci
+from analysis.bootstrap import CI_LEVEL, item_bootstrap_counts
 from analysis.choice_model import RATING_CENTRE, RATING_SCALE, to_rating
 from analysis.contracts import canonical_judgments, validate_judgments
 from analysis.style import style_controlled_bt, style_covariates
@@ -133,12 +133,13 @@ def preference_summary(
 
     `bootstrap` replicates resample items with replacement (every judgment of a drawn item
     comes along, so raters judging the same item are not treated as independent), seeded
-    with `seed`; `bt_alpha` is choix's regularisation. `controls` (`analysis.style.CONTROLS`)
-    adds the style-controlled model, read from the columns ``CONTROL_a`` / ``CONTROL_b``;
-    `focus` names the condition its plain sentence is about. Out: a JSON-ready dict with
-    ``n_judgments``, ``n_items``, ``n_raters``, ``conditions``, ``pairs``,
-    ``bradley_terry``, ``ties_model`` (Davidson), ``style_control`` (None without
-    `controls`), ``elo`` and ``position_bias`` (None when ``side_a`` is absent).
+    with `seed`, for the tie and style models' CIs; `bt_alpha` is choix's regularisation.
+    `controls` (`analysis.style.CONTROLS`) adds the style-controlled model, read from the
+    columns ``CONTROL_a`` / ``CONTROL_b``; `focus` names the condition its plain sentence is
+    about. Out: a JSON-ready dict with ``n_judgments``, ``n_items``, ``n_raters``,
+    ``conditions``, ``pairs``, ``bradley_terry``, ``ties_model`` (Davidson),
+    ``style_control`` (None without `controls`), ``elo`` and ``position_bias`` (None when
+    ``side_a`` is absent).
 
     Raises `analysis.contracts.InputError` for a malformed table."""
     validated = validate_judgments(df)
@@ -156,7 +157,7 @@ def preference_summary(
         "bootstrap": bootstrap,
         "seed": seed,
         "pairs": _pairs(judgments, item_codes, len(items)),
-        "bradley_terry": _bradley_terry(judgments, index, item_codes, draws, bt_alpha),
+        "bradley_terry": _bradley_terry(judgments, index, bt_alpha),
         "ties_model": davidson_summary(judgments, conditions, item_codes, draws),
         "style_control": None
         if covariates is None
@@ -188,16 +189,14 @@ def pair_table(df: pd.DataFrame) -> list[dict]:
     return _pairs(judgments, item_codes, len(items))
 
 
-def bt_table(df: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0,
-             bt_alpha: float = 0.01) -> dict:
+def bt_table(df: pd.DataFrame, *, bt_alpha: float = 0.01) -> dict:
     """`preference_summary`'s ``bradley_terry`` alone (the same numbers for the same
-    `bootstrap`, `seed` and `bt_alpha`), without the tie and style models.
+    `bt_alpha`), without the tie and style models.
 
     Raises `analysis.contracts.InputError` for a malformed table."""
-    judgments, item_codes, _, draws = _resampled(validate_judgments(df), bootstrap, seed)
+    judgments = canonical_judgments(validate_judgments(df))
     conditions = sorted(set(judgments["condition_a"]) | set(judgments["condition_b"]))
-    index = {name: i for i, name in enumerate(conditions)}
-    return _bradley_terry(judgments, index, item_codes, draws, bt_alpha)
+    return _bradley_terry(judgments, {name: i for i, name in enumerate(conditions)}, bt_alpha)
 
 
 def oriented_pairs(pairs: list[dict], order: Sequence[str]) -> list[dict]:
@@ -422,23 +421,13 @@ def cluster_test(scores: np.ndarray, counts: np.ndarray, *, raters: tuple | None
     return 2 * student_t.sf(np.abs(t), items - 1)
 
 
-def _bradley_terry(
-    judgments: pd.DataFrame,
-    index: dict[str, int],
-    item_codes: np.ndarray,
-    draws: np.ndarray,
-    alpha: float,
-) -> dict:
+def _bradley_terry(judgments: pd.DataFrame, index: dict[str, int], alpha: float) -> dict:
     contributions = win_contributions(judgments, index)
     strengths = bradley_terry(contributions.sum(axis=0), alpha)
-    n = len(index)
-    wins_by_item = per_item(item_codes, draws.shape[1], contributions.reshape(-1, n * n))
-    replicate_wins = (draws @ wins_by_item).reshape(-1, n, n)
-    replicates = np.array([bradley_terry(wins, alpha) for wins in replicate_wins]).reshape(
-        len(draws), n
-    )
     ratings = to_rating(strengths)
-    cis = [percentile_ci(to_rating(replicates[:, i])) for i in range(len(index))]
+    half_widths = bt_half_widths(judgments, index, strengths)
+    cis = [None if not width > 0 else [float(r - width), float(r + width)]
+           for r, width in zip(ratings, to_rating(half_widths) - RATING_CENTRE, strict=True)]
     lower = [ci[0] if ci else r for ci, r in zip(cis, ratings, strict=True)]
     upper = [ci[1] if ci else r for ci, r in zip(cis, ratings, strict=True)]
     ranks = arena_ranks(lower, upper)
@@ -457,6 +446,53 @@ def _bradley_terry(
         "scale": "rating = 1000 + 400 * log_strength / ln(10); log strengths have mean 0",
         "conditions": sorted(table, key=lambda row: (row["rank"], -row["rating"])),
     }
+
+
+def bt_half_widths(judgments: pd.DataFrame, index: dict[str, int],
+                   strengths: np.ndarray) -> np.ndarray:
+    """Half-widths of 95 % intervals of the mean-zero BT log-strengths, items and raters as
+    clusters: Chatbot Arena's sandwich H⁺ B H⁺ (H the Fisher information Σ p(1 − p) x xᵀ,
+    x = e_a − e_b; H⁺ its pseudo-inverse, the strengths being centred) with the meat B the
+    two-way cluster-robust one, B_item + (B_rater − B_cell)₊ (each Σ_g s_g s_gᵀ · G/(G − 1)
+    of the clusters' summed scores s_g = Σ (y − p) x; the rater part clipped to its positive
+    eigenvalues, as `rater_variance`), times Student's t with items − 1 df. 0 where there is
+    no width (every verdict a tie, say), NaN under 2 items.
+
+    In: canonical judgments, condition → index, the fitted log-strengths. Out: float [C]."""
+    n = len(index)
+    a = judgments["condition_a"].map(index).to_numpy()
+    b = judgments["condition_b"].map(index).to_numpy()
+    outcome = judgments["winner"].map({"a": 1.0, "tie": 0.5, "b": 0.0}).to_numpy()
+    items = judgments["item"].nunique()
+    if items < 2:
+        return np.full(n, np.nan)
+    chance = 1 / (1 + np.exp(strengths[b] - strengths[a]))
+    design = np.zeros((len(judgments), n))
+    design[np.arange(len(judgments)), a] = 1.0
+    design[np.arange(len(judgments)), b] = -1.0
+    scores = design * (outcome - chance)[:, None]
+    # H is singular along (1, …, 1), where the centred strengths do not move; a loose cut-off
+    # keeps that rounding-error eigenvalue (1e-13) from being inverted.
+    bread = np.linalg.pinv((design * (chance * (1 - chance))[:, None]).T @ design,
+                           rcond=1e-10, hermitian=True)
+    meat = _cluster_meat(scores, judgments["item"])
+    if judgments["rater"].nunique() > 1:
+        cells = judgments["item"].astype(str) + "\x1f" + judgments["rater"].astype(str)
+        values, vectors = np.linalg.eigh(
+            _cluster_meat(scores, judgments["rater"]) - _cluster_meat(scores, cells))
+        meat += (vectors * np.maximum(values, 0.0)) @ vectors.T
+    variance = np.clip(np.diag(bread @ meat @ bread), 0.0, None)
+    return student_t.ppf(0.975, items - 1) * np.sqrt(variance)
+
+
+def _cluster_meat(scores: np.ndarray, clusters: pd.Series) -> np.ndarray:
+    """G/(G − 1) · Σ_g s_g s_gᵀ over the clusters' summed score vectors (0 under 2)."""
+    codes, names = pd.factorize(clusters)
+    if len(names) < 2:
+        return np.zeros((scores.shape[1], scores.shape[1]))
+    sums = np.zeros((len(names), scores.shape[1]))
+    np.add.at(sums, codes, scores)
+    return len(names) / (len(names) - 1) * sums.T @ sums
 
 
 def position_bias(judgments: pd.DataFrame) -> dict | None:

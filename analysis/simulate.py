@@ -8,7 +8,7 @@ A benchmark, not a test (``python -m analysis simulate --reps N [--json]``). Eac
   wins with σ(s₁ − s_k + u_item + v_rater + β · Δlength), u, v and Δlength normal. Intervals:
   the win rate (ties ½) with items and raters as clusters (`preference.pair_table`); truth:
   the expected score, by Monte Carlo over a million draws of the same model. The
-  Bradley–Terry ratings with their item-bootstrap intervals (`preference.bt_table`); truth:
+  Bradley–Terry ratings with their item × rater sandwich intervals (`preference.bt_table`); truth:
   the BT fit of the expected scores (on a vs-first design each pair's log-odds). A
   condition as strong as the first has nothing planted: how often the report's test
   (`p_cluster`, unadjusted) rejects there at 5 % is its false-positive rate.
@@ -55,7 +55,6 @@ class Design:
     flip: float = 0.15
     ratio: float = 1.2
     speed_noise: float = 0.1
-    bootstrap: int = 500
 
 
 def _first_wins(rng, design: Design, strength_gap: float, shape) -> np.ndarray:
@@ -114,9 +113,9 @@ def one_rep(rng, design: Design, win_truths: list[float], seed: int) -> dict[str
         if strength == design.strengths[0]:
             hits.setdefault(REJECTED, []).append(pair["p_cluster"] < 0.05)
     ratings = {row["condition"]: row["rating_ci"] for row in
-               bt_table(judgments, bootstrap=design.bootstrap, seed=seed)["conditions"]}
+               bt_table(judgments)["conditions"]}
     for k, truth in enumerate(true_ratings(win_truths)):
-        hits.setdefault("Bradley–Terry rating, item bootstrap", []).append(
+        hits.setdefault("Bradley–Terry rating, item × rater sandwich", []).append(
             _covers(ratings[f"c{k}"], float(truth)))
     easy = rng.beta(2, 1.5, size=design.problems)
     shape = (design.problems, design.samples)

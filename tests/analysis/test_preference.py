@@ -11,6 +11,7 @@ from analysis.contracts import InputError, canonical_judgments, validate_judgmen
 from analysis.preference import (
     arena_ranks,
     bradley_terry,
+    bt_table,
     cluster_interval,
     cluster_test,
     elo_ratings,
@@ -187,7 +188,8 @@ def test_bootstrap_is_seeded():
     again = preference_summary(data, bootstrap=100, seed=11)
     other = preference_summary(data, bootstrap=100, seed=12)
     assert first == again
-    assert first["bradley_terry"] != other["bradley_terry"]
+    assert first["ties_model"] != other["ties_model"]
+    assert first["bradley_terry"] == other["bradley_terry"], "the sandwich resamples nothing"
 
 
 def test_item_bootstrap_counts_draw_every_item_slot_once():
@@ -201,7 +203,9 @@ def test_item_bootstrap_counts_draw_every_item_slot_once():
 def test_no_bootstrap_gives_no_bootstrap_cis():
     data = simulate({"x": 0.3, "y": 0.0, "z": -0.3}, n_items=30, seed=5)
     summary = preference_summary(data, bootstrap=0)
-    assert all(row["rating_ci"] is None for row in summary["bradley_terry"]["conditions"])
+    assert all(row["rating_ci"] is None for row in summary["ties_model"]["conditions"])
+    # Bradley–Terry's intervals are the sandwich's: no resampling either.
+    assert all(row["rating_ci"] for row in summary["bradley_terry"]["conditions"])
     # The win rate's intervals resample nothing.
     assert all(pair["win_rate_ties_half_ci_wilson"] for pair in summary["pairs"])
     assert all(pair["win_rate_ties_half_ci_cluster"] for pair in summary["pairs"])
@@ -305,6 +309,30 @@ def test_win_rate_interval_covers_when_raters_lean():
         items_only += interval[0] <= truth <= interval[1]
     assert 0.93 <= covered / 400 <= 0.98, f"covered {covered / 400:.3f}"
     assert items_only < covered, "the raters' share made no difference"
+
+
+def test_bt_sandwich_of_two_conditions_is_the_win_rates_interval_by_the_delta_method():
+    # Two conditions: BT is saturated, θ_x − θ_y = logit(win rate), so the sandwich's
+    # variance is the win rate's two-way cluster-robust one over (p(1 − p))², and each
+    # centred strength carries half of it.
+    rng = np.random.default_rng(6)
+    rows = [(f"q{i}", f"r{r}", "x", "y", rng.choice(["a", "b", "tie"], p=[0.5, 0.3, 0.2]))
+            for i in range(12) for r in range(3)]
+    (pair,) = pair_table(judgments(rows))
+    rate = pair["win_rate_ties_half"]
+    low, high = pair["win_rate_ties_half_ci_cluster"]
+    expected = (high - low) / 2 / (rate * (1 - rate)) / 2 * 400 / math.log(10)
+    table = {r["condition"]: r for r in bt_table(judgments(rows), bt_alpha=1e-6)["conditions"]}
+    for name in ("x", "y"):
+        ci = table[name]["rating_ci"]
+        assert (ci[1] - ci[0]) / 2 == pytest.approx(expected, rel=1e-3)
+    assert table["x"]["rating"] - table["y"]["rating"] == pytest.approx(
+        400 * math.log(rate / (1 - rate)) / math.log(10), rel=1e-3)
+
+
+def test_bt_has_no_interval_without_width():
+    rows = [(f"q{i}", f"r{r}", "x", "y", "tie") for i in range(5) for r in range(2)]
+    assert all(row["rating_ci"] is None for row in bt_table(judgments(rows))["conditions"])
 
 
 def test_arena_ranks_count_conditions_entirely_above():
