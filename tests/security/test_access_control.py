@@ -14,6 +14,7 @@ from django.contrib import admin
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from annotations.models import Condition, ConditionServer
 from tests.security.conftest import PASSWORD, client_for, rater_secrets
 
 pytestmark = pytest.mark.django_db
@@ -61,6 +62,11 @@ URLS = {
     "study_report_file": (STAFF, {"GET"}),
     "study_results": (STAFF, {"GET"}),
     "study_condition_sparsity": (STAFF, {"GET"}),
+    "study_judge_pilot": (STAFF, {"POST"}),
+    "study_judge_pilot_progress": (STAFF, {"GET"}),
+    "study_servers": (STAFF, {"GET"}),
+    "condition_server_start": (STAFF, {"POST"}),
+    "condition_server_stop": (STAFF, {"POST"}),
 }
 # The whole admin site (`admin/…`) is staff only: see test_admin_is_staff_only.
 ADMIN_NAMESPACE = "admin"
@@ -72,6 +78,8 @@ POST_DATA = {
     "study_rater_title": {"rater_title": "Compare two answers"},
     "study_gold": {"winner": "a"},
     "study_gold_settings": {"gold_rate": "0.1", "gold_block_after": "2"},
+    # Sent when the savepoint commits, which it never does: no judge job leaves the walk.
+    "study_judge_pilot": {"url": "http://127.0.0.1:9/v1", "model": "walk-judge"},
 }
 ROLES = ["anonymous", "rater_a", "rater_b", "staff"]
 
@@ -108,9 +116,26 @@ def test_every_url_is_classified():
     assert any(name == ADMIN_NAMESPACE for name, _, _ in patterns), "the admin site is not routed"
 
 
-def _arguments(world, role: str, name: str, params: tuple, *, others: bool) -> dict:
+def _serving(world) -> dict:
+    """A condition still waiting for its calibration (staff asking to serve it get the page's
+    409, so the walk starts no model server) and a server record whose process is long gone
+    (stopping it only marks it stopped)."""
+    waiting = Condition.objects.create(
+        study=world.study, name="cond-waiting-w9p", policy={"kind": "static"}
+    )
+    server = ConditionServer.objects.create(
+        condition=waiting, port=9, pid=1, model_name="cond-waiting-w9p"
+    )
+    return {"condition_id": waiting.id, "server_id": server.id}
+
+
+def _arguments(
+    world, role: str, name: str, params: tuple, *, others: bool, serving: dict
+) -> dict:
     rater = {"rater_a": world.rater_a, "rater_b": world.rater_b}.get(role, world.rater_a)
     values = {
+        **dict.fromkeys(("condition_id", "server_id"), PLACEHOLDER_ID),
+        **serving,
         **(world.others(rater) if others else world.own(rater)),
         "token": world.invite.token,
         "name": "judgments.csv",
@@ -181,6 +206,7 @@ def test_who_reaches_what(world, role):
     user = _user(world, role)
     is_rater = role in ("rater_a", "rater_b")
     secrets = rater_secrets(world, user) if is_rater else []
+    serving = _serving(world)
     problems = []
     for name, _, params in url_patterns():
         if name == ADMIN_NAMESPACE:
@@ -190,7 +216,9 @@ def test_who_reaches_what(world, role):
         if is_rater and audience in (RATER, OWNER) and set(params) & {"study_id", "assignment_id"}:
             targets.append(True)  # and the same page on the other rater's study / assignment
         for others in targets:
-            url = reverse(name, kwargs=_arguments(world, role, name, params, others=others))
+            url = reverse(
+                name, kwargs=_arguments(world, role, name, params, others=others, serving=serving)
+            )
             url += QUERY.get(name, "")
             for method in ("GET", "POST"):
                 served = method in methods
@@ -302,7 +330,7 @@ def test_every_id_out_of_range_is_404(world, role):
             continue
         audience, methods = URLS[name]
         for huge in HUGE_IDS:
-            kwargs = _arguments(world, role, name, params, others=False)
+            kwargs = _arguments(world, role, name, params, others=False, serving={})
             kwargs.update(dict.fromkeys(ids, PLACEHOLDER_ID))  # reverse() refuses huge ones
             url = reverse(name, kwargs=kwargs).replace(str(PLACEHOLDER_ID), str(huge))
             url += QUERY.get(name, "")
