@@ -25,7 +25,10 @@ browser:
 run: setup
 	bash scripts/run.sh
 
+# The compiled kernels are built (or found built) before pytest starts, so no test's
+# time limit, nor a worker a test waits for, pays for a build of minutes on a busy machine.
 test: setup browser
+	$(PY) -c "from inference.kernels import compiled_kernels; compiled_kernels()"
 	VAR_DIR=$(CURDIR)/var/test $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
