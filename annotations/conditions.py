@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from annotations.queues import DEFAULT_MODEL_KEY
 from inference.policies import POLICY_CLASSES, Policy
 
 # The builder's order: the engine's (the baseline first, then by how much machinery it needs).
@@ -167,15 +168,74 @@ def _site_default(kind: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class ModelChoice:
+    """The weights a condition runs, by registry key: `model` (``default``: the deployment's
+    own), and for an alignment vector the `aligned` model and λ (θ = θ_model + λ·(θ_aligned −
+    θ_model)). Whether the keys name valid, mergeable models is the registry's to say
+    (`selectors.model_choice_problem`)."""
+
+    model: str = DEFAULT_MODEL_KEY
+    aligned: str = ""
+    alignment_lambda: float | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.aligned) != (self.alignment_lambda is not None):
+            raise ValueError("an alignment vector needs both the aligned model and λ")
+
+    @property
+    def label(self) -> str:
+        """"" for the default model, else e.g. "on smol" or "smol→smol-dpo λ=0.5"."""
+        if self.aligned:
+            return f"{self.model}→{self.aligned} λ={self.alignment_lambda:g}"
+        return "" if self.model == DEFAULT_MODEL_KEY else f"on {self.model}"
+
+
+def parse_lambdas(text: str) -> list[float]:
+    """`0, 0.5, 1` -> [0.0, 0.5, 1.0]: the λ of an alignment-vector sweep (any finite numbers,
+    each once; λ > 1 extrapolates past the aligned model)."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts:
+        raise ValueError("give the λ values of the sweep, e.g. 0, 0.25, 0.5, 1")
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"λ: “{part}” is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError("λ must be a finite number")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise ValueError("each λ once, please")
+    return sorted(values)
+
+
+def parse_lambda(text: str) -> float:
+    """One λ as typed in the builder."""
+    values = parse_lambdas(text)
+    if len(values) != 1:
+        raise ValueError("give one λ (a sweep takes several)")
+    return values[0]
+
+
+@dataclass(frozen=True)
 class BuiltCondition:
     """A condition from the builder: its name, its policy JSON (without the thresholds a
-    calibration fills in), the target sparsity to calibrate to (None: no calibration) and
-    the prompts to calibrate on."""
+    calibration fills in), the target sparsity to calibrate to (None: no calibration), the
+    prompts to calibrate on, and the model it runs."""
 
     name: str
     policy: dict
     target_sparsity: float | None = None
     calibration_set: str = "items"
+    model: ModelChoice = ModelChoice()
+
+    def on_model(self, model: ModelChoice, *, rename: bool) -> BuiltCondition:
+        """This condition on `model`; `rename`: its (generated) name says which model."""
+        name = self.name
+        if rename and model.label:
+            name = f"{name} · {model.label}"[:100]
+        return dataclasses.replace(self, model=model, name=name)
 
     @property
     def needs_calibration(self) -> bool:
@@ -185,8 +245,10 @@ class BuiltCondition:
 
     @property
     def summary(self) -> str:
-        return policy_summary(self.policy, engine_policy(self.policy),
-                              target_sparsity=self.target_sparsity, name=self.name)
+        summary = policy_summary(self.policy, engine_policy(self.policy),
+                                 target_sparsity=self.target_sparsity, name=self.name)
+        label = self.model.label
+        return f"{summary} · {label}" if label and label not in self.name else summary
 
     def to_json(self) -> str:
         return json.dumps(
@@ -195,6 +257,9 @@ class BuiltCondition:
                 "policy": self.policy,
                 "target_sparsity": self.target_sparsity,
                 "calibration_set": self.calibration_set,
+                "model": self.model.model,
+                "aligned": self.model.aligned,
+                "alignment_lambda": self.model.alignment_lambda,
             },
             sort_keys=True,
         )
@@ -212,12 +277,19 @@ class BuiltCondition:
         target = data.get("target_sparsity")
         if target is not None:
             values["target_sparsity_percent"] = str(json_number(target, "target sparsity") * 100)
-        return build_condition(
+        built = build_condition(
             kind=str(data["policy"].get("kind")),
             values=values,
             name=_text(data.get("name", ""), "name"),
             calibration_set=_text(data.get("calibration_set", "items"), "calibration set"),
         )
+        lam = data.get("alignment_lambda")
+        model = ModelChoice(
+            model=_text(data.get("model", DEFAULT_MODEL_KEY), "model"),
+            aligned=_text(data.get("aligned", ""), "aligned model"),
+            alignment_lambda=None if lam is None else json_number(lam, "λ"),
+        )
+        return built.on_model(model, rename=False)
 
 
 def json_number(value: Any, what: str) -> float:

@@ -7,7 +7,7 @@ import re
 
 from django import forms
 
-from annotations import context_limit
+from annotations import context_limit, selectors
 from annotations.conditions import (
     BuiltCondition,
     build_condition,
@@ -22,11 +22,11 @@ from annotations.models import (
     Criterion,
     CriterionRating,
     Judgment,
+    ModelEntry,
     Problem,
     Study,
     profile_question_problem,
 )
-from annotations.selectors import problems_drawn
 from evaluation.prompts import task_prompt
 from inference.policies import Policy
 
@@ -387,6 +387,10 @@ class StudySetupForm(forms.ModelForm):
             raise forms.ValidationError("A study needs at least two conditions.")
         if len(set(names)) != len(names):
             raise forms.ValidationError("Condition names must be different.")
+        for number, condition in enumerate(conditions, start=1):
+            problem = selectors.model_choice_problem(condition.model)
+            if problem:
+                raise forms.ValidationError(f"Condition {number} ({condition.name}): {problem}.")
         return conditions
 
     def clean_criteria(self) -> list[dict]:
@@ -436,7 +440,7 @@ class StudySetupForm(forms.ModelForm):
         is an error, not a study quietly missing it: every chosen data set, or no study."""
         drawn, empty = [], []
         for dataset in data.get("datasets", []):
-            problems = problems_drawn(
+            problems = selectors.problems_drawn(
                 dataset=dataset, task_contains=data["task_contains"],
                 prompt_contains=data["prompt_contains"], item_count=data["item_count"],
                 seed=data["seed"],
@@ -473,3 +477,20 @@ class StudySetupForm(forms.ModelForm):
         if len(errors) > _PROMPT_ERRORS_SHOWN:
             self.add_error(None, f"{len(errors)} prompts are too long for the model; the first "
                                  f"{_PROMPT_ERRORS_SHOWN} are named at their fields.")
+
+
+class ModelRegisterForm(forms.ModelForm):
+    """A model staff add by path (on the workers' machines) under a short key."""
+
+    class Meta:
+        model = ModelEntry
+        fields = ["key", "path", "display_name"]
+
+    def clean_path(self) -> str:
+        path = self.cleaned_data["path"].strip()
+        if not path.startswith(("/", "~")):
+            raise forms.ValidationError(
+                "Give the absolute path of a Hugging Face model directory or a .gguf file as "
+                "the workers see it, e.g. /models/smollm2-dpo."
+            )
+        return path

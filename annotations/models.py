@@ -16,6 +16,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 
 from annotations.conditions import engine_policy, policy_bytes_note, policy_summary
+from annotations.queues import DEFAULT_MODEL_KEY, generation_queue
 from evaluation.datasets import TASK_ID_MAX_CHARS, Task
 from evaluation.prompts import task_prompt
 from inference.policies import Policy
@@ -284,10 +285,6 @@ class LeasedJobQuerySet(models.QuerySet):
             ]
 
 
-# The deployment's own model (settings.MODEL_PATH): what a condition without a registered
-# model means, so conditions made before the registry keep their meaning.
-DEFAULT_MODEL_KEY = "default"
-DEFAULT_QUEUE = "generation"
 MODEL_KEY = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 # What `inference.model_info.describe()` says of a valid model, as stored on the entry.
 MODEL_DESCRIPTION_KEYS = {
@@ -322,12 +319,6 @@ def validate_model_description(value) -> None:
             raise ValidationError(f"The model description's {name} is not a {kind.__name__}.")
     if not all(isinstance(v, int) and v > 0 for v in value["shape"].values()):
         raise ValidationError("The model description's shape holds a non-positive value.")
-
-
-def generation_queue(model_key: str) -> str:
-    """The Celery queue of a model's generations and calibrations: the default model keeps
-    the queue every worker consumed before the registry (`generation`)."""
-    return DEFAULT_QUEUE if model_key == DEFAULT_MODEL_KEY else f"{DEFAULT_QUEUE}.{model_key}"
 
 
 class ModelEntry(models.Model):
@@ -391,6 +382,29 @@ class ModelEntry(models.Model):
         return self.status == self.Status.VALID
 
 
+class WorkerHeartbeatQuerySet(models.QuerySet):
+    def live(self, now: datetime) -> WorkerHeartbeatQuerySet:
+        """Workers heard from within three heartbeats (one missed beat is not a death)."""
+        return self.filter(seen_at__gte=now - timedelta(seconds=3 * settings.WORKER_HEARTBEAT_S))
+
+
+class WorkerHeartbeat(models.Model):
+    """A generation worker's last word: which model keys it serves (MODEL_KEYS), when.
+
+    Written when the worker starts and every WORKER_HEARTBEAT_S after, removed when it stops
+    cleanly; a killed worker's row goes stale, so pages read only `live()` ones."""
+
+    name = models.CharField(max_length=255, unique=True)  # Celery's node name, worker@host
+    model_keys = models.JSONField(default=list)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    objects = WorkerHeartbeatQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {', '.join(self.model_keys)}"
+
+
 class ConditionQuerySet(models.QuerySet):
     def ready(self) -> ConditionQuerySet:
         """Conditions whose policy is complete: no calibration, or a finished one."""
@@ -439,7 +453,8 @@ class Condition(models.Model):
 
     @property
     def model_key(self) -> str:
-        """The key of the model the condition runs (the base of an alignment vector)."""
+        """The key of the model the condition runs (the base of an alignment vector); a
+        condition without a registered model runs the deployment's own (`default`)."""
         return self.model.key if self.model_id else DEFAULT_MODEL_KEY
 
     @property

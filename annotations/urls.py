@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from annotations import converters  # noqa: F401 - registers <id:…>
-from annotations.views import auth, conditions, rater, setup, staff
+from annotations.views import auth, conditions, model_registry, rater, setup, staff
 
 urlpatterns = [
     path("", rater.home, name="home"),
@@ -17,9 +17,20 @@ urlpatterns = [
     path("invite/<slug:token>/", rater.invite_entry, name="invite_entry"),
     path("staff/studies/", staff.study_list, name="study_list"),
     path("staff/studies/new/", setup.study_new, name="study_new"),
+    path("staff/models/", model_registry.model_list, name="model_list"),
+    path(
+        "staff/models/<id:entry_id>/validate/",
+        model_registry.model_revalidate,
+        name="model_revalidate",
+    ),
     path("staff/conditions/fields/", conditions.condition_fields, name="condition_fields"),
     path("staff/conditions/add/", conditions.condition_add, name="condition_add"),
     path("staff/conditions/sweep/", conditions.condition_sweep, name="condition_sweep"),
+    path(
+        "staff/conditions/lambda-sweep/",
+        conditions.condition_lambda_sweep,
+        name="condition_lambda_sweep",
+    ),
     path("staff/conditions/count/", conditions.condition_count, name="condition_count"),
     path("staff/studies/<id:study_id>/setup/", setup.study_setup, name="study_setup"),
     path(

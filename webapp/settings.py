@@ -2,6 +2,7 @@
 the defaults give a working single-machine setup (SQLite + a server-less broker)."""
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -318,6 +319,17 @@ if _device_misuse:
 # Converted weights are shared by every VAR_DIR of this checkout (tests included).
 MODEL_CACHE_DIR = Path(os.environ.get("MODEL_CACHE_DIR", BASE_DIR / "var" / "model-cache"))
 GENERATION_MAX_NEW_TOKENS = envint("GENERATION_MAX_NEW_TOKENS", 128)
+# The models a worker serves (README, Models as conditions): "default" is MODEL_PATH, any
+# other key a model registered on the Models page. A worker started with -Q generation
+# consumes exactly these models' queues (annotations.queues.worker_queues).
+MODEL_KEYS = envlist("MODEL_KEYS", "default")
+if not MODEL_KEYS or any(not re.match(r"^[a-z][a-z0-9-]{0,31}$", k) for k in MODEL_KEYS):
+    raise ImproperlyConfigured(
+        f"MODEL_KEYS={os.environ.get('MODEL_KEYS')!r}: give model keys separated by commas, "
+        "e.g. default,smol-dpo"
+    )
+# How often a worker records which models it serves; one unseen for 3 beats counts as gone.
+WORKER_HEARTBEAT_S = envint("WORKER_HEARTBEAT_S", 30)
 
 # The LLM judge (issue 31): its endpoint's API key is read at call time from the environment
 # variable named here, never stored in the database or shown; a verdict whose worker holds it

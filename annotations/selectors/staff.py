@@ -1,5 +1,6 @@
 """Reads of the staff pages: a study's library draw, its generation and calibration
-progress, the pair preview, attention checks and rater quality."""
+progress, the pair preview, attention checks, rater quality, and the models a condition
+may run and the workers serving them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Avg, Count, Exists, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from annotations.conditions import ModelChoice
 from annotations.models import (
     Calibration,
     Condition,
@@ -25,8 +28,11 @@ from annotations.models import (
     Pair,
     Problem,
     Study,
+    WorkerHeartbeat,
 )
+from annotations.queues import DEFAULT_MODEL_KEY
 from annotations.selectors.rater import ShownPair
+from inference.model_info import ModelPathError, default_model_path, describe
 
 
 def problems_drawn(
@@ -413,6 +419,87 @@ def condition_model_key(condition: Condition) -> str:
 def models_offered() -> list[ModelEntry]:
     """The registered models a condition may use: the valid ones."""
     return list(ModelEntry.objects.filter(status=ModelEntry.Status.VALID))
+
+
+def model_workers(*, now=None) -> dict[str, list[str]]:
+    """Model key -> the live workers (`WorkerHeartbeat.live`) serving it, by name."""
+    serving: dict[str, list[str]] = {}
+    live = WorkerHeartbeat.objects.live(now or timezone.now()).order_by("name")
+    for name, keys in live.values_list("name", "model_keys"):
+        for key in keys:
+            serving.setdefault(key, []).append(name)
+    return serving
+
+
+@dataclass(frozen=True)
+class ModelService:
+    """One model a study's conditions run, who serves it and what waits for it."""
+
+    key: str
+    workers: tuple[str, ...]
+    waiting: int  # outputs and calibrations no worker has taken yet
+
+    @property
+    def stalled(self) -> bool:
+        """Work waits for this model and no live worker holds it."""
+        return self.waiting > 0 and not self.workers
+
+
+def study_model_service(study: Study, *, now=None) -> list[ModelService]:
+    """Per model the study's conditions run (the base of an alignment vector: its worker
+    builds the merged weights), whether a live worker serves it and how much waits."""
+    serving = model_workers(now=now)
+    waiting: Counter[str] = Counter()
+    pending = Generation.objects.filter(item__study=study, status=Generation.Status.PENDING)
+    for rows in (
+        pending.values("condition__model__key").annotate(n=Count("id")),
+        Calibration.objects.filter(condition__study=study, status=Calibration.Status.PENDING)
+        .values("condition__model__key").annotate(n=Count("id")),
+    ):
+        for row in rows.order_by():
+            waiting[row["condition__model__key"] or DEFAULT_MODEL_KEY] += row["n"]
+    keys = {c.model_key for c in study.conditions.select_related("model")}
+    return [
+        ModelService(key=key, workers=tuple(serving.get(key, ())), waiting=waiting[key])
+        for key in sorted(keys)
+    ]
+
+
+def _description(key: str) -> dict:
+    """What is known of a model's weights: the registry's validated description, or for the
+    default model, `describe()` of MODEL_PATH (memoised on disk: hashed once)."""
+    if key != DEFAULT_MODEL_KEY:
+        return ModelEntry.objects.get(key=key).description
+    path = settings.MODEL_PATH or default_model_path()
+    return describe(path, cache_root=settings.MODEL_CACHE_DIR).to_dict()
+
+
+def model_choice_problem(choice: ModelChoice) -> str | None:
+    """Why a condition cannot run `choice`, in words for staff, or None: each key must be the
+    default model or a valid registered one, and an alignment vector's two models must share
+    architecture and every shape (else their weights cannot be interpolated)."""
+    valid = set(ModelEntry.objects.filter(status=ModelEntry.Status.VALID)
+                .values_list("key", flat=True))
+    for key, what in ((choice.model, "model"), (choice.aligned, "aligned model")):
+        if key and key != DEFAULT_MODEL_KEY and key not in valid:
+            return f"the {what} “{key}” is not a valid registered model (see the Models page)"
+    if not choice.aligned:
+        return None
+    if choice.aligned == choice.model:
+        return "an alignment vector needs two different models (base and aligned)"
+    try:
+        base, aligned = _description(choice.model), _description(choice.aligned)
+    except (OSError, ModelPathError) as error:
+        return f"the default model cannot be read: {error}"
+    if base["architecture"] != aligned["architecture"]:
+        return (f"{choice.model} is a {base['architecture']} model and {choice.aligned} a "
+                f"{aligned['architecture']} one: an alignment vector needs one architecture")
+    for name in sorted(base["shape"].keys() | aligned["shape"].keys()):
+        a, b = base["shape"].get(name), aligned["shape"].get(name)
+        if a != b:
+            return (f"{choice.model} and {choice.aligned} differ in {name} ({a} vs {b}): an "
+                    "alignment vector needs the same shapes")
+    return None
 
 
 def judge_verdicts_answered(study: Study) -> QuerySet[JudgeVerdict]:

@@ -42,9 +42,12 @@ def divergence_work(*, generation_id: int) -> list[tuple[int, list[int], dict]]:
     dense yet, once that item's dense output exists: this output itself when it is sparse,
     the item's earlier sparse outputs when it is the dense one."""
     generation = Generation.objects.select_related("condition").get(id=generation_id)
+    # Only outputs of the same weights compare: another model's dense output is no reference.
     siblings = Generation.objects.filter(
         item_id=generation.item_id, sample_index=generation.sample_index,
-        status=Generation.Status.DONE,
+        status=Generation.Status.DONE, condition__model_id=generation.condition.model_id,
+        condition__aligned_model_id=generation.condition.aligned_model_id,
+        condition__alignment_lambda=generation.condition.alignment_lambda,
     ).select_related("condition").order_by("condition__position", "id")
     dense = next((g for g in siblings if g.condition.policy.get("kind") == "dense"), None)
     if dense is None or not dense.telemetry.get("token_ids"):

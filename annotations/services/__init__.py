@@ -10,7 +10,8 @@
 - `executions`: the Pass@1 checks of finished generations;
 - `calibrations`: the calibration jobs that set a condition's thresholds;
 - `problems`: the problem library (importing a data set);
-- `servers`: a condition served as an OpenAI-compatible API from the study page.
+- `servers`: a condition served as an OpenAI-compatible API from the study page;
+- `model_registry`: registered models, their validation and the workers serving them.
 
 Each function has its home in one of these; the names are re-exported here so a caller
 reads `services.judgment_submit(...)`. Sending work to the worker queue is `tasks`'."""
@@ -65,6 +66,13 @@ from annotations.services.judgments import (
     judgment_submit,
 )
 from annotations.services.lifecycle import study_create, study_launch, study_status_set
+from annotations.services.model_registry import (
+    model_register,
+    model_revalidate,
+    model_validation_record,
+    worker_heartbeat_forget,
+    worker_heartbeat_record,
+)
 from annotations.services.pairs_assignments import (
     GoldPairInUse,
     assignment_next,
@@ -133,6 +141,9 @@ __all__ = [
     "judge_verdicts_create",
     "judging_refusal",
     "judgment_submit",
+    "model_register",
+    "model_revalidate",
+    "model_validation_record",
     "pair_has_room",
     "pair_lock",
     "pairs_create",
@@ -143,5 +154,7 @@ __all__ = [
     "server_status",
     "study_create",
     "study_launch",
+    "worker_heartbeat_forget",
+    "worker_heartbeat_record",
     "study_status_set",
 ]

@@ -11,10 +11,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotations.conditions import BuiltCondition
 from annotations.models import Calibration, Condition, Study
+from annotations.queues import DEFAULT_MODEL_KEY
 
 CALIBRATION_LEASE = timedelta(seconds=settings.GENERATION_LEASE_S)
 
@@ -43,15 +45,20 @@ def calibrations_retry(*, study: Study) -> int:
     ).update(status=Calibration.Status.PENDING, attempts=0, error="", progress=0.0)
 
 
-def calibrations_claim(*, study_id: int) -> list[Calibration]:
-    """Take the study's waiting calibrations for this worker (a guarded update: a second
-    worker, or a repeated message, gets none). A calibration whose worker died is taken
-    over once; on its worker's second death it is marked failed (`LeasedJobQuerySet.claim`)."""
+def calibrations_claim(*, study_id: int, model_key: str = DEFAULT_MODEL_KEY) -> list[Calibration]:
+    """Take the study's waiting calibrations of conditions on `model_key` for this worker (a
+    guarded update: a second worker, or a repeated message, gets none). A calibration whose
+    worker died is taken over once; on its worker's second death it is marked failed
+    (`LeasedJobQuerySet.claim`)."""
     now = timezone.now()
-    ids = Calibration.objects.filter(condition__study_id=study_id).claim(
+    on_model = (Q(condition__model__isnull=True) if model_key == DEFAULT_MODEL_KEY
+                else Q(condition__model__key=model_key))
+    ids = Calibration.objects.filter(on_model, condition__study_id=study_id).claim(
         now=now, lease_until=now + CALIBRATION_LEASE, progress=0.0
     )
-    return list(Calibration.objects.filter(id__in=ids).select_related("condition__study"))
+    return list(Calibration.objects.filter(id__in=ids).select_related(
+        "condition__study", "condition__model", "condition__aligned_model"
+    ))
 
 
 def calibrations_progress(*, calibrations: list[Calibration], progress: float) -> None:

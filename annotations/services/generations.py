@@ -75,9 +75,9 @@ def generation_claim(*, generation_id: int) -> Generation | None:
         now=now, lease_until=now + GENERATION_LEASE
     ):
         return None
-    return Generation.objects.select_related("item", "condition", "item__study").get(
-        id=generation_id
-    )
+    return Generation.objects.select_related(
+        "item", "condition", "item__study", "condition__model", "condition__aligned_model"
+    ).get(id=generation_id)
 
 
 def generation_complete(

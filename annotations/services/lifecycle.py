@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from django.db import transaction
 
-from annotations.models import Condition, Criterion, GoldAnswer, Item, Study
+from annotations.conditions import ModelChoice
+from annotations.models import Condition, Criterion, GoldAnswer, Item, ModelEntry, Study
 from annotations.selectors import calibration_state, problems_drawn, study_progress
 
 
@@ -15,6 +16,7 @@ def study_create(
     fields: dict,
     conditions: list[tuple[str, dict]],
     criteria: list[dict],
+    models: dict[str, ModelChoice] | None = None,
     datasets: Sequence[str] = (),
     task_contains: str = "",
     prompt_contains: str = "",
@@ -27,11 +29,18 @@ def study_create(
 
     Items: from each of `datasets`, `item_count` problems matching the filters, drawn with
     `seed` (the same seed draws the same problems), each asked in its data set's prompt, plus
-    any free-text `prompts`, asked as written. All of it, or nothing (one transaction)."""
+    any free-text `prompts`, asked as written. `models`: the weights a condition runs, by
+    condition name (registry keys, checked by the form; absent: the default model). All of
+    it, or nothing (one transaction)."""
+    models = models or {}
+    entries = {e.key: e for e in ModelEntry.objects.filter(key__in={
+        key for choice in models.values() for key in (choice.model, choice.aligned) if key
+    })}
     with transaction.atomic():
         study = Study.objects.create(status=Study.Status.DRAFT, **fields)
         Condition.objects.bulk_create(
-            Condition(study=study, name=name, policy=policy, position=position)
+            Condition(study=study, name=name, policy=policy, position=position,
+                      **_condition_model(models.get(name), entries))
             for position, (name, policy) in enumerate(conditions)
         )
         Criterion.objects.bulk_create(
@@ -52,6 +61,16 @@ def study_create(
         ]
         Item.objects.bulk_create(items)
     return study
+
+
+def _condition_model(choice: ModelChoice | None, entries: dict[str, ModelEntry]) -> dict:
+    if choice is None:
+        return {}
+    return {
+        "model": entries.get(choice.model),  # None for the default model
+        "aligned_model": entries.get(choice.aligned) if choice.aligned else None,
+        "alignment_lambda": choice.alignment_lambda,
+    }
 
 
 def study_launch(*, study: Study) -> list[str]:

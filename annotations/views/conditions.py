@@ -13,19 +13,24 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
+from annotations import selectors
 from annotations.conditions import (
     CALIBRATABLE,
     CALIBRATION_SETS,
     FAMILIES,
     SWEEPABLE,
     BuiltCondition,
+    ModelChoice,
     PairCount,
     build_condition,
     build_sweep,
     family_fields,
     family_help,
+    parse_lambda,
+    parse_lambdas,
 )
 from annotations.forms import prompts_split
+from annotations.queues import DEFAULT_MODEL_KEY
 
 DEFAULT_FAMILY = "static"
 _PREFIX = "p_"  # policy fields, apart from the study form's own names
@@ -73,6 +78,7 @@ def builder_context(form: BaseForm) -> dict:
         "form": form,
         "families": [(kind, family_help(kind)) for kind in FAMILIES],
         "built_rows": rows,
+        "models": selectors.models_offered(),
         "count": _pair_count(data, built=len(rows)),
         **_fields_context(DEFAULT_FAMILY),
     }
@@ -95,14 +101,40 @@ def _values(request: HttpRequest) -> dict[str, str]:
     return values
 
 
-def _build(request: HttpRequest, make: Callable[..., list[BuiltCondition]]) -> HttpResponse:
-    """Rows from the builder's fields for the list, or the builder's error message."""
+def _model_choices(request: HttpRequest, lambdas: list[float | None]) -> list[ModelChoice]:
+    """The builder's model fields, one choice per λ (a single None: no alignment vector),
+    each checked against the registry (ValueError with the reason)."""
+    model = request.POST.get("b_model", "") or DEFAULT_MODEL_KEY
+    aligned = request.POST.get("b_aligned", "")
+    choices = [ModelChoice(model=model, aligned=aligned if lam is not None else "",
+                           alignment_lambda=lam) for lam in lambdas]
+    problem = selectors.model_choice_problem(choices[0])
+    if problem:
+        raise ValueError(problem)
+    return choices
+
+
+def _lambda(request: HttpRequest) -> float | None:
+    """The one λ of an alignment vector, None without an aligned model."""
+    if not request.POST.get("b_aligned"):
+        return None
+    return parse_lambda(request.POST.get("b_lambda", ""))
+
+
+def _build(
+    request: HttpRequest, make: Callable[..., list[BuiltCondition]], *,
+    lambdas: Callable[[], list[float | None]] = lambda: [None], rename: bool = True,
+) -> HttpResponse:
+    """Rows from the builder's fields for the list, each on the chosen model (once per λ of
+    `lambdas`), or the builder's error message."""
     try:
-        rows = make(
+        built = make(
             kind=_family(request.POST),
             values=_values(request),
             calibration_set=request.POST.get("b_set", "items"),
         )
+        choices = _model_choices(request, lambdas())
+        rows = [row.on_model(choice, rename=rename) for choice in choices for row in built]
     except ValueError as error:
         response = render(request, "annotations/_builder_error.html", {"message": str(error)})
         return reswap(retarget(response, "#builder-error"), "innerHTML")
@@ -115,7 +147,8 @@ def _build(request: HttpRequest, make: Callable[..., list[BuiltCondition]]) -> H
 def condition_add(request: HttpRequest) -> HttpResponse:
     """One condition from the builder's fields, as a row for the list (or why not)."""
     name = request.POST.get("b_name", "")
-    return _build(request, lambda **fields: [build_condition(name=name, **fields)])
+    return _build(request, lambda **fields: [build_condition(name=name, **fields)],
+                  lambdas=lambda: [_lambda(request)], rename=not name.strip())
 
 
 @staff_member_required
@@ -123,7 +156,24 @@ def condition_add(request: HttpRequest) -> HttpResponse:
 def condition_sweep(request: HttpRequest) -> HttpResponse:
     """One condition per target sparsity of the chosen family, as rows for the list."""
     sparsities = request.POST.get("b_sparsities", "")
-    return _build(request, functools.partial(build_sweep, sparsities=sparsities))
+    return _build(request, functools.partial(build_sweep, sparsities=sparsities),
+                  lambdas=lambda: [_lambda(request)])
+
+
+@staff_member_required
+@require_POST
+def condition_lambda_sweep(request: HttpRequest) -> HttpResponse:
+    """One condition per λ of an alignment vector between the chosen base and aligned
+    models, all under the policy of the builder's fields."""
+    name = request.POST.get("b_name", "")
+
+    def lambdas() -> list[float | None]:
+        if not request.POST.get("b_aligned"):
+            raise ValueError("a λ sweep needs an aligned model (“Alignment vector towards”)")
+        return list(parse_lambdas(request.POST.get("b_lambdas", "")))
+
+    return _build(request, lambda **fields: [build_condition(name=name, **fields)],
+                  lambdas=lambdas)
 
 
 def _count_items(data) -> int:

@@ -52,6 +52,7 @@ def study_new(request: HttpRequest) -> HttpResponse:
             study = services.study_create(
                 fields={name: data[name] for name in StudySetupForm.Meta.fields},
                 conditions=[(c.name, c.policy) for c in data["conditions"]],
+                models={c.name: c.model for c in data["conditions"]},
                 criteria=data["criteria"],
                 **{name: data[name] for name in _ITEM_FIELDS},
             )
@@ -76,7 +77,7 @@ def _setup_page(
     pilot_form: JudgePilotForm | None = None,
     status: int = 200,
 ):
-    conditions = list(study.conditions.select_related("calibration"))
+    conditions = list(study.conditions.select_related("calibration", "model", "aligned_model"))
     n_items = study.items.count()
     gold_pairs = selectors.gold_pairs(study)
     context = {

@@ -29,6 +29,7 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
     context = {
         "study": study,
         "progress": selectors.study_progress(study),
+        "models": selectors.study_model_service(study),
         "guard_only_checks": selectors.guard_only_checks(study),
         **_servers_context(study),
     }
@@ -97,7 +98,8 @@ def study_progress(request: HttpRequest, study_id: int) -> HttpResponse:
     response = render(
         request,
         "annotations/study_detail.html#progress",
-        {"study": study, "progress": progress},
+        {"study": study, "progress": progress,
+         "models": selectors.study_model_service(study)},
     )
     if progress.finished:
         # Last fragment: tells htmx to stop polling (status 286).

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from annotations import services
 from annotations.demo import DEMO_RATER_TITLE, demo_seed
-from annotations.models import RATER_TITLE_DEFAULT, Calibration, Condition, Study
+from annotations.models import RATER_TITLE_DEFAULT, Calibration, Condition, ModelEntry, Study
 from tests.annotations.conftest import finish_generations
 
 pytestmark = pytest.mark.django_db
@@ -34,6 +34,11 @@ POLICY_WORDS = [
     "activation",
     "skipped",
     "lab",
+    # Models as conditions (issue 30): which weights made an output is as hidden as the policy.
+    "aligned",
+    "alignment",
+    "λ",
+    "fingerprint",
 ]
 
 
@@ -69,11 +74,15 @@ def shown(html: str) -> str:
 
 
 def forbidden(study: Study) -> list[str]:
-    """The study's name, every condition's name and every word of its policies (kinds,
-    sites, families), and `POLICY_WORDS`."""
+    """The study's name, every condition's name, every word of its policies (kinds, sites,
+    families), the key, staff name and path of every model its conditions run, and
+    `POLICY_WORDS`."""
     words = set(POLICY_WORDS)
-    for condition in study.conditions.all():
+    for condition in study.conditions.select_related("model", "aligned_model"):
         words.add(condition.name)
+        for entry in (condition.model, condition.aligned_model):
+            if entry is not None:
+                words.update({entry.key, entry.path, entry.display_name, entry.fingerprint})
         for key, value in condition.policy.items():
             if isinstance(value, str):
                 words.update({key, value})
@@ -116,10 +125,29 @@ def calibrate_and_generate(study: Study) -> None:
     finish_generations(study)
 
 
+def _on_registered_models(study: Study) -> None:
+    """Half the demo's conditions on a registered model, one moved along an alignment vector."""
+    description = {"kind": "hf-directory", "architecture": "llama", "context_length": 8192,
+                   "shape": {"hidden_size": 576}, "weight_formats": ["BF16"],
+                   "parameters": 134515008, "fingerprint": "d4c0ffee5eed"}
+    base = ModelEntry.objects.create(key="smol-base", path="/models/smollm2-base",
+                                     display_name="SmolLM2 base", status="valid",
+                                     description=description)
+    dpo = ModelEntry.objects.create(key="smol-dpo", path="/models/smollm2-dpo",
+                                    display_name="SmolLM2 DPO", status="valid",
+                                    description={**description, "fingerprint": "0ddba11"})
+    first, second = study.conditions.exclude(policy__kind="dense")[:2]
+    Condition.objects.filter(id=first.id).update(model=base)
+    Condition.objects.filter(id=second.id).update(model=base, aligned_model=dpo,
+                                                  alignment_lambda=0.5)
+
+
 def test_every_rater_page_of_the_demo_is_blind(demo):
     study = demo
+    _on_registered_models(study)
     words = forbidden(study)
     assert {"dense", "static", "input", "threshold", "static 25% @input"} <= set(words)
+    assert {"smol-base", "smol-dpo", "/models/smollm2-dpo", "SmolLM2 DPO"} <= set(words)
     pages: dict[str, str] = {}
     anonymous = Client()
 

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotations import selectors, services
-from annotations.models import Calibration, Study
+from annotations.models import Calibration, ModelEntry, Study
 from tests.annotations.test_setup import BASE
 
 pytestmark = pytest.mark.django_db
@@ -131,3 +131,78 @@ def test_calibration_progress_stops_polling_when_done(staff):
     assert response.status_code == 286 and "boom" in response.content.decode()
     staff.post(reverse("study_calibration_retry", args=[study.id]))
     assert Calibration.objects.get().status == "pending"
+
+
+def _registered(key: str, *, layers: int = 2, status: str = "valid") -> ModelEntry:
+    description = {
+        "kind": "hf-directory", "architecture": "llama", "context_length": 256,
+        "shape": {"hidden_size": 64, "num_hidden_layers": layers}, "weight_formats": ["F32"],
+        "parameters": 1000, "fingerprint": f"fp-{key}",
+    }
+    return ModelEntry.objects.create(key=key, path=f"/models/{key}", status=status,
+                                     description=description if status == "valid" else {})
+
+
+def test_the_builder_offers_valid_registered_models_and_a_lambda_sweep(staff):
+    _registered("smol")
+    _registered("smol-dpo")
+    _registered("broken", status="invalid")
+    html = staff.get(reverse("study_new")).content.decode()
+    assert '<option value="default">' in html
+    assert '<option value="smol">' in html and '<option value="smol-dpo">' in html
+    assert '<option value="broken">' not in html, "only valid models are offered"
+    assert 'id="add-lambda-sweep"' in html
+    response = staff.post(reverse("condition_add"), {
+        "b_family": "static", "p_threshold": "0.05", "b_name": "", "b_model": "smol"})
+    [row] = _rows(response.content.decode())
+    assert (row["model"], row["aligned"], row["alignment_lambda"]) == ("smol", "", None)
+    assert row["name"].endswith("· on smol")
+    response = staff.post(reverse("condition_lambda_sweep"), {
+        "b_family": "dense", "b_model": "smol", "b_aligned": "smol-dpo",
+        "b_lambdas": "1, 0, 0.5"})
+    rows = _rows(response.content.decode())
+    assert [r["alignment_lambda"] for r in rows] == [0.0, 0.5, 1.0]
+    assert {(r["model"], r["aligned"]) for r in rows} == {("smol", "smol-dpo")}
+    assert len({r["name"] for r in rows}) == 3
+
+
+@pytest.mark.parametrize("fields, error", [
+    ({"b_model": "broken", "b_aligned": "smol-dpo", "b_lambdas": "0.5"}, "not a valid registered"),
+    ({"b_model": "smol", "b_aligned": "deep", "b_lambdas": "0.5"}, "differ in num_hidden_layers"),
+    ({"b_model": "smol", "b_aligned": "smol", "b_lambdas": "0.5"}, "two different models"),
+    ({"b_model": "smol", "b_aligned": "smol-dpo", "b_lambdas": "x"}, "not a number"),
+    ({"b_model": "smol", "b_lambdas": "0.5"}, "needs an aligned model"),
+])
+def test_a_bad_model_choice_is_a_builder_error(staff, fields, error):
+    _registered("smol")
+    _registered("smol-dpo")
+    _registered("deep", layers=4)
+    _registered("broken", status="invalid")
+    response = staff.post(reverse("condition_lambda_sweep"), {"b_family": "dense", **fields})
+    assert response.headers["HX-Retarget"] == "#builder-error"
+    assert error in html_module.unescape(response.content.decode())
+    assert not _rows(response.content.decode())
+
+
+def test_a_study_built_across_models_stores_each_conditions_model(staff):
+    smol, dpo = _registered("smol"), _registered("smol-dpo")
+    rows = [
+        {"name": "dense", "policy": {"kind": "dense"}},
+        {"name": "smol", "policy": {"kind": "dense"}, "model": "smol"},
+        {"name": "half", "policy": {"kind": "static", "threshold": 0.05}, "model": "smol",
+         "aligned": "smol-dpo", "alignment_lambda": 0.5},
+    ]
+    data = {**BASE, "conditions": "", "prompts": "Write fizzbuzz.",
+            "built": [json.dumps(r) for r in rows]}
+    assert staff.post(reverse("study_new"), data).status_code == 302
+    study = Study.objects.get(name=BASE["name"])
+    got = [(c.name, c.model, c.aligned_model, c.alignment_lambda)
+           for c in study.conditions.order_by("position")]
+    assert got == [("dense", None, None, None), ("smol", smol, None, None),
+                   ("half", smol, dpo, 0.5)]
+    # A row naming a model that is not valid (any more) creates nothing.
+    ModelEntry.objects.filter(key="smol-dpo").update(status="invalid")
+    response = staff.post(reverse("study_new"), {**data, "name": "Another"})
+    assert response.status_code == 200
+    assert "Condition 3 (half)" in html_module.unescape(response.content.decode())
+    assert not Study.objects.filter(name="Another").exists()

@@ -8,10 +8,10 @@ from django.db import IntegrityError, transaction
 from annotations.models import (
     Condition,
     ModelEntry,
-    generation_queue,
     validate_model_description,
     validate_model_key,
 )
+from annotations.queues import generation_queue, worker_queues
 from tests.annotations.conftest import make_study
 
 pytestmark = pytest.mark.django_db
@@ -83,3 +83,12 @@ def test_a_description_is_empty_or_complete_and_typed():
     entry = ModelEntry(key="m", path="/m", description={"kind": 1})
     with pytest.raises(ValidationError):
         entry.full_clean()
+
+
+def test_a_workers_generation_queues_are_its_models():
+    assert worker_queues(["generation", "execution"], ["default"]) == ["generation", "execution"]
+    assert worker_queues(["generation"], ["a", "default"]) == ["generation.a", "generation"]
+    assert worker_queues(["generation", "judge"], ["a", "b"]) == [
+        "generation.a", "generation.b", "judge"
+    ]
+    assert worker_queues(["execution"], ["a"]) == ["execution"], "not a model worker"

@@ -15,6 +15,7 @@ from annotations.models import ExecutionJob, Generation, Problem
 from annotations.selectors import study_progress
 from inference.generate import GenerationResult, prompt_ids
 from tests.annotations.conftest import make_study
+from tests.support.worker import purge_queues
 
 pytestmark = pytest.mark.django_db
 
@@ -172,3 +173,103 @@ def test_a_sparse_output_finished_before_dense_gets_its_divergence_when_dense_fi
     sparse.refresh_from_db()
     assert sparse.telemetry["kl_from_dense"] > 0
     assert selectors.divergence_work(generation_id=dense.id) == [], "measured once"
+
+
+def _waiting(queue: str) -> int:
+    from webapp.celery import app
+
+    with app.connection_for_write() as connection:
+        try:
+            return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except connection.channel_errors:
+            return 0
+
+
+def test_each_models_work_goes_to_its_own_queue_and_the_sweep_keeps_it_there(
+    django_capture_on_commit_callbacks,
+):
+    from annotations.conditions import build_condition
+    from annotations.models import Calibration, Condition, ModelEntry
+
+    purge_queues(["generation", "generation.smol"])
+    smol = ModelEntry.objects.create(key="smol", path="/models/smol", status="valid")
+    built = build_condition(kind="static", values={"target_sparsity_percent": "40"},
+                            name="static 40% on smol")
+    study = make_study(n_items=2, conditions=[
+        ("dense", {"kind": "dense"}), ("smol", {"kind": "dense"}), (built.name, built.policy),
+    ])
+    study.conditions.exclude(name="dense").update(model=smol)
+    services.calibrations_create(study=study, built=[built])
+    services.generations_create(study=study)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.generations_enqueue(study=study) == 4
+        assert tasks.calibrations_enqueue(study=study)
+    # Two outputs each; the calibration job (for smol's condition) on smol's queue too.
+    assert (_waiting("generation"), _waiting("generation.smol")) == (2, 3)
+
+    purge_queues(["generation", "generation.smol"])
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = tasks.generations_reap(queue_empty=lambda queue: queue == "generation.smol")
+        assert sent == 2, "only the queue that lost its messages is refilled"
+        assert tasks.calibrations_reap(queue_empty=True) == 1
+    assert (_waiting("generation"), _waiting("generation.smol")) == (0, 3)
+    [job] = Calibration.objects.all()
+    assert job.condition.model == smol
+    assert services.calibrations_claim(study_id=study.id) == [], "not the default's job"
+    assert services.calibrations_claim(study_id=study.id, model_key="smol") == [job]
+    assert Condition.objects.filter(study=study, model__isnull=True).count() == 1
+    purge_queues(["generation", "generation.smol"])
+
+
+def test_an_alignment_vector_condition_runs_merged_weights_fingerprinted_once(
+    tmp_path, settings
+):
+    """The worker merges θ_base + λ·(θ_aligned − θ_base) once per (base, aligned, λ), any
+    policy composes with it, and each output records the merged weights' fingerprint, the
+    models' keys, λ and what loading cost."""
+    from inference.merge import merge
+    from inference.model_info import describe
+    from tests.support.models import perturbed_copy, save_tiny
+
+    settings.MODEL_CACHE_DIR = tmp_path / "cache"
+    base = save_tiny(tmp_path / "base")
+    aligned = perturbed_copy(base, tmp_path / "aligned", seed=1, scale=0.5)
+    entries = {}
+    for key, path in (("tiny-base", base), ("tiny-aligned", aligned)):
+        entries[key] = services.model_register(key=key, path=str(path))
+        assert tasks.model_validate(entries[key].id) == "valid"
+        entries[key].refresh_from_db()
+    study = make_study(n_items=1, conditions=[
+        ("half dense", {"kind": "dense"}), ("half static", {"kind": "static", "threshold": 0.1}),
+        ("base dense", {"kind": "dense"}),
+    ])
+    study.max_new_tokens = 4
+    study.save()
+    study.conditions.update(model=entries["tiny-base"])
+    study.conditions.filter(name__startswith="half").update(
+        aligned_model=entries["tiny-aligned"], alignment_lambda=0.5)
+    services.generations_create(study=study)
+    rows = Generation.objects.filter(item__study=study)
+    assert {tasks.generate(g.id) for g in rows} == {"done"}
+
+    merged = merge(base, aligned, 0.5, cache_dir=settings.MODEL_CACHE_DIR)
+    assert not merged.built, "the worker built it already: the cache serves it"
+    merged_fp = describe(merged.path, cache_root=settings.MODEL_CACHE_DIR).fingerprint
+    assert merged_fp not in {e.fingerprint for e in entries.values()}
+    by_name = {g.condition.name: g for g in rows.select_related("condition")}
+    for name in ("half dense", "half static"):
+        facts = by_name[name].provenance
+        assert by_name[name].model_fingerprint == facts["model_fingerprint"] == merged_fp
+        assert (facts["model_key"], facts["aligned_model_key"], facts["alignment_lambda"]) == (
+            "tiny-base", "tiny-aligned", 0.5)
+        assert facts["model_load_s"] > 0
+    # Both policies ran on one load of the merged weights: built once, then reused.
+    assert by_name["half dense"].provenance["model_merge_built"] is True
+    assert by_name["half static"].provenance["model_load_s"] == (
+        by_name["half dense"].provenance["model_load_s"])
+    plain = by_name["base dense"].provenance
+    assert plain["model_fingerprint"] == entries["tiny-base"].fingerprint
+    assert "aligned_model_key" not in plain
+    # Divergence from dense is measured within one set of weights only.
+    static = by_name["half static"].telemetry
+    assert static["divergence_tokens"] == by_name["half dense"].new_tokens

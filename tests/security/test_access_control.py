@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from annotations.models import Condition, ConditionServer
+from annotations.models import Condition, ConditionServer, ModelEntry
 from tests.security.conftest import PASSWORD, client_for, rater_secrets
 
 pytestmark = pytest.mark.django_db
@@ -67,6 +67,9 @@ URLS = {
     "study_servers": (STAFF, {"GET"}),
     "condition_server_start": (STAFF, {"POST"}),
     "condition_server_stop": (STAFF, {"POST"}),
+    "condition_lambda_sweep": (STAFF, {"POST"}),
+    "model_list": (STAFF, {"GET", "POST"}),
+    "model_revalidate": (STAFF, {"POST"}),
 }
 # The whole admin site (`admin/…`) is staff only: see test_admin_is_staff_only.
 ADMIN_NAMESPACE = "admin"
@@ -119,14 +122,16 @@ def test_every_url_is_classified():
 def _serving(world) -> dict:
     """A condition still waiting for its calibration (staff asking to serve it get the page's
     409, so the walk starts no model server) and a server record whose process is long gone
-    (stopping it only marks it stopped)."""
+    (stopping it only marks it stopped), and a registered model (revalidating it sends its
+    job when the savepoint commits, which it never does)."""
     waiting = Condition.objects.create(
         study=world.study, name="cond-waiting-w9p", policy={"kind": "static"}
     )
     server = ConditionServer.objects.create(
         condition=waiting, port=9, pid=1, model_name="cond-waiting-w9p"
     )
-    return {"condition_id": waiting.id, "server_id": server.id}
+    entry = ModelEntry.objects.create(key="walk-model-w9p", path="/nonexistent/walk-model")
+    return {"condition_id": waiting.id, "server_id": server.id, "entry_id": entry.id}
 
 
 def _arguments(

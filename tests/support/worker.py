@@ -37,12 +37,14 @@ def celery_worker(
     beat: bool = False,
     purge: bool = True,
     pool: str = "solo",
+    name: str | None = None,
 ) -> Iterator[subprocess.Popen]:
     """Run `celery worker` in its own process group; stop it (warm, then hard) on exit.
 
     `queues`: those it consumes (``generation``, ``execution``, ``judge``), each purged
     first unless `purge` is false; `env` adds settings for the worker only; `beat` embeds
-    the periodic scheduler; `pool="prefork"` runs one pool process, as `make run` does."""
+    the periodic scheduler; `pool="prefork"` runs one pool process, as `make run` does;
+    `name`: its node name (``-n``), for two workers on one machine."""
     if purge:  # messages left by an earlier run name rows that no longer exist
         purge_queues(queues.split(","))
     worker_env = {
@@ -57,6 +59,8 @@ def celery_worker(
                "--pool", pool, "-l", "info", "--without-gossip", "--without-mingle"]
     if pool == "prefork":
         command += ["-c", "1"]
+    if name:
+        command += ["-n", name]
     if beat:
         command += ["-B", "-s", str(log_path.with_suffix(".beat-schedule"))]
     log = open(log_path, "a")  # noqa: SIM115 - closed below
