@@ -139,7 +139,7 @@ def _arguments(
 ) -> dict:
     rater = {"rater_a": world.rater_a, "rater_b": world.rater_b}.get(role, world.rater_a)
     values = {
-        **dict.fromkeys(("condition_id", "server_id"), PLACEHOLDER_ID),
+        **dict.fromkeys(("condition_id", "server_id", "entry_id"), PLACEHOLDER_ID),
         **serving,
         **(world.others(rater) if others else world.own(rater)),
         "token": world.invite.token,
